@@ -1,0 +1,266 @@
+// aicon: one binary, one subcommand per task.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "actors/roles.hpp"
+#include "bench/messages.hpp"
+#include "gpu/device.hpp"
+#include "runtime/client.hpp"
+#include "runtime/config.hpp"
+#include "runtime/host.hpp"
+#include "runtime/log.hpp"
+#include "runtime/tls.hpp"
+#include "schemas/echo.capnp.h"
+
+namespace {
+
+using namespace aicon;
+
+std::string default_data_dir() {
+  if (auto env = std::getenv("AICON_DATA_DIR"))
+    return env;
+  return "aicon-data";
+}
+
+int fail(const caf::error& err) {
+  std::fprintf(stderr, "aicon: %s\n", describe(err).c_str());
+  return 1;
+}
+
+int cmd_keygen(const std::string& data_dir) {
+  auto id = create_identity(data_dir);
+  if (!id)
+    return fail(id.error());
+  std::printf("%s\n", id->id().hex().c_str());
+  std::fprintf(stderr,
+               "wrote %s/node.key (mode 0600) and %s/node.crt\n"
+               "give node.crt to the operators of your peers; they run\n"
+               "  aicon trust node.crt --data-dir THEIR_DIR\n"
+               "and add the NodeId above to peers.allow in their host.toml\n",
+               data_dir.c_str(), data_dir.c_str());
+  return 0;
+}
+
+int cmd_trust(const std::string& data_dir, const std::string& file) {
+  auto id = trust_certificate(data_dir, file);
+  if (!id)
+    return fail(id.error());
+  std::printf("%s\n", id->hex().c_str());
+  std::fprintf(stderr, "trusted: add this NodeId to peers.allow (or peers.connect) to admit it\n");
+  return 0;
+}
+
+struct host_flags {
+  std::string config;
+  std::string data_dir;
+  std::string listen;
+  std::string site;
+  std::vector<std::string> roles;
+  std::vector<std::string> allow;
+  std::vector<std::string> peers;
+  bool dev_open = false;
+  bool verbose = false;
+};
+
+int cmd_host(const host_flags& f) {
+  host_config cfg;
+  if (!f.config.empty()) {
+    auto loaded = load_host_config(f.config, known_roles());
+    if (!loaded)
+      return fail(loaded.error());
+    cfg = std::move(*loaded);
+  }
+  if (!f.data_dir.empty())
+    cfg.data_dir = f.data_dir;
+  if (!f.listen.empty()) {
+    auto addr = net_address::parse(f.listen);
+    if (!addr)
+      return fail(addr.error());
+    cfg.listen = *addr;
+  }
+  if (!f.site.empty())
+    cfg.site = f.site;
+  if (!f.roles.empty()) {
+    auto known = known_roles();
+    for (auto& r : f.roles)
+      if (!known.count(r))
+        return fail(make_error(errc::config_invalid, fmt::format("--roles: unknown role '{}'", r)));
+    cfg.roles = f.roles;
+  }
+  for (auto& a : f.allow) {
+    auto id = node_id::from_hex(a);
+    if (!id)
+      return fail(id.error());
+    cfg.allow.push_back(*id);
+  }
+  for (auto& p : f.peers) {
+    auto eq = p.find('=');
+    if (eq == std::string::npos)
+      return fail(make_error(errc::config_invalid,
+                             fmt::format("--peer '{}' must be ADDRESS=NODEID", p)));
+    auto addr = net_address::parse(p.substr(0, eq));
+    if (!addr)
+      return fail(addr.error());
+    auto id = node_id::from_hex(p.substr(eq + 1));
+    if (!id)
+      return fail(id.error());
+    cfg.connect.push_back(peer_entry{*addr, *id});
+  }
+  if (f.dev_open)
+    cfg.dev_open = true;
+  if (f.verbose)
+    set_log_level(log_level::debug);
+  return run_host(cfg, role_table());
+}
+
+struct ping_flags {
+  std::string address;
+  std::string data_dir;
+  std::string node;
+  int count = 10;
+  size_t size = 64;
+  bool dev_open = false;
+};
+
+int cmd_ping(const ping_flags& f) {
+  client::options opts;
+  opts.data_dir = f.data_dir;
+  opts.dev_open = f.dev_open;
+  opts.threads = 2;
+  auto c = client::start(opts);
+  if (!c)
+    return fail(c.error());
+  std::optional<node_id> expected;
+  if (!f.node.empty()) {
+    auto id = node_id::from_hex(f.node);
+    if (!id)
+      return fail(id.error());
+    expected = *id;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto node = (*c)->connect(f.address, expected);
+  if (!node)
+    return fail(node.error());
+  auto connect_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("connected to %s at %s in %.1f ms\n", node->hex().c_str(), f.address.c_str(),
+              connect_ms);
+  auto name = "echo@" + node->hex();
+  auto echo = (*c)->lookup(name);
+  if (!echo)
+    return fail(echo.error());
+  std::vector<uint8_t> payload(f.size);
+  for (size_t i = 0; i < payload.size(); ++i)
+    payload[i] = static_cast<uint8_t>(i * 31 + 7);
+  std::vector<double> rtts;
+  int wrong = 0;
+  for (int i = 0; i < f.count; ++i) {
+    auto req = make_envelope<schema::EchoRequest>([&](schema::EchoRequest::Builder b) {
+      b.setSeq(static_cast<uint64_t>(i));
+      b.setPayload(kj::arrayPtr(payload.data(), payload.size()));
+    });
+    auto start = std::chrono::steady_clock::now();
+    auto reply = (*c)->request(*echo, std::move(req), std::chrono::seconds(10));
+    auto rtt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (!reply)
+      return fail(reply.error());
+    opened<schema::EchoResponse> resp{*reply};
+    if (!resp)
+      return fail(resp.error());
+    auto data = resp->getPayload();
+    if (resp->getSeq() != static_cast<uint64_t>(i) || data.size() != payload.size()
+        || !std::equal(data.begin(), data.end(), payload.begin()))
+      ++wrong;
+    rtts.push_back(rtt);
+  }
+  std::sort(rtts.begin(), rtts.end());
+  auto pct = [&](double p) {
+    auto idx = static_cast<size_t>(p * static_cast<double>(rtts.size() - 1) + 0.5);
+    return rtts[std::min(idx, rtts.size() - 1)];
+  };
+  std::printf("%s: %d round trips, %zu B payload: min %.3f ms, median %.3f ms, p99 %.3f ms, "
+              "max %.3f ms, %d wrong\n",
+              name.substr(0, 13).c_str(), f.count, f.size, rtts.front(), pct(0.5), pct(0.99),
+              rtts.back(), wrong);
+  return wrong == 0 ? 0 : 1;
+}
+
+int cmd_gpu() {
+  auto report = gpu::query_devices();
+  std::printf("CUDA/NCCL built: %s\n", report.cuda_built ? "yes" : "no");
+  if (report.nccl_version)
+    std::printf("NCCL version: %d\n", report.nccl_version);
+  std::printf("status: %s\n", report.status.c_str());
+  for (auto& d : report.devices)
+    std::printf("gpu %d: %s, %.1f GiB, sm_%d%d\n", d.index, d.name.c_str(),
+                static_cast<double>(d.memory_bytes) / (1 << 30), d.cc_major, d.cc_minor);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"aicon: an actor-model runtime for a decentralized AI compute economy"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "aicon 0.1.0");
+
+  std::string data_dir = default_data_dir();
+
+  auto keygen = app.add_subcommand("keygen", "create this node's ed25519 key (never overwrites)");
+  keygen->add_option("--data-dir", data_dir, "data directory (default $AICON_DATA_DIR or ./aicon-data)");
+
+  std::string cert_file;
+  auto trust = app.add_subcommand("trust", "import a peer's node.crt so it can be allowed");
+  trust->add_option("file", cert_file, "the peer's node.crt")->required();
+  trust->add_option("--data-dir", data_dir, "data directory");
+
+  host_flags hf;
+  auto host = app.add_subcommand("host", "run an actor host until SIGINT/SIGTERM");
+  host->add_option("--config", hf.config, "host.toml");
+  host->add_option("--data-dir", hf.data_dir, "overrides host.data_dir");
+  host->add_option("--listen", hf.listen, "overrides host.listen (host:port, port 0 = any)");
+  host->add_option("--site", hf.site, "overrides host.site");
+  host->add_option("--roles", hf.roles, "overrides host.roles")->delimiter(',');
+  host->add_option("--allow", hf.allow, "adds a NodeId to peers.allow");
+  host->add_option("--peer", hf.peers, "adds ADDRESS=NODEID to peers.connect");
+  host->add_flag("--dev-open", hf.dev_open, "unauthenticated dev mode (loud warning)");
+  host->add_flag("-v,--verbose", hf.verbose, "debug logging");
+
+  ping_flags pf;
+  pf.data_dir = data_dir;
+  auto ping = app.add_subcommand("ping", "round trips to a host's echo role");
+  ping->add_option("address", pf.address, "host:port")->required();
+  ping->add_option("--count,-c", pf.count, "round trips (default 10)")->check(CLI::Range(1, 1000000));
+  ping->add_option("--size", pf.size, "payload bytes (default 64)")->check(CLI::Range(0, 64 << 20));
+  ping->add_option("--node", pf.node, "expected NodeId of the host");
+  ping->add_option("--data-dir", pf.data_dir, "this client's identity and trusted peers");
+  ping->add_flag("--dev-open", pf.dev_open, "talk to a host in dev mode");
+
+  bench::messages_options bo;
+  auto bench_cmd = app.add_subcommand("bench", "run a benchmark");
+  bench_cmd->require_subcommand(1);
+  auto bench_messages = bench_cmd->add_subcommand("messages", "envelope vs plain CAF messages");
+  bench::add_messages_flags(*bench_messages, bo);
+
+  auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
+
+  CLI11_PARSE(app, argc, argv);
+  if (*keygen)
+    return cmd_keygen(data_dir);
+  if (*trust)
+    return cmd_trust(data_dir, cert_file);
+  if (*host)
+    return cmd_host(hf);
+  if (*ping)
+    return cmd_ping(pf);
+  if (*bench_messages)
+    return bench::run_messages(bo, argv[0]);
+  if (*gpu_cmd)
+    return cmd_gpu();
+  return 0;
+}

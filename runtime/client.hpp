@@ -1,0 +1,78 @@
+// A small actor system of its own for processes that dial hosts without
+// being one: `aicon ping`, the tests and the benchmarks. It uses the same
+// directory, peer manager and envelopes as a host, so what it measures is
+// the path every role uses.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/envelope.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/system.hpp"
+
+namespace aicon {
+
+class client {
+public:
+  struct options {
+    /// Data dir with node.key, and peers/ with the certificates to trust.
+    std::filesystem::path data_dir;
+    /// Dial with unauthenticated TLS (only to hosts in dev mode).
+    bool dev_open = false;
+    /// Dial plain TCP (only the message benchmark's baseline).
+    bool plain_tcp = false;
+    limits lim;
+    size_t threads = 0;
+  };
+
+  /// Starts the actor system. Errors: the node key cannot be loaded, TLS
+  /// files cannot be written.
+  static caf::expected<std::unique_ptr<client>> start(const options& opts);
+
+  ~client();
+
+  /// Dials `address` ("host:port"), checks the signed hello and returns the
+  /// NodeId that answered (must equal `expected` if given).
+  caf::expected<node_id> connect(const std::string& address,
+                                 std::optional<node_id> expected = std::nullopt);
+
+  /// Directory lookup: "role" (this process) or "role@<nodeid or prefix>".
+  caf::expected<caf::actor> lookup(const std::string& name);
+
+  /// Sends a request and waits for the answer; an ErrorReply comes back as
+  /// its error. Never waits longer than `timeout`.
+  caf::expected<envelope> request(const caf::actor& dst, envelope req,
+                                  std::chrono::milliseconds timeout);
+
+  caf::actor_system& system() {
+    return *sys_;
+  }
+  const identity& self() const {
+    return *self_;
+  }
+  const caf::actor& directory() const {
+    return directory_;
+  }
+
+private:
+  client() = default;
+
+  options opts_;
+  std::filesystem::path tls_dir_;
+  std::shared_ptr<const identity> self_;
+  std::unique_ptr<caf::actor_system_config> cfg_;
+  std::unique_ptr<caf::actor_system> sys_;
+  caf::actor directory_;
+  caf::actor peers_;
+};
+
+} // namespace aicon

@@ -1,0 +1,281 @@
+#include "runtime/config.hpp"
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "runtime/error.hpp"
+
+namespace aicon {
+
+std::string net_address::to_string() const {
+  return fmt::format("{}:{}", host, port);
+}
+
+caf::expected<net_address> net_address::parse(std::string_view text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0)
+    return make_error(errc::invalid_argument,
+                      fmt::format("address '{}' must be host:port", text));
+  auto port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port > 65535)
+    return make_error(errc::invalid_argument,
+                      fmt::format("address '{}' has an invalid port '{}'", text, port_text));
+  return net_address{std::string{text.substr(0, colon)}, static_cast<uint16_t>(port)};
+}
+
+std::vector<node_id> host_config::admitted() const {
+  std::vector<node_id> out = allow;
+  for (auto& p : connect)
+    if (std::find(out.begin(), out.end(), p.node) == out.end())
+      out.push_back(p.node);
+  return out;
+}
+
+namespace {
+
+class parser {
+public:
+  parser(std::string_view source, const std::filesystem::path& base,
+         const std::set<std::string>& known_roles)
+    : source_(source), base_(base), known_roles_(known_roles) {
+  }
+
+  caf::error fail(const toml::node* node, const std::string& key, const std::string& what) {
+    auto line = node ? node->source().begin.line : 0;
+    return make_error(errc::config_invalid,
+                      fmt::format("{}:{}: {}: {}", source_, line, key, what));
+  }
+
+  template <class T>
+  caf::error get(const toml::table& tbl, const std::string& prefix, const char* key, T& out) {
+    auto node = tbl.get(key);
+    if (!node)
+      return caf::none;
+    auto full = prefix.empty() ? std::string{key} : prefix + "." + key;
+    if constexpr (std::is_same_v<T, std::string>) {
+      auto v = node->value<std::string>();
+      if (!node->is_string() || !v)
+        return fail(node, full, "expected a string");
+      out = *v;
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (!node->is_boolean())
+        return fail(node, full, "expected true or false");
+      out = *node->value<bool>();
+    } else {
+      if (!node->is_integer())
+        return fail(node, full, "expected an integer");
+      auto v = *node->value<int64_t>();
+      if (v < 0 || static_cast<uint64_t>(v) > std::numeric_limits<T>::max())
+        return fail(node, full,
+                    fmt::format("{} is out of range 0..{}", v, std::numeric_limits<T>::max()));
+      out = static_cast<T>(v);
+    }
+    return caf::none;
+  }
+
+  caf::error check_keys(const toml::table& tbl, const std::string& prefix,
+                        std::initializer_list<const char*> allowed) {
+    for (auto& [k, v] : tbl) {
+      bool known = false;
+      for (auto a : allowed)
+        if (k.str() == a)
+          known = true;
+      if (!known) {
+        auto full = prefix.empty() ? std::string{k.str()} : prefix + "." + std::string{k.str()};
+        std::string list;
+        for (auto a : allowed)
+          list += list.empty() ? a : std::string{", "} + a;
+        return fail(&v, full, fmt::format("unknown key (known here: {})", list));
+      }
+    }
+    return caf::none;
+  }
+
+  caf::expected<host_config> run(const toml::table& root) {
+    host_config cfg;
+    if (auto err = check_keys(root, "", {"host", "peers", "limits"}))
+      return err;
+    if (auto host = root.get("host")) {
+      auto tbl = host->as_table();
+      if (!tbl)
+        return fail(host, "host", "expected a table");
+      if (auto err = check_keys(*tbl, "host", {"data_dir", "listen", "roles", "site"}))
+        return err;
+      std::string data_dir;
+      if (auto err = get(*tbl, "host", "data_dir", data_dir))
+        return err;
+      if (!data_dir.empty())
+        cfg.data_dir = std::filesystem::path{data_dir}.is_absolute()
+                         ? std::filesystem::path{data_dir}
+                         : base_ / data_dir;
+      else
+        cfg.data_dir = base_ / cfg.data_dir;
+      std::string listen;
+      if (auto err = get(*tbl, "host", "listen", listen))
+        return err;
+      if (!listen.empty()) {
+        auto addr = net_address::parse(listen);
+        if (!addr)
+          return fail(tbl->get("listen"), "host.listen", what_of(addr.error()));
+        cfg.listen = *addr;
+      }
+      if (auto err = get(*tbl, "host", "site", cfg.site))
+        return err;
+      if (auto roles = tbl->get("roles")) {
+        auto arr = roles->as_array();
+        if (!arr)
+          return fail(roles, "host.roles", "expected an array of role names");
+        cfg.roles.clear();
+        for (size_t i = 0; i < arr->size(); ++i) {
+          auto& item = (*arr)[i];
+          auto key = fmt::format("host.roles[{}]", i);
+          auto name = item.value<std::string>();
+          if (!item.is_string() || !name)
+            return fail(&item, key, "expected a role name");
+          if (!known_roles_.count(*name)) {
+            std::string list;
+            for (auto& r : known_roles_)
+              list += list.empty() ? r : ", " + r;
+            return fail(&item, key, fmt::format("unknown role '{}' (known: {})", *name, list));
+          }
+          cfg.roles.push_back(*name);
+        }
+      }
+    } else {
+      cfg.data_dir = base_ / cfg.data_dir;
+    }
+    if (auto peers = root.get("peers")) {
+      auto tbl = peers->as_table();
+      if (!tbl)
+        return fail(peers, "peers", "expected a table");
+      if (auto err = check_keys(*tbl, "peers", {"allow", "connect", "dev_open"}))
+        return err;
+      if (auto err = get(*tbl, "peers", "dev_open", cfg.dev_open))
+        return err;
+      if (auto allow = tbl->get("allow")) {
+        auto arr = allow->as_array();
+        if (!arr)
+          return fail(allow, "peers.allow", "expected an array of NodeIds");
+        for (size_t i = 0; i < arr->size(); ++i) {
+          auto& item = (*arr)[i];
+          auto key = fmt::format("peers.allow[{}]", i);
+          auto text = item.value<std::string>();
+          if (!item.is_string() || !text)
+            return fail(&item, key, "expected a NodeId (64 hex digits)");
+          auto id = node_id::from_hex(*text);
+          if (!id)
+            return fail(&item, key, what_of(id.error()));
+          cfg.allow.push_back(*id);
+        }
+      }
+      if (auto connect = tbl->get("connect")) {
+        auto arr = connect->as_array();
+        if (!arr)
+          return fail(connect, "peers.connect", "expected an array of {address, node} tables");
+        for (size_t i = 0; i < arr->size(); ++i) {
+          auto& item = (*arr)[i];
+          auto key = fmt::format("peers.connect[{}]", i);
+          auto entry = item.as_table();
+          if (!entry)
+            return fail(&item, key, "expected a table {address = \"host:port\", node = \"<hex>\"}");
+          if (auto err = check_keys(*entry, key, {"address", "node"}))
+            return err;
+          std::string address, node;
+          if (auto err = get(*entry, key, "address", address))
+            return err;
+          if (auto err = get(*entry, key, "node", node))
+            return err;
+          if (address.empty())
+            return fail(&item, key + ".address", "missing");
+          if (node.empty())
+            return fail(&item, key + ".node", "missing");
+          auto addr = net_address::parse(address);
+          if (!addr)
+            return fail(entry->get("address"), key + ".address", what_of(addr.error()));
+          auto id = node_id::from_hex(node);
+          if (!id)
+            return fail(entry->get("node"), key + ".node", what_of(id.error()));
+          cfg.connect.push_back(peer_entry{*addr, *id});
+        }
+      }
+    }
+    if (auto lim = root.get("limits")) {
+      auto tbl = lim->as_table();
+      if (!tbl)
+        return fail(lim, "limits", "expected a table");
+      auto& l = cfg.lim;
+      if (auto err = check_keys(*tbl, "limits",
+                                {"envelope_bytes_max", "traversal_words_max", "nesting_max",
+                                 "request_timeout_ms", "heartbeat_interval_ms",
+                                 "connection_timeout_ms", "connect_timeout_ms",
+                                 "reconnect_min_ms", "reconnect_max_ms", "idle_connection_ms",
+                                 "connections_per_address_max", "watchdog_period_ms",
+                                 "echo_delay_ms_max"}))
+        return err;
+      caf::error err;
+      auto p = std::string{"limits"};
+      if ((err = get(*tbl, p, "envelope_bytes_max", l.envelope_bytes_max))
+          || (err = get(*tbl, p, "traversal_words_max", l.traversal_words_max))
+          || (err = get(*tbl, p, "nesting_max", l.nesting_max))
+          || (err = get(*tbl, p, "request_timeout_ms", l.request_timeout_ms))
+          || (err = get(*tbl, p, "heartbeat_interval_ms", l.heartbeat_interval_ms))
+          || (err = get(*tbl, p, "connection_timeout_ms", l.connection_timeout_ms))
+          || (err = get(*tbl, p, "connect_timeout_ms", l.connect_timeout_ms))
+          || (err = get(*tbl, p, "reconnect_min_ms", l.reconnect_min_ms))
+          || (err = get(*tbl, p, "reconnect_max_ms", l.reconnect_max_ms))
+          || (err = get(*tbl, p, "idle_connection_ms", l.idle_connection_ms))
+          || (err = get(*tbl, p, "connections_per_address_max", l.connections_per_address_max))
+          || (err = get(*tbl, p, "watchdog_period_ms", l.watchdog_period_ms))
+          || (err = get(*tbl, p, "echo_delay_ms_max", l.echo_delay_ms_max)))
+        return err;
+      if (l.heartbeat_interval_ms == 0 || l.connection_timeout_ms <= l.heartbeat_interval_ms)
+        return fail(tbl, "limits.connection_timeout_ms",
+                    "must be greater than a non-zero heartbeat_interval_ms");
+      if (l.idle_connection_ms <= l.heartbeat_interval_ms)
+        return fail(tbl, "limits.idle_connection_ms",
+                    "must be greater than heartbeat_interval_ms, or healthy links are cut");
+    }
+    return cfg;
+  }
+
+private:
+  std::string source_;
+  std::filesystem::path base_;
+  const std::set<std::string>& known_roles_;
+};
+
+} // namespace
+
+caf::expected<host_config> parse_host_config(std::string_view text,
+                                             std::string_view source_name,
+                                             const std::filesystem::path& base_dir,
+                                             const std::set<std::string>& known_roles) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    return make_error(errc::config_invalid,
+                      fmt::format("{}:{}: {}", source_name, e.source().begin.line,
+                                  e.description()));
+  }
+  return parser{source_name, base_dir, known_roles}.run(root);
+}
+
+caf::expected<host_config> load_host_config(const std::filesystem::path& path,
+                                            const std::set<std::string>& known_roles) {
+  std::ifstream in{path, std::ios::binary};
+  if (!in)
+    return make_error(errc::config_invalid, fmt::format("cannot read config {}", path.string()));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  auto base = path.has_parent_path() ? path.parent_path() : std::filesystem::path{"."};
+  return parse_host_config(ss.str(), path.string(), base, known_roles);
+}
+
+} // namespace aicon

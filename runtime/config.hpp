@@ -1,0 +1,63 @@
+// host.toml: what a host runs, where it listens, whom it admits.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "runtime/identity.hpp"
+#include "runtime/limits.hpp"
+
+namespace aicon {
+
+/// "host:port" split and checked.
+struct net_address {
+  std::string host;
+  uint16_t port = 0;
+
+  std::string to_string() const;
+
+  /// Parses "host:port"; errc::invalid_argument names what was wrong.
+  static caf::expected<net_address> parse(std::string_view text);
+};
+
+/// A peer this host dials and keeps a link to.
+struct peer_entry {
+  net_address address;
+  node_id node;
+};
+
+struct host_config {
+  std::filesystem::path data_dir = "aicon-data";
+  net_address listen{"127.0.0.1", 0}; ///< port 0: the OS picks one (logged)
+  std::vector<std::string> roles{"directory", "echo"};
+  std::string site = "default";
+  std::vector<node_id> allow;       ///< NodeIds admitted at the link
+  std::vector<peer_entry> connect;  ///< peers to dial (implicitly allowed)
+  bool dev_open = false;            ///< unauthenticated TLS, anyone admitted
+  limits lim;
+
+  /// allow ∪ connect nodes, without duplicates.
+  std::vector<node_id> admitted() const;
+};
+
+/// Parses host.toml text. Relative paths are resolved against `base_dir`.
+/// Errors (errc::config_invalid) name the source, key and line, e.g.
+/// "host.toml:7: peers.allow[1]: NodeId 'xyz' must be 64 hex digits".
+/// Unknown keys are errors, so a typo never silently falls back to a
+/// default. `known_roles` lists the role names this binary can run.
+caf::expected<host_config> parse_host_config(std::string_view text,
+                                             std::string_view source_name,
+                                             const std::filesystem::path& base_dir,
+                                             const std::set<std::string>& known_roles);
+
+/// Reads and parses a config file.
+caf::expected<host_config> load_host_config(const std::filesystem::path& path,
+                                            const std::set<std::string>& known_roles);
+
+} // namespace aicon

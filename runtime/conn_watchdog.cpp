@@ -1,0 +1,149 @@
+#include "runtime/conn_watchdog.hpp"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/log.hpp"
+
+namespace aicon {
+
+conn_watchdog::conn_watchdog(uint16_t listen_port, const limits& lim)
+  : port_(listen_port), lim_(lim) {
+  thread_ = std::thread{[this] { run(); }};
+}
+
+conn_watchdog::~conn_watchdog() {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void conn_watchdog::run() {
+  std::unique_lock<std::mutex> lock{mtx_};
+  while (!stop_) {
+    cv_.wait_for(lock, std::chrono::milliseconds(lim_.watchdog_period_ms));
+    if (stop_)
+      break;
+    lock.unlock();
+    scan();
+    lock.lock();
+  }
+}
+
+namespace {
+
+struct accepted_socket {
+  int fd;
+  std::string peer_ip;
+  uint16_t peer_port;
+  uint32_t idle_ms;
+};
+
+bool local_port_of(int fd, uint16_t& port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return false;
+  if (addr.ss_family == AF_INET)
+    port = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  else if (addr.ss_family == AF_INET6)
+    port = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  else
+    return false;
+  return true;
+}
+
+bool peer_of(int fd, std::string& ip, uint16_t& port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return false; // the listening socket has no peer
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    auto in = reinterpret_cast<sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+    port = ntohs(in->sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    auto in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
+    port = ntohs(in6->sin6_port);
+  } else {
+    return false;
+  }
+  ip = buf;
+  return true;
+}
+
+} // namespace
+
+size_t conn_watchdog::scan() {
+  std::vector<accepted_socket> found;
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir)
+    return 0;
+  while (auto* ent = readdir(dir)) {
+    char* end = nullptr;
+    long fd = std::strtol(ent->d_name, &end, 10);
+    if (*end != '\0' || fd < 0 || fd == dirfd(dir))
+      continue;
+    struct stat st;
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode))
+      continue;
+    uint16_t local_port = 0;
+    if (!local_port_of(static_cast<int>(fd), local_port) || local_port != port_)
+      continue;
+    accepted_socket s{static_cast<int>(fd), "", 0, 0};
+    if (!peer_of(s.fd, s.peer_ip, s.peer_port))
+      continue;
+    tcp_info info{};
+    socklen_t len = sizeof(info);
+    if (getsockopt(s.fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+      continue;
+    s.idle_ms = info.tcpi_last_data_recv;
+    found.push_back(s);
+  }
+  closedir(dir);
+  size_t cut = 0;
+  std::map<std::string, std::vector<accepted_socket*>> by_ip;
+  for (auto& s : found) {
+    if (s.idle_ms > lim_.idle_connection_ms) {
+      log_warning("cutting connection from {}:{}: no data for {} ms (idle_connection_ms={})",
+                  s.peer_ip, s.peer_port, s.idle_ms, lim_.idle_connection_ms);
+      ::shutdown(s.fd, SHUT_RDWR);
+      ++cut;
+      continue;
+    }
+    by_ip[s.peer_ip].push_back(&s);
+  }
+  for (auto& [ip, socks] : by_ip) {
+    if (socks.size() <= lim_.connections_per_address_max)
+      continue;
+    // Keep the longest-standing links (lowest descriptors were opened first).
+    std::sort(socks.begin(), socks.end(),
+              [](auto* a, auto* b) { return a->fd < b->fd; });
+    for (size_t k = lim_.connections_per_address_max; k < socks.size(); ++k) {
+      log_warning("cutting connection from {}:{}: over connections_per_address_max={}", ip,
+                  socks[k]->peer_port, lim_.connections_per_address_max);
+      ::shutdown(socks[k]->fd, SHUT_RDWR);
+      ++cut;
+    }
+  }
+  cut_ += cut;
+  return cut;
+}
+
+} // namespace aicon

@@ -1,0 +1,51 @@
+// Cuts accepted connections that CAF 0.17 would otherwise keep forever: one
+// that has received no byte for idle_connection_ms (a client that never
+// starts or never finishes its TLS handshake; a healthy link receives a BASP
+// heartbeat every heartbeat_interval_ms), and connections from one IP
+// address beyond connections_per_address_max.
+//
+// It runs in its own thread, finds this process's sockets accepted on the
+// listen port through /proc/self/fd, reads TCP_INFO and calls shutdown() on
+// the ones to cut; CAF then sees end-of-stream and closes them itself, so no
+// descriptor is closed behind CAF's back.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+#include "runtime/limits.hpp"
+
+namespace aicon {
+
+class conn_watchdog {
+public:
+  conn_watchdog(uint16_t listen_port, const limits& lim);
+  ~conn_watchdog();
+
+  conn_watchdog(const conn_watchdog&) = delete;
+  conn_watchdog& operator=(const conn_watchdog&) = delete;
+
+  /// Connections cut so far.
+  uint64_t cut() const {
+    return cut_.load();
+  }
+
+  /// One scan (also used by tests); returns the number of connections cut.
+  size_t scan();
+
+private:
+  void run();
+
+  uint16_t port_;
+  limits lim_;
+  std::atomic<uint64_t> cut_{0};
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+} // namespace aicon

@@ -1,0 +1,300 @@
+#include "runtime/directory.hpp"
+
+#include <map>
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "runtime/atoms.hpp"
+#include "runtime/envelope.hpp"
+#include "runtime/log.hpp"
+#include "runtime/role.hpp"
+#include "schemas/host.capnp.h"
+
+namespace aicon {
+
+std::vector<uint8_t> hello_signing_bytes(std::span<const uint8_t> nonce, const node_id& node) {
+  static constexpr std::string_view tag = "aicon-hello-v1";
+  std::vector<uint8_t> out;
+  out.reserve(tag.size() + nonce.size() + node.bytes.size());
+  for (char c : tag)
+    out.push_back(static_cast<uint8_t>(c));
+  out.insert(out.end(), nonce.begin(), nonce.end());
+  out.insert(out.end(), node.bytes.begin(), node.bytes.end());
+  return out;
+}
+
+std::pair<std::string, std::string> split_name(const std::string& name) {
+  auto at = name.find('@');
+  if (at == std::string::npos)
+    return {name, ""};
+  return {name.substr(0, at), name.substr(at + 1)};
+}
+
+namespace {
+
+// --- remote_role: a local stand-in for one role on one peer ----------------
+
+struct remote_role_state {
+  caf::actor gatekeeper;
+  std::string role;
+  std::string peer; // short hex, for messages
+  uint32_t timeout_ms = 0;
+  uint64_t next_id = 0;
+  std::map<uint64_t, caf::typed_response_promise<envelope>> pending;
+  static inline const char* name = "aicon.remote_role";
+};
+
+caf::behavior remote_role(caf::stateful_actor<remote_role_state>* self, caf::actor gatekeeper,
+                          std::string role, std::string peer, uint32_t timeout_ms) {
+  auto& st = self->state;
+  st.gatekeeper = gatekeeper;
+  st.role = std::move(role);
+  st.peer = std::move(peer);
+  st.timeout_ms = timeout_ms;
+  self->monitor(gatekeeper);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    if (msg.source != st.gatekeeper.address())
+      return;
+    auto err = make_error(errc::peer_down,
+                          fmt::format("link to {} lost while waiting for '{}' ({})", st.peer,
+                                      st.role, caf::to_string(msg.reason)));
+    for (auto& [id, rp] : st.pending)
+      rp.deliver(err);
+    st.pending.clear();
+    self->quit(); // normal exit: does not take the linked directory down
+  });
+  return {
+    [self](const envelope& env) -> caf::result<envelope> {
+      auto& st = self->state;
+      if (!self->current_message_id().is_request()) {
+        self->send(st.gatekeeper, route_atom::value, st.role, env);
+        return caf::delegated<envelope>{};
+      }
+      auto rp = self->make_response_promise<envelope>();
+      auto id = st.next_id++;
+      st.pending.emplace(id, rp);
+      self
+        ->request(st.gatekeeper, std::chrono::milliseconds(st.timeout_ms), route_atom::value,
+                  st.role, env)
+        .then(
+          [self, id](envelope& reply) {
+            auto i = self->state.pending.find(id);
+            if (i != self->state.pending.end()) {
+              i->second.deliver(std::move(reply));
+              self->state.pending.erase(i);
+            }
+          },
+          [self, id](caf::error& err) {
+            auto i = self->state.pending.find(id);
+            if (i != self->state.pending.end()) {
+              auto& st = self->state;
+              i->second.deliver(code_of(err) == errc::timeout
+                                  ? make_error(errc::timeout,
+                                               fmt::format("'{}@{}' did not answer within {} ms",
+                                                           st.role, st.peer, st.timeout_ms))
+                                  : std::move(err));
+              self->state.pending.erase(i);
+            }
+          });
+      return rp;
+    },
+  };
+}
+
+// --- the directory ----------------------------------------------------------
+
+struct peer_record {
+  caf::actor gatekeeper;
+  std::vector<std::string> roles;
+  std::string address;
+  std::string site;
+  bool up = false;
+};
+
+struct directory_state {
+  role_context ctx;
+  uint16_t listen_port = 0;
+  std::map<std::string, caf::actor> local;
+  std::map<node_id, peer_record> peers;
+  std::map<std::pair<node_id, std::string>, caf::actor> links;
+  std::unique_ptr<message_table> table;
+  static inline const char* name = "aicon.directory";
+
+  caf::expected<node_id> resolve_node(const std::string& text) const {
+    if (text.size() == 64) {
+      auto id = node_id::from_hex(text);
+      if (!id)
+        return id.error();
+      return *id;
+    }
+    // A unique hex prefix of at least 8 digits names a known peer.
+    if (text.size() >= 8) {
+      std::optional<node_id> found;
+      for (auto& [id, rec] : peers)
+        if (id.hex().rfind(text, 0) == 0) {
+          if (found)
+            return make_error(errc::unknown_node,
+                              fmt::format("node prefix '{}' is ambiguous", text));
+          found = id;
+        }
+      if (ctx.self->id().hex().rfind(text, 0) == 0)
+        found = ctx.self->id();
+      if (found)
+        return *found;
+    }
+    return make_error(errc::unknown_node,
+                      fmt::format("no peer '{}' is known (give a NodeId or a unique prefix of "
+                                  ">= 8 hex digits)",
+                                  text));
+  }
+
+  caf::expected<caf::actor> lookup_local(const std::string& role) const {
+    auto i = local.find(role);
+    if (i == local.end())
+      return make_error(errc::unknown_role, fmt::format("this host runs no role '{}'", role));
+    return i->second;
+  }
+};
+
+caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context ctx) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.table = std::make_unique<message_table>("directory");
+  st.table->on<schema::HelloRequest>([self](schema::HelloRequest::Reader req)
+                                       -> caf::result<envelope> {
+    auto& st = self->state;
+    auto nonce = req.getNonce();
+    if (nonce.size() != 32)
+      return make_error(errc::invalid_argument,
+                        fmt::format("HelloRequest.nonce must be 32 bytes, got {}", nonce.size()));
+    auto sig = st.ctx.self->sign(
+      hello_signing_bytes({nonce.begin(), nonce.size()}, st.ctx.self->id()));
+    return make_envelope<schema::HelloResponse>([&](schema::HelloResponse::Builder b) {
+      auto& id = st.ctx.self->id();
+      b.setNode(kj::arrayPtr(id.bytes.data(), id.bytes.size()));
+      b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+      auto roles = b.initRoles(static_cast<unsigned>(st.local.size()));
+      unsigned i = 0;
+      for (auto& [name, _] : st.local)
+        roles.set(i++, name);
+      b.setSite(st.ctx.site);
+      b.setVersion("0.1.0");
+    });
+  });
+  st.table->on<schema::StatusRequest>([self](schema::StatusRequest::Reader)
+                                        -> caf::result<envelope> {
+    auto& st = self->state;
+    return make_envelope<schema::StatusResponse>([&](schema::StatusResponse::Builder b) {
+      auto& id = st.ctx.self->id();
+      b.setNode(kj::arrayPtr(id.bytes.data(), id.bytes.size()));
+      auto roles = b.initRoles(static_cast<unsigned>(st.local.size()));
+      unsigned i = 0;
+      for (auto& [name, _] : st.local)
+        roles.set(i++, name);
+      auto peers = b.initPeers(static_cast<unsigned>(st.peers.size()));
+      i = 0;
+      for (auto& [pid, rec] : st.peers) {
+        auto p = peers[i++];
+        p.setNode(kj::arrayPtr(pid.bytes.data(), pid.bytes.size()));
+        p.setAddress(rec.address);
+        p.setUp(rec.up);
+        p.setSite(rec.site);
+        auto pr = p.initRoles(static_cast<unsigned>(rec.roles.size()));
+        for (unsigned k = 0; k < rec.roles.size(); ++k)
+          pr.set(k, rec.roles[k]);
+      }
+      b.setRunningActors(static_cast<uint32_t>(self->system().registry().running()));
+      b.setMalformedDropped(st.ctx.counters->malformed_dropped.load());
+      b.setRequestsServed(st.ctx.counters->requests_served.load());
+      b.setSite(st.ctx.site);
+      b.setListenPort(st.listen_port);
+    });
+  });
+  self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
+    return drop_unexpected(self, x, self->state.ctx.counters.get());
+  });
+  return {
+    [self](const envelope& env) -> caf::result<envelope> {
+      return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
+    },
+    [self](register_atom, const std::string& role, caf::actor handle) {
+      self->state.local[role] = std::move(handle);
+    },
+    [self](port_atom, uint16_t port) { self->state.listen_port = port; },
+    [self](lookup_atom, const std::string& name) -> caf::result<caf::actor> {
+      auto& st = self->state;
+      auto [role, node_text] = split_name(name);
+      if (role.empty())
+        return make_error(errc::invalid_argument,
+                          fmt::format("'{}' names no role (expected role or role@node)", name));
+      if (node_text.empty() || node_text == "local")
+        return st.lookup_local(role);
+      auto node = st.resolve_node(node_text);
+      if (!node)
+        return node.error();
+      if (*node == st.ctx.self->id())
+        return st.lookup_local(role);
+      auto p = st.peers.find(*node);
+      if (p == st.peers.end())
+        return make_error(errc::unknown_node,
+                          fmt::format("no link to {} (not a configured or connected peer)",
+                                      node->short_hex()));
+      if (!p->second.up)
+        return make_error(errc::peer_down,
+                          fmt::format("link to {} at {} is down", node->short_hex(),
+                                      p->second.address));
+      auto& roles = p->second.roles;
+      if (std::find(roles.begin(), roles.end(), role) == roles.end())
+        return make_error(errc::unknown_role,
+                          fmt::format("{} runs no role '{}'", node->short_hex(), role));
+      auto key = std::make_pair(*node, role);
+      auto l = st.links.find(key);
+      if (l != st.links.end())
+        return l->second;
+      auto link = self->spawn<caf::linked>(remote_role, p->second.gatekeeper, role, node->short_hex(),
+                              st.ctx.lim.request_timeout_ms);
+      st.links.emplace(key, link);
+      return link;
+    },
+    [self](peer_up_atom, const std::string& node_hex, caf::actor gatekeeper,
+           std::vector<std::string> roles, const std::string& address,
+           const std::string& site) {
+      auto node = node_id::from_hex(node_hex);
+      if (!node)
+        return;
+      auto& rec = self->state.peers[*node];
+      rec.gatekeeper = std::move(gatekeeper);
+      rec.roles = std::move(roles);
+      rec.address = address;
+      rec.site = site;
+      rec.up = true;
+    },
+    [self](peer_down_atom, const std::string& node_hex, const std::string&) {
+      auto node = node_id::from_hex(node_hex);
+      if (!node)
+        return;
+      auto& st = self->state;
+      auto i = st.peers.find(*node);
+      if (i != st.peers.end()) {
+        i->second.up = false;
+        i->second.gatekeeper = nullptr;
+      }
+      for (auto l = st.links.begin(); l != st.links.end();) {
+        if (l->first.first == *node)
+          l = st.links.erase(l);
+        else
+          ++l;
+      }
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_directory(caf::actor_system& sys, const role_context& ctx) {
+  return sys.spawn(directory, ctx);
+}
+
+} // namespace aicon

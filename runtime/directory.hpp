@@ -1,0 +1,36 @@
+// The directory: name -> handle, whether the role is on this host or on a
+// peer. `lookup("echo")` and `lookup("echo@<nodeid>")` both return a
+// caf::actor that takes envelopes; for a peer's role it is a local link
+// actor that forwards to the peer's gatekeeper and fails pending requests
+// with errc::peer_down when the link drops. Callers never touch the
+// middleman.
+//
+// Local messages (never reachable from a peer: this handle is not exported):
+//   (register_atom, std::string role, caf::actor)            -> void
+//   (lookup_atom, std::string name)                           -> caf::actor
+//   (peer_up_atom, std::string node_hex, caf::actor gatekeeper,
+//    std::vector<std::string> roles, std::string address, std::string site)
+//   (peer_down_atom, std::string node_hex, std::string reason)
+//   (port_atom, uint16_t)                                     listen port for status
+// As the "directory" role, through the gatekeeper, it answers the envelopes
+// HelloRequest (signed proof of this host's NodeId) and StatusRequest.
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/system.hpp"
+
+namespace aicon {
+
+/// Spawns the directory. `ctx.directory` is ignored.
+caf::actor spawn_directory(caf::actor_system& sys, const role_context& ctx);
+
+/// The bytes a host signs to answer a HelloRequest.
+std::vector<uint8_t> hello_signing_bytes(std::span<const uint8_t> nonce, const node_id& node);
+
+/// Splits "role@node" into its parts; node is empty for a local name.
+std::pair<std::string, std::string> split_name(const std::string& name);
+
+} // namespace aicon

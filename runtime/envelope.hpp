@@ -1,0 +1,228 @@
+// The envelope: one registered CAF type that carries any Cap'n Proto message
+// between actors, locally (reference counted, never copied) or remotely
+// (serialized once by CAF's middleman). Wire layout: schemas/common.capnp.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <capnp/message.h>
+#include <capnp/orphan.h>
+#include <capnp/schema.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <caf/deserializer.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/serializer.hpp>
+
+#include "runtime/error.hpp"
+#include "runtime/limits.hpp"
+
+namespace aicon {
+
+/// An allocator that default-initializes, so resizing a word buffer before
+/// overwriting it does not zero it first.
+template <class T>
+struct default_init_allocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = default_init_allocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+using word_vector = std::vector<capnp::word, default_init_allocator<capnp::word>>;
+
+/// A Cap'n Proto message in flat-array form plus the struct id of its root.
+/// Immutable once built; handlers take it by const reference.
+struct envelope {
+  uint64_t type_id = 0; ///< capnp::typeId<T>() of the root struct
+  word_vector words;    ///< segment table followed by the segments
+
+  size_t size_bytes() const {
+    return words.size() * sizeof(capnp::word);
+  }
+};
+
+/// Limits applied when opening an envelope.
+struct reader_limits {
+  uint64_t envelope_bytes_max;
+  uint64_t traversal_words_max;
+  uint32_t nesting_max;
+};
+
+/// Reader limits from `l`.
+reader_limits reader_limits_from(const limits& l);
+
+/// Limits used when none are given; set once at start-up by the host
+/// (thread-safe: read by CAF's BASP workers while deserializing).
+reader_limits current_reader_limits();
+void set_current_reader_limits(const reader_limits& l);
+
+namespace detail {
+
+caf::error save_envelope(caf::serializer& f, envelope& x);
+caf::error load_envelope(caf::deserializer& f, envelope& x);
+
+/// Checks size, alignment and type id; returns the error to report, if any.
+caf::error check_envelope(const envelope& env, uint64_t expected_type_id,
+                          const reader_limits& lim);
+
+/// Human-readable name of a schema struct id ("EchoRequest" or "0x...").
+std::string type_name_of(uint64_t type_id);
+
+void register_type_name(uint64_t type_id, std::string name);
+
+template <class T>
+struct type_name_registrar {
+  type_name_registrar() {
+    register_type_name(capnp::typeId<T>(),
+                       capnp::Schema::from<T>().getShortDisplayName().cStr());
+  }
+};
+
+} // namespace detail
+
+/// CAF inspection: the raw words are written and read in one block. Loading
+/// refuses a length over envelope_bytes_max before allocating anything.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, envelope& x) {
+  if constexpr (std::is_same_v<Inspector, caf::serializer>) {
+    return detail::save_envelope(f, x);
+  } else if constexpr (std::is_same_v<Inspector, caf::deserializer>) {
+    return detail::load_envelope(f, x);
+  } else {
+    uint64_t size_bytes = x.size_bytes();
+    return f(caf::meta::type_name("aicon::envelope"), x.type_id, size_bytes);
+  }
+}
+
+/// Builds one message. The first segment lives inside the builder so small
+/// messages cost no heap allocation besides the envelope's own buffer.
+class envelope_builder {
+public:
+  envelope_builder();
+  envelope_builder(const envelope_builder&) = delete;
+  envelope_builder& operator=(const envelope_builder&) = delete;
+
+  template <class T>
+  typename T::Builder init_root() {
+    type_id_ = capnp::typeId<T>();
+    static detail::type_name_registrar<T> registrar;
+    return builder_.initRoot<T>();
+  }
+
+  /// For adopting external data without copying it into the builder (large
+  /// payloads): the bytes are copied exactly once, by finish().
+  capnp::Orphanage orphanage() {
+    return builder_.getOrphanage();
+  }
+
+  /// Serializes into a new envelope. `type_id` is the root's, set by
+  /// init_root.
+  envelope finish();
+
+private:
+  static constexpr size_t scratch_words = 128;
+  capnp::word scratch_[scratch_words];
+  capnp::MallocMessageBuilder builder_;
+  uint64_t type_id_ = 0;
+};
+
+/// Builds an envelope whose root is a T filled by `fill(T::Builder)` or
+/// `fill(T::Builder, envelope_builder&)`.
+template <class T, class F>
+envelope make_envelope(F&& fill) {
+  envelope_builder b;
+  auto root = b.init_root<T>();
+  if constexpr (std::is_invocable_v<F, typename T::Builder, envelope_builder&>)
+    fill(root, b);
+  else
+    fill(root);
+  return b.finish();
+}
+
+/// A checked view of an envelope as a T. Construction never throws: check
+/// `ok()` (or bool conversion) and `error()` first. The envelope must outlive
+/// the view; a view never crosses a mailbox.
+template <class T>
+class opened {
+public:
+  explicit opened(const envelope& env,
+                  const reader_limits& lim = current_reader_limits()) {
+    static detail::type_name_registrar<T> registrar;
+    err_ = detail::check_envelope(env, capnp::typeId<T>(), lim);
+    if (err_)
+      return;
+    capnp::ReaderOptions opts;
+    opts.traversalLimitInWords = lim.traversal_words_max;
+    opts.nestingLimit = static_cast<int>(lim.nesting_max);
+    try {
+      reader_.emplace(kj::ArrayPtr<const capnp::word>(env.words.data(),
+                                                      env.words.size()),
+                      opts);
+      root_ = reader_->template getRoot<T>();
+      // Walks every pointer once, so a bad pointer is found here and not
+      // halfway through a handler that already changed state.
+      root_.totalSize();
+    } catch (const kj::Exception& e) {
+      err_ = make_error(errc::malformed_message,
+                        detail::type_name_of(capnp::typeId<T>()) + ": "
+                          + e.getDescription().cStr());
+    }
+  }
+
+  opened(const opened&) = delete;
+  opened& operator=(const opened&) = delete;
+
+  bool ok() const {
+    return !err_;
+  }
+  explicit operator bool() const {
+    return ok();
+  }
+  const caf::error& error() const {
+    return err_;
+  }
+  typename T::Reader root() const {
+    return root_;
+  }
+  const typename T::Reader* operator->() const {
+    return &root_;
+  }
+
+private:
+  std::optional<capnp::FlatArrayMessageReader> reader_;
+  typename T::Reader root_;
+  caf::error err_;
+};
+
+/// Whether `env` holds a T (type id only, no validation).
+template <class T>
+bool holds(const envelope& env) {
+  return env.type_id == capnp::typeId<T>();
+}
+
+/// An ErrorReply envelope describing `err`.
+envelope make_error_reply(const caf::error& err);
+
+/// If `env` is an ErrorReply, the error it carries (a malformed ErrorReply is
+/// itself reported as malformed_message); none otherwise.
+caf::error error_of_reply(const envelope& env);
+
+} // namespace aicon

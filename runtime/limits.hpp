@@ -1,0 +1,60 @@
+// Every limit and tunable of the runtime, each with its unit, default and
+// reason. All can be set from the `[limits]` table of host.toml.
+#pragma once
+
+#include <cstdint>
+
+namespace aicon {
+
+struct limits {
+  /// Largest envelope a host accepts or sends. 64 MiB fits one model shard or
+  /// a gradient bucket with room to spare while bounding what one message can
+  /// make a host allocate.
+  uint64_t envelope_bytes_max = 64ull << 20;
+
+  /// Cap'n Proto traversal limit when reading a message. Twice the largest
+  /// envelope: validation walks every pointer once and the handler reads the
+  /// fields again, while an amplification attack (many pointers to the same
+  /// words) is still cut off.
+  uint64_t traversal_words_max = 2 * ((64ull << 20) / 8);
+
+  /// Cap'n Proto nesting limit; our schemas nest at most a few levels.
+  uint32_t nesting_max = 64;
+
+  /// Default timeout of a request between roles; long enough for a loaded
+  /// 2-core host, short enough that a caller is never stuck.
+  uint32_t request_timeout_ms = 10000;
+
+  /// Interval of CAF's BASP heartbeats on every link.
+  uint32_t heartbeat_interval_ms = 1000;
+
+  /// A link that has not been heard from for this long is closed by CAF: three
+  /// missed heartbeats, so a frozen or killed peer is noticed in seconds.
+  uint32_t connection_timeout_ms = 3000;
+
+  /// Timeout of one connection attempt (TCP + TLS + BASP handshake + hello).
+  uint32_t connect_timeout_ms = 5000;
+
+  /// First delay before reconnecting to a configured peer; doubles on every
+  /// failure up to reconnect_max_ms.
+  uint32_t reconnect_min_ms = 500;
+
+  /// Largest delay between reconnect attempts.
+  uint32_t reconnect_max_ms = 8000;
+
+  /// An accepted connection that has received no byte for this long is cut.
+  /// CAF 0.17 keeps a connection that never starts its handshake forever; a
+  /// healthy link receives a heartbeat every heartbeat_interval_ms.
+  uint32_t idle_connection_ms = 5000;
+
+  /// Accepted connections allowed at once from one IP address; more are cut.
+  uint32_t connections_per_address_max = 64;
+
+  /// Period of the connection watchdog that enforces the two limits above.
+  uint32_t watchdog_period_ms = 500;
+
+  /// Longest delay an echo request may ask for.
+  uint32_t echo_delay_ms_max = 60000;
+};
+
+} // namespace aicon

@@ -1,0 +1,238 @@
+#include "runtime/peer_manager.hpp"
+
+#include <map>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+#include <fmt/format.h>
+#include <sodium.h>
+
+#include "runtime/atoms.hpp"
+#include "runtime/config.hpp"
+#include "runtime/directory.hpp"
+#include "runtime/envelope.hpp"
+#include "runtime/log.hpp"
+#include "schemas/host.capnp.h"
+
+namespace aicon {
+
+namespace {
+
+enum class link_state { dialing, up, down };
+
+struct peer_slot {
+  net_address address;
+  std::optional<node_id> expected;
+  bool persistent = false;
+  link_state state = link_state::down;
+  uint32_t backoff_ms = 0;
+  uint32_t failures = 0;
+  caf::actor gatekeeper;
+  std::optional<node_id> node;
+  std::vector<caf::typed_response_promise<std::string>> waiting;
+};
+
+struct peer_manager_state {
+  role_context ctx;
+  caf::io::middleman_actor mm;
+  uint64_t next_slot = 0;
+  std::map<uint64_t, peer_slot> slots;
+  static inline const char* name = "aicon.peer_manager";
+};
+
+using self_ptr = caf::stateful_actor<peer_manager_state>*;
+
+void dial(self_ptr self, uint64_t slot_id);
+
+std::string label(const peer_slot& slot) {
+  if (slot.node)
+    return fmt::format("{} at {}", slot.node->short_hex(), slot.address.to_string());
+  if (slot.expected)
+    return fmt::format("{} at {}", slot.expected->short_hex(), slot.address.to_string());
+  return slot.address.to_string();
+}
+
+void fail(self_ptr self, uint64_t slot_id, const caf::error& err) {
+  auto i = self->state.slots.find(slot_id);
+  if (i == self->state.slots.end())
+    return;
+  auto& slot = i->second;
+  for (auto& rp : slot.waiting)
+    rp.deliver(err);
+  slot.waiting.clear();
+  if (!slot.persistent) {
+    self->state.slots.erase(i);
+    return;
+  }
+  auto& lim = self->state.ctx.lim;
+  slot.state = link_state::down;
+  slot.backoff_ms = slot.backoff_ms == 0 ? lim.reconnect_min_ms
+                                         : std::min(slot.backoff_ms * 2, lim.reconnect_max_ms);
+  // One line when a peer first fails, then one every 8 failures: a peer that
+  // stays away does not flood the log.
+  if (slot.failures++ % 8 == 0)
+    log_warning("peer {} unreachable: {}; retrying every <= {} ms", label(slot), describe(err),
+                lim.reconnect_max_ms);
+  self->delayed_send(self, std::chrono::milliseconds(slot.backoff_ms), retry_atom::value,
+                     slot_id);
+}
+
+void up(self_ptr self, uint64_t slot_id, caf::actor gatekeeper, const node_id& node,
+        std::vector<std::string> roles, std::string site) {
+  auto i = self->state.slots.find(slot_id);
+  if (i == self->state.slots.end())
+    return;
+  auto& slot = i->second;
+  slot.state = link_state::up;
+  slot.backoff_ms = 0;
+  slot.failures = 0;
+  slot.gatekeeper = gatekeeper;
+  slot.node = node;
+  self->monitor(gatekeeper);
+  std::string role_list;
+  for (auto& r : roles)
+    role_list += role_list.empty() ? r : "," + r;
+  log_info("peer up {} at {} site={} roles={}", node.short_hex(), slot.address.to_string(),
+           site, role_list);
+  self->send(self->state.ctx.directory, peer_up_atom::value, node.hex(), gatekeeper,
+             std::move(roles), slot.address.to_string(), site);
+  for (auto& rp : slot.waiting)
+    rp.deliver(node.hex());
+  slot.waiting.clear();
+}
+
+void hello(self_ptr self, uint64_t slot_id, caf::actor gatekeeper) {
+  std::array<uint8_t, 32> nonce;
+  randombytes_buf(nonce.data(), nonce.size());
+  auto req = make_envelope<schema::HelloRequest>([&](schema::HelloRequest::Builder b) {
+    b.setNonce(kj::arrayPtr(nonce.data(), nonce.size()));
+  });
+  self
+    ->request(gatekeeper, std::chrono::milliseconds(self->state.ctx.lim.connect_timeout_ms),
+              route_atom::value, std::string{"directory"}, std::move(req))
+    .then(
+      [self, slot_id, gatekeeper, nonce](envelope& reply) {
+        auto i = self->state.slots.find(slot_id);
+        if (i == self->state.slots.end())
+          return;
+        if (auto err = error_of_reply(reply)) {
+          fail(self, slot_id, err);
+          return;
+        }
+        opened<schema::HelloResponse> msg{reply};
+        if (!msg) {
+          fail(self, slot_id, msg.error());
+          return;
+        }
+        auto node = node_id::from_bytes({msg->getNode().begin(), msg->getNode().size()});
+        if (!node) {
+          fail(self, slot_id, node.error());
+          return;
+        }
+        auto sig = msg->getSignature();
+        if (!verify_signature(*node, hello_signing_bytes(nonce, *node),
+                              {sig.begin(), sig.size()})) {
+          fail(self, slot_id,
+               make_error(errc::bad_signature,
+                          fmt::format("peer at {} claims NodeId {} but its hello signature "
+                                      "does not verify",
+                                      i->second.address.to_string(), node->short_hex())));
+          return;
+        }
+        auto& expected = i->second.expected;
+        if (expected && *expected != *node) {
+          fail(self, slot_id,
+               make_error(errc::forbidden,
+                          fmt::format("peer at {} is {}, but the config expects {}",
+                                      i->second.address.to_string(), node->short_hex(),
+                                      expected->short_hex())));
+          return;
+        }
+        std::vector<std::string> roles;
+        for (auto r : msg->getRoles())
+          roles.emplace_back(r.cStr());
+        up(self, slot_id, gatekeeper, *node, std::move(roles), msg->getSite().cStr());
+      },
+      [self, slot_id](caf::error& err) { fail(self, slot_id, err); });
+}
+
+void dial(self_ptr self, uint64_t slot_id) {
+  auto i = self->state.slots.find(slot_id);
+  if (i == self->state.slots.end())
+    return;
+  auto& slot = i->second;
+  slot.state = link_state::dialing;
+  self
+    ->request(self->state.mm, std::chrono::milliseconds(self->state.ctx.lim.connect_timeout_ms),
+              caf::connect_atom::value, slot.address.host, slot.address.port)
+    .then(
+      [self, slot_id](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                      const std::set<std::string>&) {
+        if (!ptr) {
+          fail(self, slot_id,
+               make_error(errc::peer_down, "the peer published no actor on that port"));
+          return;
+        }
+        hello(self, slot_id, caf::actor_cast<caf::actor>(std::move(ptr)));
+      },
+      [self, slot_id](caf::error& err) { fail(self, slot_id, err); });
+}
+
+caf::behavior peer_manager(self_ptr self, role_context ctx, bool use_tls) {
+  self->state.ctx = std::move(ctx);
+  self->state.mm = use_tls ? self->system().openssl_manager().actor_handle()
+                           : self->system().middleman().actor_handle();
+  self->set_down_handler([self](caf::down_msg& msg) {
+    for (auto& [id, slot] : self->state.slots) {
+      if (slot.state != link_state::up || slot.gatekeeper.address() != msg.source)
+        continue;
+      log_warning("peer down {}: {}", label(slot), caf::to_string(msg.reason));
+      self->send(self->state.ctx.directory, peer_down_atom::value, slot.node->hex(),
+                 caf::to_string(msg.reason));
+      slot.gatekeeper = nullptr;
+      slot.state = link_state::down;
+      if (slot.persistent) {
+        slot.backoff_ms = self->state.ctx.lim.reconnect_min_ms;
+        self->delayed_send(self, std::chrono::milliseconds(slot.backoff_ms),
+                           retry_atom::value, id);
+      }
+    }
+  });
+  return {
+    [self](dial_atom, const std::string& address, const std::string& expected_hex,
+           bool persistent) -> caf::result<std::string> {
+      auto addr = net_address::parse(address);
+      if (!addr)
+        return addr.error();
+      peer_slot slot;
+      slot.address = *addr;
+      slot.persistent = persistent;
+      if (!expected_hex.empty()) {
+        auto id = node_id::from_hex(expected_hex);
+        if (!id)
+          return id.error();
+        slot.expected = *id;
+      }
+      auto rp = self->make_response_promise<std::string>();
+      slot.waiting.push_back(rp);
+      auto id = self->state.next_slot++;
+      self->state.slots.emplace(id, std::move(slot));
+      dial(self, id);
+      return rp;
+    },
+    [self](retry_atom, uint64_t slot_id) {
+      auto i = self->state.slots.find(slot_id);
+      if (i != self->state.slots.end() && i->second.state == link_state::down)
+        dial(self, slot_id);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_peer_manager(caf::actor_system& sys, const role_context& ctx, bool use_tls) {
+  return sys.spawn(peer_manager, ctx, use_tls);
+}
+
+} // namespace aicon

@@ -1,0 +1,25 @@
+// Dials peers over CAF's OpenSSL middleman, proves who answered (a signed
+// HelloResponse; CAF never says which allowed host is on a link), tells the
+// directory, logs one line per peer up/down, and redials configured peers
+// with exponential backoff.
+//
+//   (dial_atom, std::string address, std::string expected_node_hex, bool persistent)
+//       -> std::string node_hex
+// A persistent peer is redialled forever and the answer comes at the first
+// successful hello; a one-shot dial answers with the first error instead.
+// An empty expected node accepts whichever NodeId proves itself (aicon ping).
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include "runtime/system.hpp"
+
+namespace aicon {
+
+/// Spawns the peer manager. `use_tls` picks the OpenSSL middleman (hosts
+/// always; only the message benchmark dials plain TCP).
+caf::actor spawn_peer_manager(caf::actor_system& sys, const role_context& ctx,
+                              bool use_tls = true);
+
+} // namespace aicon

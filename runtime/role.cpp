@@ -1,0 +1,58 @@
+#include "runtime/role.hpp"
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+
+#include "runtime/log.hpp"
+
+namespace aicon {
+
+caf::result<envelope> message_table::dispatch(caf::local_actor* self, const envelope& env,
+                                              host_counters* counters) const {
+  bool is_request = self->current_message_id().is_request();
+  caf::error err;
+  auto i = entries_.find(env.type_id);
+  if (i == entries_.end()) {
+    std::string takes;
+    for (auto& [id, e] : entries_)
+      takes += takes.empty() ? e.name : ", " + e.name;
+    err = make_error(errc::unexpected_type,
+                     fmt::format("role '{}' takes {}; got {}", role_, takes,
+                                 detail::type_name_of(env.type_id)));
+  } else {
+    try {
+      auto res = i->second.fn(env);
+      if (res.flag != caf::rt_error) {
+        if (!is_request && res.flag == caf::rt_value)
+          return caf::delegated<envelope>{}; // a one-way message gets no answer
+        return res;
+      }
+      err = std::move(res.err);
+    } catch (const kj::Exception& e) {
+      err = make_error(errc::malformed_message,
+                       fmt::format("{}: {}", i->second.name, e.getDescription().cStr()));
+    }
+  }
+  auto code = code_of(err);
+  if (code == errc::malformed_message || code == errc::unexpected_type
+      || code == errc::message_too_large) {
+    if (counters)
+      ++counters->malformed_dropped;
+    log_debug("{}: dropped bad message: {}", role_, describe(err));
+  }
+  if (!is_request)
+    return caf::delegated<envelope>{};
+  return make_error_reply(err);
+}
+
+caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& x,
+                                          host_counters* counters) {
+  if (counters)
+    ++counters->malformed_dropped;
+  log_debug("dropped unexpected message: {}", caf::to_string(x.content()));
+  if (self->current_message_id().is_request())
+    return caf::sec::unexpected_message;
+  return caf::delegated<caf::message>{};
+}
+
+} // namespace aicon

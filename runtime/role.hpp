@@ -1,0 +1,65 @@
+// A role's behaviour is a table from message type to a short handler. The
+// table decodes with checked limits, answers bad input with an ErrorReply
+// (requests) or drops and counts it (one-way), and never lets a Cap'n Proto
+// exception escape into CAF.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <caf/local_actor.hpp>
+#include <caf/result.hpp>
+
+#include "runtime/envelope.hpp"
+#include "runtime/system.hpp"
+
+namespace aicon {
+
+class message_table {
+public:
+  using handler = std::function<caf::result<envelope>(const envelope&)>;
+
+  explicit message_table(std::string role_name) : role_(std::move(role_name)) {
+  }
+
+  /// Adds a handler `f(typename T::Reader) -> caf::result<envelope>`.
+  template <class T, class F>
+  message_table& on(F f) {
+    entries_[capnp::typeId<T>()] = entry{
+      capnp::Schema::from<T>().getShortDisplayName().cStr(),
+      [f = std::move(f)](const envelope& env) -> caf::result<envelope> {
+        opened<T> msg{env};
+        if (!msg)
+          return msg.error();
+        return f(msg.root());
+      }};
+    return *this;
+  }
+
+  /// Runs the handler for `env`. For a request, an error becomes an
+  /// ErrorReply; for a one-way message it is counted in `counters` and
+  /// dropped. Never throws.
+  caf::result<envelope> dispatch(caf::local_actor* self, const envelope& env,
+                                 host_counters* counters) const;
+
+  const std::string& role() const {
+    return role_;
+  }
+
+private:
+  struct entry {
+    std::string name;
+    handler fn;
+  };
+  std::string role_;
+  std::map<uint64_t, entry> entries_;
+};
+
+/// Counts and drops (or answers with an error) anything that is not an
+/// envelope. Install with `self->set_default_handler(...)`.
+caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& x,
+                                          host_counters* counters);
+
+} // namespace aicon

@@ -1,0 +1,42 @@
+#include "runtime/system.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include "runtime/envelope.hpp"
+#include "runtime/error.hpp"
+#include "runtime/log.hpp"
+#include "runtime/openssl_fix.hpp"
+
+namespace aicon {
+
+void configure_system(caf::actor_system_config& cfg, const system_options& opts) {
+  using namespace std::chrono;
+  if (!openssl_fix_installed())
+    log_warning("OpenSSL error-queue fix not active: a peer's disconnect may drop other links");
+  cfg.load<caf::io::middleman>();
+  cfg.load<caf::openssl::manager>();
+  cfg.add_message_type<envelope>("aicon::envelope");
+  cfg.add_error_category(error_category, render_error);
+  cfg.set("middleman.heartbeat-interval",
+          caf::timespan{milliseconds(opts.lim.heartbeat_interval_ms)});
+  cfg.set("middleman.connection-timeout",
+          caf::timespan{milliseconds(opts.lim.connection_timeout_ms)});
+  cfg.set("middleman.enable-automatic-connections", false);
+  if (opts.threads > 0)
+    cfg.set("scheduler.max-threads", opts.threads);
+  if (opts.tls) {
+    cfg.openssl_certificate = opts.tls->certificate.string();
+    cfg.openssl_key = opts.tls->private_key.string();
+    cfg.openssl_cafile = opts.tls->cafile.string();
+  }
+  set_current_reader_limits(reader_limits_from(opts.lim));
+}
+
+void harden_system(caf::actor_system& sys) {
+  sys.registry().erase(caf::atom("SpawnServ"));
+  sys.registry().erase(caf::atom("ConfigServ"));
+}
+
+} // namespace aicon

@@ -1,0 +1,61 @@
+// Setting up a CAF actor system the way every aicon process needs it: the io
+// middleman and OpenSSL module, heartbeats, registered types, and CAF's
+// remotely reachable services (SpawnServ, ConfigServ) taken out of reach.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include "runtime/identity.hpp"
+#include "runtime/limits.hpp"
+#include "runtime/tls.hpp"
+
+namespace aicon {
+
+struct system_options {
+  limits lim;
+  /// Certificate, key and allowlist for mutual TLS; nullopt = dev mode
+  /// (CAF's anonymous TLS: encrypted, nobody authenticated).
+  std::optional<tls_files> tls;
+  /// Scheduler threads; 0 = CAF's default (one per core).
+  size_t threads = 0;
+};
+
+/// Loads the modules, registers aicon's message types and error category and
+/// sets heartbeats and the TLS files. Automatic connections stay off: they
+/// would open a plain port.
+void configure_system(caf::actor_system_config& cfg, const system_options& opts);
+
+/// Removes CAF's SpawnServ and ConfigServ from the registry, so a peer's
+/// remote spawn or config request finds no receiver. Call right after the
+/// system starts, before any link exists.
+void harden_system(caf::actor_system& sys);
+
+/// Counters shared by the actors of one host. Lock-free.
+struct host_counters {
+  std::atomic<uint64_t> malformed_dropped{0}; ///< bad or unexpected messages
+  std::atomic<uint64_t> requests_served{0};   ///< requests routed by the gatekeeper
+};
+
+/// What every role gets when it is spawned.
+struct role_context {
+  std::shared_ptr<const identity> self;
+  caf::actor directory;
+  limits lim;
+  std::shared_ptr<host_counters> counters;
+  std::string site;
+};
+
+/// Spawns one role; the table of these is the plug point between runtime/
+/// (mechanism) and actors/ (policy).
+using role_factory = std::function<caf::actor(caf::actor_system&, const role_context&)>;
+
+} // namespace aicon
