@@ -18,20 +18,14 @@
 
 namespace aicon {
 
-int run_host(const host_config& cfg, const std::map<std::string, role_factory>& factories) {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-
+caf::expected<std::unique_ptr<host>> host::start(
+  const host_config& cfg, const std::map<std::string, role_factory>& factories) {
+  std::unique_ptr<host> h{new host};
+  h->cfg_ = cfg;
   auto id = load_identity(cfg.data_dir);
-  if (!id) {
-    log_error("cannot start host: {}", describe(id.error()));
-    return 2;
-  }
-  auto self = std::make_shared<const identity>(*id);
+  if (!id)
+    return id.error();
+  h->self_ = std::make_shared<const identity>(*id);
   system_options opts;
   opts.lim = cfg.lim;
   auto admitted = cfg.admitted();
@@ -41,86 +35,102 @@ int run_host(const host_config& cfg, const std::map<std::string, role_factory>& 
                 "Never use this outside a test on loopback. !!!",
                 cfg.listen.to_string());
   } else {
-    auto tls = prepare_tls_files(*self, cfg.data_dir, admitted, cfg.data_dir / "tls");
-    if (!tls) {
-      log_error("cannot start host: {}", describe(tls.error()));
-      return 2;
-    }
+    auto tls = prepare_tls_files(*h->self_, cfg.data_dir, admitted, cfg.data_dir / "tls");
+    if (!tls)
+      return tls.error();
     opts.tls = *tls;
   }
-  caf::actor_system_config sys_cfg;
-  configure_system(sys_cfg, opts);
-  caf::actor_system sys{sys_cfg};
+  for (auto& name : cfg.roles)
+    if (name != "directory" && !factories.count(name))
+      return make_error(errc::config_invalid, fmt::format("unknown role '{}'", name));
+  h->sys_cfg_ = std::make_unique<caf::actor_system_config>();
+  configure_system(*h->sys_cfg_, opts);
+  h->sys_ = std::make_unique<caf::actor_system>(*h->sys_cfg_);
+  auto& sys = *h->sys_;
   harden_system(sys);
-  if (!cfg.dev_open && !sys.openssl_manager().authentication_enabled()) {
-    log_error("cannot start host: TLS authentication is not enabled; refusing to run "
-              "unauthenticated outside dev mode");
-    return 2;
-  }
-
+  if (!cfg.dev_open && !sys.openssl_manager().authentication_enabled())
+    return make_error(errc::config_invalid,
+                      "TLS authentication is not enabled; refusing to run unauthenticated "
+                      "outside dev mode");
   role_context ctx;
-  ctx.self = self;
+  ctx.self = h->self_;
   ctx.lim = cfg.lim;
-  ctx.counters = std::make_shared<host_counters>();
+  h->counters_ = std::make_shared<host_counters>();
+  ctx.counters = h->counters_;
   ctx.site = cfg.site;
-  auto directory = spawn_directory(sys, ctx);
-  ctx.directory = directory;
-  std::map<std::string, caf::actor> roles;
-  for (auto& name : cfg.roles) {
-    if (name == "directory") {
-      roles.emplace(name, directory);
-      continue;
-    }
-    auto f = factories.find(name);
-    if (f == factories.end()) {
-      log_error("cannot start host: unknown role '{}'", name);
-      caf::anon_send_exit(directory, caf::exit_reason::user_shutdown);
-      return 2;
-    }
-    roles.emplace(name, f->second(sys, ctx));
-  }
-  // The directory always answers hello and status through the gatekeeper,
-  // even when the operator did not list it.
-  roles.emplace("directory", directory);
-  for (auto& [name, handle] : roles)
-    caf::anon_send(directory, register_atom::value, name, handle);
-  auto gatekeeper = spawn_gatekeeper(sys, ctx, roles);
-  auto peers = spawn_peer_manager(sys, ctx);
-
-  auto shutdown_actors = [&] {
-    for (auto& [name, handle] : roles)
-      caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(gatekeeper, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(peers, caf::exit_reason::user_shutdown);
-  };
-
-  auto port = caf::openssl::publish(gatekeeper, cfg.listen.port, cfg.listen.host.c_str(), true);
-  if (!port) {
-    log_error("cannot listen on {}: {}", cfg.listen.to_string(), caf::to_string(port.error()));
-    shutdown_actors();
-    return 2;
-  }
-  caf::anon_send(directory, port_atom::value, *port);
+  h->directory_ = spawn_directory(sys, ctx);
+  ctx.directory = h->directory_;
+  for (auto& name : cfg.roles)
+    if (name != "directory")
+      h->roles_.emplace(name, factories.at(name)(sys, ctx));
+  // The directory always answers hello and status through the gatekeeper.
+  h->roles_.emplace("directory", h->directory_);
+  for (auto& [name, handle] : h->roles_)
+    caf::anon_send(h->directory_, register_atom::value, name, handle);
+  h->gatekeeper_ = spawn_gatekeeper(sys, ctx, h->roles_);
+  h->peers_ = spawn_peer_manager(sys, ctx);
+  auto port = caf::openssl::publish(h->gatekeeper_, cfg.listen.port, cfg.listen.host.c_str(),
+                                    true);
+  if (!port)
+    return make_error(errc::io_error, fmt::format("cannot listen on {}: {}",
+                                                  cfg.listen.to_string(),
+                                                  caf::to_string(port.error())));
+  h->port_ = *port;
+  caf::anon_send(h->directory_, port_atom::value, h->port_);
   std::string role_list;
-  for (auto& [name, _] : roles)
+  for (auto& [name, _] : h->roles_)
     role_list += role_list.empty() ? name : "," + name;
-  log_info("aicon host {} listening on {}:{} ({}) site={} roles={}", self->id().hex(),
-           cfg.listen.host, *port,
+  log_info("aicon host {} listening on {}:{} ({}) site={} roles={}", h->self_->id().hex(),
+           cfg.listen.host, h->port_,
            cfg.dev_open ? "TLS, unauthenticated dev mode"
                         : fmt::format("mutual TLS, {} allowed peer(s)", admitted.size()),
            cfg.site, role_list);
   for (auto& peer : cfg.connect)
-    caf::anon_send(peers, dial_atom::value, peer.address.to_string(), peer.node.hex(), true);
+    caf::anon_send(h->peers_, dial_atom::value, peer.address.to_string(), peer.node.hex(),
+                   true);
+  h->watchdog_ = std::make_unique<conn_watchdog>(h->port_, cfg.lim);
+  return h;
+}
 
-  {
-    conn_watchdog watchdog{*port, cfg.lim};
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    log_info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+void host::stop() {
+  if (!sys_)
+    return;
+  watchdog_.reset();
+  if (port_ != 0)
+    sys_->middleman().unpublish(gatekeeper_, port_);
+  for (auto& [name, handle] : roles_)
+    caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(gatekeeper_, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(peers_, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(directory_, caf::exit_reason::user_shutdown);
+  roles_.clear();
+  gatekeeper_ = peers_ = directory_ = nullptr;
+  sys_.reset(); // waits for every actor
+  sys_cfg_.reset();
+}
+
+host::~host() {
+  stop();
+}
+
+int run_host(const host_config& cfg, const std::map<std::string, role_factory>& factories) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  auto h = host::start(cfg, factories);
+  if (!h) {
+    log_error("cannot start host: {}", describe(h.error()));
+    return 2;
   }
-  sys.middleman().unpublish(gatekeeper, *port);
-  shutdown_actors();
-  return 0; // ~actor_system waits for every actor
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  log_info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  h->reset();
+  log_info("stopped");
+  return 0;
 }
 
 } // namespace aicon

@@ -1,0 +1,97 @@
+#include <boost/test/unit_test.hpp>
+
+#include "runtime/config.hpp"
+#include "runtime/error.hpp"
+
+#include "test_util.hpp"
+
+using namespace aicon;
+
+namespace {
+
+const std::set<std::string> roles{"directory", "echo"};
+const std::string id_a(64, 'a');
+const std::string id_b(64, 'b');
+
+caf::expected<host_config> parse(const std::string& text) {
+  return parse_host_config(text, "host.toml", "/base", roles);
+}
+
+void expect_error(const std::string& text, const std::string& needle) {
+  auto cfg = parse(text);
+  BOOST_REQUIRE_MESSAGE(!cfg, "accepted: " << text);
+  BOOST_TEST(code_of(cfg.error()) == errc::config_invalid);
+  auto msg = describe(cfg.error());
+  BOOST_TEST(msg.find(needle) != std::string::npos, "'" << msg << "' lacks '" << needle << "'");
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(config)
+
+BOOST_AUTO_TEST_CASE(full_config_parses) {
+  auto cfg = parse(R"(
+[host]
+data_dir = "data"
+listen = "127.0.0.1:7100"
+roles = ["directory", "echo"]
+site = "lab-a"
+
+[peers]
+allow = [")" + id_a + R"("]
+connect = [ { address = "127.0.0.1:7101", node = ")" + id_b + R"(" } ]
+
+[limits]
+request_timeout_ms = 2500
+idle_connection_ms = 4000
+)");
+  BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
+  BOOST_TEST(cfg->data_dir == std::filesystem::path{"/base/data"});
+  BOOST_TEST(cfg->listen.port == 7100);
+  BOOST_TEST(cfg->site == "lab-a");
+  BOOST_TEST(cfg->allow.size() == 1u);
+  BOOST_TEST(cfg->connect.size() == 1u);
+  BOOST_TEST(cfg->connect[0].address.to_string() == "127.0.0.1:7101");
+  BOOST_TEST(cfg->admitted().size() == 2u);
+  BOOST_TEST(cfg->lim.request_timeout_ms == 2500u);
+  BOOST_TEST(!cfg->dev_open);
+}
+
+BOOST_AUTO_TEST_CASE(empty_config_gives_defaults) {
+  auto cfg = parse("");
+  BOOST_REQUIRE(cfg);
+  BOOST_TEST(cfg->roles.size() == 2u);
+  BOOST_TEST(cfg->listen.host == "127.0.0.1");
+}
+
+BOOST_AUTO_TEST_CASE(syntax_errors_name_the_line) {
+  expect_error("[host]\nsite = \"x\"\nlisten = \n", "host.toml:3");
+}
+
+BOOST_AUTO_TEST_CASE(unknown_keys_name_key_and_line) {
+  expect_error("[host]\nsite = \"x\"\nlsiten = \"127.0.0.1:1\"\n", "host.toml:3: host.lsiten: unknown key");
+  expect_error("[hots]\n", "host.toml:1: hots: unknown key");
+  expect_error("[limits]\nrequest_timeout = 5\n", "limits.request_timeout: unknown key");
+}
+
+BOOST_AUTO_TEST_CASE(bad_values_name_key_and_line) {
+  expect_error("[host]\n\nlisten = \"127.0.0.1\"\n", "host.toml:3: host.listen");
+  expect_error("[host]\nlisten = \"127.0.0.1:99999\"\n", "invalid port");
+  expect_error("[host]\nroles = [\"echo\", \"trainr\"]\n", "host.toml:2: host.roles[1]: unknown role 'trainr'");
+  expect_error("[peers]\nallow = [\"" + id_a + "\", \"xyz\"]\n",
+               "host.toml:2: peers.allow[1]: NodeId 'xyz' must be 64 hex digits");
+  expect_error("[peers]\nconnect = [ { address = \"h:1\" } ]\n", "peers.connect[0].node: missing");
+  expect_error("[host]\nsite = 5\n", "host.site: expected a string");
+  expect_error("[limits]\nrequest_timeout_ms = -1\n", "limits.request_timeout_ms: -1 is out of range");
+  expect_error("[limits]\nheartbeat_interval_ms = 1000\nconnection_timeout_ms = 500\n",
+               "limits.connection_timeout_ms");
+}
+
+BOOST_AUTO_TEST_CASE(addresses_parse) {
+  BOOST_TEST(net_address::parse("127.0.0.1:80")->port == 80);
+  BOOST_TEST(!net_address::parse(":80"));
+  BOOST_TEST(!net_address::parse("host:"));
+  BOOST_TEST(!net_address::parse("host:8x"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

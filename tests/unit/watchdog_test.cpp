@@ -1,0 +1,114 @@
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+#include "runtime/conn_watchdog.hpp"
+
+using namespace aicon;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct listener {
+  int fd = -1;
+  uint16_t port = 0;
+  std::vector<int> accepted;
+  listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    BOOST_REQUIRE(::listen(fd, 16) == 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(addr.sin_port);
+  }
+  ~listener() {
+    for (int a : accepted)
+      ::close(a);
+    ::close(fd);
+  }
+  int accept_one() {
+    int a = ::accept(fd, nullptr, nullptr);
+    accepted.push_back(a);
+    return a;
+  }
+};
+
+int connect_to(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  return fd;
+}
+
+/// Whether the peer closed `fd` within `timeout`.
+bool closed_by_peer(int fd, std::chrono::milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0)
+    return false;
+  char c;
+  return ::read(fd, &c, 1) == 0;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(watchdog)
+
+BOOST_AUTO_TEST_CASE(silent_connection_is_cut_and_talking_one_kept) {
+  listener l;
+  limits lim;
+  lim.idle_connection_ms = 300;
+  lim.watchdog_period_ms = 100;
+  int silent = connect_to(l.port);
+  int talking = connect_to(l.port);
+  l.accept_one();
+  int talking_srv = l.accept_one();
+  conn_watchdog dog{l.port, lim};
+  // Keep one connection talking while the other says nothing.
+  for (int i = 0; i < 10; ++i) {
+    BOOST_REQUIRE(::write(talking, "x", 1) == 1);
+    char c;
+    BOOST_REQUIRE(::read(talking_srv, &c, 1) == 1);
+    std::this_thread::sleep_for(100ms);
+  }
+  BOOST_TEST(closed_by_peer(silent, 2000ms));
+  BOOST_TEST(!closed_by_peer(talking, 50ms));
+  BOOST_TEST(dog.cut() >= 1u);
+  ::close(silent);
+  ::close(talking);
+}
+
+BOOST_AUTO_TEST_CASE(connections_over_the_per_address_bound_are_cut) {
+  listener l;
+  limits lim;
+  lim.idle_connection_ms = 60000;
+  lim.connections_per_address_max = 2;
+  lim.watchdog_period_ms = 100000; // scan by hand
+  std::vector<int> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(connect_to(l.port));
+    l.accept_one();
+  }
+  conn_watchdog dog{l.port, lim};
+  BOOST_TEST(dog.scan() == 2u);
+  int closed = 0;
+  for (int c : clients)
+    closed += closed_by_peer(c, 500ms) ? 1 : 0;
+  BOOST_TEST(closed == 2);
+  for (int c : clients)
+    ::close(c);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
