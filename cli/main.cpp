@@ -38,6 +38,7 @@ int cmd_keygen(const std::string& data_dir) {
   if (!id)
     return fail(id.error());
   std::printf("%s\n", id->id().hex().c_str());
+  std::fflush(stdout);
   std::fprintf(stderr,
                "wrote %s/node.key (mode 0600) and %s/node.crt\n"
                "give node.crt to the operators of your peers; they run\n"

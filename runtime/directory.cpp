@@ -234,9 +234,11 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
       auto node = st.resolve_node(node_text);
       if (!node)
         return node.error();
-      if (*node == st.ctx.self->id())
-        return st.lookup_local(role);
       auto p = st.peers.find(*node);
+      // A client process may share its host's key (an operator pinging their
+      // own host): its own NodeId then names that host, not this process.
+      if (*node == st.ctx.self->id() && (st.local.count(role) || p == st.peers.end()))
+        return st.lookup_local(role);
       if (p == st.peers.end())
         return make_error(errc::unknown_node,
                           fmt::format("no link to {} (not a configured or connected peer)",

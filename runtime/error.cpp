@@ -1,5 +1,7 @@
 #include "runtime/error.hpp"
 
+#include <ostream>
+
 #include <caf/sec.hpp>
 #include <caf/system_messages.hpp>
 
@@ -25,6 +27,10 @@ const char* to_string(errc code) {
     case errc::not_found: return "not_found";
   }
   return "unknown_error";
+}
+
+std::ostream& operator<<(std::ostream& os, errc code) {
+  return os << to_string(code);
 }
 
 retry_advice advice_for(errc code) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 
 #include <caf/atom.hpp>
@@ -39,6 +40,9 @@ constexpr caf::atom_value error_category = caf::atom("aicon");
 
 /// Name of an error code, e.g. "peer_down".
 const char* to_string(errc code);
+
+/// Prints the code name (for test frameworks and logs).
+std::ostream& operator<<(std::ostream& os, errc code);
 
 /// Whether retrying can help.
 retry_advice advice_for(errc code);

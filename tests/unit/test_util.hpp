@@ -14,10 +14,6 @@
 namespace aicon {
 
 /// Lets Boost.Test print error codes.
-inline std::ostream& operator<<(std::ostream& os, errc code) {
-  return os << to_string(code);
-}
-
 inline std::ostream& operator<<(std::ostream& os, const node_id& id) {
   return os << id.hex();
 }

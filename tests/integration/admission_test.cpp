@@ -1,0 +1,192 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/io/basp_broker.hpp>
+#include <caf/openssl/all.hpp>
+
+#include <csignal>
+#include <sys/stat.h>
+
+#include "fixtures.hpp"
+#include "runtime/system.hpp"
+
+using namespace aicon;
+using namespace aicon::test;
+
+namespace {
+
+struct counters {
+  uint64_t served = 0;
+  uint64_t dropped = 0;
+  uint32_t actors = 0;
+};
+
+counters read_status(client& c, const node_id& node) {
+  auto st = status_of(c, node);
+  BOOST_REQUIRE_MESSAGE(st, why(st));
+  opened<schema::StatusResponse> r{*st};
+  BOOST_REQUIRE(r.ok());
+  return {r->getRequestsServed(), r->getMalformedDropped(), r->getRunningActors()};
+}
+
+int tcp_connect(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  return fd;
+}
+
+/// Reads until EOF or error; true if the host closed within `timeout`.
+bool closed_within(int fd, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) {
+      auto n = ::read(fd, buf, sizeof(buf));
+      if (n <= 0)
+        return true;
+    }
+  }
+  return false;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(admission)
+
+BOOST_AUTO_TEST_CASE(a_host_that_is_not_allowed_gets_nothing_in) {
+  host_pair hp;
+  auto friendly = hp.client_of(hp.a);
+  auto before = read_status(*friendly, hp.a.id);
+  // C knows and trusts A's certificate, but A does not allow C.
+  auto c_node = make_node(hp.root, "c");
+  trust(c_node, hp.a);
+  client::options opts;
+  opts.data_dir = c_node.dir;
+  opts.lim.connect_timeout_ms = 3000;
+  auto stranger = client::start(opts);
+  BOOST_REQUIRE(stranger);
+  auto t0 = std::chrono::steady_clock::now();
+  auto linked = (*stranger)->connect(fmt::format("127.0.0.1:{}", hp.ha.port));
+  BOOST_TEST(!linked, "a stranger linked to A");
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 < 10s));
+  // Straight CAF, no aicon client logic: still refused at the link, so no
+  // actor of A (not even one whose handle A gave to B) can be addressed.
+  auto raw = caf::openssl::remote_actor((*stranger)->system(), "127.0.0.1", hp.ha.port);
+  BOOST_TEST(!raw);
+  auto after = read_status(*friendly, hp.a.id);
+  // Exactly one more routed request: the status query itself.
+  BOOST_TEST(after.served == before.served + 1);
+  BOOST_TEST(hp.ha.proc->log_text().find("peer up " + c_node.id.short_hex()) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(plain_clients_and_raw_bytes_are_cut_off_without_hanging_the_host) {
+  host_pair hp{"[limits]\nidle_connection_ms = 1500\n"};
+  // A plain (non-TLS) CAF client.
+  {
+    caf::actor_system_config cfg;
+    system_options opts;
+    opts.lim.connect_timeout_ms = 3000;
+    configure_system(cfg, opts);
+    caf::actor_system sys{cfg};
+    auto t0 = std::chrono::steady_clock::now();
+    auto h = sys.middleman().remote_actor("127.0.0.1", hp.ha.port);
+    BOOST_TEST(!h, "plain CAF reached A");
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 10s));
+  }
+  // Garbage bytes.
+  {
+    int fd = tcp_connect(hp.ha.port);
+    std::string junk(3000, '\x5a');
+    BOOST_REQUIRE(::write(fd, junk.data(), junk.size()) > 0);
+    BOOST_TEST(closed_within(fd, 5s));
+    ::close(fd);
+  }
+  // A connection that never sends a byte.
+  {
+    int fd = tcp_connect(hp.ha.port);
+    BOOST_TEST(closed_within(fd, 6s));
+    ::close(fd);
+    BOOST_TEST(hp.ha.proc->wait_for_log("no data for", 2s).has_value());
+  }
+  // A still serves allowed clients.
+  auto c = hp.client_of(hp.a);
+  auto echo = c->lookup("echo@" + hp.a.id.hex());
+  BOOST_REQUIRE(echo);
+  BOOST_TEST(static_cast<bool>(c->request(*echo, echo_request(1, ""), 5s)));
+}
+
+BOOST_AUTO_TEST_CASE(an_allowed_peer_cannot_spawn_or_reach_caf_services) {
+  host_pair hp;
+  auto c = hp.client_of(hp.a);
+  auto before = read_status(*c, hp.a.id);
+  auto& sys = c->system();
+  auto gk = caf::openssl::remote_actor(sys, "127.0.0.1", hp.ha.port);
+  BOOST_REQUIRE(gk);
+  auto nid = gk->node();
+  auto spawned = sys.middleman().remote_spawn<caf::actor>(nid, "echo", caf::make_message(),
+                                                          std::chrono::seconds(3));
+  BOOST_TEST(!spawned, "remote spawn succeeded");
+  // ConfigServ is a key-value store any peer could read and write; it must
+  // not answer. (CAF's remote_lookup waits 5 minutes; ask with a bound.)
+  auto basp = sys.middleman().named_broker<caf::io::basp_broker>(caf::atom("BASP"));
+  {
+    caf::scoped_actor self{sys};
+    self->send(basp, caf::forward_atom::value, nid, caf::atom("ConfigServ"),
+               caf::make_message(caf::get_atom::value, std::string{"*"}));
+    bool answered = false;
+    self->receive(caf::others >> [&](caf::message_view&) -> caf::result<caf::message> {
+      answered = true;
+      return caf::message{};
+    }, caf::after(std::chrono::seconds(2)) >> [] {});
+    BOOST_TEST(!answered, "ConfigServ answered a peer");
+  }
+  // Anything but (route, role, envelope) sent to the gatekeeper is dropped.
+  {
+    caf::scoped_actor self{sys};
+    bool answered_with_error = false;
+    self->request(caf::actor_cast<caf::actor>(*gk), 5s, 42)
+      .receive([&](int) {}, [&](caf::error&) { answered_with_error = true; });
+    BOOST_TEST(answered_with_error);
+  }
+  auto after = read_status(*c, hp.a.id);
+  BOOST_TEST(after.actors == before.actors);
+  BOOST_TEST(after.dropped >= before.dropped + 1);
+}
+
+BOOST_AUTO_TEST_CASE(hosts_refuse_to_start_unsafely) {
+  temp_dir root;
+  auto n = make_node(root, "n");
+  auto stranger = aicon::identity::generate().id();
+  // An allowed NodeId whose certificate was never imported.
+  auto cfg = write_file(root.path(), "h.toml",
+                        fmt::format("[host]\ndata_dir = \"n\"\n[peers]\nallow = [\"{}\"]\n",
+                                    stranger.hex()));
+  auto res = run_command({aicon_binary(), "host", "--config", cfg.string()}, 20s);
+  BOOST_TEST(res.exit_code == 2, res.output);
+  BOOST_TEST(res.output.find(stranger.hex()) != std::string::npos, res.output);
+  BOOST_TEST(res.output.find("aicon trust") != std::string::npos, res.output);
+  // A key readable by others.
+  ::chmod((n.dir / "node.key").c_str(), 0644);
+  auto cfg2 = write_file(root.path(), "h2.toml", "[host]\ndata_dir = \"n\"\n");
+  auto res2 = run_command({aicon_binary(), "host", "--config", cfg2.string()}, 20s);
+  BOOST_TEST(res2.exit_code == 2, res2.output);
+  BOOST_TEST(res2.output.find("0600") != std::string::npos, res2.output);
+  // A config error names file, line and key.
+  auto cfg3 = write_file(root.path(), "h3.toml", "[host]\ndata_dir = \"n\"\nport = 7\n");
+  auto res3 = run_command({aicon_binary(), "host", "--config", cfg3.string()}, 20s);
+  BOOST_TEST(res3.exit_code == 1, res3.output);
+  BOOST_TEST(res3.output.find("h3.toml:3: host.port: unknown key") != std::string::npos,
+             res3.output);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
