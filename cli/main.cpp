@@ -10,6 +10,7 @@
 
 #include "actors/roles.hpp"
 #include "bench/messages.hpp"
+#include "cli/demo.hpp"
 #include "gpu/device.hpp"
 #include "runtime/client.hpp"
 #include "runtime/config.hpp"
@@ -250,6 +251,11 @@ int main(int argc, char** argv) {
 
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
+  demo_options dopts;
+  auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
+  demo->add_option("--hosts", dopts.hosts, "hosts to start (2..8, default 3)")->check(CLI::Range(2, 8));
+  demo->add_option("--rounds", dopts.rounds, "echo round trips per target (default 200)")->check(CLI::Range(1, 100000));
+
   CLI11_PARSE(app, argc, argv);
   if (*keygen)
     return cmd_keygen(data_dir);
@@ -263,5 +269,7 @@ int main(int argc, char** argv) {
     return bench::run_messages(bo, argv[0]);
   if (*gpu_cmd)
     return cmd_gpu();
+  if (*demo)
+    return run_demo(dopts);
   return 0;
 }

@@ -94,4 +94,20 @@ BOOST_AUTO_TEST_CASE(addresses_parse) {
   BOOST_TEST(!net_address::parse("host:8x"));
 }
 
+BOOST_AUTO_TEST_CASE(documented_example_config_parses) {
+  auto cfg = load_host_config(std::filesystem::path{AICON_SOURCE_DIR} / "examples" / "host.toml",
+                              roles);
+  BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
+  BOOST_TEST(cfg->listen.port == 7100);
+  BOOST_TEST(cfg->connect.size() == 1u);
+  // The documented defaults are the real defaults.
+  limits defaults;
+  BOOST_TEST(cfg->lim.envelope_bytes_max == defaults.envelope_bytes_max);
+  BOOST_TEST(cfg->lim.traversal_words_max == defaults.traversal_words_max);
+  BOOST_TEST(cfg->lim.request_timeout_ms == defaults.request_timeout_ms);
+  BOOST_TEST(cfg->lim.idle_connection_ms == defaults.idle_connection_ms);
+  BOOST_TEST(cfg->lim.connections_per_address_max == defaults.connections_per_address_max);
+  BOOST_TEST(cfg->lim.echo_delay_ms_max == defaults.echo_delay_ms_max);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

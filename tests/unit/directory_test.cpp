@@ -141,7 +141,7 @@ BOOST_AUTO_TEST_CASE(bad_messages_get_error_replies_and_change_nothing) {
     envelope garbage;
     garbage.type_id = capnp::typeId<schema::EchoRequest>();
     garbage.words.resize(4);
-    std::memset(garbage.words.data(), 0xab, garbage.size_bytes());
+    std::memset(static_cast<void*>(garbage.words.data()), 0xab, garbage.size_bytes());
     auto r1 = ask(*a, *dst, garbage);
     BOOST_REQUIRE(!r1);
     BOOST_TEST(code_of(r1.error()) == errc::malformed_message, describe(r1.error()));

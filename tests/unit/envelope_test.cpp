@@ -189,12 +189,12 @@ BOOST_AUTO_TEST_CASE(random_bytes_never_crash) {
     env.words.resize(1 + rng() % 64);
     for (auto& w : env.words) {
       uint64_t x = rng();
-      std::memcpy(&w, &x, sizeof(x));
+      std::memcpy(static_cast<void*>(&w), &x, sizeof(x));
     }
     // Half the time, a plausible one-segment table so decoding goes deeper.
     if (i % 2 == 0) {
       uint32_t table[2] = {0, static_cast<uint32_t>(env.words.size() - 1)};
-      std::memcpy(&env.words[0], table, sizeof(table));
+      std::memcpy(static_cast<void*>(&env.words[0]), table, sizeof(table));
     }
     opened<schema::EchoRequest> m{env};
     if (!m.ok()) {
