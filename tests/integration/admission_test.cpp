@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/io/basp_broker.hpp>
@@ -87,6 +89,46 @@ BOOST_AUTO_TEST_CASE(a_host_that_is_not_allowed_gets_nothing_in) {
   // Exactly one more routed request: the status query itself.
   BOOST_TEST(after.served == before.served + 1);
   BOOST_TEST(hp.ha.proc->log_text().find("peer up " + c_node.id.short_hex()) == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_third_host_process_that_is_not_allowed_never_links) {
+  host_pair hp;
+  // B already holds handles A gave it (A's gatekeeper, and the link actors
+  // behind A's requests). C, a real host that trusts A's certificate and
+  // dials it, must still get nothing in: the TLS handshake fails before any
+  // BASP byte, so no actor id of A can even be named.
+  auto c_node = make_node(hp.root, "c");
+  trust(c_node, hp.a);
+  auto cfg = write_file(hp.root.path(), "c.toml",
+                        fmt::format("[host]\ndata_dir = \"c\"\n[peers]\nconnect = [ {{ address = "
+                                    "\"127.0.0.1:{}\", node = \"{}\" }} ]\n",
+                                    hp.ha.port, hp.a.id.hex()));
+  auto c = start_host(cfg, hp.root / "c.log");
+  BOOST_TEST(c.proc->wait_for_log("unreachable", 10s).has_value(), c.proc->log_text());
+  std::this_thread::sleep_for(2s); // a few redials
+  BOOST_TEST(c.proc->log_text().find("peer up") == std::string::npos, c.proc->log_text());
+  BOOST_TEST(hp.ha.proc->log_text().find(c_node.id.short_hex()) == std::string::npos);
+  // A's link to B is unaffected.
+  BOOST_TEST(hp.ha.proc->log_text().find("peer down") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(dev_mode_is_loud_and_still_encrypted) {
+  temp_dir root;
+  auto n = make_node(root, "n");
+  auto cfg = write_file(root.path(), "dev.toml",
+                        "[host]\ndata_dir = \"n\"\n[peers]\ndev_open = true\n");
+  auto h = start_host(cfg, root / "dev.log");
+  BOOST_TEST(h.proc->log_text().find("DEV MODE") != std::string::npos, h.proc->log_text());
+  BOOST_TEST(h.proc->log_text().find("unauthenticated dev mode") != std::string::npos);
+  auto other = make_node(root, "o"); // a key n never heard of
+  auto ping = run_command({aicon_binary(), "ping", fmt::format("127.0.0.1:{}", h.port),
+                           "--data-dir", other.dir.string(), "--dev-open", "--count", "3"});
+  BOOST_TEST(ping.exit_code == 0, ping.output);
+  // A plain CAF client still cannot talk to it: the port speaks only TLS.
+  caf::actor_system_config sys_cfg;
+  configure_system(sys_cfg, system_options{});
+  caf::actor_system sys{sys_cfg};
+  BOOST_TEST(!sys.middleman().remote_actor("127.0.0.1", h.port));
 }
 
 BOOST_AUTO_TEST_CASE(plain_clients_and_raw_bytes_are_cut_off_without_hanging_the_host) {
