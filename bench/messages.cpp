@@ -19,7 +19,9 @@
 #include <caf/openssl/all.hpp>
 #include <fmt/format.h>
 
+#include "actors/echo/echo.hpp"
 #include "runtime/client.hpp"
+#include "runtime/temp_dir.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/tls.hpp"
 #include "schemas/echo.capnp.h"
@@ -45,18 +47,6 @@ struct bench_echo_state {
   static inline const char* name = "aicon.bench_echo";
 };
 
-envelope echo_answer(schema::EchoRequest::Reader req) {
-  return make_envelope<schema::EchoResponse>(
-    [&](schema::EchoResponse::Builder b, envelope_builder& eb) {
-      b.setSeq(req.getSeq());
-      auto payload = req.getPayload();
-      if (payload.size() > 1024)
-        b.adoptPayload(eb.orphanage().referenceExternalData(payload));
-      else
-        b.setPayload(payload);
-    });
-}
-
 caf::behavior bench_echo(caf::stateful_actor<bench_echo_state>* self) {
   return {
     [self](const envelope& env) -> caf::result<envelope> {
@@ -68,7 +58,7 @@ caf::behavior bench_echo(caf::stateful_actor<bench_echo_state>* self) {
         self->state.bytes += req->getPayload().size();
         return caf::delegated<envelope>{};
       }
-      return echo_answer(req.root());
+      return make_echo_response(req.root(), nullptr);
     },
     [self](const byte_vector& bytes) -> caf::result<byte_vector> {
       if (!self->current_message_id().is_request()) {
@@ -372,20 +362,12 @@ int run_messages(const messages_options& opts_in, const char*) {
     opts.seconds = 0.05;
   std::signal(SIGPIPE, SIG_IGN);
   // Two throwaway identities that trust each other.
-  std::string tmpl = (std::filesystem::temp_directory_path() / "aicon-bench-XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) {
-    std::fprintf(stderr, "bench: cannot create a temporary directory\n");
+  auto tmp = temp_dir::create("aicon-bench");
+  if (!tmp) {
+    std::fprintf(stderr, "bench: %s\n", describe(tmp.error()).c_str());
     return 2;
   }
-  std::filesystem::path tmp{tmpl};
-  struct cleanup {
-    std::filesystem::path p;
-    ~cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(p, ec);
-    }
-  } cleanup_tmp{tmp};
-  auto server_dir = tmp / "server", client_dir = tmp / "client";
+  auto server_dir = *tmp / "server", client_dir = *tmp / "client";
   if (!create_identity(server_dir) || !create_identity(client_dir)
       || !trust_certificate(server_dir, client_dir / node_cert_file)
       || !trust_certificate(client_dir, server_dir / node_cert_file)) {

@@ -10,6 +10,8 @@
 
 #include "actors/roles.hpp"
 #include "runtime/atoms.hpp"
+#include "runtime/directory.hpp"
+#include "runtime/temp_dir.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/error.hpp"
 #include "runtime/host.hpp"
@@ -25,11 +27,7 @@ namespace {
 using namespace std::chrono_literals;
 
 caf::expected<caf::actor> lookup(host& h, const std::string& name) {
-  caf::scoped_actor self{h.system()};
-  caf::expected<caf::actor> result = make_error(errc::internal, "no answer");
-  self->request(h.directory(), 5s, lookup_atom::value, name)
-    .receive([&](caf::actor& a) { result = a; }, [&](caf::error& e) { result = e; });
-  return result;
+  return lookup_blocking(h.system(), h.directory(), name, 5s);
 }
 
 struct rtt_stats {
@@ -77,19 +75,12 @@ rtt_stats measure(host& from, const caf::actor& target, int rounds) {
 int run_demo(const demo_options& opts) {
   int n = std::clamp(opts.hosts, 2, 8);
   set_log_level(log_level::warning);
-  std::string tmpl = (std::filesystem::temp_directory_path() / "aicon-demo-XXXXXX").string();
-  if (!mkdtemp(tmpl.data())) {
-    std::fprintf(stderr, "demo: cannot create a temporary directory\n");
+  auto tmp = temp_dir::create("aicon-demo");
+  if (!tmp) {
+    std::fprintf(stderr, "demo: %s\n", describe(tmp.error()).c_str());
     return 2;
   }
-  std::filesystem::path root{tmpl};
-  struct cleanup {
-    std::filesystem::path p;
-    ~cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(p, ec);
-    }
-  } cleanup_root{root};
+  const auto& root = tmp->path();
   std::printf("aicon demo: %d hosts in one process, each with its own ed25519 key, linked by "
               "mutual TLS on 127.0.0.1\n", n);
   std::vector<node_id> ids;

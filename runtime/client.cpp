@@ -1,6 +1,5 @@
 #include "runtime/client.hpp"
 
-#include <cstdlib>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -28,12 +27,12 @@ caf::expected<std::unique_ptr<client>> client::start(const options& opts) {
   if (!opts.dev_open && !opts.plain_tcp) {
     // A private directory: the host's own tls/allowed.pem is re-read by CAF
     // for every connection it accepts and must never change under it.
-    std::string tmpl = (std::filesystem::temp_directory_path() / "aicon-client-XXXXXX").string();
-    if (!mkdtemp(tmpl.data()))
-      return make_error(errc::io_error, "cannot create a temporary directory for TLS files");
-    c->tls_dir_ = tmpl;
+    auto dir = temp_dir::create("aicon-client");
+    if (!dir)
+      return dir.error();
+    c->tls_dir_.emplace(std::move(*dir));
     auto tls = prepare_tls_files(*c->self_, opts.data_dir, trusted_peers(opts.data_dir),
-                                 c->tls_dir_);
+                                 c->tls_dir_->path());
     if (!tls)
       return tls.error();
     sys_opts.tls = *tls;
@@ -61,10 +60,6 @@ client::~client() {
     peers_ = nullptr;
     sys_.reset();
   }
-  if (!tls_dir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(tls_dir_, ec);
-  }
 }
 
 caf::expected<node_id> client::connect(const std::string& address,
@@ -86,13 +81,8 @@ caf::expected<node_id> client::connect(const std::string& address,
 }
 
 caf::expected<caf::actor> client::lookup(const std::string& name) {
-  caf::scoped_actor self{*sys_};
-  caf::expected<caf::actor> result = make_error(errc::internal, "no answer");
-  self->request(directory_, std::chrono::milliseconds(opts_.lim.request_timeout_ms),
-                lookup_atom::value, name)
-    .receive([&](caf::actor& handle) { result = std::move(handle); },
-             [&](caf::error& err) { result = std::move(err); });
-  return result;
+  return lookup_blocking(*sys_, directory_, name,
+                         std::chrono::milliseconds(opts_.lim.request_timeout_ms));
 }
 
 caf::expected<envelope> client::request(const caf::actor& dst, envelope req,

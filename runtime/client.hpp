@@ -18,6 +18,7 @@
 #include "runtime/envelope.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/system.hpp"
+#include "runtime/temp_dir.hpp"
 
 namespace aicon {
 
@@ -67,7 +68,7 @@ private:
   client() = default;
 
   options opts_;
-  std::filesystem::path tls_dir_;
+  std::optional<temp_dir> tls_dir_; // removed with the client
   std::shared_ptr<const identity> self_;
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> sys_;

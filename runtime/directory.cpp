@@ -295,6 +295,17 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
 
 } // namespace
 
+caf::expected<caf::actor> lookup_blocking(caf::actor_system& sys, const caf::actor& directory,
+                                          const std::string& name,
+                                          std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys};
+  caf::expected<caf::actor> result = make_error(errc::internal, "no answer");
+  self->request(directory, timeout, lookup_atom::value, name)
+    .receive([&](caf::actor& handle) { result = std::move(handle); },
+             [&](caf::error& err) { result = std::move(err); });
+  return result;
+}
+
 caf::actor spawn_directory(caf::actor_system& sys, const role_context& ctx) {
   return sys.spawn(directory, ctx);
 }

@@ -20,9 +20,20 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include <chrono>
+#include <span>
+#include <string>
+#include <vector>
+
 #include "runtime/system.hpp"
 
 namespace aicon {
+
+/// Looks `name` up from code that is not an actor (CLI, tests, demo); waits
+/// at most `timeout`. Never call it from inside an actor's handler.
+caf::expected<caf::actor> lookup_blocking(caf::actor_system& sys, const caf::actor& directory,
+                                          const std::string& name,
+                                          std::chrono::milliseconds timeout);
 
 /// Spawns the directory. `ctx.directory` is ignored.
 caf::actor spawn_directory(caf::actor_system& sys, const role_context& ctx);

@@ -138,7 +138,7 @@ public:
   envelope finish();
 
 private:
-  static constexpr size_t scratch_words = 128;
+  static constexpr size_t scratch_words = 32;
   capnp::word scratch_[scratch_words];
   capnp::MallocMessageBuilder builder_;
   uint64_t type_id_ = 0;

@@ -22,19 +22,7 @@ struct echo_state {
   static inline const char* name = "aicon.echo";
 
   envelope answer(schema::EchoRequest::Reader req) const {
-    return make_envelope<schema::EchoResponse>(
-      [&](schema::EchoResponse::Builder b, envelope_builder& eb) {
-        b.setSeq(req.getSeq());
-        auto payload = req.getPayload();
-        // Large payloads are referenced, not copied into the builder: finish()
-        // copies them exactly once.
-        if (payload.size() > 1024)
-          b.adoptPayload(eb.orphanage().referenceExternalData(payload));
-        else
-          b.setPayload(payload);
-        auto& id = ctx.self->id();
-        b.setNode(kj::arrayPtr(id.bytes.data(), id.bytes.size()));
-      });
+    return make_echo_response(req, &ctx.self->id());
   }
 };
 
@@ -101,6 +89,20 @@ caf::behavior echo(self_ptr self, role_context ctx) {
 }
 
 } // namespace
+
+envelope make_echo_response(schema::EchoRequest::Reader req, const node_id* answered_by) {
+  return make_envelope<schema::EchoResponse>(
+    [&](schema::EchoResponse::Builder b, envelope_builder& eb) {
+      b.setSeq(req.getSeq());
+      auto payload = req.getPayload();
+      if (payload.size() > 1024)
+        b.adoptPayload(eb.orphanage().referenceExternalData(payload));
+      else
+        b.setPayload(payload);
+      if (answered_by)
+        b.setNode(kj::arrayPtr(answered_by->bytes.data(), answered_by->bytes.size()));
+    });
+}
 
 caf::actor spawn_echo(caf::actor_system& sys, const role_context& ctx) {
   return sys.spawn(echo, ctx);

@@ -7,10 +7,17 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
+#include "runtime/envelope.hpp"
 #include "runtime/system.hpp"
+#include "schemas/echo.capnp.h"
 
 namespace aicon {
 
 caf::actor spawn_echo(caf::actor_system& sys, const role_context& ctx);
+
+/// The EchoResponse to `req`: same seq, same payload (copied once; large
+/// payloads are referenced, not copied into the builder), and the answering
+/// NodeId when given.
+envelope make_echo_response(schema::EchoRequest::Reader req, const node_id* answered_by);
 
 } // namespace aicon

@@ -36,16 +36,6 @@ counters read_status(client& c, const node_id& node) {
   return {r->getRequestsServed(), r->getMalformedDropped(), r->getRunningActors()};
 }
 
-int tcp_connect(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  return fd;
-}
-
 /// Reads until EOF or error; true if the host closed within `timeout`.
 bool closed_within(int fd, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -113,7 +103,7 @@ BOOST_AUTO_TEST_CASE(a_third_host_process_that_is_not_allowed_never_links) {
 }
 
 BOOST_AUTO_TEST_CASE(dev_mode_is_loud_and_still_encrypted) {
-  temp_dir root;
+  test::temp_dir root;
   auto n = make_node(root, "n");
   auto cfg = write_file(root.path(), "dev.toml",
                         "[host]\ndata_dir = \"n\"\n[peers]\ndev_open = true\n");
@@ -148,6 +138,7 @@ BOOST_AUTO_TEST_CASE(plain_clients_and_raw_bytes_are_cut_off_without_hanging_the
   // Garbage bytes.
   {
     int fd = tcp_connect(hp.ha.port);
+    BOOST_REQUIRE(fd >= 0);
     std::string junk(3000, '\x5a');
     BOOST_REQUIRE(::write(fd, junk.data(), junk.size()) > 0);
     BOOST_TEST(closed_within(fd, 5s));
@@ -156,6 +147,7 @@ BOOST_AUTO_TEST_CASE(plain_clients_and_raw_bytes_are_cut_off_without_hanging_the
   // A connection that never sends a byte.
   {
     int fd = tcp_connect(hp.ha.port);
+    BOOST_REQUIRE(fd >= 0);
     BOOST_TEST(closed_within(fd, 6s));
     ::close(fd);
     BOOST_TEST(hp.ha.proc->wait_for_log("no data for", 2s).has_value());
@@ -206,7 +198,7 @@ BOOST_AUTO_TEST_CASE(an_allowed_peer_cannot_spawn_or_reach_caf_services) {
 }
 
 BOOST_AUTO_TEST_CASE(hosts_refuse_to_start_unsafely) {
-  temp_dir root;
+  test::temp_dir root;
   auto n = make_node(root, "n");
   auto stranger = aicon::identity::generate().id();
   // An allowed NodeId whose certificate was never imported.

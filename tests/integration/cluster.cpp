@@ -19,18 +19,6 @@ extern char** environ;
 
 namespace aicon::test {
 
-temp_dir::temp_dir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "aicon-it-XXXXXX").string();
-  if (!mkdtemp(tmpl.data()))
-    throw std::runtime_error("mkdtemp failed");
-  path_ = tmpl;
-}
-
-temp_dir::~temp_dir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 process::process(const std::vector<std::string>& args, std::filesystem::path log)
   : log_(std::move(log)) {
   std::vector<char*> argv;
@@ -122,7 +110,7 @@ int process::stop(int sig, std::chrono::milliseconds timeout) {
 
 command_result run_command(const std::vector<std::string>& args,
                            std::chrono::milliseconds timeout) {
-  temp_dir tmp;
+  test::temp_dir tmp;
   auto log = tmp / "out.log";
   command_result result;
   {

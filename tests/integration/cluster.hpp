@@ -11,26 +11,11 @@
 #include <sys/types.h>
 
 #include "runtime/identity.hpp"
+#include "tests/common/test_dir.hpp"
 
 namespace aicon::test {
 
 using namespace std::chrono_literals;
-
-/// A fresh directory, removed on destruction.
-class temp_dir {
-public:
-  temp_dir();
-  ~temp_dir();
-  const std::filesystem::path& path() const {
-    return path_;
-  }
-  std::filesystem::path operator/(const std::string& name) const {
-    return path_ / name;
-  }
-
-private:
-  std::filesystem::path path_;
-};
 
 /// One child process with stdout and stderr in a log file.
 class process {

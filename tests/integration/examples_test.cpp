@@ -33,7 +33,7 @@ uint16_t free_port() {
 BOOST_AUTO_TEST_SUITE(examples)
 
 BOOST_AUTO_TEST_CASE(two_hosts_quick_start) {
-  temp_dir root;
+  test::temp_dir root;
   auto port_a = free_port(), port_b = free_port();
   ::setenv("AICON", aicon_binary().c_str(), 1);
   ::setenv("AICON_PORT_A", std::to_string(port_a).c_str(), 1);

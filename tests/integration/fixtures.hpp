@@ -24,7 +24,7 @@ std::string why(const caf::expected<T>& x) {
 }
 
 struct host_pair {
-  temp_dir root;
+  test::temp_dir root;
   node_dir a, b;
   running_host hb, ha;
   std::string limits_toml;

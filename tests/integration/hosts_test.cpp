@@ -38,7 +38,7 @@ void check_echo_from_a(client& c, const node_id& a, const std::string& target,
 BOOST_AUTO_TEST_SUITE(hosts)
 
 BOOST_AUTO_TEST_CASE(keygen_and_trust_from_the_command_line) {
-  temp_dir root;
+  test::temp_dir root;
   auto dir = (root / "n").string();
   auto first = run_command({aicon_binary(), "keygen", "--data-dir", dir});
   BOOST_REQUIRE_EQUAL(first.exit_code, 0);

@@ -8,6 +8,7 @@
 
 #include "actors/roles.hpp"
 #include "runtime/atoms.hpp"
+#include "runtime/directory.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/host.hpp"
 #include "runtime/tls.hpp"
@@ -22,11 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 
 caf::expected<caf::actor> lookup(host& h, const std::string& name) {
-  caf::scoped_actor self{h.system()};
-  caf::expected<caf::actor> result = make_error(errc::internal, "no answer");
-  self->request(h.directory(), 5s, lookup_atom::value, name)
-    .receive([&](caf::actor& a) { result = a; }, [&](caf::error& e) { result = e; });
-  return result;
+  return lookup_blocking(h.system(), h.directory(), name, 5s);
 }
 
 caf::expected<envelope> ask(host& h, const caf::actor& dst, envelope req,

@@ -1,7 +1,6 @@
 // Helpers shared by the unit tests.
 #pragma once
 
-#include <cstdlib>
 #include <filesystem>
 #include <ostream>
 #include <string>
@@ -10,6 +9,8 @@
 #include "runtime/identity.hpp"
 
 #include <caf/expected.hpp>
+
+#include "tests/common/test_dir.hpp"
 
 namespace aicon {
 
@@ -33,29 +34,5 @@ std::string why(const caf::expected<T>& x) {
   return x ? std::string{} : describe(x.error());
 }
 
-
-/// A fresh directory under the system temp dir, removed on destruction.
-class temp_dir {
-public:
-  temp_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "aicon-test-XXXXXX").string();
-    if (!mkdtemp(tmpl.data()))
-      throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const {
-    return path_;
-  }
-  std::filesystem::path operator/(const std::string& name) const {
-    return path_ / name;
-  }
-
-private:
-  std::filesystem::path path_;
-};
 
 } // namespace aicon::test

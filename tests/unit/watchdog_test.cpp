@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/conn_watchdog.hpp"
+#include "test_util.hpp"
 
 using namespace aicon;
 using namespace std::chrono_literals;
@@ -44,12 +45,8 @@ struct listener {
 };
 
 int connect_to(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  int fd = test::tcp_connect(port);
+  BOOST_REQUIRE(fd >= 0);
   return fd;
 }
 
