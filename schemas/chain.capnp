@@ -1,0 +1,105 @@
+# The PoV chain: transactions, blocks tied to the training sessions that
+# earned them, and committee votes. Amounts are in the smallest unit
+# (common.capnp Amount); keys and hashes are raw bytes with fixed sizes.
+@0xb1ede24d61b2a701;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("aicon::schema");
+
+struct Transfer {
+  to @0 :Data;        # recipient wallet (32-byte ed25519 public key)
+  amount @1 :UInt64;  # > 0
+}
+
+struct EscrowLock {
+  # A job submission: the payer locks the job's budget.
+  jobId @0 :Data;     # 32 bytes, unique per escrow
+  amount @1 :UInt64;  # > 0
+}
+
+struct Payout {
+  to @0 :Data;        # wallet (32 bytes)
+  amount @1 :UInt64;
+}
+
+struct Settle {
+  # Pays trainers, data owner and model owner from a job's escrow; whatever
+  # is left goes back to the payer. Only the escrow's payer may settle it.
+  jobId @0 :Data;
+  payouts @1 :List(Payout); # total must not exceed the escrow
+}
+
+struct MintReward {
+  # PoV reward; only an authority named in the genesis (the rater) may mint.
+  payouts @0 :List(Payout);
+}
+
+struct AssetRegister {
+  assetId @0 :Data;      # 32 bytes, unique
+  kind @1 :Text;         # "dataset", "model", "trained-model", ...
+  metadataHash @2 :Data; # BLAKE2b-256 of the asset's manifest
+}
+
+struct AssetTransfer {
+  assetId @0 :Data;
+  to @1 :Data;           # new owner (32 bytes)
+}
+
+struct Stake {
+  amount @0 :UInt64;     # moved from the author's balance to its stake
+}
+
+struct Slash {
+  # Only an authority may slash; the slashed amount leaves the supply.
+  target @0 :Data;       # wallet whose stake is cut
+  amount @1 :UInt64;     # at most the target's stake
+  reason @2 :Text;
+}
+
+struct Transaction {
+  author @0 :Data;       # signer's wallet (32-byte ed25519 public key)
+  nonce @1 :UInt64;      # exactly the author's previous nonce + 1
+  body :union {
+    transfer @2 :Transfer;
+    escrowLock @3 :EscrowLock;
+    settle @4 :Settle;
+    mintReward @5 :MintReward;
+    assetRegister @6 :AssetRegister;
+    assetTransfer @7 :AssetTransfer;
+    stake @8 :Stake;
+    slash @9 :Slash;
+  }
+}
+
+struct SignedTransaction {
+  tx @0 :Transaction;
+  signature @1 :Data;    # ed25519 by tx.author over "aicon-tx-v1" ‖ canonical(tx)
+}
+
+struct BlockHeader {
+  height @0 :UInt64;         # genesis = 0
+  prevHash @1 :Data;         # BLAKE2b-256 of the previous header (zeros for genesis)
+  timeMs @2 :UInt64;         # generator's clock, ms since the Unix epoch
+  generator @3 :Data;        # NodeId of the generator
+  sessionId @4 :Data;        # training session that earned this block (32 bytes)
+  jobId @5 :Data;            # its job
+  modelId @6 :Data;          # its model asset
+  workUnits @7 :UInt64;      # verified work since the previous block
+  difficulty @8 :UInt64;     # work units this block needed
+  txRoot @9 :Data;           # Merkle root (BLAKE2b-256) of the signed transactions
+  stateRoot @10 :Data;       # state root after applying the block
+}
+
+struct Vote {
+  height @0 :UInt64;
+  blockHash @1 :Data;        # BLAKE2b-256 of the header
+  voter @2 :Data;            # committee member's NodeId
+  signature @3 :Data;        # over "aicon-vote-v1" ‖ height ‖ blockHash
+}
+
+struct Block {
+  header @0 :BlockHeader;
+  transactions @1 :List(SignedTransaction);
+  generatorSignature @2 :Data; # by header.generator over "aicon-block-v1" ‖ blockHash
+  votes @3 :List(Vote);        # final when >= 2/3 of the committee signed
+}

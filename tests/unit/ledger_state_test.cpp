@@ -1,0 +1,399 @@
+// Every transaction rule, each rejection, supply conservation, and the same
+// state root over memory and LMDB.
+#include <boost/test/unit_test.hpp>
+
+#include <random>
+
+#include "actors/ledger/state.hpp"
+#include "test_util.hpp"
+
+using namespace aicon;
+using namespace aicon::ledger;
+
+namespace {
+
+aicon::identity wallet(uint8_t n) {
+  std::array<uint8_t, 32> seed{};
+  seed[0] = n;
+  seed[31] = 0x5a;
+  return aicon::identity::from_seed(seed);
+}
+
+hash256 id32(uint8_t n) {
+  hash256 h{};
+  h[0] = n;
+  h[1] = 0xee;
+  return h;
+}
+
+kj::ArrayPtr<const kj::byte> bytes(const node_id& id) {
+  return kj::arrayPtr(id.bytes.data(), id.bytes.size());
+}
+
+kj::ArrayPtr<const kj::byte> bytes(const hash256& h) {
+  return kj::arrayPtr(h.data(), h.size());
+}
+
+struct chain {
+  memory_store st;
+  chain_params params;
+  aicon::identity alice = wallet(1), bob = wallet(2), carol = wallet(3), rater = wallet(9);
+  std::map<node_id, uint64_t> nonces;
+
+  chain() {
+    params.authorities = {rater.id()};
+    BOOST_REQUIRE(!apply_genesis(st, {{alice.id(), 1000, 0}, {bob.id(), 500, 100}}));
+  }
+
+  template <class F>
+  aicon::envelope tx(const aicon::identity& who, F&& fill, std::optional<uint64_t> nonce = {}) {
+    auto n = nonce ? *nonce : nonces[who.id()] + 1;
+    return make_signed_transaction(who, n, std::forward<F>(fill));
+  }
+
+  caf::error apply(const aicon::envelope& env) {
+    opened<schema::SignedTransaction> stx{env};
+    BOOST_REQUIRE(stx.ok());
+    auto err = apply_transaction(st, params, stx.root());
+    if (!err) {
+      auto author = node_id::from_bytes({stx->getTx().getAuthor().begin(), 32});
+      nonces[*author] = stx->getTx().getNonce();
+    }
+    return err;
+  }
+
+  uint64_t balance(const aicon::identity& who) {
+    return st.get_account(who.id())->balance;
+  }
+
+  /// Applies `env`, expects it refused for `r`, and checks nothing changed.
+  void expect_refused(const aicon::envelope& env, rule r) {
+    auto before = *st.state_root();
+    auto err = apply(env);
+    BOOST_REQUIRE_MESSAGE(err, "accepted a transaction that breaks " << to_string(r));
+    BOOST_TEST(rule_of(err) == std::optional<rule>{r}, describe(err));
+    BOOST_TEST(describe(err).find(to_string(r)) != std::string::npos, describe(err));
+    BOOST_TEST((*st.state_root() == before), "a refused transaction changed the state");
+  }
+};
+
+auto transfer(const aicon::identity& to, uint64_t amount) {
+  return [&to, amount](schema::Transaction::Body::Builder b) {
+    auto t = b.initTransfer();
+    t.setTo(bytes(to.id()));
+    t.setAmount(amount);
+  };
+}
+
+} // namespace
+
+namespace std {
+inline std::ostream& operator<<(std::ostream& os, const std::optional<aicon::ledger::rule>& r) {
+  return os << (r ? aicon::ledger::to_string(*r) : "none");
+}
+} // namespace std
+
+BOOST_AUTO_TEST_SUITE(ledger)
+
+BOOST_AUTO_TEST_CASE(transfers_move_balances_and_bump_nonces) {
+  chain c;
+  BOOST_TEST(!c.apply(c.tx(c.alice, transfer(c.bob, 300))));
+  BOOST_TEST(c.balance(c.alice) == 700u);
+  BOOST_TEST(c.balance(c.bob) == 800u);
+  BOOST_TEST(c.st.get_account(c.alice.id())->nonce == 1u);
+  BOOST_TEST(!c.apply(c.tx(c.alice, transfer(c.alice, 50)))); // to yourself: no change
+  BOOST_TEST(c.balance(c.alice) == 700u);
+  BOOST_TEST(c.st.get_totals()->supply == 1600u);
+}
+
+BOOST_AUTO_TEST_CASE(each_signature_and_nonce_rule_names_itself) {
+  chain c;
+  auto good = c.tx(c.alice, transfer(c.bob, 1));
+  // Forged: flip one byte of the signature.
+  auto forged_env = make_envelope<schema::SignedTransaction>([&](schema::SignedTransaction::Builder b) {
+    opened<schema::SignedTransaction> src{good};
+    b.setTx(src->getTx());
+    std::vector<uint8_t> sig(src->getSignature().begin(), src->getSignature().end());
+    sig[5] ^= 1;
+    b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  });
+  c.expect_refused(forged_env, rule::bad_signature);
+  // Signed by someone else in alice's name.
+  auto impostor = make_envelope<schema::SignedTransaction>([&](schema::SignedTransaction::Builder b) {
+    opened<schema::SignedTransaction> src{good};
+    b.setTx(src->getTx());
+    auto sig = c.carol.sign(signing_bytes(src->getTx()));
+    b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  });
+  c.expect_refused(impostor, rule::bad_signature);
+  BOOST_TEST(!c.apply(good));
+  c.expect_refused(good, rule::replayed_nonce); // the same bytes again
+  c.expect_refused(c.tx(c.alice, transfer(c.bob, 1), 5), rule::skipped_nonce);
+  c.expect_refused(c.tx(c.alice, transfer(c.bob, 1), 0), rule::replayed_nonce);
+}
+
+BOOST_AUTO_TEST_CASE(each_amount_rule_names_itself) {
+  chain c;
+  c.expect_refused(c.tx(c.alice, transfer(c.bob, 1001)), rule::overdraft);
+  c.expect_refused(c.tx(c.alice, transfer(c.bob, 0)), rule::zero_amount);
+  c.expect_refused(c.tx(c.carol, transfer(c.bob, 1)), rule::overdraft); // no account at all
+  // Overflow: the rater mints the maximum to carol, then bob pays her.
+  BOOST_TEST(!c.apply(c.tx(c.rater, [&](auto b) {
+    auto p = b.initMintReward().initPayouts(1);
+    p[0].setTo(bytes(c.carol.id()));
+    p[0].setAmount(UINT64_MAX - 1600);
+  })));
+  // (A transfer can never overflow a balance: balances sum to the supply,
+  // which fits in 64 bits. Minting is where overflow is possible.)
+  c.expect_refused(c.tx(c.rater, [&](auto b) {
+    auto p = b.initMintReward().initPayouts(1);
+    p[0].setTo(bytes(c.alice.id()));
+    p[0].setAmount(10);
+  }), rule::amount_overflow); // the supply itself would overflow
+  c.expect_refused(c.tx(c.rater, [&](auto b) {
+    auto p = b.initMintReward().initPayouts(2);
+    p[0].setTo(bytes(c.alice.id()));
+    p[0].setAmount(UINT64_MAX / 2 + 1);
+    p[1].setTo(bytes(c.bob.id()));
+    p[1].setAmount(UINT64_MAX / 2 + 1);
+  }), rule::amount_overflow); // the payouts' own sum overflows
+}
+
+BOOST_AUTO_TEST_CASE(escrow_lock_and_settle) {
+  chain c;
+  auto job = id32(1);
+  auto lock = [&](uint64_t amount) {
+    return [&, amount](schema::Transaction::Body::Builder b) {
+      auto l = b.initEscrowLock();
+      l.setJobId(bytes(job));
+      l.setAmount(amount);
+    };
+  };
+  auto settle = [&](std::vector<std::pair<const aicon::identity*, uint64_t>> pays) {
+    return [&, pays](schema::Transaction::Body::Builder b) {
+      auto s = b.initSettle();
+      s.setJobId(bytes(job));
+      auto p = s.initPayouts(static_cast<unsigned>(pays.size()));
+      for (unsigned i = 0; i < pays.size(); ++i) {
+        p[i].setTo(bytes(pays[i].first->id()));
+        p[i].setAmount(pays[i].second);
+      }
+    };
+  };
+  c.expect_refused(c.tx(c.alice, settle({{&c.bob, 1}})), rule::unknown_escrow);
+  BOOST_TEST(!c.apply(c.tx(c.alice, lock(400))));
+  BOOST_TEST(c.balance(c.alice) == 600u);
+  BOOST_TEST(c.st.get_totals()->supply == 1600u); // escrow is still supply
+  c.expect_refused(c.tx(c.alice, lock(10)), rule::escrow_exists);
+  c.expect_refused(c.tx(c.bob, settle({{&c.bob, 400}})), rule::not_escrow_payer);
+  c.expect_refused(c.tx(c.alice, settle({{&c.bob, 300}, {&c.carol, 101}})),
+                   rule::settle_exceeds_escrow);
+  BOOST_TEST(!c.apply(c.tx(c.alice, settle({{&c.bob, 300}, {&c.carol, 50}}))));
+  BOOST_TEST(c.balance(c.bob) == 800u);
+  BOOST_TEST(c.balance(c.carol) == 50u);
+  BOOST_TEST(c.balance(c.alice) == 650u); // 50 refunded
+  BOOST_TEST(!c.st.get_escrow(job)->has_value());
+  BOOST_TEST(c.st.get_totals()->supply == 1600u);
+}
+
+BOOST_AUTO_TEST_CASE(mint_and_slash_need_authority_and_move_supply) {
+  chain c;
+  auto mint = [&](const aicon::identity& to, uint64_t amount) {
+    return [&to, amount](schema::Transaction::Body::Builder b) {
+      auto p = b.initMintReward().initPayouts(1);
+      p[0].setTo(bytes(to.id()));
+      p[0].setAmount(amount);
+    };
+  };
+  auto slash = [&](const aicon::identity& who, uint64_t amount) {
+    return [&who, amount](schema::Transaction::Body::Builder b) {
+      auto s = b.initSlash();
+      s.setTarget(bytes(who.id()));
+      s.setAmount(amount);
+      s.setReason("failed verification");
+    };
+  };
+  c.expect_refused(c.tx(c.alice, mint(c.alice, 5)), rule::not_authority);
+  c.expect_refused(c.tx(c.alice, slash(c.bob, 5)), rule::not_authority);
+  BOOST_TEST(!c.apply(c.tx(c.rater, mint(c.carol, 70))));
+  c.expect_refused(c.tx(c.rater, slash(c.bob, 101)), rule::slash_exceeds_stake);
+  BOOST_TEST(!c.apply(c.tx(c.rater, slash(c.bob, 60))));
+  auto t = *c.st.get_totals();
+  BOOST_TEST(t.minted == 1670u);
+  BOOST_TEST(t.slashed == 60u);
+  BOOST_TEST(t.supply == 1610u);
+  BOOST_TEST(c.st.get_account(c.bob.id())->stake == 40u);
+  // Stake moves balance to stake.
+  BOOST_TEST(!c.apply(c.tx(c.alice, [](auto b) { b.initStake().setAmount(100); })));
+  BOOST_TEST(c.st.get_account(c.alice.id())->stake == 100u);
+  c.expect_refused(c.tx(c.alice, [](auto b) { b.initStake().setAmount(5000); }), rule::overdraft);
+}
+
+BOOST_AUTO_TEST_CASE(assets_belong_to_whoever_registered_or_received_them) {
+  chain c;
+  auto reg = [&](uint8_t n) {
+    return [n](schema::Transaction::Body::Builder b) {
+      auto r = b.initAssetRegister();
+      auto id = id32(n), meta = id32(100 + n);
+      r.setAssetId(kj::arrayPtr(id.data(), 32));
+      r.setMetadataHash(kj::arrayPtr(meta.data(), 32));
+      r.setKind("dataset");
+    };
+  };
+  auto give = [&](uint8_t n, const aicon::identity& to) {
+    return [n, &to](schema::Transaction::Body::Builder b) {
+      auto t = b.initAssetTransfer();
+      auto id = id32(n);
+      t.setAssetId(kj::arrayPtr(id.data(), 32));
+      t.setTo(bytes(to.id()));
+    };
+  };
+  BOOST_TEST(!c.apply(c.tx(c.alice, reg(7))));
+  c.expect_refused(c.tx(c.bob, reg(7)), rule::asset_exists);
+  c.expect_refused(c.tx(c.bob, give(7, c.bob)), rule::not_asset_owner);
+  c.expect_refused(c.tx(c.bob, give(8, c.bob)), rule::unknown_asset);
+  BOOST_TEST(!c.apply(c.tx(c.alice, give(7, c.bob))));
+  BOOST_TEST(c.st.get_asset(id32(7))->value().owner == c.bob.id());
+  c.expect_refused(c.tx(c.alice, give(7, c.alice)), rule::not_asset_owner);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_fields_are_refused) {
+  chain c;
+  c.expect_refused(c.tx(c.alice, [](auto b) {
+    auto t = b.initTransfer();
+    t.initTo(31);
+    t.setAmount(1);
+  }), rule::malformed);
+  c.expect_refused(c.tx(c.alice, [](auto b) {
+    auto r = b.initAssetRegister();
+    r.initAssetId(32);
+    r.initMetadataHash(32);
+  }), rule::malformed); // empty kind
+}
+
+BOOST_AUTO_TEST_CASE(randomized_supply_is_conserved) {
+  // 10,000 mixed transactions, valid and invalid; supply changes exactly by
+  // minted minus slashed, and balances + stakes + escrows always equal it.
+  uint64_t seed = 20261122;
+  BOOST_TEST_MESSAGE("seed " << seed);
+  std::mt19937_64 rng{seed};
+  chain c;
+  std::vector<aicon::identity> people{c.alice, c.bob, c.carol, wallet(4), wallet(5), c.rater};
+  std::map<hash256, uint64_t> open_escrow;
+  auto initial = c.st.get_totals()->supply;
+  size_t accepted = 0;
+  for (int i = 0; i < 10000; ++i) {
+    auto& who = people[rng() % people.size()];
+    auto& other = people[rng() % people.size()];
+    uint64_t amount = rng() % 300;
+    aicon::envelope env;
+    switch (rng() % 7) {
+      case 0:
+      case 1: env = c.tx(who, transfer(other, amount)); break;
+      case 2: {
+        auto job = id32(static_cast<uint8_t>(rng() % 20));
+        env = c.tx(who, [&](auto b) {
+          auto l = b.initEscrowLock();
+          l.setJobId(bytes(job));
+          l.setAmount(amount);
+        });
+        break;
+      }
+      case 3: {
+        auto job = id32(static_cast<uint8_t>(rng() % 20));
+        env = c.tx(who, [&](auto b) {
+          auto s = b.initSettle();
+          s.setJobId(bytes(job));
+          auto p = s.initPayouts(1);
+          p[0].setTo(bytes(other.id()));
+          p[0].setAmount(amount);
+        });
+        break;
+      }
+      case 4:
+        env = c.tx(rng() % 2 ? c.rater : who, [&](auto b) {
+          auto p = b.initMintReward().initPayouts(1);
+          p[0].setTo(bytes(other.id()));
+          p[0].setAmount(amount);
+        });
+        break;
+      case 5: env = c.tx(who, [&](auto b) { b.initStake().setAmount(amount); }); break;
+      default:
+        env = c.tx(rng() % 2 ? c.rater : who, [&](auto b) {
+          auto s = b.initSlash();
+          s.setTarget(bytes(other.id()));
+          s.setAmount(amount / 4);
+        });
+        break;
+    }
+    // Now and then replay an old nonce.
+    if (rng() % 50 == 0)
+      env = c.tx(who, transfer(other, 1), 1);
+    if (!c.apply(env))
+      ++accepted;
+    auto t = *c.st.get_totals();
+    BOOST_REQUIRE_EQUAL(t.supply, initial + (t.minted - 1600) - t.slashed);
+  }
+  // Audit: every unit is somewhere.
+  auto t = *c.st.get_totals();
+  unsigned __int128 held = 0;
+  for (auto& [who, a] : c.st.accounts())
+    held += static_cast<unsigned __int128>(a.balance) + a.stake;
+  for (uint8_t j = 0; j < 20; ++j)
+    if (auto e = *c.st.get_escrow(id32(j)))
+      held += e->amount;
+  BOOST_TEST((held == t.supply));
+  BOOST_TEST(accepted > 2000u);
+  BOOST_TEST(accepted < 9500u);
+}
+
+BOOST_AUTO_TEST_CASE(lmdb_and_memory_agree_and_aborts_change_nothing) {
+  test::temp_dir dir;
+  auto env = store::environment::open(dir.path());
+  BOOST_REQUIRE_MESSAGE(env, test::why(env));
+  chain mem;
+  auto alice = mem.alice, bob = mem.bob;
+  {
+    auto t = store::txn::begin(**env, true);
+    BOOST_REQUIRE(t);
+    lmdb_store st{*t};
+    BOOST_REQUIRE(!apply_genesis(st, {{alice.id(), 1000, 0}, {bob.id(), 500, 100}}));
+    BOOST_REQUIRE(!t->commit());
+  }
+  std::vector<aicon::envelope> txs;
+  for (int i = 0; i < 20; ++i) {
+    txs.push_back(mem.tx(i % 2 ? alice : bob, transfer(i % 2 ? bob : alice, 7)));
+    BOOST_REQUIRE(!mem.apply(txs.back()));
+  }
+  {
+    auto t = store::txn::begin(**env, true);
+    lmdb_store st{*t};
+    for (auto& e : txs) {
+      opened<schema::SignedTransaction> stx{e};
+      BOOST_REQUIRE(!apply_transaction(st, mem.params, stx.root()));
+    }
+    BOOST_TEST((*st.state_root() == *mem.st.state_root()));
+    BOOST_REQUIRE(!t->commit());
+  }
+  hash256 committed;
+  {
+    auto t = store::txn::begin(**env, false);
+    lmdb_store st{*t};
+    committed = *st.state_root();
+    BOOST_TEST((committed == *mem.st.state_root()));
+  }
+  // A write transaction that is dropped leaves no trace.
+  {
+    auto t = store::txn::begin(**env, true);
+    lmdb_store st{*t};
+    BOOST_REQUIRE(!apply_transaction(st, mem.params,
+                                     opened<schema::SignedTransaction>{
+                                       mem.tx(alice, transfer(bob, 1))}.root()));
+    BOOST_TEST((*st.state_root() != committed));
+  } // aborted here
+  auto t = store::txn::begin(**env, false);
+  lmdb_store st{*t};
+  BOOST_TEST((*st.state_root() == committed));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
