@@ -428,8 +428,7 @@ caf::error apply_genesis(state_store& st, const std::vector<genesis_entry>& entr
   return st.put_totals(*totals);
 }
 
-caf::error apply_transaction(state_store& st, const chain_params& params,
-                             schema::SignedTransaction::Reader stx) {
+caf::error check_signature(schema::SignedTransaction::Reader stx) {
   if (!stx.hasTx())
     return refuse(rule::malformed, "no transaction");
   auto tx = stx.getTx();
@@ -442,6 +441,18 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
   if (!verify_signature(*author, signing_bytes(tx), {sig.begin(), sig.size()}))
     return refuse(rule::bad_signature,
                   fmt::format("signature does not verify for author {}", author->short_hex()));
+  return caf::none;
+}
+
+caf::error apply_transaction(state_store& st, const chain_params& params,
+                             schema::SignedTransaction::Reader stx, bool signature_checked) {
+  if (!signature_checked)
+    if (auto err = check_signature(stx))
+      return err;
+  auto tx = stx.getTx();
+  auto author = key_field(tx.getAuthor(), "author");
+  if (!author)
+    return author.error();
   touched_accounts accts{st};
   auto me = accts.get(*author);
   if (!me)

@@ -166,8 +166,14 @@ envelope make_signed_transaction(const identity& author, uint64_t nonce, F&& fil
 /// applies it. A refused transaction changes nothing; the error is
 /// errc::bad_signature, errc::forbidden or errc::invalid_argument with text
 /// "rule <name>: <what>".
+/// `signature_checked`: the caller already verified the signature (block
+/// application verifies a whole block's signatures on all cores first).
 caf::error apply_transaction(state_store& st, const chain_params& params,
-                             schema::SignedTransaction::Reader stx);
+                             schema::SignedTransaction::Reader stx,
+                             bool signature_checked = false);
+
+/// Only the signature rule of `stx` (malformed fields or bad_signature).
+caf::error check_signature(schema::SignedTransaction::Reader stx);
 
 /// Credits genesis balances (minting them) and stakes.
 struct genesis_entry {

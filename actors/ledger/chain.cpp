@@ -1,0 +1,741 @@
+#include "actors/ledger/chain.hpp"
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <capnp/serialize.h>
+#include <fmt/format.h>
+#include <sodium.h>
+#include <toml++/toml.h>
+
+#include "runtime/error.hpp"
+
+namespace aicon::ledger {
+
+namespace {
+
+constexpr std::string_view tip_key = "tip";
+constexpr std::string_view genesis_key = "genesis";
+
+std::span<const uint8_t> key_bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+hash256 blake2b(std::string_view tag, std::span<const uint8_t> data) {
+  hash256 out;
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(tag.data()), tag.size());
+  crypto_generichash_update(&st, data.data(), data.size());
+  crypto_generichash_final(&st, out.data(), out.size());
+  return out;
+}
+
+template <class Reader>
+std::span<const uint8_t> canonical_bytes(Reader r, kj::Array<capnp::word>& keep) {
+  keep = capnp::canonicalize(r);
+  auto b = keep.asBytes();
+  return {b.begin(), b.size()};
+}
+
+kj::ArrayPtr<const kj::byte> kj_bytes(const hash256& h) {
+  return kj::arrayPtr(h.data(), h.size());
+}
+
+template <class Reader>
+bool equals(Reader data, const hash256& h) {
+  return data.size() == 32 && std::memcmp(data.begin(), h.data(), 32) == 0;
+}
+
+caf::error refuse_block(std::string what) {
+  return make_error(errc::invalid_argument, "block refused: " + what);
+}
+
+// --- tip record in meta ---------------------------------------------------------
+
+std::vector<uint8_t> encode_tip(const tip_info& t) {
+  std::vector<uint8_t> out(8 + 32 + 32 + 8 + 8);
+  auto put = [&](size_t off, uint64_t x) {
+    for (int i = 0; i < 8; ++i)
+      out[off + static_cast<size_t>(i)] = static_cast<uint8_t>(x >> (8 * i));
+  };
+  put(0, t.height);
+  std::memcpy(out.data() + 8, t.hash.data(), 32);
+  std::memcpy(out.data() + 40, t.state_root.data(), 32);
+  put(72, t.difficulty);
+  put(80, t.time_ms);
+  return out;
+}
+
+caf::expected<tip_info> decode_tip(std::span<const uint8_t> v) {
+  if (v.size() != 88)
+    return make_error(errc::internal, "stored tip is corrupt");
+  auto get = [&](size_t off) {
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; --i)
+      x = x << 8 | v[off + static_cast<size_t>(i)];
+    return x;
+  };
+  tip_info t;
+  t.height = get(0);
+  std::memcpy(t.hash.data(), v.data() + 8, 32);
+  std::memcpy(t.state_root.data(), v.data() + 40, 32);
+  t.difficulty = get(72);
+  t.time_ms = get(80);
+  return t;
+}
+
+caf::expected<tip_info> read_tip(store::txn& t) {
+  auto v = t.get(store::db::meta, key_bytes(tip_key));
+  if (!v)
+    return v.error();
+  if (!*v)
+    return make_error(errc::not_found, "the store holds no chain");
+  return decode_tip(**v);
+}
+
+/// A stored block copied into word-aligned memory (LMDB values are not).
+caf::expected<envelope> read_block(store::txn& t, uint64_t height) {
+  auto key = store::height_key(height);
+  auto v = t.get(store::db::blocks, key);
+  if (!v)
+    return v.error();
+  if (!*v)
+    return make_error(errc::not_found, fmt::format("no block at height {}", height));
+  if ((*v)->size() % sizeof(capnp::word) != 0)
+    return make_error(errc::internal, fmt::format("stored block {} is corrupt", height));
+  envelope env;
+  env.type_id = capnp::typeId<schema::Block>();
+  env.words.resize((*v)->size() / sizeof(capnp::word));
+  std::memcpy(static_cast<void*>(env.words.data()), (*v)->data(), (*v)->size());
+  return env;
+}
+
+/// Header facts needed for retargeting, by height.
+struct header_facts {
+  uint64_t time_ms = 0;
+  uint64_t difficulty = 0;
+};
+
+caf::expected<header_facts> facts_at(store::txn& t, uint64_t height) {
+  auto env = read_block(t, height);
+  if (!env)
+    return env.error();
+  opened<schema::Block> b{*env};
+  if (!b)
+    return b.error();
+  return header_facts{b->getHeader().getTimeMs(), b->getHeader().getDifficulty()};
+}
+
+caf::expected<uint64_t> expected_difficulty(store::txn& t, const genesis_config& g,
+                                            uint64_t height) {
+  if (height <= 1)
+    return g.initial_difficulty;
+  auto prev = facts_at(t, height - 1);
+  if (!prev)
+    return prev.error();
+  auto r = g.difficulty.window_blocks;
+  if (r == 0 || (height - 1) % r != 0 || height - 1 < r)
+    return prev->difficulty;
+  auto start = facts_at(t, height - 1 - r);
+  if (!start)
+    return start.error();
+  return pov::retarget(prev->difficulty, prev->time_ms - start->time_ms, g.difficulty);
+}
+
+/// Checks signatures of all transactions on every core. Returns the first
+/// failure as "transaction i: ...".
+caf::error check_signatures_parallel(capnp::List<schema::SignedTransaction>::Reader txs) {
+  auto n = txs.size();
+  unsigned threads = std::max(1u, std::min(std::thread::hardware_concurrency(), 8u));
+  if (n < 64)
+    threads = 1;
+  std::vector<caf::error> first(threads);
+  std::vector<size_t> first_index(threads, SIZE_MAX);
+  auto work = [&](unsigned k) {
+    for (size_t i = k; i < n; i += threads)
+      if (auto err = check_signature(txs[static_cast<unsigned>(i)])) {
+        first[k] = std::move(err);
+        first_index[k] = i;
+        return;
+      }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned k = 1; k < threads; ++k)
+    pool.emplace_back(work, k);
+  work(0);
+  for (auto& th : pool)
+    th.join();
+  size_t best = SIZE_MAX;
+  caf::error err;
+  for (unsigned k = 0; k < threads; ++k)
+    if (first_index[k] < best) {
+      best = first_index[k];
+      err = first[k];
+    }
+  if (err)
+    return refuse_block(fmt::format("transaction {}: {}", best, describe(err)));
+  return caf::none;
+}
+
+/// Every header rule except the state root; `hash_out` gets the block hash.
+caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Reader block,
+                       const tip_info& tip, hash256& hash_out) {
+  auto h = block.getHeader();
+  if (h.getHeight() != tip.height + 1)
+    return refuse_block(fmt::format("height {} does not follow the tip {}", h.getHeight(),
+                                    tip.height));
+  if (!equals(h.getPrevHash(), tip.hash))
+    return refuse_block(fmt::format("prevHash is not the tip hash {}", hex(tip.hash)));
+  if (h.getTimeMs() <= tip.time_ms)
+    return refuse_block(fmt::format("time {} is not after the tip's {}", h.getTimeMs(),
+                                    tip.time_ms));
+  auto diff = expected_difficulty(t, g, h.getHeight());
+  if (!diff)
+    return diff.error();
+  if (h.getDifficulty() != *diff)
+    return refuse_block(fmt::format("difficulty {} is not the expected {}", h.getDifficulty(),
+                                    *diff));
+  if (h.getWorkUnits() < *diff)
+    return refuse_block(fmt::format("{} verified work units do not reach the difficulty {}",
+                                    h.getWorkUnits(), *diff));
+  if (!equals(h.getTxRoot(), tx_root(block.getTransactions())))
+    return refuse_block("txRoot does not match the transactions");
+  auto hash = header_hash(h);
+  auto committee = select_committee(tip.hash, g.candidates, g.committee_size);
+  auto generator = node_id::from_bytes({h.getGenerator().begin(), h.getGenerator().size()});
+  if (!generator || std::find(committee.begin(), committee.end(), *generator) == committee.end())
+    return refuse_block("the generator is not in this height's committee");
+  auto gsig = block.getGeneratorSignature();
+  if (!verify_signature(*generator, block_signing_bytes(hash), {gsig.begin(), gsig.size()}))
+    return refuse_block("the generator signature does not verify");
+  std::set<node_id> voted;
+  for (auto v : block.getVotes()) {
+    auto voter = node_id::from_bytes({v.getVoter().begin(), v.getVoter().size()});
+    if (!voter)
+      return refuse_block("a vote has a malformed voter");
+    if (std::find(committee.begin(), committee.end(), *voter) == committee.end())
+      return refuse_block(fmt::format("vote by {}, who is not in the committee", voter->short_hex()));
+    if (v.getHeight() != h.getHeight() || !equals(v.getBlockHash(), hash))
+      return refuse_block(fmt::format("vote by {} is for another block", voter->short_hex()));
+    auto sig = v.getSignature();
+    if (!verify_signature(*voter, vote_signing_bytes(h.getHeight(), hash),
+                          {sig.begin(), sig.size()}))
+      return refuse_block(fmt::format("vote by {} does not verify", voter->short_hex()));
+    voted.insert(*voter);
+  }
+  auto need = quorum(static_cast<uint32_t>(committee.size()));
+  if (voted.size() < need)
+    return refuse_block(fmt::format("{} distinct committee votes, {} needed for finality",
+                                    voted.size(), need));
+  hash_out = hash;
+  return caf::none;
+}
+
+/// Applies the transactions of a checked block to `st` and compares roots.
+caf::error apply_block_body(state_store& st, const chain_params& params,
+                            schema::Block::Reader block, bool signatures_checked) {
+  auto txs = block.getTransactions();
+  for (unsigned i = 0; i < txs.size(); ++i)
+    if (auto err = apply_transaction(st, params, txs[i], signatures_checked))
+      return refuse_block(fmt::format("transaction {}: {}", i, describe(err)));
+  auto root = st.state_root();
+  if (!root)
+    return root.error();
+  if (!equals(block.getHeader().getStateRoot(), *root))
+    return refuse_block(fmt::format("stateRoot does not match the state after its "
+                                    "transactions ({})", hex(*root)));
+  return caf::none;
+}
+
+envelope genesis_block(const genesis_config& g, const hash256& state_root) {
+  return make_envelope<schema::Block>([&](schema::Block::Builder b) {
+    auto h = b.initHeader();
+    hash256 zero{};
+    h.setHeight(0);
+    h.setPrevHash(kj_bytes(zero));
+    h.setTimeMs(g.time_ms);
+    h.setGenerator(kj_bytes(zero));
+    h.setSessionId(kj_bytes(zero));
+    h.setJobId(kj_bytes(zero));
+    h.setModelId(kj_bytes(zero));
+    h.setDifficulty(g.initial_difficulty);
+    h.setTxRoot(kj_bytes(zero));
+    h.setStateRoot(kj_bytes(state_root));
+  });
+}
+
+caf::error store_block(store::txn& t, const envelope& env, uint64_t height, const hash256& hash) {
+  auto key = store::height_key(height);
+  std::span<const uint8_t> words{reinterpret_cast<const uint8_t*>(env.words.data()),
+                                 env.size_bytes()};
+  if (auto err = t.put(store::db::blocks, key, words, MDB_APPEND))
+    return err;
+  return t.put(store::db::block_by_hash, hash, key);
+}
+
+} // namespace
+
+std::string hex(const hash256& h) {
+  node_id id;
+  id.bytes = h;
+  return id.hex();
+}
+
+hash256 header_hash(schema::BlockHeader::Reader header) {
+  kj::Array<capnp::word> keep;
+  return blake2b("aicon-header-v1", canonical_bytes(header, keep));
+}
+
+hash256 tx_root(capnp::List<schema::SignedTransaction>::Reader txs) {
+  if (txs.size() == 0)
+    return hash256{};
+  std::vector<hash256> level;
+  level.reserve(txs.size());
+  for (auto tx : txs) {
+    kj::Array<capnp::word> keep;
+    level.push_back(blake2b("aicon-tx-leaf-v1", canonical_bytes(tx, keep)));
+  }
+  while (level.size() > 1) {
+    std::vector<hash256> next;
+    for (size_t i = 0; i < level.size(); i += 2) {
+      if (i + 1 == level.size()) {
+        next.push_back(level[i]);
+        continue;
+      }
+      uint8_t pair[64];
+      std::memcpy(pair, level[i].data(), 32);
+      std::memcpy(pair + 32, level[i + 1].data(), 32);
+      next.push_back(blake2b("aicon-tx-node-v1", pair));
+    }
+    level = std::move(next);
+  }
+  return level[0];
+}
+
+std::vector<uint8_t> block_signing_bytes(const hash256& block_hash) {
+  static constexpr std::string_view tag = "aicon-block-v1";
+  std::vector<uint8_t> out;
+  out.reserve(tag.size() + 40);
+  for (char c : tag)
+    out.push_back(static_cast<uint8_t>(c));
+  out.insert(out.end(), block_hash.begin(), block_hash.end());
+  return out;
+}
+
+std::vector<uint8_t> vote_signing_bytes(uint64_t height, const hash256& block_hash) {
+  static constexpr std::string_view tag = "aicon-vote-v1";
+  std::vector<uint8_t> out;
+  out.reserve(tag.size() + 40);
+  for (char c : tag)
+    out.push_back(static_cast<uint8_t>(c));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<uint8_t>(height >> (8 * i)));
+  out.insert(out.end(), block_hash.begin(), block_hash.end());
+  return out;
+}
+
+uint32_t quorum(uint32_t committee_size) {
+  return (2 * committee_size + 2) / 3;
+}
+
+std::vector<node_id> select_committee(const hash256& prev_hash,
+                                      const std::vector<committee_member>& candidates,
+                                      uint32_t size) {
+  // Canonical order first: the config's order must not matter.
+  auto pool = candidates;
+  std::sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  std::vector<node_id> out;
+  uint64_t counter = 0;
+  while (!pool.empty() && out.size() < size) {
+    unsigned __int128 total = 0;
+    for (auto& c : pool)
+      total += c.weight;
+    if (total == 0)
+      break;
+    uint8_t input[40];
+    std::memcpy(input, prev_hash.data(), 32);
+    std::memcpy(input + 32, &counter, 8);
+    ++counter;
+    auto h = blake2b("aicon-committee-v1", input);
+    unsigned __int128 r = 0;
+    for (int i = 0; i < 16; ++i)
+      r = r << 8 | h[static_cast<size_t>(i)];
+    r %= total;
+    for (size_t i = 0; i < pool.size(); ++i) {
+      if (r < pool[i].weight) {
+        out.push_back(pool[i].id);
+        pool.erase(pool.begin() + static_cast<long>(i));
+        break;
+      }
+      r -= pool[i].weight;
+    }
+  }
+  return out;
+}
+
+// --- genesis ------------------------------------------------------------------
+
+caf::expected<genesis_config> parse_genesis(std::string_view text, std::string_view source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    return make_error(errc::config_invalid, fmt::format("{}:{}: {}", source,
+                                                        e.source().begin.line, e.description()));
+  }
+  auto fail = [&](const toml::node* n, const std::string& key, const std::string& what) {
+    return make_error(errc::config_invalid, fmt::format("{}:{}: {}: {}", source,
+                                                        n ? n->source().begin.line : 0, key, what));
+  };
+  genesis_config g;
+  auto get_u64 = [&](const toml::table& t, const std::string& prefix, const char* key,
+                     uint64_t& out) -> caf::error {
+    if (auto n = t.get(key)) {
+      auto v = n->value<int64_t>();
+      if (!n->is_integer() || !v || *v < 0)
+        return fail(n, prefix + key, "expected a non-negative integer");
+      out = static_cast<uint64_t>(*v);
+    }
+    return caf::none;
+  };
+  auto get_node = [&](const toml::node* n, const std::string& key) -> caf::expected<node_id> {
+    auto v = n ? n->value<std::string>() : std::nullopt;
+    if (!v)
+      return fail(n, key, "expected a NodeId (64 hex digits)");
+    auto id = node_id::from_hex(*v);
+    if (!id)
+      return fail(n, key, what_of(id.error()));
+    return *id;
+  };
+  for (auto& [k, v] : root) {
+    static const std::set<std::string> known{"time_ms", "committee_size", "initial_difficulty",
+                                             "authorities", "difficulty", "allocation",
+                                             "candidate"};
+    if (!known.count(std::string{k.str()}))
+      return fail(&v, std::string{k.str()}, "unknown key");
+  }
+  uint64_t size = g.committee_size;
+  if (auto err = get_u64(root, "", "time_ms", g.time_ms))
+    return err;
+  if (auto err = get_u64(root, "", "committee_size", size))
+    return err;
+  if (size == 0 || size > 1000)
+    return fail(root.get("committee_size"), "committee_size", "must be 1..1000");
+  g.committee_size = static_cast<uint32_t>(size);
+  if (auto err = get_u64(root, "", "initial_difficulty", g.initial_difficulty))
+    return err;
+  if (g.initial_difficulty == 0)
+    return fail(root.get("initial_difficulty"), "initial_difficulty", "must be > 0");
+  if (auto arr = root["authorities"].as_array())
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto id = get_node(&(*arr)[i], fmt::format("authorities[{}]", i));
+      if (!id)
+        return id.error();
+      g.authorities.insert(*id);
+    }
+  if (auto d = root["difficulty"].as_table()) {
+    uint64_t target = g.difficulty.target_interval_ms, window = g.difficulty.window_blocks,
+             clamp = g.difficulty.clamp_factor;
+    if (auto err = get_u64(*d, "difficulty.", "target_interval_ms", target))
+      return err;
+    if (auto err = get_u64(*d, "difficulty.", "window_blocks", window))
+      return err;
+    if (auto err = get_u64(*d, "difficulty.", "clamp_factor", clamp))
+      return err;
+    if (target == 0 || window == 0 || clamp < 2)
+      return fail(d, "difficulty", "target_interval_ms and window_blocks must be > 0, "
+                                   "clamp_factor >= 2");
+    g.difficulty.target_interval_ms = target;
+    g.difficulty.window_blocks = static_cast<uint32_t>(window);
+    g.difficulty.clamp_factor = static_cast<uint32_t>(clamp);
+  }
+  if (auto arr = root["allocation"].as_array())
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto t = (*arr)[i].as_table();
+      auto key = fmt::format("allocation[{}]", i);
+      if (!t)
+        return fail(&(*arr)[i], key, "expected a table {wallet, balance, stake}");
+      auto id = get_node(t->get("wallet"), key + ".wallet");
+      if (!id)
+        return id.error();
+      genesis_entry e{*id, 0, 0};
+      if (auto err = get_u64(*t, key + ".", "balance", e.balance))
+        return err;
+      if (auto err = get_u64(*t, key + ".", "stake", e.stake))
+        return err;
+      g.allocations.push_back(e);
+    }
+  if (auto arr = root["candidate"].as_array())
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto t = (*arr)[i].as_table();
+      auto key = fmt::format("candidate[{}]", i);
+      if (!t)
+        return fail(&(*arr)[i], key, "expected a table {node, weight}");
+      auto id = get_node(t->get("node"), key + ".node");
+      if (!id)
+        return id.error();
+      committee_member m{*id, 1};
+      if (auto err = get_u64(*t, key + ".", "weight", m.weight))
+        return err;
+      g.candidates.push_back(m);
+    }
+  if (g.candidates.empty())
+    return make_error(errc::config_invalid, fmt::format("{}: no [[candidate]]: nobody could "
+                                                        "generate a block", source));
+  return g;
+}
+
+caf::expected<genesis_config> load_genesis(const std::filesystem::path& path) {
+  std::ifstream in{path};
+  if (!in)
+    return make_error(errc::config_invalid, fmt::format("cannot read genesis {}", path.string()));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_genesis(ss.str(), path.string());
+}
+
+// --- chain --------------------------------------------------------------------
+
+caf::expected<std::unique_ptr<chain>> chain::open(const std::filesystem::path& data_dir,
+                                                  const genesis_config& genesis,
+                                                  const store::options& opts) {
+  std::unique_ptr<chain> c{new chain};
+  c->genesis_ = genesis;
+  c->params_.authorities = genesis.authorities;
+  auto env = store::environment::open(data_dir, opts);
+  if (!env)
+    return env.error();
+  c->env_ = std::move(*env);
+  // The genesis state and block 0, computed the same way on every host.
+  memory_store mem;
+  if (auto err = apply_genesis(mem, genesis.allocations))
+    return err;
+  auto root = mem.state_root();
+  auto block0 = genesis_block(genesis, *root);
+  auto hash0 = header_hash(opened<schema::Block>{block0}->getHeader());
+  auto t = store::txn::begin(*c->env_, true);
+  if (!t)
+    return t.error();
+  auto stored = t->get(store::db::meta, key_bytes(genesis_key));
+  if (!stored)
+    return stored.error();
+  if (*stored) {
+    if ((*stored)->size() != 32 || std::memcmp((*stored)->data(), hash0.data(), 32) != 0)
+      return make_error(errc::config_invalid,
+                        fmt::format("{} holds a chain from another genesis", data_dir.string()));
+    return c; // the read-write transaction is dropped unchanged
+  }
+  lmdb_store st{*t};
+  if (auto err = apply_genesis(st, genesis.allocations))
+    return err;
+  if (auto err = store_block(*t, block0, 0, hash0))
+    return err;
+  if (auto err = t->put(store::db::meta, key_bytes(genesis_key), hash0))
+    return err;
+  tip_info tip{0, hash0, *root, genesis.initial_difficulty, genesis.time_ms};
+  if (auto err = t->put(store::db::meta, key_bytes(tip_key), encode_tip(tip)))
+    return err;
+  if (auto err = t->commit())
+    return err;
+  return c;
+}
+
+caf::expected<tip_info> chain::tip() {
+  auto t = store::txn::begin(*env_, false);
+  if (!t)
+    return t.error();
+  return read_tip(*t);
+}
+
+caf::expected<uint64_t> chain::difficulty_for(uint64_t height) {
+  auto t = store::txn::begin(*env_, false);
+  if (!t)
+    return t.error();
+  return expected_difficulty(*t, genesis_, height);
+}
+
+caf::error chain::append(const envelope& block_env) {
+  opened<schema::Block> block{block_env};
+  if (!block)
+    return block.error();
+  // Signatures first, on every core, before the write transaction (which
+  // LMDB serializes) is even opened.
+  if (auto err = check_signatures_parallel(block->getTransactions()))
+    return err;
+  auto t = store::txn::begin(*env_, true);
+  if (!t)
+    return t.error();
+  auto tip = read_tip(*t);
+  if (!tip)
+    return tip.error();
+  hash256 hash;
+  if (auto err = check_block(*t, genesis_, block.root(), *tip, hash))
+    return err;
+  lmdb_store st{*t};
+  if (auto err = apply_block_body(st, params_, block.root(), true))
+    return err;
+  auto h = block->getHeader();
+  if (auto err = store_block(*t, block_env, h.getHeight(), hash))
+    return err;
+  tip_info next{h.getHeight(), hash, {}, h.getDifficulty(), h.getTimeMs()};
+  std::memcpy(next.state_root.data(), h.getStateRoot().begin(), 32);
+  if (auto err = t->put(store::db::meta, key_bytes(tip_key), encode_tip(next)))
+    return err;
+  return t->commit(); // block, state and tip in one durable commit
+}
+
+caf::expected<envelope> chain::propose(const identity& generator, const block_draft& draft,
+                                       std::vector<std::pair<size_t, caf::error>>* refused) {
+  auto t = store::txn::begin(*env_, true); // never committed
+  if (!t)
+    return t.error();
+  auto tip = read_tip(*t);
+  if (!tip)
+    return tip.error();
+  auto diff = expected_difficulty(*t, genesis_, tip->height + 1);
+  if (!diff)
+    return diff.error();
+  lmdb_store st{*t};
+  std::vector<size_t> accepted;
+  for (size_t i = 0; i < draft.transactions.size(); ++i) {
+    opened<schema::SignedTransaction> stx{draft.transactions[i]};
+    caf::error err = stx ? apply_transaction(st, params_, stx.root()) : stx.error();
+    if (err) {
+      if (refused)
+        refused->emplace_back(i, std::move(err));
+      continue;
+    }
+    accepted.push_back(i);
+  }
+  auto root = st.state_root();
+  if (!root)
+    return root.error();
+  t->abort();
+  auto unsigned_block = make_envelope<schema::Block>([&](schema::Block::Builder b) {
+    auto txs = b.initTransactions(static_cast<unsigned>(accepted.size()));
+    for (unsigned k = 0; k < accepted.size(); ++k)
+      txs.setWithCaveats(k, opened<schema::SignedTransaction>{draft.transactions[accepted[k]]}.root());
+    auto h = b.initHeader();
+    h.setHeight(tip->height + 1);
+    h.setPrevHash(kj_bytes(tip->hash));
+    h.setTimeMs(std::max(draft.time_ms, tip->time_ms + 1));
+    h.setGenerator(kj::arrayPtr(generator.id().bytes.data(), 32));
+    h.setSessionId(kj_bytes(draft.session_id));
+    h.setJobId(kj_bytes(draft.job_id));
+    h.setModelId(kj_bytes(draft.model_id));
+    h.setWorkUnits(draft.work_units);
+    h.setDifficulty(*diff);
+    h.setTxRoot(kj_bytes(tx_root(txs.asReader())));
+    h.setStateRoot(kj_bytes(*root));
+  });
+  opened<schema::Block> ub{unsigned_block};
+  auto sig = generator.sign(block_signing_bytes(header_hash(ub->getHeader())));
+  return make_envelope<schema::Block>([&](schema::Block::Builder b) {
+    b.setHeader(ub->getHeader());
+    b.setTransactions(ub->getTransactions());
+    b.setGeneratorSignature(kj::arrayPtr(sig.data(), sig.size()));
+  });
+}
+
+envelope chain::add_vote(const envelope& block_env, const identity& voter) {
+  opened<schema::Block> block{block_env};
+  auto hash = header_hash(block->getHeader());
+  auto sig = voter.sign(vote_signing_bytes(block->getHeader().getHeight(), hash));
+  return make_envelope<schema::Block>([&](schema::Block::Builder b) {
+    b.setHeader(block->getHeader());
+    b.setTransactions(block->getTransactions());
+    b.setGeneratorSignature(block->getGeneratorSignature());
+    auto old = block->getVotes();
+    auto votes = b.initVotes(old.size() + 1);
+    for (unsigned i = 0; i < old.size(); ++i)
+      votes.setWithCaveats(i, old[i]);
+    auto v = votes[old.size()];
+    v.setHeight(block->getHeader().getHeight());
+    v.setBlockHash(kj_bytes(hash));
+    v.setVoter(kj::arrayPtr(voter.id().bytes.data(), 32));
+    v.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  });
+}
+
+caf::expected<envelope> chain::block_at(uint64_t height) {
+  auto t = store::txn::begin(*env_, false);
+  if (!t)
+    return t.error();
+  return read_block(*t, height);
+}
+
+caf::expected<account> chain::account_of(const node_id& who) {
+  auto t = store::txn::begin(*env_, false);
+  if (!t)
+    return t.error();
+  lmdb_store st{*t};
+  return st.get_account(who);
+}
+
+caf::expected<std::optional<asset_entry>> chain::asset(const hash256& id) {
+  auto t = store::txn::begin(*env_, false);
+  if (!t)
+    return t.error();
+  lmdb_store st{*t};
+  return st.get_asset(id);
+}
+
+caf::expected<verify_report> verify_chain(const std::filesystem::path& data_dir,
+                                          const genesis_config& genesis) {
+  auto c = chain::open(data_dir, genesis);
+  if (!c)
+    return c.error();
+  auto t = store::txn::begin((*c)->env(), false);
+  if (!t)
+    return t.error();
+  auto stored_tip = read_tip(*t);
+  if (!stored_tip)
+    return stored_tip.error();
+  memory_store mem;
+  if (auto err = apply_genesis(mem, genesis.allocations))
+    return err;
+  chain_params params{genesis.authorities};
+  auto block0 = read_block(*t, 0);
+  if (!block0)
+    return block0.error();
+  tip_info tip{0, header_hash(opened<schema::Block>{*block0}->getHeader()), *mem.state_root(),
+               genesis.initial_difficulty, genesis.time_ms};
+  verify_report report;
+  for (uint64_t height = 1; height <= stored_tip->height; ++height) {
+    auto env = read_block(*t, height);
+    if (!env)
+      return env.error();
+    opened<schema::Block> block{*env};
+    if (!block)
+      return make_error(errc::invalid_argument,
+                        fmt::format("block {}: {}", height, describe(block.error())));
+    hash256 hash;
+    auto err = check_block(*t, genesis, block.root(), tip, hash);
+    if (!err)
+      err = apply_block_body(mem, params, block.root(), false);
+    if (err)
+      return make_error(code_of(err), fmt::format("block {}: {}", height, what_of(err)));
+    tip = tip_info{height, hash, *mem.state_root(), block->getHeader().getDifficulty(),
+                   block->getHeader().getTimeMs()};
+    report.transactions += block->getTransactions().size();
+    ++report.blocks;
+  }
+  if (tip.hash != stored_tip->hash || tip.state_root != stored_tip->state_root)
+    return make_error(errc::invalid_argument,
+                      "the stored tip does not match the replayed chain");
+  lmdb_store stored{*t};
+  auto stored_root = stored.state_root();
+  if (!stored_root)
+    return stored_root.error();
+  if (*stored_root != tip.state_root)
+    return make_error(errc::invalid_argument,
+                      fmt::format("the stored state (root {}) differs from the replayed state "
+                                  "({})", hex(*stored_root), hex(tip.state_root)));
+  report.state_root = tip.state_root;
+  return report;
+}
+
+} // namespace aicon::ledger

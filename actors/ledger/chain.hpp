@@ -1,0 +1,134 @@
+// The chain on disk: genesis, block validation and append in one LMDB write
+// transaction, committee selection, and a full re-verification from genesis
+// (`aicon chain verify`).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "actors/block_generator/difficulty.hpp"
+#include "actors/ledger/state.hpp"
+
+namespace aicon::ledger {
+
+struct committee_member {
+  node_id id;
+  uint64_t weight = 1; ///< rating weight (until the rater exists: configured)
+};
+
+struct genesis_config {
+  uint64_t time_ms = 0;                        ///< timestamp of block 0
+  std::vector<genesis_entry> allocations;      ///< initial balances and stakes
+  std::vector<committee_member> candidates;    ///< nodes that may generate and vote
+  std::set<node_id> authorities;               ///< may mint and slash (the rater)
+  uint32_t committee_size = 4;                 ///< drawn per height from the candidates
+  uint64_t initial_difficulty = 1000;          ///< work units for block 1
+  pov::difficulty_params difficulty;           ///< target interval, window, clamp
+};
+
+/// Parses genesis TOML; errors name the key and line.
+caf::expected<genesis_config> parse_genesis(std::string_view text, std::string_view source);
+caf::expected<genesis_config> load_genesis(const std::filesystem::path& path);
+
+/// BLAKE2b-256 of "aicon-header-v1" ‖ canonical(header).
+hash256 header_hash(schema::BlockHeader::Reader header);
+
+/// Merkle root (BLAKE2b-256, odd nodes promoted) of the transactions'
+/// canonical bytes; 32 zero bytes for an empty list.
+hash256 tx_root(capnp::List<schema::SignedTransaction>::Reader txs);
+
+std::vector<uint8_t> block_signing_bytes(const hash256& block_hash);
+std::vector<uint8_t> vote_signing_bytes(uint64_t height, const hash256& block_hash);
+
+/// The committee for the block after `prev_hash`: a weighted draw without
+/// replacement, seeded by the previous block hash (nobody can choose it);
+/// element 0 generates, the next ones take over in order if it is silent.
+std::vector<node_id> select_committee(const hash256& prev_hash,
+                                      const std::vector<committee_member>& candidates,
+                                      uint32_t size);
+
+/// Votes needed for finality: ceil(2/3 of the committee).
+uint32_t quorum(uint32_t committee_size);
+
+struct tip_info {
+  uint64_t height = 0;
+  hash256 hash{};
+  hash256 state_root{};
+  uint64_t difficulty = 0; ///< of the tip block
+  uint64_t time_ms = 0;
+};
+
+/// What a generator wants in its next block.
+struct block_draft {
+  std::vector<envelope> transactions;
+  hash256 session_id{}, job_id{}, model_id{};
+  uint64_t work_units = 0;
+  uint64_t time_ms = 0;
+};
+
+class chain {
+public:
+  /// Opens DATA_DIR/store and initializes block 0 from `genesis` when the
+  /// store is empty; refuses a store made from another genesis.
+  static caf::expected<std::unique_ptr<chain>> open(const std::filesystem::path& data_dir,
+                                                    const genesis_config& genesis,
+                                                    const store::options& opts = {});
+
+  caf::expected<tip_info> tip();
+
+  /// Difficulty block `height` must meet (retargeted every window).
+  caf::expected<uint64_t> difficulty_for(uint64_t height);
+
+  /// Validates `block` against the tip and appends it, state and all, in
+  /// one write transaction; a refused block changes nothing. Errors name the
+  /// rule (wrong height, unknown generator, short quorum, bad tx i, ...).
+  caf::error append(const envelope& block);
+
+  /// A generator's proposal: applies the draft's transactions that pass (the
+  /// refused ones are returned in `refused`) to a throwaway transaction,
+  /// fills the header and signs it. Votes are added by `add_vote`.
+  caf::expected<envelope> propose(const identity& generator, const block_draft& draft,
+                                  std::vector<std::pair<size_t, caf::error>>* refused = nullptr);
+
+  /// `block` with one more committee vote by `voter`.
+  static envelope add_vote(const envelope& block, const identity& voter);
+
+  caf::expected<envelope> block_at(uint64_t height);
+  caf::expected<account> account_of(const node_id& who);
+  caf::expected<std::optional<asset_entry>> asset(const hash256& id);
+
+  const genesis_config& genesis() const {
+    return genesis_;
+  }
+  store::environment& env() {
+    return *env_;
+  }
+
+private:
+  chain() = default;
+  caf::error check_header(store::txn& t, schema::Block::Reader block, const tip_info& tip,
+                          hash256& hash_out);
+
+  genesis_config genesis_;
+  chain_params params_;
+  std::unique_ptr<store::environment> env_;
+};
+
+struct verify_report {
+  uint64_t blocks = 0;
+  uint64_t transactions = 0;
+  hash256 state_root{};
+};
+
+/// Re-checks every stored block from genesis in memory (headers, signatures,
+/// votes, every state transition, state roots) and compares with the store.
+caf::expected<verify_report> verify_chain(const std::filesystem::path& data_dir,
+                                          const genesis_config& genesis);
+
+/// Hex of a hash, for messages.
+std::string hex(const hash256& h);
+
+} // namespace aicon::ledger
