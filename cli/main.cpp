@@ -238,7 +238,7 @@ int main(int argc, char** argv) {
   auto ping = app.add_subcommand("ping", "round trips to a host's echo role");
   ping->add_option("address", pf.address, "host:port")->required();
   ping->add_option("--count,-c", pf.count, "round trips (default 10)")->check(CLI::Range(1, 1000000));
-  ping->add_option("--size", pf.size, "payload bytes (default 64)")->check(CLI::Range(0, 64 << 20));
+  ping->add_option("--size", pf.size, "payload bytes (default 64)")->check(CLI::Range(0, (64 << 20) - 4096)); // fits envelope_bytes_max
   ping->add_option("--node", pf.node, "expected NodeId of the host");
   ping->add_option("--data-dir", pf.data_dir, "this client's identity and trusted peers");
   ping->add_flag("--dev-open", pf.dev_open, "talk to a host in dev mode");

@@ -42,6 +42,7 @@ caf::expected<std::unique_ptr<client>> client::start(const options& opts) {
   c->sys_ = std::make_unique<caf::actor_system>(*c->cfg_);
   harden_system(*c->sys_);
   role_context ctx;
+  c->stopping_ = ctx.stopping;
   ctx.self = c->self_;
   ctx.lim = opts.lim;
   ctx.counters = std::make_shared<host_counters>();
@@ -54,6 +55,7 @@ caf::expected<std::unique_ptr<client>> client::start(const options& opts) {
 
 client::~client() {
   if (sys_) {
+    stopping_->store(true);
     caf::anon_send_exit(directory_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(peers_, caf::exit_reason::user_shutdown);
     directory_ = nullptr;

@@ -74,6 +74,7 @@ private:
   std::unique_ptr<caf::actor_system> sys_;
   caf::actor directory_;
   caf::actor peers_;
+  std::shared_ptr<std::atomic<bool>> stopping_;
 };
 
 } // namespace aicon

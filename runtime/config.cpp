@@ -216,7 +216,7 @@ public:
                                  "connection_timeout_ms", "connect_timeout_ms",
                                  "reconnect_min_ms", "reconnect_max_ms", "idle_connection_ms",
                                  "connections_per_address_max", "watchdog_period_ms",
-                                 "echo_delay_ms_max"}))
+                                 "echo_delay_ms_max", "echo_delayed_max"}))
         return err;
       caf::error err;
       auto p = std::string{"limits"};
@@ -232,7 +232,8 @@ public:
           || (err = get(*tbl, p, "idle_connection_ms", l.idle_connection_ms))
           || (err = get(*tbl, p, "connections_per_address_max", l.connections_per_address_max))
           || (err = get(*tbl, p, "watchdog_period_ms", l.watchdog_period_ms))
-          || (err = get(*tbl, p, "echo_delay_ms_max", l.echo_delay_ms_max)))
+          || (err = get(*tbl, p, "echo_delay_ms_max", l.echo_delay_ms_max))
+          || (err = get(*tbl, p, "echo_delayed_max", l.echo_delayed_max)))
         return err;
       if (l.heartbeat_interval_ms == 0 || l.connection_timeout_ms <= l.heartbeat_interval_ms)
         return fail(tbl, "limits.connection_timeout_ms",

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -51,6 +52,8 @@ struct accepted_socket {
   std::string peer_ip;
   uint16_t peer_port;
   uint32_t idle_ms;
+  ino_t inode = 0;
+  std::chrono::steady_clock::time_point first_seen{};
 };
 
 bool local_port_of(int fd, uint16_t& port) {
@@ -91,6 +94,7 @@ bool peer_of(int fd, std::string& ip, uint16_t& port) {
 } // namespace
 
 size_t conn_watchdog::scan() {
+  std::lock_guard<std::mutex> scanning{scan_mtx_};
   std::vector<accepted_socket> found;
   DIR* dir = opendir("/proc/self/fd");
   if (!dir)
@@ -106,17 +110,41 @@ size_t conn_watchdog::scan() {
     uint16_t local_port = 0;
     if (!local_port_of(static_cast<int>(fd), local_port) || local_port != port_)
       continue;
-    accepted_socket s{static_cast<int>(fd), "", 0, 0};
-    if (!peer_of(s.fd, s.peer_ip, s.peer_port))
+    // Work on a duplicate: if CAF closes `fd` and the number is reused for
+    // another socket meanwhile, our shutdown() still hits the socket we
+    // examined (a dup shares the open file description).
+    int dup_fd = ::fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0)
       continue;
+    accepted_socket s{dup_fd, "", 0, 0, st.st_ino, {}};
+    uint16_t again = 0;
     tcp_info info{};
     socklen_t len = sizeof(info);
-    if (getsockopt(s.fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+    if (!local_port_of(dup_fd, again) || again != port_ || !peer_of(dup_fd, s.peer_ip, s.peer_port)
+        || getsockopt(dup_fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) {
+      ::close(dup_fd);
       continue;
+    }
     s.idle_ms = info.tcpi_last_data_recv;
     found.push_back(s);
   }
   closedir(dir);
+  // Remember when each socket (by inode) was first seen, to keep the oldest.
+  auto now = std::chrono::steady_clock::now();
+  std::map<ino_t, std::chrono::steady_clock::time_point> seen;
+  for (auto& s : found) {
+    auto i = first_seen_.find(s.inode);
+    s.first_seen = i == first_seen_.end() ? now : i->second;
+    seen.emplace(s.inode, s.first_seen);
+  }
+  first_seen_ = std::move(seen);
+  struct close_dups {
+    std::vector<accepted_socket>& v;
+    ~close_dups() {
+      for (auto& s : v)
+        ::close(s.fd);
+    }
+  } guard{found};
   size_t cut = 0;
   std::map<std::string, std::vector<accepted_socket*>> by_ip;
   for (auto& s : found) {
@@ -132,9 +160,9 @@ size_t conn_watchdog::scan() {
   for (auto& [ip, socks] : by_ip) {
     if (socks.size() <= lim_.connections_per_address_max)
       continue;
-    // Keep the longest-standing links (lowest descriptors were opened first).
+    // Keep the longest-standing links; cut the newest.
     std::sort(socks.begin(), socks.end(),
-              [](auto* a, auto* b) { return a->fd < b->fd; });
+              [](auto* a, auto* b) { return a->first_seen < b->first_seen; });
     for (size_t k = lim_.connections_per_address_max; k < socks.size(); ++k) {
       log_warning("cutting connection from {}:{}: over connections_per_address_max={}", ip,
                   socks[k]->peer_port, lim_.connections_per_address_max);

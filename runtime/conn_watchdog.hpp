@@ -11,6 +11,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -41,6 +43,10 @@ private:
 
   uint16_t port_;
   limits lim_;
+  /// When each accepted socket (by inode) was first seen; guarded by
+  /// scan_mtx_ (the watchdog thread and tests may both scan).
+  std::mutex scan_mtx_;
+  std::map<unsigned long, std::chrono::steady_clock::time_point> first_seen_;
   std::atomic<uint64_t> cut_{0};
   std::mutex mtx_;
   std::condition_variable cv_;

@@ -7,6 +7,7 @@
 
 #include "runtime/atoms.hpp"
 #include "runtime/envelope.hpp"
+#include "runtime/guard.hpp"
 #include "runtime/log.hpp"
 #include "runtime/role.hpp"
 #include "schemas/host.capnp.h"
@@ -35,73 +36,90 @@ namespace {
 
 // --- remote_role: a local stand-in for one role on one peer ----------------
 
-struct remote_role_state {
-  caf::actor gatekeeper;
-  std::string role;
-  std::string peer; // short hex, for messages
-  uint32_t timeout_ms = 0;
-  uint64_t next_id = 0;
-  std::map<uint64_t, caf::typed_response_promise<envelope>> pending;
-  static inline const char* name = "aicon.remote_role";
-};
+/// Forwards envelopes to one role on one peer and fails pending requests
+/// with peer_down when the peer's gatekeeper goes away. Its handle reaches
+/// the peer (as the sender of its requests), so its mailbox is guarded.
+class remote_role_actor : public guarded_actor {
+public:
+  remote_role_actor(caf::actor_config& cfg, const role_context& ctx, caf::actor gatekeeper,
+                    std::string role, std::string peer)
+    : guarded_actor(cfg, ctx),
+      gatekeeper_(std::move(gatekeeper)),
+      role_(std::move(role)),
+      peer_(std::move(peer)) {
+  }
 
-caf::behavior remote_role(caf::stateful_actor<remote_role_state>* self, caf::actor gatekeeper,
-                          std::string role, std::string peer, uint32_t timeout_ms) {
-  auto& st = self->state;
-  st.gatekeeper = gatekeeper;
-  st.role = std::move(role);
-  st.peer = std::move(peer);
-  st.timeout_ms = timeout_ms;
-  self->monitor(gatekeeper);
-  self->set_down_handler([self](caf::down_msg& msg) {
-    auto& st = self->state;
-    if (msg.source != st.gatekeeper.address())
-      return;
-    auto err = make_error(errc::peer_down,
-                          fmt::format("link to {} lost while waiting for '{}' ({})", st.peer,
-                                      st.role, caf::to_string(msg.reason)));
-    for (auto& [id, rp] : st.pending)
-      rp.deliver(err);
-    st.pending.clear();
-    self->quit(); // normal exit: does not take the linked directory down
-  });
-  return {
-    [self](const envelope& env) -> caf::result<envelope> {
-      auto& st = self->state;
-      if (!self->current_message_id().is_request()) {
-        self->send(st.gatekeeper, route_atom::value, st.role, env);
-        return caf::delegated<envelope>{};
-      }
-      auto rp = self->make_response_promise<envelope>();
-      auto id = st.next_id++;
-      st.pending.emplace(id, rp);
-      self
-        ->request(st.gatekeeper, std::chrono::milliseconds(st.timeout_ms), route_atom::value,
-                  st.role, env)
-        .then(
-          [self, id](envelope& reply) {
-            auto i = self->state.pending.find(id);
-            if (i != self->state.pending.end()) {
-              i->second.deliver(std::move(reply));
-              self->state.pending.erase(i);
-            }
-          },
-          [self, id](caf::error& err) {
-            auto i = self->state.pending.find(id);
-            if (i != self->state.pending.end()) {
-              auto& st = self->state;
-              i->second.deliver(code_of(err) == errc::timeout
-                                  ? make_error(errc::timeout,
-                                               fmt::format("'{}@{}' did not answer within {} ms",
-                                                           st.role, st.peer, st.timeout_ms))
-                                  : std::move(err));
-              self->state.pending.erase(i);
-            }
-          });
-      return rp;
-    },
-  };
-}
+  const char* name() const override {
+    return "aicon.remote_role";
+  }
+
+protected:
+  admission admit(const caf::mailbox_element& x) override {
+    // Answers to its own requests (CAF drops answers nobody waits for),
+    // envelopes to forward, and the monitor's down message. A forged down
+    // message can at worst close this link; the directory then makes a new
+    // one on the next lookup.
+    if (x.mid.is_response() || x.content().match_elements<envelope>()
+        || x.content().match_elements<caf::down_msg>())
+      return admission::admit;
+    return guarded_actor::admit(x);
+  }
+
+  caf::behavior make_behavior() override {
+    monitor(gatekeeper_);
+    set_down_handler([this](caf::down_msg& msg) {
+      if (msg.source != gatekeeper_.address())
+        return;
+      auto err = make_error(errc::peer_down,
+                            fmt::format("link to {} lost while waiting for '{}' ({})", peer_,
+                                        role_, caf::to_string(msg.reason)));
+      for (auto& [id, rp] : pending_)
+        rp.deliver(err);
+      pending_.clear();
+      quit(); // normal exit: does not take the linked directory down
+    });
+    return {
+      [this](const envelope& env) -> caf::result<envelope> {
+        if (!current_message_id().is_request()) {
+          send(gatekeeper_, route_atom::value, role_, env);
+          return caf::delegated<envelope>{};
+        }
+        auto rp = make_response_promise<envelope>();
+        auto id = next_id_++;
+        pending_.emplace(id, rp);
+        auto timeout_ms = ctx_.lim.request_timeout_ms;
+        request(gatekeeper_, std::chrono::milliseconds(timeout_ms), route_atom::value, role_, env)
+          .then(
+            [this, id](envelope& reply) {
+              auto i = pending_.find(id);
+              if (i != pending_.end()) {
+                i->second.deliver(std::move(reply));
+                pending_.erase(i);
+              }
+            },
+            [this, id, timeout_ms](caf::error& err) {
+              auto i = pending_.find(id);
+              if (i != pending_.end()) {
+                i->second.deliver(code_of(err) == errc::timeout
+                                    ? make_error(errc::timeout,
+                                                 fmt::format("'{}@{}' did not answer within {} ms",
+                                                             role_, peer_, timeout_ms))
+                                    : std::move(err));
+                pending_.erase(i);
+              }
+            });
+        return rp;
+      },
+    };
+  }
+
+private:
+  caf::actor gatekeeper_;
+  std::string role_;
+  std::string peer_; // short hex, for messages
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, caf::typed_response_promise<envelope>> pending_;
+};
 
 // --- the directory ----------------------------------------------------------
 
@@ -215,6 +233,17 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
     return drop_unexpected(self, x, self->state.ctx.counters.get());
   });
+  // A link actor that closed (its peer went away) is forgotten, so the next
+  // lookup makes a fresh one.
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& links = self->state.links;
+    for (auto i = links.begin(); i != links.end();) {
+      if (i->second.address() == msg.source)
+        i = links.erase(i);
+      else
+        ++i;
+    }
+  });
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
@@ -255,8 +284,9 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
       auto l = st.links.find(key);
       if (l != st.links.end())
         return l->second;
-      auto link = self->spawn<caf::linked>(remote_role, p->second.gatekeeper, role, node->short_hex(),
-                              st.ctx.lim.request_timeout_ms);
+      auto link = self->spawn<remote_role_actor, caf::linked>(st.ctx, p->second.gatekeeper, role,
+                                                              node->short_hex());
+      self->monitor(link);
       st.links.emplace(key, link);
       return link;
     },

@@ -53,6 +53,7 @@ caf::expected<std::unique_ptr<host>> host::start(
                       "TLS authentication is not enabled; refusing to run unauthenticated "
                       "outside dev mode");
   role_context ctx;
+  h->stopping_ = ctx.stopping;
   ctx.self = h->self_;
   ctx.lim = cfg.lim;
   h->counters_ = std::make_shared<host_counters>();
@@ -96,6 +97,8 @@ void host::stop() {
   if (!sys_)
     return;
   watchdog_.reset();
+  if (stopping_)
+    stopping_->store(true); // guarded actors accept exit messages from now on
   if (port_ != 0)
     sys_->middleman().unpublish(gatekeeper_, port_);
   for (auto& [name, handle] : roles_)

@@ -62,6 +62,7 @@ private:
   std::map<std::string, caf::actor> roles_;
   uint16_t port_ = 0;
   std::unique_ptr<conn_watchdog> watchdog_;
+  std::shared_ptr<std::atomic<bool>> stopping_;
 };
 
 /// `aicon host`: starts a host and runs it until SIGINT or SIGTERM. Returns

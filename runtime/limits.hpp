@@ -55,6 +55,9 @@ struct limits {
 
   /// Longest delay an echo request may ask for.
   uint32_t echo_delay_ms_max = 60000;
+
+  /// Delayed echo answers pending at once (each holds its payload).
+  uint32_t echo_delayed_max = 256;
 };
 
 } // namespace aicon

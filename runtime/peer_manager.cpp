@@ -12,6 +12,7 @@
 #include "runtime/config.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/envelope.hpp"
+#include "runtime/guard.hpp"
 #include "runtime/log.hpp"
 #include "schemas/host.capnp.h"
 
@@ -30,7 +31,67 @@ struct peer_slot {
   uint32_t failures = 0;
   caf::actor gatekeeper;
   std::optional<node_id> node;
+  std::array<uint8_t, 32> nonce{};   ///< of the hello in flight
+  caf::actor pending_gatekeeper;     ///< linked, not yet proven
   std::vector<caf::typed_response_promise<std::string>> waiting;
+};
+
+/// A hello answer, from the helper to the peer manager. Not registered with
+/// CAF, so no peer can forge one.
+struct hello_result {
+  uint64_t slot = 0;
+  envelope reply;
+  caf::error err;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, hello_result& x) {
+  return f(caf::meta::type_name("aicon::hello_result"), x.slot, x.reply, x.err);
+}
+
+/// Asks a freshly linked gatekeeper for its signed hello. Its handle reaches
+/// the peer (as the sender), so its mailbox is guarded; it lives for one
+/// request.
+class hello_actor : public guarded_actor {
+public:
+  hello_actor(caf::actor_config& cfg, const role_context& ctx, caf::actor manager,
+              caf::actor gatekeeper, envelope req, uint64_t slot)
+    : guarded_actor(cfg, ctx),
+      manager_(std::move(manager)),
+      gatekeeper_(std::move(gatekeeper)),
+      req_(std::move(req)),
+      slot_(slot) {
+  }
+
+  const char* name() const override {
+    return "aicon.hello";
+  }
+
+protected:
+  admission admit(const caf::mailbox_element& x) override {
+    return x.mid.is_response() ? admission::admit : guarded_actor::admit(x);
+  }
+
+  caf::behavior make_behavior() override {
+    request(gatekeeper_, std::chrono::milliseconds(ctx_.lim.connect_timeout_ms),
+            route_atom::value, std::string{"directory"}, req_)
+      .then(
+        [this](envelope& reply) {
+          send(manager_, hello_result{slot_, std::move(reply), caf::error{}});
+          quit();
+        },
+        [this](caf::error& err) {
+          send(manager_, hello_result{slot_, envelope{}, std::move(err)});
+          quit();
+        });
+    return {[](int) {}};
+  }
+
+private:
+  caf::actor manager_;
+  caf::actor gatekeeper_;
+  envelope req_;
+  uint64_t slot_;
 };
 
 struct peer_manager_state {
@@ -102,59 +163,62 @@ void up(self_ptr self, uint64_t slot_id, caf::actor gatekeeper, const node_id& n
   slot.waiting.clear();
 }
 
+void on_hello(self_ptr self, uint64_t slot_id, caf::actor gatekeeper,
+              const std::array<uint8_t, 32>& nonce, const envelope& reply) {
+  auto i = self->state.slots.find(slot_id);
+  if (i == self->state.slots.end())
+    return;
+  if (auto err = error_of_reply(reply)) {
+    fail(self, slot_id, err);
+    return;
+  }
+  opened<schema::HelloResponse> msg{reply};
+  if (!msg) {
+    fail(self, slot_id, msg.error());
+    return;
+  }
+  auto node = node_id::from_bytes({msg->getNode().begin(), msg->getNode().size()});
+  if (!node) {
+    fail(self, slot_id, node.error());
+    return;
+  }
+  auto sig = msg->getSignature();
+  if (!verify_signature(*node, hello_signing_bytes(nonce, *node), {sig.begin(), sig.size()})) {
+    fail(self, slot_id,
+         make_error(errc::bad_signature,
+                    fmt::format("peer at {} claims NodeId {} but its hello signature does not "
+                                "verify",
+                                i->second.address.to_string(), node->short_hex())));
+    return;
+  }
+  auto& expected = i->second.expected;
+  if (expected && *expected != *node) {
+    fail(self, slot_id,
+         make_error(errc::forbidden, fmt::format("peer at {} is {}, but the config expects {}",
+                                                 i->second.address.to_string(),
+                                                 node->short_hex(), expected->short_hex())));
+    return;
+  }
+  std::vector<std::string> roles;
+  for (auto r : msg->getRoles())
+    roles.emplace_back(r.cStr());
+  up(self, slot_id, gatekeeper, *node, std::move(roles), msg->getSite().cStr());
+}
+
 void hello(self_ptr self, uint64_t slot_id, caf::actor gatekeeper) {
   std::array<uint8_t, 32> nonce;
   randombytes_buf(nonce.data(), nonce.size());
+  auto i = self->state.slots.find(slot_id);
+  if (i == self->state.slots.end())
+    return;
+  i->second.nonce = nonce;
+  i->second.pending_gatekeeper = gatekeeper;
   auto req = make_envelope<schema::HelloRequest>([&](schema::HelloRequest::Builder b) {
     b.setNonce(kj::arrayPtr(nonce.data(), nonce.size()));
   });
-  self
-    ->request(gatekeeper, std::chrono::milliseconds(self->state.ctx.lim.connect_timeout_ms),
-              route_atom::value, std::string{"directory"}, std::move(req))
-    .then(
-      [self, slot_id, gatekeeper, nonce](envelope& reply) {
-        auto i = self->state.slots.find(slot_id);
-        if (i == self->state.slots.end())
-          return;
-        if (auto err = error_of_reply(reply)) {
-          fail(self, slot_id, err);
-          return;
-        }
-        opened<schema::HelloResponse> msg{reply};
-        if (!msg) {
-          fail(self, slot_id, msg.error());
-          return;
-        }
-        auto node = node_id::from_bytes({msg->getNode().begin(), msg->getNode().size()});
-        if (!node) {
-          fail(self, slot_id, node.error());
-          return;
-        }
-        auto sig = msg->getSignature();
-        if (!verify_signature(*node, hello_signing_bytes(nonce, *node),
-                              {sig.begin(), sig.size()})) {
-          fail(self, slot_id,
-               make_error(errc::bad_signature,
-                          fmt::format("peer at {} claims NodeId {} but its hello signature "
-                                      "does not verify",
-                                      i->second.address.to_string(), node->short_hex())));
-          return;
-        }
-        auto& expected = i->second.expected;
-        if (expected && *expected != *node) {
-          fail(self, slot_id,
-               make_error(errc::forbidden,
-                          fmt::format("peer at {} is {}, but the config expects {}",
-                                      i->second.address.to_string(), node->short_hex(),
-                                      expected->short_hex())));
-          return;
-        }
-        std::vector<std::string> roles;
-        for (auto r : msg->getRoles())
-          roles.emplace_back(r.cStr());
-        up(self, slot_id, gatekeeper, *node, std::move(roles), msg->getSite().cStr());
-      },
-      [self, slot_id](caf::error& err) { fail(self, slot_id, err); });
+  // The helper, not the peer manager, is the one whose handle the peer sees.
+  self->spawn<hello_actor>(self->state.ctx, caf::actor{self}, gatekeeper, std::move(req),
+                           slot_id);
 }
 
 void dial(self_ptr self, uint64_t slot_id) {
@@ -220,6 +284,16 @@ caf::behavior peer_manager(self_ptr self, role_context ctx, bool use_tls) {
       self->state.slots.emplace(id, std::move(slot));
       dial(self, id);
       return rp;
+    },
+    [self](hello_result& r) {
+      auto i = self->state.slots.find(r.slot);
+      if (i == self->state.slots.end())
+        return;
+      auto gatekeeper = std::move(i->second.pending_gatekeeper);
+      if (r.err)
+        fail(self, r.slot, r.err);
+      else
+        on_hello(self, r.slot, gatekeeper, i->second.nonce, r.reply);
     },
     [self](retry_atom, uint64_t slot_id) {
       auto i = self->state.slots.find(slot_id);

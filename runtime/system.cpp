@@ -1,5 +1,7 @@
 #include "runtime/system.hpp"
 
+#include <csignal>
+
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
@@ -15,6 +17,9 @@ void configure_system(caf::actor_system_config& cfg, const system_options& opts)
   using namespace std::chrono;
   if (!openssl_fix_installed())
     log_warning("OpenSSL error-queue fix not active: a peer's disconnect may drop other links");
+  // OpenSSL writes with write(): a peer that vanished must not kill the
+  // process with SIGPIPE (hosts, clients, the demo and tests alike).
+  std::signal(SIGPIPE, SIG_IGN);
   cfg.load<caf::io::middleman>();
   cfg.load<caf::openssl::manager>();
   cfg.add_message_type<envelope>("aicon::envelope");

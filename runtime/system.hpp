@@ -52,6 +52,9 @@ struct role_context {
   limits lim;
   std::shared_ptr<host_counters> counters;
   std::string site;
+  /// Set by the host (or client) right before it stops its actors: only then
+  /// do actors reachable from peers accept an exit message (see guard.hpp).
+  std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
 };
 
 /// Spawns one role; the table of these is the plug point between runtime/

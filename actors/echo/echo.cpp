@@ -62,6 +62,12 @@ caf::behavior echo(self_ptr self, role_context ctx) {
       if (req.hasForwardTo() && req.getForwardTo().size() > 0)
         return forward(self, req);
       if (req.getDelayMs() > 0) {
+        // Each delayed answer holds its payload until due: bound them.
+        if (st.delayed.size() >= st.ctx.lim.echo_delayed_max)
+          return make_error(errc::invalid_argument,
+                            fmt::format("{} delayed echo answers are already pending "
+                                        "(echo_delayed_max)",
+                                        st.delayed.size()));
         auto rp = self->make_response_promise<envelope>();
         auto id = st.next_delayed++;
         st.delayed.emplace(id, std::make_pair(rp, st.answer(req)));

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "fixtures.hpp"
+#include "runtime/atoms.hpp"
 #include "runtime/system.hpp"
 
 using namespace aicon;
@@ -195,6 +196,35 @@ BOOST_AUTO_TEST_CASE(an_allowed_peer_cannot_spawn_or_reach_caf_services) {
   auto after = read_status(*c, hp.a.id);
   BOOST_TEST(after.actors == before.actors);
   BOOST_TEST(after.dropped >= before.dropped + 1);
+}
+
+BOOST_AUTO_TEST_CASE(an_allowed_peer_cannot_kill_or_confuse_the_gatekeeper) {
+  host_pair hp;
+  auto c = hp.client_of(hp.a);
+  auto& sys = c->system();
+  auto gk = caf::openssl::remote_actor(sys, "127.0.0.1", hp.ha.port);
+  BOOST_REQUIRE(gk);
+  auto handle = caf::actor_cast<caf::actor>(*gk);
+  // What CAF would otherwise act on before any handler: kill, a bare error,
+  // a down message, and a forged response.
+  caf::anon_send_exit(handle, caf::exit_reason::kill);
+  caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
+  caf::anon_send(handle, caf::make_error(caf::sec::runtime_error));
+  caf::anon_send(handle, caf::down_msg{handle.address(), caf::exit_reason::kill});
+  {
+    caf::scoped_actor self{sys};
+    self->send(handle, route_atom::value, std::string{"echo"}, 7);
+  }
+  std::this_thread::sleep_for(500ms);
+  // The gatekeeper still routes: echo, status and a new link all work.
+  auto echo = c->lookup("echo@" + hp.a.id.hex());
+  BOOST_REQUIRE(echo);
+  auto reply = c->request(*echo, echo_request(1, ""), 5s);
+  BOOST_TEST(static_cast<bool>(reply), why(reply));
+  auto fresh = hp.client_of(hp.a);
+  auto st = status_of(*fresh, hp.a.id);
+  BOOST_TEST(static_cast<bool>(st), why(st));
+  BOOST_TEST(hp.ha.proc->running());
 }
 
 BOOST_AUTO_TEST_CASE(hosts_refuse_to_start_unsafely) {

@@ -108,6 +108,7 @@ BOOST_AUTO_TEST_CASE(documented_example_config_parses) {
   BOOST_TEST(cfg->lim.idle_connection_ms == defaults.idle_connection_ms);
   BOOST_TEST(cfg->lim.connections_per_address_max == defaults.connections_per_address_max);
   BOOST_TEST(cfg->lim.echo_delay_ms_max == defaults.echo_delay_ms_max);
+  BOOST_TEST(cfg->lim.echo_delayed_max == defaults.echo_delayed_max);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
