@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "actors/roles.hpp"
+#include "bench/chain.hpp"
 #include "bench/messages.hpp"
 #include "cli/demo.hpp"
 #include "gpu/device.hpp"
@@ -248,6 +249,9 @@ int main(int argc, char** argv) {
   bench_cmd->require_subcommand(1);
   auto bench_messages = bench_cmd->add_subcommand("messages", "envelope vs plain CAF messages");
   bench::add_messages_flags(*bench_messages, bo);
+  bench::chain_options co;
+  auto bench_chain = bench_cmd->add_subcommand("chain", "durable signed transfers per second");
+  bench::add_chain_flags(*bench_chain, co);
 
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
@@ -267,6 +271,8 @@ int main(int argc, char** argv) {
     return cmd_ping(pf);
   if (*bench_messages)
     return bench::run_messages(bo, argv[0]);
+  if (*bench_chain)
+    return bench::run_chain(co);
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)
