@@ -13,6 +13,7 @@ struct chain_options {
   int blocks = 20;       ///< blocks to commit
   int txs = 1000;        ///< transfers per block
   bool quick = false;    ///< tiny run for ctest
+  std::string dir;       ///< keep the stores here (DIR/target, DIR/genesis.toml)
 };
 
 void add_chain_flags(CLI::App& app, chain_options& opts);

@@ -11,6 +11,7 @@
 #include "actors/roles.hpp"
 #include "bench/chain.hpp"
 #include "bench/messages.hpp"
+#include "cli/chain_cmd.hpp"
 #include "cli/demo.hpp"
 #include "gpu/device.hpp"
 #include "runtime/client.hpp"
@@ -255,6 +256,17 @@ int main(int argc, char** argv) {
 
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
+  chain_cmd_options cho;
+  auto chain_cmd = app.add_subcommand("chain", "inspect and verify the chain in a local store");
+  chain_cmd->require_subcommand(1);
+  auto chain_show_cmd = chain_cmd->add_subcommand("show", "the tip, or one block");
+  auto chain_verify_cmd = chain_cmd->add_subcommand("verify", "re-check everything from genesis");
+  for (auto* sub : {chain_show_cmd, chain_verify_cmd}) {
+    sub->add_option("--data-dir", cho.data_dir, "the host's data dir (holds store/)")->required();
+    sub->add_option("--genesis", cho.genesis, "the chain's genesis.toml")->required();
+  }
+  chain_show_cmd->add_option("--height", cho.height, "block height (default: the tip)");
+
   demo_options dopts;
   auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
   demo->add_option("--hosts", dopts.hosts, "hosts to start (2..8, default 3)")->check(CLI::Range(2, 8));
@@ -277,5 +289,9 @@ int main(int argc, char** argv) {
     return cmd_gpu();
   if (*demo)
     return run_demo(dopts);
+  if (*chain_show_cmd)
+    return chain_show(cho);
+  if (*chain_verify_cmd)
+    return chain_verify(cho);
   return 0;
 }

@@ -497,6 +497,28 @@ caf::expected<genesis_config> load_genesis(const std::filesystem::path& path) {
   return parse_genesis(ss.str(), path.string());
 }
 
+std::string to_toml(const genesis_config& g) {
+  std::string out;
+  out += fmt::format("time_ms = {}\ncommittee_size = {}\ninitial_difficulty = {}\n", g.time_ms,
+                     g.committee_size, g.initial_difficulty);
+  out += "authorities = [";
+  bool first = true;
+  for (auto& a : g.authorities) {
+    out += fmt::format("{}\"{}\"", first ? "" : ", ", a.hex());
+    first = false;
+  }
+  out += "]\n\n[difficulty]\n";
+  out += fmt::format("target_interval_ms = {}\nwindow_blocks = {}\nclamp_factor = {}\n",
+                     g.difficulty.target_interval_ms, g.difficulty.window_blocks,
+                     g.difficulty.clamp_factor);
+  for (auto& c : g.candidates)
+    out += fmt::format("\n[[candidate]]\nnode = \"{}\"\nweight = {}\n", c.id.hex(), c.weight);
+  for (auto& a : g.allocations)
+    out += fmt::format("\n[[allocation]]\nwallet = \"{}\"\nbalance = {}\nstake = {}\n",
+                       a.wallet.hex(), a.balance, a.stake);
+  return out;
+}
+
 // --- chain --------------------------------------------------------------------
 
 caf::expected<std::unique_ptr<chain>> chain::open(const std::filesystem::path& data_dir,

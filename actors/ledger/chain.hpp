@@ -33,6 +33,9 @@ struct genesis_config {
 caf::expected<genesis_config> parse_genesis(std::string_view text, std::string_view source);
 caf::expected<genesis_config> load_genesis(const std::filesystem::path& path);
 
+/// The TOML text parse_genesis reads back to the same config.
+std::string to_toml(const genesis_config& g);
+
 /// BLAKE2b-256 of "aicon-header-v1" ‖ canonical(header).
 hash256 header_hash(schema::BlockHeader::Reader header);
 
