@@ -1,12 +1,16 @@
 #include "actors/roles.hpp"
 
 #include "actors/echo/echo.hpp"
+#include "actors/ledger/ledger.hpp"
 
 namespace aicon {
 
 const std::map<std::string, role_factory>& role_table() {
   static const std::map<std::string, role_factory> table{
-    {"echo", spawn_echo},
+    {"echo", [](caf::actor_system& sys, const role_context& ctx) -> caf::expected<caf::actor> {
+       return spawn_echo(sys, ctx);
+     }},
+    {"ledger", spawn_ledger},
   };
   return table;
 }

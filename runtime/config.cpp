@@ -99,8 +99,22 @@ public:
 
   caf::expected<host_config> run(const toml::table& root) {
     host_config cfg;
-    if (auto err = check_keys(root, "", {"host", "peers", "limits"}))
+    if (auto err = check_keys(root, "", {"host", "peers", "limits", "chain"}))
       return err;
+    if (auto chain = root.get("chain")) {
+      auto tbl = chain->as_table();
+      if (!tbl)
+        return fail(chain, "chain", "expected a table");
+      if (auto err = check_keys(*tbl, "chain", {"genesis"}))
+        return err;
+      std::string genesis;
+      if (auto err = get(*tbl, "chain", "genesis", genesis))
+        return err;
+      if (!genesis.empty())
+        cfg.genesis = std::filesystem::path{genesis}.is_absolute()
+                        ? std::filesystem::path{genesis}
+                        : base_ / genesis;
+    }
     if (auto host = root.get("host")) {
       auto tbl = host->as_table();
       if (!tbl)

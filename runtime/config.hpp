@@ -40,6 +40,7 @@ struct host_config {
   std::vector<node_id> allow;       ///< NodeIds admitted at the link
   std::vector<peer_entry> connect;  ///< peers to dial (implicitly allowed)
   bool dev_open = false;            ///< unauthenticated TLS, anyone admitted
+  std::filesystem::path genesis;    ///< [chain] genesis: the chain's genesis.toml
   limits lim;
 
   /// allow ∪ connect nodes, without duplicates.

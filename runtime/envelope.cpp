@@ -152,10 +152,10 @@ envelope make_error_reply(const caf::error& err) {
   auto text = describe(err);
   return make_envelope<schema::ErrorReply>([&](schema::ErrorReply::Builder b) {
     b.setCode(static_cast<schema::ErrorCode>(
-      code == errc::config_invalid || code == errc::io_error
-          || code == errc::already_exists || code == errc::not_found
-        ? errc::internal
-        : code));
+      code == errc::not_found ? schema::ErrorCode::NOT_FOUND
+      : code == errc::config_invalid || code == errc::io_error || code == errc::already_exists
+        ? schema::ErrorCode::INTERNAL
+        : static_cast<schema::ErrorCode>(code)));
     b.setMessage(text);
     b.setRetry(static_cast<schema::RetryAdvice>(advice_for(code)));
   });
@@ -167,7 +167,9 @@ caf::error error_of_reply(const envelope& env) {
   opened<schema::ErrorReply> reply{env};
   if (!reply)
     return reply.error();
-  auto code = static_cast<errc>(reply->getCode());
+  auto code = reply->getCode() == schema::ErrorCode::NOT_FOUND
+                ? errc::not_found
+                : static_cast<errc>(reply->getCode());
   std::string text = reply->getMessage().cStr();
   // The remote side rendered "code: what"; keep only "what".
   auto prefix = std::string{to_string(code)} + ": ";

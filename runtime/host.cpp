@@ -59,11 +59,23 @@ caf::expected<std::unique_ptr<host>> host::start(
   h->counters_ = std::make_shared<host_counters>();
   ctx.counters = h->counters_;
   ctx.site = cfg.site;
+  ctx.data_dir = cfg.data_dir;
+  ctx.genesis = cfg.genesis;
   h->directory_ = spawn_directory(sys, ctx);
   ctx.directory = h->directory_;
-  for (auto& name : cfg.roles)
-    if (name != "directory")
-      h->roles_.emplace(name, factories.at(name)(sys, ctx));
+  for (auto& name : cfg.roles) {
+    if (name == "directory")
+      continue;
+    auto role = factories.at(name)(sys, ctx);
+    if (!role) {
+      caf::anon_send_exit(h->directory_, caf::exit_reason::user_shutdown);
+      for (auto& [_, handle] : h->roles_)
+        caf::anon_send_exit(handle, caf::exit_reason::user_shutdown);
+      return make_error(code_of(role.error()),
+                        fmt::format("role '{}': {}", name, what_of(role.error())));
+    }
+    h->roles_.emplace(name, *role);
+  }
   // The directory always answers hello and status through the gatekeeper.
   h->roles_.emplace("directory", h->directory_);
   for (auto& [name, handle] : h->roles_)

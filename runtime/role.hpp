@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <caf/local_actor.hpp>
@@ -24,7 +25,9 @@ public:
   explicit message_table(std::string role_name) : role_(std::move(role_name)) {
   }
 
-  /// Adds a handler `f(typename T::Reader) -> caf::result<envelope>`.
+  /// Adds a handler `f(typename T::Reader) -> caf::result<envelope>`, or
+  /// `f(const envelope&, typename T::Reader)` when it needs the words too
+  /// (e.g. to store them).
   template <class T, class F>
   message_table& on(F f) {
     entries_[capnp::typeId<T>()] = entry{
@@ -33,7 +36,10 @@ public:
         opened<T> msg{env};
         if (!msg)
           return msg.error();
-        return f(msg.root());
+        if constexpr (std::is_invocable_v<F&, const envelope&, typename T::Reader>)
+          return f(env, msg.root());
+        else
+          return f(msg.root());
       }};
     return *this;
   }

@@ -8,11 +8,13 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <filesystem>
 #include <string>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/expected.hpp>
 
 #include "runtime/identity.hpp"
 #include "runtime/limits.hpp"
@@ -55,10 +57,16 @@ struct role_context {
   /// Set by the host (or client) right before it stops its actors: only then
   /// do actors reachable from peers accept an exit message (see guard.hpp).
   std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
+  /// The host's data dir (node key, store/) and its chain's genesis file
+  /// (empty when the host runs no chain role).
+  std::filesystem::path data_dir;
+  std::filesystem::path genesis;
 };
 
 /// Spawns one role; the table of these is the plug point between runtime/
 /// (mechanism) and actors/ (policy).
-using role_factory = std::function<caf::actor(caf::actor_system&, const role_context&)>;
+/// Errors name what the role lacks (e.g. a chain without a genesis file).
+using role_factory =
+  std::function<caf::expected<caf::actor>(caf::actor_system&, const role_context&)>;
 
 } // namespace aicon

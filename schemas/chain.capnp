@@ -103,3 +103,36 @@ struct Block {
   generatorSignature @2 :Data; # by header.generator over "aicon-block-v1" ‖ blockHash
   votes @3 :List(Vote);        # final when >= 2/3 of the committee signed
 }
+
+struct LedgerQuery {
+  # Asked of a host's ledger role; answered with the struct named per case,
+  # or an ErrorReply (notFound when there is no such record).
+  union {
+    tip @0 :Void;         # -> TipInfo
+    account @1 :Data;     # wallet (32 bytes) -> AccountInfo (zeros if never used)
+    asset @2 :Data;       # asset id (32 bytes) -> AssetInfo
+    blockAt @3 :UInt64;   # height -> Block
+  }
+}
+
+struct TipInfo {
+  height @0 :UInt64;
+  hash @1 :Data;          # BLAKE2b-256 of the tip header
+  stateRoot @2 :Data;
+  difficulty @3 :UInt64;  # of the tip block
+  timeMs @4 :UInt64;
+}
+
+struct AccountInfo {
+  wallet @0 :Data;
+  balance @1 :UInt64;
+  nonce @2 :UInt64;       # of the last applied transaction
+  stake @3 :UInt64;
+}
+
+struct AssetInfo {
+  assetId @0 :Data;
+  owner @1 :Data;
+  kind @2 :Text;
+  metadataHash @3 :Data;
+}

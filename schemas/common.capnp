@@ -54,6 +54,7 @@ enum ErrorCode {
   badSignature @9;     # a signature that does not verify
   invalidArgument @10; # a well-formed request with a value out of range
   internal @11;        # a bug on the answering side
+  notFound @12;        # no such record (block, asset, ...)
 }
 
 enum RetryAdvice {

@@ -100,6 +100,7 @@ BOOST_AUTO_TEST_CASE(documented_example_config_parses) {
   BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
   BOOST_TEST(cfg->listen.port == 7100);
   BOOST_TEST(cfg->connect.size() == 1u);
+  BOOST_TEST(cfg->genesis.filename() == "genesis.toml");
   // The documented defaults are the real defaults.
   limits defaults;
   BOOST_TEST(cfg->lim.envelope_bytes_max == defaults.envelope_bytes_max);
