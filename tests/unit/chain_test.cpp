@@ -11,10 +11,7 @@ using namespace aicon::ledger;
 namespace {
 
 aicon::identity key(uint8_t n) {
-  std::array<uint8_t, 32> seed{};
-  seed[0] = n;
-  seed[1] = 0xc7;
-  return aicon::identity::from_seed(seed);
+  return test::seeded_key(n, 0xc7);
 }
 
 struct fixture {

@@ -14,9 +14,10 @@
 #include "runtime/tls.hpp"
 #include "schemas/echo.capnp.h"
 #include "schemas/host.capnp.h"
-#include "test_util.hpp"
+#include "host_pair.hpp"
 
 using namespace aicon;
+using aicon::test::ask;
 
 namespace {
 
@@ -26,22 +27,6 @@ caf::expected<caf::actor> lookup(host& h, const std::string& name) {
   return lookup_blocking(h.system(), h.directory(), name, 5s);
 }
 
-caf::expected<envelope> ask(host& h, const caf::actor& dst, envelope req,
-                            std::chrono::milliseconds timeout = 5s) {
-  caf::scoped_actor self{h.system()};
-  caf::expected<envelope> result = make_error(errc::internal, "no answer");
-  self->request(dst, timeout, std::move(req))
-    .receive(
-      [&](envelope& e) {
-        if (auto err = error_of_reply(e))
-          result = err;
-        else
-          result = std::move(e);
-      },
-      [&](caf::error& e) { result = e; });
-  return result;
-}
-
 envelope echo_request(uint64_t seq, const std::string& text) {
   return make_envelope<schema::EchoRequest>([&](schema::EchoRequest::Builder b) {
     b.setSeq(seq);
@@ -49,37 +34,10 @@ envelope echo_request(uint64_t seq, const std::string& text) {
   });
 }
 
-struct two_hosts {
-  test::temp_dir dir;
-  std::unique_ptr<host> a, b;
-
+struct two_hosts : test::host_pair {
   two_hosts() {
-    auto ia = create_identity(dir / "a");
-    auto ib = create_identity(dir / "b");
-    BOOST_REQUIRE(ia && ib);
-    BOOST_REQUIRE(trust_certificate(dir / "a", dir / "b" / node_cert_file));
-    BOOST_REQUIRE(trust_certificate(dir / "b", dir / "a" / node_cert_file));
-    host_config cb;
-    cb.data_dir = dir / "b";
-    cb.allow = {ia->id()};
-    cb.site = "site-b";
-    auto hb = host::start(cb, role_table());
-    BOOST_REQUIRE_MESSAGE(hb, test::why(hb));
-    b = std::move(*hb);
-    host_config ca;
-    ca.data_dir = dir / "a";
-    ca.connect = {peer_entry{net_address{"127.0.0.1", b->port()}, ib->id()}};
-    ca.site = "site-a";
-    auto ha = host::start(ca, role_table());
-    BOOST_REQUIRE_MESSAGE(ha, test::why(ha));
-    a = std::move(*ha);
-    // Wait (bounded) until A's link to B is up.
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!lookup(*a, "echo@" + b->id().hex())) {
-      BOOST_REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
-                            "A never linked to B");
-      std::this_thread::sleep_for(20ms);
-    }
+    start([](host_config& c) { c.site = "site-a"; }, [](host_config& c) { c.site = "site-b"; },
+          "echo");
   }
 };
 

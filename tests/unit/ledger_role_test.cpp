@@ -11,47 +11,25 @@
 #include "runtime/directory.hpp"
 #include "runtime/host.hpp"
 #include "runtime/tls.hpp"
-#include "test_util.hpp"
+#include "host_pair.hpp"
 
 using namespace aicon;
 using namespace std::chrono_literals;
+using aicon::test::ask;
 
 namespace {
 
 aicon::identity key(uint8_t n) {
-  std::array<uint8_t, 32> seed{};
-  seed[0] = n;
-  seed[2] = 0x3d;
-  return aicon::identity::from_seed(seed);
-}
-
-caf::expected<aicon::envelope> ask(host& from, const std::string& name, aicon::envelope req) {
-  auto dst = lookup_blocking(from.system(), from.directory(), name, 5s);
-  if (!dst)
-    return dst.error();
-  caf::scoped_actor self{from.system()};
-  caf::expected<aicon::envelope> result = make_error(errc::internal, "no answer");
-  self->request(*dst, 10s, std::move(req))
-    .receive(
-      [&](aicon::envelope& e) {
-        if (auto err = error_of_reply(e))
-          result = err;
-        else
-          result = std::move(e);
-      },
-      [&](caf::error& e) { result = e; });
-  return result;
+  return test::seeded_key(n, 0x3d);
 }
 
 aicon::envelope query(std::function<void(schema::LedgerQuery::Builder)> fill) {
   return make_envelope<schema::LedgerQuery>([&](schema::LedgerQuery::Builder q) { fill(q); });
 }
 
-struct ledger_hosts {
-  test::temp_dir dir;
+struct ledger_hosts : test::host_pair {
   aicon::identity generator = key(1), alice = key(2), bob = key(3);
   ledger::genesis_config g;
-  std::unique_ptr<host> a, b;
 
   ledger_hosts() {
     g.time_ms = 5000;
@@ -61,32 +39,16 @@ struct ledger_hosts {
     g.allocations = {{alice.id(), 100, 0}};
     auto genesis = dir / "genesis.toml";
     BOOST_REQUIRE(!write_file_atomic(genesis, ledger::to_toml(g), 0644));
-    auto ia = create_identity(dir / "a");
-    auto ib = create_identity(dir / "b");
-    BOOST_REQUIRE(ia && ib);
-    BOOST_REQUIRE(trust_certificate(dir / "a", dir / "b" / node_cert_file));
-    BOOST_REQUIRE(trust_certificate(dir / "b", dir / "a" / node_cert_file));
-    host_config cb;
-    cb.data_dir = dir / "b";
-    cb.allow = {ia->id()};
-    cb.roles = {"directory", "ledger"};
-    cb.genesis = genesis;
-    auto hb = host::start(cb, role_table());
-    BOOST_REQUIRE_MESSAGE(hb, test::why(hb));
-    b = std::move(*hb);
-    host_config ca;
-    ca.data_dir = dir / "a";
-    ca.roles = {"directory", "ledger"};
-    ca.genesis = genesis;
-    ca.connect = {peer_entry{net_address{"127.0.0.1", b->port()}, ib->id()}};
-    auto ha = host::start(ca, role_table());
-    BOOST_REQUIRE_MESSAGE(ha, test::why(ha));
-    a = std::move(*ha);
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!lookup_blocking(a->system(), a->directory(), "ledger@" + b->id().hex(), 5s)) {
-      BOOST_REQUIRE(std::chrono::steady_clock::now() < deadline);
-      std::this_thread::sleep_for(20ms);
-    }
+    start(
+      [&](host_config& c) {
+        c.roles = {"directory", "ledger"};
+        c.genesis = genesis;
+      },
+      [&](host_config& c) {
+        c.roles = {"directory", "ledger"};
+        c.genesis = genesis;
+      },
+      "ledger");
   }
 
   /// Block 1 (alice pays bob 40), built on a scratch store with the same genesis.

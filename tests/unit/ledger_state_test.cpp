@@ -13,10 +13,7 @@ using namespace aicon::ledger;
 namespace {
 
 aicon::identity wallet(uint8_t n) {
-  std::array<uint8_t, 32> seed{};
-  seed[0] = n;
-  seed[31] = 0x5a;
-  return aicon::identity::from_seed(seed);
+  return test::seeded_key(n, 0x5a);
 }
 
 hash256 id32(uint8_t n) {

@@ -27,6 +27,14 @@ inline std::ostream& operator<<(std::ostream& os, retry_advice a) {
 
 namespace aicon::test {
 
+/// A deterministic key: tests name wallets and nodes by small numbers.
+inline aicon::identity seeded_key(uint8_t n, uint8_t salt) {
+  std::array<uint8_t, 32> seed{};
+  seed[0] = n;
+  seed[1] = salt;
+  return aicon::identity::from_seed(seed);
+}
+
 /// The error of `x` as text, or "" when it holds a value (Boost.Test
 /// evaluates a message even when the check passes).
 template <class T>
