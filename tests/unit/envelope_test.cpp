@@ -11,6 +11,7 @@
 #include "runtime/system.hpp"
 #include "schemas/common.capnp.h"
 #include "schemas/echo.capnp.h"
+#include "schemas/chain.capnp.h"
 #include "schemas/host.capnp.h"
 #include "test_util.hpp"
 
@@ -141,6 +142,74 @@ BOOST_AUTO_TEST_CASE(every_schema_round_trips) {
     opened<schema::ErrorReply> m{env};
     BOOST_REQUIRE(m.ok());
     BOOST_TEST(std::string{m->getMessage().cStr()} == "gone");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(chain_schemas_round_trip) {
+  auto key = bytes_of(32, 4);
+  auto sig = bytes_of(64, 8);
+  auto data = [](const std::vector<uint8_t>& v) { return kj::arrayPtr(v.data(), v.size()); };
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::SignedTransaction>([&](auto b) {
+      auto tx = b.initTx();
+      tx.setAuthor(data(key));
+      tx.setNonce(9);
+      auto s = tx.initBody().initSettle();
+      s.setJobId(data(key));
+      auto p = s.initPayouts(2);
+      p[1].setTo(data(key));
+      p[1].setAmount(77);
+      b.setSignature(data(sig));
+    }));
+    opened<schema::SignedTransaction> m{env};
+    BOOST_REQUIRE(m.ok());
+    BOOST_TEST(m->getTx().getNonce() == 9u);
+    BOOST_TEST((m->getTx().getBody().which() == schema::Transaction::Body::SETTLE));
+    BOOST_TEST(m->getTx().getBody().getSettle().getPayouts()[1].getAmount() == 77u);
+  }
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::Block>([&](auto b) {
+      auto h = b.initHeader();
+      h.setHeight(12);
+      h.setSessionId(data(key));
+      h.setWorkUnits(500);
+      b.initTransactions(3)[2].initTx().setNonce(4);
+      auto v = b.initVotes(1)[0];
+      v.setHeight(12);
+      v.setVoter(data(key));
+      v.setSignature(data(sig));
+    }));
+    opened<schema::Block> m{env};
+    BOOST_REQUIRE(m.ok());
+    BOOST_TEST(m->getHeader().getHeight() == 12u);
+    BOOST_TEST(m->getHeader().getWorkUnits() == 500u);
+    BOOST_TEST(m->getTransactions()[2].getTx().getNonce() == 4u);
+    BOOST_TEST(m->getVotes()[0].getSignature().size() == 64u);
+  }
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::LedgerQuery>([&](auto b) {
+      b.setBlockAt(33);
+    }));
+    opened<schema::LedgerQuery> m{env};
+    BOOST_REQUIRE(m.ok());
+    BOOST_TEST(m->getBlockAt() == 33u);
+  }
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::TipInfo>([&](auto b) {
+      b.setHeight(5);
+      b.setHash(data(key));
+    }));
+    BOOST_TEST(opened<schema::TipInfo>{env}->getHeight() == 5u);
+    auto acct = wire_round_trip(*sys, make_envelope<schema::AccountInfo>([&](auto b) {
+      b.setWallet(data(key));
+      b.setBalance(1234);
+    }));
+    BOOST_TEST(opened<schema::AccountInfo>{acct}->getBalance() == 1234u);
+    auto asset = wire_round_trip(*sys, make_envelope<schema::AssetInfo>([&](auto b) {
+      b.setKind("dataset");
+      b.setOwner(data(key));
+    }));
+    BOOST_TEST(std::string{opened<schema::AssetInfo>{asset}->getKind().cStr()} == "dataset");
   }
 }
 
