@@ -230,7 +230,8 @@ public:
                                  "connection_timeout_ms", "connect_timeout_ms",
                                  "reconnect_min_ms", "reconnect_max_ms", "idle_connection_ms",
                                  "connections_per_address_max", "watchdog_period_ms",
-                                 "echo_delay_ms_max", "echo_delayed_max"}))
+                                 "echo_delay_ms_max", "echo_delayed_max", "handshake_bytes_min",
+                                 "handshake_deadline_ms"}))
         return err;
       caf::error err;
       auto p = std::string{"limits"};
@@ -247,7 +248,9 @@ public:
           || (err = get(*tbl, p, "connections_per_address_max", l.connections_per_address_max))
           || (err = get(*tbl, p, "watchdog_period_ms", l.watchdog_period_ms))
           || (err = get(*tbl, p, "echo_delay_ms_max", l.echo_delay_ms_max))
-          || (err = get(*tbl, p, "echo_delayed_max", l.echo_delayed_max)))
+          || (err = get(*tbl, p, "echo_delayed_max", l.echo_delayed_max))
+          || (err = get(*tbl, p, "handshake_bytes_min", l.handshake_bytes_min))
+          || (err = get(*tbl, p, "handshake_deadline_ms", l.handshake_deadline_ms)))
         return err;
       if (l.heartbeat_interval_ms == 0 || l.connection_timeout_ms <= l.heartbeat_interval_ms)
         return fail(tbl, "limits.connection_timeout_ms",

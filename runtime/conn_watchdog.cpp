@@ -4,7 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h> // struct tcp_info with tcpi_bytes_received
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,6 +52,7 @@ struct accepted_socket {
   std::string peer_ip;
   uint16_t peer_port;
   uint32_t idle_ms;
+  uint64_t bytes_received = 0;
   ino_t inode = 0;
   std::chrono::steady_clock::time_point first_seen{};
 };
@@ -126,6 +127,7 @@ size_t conn_watchdog::scan() {
       continue;
     }
     s.idle_ms = info.tcpi_last_data_recv;
+    s.bytes_received = info.tcpi_bytes_received;
     found.push_back(s);
   }
   closedir(dir);
@@ -148,6 +150,18 @@ size_t conn_watchdog::scan() {
   size_t cut = 0;
   std::map<std::string, std::vector<accepted_socket*>> by_ip;
   for (auto& s : found) {
+    auto age_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - s.first_seen).count();
+    // A client that trickles bytes is never idle; one that has not sent even
+    // a handshake's worth of bytes by the deadline is cut all the same.
+    if (s.bytes_received < lim_.handshake_bytes_min
+        && static_cast<uint64_t>(age_ms) > lim_.handshake_deadline_ms) {
+      log_warning("cutting connection from {}:{}: {} bytes in {} ms, no complete handshake "
+                  "(handshake_deadline_ms={})",
+                  s.peer_ip, s.peer_port, s.bytes_received, age_ms, lim_.handshake_deadline_ms);
+      ::shutdown(s.fd, SHUT_RDWR);
+      ++cut;
+      continue;
+    }
     if (s.idle_ms > lim_.idle_connection_ms) {
       log_warning("cutting connection from {}:{}: no data for {} ms (idle_connection_ms={})",
                   s.peer_ip, s.peer_port, s.idle_ms, lim_.idle_connection_ms);

@@ -47,6 +47,15 @@ struct limits {
   /// healthy link receives a heartbeat every heartbeat_interval_ms.
   uint32_t idle_connection_ms = 5000;
 
+  /// An accepted connection that has not received this many bytes within
+  /// handshake_deadline_ms is cut even if it trickles bytes: a mutual TLS
+  /// 1.3 handshake with an Ed25519 client certificate plus CAF's BASP
+  /// handshake sends well over 1 KiB.
+  uint32_t handshake_bytes_min = 600;
+
+  /// See handshake_bytes_min.
+  uint32_t handshake_deadline_ms = 10000;
+
   /// Accepted connections allowed at once from one IP address; more are cut.
   uint32_t connections_per_address_max = 64;
 

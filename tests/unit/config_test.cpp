@@ -110,6 +110,8 @@ BOOST_AUTO_TEST_CASE(documented_example_config_parses) {
   BOOST_TEST(cfg->lim.connections_per_address_max == defaults.connections_per_address_max);
   BOOST_TEST(cfg->lim.echo_delay_ms_max == defaults.echo_delay_ms_max);
   BOOST_TEST(cfg->lim.echo_delayed_max == defaults.echo_delayed_max);
+  BOOST_TEST(cfg->lim.handshake_bytes_min == defaults.handshake_bytes_min);
+  BOOST_TEST(cfg->lim.handshake_deadline_ms == defaults.handshake_deadline_ms);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -87,6 +87,32 @@ BOOST_AUTO_TEST_CASE(silent_connection_is_cut_and_talking_one_kept) {
   ::close(talking);
 }
 
+BOOST_AUTO_TEST_CASE(a_trickling_client_is_cut_at_the_handshake_deadline) {
+  listener l;
+  limits lim;
+  lim.idle_connection_ms = 60000;
+  lim.handshake_bytes_min = 600;
+  lim.handshake_deadline_ms = 800;
+  lim.watchdog_period_ms = 100;
+  int trickle = connect_to(l.port);
+  int bulk = connect_to(l.port);
+  l.accept_one();
+  l.accept_one();
+  std::string kib(2048, 'k');
+  BOOST_REQUIRE(::write(bulk, kib.data(), kib.size()) == static_cast<ssize_t>(kib.size()));
+  conn_watchdog dog{l.port, lim};
+  bool cut = false;
+  for (int i = 0; i < 30 && !cut; ++i) { // one byte every 100 ms: never idle
+    if (::write(trickle, "t", 1) != 1)
+      break;
+    cut = closed_by_peer(trickle, 100ms);
+  }
+  BOOST_TEST(cut);
+  BOOST_TEST(!closed_by_peer(bulk, 50ms));
+  ::close(trickle);
+  ::close(bulk);
+}
+
 BOOST_AUTO_TEST_CASE(connections_over_the_per_address_bound_are_cut) {
   listener l;
   limits lim;
