@@ -75,6 +75,23 @@ struct fixture {
     return out;
   }
 
+  /// `b` signed by this height's generator and 3 committee votes, as a
+  /// dishonest but correctly keyed committee would send it.
+  aicon::envelope resign(const aicon::envelope& b) {
+    opened<schema::Block> src{b};
+    auto hash = header_hash(src->getHeader());
+    auto com = committee();
+    auto gsig = member(com[0]).sign(block_signing_bytes(hash));
+    auto out = make_envelope<schema::Block>([&](schema::Block::Builder nb) {
+      nb.setHeader(src->getHeader());
+      nb.setTransactions(src->getTransactions());
+      nb.setGeneratorSignature(kj::arrayPtr(gsig.data(), gsig.size()));
+    });
+    for (size_t i = 0; i < 3; ++i)
+      out = chain::add_vote(out, member(com[i]));
+    return out;
+  }
+
   void expect_refused(const aicon::envelope& b, const std::string& needle) {
     auto before = *c->tip();
     auto err = c->append(b);
@@ -152,19 +169,7 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
       txs.setWithCaveats(1, opened<schema::SignedTransaction>{t2}.root());
       b.getHeader().setTxRoot(kj::arrayPtr(tx_root(txs.asReader()).data(), 32));
     });
-    // Re-sign header and votes as an honest-looking generator would.
-    opened<schema::Block> fb{forged};
-    auto hash = header_hash(fb->getHeader());
-    auto com = committee();
-    auto gsig = member(com[0]).sign(block_signing_bytes(hash));
-    auto signed_forged = make_envelope<schema::Block>([&](schema::Block::Builder b) {
-      b.setHeader(fb->getHeader());
-      b.setTransactions(fb->getTransactions());
-      b.setGeneratorSignature(kj::arrayPtr(gsig.data(), gsig.size()));
-    });
-    for (size_t i = 0; i < 3; ++i)
-      signed_forged = chain::add_vote(signed_forged, member(com[i]));
-    expect_refused(signed_forged, "replayed_nonce");
+    expect_refused(resign(forged), "replayed_nonce");
   }
   // A wrong state root (header altered after signing is caught by the
   // signature; a generator lying about the root is caught by re-execution).
@@ -178,18 +183,7 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
       b.getHeader().setStateRoot(kj::arrayPtr(bogus.data(), 32));
       b.setTransactions(gb->getTransactions());
     });
-    opened<schema::Block> ab{altered};
-    auto hash = header_hash(ab->getHeader());
-    auto com = committee();
-    auto gsig = member(com[0]).sign(block_signing_bytes(hash));
-    auto resigned = make_envelope<schema::Block>([&](schema::Block::Builder b) {
-      b.setHeader(ab->getHeader());
-      b.setTransactions(ab->getTransactions());
-      b.setGeneratorSignature(kj::arrayPtr(gsig.data(), gsig.size()));
-    });
-    for (size_t i = 0; i < 3; ++i)
-      resigned = chain::add_vote(resigned, member(com[i]));
-    expect_refused(resigned, "stateRoot does not match");
+    expect_refused(resign(altered), "stateRoot does not match");
   }
   // A forged transaction signature.
   {
