@@ -31,8 +31,9 @@ const char* to_string(db which) {
 }
 
 caf::error lmdb_error(int rc, std::string_view what) {
-  return make_error(rc == MDB_MAP_FULL ? errc::io_error : errc::io_error,
-                    fmt::format("{}: {} (LMDB {})", what, mdb_strerror(rc), rc));
+  return make_error(errc::io_error,
+                    fmt::format("{}: {} (LMDB {}){}", what, mdb_strerror(rc), rc,
+                                rc == MDB_MAP_FULL ? "; raise the map size" : ""));
 }
 
 std::array<uint8_t, 8> height_key(uint64_t height) {

@@ -3,6 +3,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "actors/ledger/chain.hpp"
+#include "chain_util.hpp"
 #include "test_util.hpp"
 
 using namespace aicon;
@@ -188,13 +189,7 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
   // A forged transaction signature.
   {
     auto t = transfer(alice, bob, 1, nonce + 1);
-    opened<schema::SignedTransaction> st{t};
-    auto forged_tx = make_envelope<schema::SignedTransaction>([&](auto b) {
-      b.setTx(st->getTx());
-      std::vector<uint8_t> sig(st->getSignature().begin(), st->getSignature().end());
-      sig[0] ^= 0xff;
-      b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
-    });
+    auto forged_tx = test::with_forged_signature(t);
     std::vector<std::pair<size_t, caf::error>> refused;
     block_draft d;
     d.transactions = {forged_tx};

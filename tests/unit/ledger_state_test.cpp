@@ -5,6 +5,7 @@
 #include <random>
 
 #include "actors/ledger/state.hpp"
+#include "chain_util.hpp"
 #include "test_util.hpp"
 
 using namespace aicon;
@@ -107,13 +108,7 @@ BOOST_AUTO_TEST_CASE(each_signature_and_nonce_rule_names_itself) {
   chain c;
   auto good = c.tx(c.alice, transfer(c.bob, 1));
   // Forged: flip one byte of the signature.
-  auto forged_env = make_envelope<schema::SignedTransaction>([&](schema::SignedTransaction::Builder b) {
-    opened<schema::SignedTransaction> src{good};
-    b.setTx(src->getTx());
-    std::vector<uint8_t> sig(src->getSignature().begin(), src->getSignature().end());
-    sig[5] ^= 1;
-    b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
-  });
+  auto forged_env = test::with_forged_signature(good);
   c.expect_refused(forged_env, rule::bad_signature);
   // Signed by someone else in alice's name.
   auto impostor = make_envelope<schema::SignedTransaction>([&](schema::SignedTransaction::Builder b) {

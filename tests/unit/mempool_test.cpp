@@ -1,6 +1,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "actors/block_generator/mempool.hpp"
+#include "chain_util.hpp"
 #include "test_util.hpp"
 
 using namespace aicon;
@@ -52,13 +53,7 @@ BOOST_AUTO_TEST_CASE(entry_checks_name_what_is_wrong) {
   BOOST_TEST(describe(old).find("replayed_nonce") != std::string::npos);
   // A forged signature.
   auto good = pay(alice, 9);
-  opened<schema::SignedTransaction> src{good};
-  auto forged = make_envelope<schema::SignedTransaction>([&](auto b) {
-    b.setTx(src->getTx());
-    std::vector<uint8_t> sig(src->getSignature().begin(), src->getSignature().end());
-    sig[3] ^= 4;
-    b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
-  });
+  auto forged = test::with_forged_signature(good);
   auto bad = pool.add(forged, lookup);
   BOOST_REQUIRE(bad);
   BOOST_TEST(describe(bad).find("bad_signature") != std::string::npos);
