@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include "actors/ledger/chain.hpp"
+#include "actors/ledger/work.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/temp_dir.hpp"
 
@@ -64,6 +65,7 @@ int run_chain(const chain_options& in) {
   ledger::genesis_config g;
   g.time_ms = 1'700'000'000'000;
   g.candidates = {{generator.id(), 1}};
+  g.authorities = {generator.id()}; // countersigns the blocks' work receipts
   g.committee_size = 1;
   g.initial_difficulty = 1;
   std::vector<aicon::identity> people;
@@ -104,7 +106,8 @@ int run_chain(const chain_options& in) {
           }));
       }
       d.time_ms = g.time_ms + 2000 * static_cast<uint64_t>(b + 1);
-      d.work_units = 1;
+      d.receipts = {ledger::make_work_receipt(
+        generator, generator, ledger::work_facts{.seq = static_cast<uint64_t>(b + 1), .units = 1})};
       std::vector<std::pair<size_t, caf::error>> refused;
       auto blk = (*scratch)->propose(generator, d, &refused);
       if (!blk || !refused.empty()) {

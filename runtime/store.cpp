@@ -26,6 +26,7 @@ const char* to_string(db which) {
     case db::accounts: return "accounts";
     case db::escrow: return "escrow";
     case db::assets: return "assets";
+    case db::receipts: return "receipts";
   }
   return "unknown";
 }

@@ -31,8 +31,9 @@ enum class db : uint8_t {
   accounts,      ///< wallet (32 bytes) -> balance, nonce, stake
   escrow,        ///< job id (32 bytes) -> payer, amount
   assets,        ///< asset id (32 bytes) -> owner, kind, metadata hash
+  receipts,      ///< work receipt hash (32 bytes) -> height of the block that used it
 };
-inline constexpr size_t db_count = 6;
+inline constexpr size_t db_count = 7;
 const char* to_string(db which);
 
 struct options {

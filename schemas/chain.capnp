@@ -88,6 +88,7 @@ struct BlockHeader {
   difficulty @8 :UInt64;     # work units this block needed
   txRoot @9 :Data;           # Merkle root (BLAKE2b-256) of the signed transactions
   stateRoot @10 :Data;       # state root after applying the block
+  receiptRoot @11 :Data;     # Merkle root (BLAKE2b-256) of the work receipts
 }
 
 struct Vote {
@@ -102,6 +103,34 @@ struct Block {
   transactions @1 :List(SignedTransaction);
   generatorSignature @2 :Data; # by header.generator over "aicon-block-v1" ‖ blockHash
   votes @3 :List(Vote);        # final when >= 2/3 of the committee signed
+  receipts @4 :List(SignedWorkReceipt); # the verified work that earned it:
+                               # all of header.sessionId, units summing to workUnits
+}
+
+struct WorkReceipt {
+  # Verified work of one trainer in one training session. The trainer signs
+  # what it did; a verifier (an authority named in the genesis: the rater)
+  # countersigns that it checked it. A receipt earns one block, once.
+  trainer @0 :Data;      # trainer's NodeId
+  sessionId @1 :Data;    # 32 bytes
+  jobId @2 :Data;        # 32 bytes
+  modelId @3 :Data;      # 32 bytes
+  seq @4 :UInt64;        # the trainer's receipt number in this session (>= 1)
+  units @5 :UInt64;      # verified work units (> 0)
+  logRoot @6 :Data;      # Merkle root of the trainer's work log for these steps
+  verifier @7 :Data;     # the authority that verified it
+}
+
+struct SignedWorkReceipt {
+  receipt @0 :WorkReceipt;
+  trainerSignature @1 :Data;  # over "aicon-receipt-v1" ‖ canonical(receipt)
+  verifierSignature @2 :Data; # same bytes, by receipt.verifier
+}
+
+struct SubmitAck {
+  # A block generator's answer to a SignedTransaction or SignedWorkReceipt.
+  hash @0 :Data;         # BLAKE2b-256 of the canonical signed message
+  poolSize @1 :UInt32;   # entries now waiting in that pool
 }
 
 struct LedgerQuery {

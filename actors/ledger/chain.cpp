@@ -1,6 +1,7 @@
 #include "actors/ledger/chain.hpp"
 
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -10,6 +11,8 @@
 #include <sodium.h>
 #include <toml++/toml.h>
 
+#include "actors/ledger/hashing.hpp"
+#include "actors/ledger/work.hpp"
 #include "runtime/error.hpp"
 
 namespace aicon::ledger {
@@ -21,23 +24,6 @@ constexpr std::string_view genesis_key = "genesis";
 
 std::span<const uint8_t> key_bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
-hash256 blake2b(std::string_view tag, std::span<const uint8_t> data) {
-  hash256 out;
-  crypto_generichash_state st;
-  crypto_generichash_init(&st, nullptr, 0, 32);
-  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(tag.data()), tag.size());
-  crypto_generichash_update(&st, data.data(), data.size());
-  crypto_generichash_final(&st, out.data(), out.size());
-  return out;
-}
-
-template <class Reader>
-std::span<const uint8_t> canonical_bytes(Reader r, kj::Array<capnp::word>& keep) {
-  keep = capnp::canonicalize(r);
-  auto b = keep.asBytes();
-  return {b.begin(), b.size()};
 }
 
 kj::ArrayPtr<const kj::byte> kj_bytes(const hash256& h) {
@@ -180,9 +166,43 @@ caf::error check_signatures_parallel(capnp::List<schema::SignedTransaction>::Rea
   return caf::none;
 }
 
+/// The work receipts of a block: each valid and countersigned by an
+/// authority, all of the header's session, distinct, summing to workUnits.
+caf::error check_receipts(const genesis_config& g, schema::Block::Reader block) {
+  auto h = block.getHeader();
+  auto rs = block.getReceipts();
+  if (rs.size() == 0)
+    return refuse_block("it carries no work receipt (Proof of Value needs verified work)");
+  if (!equals(h.getReceiptRoot(), receipt_root(rs)))
+    return refuse_block("receiptRoot does not match the receipts");
+  uint64_t total = 0;
+  std::set<hash256> seen;
+  for (unsigned i = 0; i < rs.size(); ++i) {
+    auto sr = rs[i];
+    if (auto err = check_receipt(sr, g.authorities))
+      return make_error(code_of(err), fmt::format("block refused: receipt {}: {}", i,
+                                                  what_of(err)));
+    auto r = sr.getReceipt();
+    if (r.getSessionId() != h.getSessionId() || r.getJobId() != h.getJobId() ||
+        r.getModelId() != h.getModelId())
+      return refuse_block(fmt::format("receipt {} is for another training session than the "
+                                      "header's",
+                                      i));
+    if (!seen.insert(receipt_hash(sr)).second)
+      return refuse_block(fmt::format("receipt {} appears twice", i));
+    if (__builtin_add_overflow(total, r.getUnits(), &total))
+      return refuse_block("the receipts' work units overflow");
+  }
+  if (total != h.getWorkUnits())
+    return refuse_block(fmt::format("workUnits {} is not the receipts' sum {}", h.getWorkUnits(),
+                                    total));
+  return caf::none;
+}
+
 /// Every header rule except the state root; `hash_out` gets the block hash.
+/// `need_quorum` false: a proposal, checked by a validator before it votes.
 caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Reader block,
-                       const tip_info& tip, hash256& hash_out) {
+                       const tip_info& tip, hash256& hash_out, bool need_quorum = true) {
   auto h = block.getHeader();
   if (h.getHeight() != tip.height + 1)
     return refuse_block(fmt::format("height {} does not follow the tip {}", h.getHeight(),
@@ -203,6 +223,8 @@ caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Re
                                     h.getWorkUnits(), *diff));
   if (!equals(h.getTxRoot(), tx_root(block.getTransactions())))
     return refuse_block("txRoot does not match the transactions");
+  if (auto err = check_receipts(g, block))
+    return err;
   auto hash = header_hash(h);
   auto committee = select_committee(tip.hash, g.candidates, g.committee_size);
   auto generator = node_id::from_bytes({h.getGenerator().begin(), h.getGenerator().size()});
@@ -227,7 +249,7 @@ caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Re
     voted.insert(*voter);
   }
   auto need = quorum(static_cast<uint32_t>(committee.size()));
-  if (voted.size() < need)
+  if (need_quorum && voted.size() < need)
     return refuse_block(fmt::format("{} distinct committee votes, {} needed for finality",
                                     voted.size(), need));
   hash_out = hash;
@@ -237,6 +259,18 @@ caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Re
 /// Applies the transactions of a checked block to `st` and compares roots.
 caf::error apply_block_body(state_store& st, const chain_params& params,
                             schema::Block::Reader block, bool signatures_checked) {
+  auto height = block.getHeader().getHeight();
+  auto rs = block.getReceipts();
+  for (unsigned i = 0; i < rs.size(); ++i) {
+    auto h = receipt_hash(rs[i]);
+    auto used = st.receipt_used(h);
+    if (!used)
+      return used.error();
+    if (*used)
+      return refuse_block(fmt::format("receipt {} already earned block {}", i, **used));
+    if (auto err = st.mark_receipt(h, height))
+      return err;
+  }
   auto txs = block.getTransactions();
   for (unsigned i = 0; i < txs.size(); ++i)
     if (auto err = apply_transaction(st, params, txs[i], signatures_checked))
@@ -264,6 +298,7 @@ envelope genesis_block(const genesis_config& g, const hash256& state_root) {
     h.setDifficulty(g.initial_difficulty);
     h.setTxRoot(kj_bytes(zero));
     h.setStateRoot(kj_bytes(state_root));
+    h.setReceiptRoot(kj_bytes(zero));
   });
 }
 
@@ -290,29 +325,13 @@ hash256 header_hash(schema::BlockHeader::Reader header) {
 }
 
 hash256 tx_root(capnp::List<schema::SignedTransaction>::Reader txs) {
-  if (txs.size() == 0)
-    return hash256{};
-  std::vector<hash256> level;
-  level.reserve(txs.size());
+  std::vector<hash256> leaves;
+  leaves.reserve(txs.size());
   for (auto tx : txs) {
     kj::Array<capnp::word> keep;
-    level.push_back(blake2b("aicon-tx-leaf-v1", canonical_bytes(tx, keep)));
+    leaves.push_back(blake2b("aicon-tx-leaf-v1", canonical_bytes(tx, keep)));
   }
-  while (level.size() > 1) {
-    std::vector<hash256> next;
-    for (size_t i = 0; i < level.size(); i += 2) {
-      if (i + 1 == level.size()) {
-        next.push_back(level[i]);
-        continue;
-      }
-      uint8_t pair[64];
-      std::memcpy(pair, level[i].data(), 32);
-      std::memcpy(pair + 32, level[i + 1].data(), 32);
-      next.push_back(blake2b("aicon-tx-node-v1", pair));
-    }
-    level = std::move(next);
-  }
-  return level[0];
+  return merkle_root(std::move(leaves), "aicon-tx-node-v1");
 }
 
 std::vector<uint8_t> block_signing_bytes(const hash256& block_hash) {
@@ -611,6 +630,9 @@ caf::error chain::append(const envelope& block_env) {
 
 caf::expected<envelope> chain::propose(const identity& generator, const block_draft& draft,
                                        std::vector<std::pair<size_t, caf::error>>* refused) {
+  if (draft.receipts.empty())
+    return make_error(errc::invalid_argument,
+                      "a block needs verified work: the draft has no work receipt");
   auto t = store::txn::begin(*env_, true); // never committed
   if (!t)
     return t.error();
@@ -621,6 +643,31 @@ caf::expected<envelope> chain::propose(const identity& generator, const block_dr
   if (!diff)
     return diff.error();
   lmdb_store st{*t};
+  // The receipts: valid, unused, one session; their units are the block's work.
+  uint64_t work = 0;
+  std::deque<opened<schema::SignedWorkReceipt>> receipts; // views are not movable
+  for (size_t i = 0; i < draft.receipts.size(); ++i) {
+    auto& r = receipts.emplace_back(draft.receipts[i]);
+    caf::error err = r ? check_receipt(r.root(), genesis_.authorities) : r.error();
+    if (!err) {
+      auto used = st.receipt_used(receipt_hash(r.root()));
+      if (!used)
+        return used.error();
+      if (*used)
+        err = make_error(errc::invalid_argument,
+                         fmt::format("receipt {} already earned block {}", i, **used));
+      else if (i > 0 &&
+               r->getReceipt().getSessionId() != receipts[0]->getReceipt().getSessionId())
+        err = make_error(errc::invalid_argument,
+                         fmt::format("receipt {} is for another session than receipt 0", i));
+      else if (__builtin_add_overflow(work, r->getReceipt().getUnits(), &work))
+        err = make_error(errc::invalid_argument, "the receipts' work units overflow");
+      else if (auto m = st.mark_receipt(receipt_hash(r.root()), tip->height + 1))
+        return m;
+    }
+    if (err)
+      return make_error(code_of(err), fmt::format("draft receipt {}: {}", i, what_of(err)));
+  }
   std::vector<size_t> accepted;
   for (size_t i = 0; i < draft.transactions.size(); ++i) {
     opened<schema::SignedTransaction> stx{draft.transactions[i]};
@@ -640,46 +687,102 @@ caf::expected<envelope> chain::propose(const identity& generator, const block_dr
     auto txs = b.initTransactions(static_cast<unsigned>(accepted.size()));
     for (unsigned k = 0; k < accepted.size(); ++k)
       txs.setWithCaveats(k, opened<schema::SignedTransaction>{draft.transactions[accepted[k]]}.root());
+    auto rs = b.initReceipts(static_cast<unsigned>(receipts.size()));
+    for (unsigned k = 0; k < receipts.size(); ++k)
+      rs.setWithCaveats(k, receipts[k].root());
+    auto first = receipts[0]->getReceipt();
     auto h = b.initHeader();
     h.setHeight(tip->height + 1);
     h.setPrevHash(kj_bytes(tip->hash));
     h.setTimeMs(std::max(draft.time_ms, tip->time_ms + 1));
     h.setGenerator(kj::arrayPtr(generator.id().bytes.data(), 32));
-    h.setSessionId(kj_bytes(draft.session_id));
-    h.setJobId(kj_bytes(draft.job_id));
-    h.setModelId(kj_bytes(draft.model_id));
-    h.setWorkUnits(draft.work_units);
+    h.setSessionId(first.getSessionId());
+    h.setJobId(first.getJobId());
+    h.setModelId(first.getModelId());
+    h.setWorkUnits(work);
     h.setDifficulty(*diff);
     h.setTxRoot(kj_bytes(tx_root(txs.asReader())));
     h.setStateRoot(kj_bytes(*root));
+    h.setReceiptRoot(kj_bytes(receipt_root(rs.asReader())));
   });
   opened<schema::Block> ub{unsigned_block};
   auto sig = generator.sign(block_signing_bytes(header_hash(ub->getHeader())));
-  return make_envelope<schema::Block>([&](schema::Block::Builder b) {
-    b.setHeader(ub->getHeader());
-    b.setTransactions(ub->getTransactions());
+  return rebuild_block(unsigned_block, [&](schema::Block::Builder b) {
     b.setGeneratorSignature(kj::arrayPtr(sig.data(), sig.size()));
   });
 }
 
-envelope chain::add_vote(const envelope& block_env, const identity& voter) {
-  opened<schema::Block> block{block_env};
-  auto hash = header_hash(block->getHeader());
-  auto sig = voter.sign(vote_signing_bytes(block->getHeader().getHeight(), hash));
+envelope rebuild_block(const envelope& block_env,
+                       const std::function<void(schema::Block::Builder)>& change) {
+  opened<schema::Block> src{block_env};
   return make_envelope<schema::Block>([&](schema::Block::Builder b) {
-    b.setHeader(block->getHeader());
-    b.setTransactions(block->getTransactions());
-    b.setGeneratorSignature(block->getGeneratorSignature());
-    auto old = block->getVotes();
-    auto votes = b.initVotes(old.size() + 1);
-    for (unsigned i = 0; i < old.size(); ++i)
-      votes.setWithCaveats(i, old[i]);
-    auto v = votes[old.size()];
-    v.setHeight(block->getHeader().getHeight());
+    b.setHeader(src->getHeader());
+    b.setTransactions(src->getTransactions());
+    b.setReceipts(src->getReceipts());
+    b.setGeneratorSignature(src->getGeneratorSignature());
+    b.setVotes(src->getVotes());
+    change(b);
+  });
+}
+
+envelope chain::add_vote(const envelope& block_env, const identity& voter) {
+  return with_votes(block_env, {make_vote(block_env, voter)});
+}
+
+envelope chain::make_vote(const envelope& block_env, const identity& voter) {
+  opened<schema::Block> block{block_env};
+  auto height = block->getHeader().getHeight();
+  auto hash = header_hash(block->getHeader());
+  auto sig = voter.sign(vote_signing_bytes(height, hash));
+  return make_envelope<schema::Vote>([&](schema::Vote::Builder v) {
+    v.setHeight(height);
     v.setBlockHash(kj_bytes(hash));
     v.setVoter(kj::arrayPtr(voter.id().bytes.data(), 32));
     v.setSignature(kj::arrayPtr(sig.data(), sig.size()));
   });
+}
+
+envelope chain::with_votes(const envelope& block_env, const std::vector<envelope>& votes) {
+  std::deque<opened<schema::Vote>> added;
+  for (auto& v : votes)
+    if (!added.emplace_back(v))
+      added.pop_back();
+  opened<schema::Block> src{block_env};
+  auto old = src->getVotes();
+  return rebuild_block(block_env, [&](schema::Block::Builder b) {
+    auto list = b.initVotes(old.size() + static_cast<unsigned>(added.size()));
+    for (unsigned i = 0; i < old.size(); ++i)
+      list.setWithCaveats(i, old[i]);
+    for (unsigned i = 0; i < added.size(); ++i)
+      list.setWithCaveats(old.size() + i, added[i].root());
+  });
+}
+
+caf::error chain::check_proposal(const envelope& block_env) {
+  opened<schema::Block> block{block_env};
+  if (!block)
+    return block.error();
+  if (auto err = check_signatures_parallel(block->getTransactions()))
+    return err;
+  auto t = store::txn::begin(*env_, true); // never committed
+  if (!t)
+    return t.error();
+  auto tip = read_tip(*t);
+  if (!tip)
+    return tip.error();
+  hash256 hash;
+  if (auto err = check_block(*t, genesis_, block.root(), *tip, hash, false))
+    return err;
+  lmdb_store st{*t};
+  return apply_block_body(st, params_, block.root(), true);
+}
+
+caf::expected<std::optional<uint64_t>> chain::receipt_used(const hash256& receipt) {
+  auto t = store::txn::begin(*env_, false);
+  if (!t)
+    return t.error();
+  lmdb_store st{*t};
+  return st.receipt_used(receipt);
 }
 
 caf::expected<envelope> chain::block_at(uint64_t height) {

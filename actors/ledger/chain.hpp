@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -64,13 +65,19 @@ struct tip_info {
   uint64_t time_ms = 0;
 };
 
-/// What a generator wants in its next block.
+/// What a generator wants in its next block: the work receipts that earn
+/// it (all of one training session; the header's session, job, model and
+/// work units come from them) and the transactions to include.
 struct block_draft {
+  std::vector<envelope> receipts;
   std::vector<envelope> transactions;
-  hash256 session_id{}, job_id{}, model_id{};
-  uint64_t work_units = 0;
   uint64_t time_ms = 0;
 };
+
+/// A copy of `block` with `change` applied to the builder (which starts as
+/// a full copy: header, transactions, receipts, signature, votes).
+envelope rebuild_block(const envelope& block,
+                       const std::function<void(schema::Block::Builder)>& change);
 
 class chain {
 public:
@@ -98,6 +105,19 @@ public:
 
   /// `block` with one more committee vote by `voter`.
   static envelope add_vote(const envelope& block, const identity& voter);
+  /// `voter`'s signed Vote for `block`.
+  static envelope make_vote(const envelope& block, const identity& voter);
+  /// `block` with the Vote envelopes `votes` appended (malformed ones skipped;
+  /// append checks every vote anyway).
+  static envelope with_votes(const envelope& block, const std::vector<envelope>& votes);
+
+  /// What a validator checks before it votes: every rule of `append` except
+  /// the quorum, the state transition on a throwaway transaction. Changes
+  /// nothing.
+  caf::error check_proposal(const envelope& block);
+
+  /// The height of the block that used this work receipt, if any.
+  caf::expected<std::optional<uint64_t>> receipt_used(const hash256& receipt);
 
   caf::expected<envelope> block_at(uint64_t height);
   caf::expected<account> account_of(const node_id& who);

@@ -310,6 +310,18 @@ caf::error memory_store::put_totals(const supply_totals& t) {
   return caf::none;
 }
 
+caf::expected<std::optional<uint64_t>> memory_store::receipt_used(const hash256& receipt) {
+  auto i = receipts_.find(receipt);
+  if (i == receipts_.end())
+    return std::optional<uint64_t>{};
+  return std::optional<uint64_t>{i->second};
+}
+
+caf::error memory_store::mark_receipt(const hash256& receipt, uint64_t height) {
+  receipts_[receipt] = height;
+  return caf::none;
+}
+
 caf::expected<hash256> memory_store::state_root() {
   root_hasher h;
   for (auto& [k, v] : accounts_)
@@ -386,6 +398,24 @@ caf::expected<supply_totals> lmdb_store::get_totals() {
 
 caf::error lmdb_store::put_totals(const supply_totals& t) {
   return txn_.put(store::db::meta, bytes_of(totals_key), encode(t));
+}
+
+caf::expected<std::optional<uint64_t>> lmdb_store::receipt_used(const hash256& receipt) {
+  auto v = txn_.get(store::db::receipts, receipt);
+  if (!v)
+    return v.error();
+  if (!*v)
+    return std::optional<uint64_t>{};
+  if ((*v)->size() != 8)
+    return make_error(errc::internal, "a stored receipt record is corrupt");
+  uint64_t h = 0;
+  for (int i = 0; i < 8; ++i)
+    h = h << 8 | (**v)[static_cast<size_t>(i)];
+  return std::optional<uint64_t>{h};
+}
+
+caf::error lmdb_store::mark_receipt(const hash256& receipt, uint64_t height) {
+  return txn_.put(store::db::receipts, receipt, store::height_key(height));
 }
 
 caf::expected<hash256> lmdb_store::state_root() {

@@ -64,6 +64,10 @@ public:
   virtual caf::error put_asset(const hash256& id, const asset_entry& a) = 0;
   virtual caf::expected<supply_totals> get_totals() = 0;
   virtual caf::error put_totals(const supply_totals& t) = 0;
+  /// The height of the block that used a work receipt (nullopt: unused).
+  /// Not part of the state root: it follows from the blocks.
+  virtual caf::expected<std::optional<uint64_t>> receipt_used(const hash256& receipt) = 0;
+  virtual caf::error mark_receipt(const hash256& receipt, uint64_t height) = 0;
   /// BLAKE2b-256 over every account, escrow and asset in key order and the
   /// totals: two hosts with the same state have the same root.
   virtual caf::expected<hash256> state_root() = 0;
@@ -81,6 +85,8 @@ public:
   caf::error put_asset(const hash256& id, const asset_entry& a) override;
   caf::expected<supply_totals> get_totals() override;
   caf::error put_totals(const supply_totals& t) override;
+  caf::expected<std::optional<uint64_t>> receipt_used(const hash256& receipt) override;
+  caf::error mark_receipt(const hash256& receipt, uint64_t height) override;
   caf::expected<hash256> state_root() override;
 
   const std::map<node_id, account>& accounts() const {
@@ -91,6 +97,7 @@ private:
   std::map<node_id, account> accounts_;
   std::map<hash256, escrow_entry> escrow_;
   std::map<hash256, asset_entry> assets_;
+  std::map<hash256, uint64_t> receipts_;
   supply_totals totals_;
 };
 
@@ -109,6 +116,8 @@ public:
   caf::error put_asset(const hash256& id, const asset_entry& a) override;
   caf::expected<supply_totals> get_totals() override;
   caf::error put_totals(const supply_totals& t) override;
+  caf::expected<std::optional<uint64_t>> receipt_used(const hash256& receipt) override;
+  caf::error mark_receipt(const hash256& receipt, uint64_t height) override;
   caf::expected<hash256> state_root() override;
 
 private:

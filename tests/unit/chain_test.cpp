@@ -3,6 +3,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "actors/ledger/chain.hpp"
+#include "actors/ledger/work.hpp"
 #include "chain_util.hpp"
 #include "test_util.hpp"
 
@@ -19,6 +20,8 @@ struct fixture {
   test::temp_dir dir;
   std::vector<aicon::identity> members{key(1), key(2), key(3), key(4)};
   aicon::identity alice = key(10), bob = key(11), stranger = key(99);
+  aicon::identity rater = key(50), trainer = key(51);
+  uint64_t receipt_seq = 0;
   genesis_config g;
   std::unique_ptr<chain> c;
   uint64_t now_ms = 1'000'000;
@@ -32,6 +35,7 @@ struct fixture {
     g.committee_size = 4;
     g.initial_difficulty = 100;
     g.difficulty.window_blocks = 5;
+    g.authorities = {rater.id()};
     auto opened_chain = chain::open(dir.path(), g);
     BOOST_REQUIRE_MESSAGE(opened_chain, test::why(opened_chain));
     c = std::move(*opened_chain);
@@ -59,6 +63,18 @@ struct fixture {
     });
   }
 
+  /// A fresh work receipt of `units` for session 1, countersigned by `by`.
+  aicon::envelope receipt(uint64_t units, const aicon::identity* by = nullptr,
+                          uint8_t session = 1) {
+    work_facts f;
+    f.session[0] = session;
+    f.job[0] = 2;
+    f.model[0] = 3;
+    f.seq = ++receipt_seq;
+    f.units = units;
+    return make_work_receipt(trainer, by ? *by : rater, f);
+  }
+
   /// A proposal by the height's generator with `votes` committee votes.
   aicon::envelope block(std::vector<aicon::envelope> txs, size_t votes = 3,
                         uint64_t work = 1'000'000) {
@@ -67,7 +83,7 @@ struct fixture {
     d.transactions = std::move(txs);
     now_ms += 2000;
     d.time_ms = now_ms;
-    d.work_units = work;
+    d.receipts = {receipt(work)};
     auto b = c->propose(member(com[0]), d);
     BOOST_REQUIRE_MESSAGE(b, test::why(b));
     auto out = *b;
@@ -83,10 +99,9 @@ struct fixture {
     auto hash = header_hash(src->getHeader());
     auto com = committee();
     auto gsig = member(com[0]).sign(block_signing_bytes(hash));
-    auto out = make_envelope<schema::Block>([&](schema::Block::Builder nb) {
-      nb.setHeader(src->getHeader());
-      nb.setTransactions(src->getTransactions());
+    auto out = rebuild_block(b, [&](schema::Block::Builder nb) {
       nb.setGeneratorSignature(kj::arrayPtr(gsig.data(), gsig.size()));
+      nb.initVotes(0);
     });
     for (size_t i = 0; i < 3; ++i)
       out = chain::add_vote(out, member(com[i]));
@@ -142,7 +157,7 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
     block_draft d;
     now_ms += 2000;
     d.time_ms = now_ms;
-    d.work_units = 1'000'000;
+    d.receipts = {receipt(1'000'000)};
     auto b = *c->propose(stranger, d);
     for (auto& id : committee())
       b = chain::add_vote(b, member(id));
@@ -163,8 +178,7 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
     auto t2 = transfer(alice, bob, 2, nonce + 1);
     auto good = block({t1});
     opened<schema::Block> gb{good};
-    auto forged = make_envelope<schema::Block>([&](schema::Block::Builder b) {
-      b.setHeader(gb->getHeader());
+    auto forged = rebuild_block(good, [&](schema::Block::Builder b) {
       auto txs = b.initTransactions(2);
       txs.setWithCaveats(0, opened<schema::SignedTransaction>{t1}.root());
       txs.setWithCaveats(1, opened<schema::SignedTransaction>{t2}.root());
@@ -179,10 +193,8 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
     opened<schema::Block> gb{good};
     hash256 bogus{};
     bogus[0] = 1;
-    auto altered = make_envelope<schema::Block>([&](schema::Block::Builder b) {
-      b.setHeader(gb->getHeader());
+    auto altered = rebuild_block(good, [&](schema::Block::Builder b) {
       b.getHeader().setStateRoot(kj::arrayPtr(bogus.data(), 32));
-      b.setTransactions(gb->getTransactions());
     });
     expect_refused(resign(altered), "stateRoot does not match");
   }
@@ -195,7 +207,7 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
     d.transactions = {forged_tx};
     now_ms += 2000;
     d.time_ms = now_ms;
-    d.work_units = 1'000'000;
+    d.receipts = {receipt(1'000'000)};
     auto b = c->propose(member(committee()[0]), d, &refused);
     BOOST_REQUIRE(b);
     BOOST_TEST(refused.size() == 1u); // the generator leaves it out
@@ -204,6 +216,85 @@ BOOST_AUTO_TEST_CASE(bad_blocks_are_refused_and_change_nothing) {
   auto good = block({transfer(alice, bob, 1, ++nonce)});
   BOOST_REQUIRE(!c->append(good));
   expect_refused(good, "does not follow the tip");
+}
+
+BOOST_AUTO_TEST_CASE(work_receipts_earn_one_block_each_and_must_be_verified) {
+  // A receipt that earned block 1 cannot earn block 2.
+  auto r = receipt(500);
+  block_draft d;
+  d.receipts = {r};
+  now_ms += 2000;
+  d.time_ms = now_ms;
+  auto b1 = c->propose(member(committee()[0]), d);
+  BOOST_REQUIRE_MESSAGE(b1, test::why(b1));
+  auto com = committee();
+  auto voted = *b1;
+  for (size_t i = 0; i < 3; ++i)
+    voted = chain::add_vote(voted, member(com[i]));
+  BOOST_REQUIRE(!c->append(voted));
+  auto again = c->propose(member(committee()[0]), d);
+  BOOST_REQUIRE(!again);
+  BOOST_TEST(describe(again.error()).find("already earned block 1") != std::string::npos,
+             describe(again.error()));
+  // ... not even in a block built by hand around the proposer's check.
+  auto fresh = block({});
+  auto replayed = rebuild_block(fresh, [&](schema::Block::Builder b) {
+    auto rs = b.initReceipts(1);
+    rs.setWithCaveats(0, opened<schema::SignedWorkReceipt>{r}.root());
+    b.getHeader().setWorkUnits(500);
+    b.getHeader().setReceiptRoot(kj::arrayPtr(receipt_root(rs.asReader()).data(), 32));
+  });
+  expect_refused(resign(replayed), "receipt 0 already earned block 1");
+  // Countersigned by a key that is not an authority of this chain.
+  auto by_stranger = rebuild_block(fresh, [&](schema::Block::Builder b) {
+    auto rs = b.initReceipts(1);
+    rs.setWithCaveats(0, opened<schema::SignedWorkReceipt>{receipt(1'000'000, &stranger)}.root());
+    b.getHeader().setReceiptRoot(kj::arrayPtr(receipt_root(rs.asReader()).data(), 32));
+  });
+  expect_refused(resign(by_stranger), "is not an authority");
+  // A trainer signature that does not verify.
+  auto forged = rebuild_block(fresh, [&](schema::Block::Builder b) {
+    auto rs = b.initReceipts(1);
+    rs.setWithCaveats(0, opened<schema::SignedWorkReceipt>{receipt(1'000'000)}.root());
+    std::vector<uint8_t> sig(rs[0].getTrainerSignature().begin(),
+                             rs[0].getTrainerSignature().end());
+    sig[9] ^= 1;
+    rs[0].setTrainerSignature(kj::arrayPtr(sig.data(), sig.size()));
+    b.getHeader().setReceiptRoot(kj::arrayPtr(receipt_root(rs.asReader()).data(), 32));
+  });
+  expect_refused(resign(forged), "trainer signature");
+  // Work units claimed beyond what the receipts prove.
+  auto inflated = rebuild_block(fresh, [&](schema::Block::Builder b) {
+    b.getHeader().setWorkUnits(b.getHeader().getWorkUnits() + 1);
+  });
+  expect_refused(resign(inflated), "is not the receipts' sum");
+  // Receipts swapped after signing: the receipt root no longer matches.
+  auto swapped = rebuild_block(fresh, [&](schema::Block::Builder b) {
+    auto rs = b.initReceipts(1);
+    rs.setWithCaveats(0, opened<schema::SignedWorkReceipt>{receipt(1'000'000)}.root());
+  });
+  expect_refused(resign(swapped), "receiptRoot does not match");
+  // A receipt of another training session than the header names.
+  auto other_session = rebuild_block(fresh, [&](schema::Block::Builder b) {
+    auto rs = b.initReceipts(1);
+    rs.setWithCaveats(0,
+                      opened<schema::SignedWorkReceipt>{receipt(1'000'000, nullptr, 9)}.root());
+    b.getHeader().setReceiptRoot(kj::arrayPtr(receipt_root(rs.asReader()).data(), 32));
+  });
+  expect_refused(resign(other_session), "another training session");
+  // No receipt at all.
+  auto no_work = rebuild_block(fresh, [&](schema::Block::Builder b) {
+    b.initReceipts(0);
+    b.getHeader().setReceiptRoot(kj::arrayPtr(hash256{}.data(), 32));
+  });
+  expect_refused(resign(no_work), "carries no work receipt");
+  // The untouched block still goes in; replay from genesis agrees.
+  BOOST_REQUIRE(!c->append(fresh));
+  auto tip = *c->tip();
+  c.reset();
+  auto report = verify_chain(dir.path(), g);
+  BOOST_REQUIRE_MESSAGE(report, test::why(report));
+  BOOST_TEST((report->state_root == tip.state_root));
 }
 
 BOOST_AUTO_TEST_CASE(committee_is_deterministic_weighted_and_order_free) {

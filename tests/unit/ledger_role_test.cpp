@@ -7,6 +7,7 @@
 #include <caf/all.hpp>
 
 #include "actors/ledger/chain.hpp"
+#include "actors/ledger/work.hpp"
 #include "actors/roles.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/host.hpp"
@@ -34,6 +35,7 @@ struct ledger_hosts : test::host_pair {
   ledger_hosts() {
     g.time_ms = 5000;
     g.candidates = {{generator.id(), 1}};
+    g.authorities = {generator.id()}; // also countersigns the test's work receipt
     g.committee_size = 1;
     g.initial_difficulty = 1;
     g.allocations = {{alice.id(), 100, 0}};
@@ -62,7 +64,7 @@ struct ledger_hosts : test::host_pair {
       t.setAmount(40);
     })};
     d.time_ms = 7000;
-    d.work_units = 1;
+    d.receipts = {ledger::make_work_receipt(generator, generator, ledger::work_facts{.units = 1})};
     auto blk = (*scratch)->propose(generator, d);
     BOOST_REQUIRE(blk);
     return ledger::chain::add_vote(*blk, generator);
