@@ -1,5 +1,6 @@
 #include "actors/roles.hpp"
 
+#include "actors/block_generator/block_generator.hpp"
 #include "actors/echo/echo.hpp"
 #include "actors/ledger/ledger.hpp"
 
@@ -11,6 +12,7 @@ const std::map<std::string, role_factory>& role_table() {
        return spawn_echo(sys, ctx);
      }},
     {"ledger", spawn_ledger},
+    {"block_generator", spawn_block_generator},
   };
   return table;
 }

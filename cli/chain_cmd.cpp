@@ -59,6 +59,8 @@ int chain_show(const chain_cmd_options& opts) {
               static_cast<unsigned long long>(h.getDifficulty()));
   std::printf("txs         %u (root %s)\n", b->getTransactions().size(),
               hex_of(h.getTxRoot()).c_str());
+  std::printf("receipts    %u (root %s)\n", b->getReceipts().size(),
+              hex_of(h.getReceiptRoot()).c_str());
   std::printf("state root  %s\n", hex_of(h.getStateRoot()).c_str());
   std::printf("votes       %u\n", b->getVotes().size());
   return 0;

@@ -13,6 +13,7 @@
 #include "bench/messages.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/demo.hpp"
+#include "cli/wallet_cmd.hpp"
 #include "gpu/device.hpp"
 #include "runtime/client.hpp"
 #include "runtime/config.hpp"
@@ -256,6 +257,8 @@ int main(int argc, char** argv) {
 
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
+  wallet_options wo;
+  wo.data_dir = data_dir;
   chain_cmd_options cho;
   auto chain_cmd = app.add_subcommand("chain", "inspect and verify the chain in a local store");
   chain_cmd->require_subcommand(1);
@@ -266,6 +269,36 @@ int main(int argc, char** argv) {
     sub->add_option("--genesis", cho.genesis, "the chain's genesis.toml")->required();
   }
   chain_show_cmd->add_option("--height", cho.height, "block height (default: the tip)");
+  auto chain_receipt_cmd = chain_cmd->add_subcommand(
+    "receipt", "sign a work receipt (trainer + verifier keys) and submit it to a host");
+  chain_receipt_cmd->add_option("--trainer-key", wo.trainer_key, "trainer's key file")->required();
+  chain_receipt_cmd->add_option("--verifier-key", wo.verifier_key, "an authority's key file")->required();
+  chain_receipt_cmd->add_option("--units", wo.units, "verified work units")->required();
+  chain_receipt_cmd->add_option("--session", wo.session, "training session name (default manual)");
+  chain_receipt_cmd->add_option("--seq", wo.seq, "receipt number (default: time in ms)");
+  chain_receipt_cmd->add_option("--connect", wo.connect, "host:port")->required();
+  chain_receipt_cmd->add_option("--node", wo.node, "expected NodeId of that host");
+  chain_receipt_cmd->add_option("--data-dir", wo.data_dir, "this client's identity and trusted peers");
+  chain_receipt_cmd->add_flag("--dev-open", wo.dev_open, "talk to a host in dev mode");
+
+  auto wallet_cmd = app.add_subcommand("wallet", "wallet keys, balances and transfers");
+  wallet_cmd->require_subcommand(1);
+  auto wallet_new_cmd = wallet_cmd->add_subcommand("new", "write a new wallet key (0600)");
+  wallet_new_cmd->add_option("--key", wo.key, "key file to create")->required();
+  auto wallet_balance_cmd = wallet_cmd->add_subcommand("balance", "a wallet's balance, stake, nonce");
+  wallet_balance_cmd->add_option("wallet", wo.wallet, "wallet id (64 hex digits); or --key");
+  wallet_balance_cmd->add_option("--key", wo.key, "wallet key file");
+  auto wallet_transfer_cmd = wallet_cmd->add_subcommand("transfer", "sign and submit a transfer");
+  wallet_transfer_cmd->add_option("--key", wo.key, "the payer's wallet key file")->required();
+  wallet_transfer_cmd->add_option("--to", wo.to, "recipient wallet id")->required();
+  wallet_transfer_cmd->add_option("--amount", wo.amount, "amount (smallest unit)")->required();
+  wallet_transfer_cmd->add_option("--wait", wo.wait_s, "seconds to wait for a final block (0: do not wait; default 30)");
+  for (auto* sub : {wallet_balance_cmd, wallet_transfer_cmd}) {
+    sub->add_option("--connect", wo.connect, "host:port of a host with ledger and block_generator")->required();
+    sub->add_option("--node", wo.node, "expected NodeId of that host");
+    sub->add_option("--data-dir", wo.data_dir, "this client's identity and trusted peers");
+    sub->add_flag("--dev-open", wo.dev_open, "talk to a host in dev mode");
+  }
 
   demo_options dopts;
   auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
@@ -293,5 +326,13 @@ int main(int argc, char** argv) {
     return chain_show(cho);
   if (*chain_verify_cmd)
     return chain_verify(cho);
+  if (*chain_receipt_cmd)
+    return work_receipt(wo);
+  if (*wallet_new_cmd)
+    return wallet_new(wo);
+  if (*wallet_balance_cmd)
+    return wallet_balance(wo);
+  if (*wallet_transfer_cmd)
+    return wallet_transfer(wo);
   return 0;
 }

@@ -16,5 +16,7 @@ using dial_atom = caf::atom_constant<caf::atom("dial")>;         ///< peer manag
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using deliver_atom = caf::atom_constant<caf::atom("deliver")>;
 using port_atom = caf::atom_constant<caf::atom("port")>;
+using peers_atom = caf::atom_constant<caf::atom("peers")>;     ///< up peers running a role
+using tick_atom = caf::atom_constant<caf::atom("tick")>;       ///< a role's own timer
 
 } // namespace aicon

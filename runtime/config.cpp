@@ -231,7 +231,9 @@ public:
                                  "reconnect_min_ms", "reconnect_max_ms", "idle_connection_ms",
                                  "connections_per_address_max", "watchdog_period_ms",
                                  "echo_delay_ms_max", "echo_delayed_max", "handshake_bytes_min",
-                                 "handshake_deadline_ms"}))
+                                 "handshake_deadline_ms", "block_tick_ms", "block_takeover_ms",
+                                 "vote_lock_ms", "block_txs_max", "receipt_pool_max",
+                                 "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max"}))
         return err;
       caf::error err;
       auto p = std::string{"limits"};
@@ -250,8 +252,23 @@ public:
           || (err = get(*tbl, p, "echo_delay_ms_max", l.echo_delay_ms_max))
           || (err = get(*tbl, p, "echo_delayed_max", l.echo_delayed_max))
           || (err = get(*tbl, p, "handshake_bytes_min", l.handshake_bytes_min))
-          || (err = get(*tbl, p, "handshake_deadline_ms", l.handshake_deadline_ms)))
+          || (err = get(*tbl, p, "handshake_deadline_ms", l.handshake_deadline_ms))
+          || (err = get(*tbl, p, "block_tick_ms", l.block_tick_ms))
+          || (err = get(*tbl, p, "block_takeover_ms", l.block_takeover_ms))
+          || (err = get(*tbl, p, "vote_lock_ms", l.vote_lock_ms))
+          || (err = get(*tbl, p, "block_txs_max", l.block_txs_max))
+          || (err = get(*tbl, p, "receipt_pool_max", l.receipt_pool_max))
+          || (err = get(*tbl, p, "clock_skew_ms_max", l.clock_skew_ms_max))
+          || (err = get(*tbl, p, "ledger_sync_ms", l.ledger_sync_ms))
+          || (err = get(*tbl, p, "sync_blocks_max", l.sync_blocks_max)))
         return err;
+      if (l.block_tick_ms == 0 || l.ledger_sync_ms == 0 || l.block_takeover_ms == 0)
+        return fail(tbl, "limits", "block_tick_ms, block_takeover_ms and ledger_sync_ms must be "
+                                   "> 0");
+      if (l.vote_lock_ms <= l.block_takeover_ms)
+        return fail(tbl, "limits.vote_lock_ms",
+                    "must be greater than block_takeover_ms, or a validator could vote for two "
+                    "blocks of one proposer's round");
       if (l.heartbeat_interval_ms == 0 || l.connection_timeout_ms <= l.heartbeat_interval_ms)
         return fail(tbl, "limits.connection_timeout_ms",
                     "must be greater than a non-zero heartbeat_interval_ms");

@@ -252,6 +252,13 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
       self->state.local[role] = std::move(handle);
     },
     [self](port_atom, uint16_t port) { self->state.listen_port = port; },
+    [self](peers_atom, const std::string& role) {
+      std::vector<std::string> out;
+      for (auto& [id, rec] : self->state.peers)
+        if (rec.up && std::find(rec.roles.begin(), rec.roles.end(), role) != rec.roles.end())
+          out.push_back(id.hex());
+      return out;
+    },
     [self](lookup_atom, const std::string& name) -> caf::result<caf::actor> {
       auto& st = self->state;
       auto [role, node_text] = split_name(name);

@@ -12,6 +12,8 @@
 //    std::vector<std::string> roles, std::string address, std::string site)
 //   (peer_down_atom, std::string node_hex, std::string reason)
 //   (port_atom, uint16_t)                                     listen port for status
+//   (peers_atom, std::string role)      -> std::vector<std::string> NodeIds (hex)
+//                                          of the up peers that run `role`
 // As the "directory" role, through the gatekeeper, it answers the envelopes
 // HelloRequest (signed proof of this host's NodeId) and StatusRequest.
 #pragma once

@@ -146,19 +146,13 @@ caf::error write_file_atomic(const std::filesystem::path& path, std::string_view
   return caf::none;
 }
 
-caf::expected<identity> create_identity(const std::filesystem::path& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec)
-    return make_error(errc::io_error,
-                      fmt::format("cannot create data dir {}: {}", dir.string(), ec.message()));
-  auto key_path = dir / node_key_file;
+caf::expected<identity> create_key_file(const std::filesystem::path& key_path) {
   // O_EXCL: never overwrite, even if two keygens race.
   int fd = ::open(key_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     if (errno == EEXIST)
       return make_error(errc::already_exists,
-                        fmt::format("{} already exists; refusing to overwrite a node key",
+                        fmt::format("{} already exists; refusing to overwrite a key",
                                     key_path.string()));
     return errno_error("cannot create", key_path);
   }
@@ -178,6 +172,19 @@ caf::expected<identity> create_identity(const std::filesystem::path& dir) {
     ::unlink(key_path.c_str());
     return errno_error("cannot write", key_path);
   }
+  return id;
+}
+
+caf::expected<identity> create_identity(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return make_error(errc::io_error,
+                      fmt::format("cannot create data dir {}: {}", dir.string(), ec.message()));
+  auto created = create_key_file(dir / node_key_file);
+  if (!created)
+    return created.error();
+  auto& id = *created;
   auto cert = make_node_certificate(id);
   if (!cert)
     return cert.error();
@@ -187,13 +194,19 @@ caf::expected<identity> create_identity(const std::filesystem::path& dir) {
 }
 
 caf::expected<identity> load_identity(const std::filesystem::path& dir) {
-  auto key_path = dir / node_key_file;
+  auto key = load_key_file(dir / node_key_file);
+  if (!key && code_of(key.error()) == errc::not_found)
+    return make_error(errc::not_found, fmt::format("no node key at {}; run `aicon keygen "
+                                                   "--data-dir {}`",
+                                                   (dir / node_key_file).string(), dir.string()));
+  return key;
+}
+
+caf::expected<identity> load_key_file(const std::filesystem::path& key_path) {
   int fd = ::open(key_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT)
-      return make_error(errc::not_found,
-                        fmt::format("no node key at {}; run `aicon keygen --data-dir {}`",
-                                    key_path.string(), dir.string()));
+      return make_error(errc::not_found, fmt::format("no key file {}", key_path.string()));
     return errno_error("cannot open", key_path);
   }
   struct stat st;
@@ -204,7 +217,7 @@ caf::expected<identity> load_identity(const std::filesystem::path& dir) {
   if ((st.st_mode & 077) != 0) {
     ::close(fd);
     return make_error(errc::config_invalid,
-                      fmt::format("{} has mode {:o}; a node key must be 0600 "
+                      fmt::format("{} has mode {:o}; a key file must be 0600 "
                                   "(chmod 600 {})",
                                   key_path.string(), st.st_mode & 0777, key_path.string()));
   }
@@ -219,7 +232,7 @@ caf::expected<identity> load_identity(const std::filesystem::path& dir) {
   auto seed = node_id::from_hex(text); // same format: 32 bytes as hex
   if (!seed)
     return make_error(errc::config_invalid,
-                      fmt::format("{} is not a node key (expected 64 hex digits)",
+                      fmt::format("{} is not a key file (expected 64 hex digits)",
                                   key_path.string()));
   return identity::from_seed(std::span<const uint8_t, 32>(seed->bytes.data(), 32));
 }

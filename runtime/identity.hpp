@@ -79,6 +79,15 @@ caf::expected<identity> create_identity(const std::filesystem::path& dir);
 /// file is readable by group or others (like ssh) or has the wrong size.
 caf::expected<identity> load_identity(const std::filesystem::path& dir);
 
+/// A fresh key written to `path` (mode 0600, the seed as 64 hex digits),
+/// e.g. a wallet. Errors: already_exists (never overwrites), io_error.
+caf::expected<identity> create_key_file(const std::filesystem::path& path);
+
+/// Loads a key file written by create_key_file (node.key has the same
+/// format). Errors: not_found, io_error, config_invalid (mode not 0600,
+/// wrong content).
+caf::expected<identity> load_key_file(const std::filesystem::path& path);
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename) with
 /// `mode`. Errors: io_error naming the path.
 caf::error write_file_atomic(const std::filesystem::path& path, std::string_view bytes,

@@ -67,6 +67,35 @@ struct limits {
 
   /// Delayed echo answers pending at once (each holds its payload).
   uint32_t echo_delayed_max = 256;
+
+  /// How often the block generator looks at its round (tip, work, votes).
+  uint32_t block_tick_ms = 100;
+
+  /// The committee member of rank k proposes only after k * this since the
+  /// tip arrived, so a silent generator is replaced after this long. Also how
+  /// often a proposer asks the members that have not voted again.
+  uint32_t block_takeover_ms = 3000;
+
+  /// A validator votes for one block per height; it may vote for another
+  /// at the same height only after this long (the first proposal then had
+  /// its chance: a generator broadcasts a final block within a few ms).
+  uint32_t vote_lock_ms = 12000;
+
+  /// Most transactions a generator puts in one block.
+  uint32_t block_txs_max = 1000;
+
+  /// Work receipts a generator holds while waiting for enough work.
+  uint32_t receipt_pool_max = 10000;
+
+  /// A validator refuses a proposal whose time is this far ahead of its clock.
+  uint32_t clock_skew_ms_max = 10000;
+
+  /// How often a ledger compares its tip with its peers' and fetches the
+  /// blocks it lacks (catch-up after a restart or a missed broadcast).
+  uint32_t ledger_sync_ms = 1000;
+
+  /// Most blocks one catch-up round fetches from one peer.
+  uint32_t sync_blocks_max = 512;
 };
 
 } // namespace aicon

@@ -4,15 +4,19 @@
 // exception escape into CAF.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include <caf/actor.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/local_actor.hpp>
 #include <caf/result.hpp>
 
+#include "runtime/atoms.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/system.hpp"
 
@@ -67,5 +71,28 @@ private:
 /// envelope. Install with `self->set_default_handler(...)`.
 caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::message_view& x,
                                           host_counters* counters);
+
+/// From inside an event-based actor: looks `name` up in `directory` ("role"
+/// or "role@node"), sends it `req` and calls `done(caf::expected<envelope>)`
+/// once with the answer, an ErrorReply as its error, or the lookup or
+/// timeout error. Never blocks.
+template <class Self, class Done>
+void ask_role(Self* self, const caf::actor& directory, const std::string& name, envelope req,
+              std::chrono::milliseconds timeout, Done done) {
+  self->request(directory, timeout, lookup_atom::value, name)
+    .then(
+      [self, req = std::move(req), timeout, done](caf::actor& dst) mutable {
+        self->request(dst, timeout, std::move(req))
+          .then(
+            [done](envelope& reply) mutable {
+              if (auto err = error_of_reply(reply))
+                done(caf::expected<envelope>{std::move(err)});
+              else
+                done(caf::expected<envelope>{std::move(reply)});
+            },
+            [done](caf::error& err) mutable { done(caf::expected<envelope>{std::move(err)}); });
+      },
+      [done](caf::error& err) mutable { done(caf::expected<envelope>{std::move(err)}); });
+}
 
 } // namespace aicon

@@ -76,6 +76,30 @@ std::vector<envelope> mempool::take(size_t n, const nonce_lookup& committed) con
   return out;
 }
 
+void mempool::remove(const envelope& env) {
+  opened<schema::SignedTransaction> stx{env};
+  if (!stx)
+    return;
+  auto author = node_id::from_bytes({stx->getTx().getAuthor().begin(),
+                                     stx->getTx().getAuthor().size()});
+  if (!author)
+    return;
+  auto a = by_author_.find(*author);
+  if (a == by_author_.end())
+    return;
+  auto t = a->second.find(stx->getTx().getNonce());
+  if (t == a->second.end() || tx_hash(opened<schema::SignedTransaction>{t->second}.root())
+                                != tx_hash(stx.root()))
+    return;
+  hashes_.erase(tx_hash(stx.root()));
+  a->second.erase(t);
+  --size_;
+  if (a->second.empty()) {
+    arrival_.erase(a->first);
+    by_author_.erase(a);
+  }
+}
+
 void mempool::prune(const nonce_lookup& committed) {
   for (auto a = by_author_.begin(); a != by_author_.end();) {
     auto last = committed(a->first);

@@ -42,6 +42,9 @@ public:
   /// Forgets transactions whose nonce is now committed.
   void prune(const nonce_lookup& committed);
 
+  /// Forgets `stx` (e.g. a generator found it no longer applies).
+  void remove(const envelope& stx);
+
   size_t size() const {
     return size_;
   }

@@ -1,9 +1,12 @@
 #include "actors/ledger/ledger.hpp"
 
+#include <map>
+#include <mutex>
+
 #include <caf/all.hpp>
 #include <fmt/format.h>
 
-#include "actors/ledger/chain.hpp"
+#include "runtime/log.hpp"
 #include "runtime/role.hpp"
 
 namespace aicon {
@@ -12,10 +15,21 @@ namespace {
 
 using ledger::chain;
 
+envelope tip_query() {
+  return make_envelope<schema::LedgerQuery>([](schema::LedgerQuery::Builder q) { q.setTip(); });
+}
+
+envelope block_query(uint64_t height) {
+  return make_envelope<schema::LedgerQuery>(
+    [height](schema::LedgerQuery::Builder q) { q.setBlockAt(height); });
+}
+
 struct ledger_state {
   role_context ctx;
-  std::unique_ptr<chain> store;
+  std::shared_ptr<chain> store;
   std::unique_ptr<message_table> table;
+  bool syncing = false;
+  size_t next_peer = 0; ///< peers are asked in turn
   static inline const char* name = "aicon.ledger";
 
   caf::expected<envelope> tip_info() {
@@ -73,47 +87,137 @@ struct ledger_state {
   }
 };
 
-caf::behavior ledger_role(caf::stateful_actor<ledger_state>* self, role_context ctx,
-                          std::shared_ptr<std::unique_ptr<chain>> opened_store) {
+using ledger_actor = caf::stateful_actor<ledger_state>;
+
+/// Fetches block `height` .. `target` from `peer` one at a time and appends
+/// each; stops at the first error (the next round starts over from the tip).
+void fetch_blocks(ledger_actor* self, std::string peer, uint64_t height, uint64_t target,
+                  uint64_t fetched) {
+  auto& st = self->state;
+  auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
+  if (height > target || fetched >= st.ctx.lim.sync_blocks_max) {
+    if (fetched > 0)
+      log_info("ledger: caught up {} blocks from {} (tip {})", fetched, peer.substr(0, 8),
+               height - 1);
+    st.syncing = false;
+    return;
+  }
+  ask_role(self, st.ctx.directory, "ledger@" + peer, block_query(height), timeout,
+           [self, peer, height, target, fetched](caf::expected<envelope> blk) {
+             auto& st = self->state;
+             caf::error err = blk ? st.store->append(*blk) : blk.error();
+             if (err) {
+               log_warning("ledger: catch-up from {} stopped at block {}: {}", peer.substr(0, 8),
+                           height, describe(err));
+               st.syncing = false;
+               return;
+             }
+             fetch_blocks(self, peer, height + 1, target, fetched + 1);
+           });
+}
+
+/// One catch-up round: the next peer in turn tells its tip; blocks above
+/// ours are fetched.
+void sync_round(ledger_actor* self) {
+  auto& st = self->state;
+  if (st.syncing || st.ctx.stopping->load())
+    return;
+  st.syncing = true;
+  auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
+  self->request(st.ctx.directory, timeout, peers_atom::value, std::string{"ledger"})
+    .then(
+      [self, timeout](std::vector<std::string>& peers) {
+        auto& st = self->state;
+        if (peers.empty()) {
+          st.syncing = false;
+          return;
+        }
+        auto peer = peers[st.next_peer++ % peers.size()];
+        ask_role(self, st.ctx.directory, "ledger@" + peer, tip_query(), timeout,
+                 [self, peer](caf::expected<envelope> reply) {
+                   auto& st = self->state;
+                   if (!reply) {
+                     st.syncing = false;
+                     return;
+                   }
+                   auto mine = st.store->tip();
+                   opened<schema::TipInfo> theirs{*reply};
+                   if (!theirs || !mine || theirs->getHeight() <= mine->height) {
+                     st.syncing = false;
+                     return;
+                   }
+                   fetch_blocks(self, peer, mine->height + 1, theirs->getHeight(), 0);
+                 });
+      },
+      [self](caf::error&) { self->state.syncing = false; });
+}
+
+caf::behavior ledger_role(ledger_actor* self, role_context ctx, std::shared_ptr<chain> opened) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
-  st.store = std::move(*opened_store);
+  st.store = std::move(opened);
   st.table = std::make_unique<message_table>("ledger");
   st.table->on<schema::LedgerQuery>([self](schema::LedgerQuery::Reader q)
                                       -> caf::result<envelope> {
     return self->state.answer(q);
   });
-  // A whole block: every rule is checked again here, whoever sent it.
-  st.table->on<schema::Block>([self](const envelope& env, schema::Block::Reader)
+  // A whole block: every rule is checked again here, whoever sent it. A
+  // block from ahead of our tip means we missed some: catch up now.
+  st.table->on<schema::Block>([self](const envelope& env, schema::Block::Reader b)
                                  -> caf::result<envelope> {
-    if (auto err = self->state.store->append(env))
+    if (auto err = self->state.store->append(env)) {
+      auto tip = self->state.store->tip();
+      if (tip && b.getHeader().getHeight() > tip->height + 1)
+        sync_round(self);
       return err;
+    }
     return self->state.tip_info();
   });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
     return drop_unexpected(self, x, self->state.ctx.counters.get());
   });
+  self->send(self, tick_atom::value);
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
+    },
+    [self](tick_atom) {
+      sync_round(self);
+      self->delayed_send(self, std::chrono::milliseconds{self->state.ctx.lim.ledger_sync_ms},
+                         tick_atom::value);
     },
   };
 }
 
 } // namespace
 
-caf::expected<caf::actor> spawn_ledger(caf::actor_system& sys, const role_context& ctx) {
+caf::expected<std::shared_ptr<ledger::chain>> shared_chain(const role_context& ctx) {
   if (ctx.genesis.empty())
     return make_error(errc::config_invalid,
-                      "the ledger needs the chain's genesis file ([chain] genesis in host.toml)");
+                      "the chain roles need the chain's genesis file ([chain] genesis in "
+                      "host.toml)");
+  static std::mutex mtx;
+  static std::map<std::string, std::weak_ptr<chain>> open_chains;
+  std::lock_guard<std::mutex> guard{mtx};
+  auto key = std::filesystem::absolute(ctx.data_dir).lexically_normal().string();
+  if (auto existing = open_chains[key].lock())
+    return existing;
   auto g = ledger::load_genesis(ctx.genesis);
   if (!g)
     return g.error();
-  auto store = chain::open(ctx.data_dir, *g);
+  auto c = chain::open(ctx.data_dir, *g);
+  if (!c)
+    return c.error();
+  std::shared_ptr<chain> shared{std::move(*c)};
+  open_chains[key] = shared;
+  return shared;
+}
+
+caf::expected<caf::actor> spawn_ledger(caf::actor_system& sys, const role_context& ctx) {
+  auto store = shared_chain(ctx);
   if (!store)
     return store.error();
-  auto holder = std::make_shared<std::unique_ptr<chain>>(std::move(*store));
-  return sys.spawn<caf::detached>(ledger_role, ctx, holder);
+  return sys.spawn<caf::detached>(ledger_role, ctx, *store);
 }
 
 } // namespace aicon

@@ -1,20 +1,29 @@
 // The ledger role: owns the host's chain store; answers LedgerQuery
-// (tip, account, asset, block) and appends Blocks that pass every rule.
+// (tip, account, asset, block) and appends Blocks that pass every rule,
+// whoever sent them. Every ledger_sync_ms it asks one peer ledger (in turn)
+// for its tip and fetches the blocks it lacks, so a host that was down or
+// missed a broadcast catches up by itself.
 // It runs detached: a block append is an LMDB write transaction with fsync
 // and must not block a CAF scheduler thread.
 #pragma once
+
+#include <memory>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "actors/ledger/chain.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
 
-/// Opens DATA_DIR/store with the genesis in `ctx.genesis`. Errors:
-/// config_invalid when no genesis is configured or it cannot be read, and
-/// the store's own errors.
+/// The chain in ctx.data_dir with the genesis in ctx.genesis, opened once per
+/// process and shared by the roles of that host (the ledger and the block
+/// generator): one LMDB environment per host. Errors: config_invalid when no
+/// genesis is configured or it cannot be read, and the store's own errors.
+caf::expected<std::shared_ptr<ledger::chain>> shared_chain(const role_context& ctx);
+
 caf::expected<caf::actor> spawn_ledger(caf::actor_system& sys, const role_context& ctx);
 
 } // namespace aicon

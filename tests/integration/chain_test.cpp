@@ -1,0 +1,463 @@
+// The PoV chain across three real host processes on 127.0.0.1: blocks are
+// produced from work receipts and finalized by committee votes; all hosts
+// agree on tip and state root; forged blocks are refused by every honest
+// host; a host killed with SIGKILL while blocks are committed verifies,
+// catches up and agrees again.
+#include <csignal>
+#include <random>
+#include <regex>
+#include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "actors/ledger/chain.hpp"
+#include "actors/ledger/work.hpp"
+#include "fixtures.hpp"
+#include "schemas/chain.capnp.h"
+
+using namespace aicon;
+using namespace aicon::test;
+
+namespace {
+
+/// A port that was free a moment ago (the hosts need each other's ports
+/// before any of them starts).
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+struct tip_view {
+  uint64_t height = 0;
+  std::string hash, root;
+  bool operator==(const tip_view&) const = default;
+};
+
+std::string hex_of(capnp::Data::Reader d) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (auto b : d) {
+    out.push_back(digits[b >> 4]);
+    out.push_back(digits[b & 0xf]);
+  }
+  return out;
+}
+
+struct chain_cluster {
+  test::temp_dir root;
+  std::vector<node_dir> nodes; // a, b, c
+  std::vector<uint16_t> ports;
+  std::vector<running_host> hosts;
+  std::vector<int> starts;     // restarts per host (log file names)
+  node_dir cli;
+  aicon::identity rater = aicon::identity::generate();
+  aicon::identity trainer = aicon::identity::generate();
+  aicon::identity alice = aicon::identity::generate();
+  aicon::identity bob = aicon::identity::generate();
+  ledger::genesis_config g;
+  std::filesystem::path genesis;
+  std::unique_ptr<client> c;
+  std::atomic<uint64_t> seq{0};
+
+  chain_cluster() {
+    for (auto name : {"a", "b", "c"}) {
+      nodes.push_back(make_node(root, name));
+      ports.push_back(free_port());
+    }
+    cli = make_node(root, "client");
+    for (auto& n : nodes) {
+      trust(n, cli);
+      trust(cli, n);
+      for (auto& m : nodes)
+        if (&n != &m)
+          trust(n, m);
+    }
+    g.time_ms = now_ms() - 10'000;
+    for (auto& n : nodes)
+      g.candidates.push_back({n.id, 1});
+    g.committee_size = 3;
+    g.initial_difficulty = 100;
+    g.difficulty.target_interval_ms = 500;
+    g.difficulty.window_blocks = 5;
+    g.authorities = {rater.id()};
+    g.allocations = {{alice.id(), 1'000'000, 0}};
+    genesis = write_file(root.path(), "genesis.toml", ledger::to_toml(g));
+    hosts.resize(3);
+    starts.assign(3, 0);
+    for (size_t i = 0; i < 3; ++i)
+      start(i);
+    for (size_t i = 0; i < 3; ++i)
+      for (size_t k = 0; k < 3; ++k)
+        if (k != i)
+          BOOST_REQUIRE_MESSAGE(hosts[i].proc->wait_for_log("peer up " + nodes[k].id.short_hex(),
+                                                            20s),
+                                "host " << i << " never linked:\n" << hosts[i].proc->log_text());
+    c = make_client();
+  }
+
+  ~chain_cluster() {
+    c.reset();
+  }
+
+  static uint64_t now_ms() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+  }
+
+  std::filesystem::path config(size_t i) {
+    std::string connect;
+    for (size_t k = 0; k < 3; ++k)
+      if (k != i)
+        connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
+                               nodes[k].id.hex());
+    return write_file(
+      root.path(), fmt::format("{}.toml", nodes[i].dir.filename().string()),
+      fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
+                  "roles = [\"directory\", \"ledger\", \"block_generator\"]\n"
+                  "[peers]\nallow = [\"{}\"]\nconnect = [\n{}]\n[chain]\ngenesis = \"{}\"\n"
+                  "[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
+                  "ledger_sync_ms = 300\n",
+                  nodes[i].dir.filename().string(), ports[i], cli.id.hex(), connect,
+                  genesis.string()));
+  }
+
+  void start(size_t i) {
+    auto log = root / fmt::format("{}-{}.log", nodes[i].dir.filename().string(), starts[i]++);
+    hosts[i] = start_host(config(i), log, {"-v"});
+  }
+
+  /// Links `cl` to host i; a host that has just restarted may refuse the
+  /// first attempts while its peers reconnect, so try for a while.
+  caf::expected<node_id> connect(client& cl, size_t i) {
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    for (;;) {
+      auto id = cl.connect(fmt::format("127.0.0.1:{}", ports[i]), nodes[i].id);
+      if (id || std::chrono::steady_clock::now() > deadline)
+        return id;
+      BOOST_TEST_MESSAGE("connect to host " << i << ": " << describe(id.error()) << "; retrying");
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+
+  std::unique_ptr<client> make_client() {
+    client::options opts;
+    opts.data_dir = cli.dir;
+    opts.threads = 2;
+    auto cl = client::start(opts);
+    BOOST_REQUIRE_MESSAGE(cl, why(cl));
+    for (size_t i = 0; i < 3; ++i) {
+      auto id = connect(**cl, i);
+      BOOST_REQUIRE_MESSAGE(id, why(id));
+    }
+    return std::move(*cl);
+  }
+
+  caf::expected<envelope> ask(client& cl, size_t i, const std::string& role, envelope req) {
+    auto dst = cl.lookup(role + "@" + nodes[i].id.hex());
+    if (!dst)
+      return dst.error();
+    return cl.request(*dst, std::move(req), 10s);
+  }
+
+  envelope receipt(uint64_t units) {
+    ledger::work_facts f;
+    f.session[0] = 7;
+    f.job[0] = 8;
+    f.model[0] = 9;
+    f.seq = ++seq;
+    f.units = units;
+    return ledger::make_work_receipt(trainer, rater, f);
+  }
+
+  envelope transfer(uint64_t nonce, uint64_t amount) {
+    return ledger::make_signed_transaction(alice, nonce, [&](schema::Transaction::Body::Builder b) {
+      auto t = b.initTransfer();
+      t.setTo(kj::arrayPtr(bob.id().bytes.data(), 32));
+      t.setAmount(amount);
+    });
+  }
+
+  caf::expected<tip_view> tip(client& cl, size_t i) {
+    auto reply = ask(cl, i, "ledger", make_envelope<schema::LedgerQuery>([](auto q) { q.setTip(); }));
+    if (!reply)
+      return reply.error();
+    opened<schema::TipInfo> t{*reply};
+    if (!t)
+      return t.error();
+    return tip_view{t->getHeight(), hex_of(t->getHash()), hex_of(t->getStateRoot())};
+  }
+
+  uint64_t balance(size_t i, const node_id& who) {
+    auto reply = ask(*c, i, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                       q.setAccount(kj::arrayPtr(who.bytes.data(), 32));
+                     }));
+    BOOST_REQUIRE_MESSAGE(reply, why(reply));
+    return opened<schema::AccountInfo>{*reply}->getBalance();
+  }
+
+  /// Waits until every host reports the same tip at >= `height`.
+  tip_view wait_agreed(uint64_t height, std::chrono::seconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string last;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::vector<tip_view> tips;
+      for (size_t i = 0; i < 3; ++i)
+        if (auto t = tip(*c, i))
+          tips.push_back(*t);
+      if (tips.size() == 3 && tips[0].height >= height && tips[0] == tips[1]
+          && tips[1] == tips[2])
+        return tips[0];
+      last.clear();
+      for (auto& t : tips)
+        last += fmt::format(" {}:{}", t.height, t.hash.substr(0, 8));
+      std::this_thread::sleep_for(100ms);
+    }
+    BOOST_FAIL("hosts did not agree on a tip >= " << height << " within the timeout; last:"
+                                                   << last << "\n" << logs());
+    return {};
+  }
+
+  std::string logs() {
+    std::string out;
+    for (size_t i = 0; i < 3; ++i) {
+      auto text = hosts[i].proc->log_text();
+      if (text.size() > 4000)
+        text = text.substr(text.size() - 4000);
+      out += fmt::format("--- host {} ---\n{}\n", i, text);
+    }
+    return out;
+  }
+
+  /// Produces blocks until every host agrees on one above `height`.
+  tip_view produce(uint64_t blocks) {
+    auto start = tip(*c, 0);
+    BOOST_REQUIRE_MESSAGE(start, why(start));
+    for (uint64_t k = 0; k < blocks; ++k) {
+      auto ack = ask(*c, k % 3, "block_generator", receipt(100));
+      BOOST_REQUIRE_MESSAGE(ack, why(ack));
+      std::this_thread::sleep_for(150ms);
+    }
+    return wait_agreed(start->height + blocks, 60s);
+  }
+
+  aicon::identity key_of(const node_id& id) {
+    for (auto& n : nodes)
+      if (n.id == id) {
+        auto key = load_identity(n.dir);
+        BOOST_REQUIRE_MESSAGE(key, why(key));
+        return *key;
+      }
+    BOOST_FAIL("not a host of this cluster");
+    return aicon::identity::generate();
+  }
+};
+
+/// The error text a host's ledger answers to `block`.
+std::string refusal(chain_cluster& cc, size_t i, const envelope& block) {
+  auto reply = cc.ask(*cc.c, i, "ledger", block);
+  return reply ? std::string{"accepted"} : describe(reply.error());
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(chain)
+
+BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
+  chain_cluster cc;
+  // Transfers submitted to different hosts reach whoever generates.
+  for (uint64_t n = 1; n <= 3; ++n) {
+    auto ack = cc.ask(*cc.c, n % 3, "block_generator", cc.transfer(n, 10 * n));
+    BOOST_REQUIRE_MESSAGE(ack, why(ack));
+  }
+  // A replayed transaction is refused at the door.
+  auto dup = cc.ask(*cc.c, 1, "block_generator", cc.transfer(1, 10));
+  BOOST_REQUIRE(!dup);
+  BOOST_TEST(describe(dup.error()).find("duplicate") != std::string::npos, describe(dup.error()));
+  auto agreed = cc.produce(4);
+  BOOST_TEST_MESSAGE("agreed tip " << agreed.height << " " << agreed.hash);
+  for (size_t i = 0; i < 3; ++i)
+    BOOST_TEST(cc.balance(i, cc.bob.id()) == 60u);
+  // Once committed, the same nonce is a replay for the mempool too.
+  auto replay = cc.ask(*cc.c, 2, "block_generator", cc.transfer(2, 99));
+  BOOST_REQUIRE(!replay);
+  BOOST_TEST(describe(replay.error()).find("replayed_nonce") != std::string::npos,
+             describe(replay.error()));
+
+  // Forgeries for the next height, built on a scratch copy of the chain.
+  auto scratch = ledger::chain::open(cc.root / "scratch", cc.g);
+  BOOST_REQUIRE_MESSAGE(scratch, why(scratch));
+  for (uint64_t h = 1; h <= agreed.height; ++h) {
+    auto blk = cc.ask(*cc.c, 0, "ledger",
+                      make_envelope<schema::LedgerQuery>([h](auto q) { q.setBlockAt(h); }));
+    BOOST_REQUIRE_MESSAGE(blk, why(blk));
+    auto err = (*scratch)->append(*blk);
+    BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  }
+  auto tip = (*scratch)->tip();
+  BOOST_REQUIRE(tip);
+  auto committee = ledger::select_committee(tip->hash, cc.g.candidates, cc.g.committee_size);
+  std::vector<aicon::identity> keys;
+  for (auto& id : committee)
+    keys.push_back(cc.key_of(id));
+  auto vote_all = [&](envelope b) {
+    for (auto& k : keys)
+      b = ledger::chain::add_vote(b, k);
+    return b;
+  };
+  auto resign = [&](const envelope& b) {
+    auto hash = ledger::header_hash(opened<schema::Block>{b}->getHeader());
+    auto sig = keys[0].sign(ledger::block_signing_bytes(hash));
+    return vote_all(ledger::rebuild_block(b, [&](schema::Block::Builder nb) {
+      nb.setGeneratorSignature(kj::arrayPtr(sig.data(), sig.size()));
+      nb.initVotes(0);
+    }));
+  };
+  ledger::block_draft d;
+  d.receipts = {cc.receipt(1000)};
+  d.transactions = {cc.transfer(4, 5)};
+  d.time_ms = chain_cluster::now_ms();
+  // 1. Signed by a key outside the committee (with the committee's votes).
+  auto stranger = aicon::identity::generate();
+  auto by_stranger = (*scratch)->propose(stranger, d);
+  BOOST_REQUIRE_MESSAGE(by_stranger, why(by_stranger));
+  auto forged_generator = vote_all(*by_stranger);
+  // 2. A correctly signed block that lies about the state root.
+  auto honest = (*scratch)->propose(keys[0], d);
+  BOOST_REQUIRE_MESSAGE(honest, why(honest));
+  auto wrong_root = resign(ledger::rebuild_block(*honest, [](schema::Block::Builder b) {
+    std::vector<uint8_t> root(b.getHeader().getStateRoot().begin(),
+                              b.getHeader().getStateRoot().end());
+    root[0] ^= 0xff;
+    b.getHeader().setStateRoot(kj::arrayPtr(root.data(), root.size()));
+  }));
+  // 3. A double spend: alice's already committed transfer (nonce 1) again.
+  auto double_spend = resign(ledger::rebuild_block(*honest, [&](schema::Block::Builder b) {
+    auto txs = b.initTransactions(1);
+    auto again = cc.transfer(1, 10);
+    txs.setWithCaveats(0, opened<schema::SignedTransaction>{again}.root());
+    b.getHeader().setTxRoot(kj::arrayPtr(ledger::tx_root(txs.asReader()).data(), 32));
+  }));
+  for (size_t i = 0; i < 3; ++i) {
+    auto r1 = refusal(cc, i, forged_generator);
+    BOOST_TEST(r1.find("generator is not in this height's committee") != std::string::npos, r1);
+    auto r2 = refusal(cc, i, wrong_root);
+    BOOST_TEST(r2.find("stateRoot does not match") != std::string::npos, r2);
+    auto r3 = refusal(cc, i, double_spend);
+    BOOST_TEST(r3.find("replayed_nonce") != std::string::npos, r3);
+    // A validator will not vote for them either.
+    auto v = cc.ask(*cc.c, i, "block_generator", wrong_root);
+    BOOST_TEST(!v);
+  }
+  // Nothing changed anywhere, and the honest chain goes on.
+  auto after = cc.wait_agreed(agreed.height, 10s);
+  BOOST_TEST(after.height == agreed.height);
+  BOOST_TEST(after.root == agreed.root);
+  auto more = cc.produce(2);
+  BOOST_TEST(more.height >= agreed.height + 2);
+}
+
+BOOST_AUTO_TEST_CASE(a_host_killed_twenty_times_verifies_and_catches_up) {
+  chain_cluster cc;
+  uint64_t seed = std::random_device{}();
+  BOOST_TEST_MESSAGE("chain crash test seed " << seed);
+  std::mt19937_64 rng{seed};
+  // Work (and a transfer now and then) keeps arriving at the live hosts from
+  // a client of its own while the test kills and restarts hosts.
+  std::atomic<bool> feeding{true};
+  std::atomic<int> down{-1};
+  std::thread feeder{[&] {
+    auto fc = cc.make_client();
+    uint64_t k = 0, nonce = 0;
+    while (feeding) {
+      size_t target = k++ % 3;
+      if (static_cast<int>(target) == down.load()) {
+        continue;
+      }
+      if (!cc.ask(*fc, target, "block_generator", cc.receipt(100))) {
+        // The link died with a killed host: dial the restarted one.
+        (void) fc->connect(fmt::format("127.0.0.1:{}", cc.ports[target]), cc.nodes[target].id);
+        continue;
+      }
+      if (k % 4 == 0) {
+        auto n = nonce + 1;
+        if (cc.ask(*fc, target, "block_generator", cc.transfer(n, 1)))
+          nonce = n;
+      }
+      std::this_thread::sleep_for(120ms);
+    }
+  }};
+  auto stop_feeding = [&] {
+    feeding = false;
+    if (feeder.joinable())
+      feeder.join();
+  };
+  uint64_t last_height = 0;
+  int rounds_with_new_blocks = 0;
+  try {
+    for (int round = 0; round < 20; ++round) {
+      auto victim = static_cast<size_t>(rng() % 3);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 900));
+      down = static_cast<int>(victim);
+      BOOST_REQUIRE(cc.hosts[victim].proc->running());
+      cc.hosts[victim].proc->stop(SIGKILL, 5s);
+      auto v = run_command({aicon_binary(), "chain", "verify", "--data-dir",
+                            cc.nodes[victim].dir.string(), "--genesis", cc.genesis.string()},
+                           60s);
+      BOOST_REQUIRE_MESSAGE(v.exit_code == 0, "round " << round << " (seed " << seed
+                                                       << "): verify failed:\n" << v.output);
+      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 800));
+      cc.start(victim);
+      // Its own client link died with it.
+      auto id = cc.connect(*cc.c, victim);
+      BOOST_REQUIRE_MESSAGE(id, why(id));
+      down = -1;
+      // It catches up to where the others were when it came back.
+      auto others = cc.tip(*cc.c, (victim + 1) % 3);
+      BOOST_REQUIRE_MESSAGE(others, why(others));
+      auto deadline = std::chrono::steady_clock::now() + 30s;
+      uint64_t mine = 0;
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto t = cc.tip(*cc.c, victim);
+        if (t && (mine = t->height) >= others->height)
+          break;
+        std::this_thread::sleep_for(100ms);
+      }
+      BOOST_REQUIRE_MESSAGE(mine >= others->height,
+                            "round " << round << ": host " << victim << " stuck at " << mine
+                                     << " < " << others->height << "\n" << cc.logs());
+      BOOST_TEST_MESSAGE("round " << round << ": killed host " << victim << ", caught up to "
+                                  << mine);
+      if (mine > last_height)
+        ++rounds_with_new_blocks;
+      last_height = std::max(last_height, mine);
+    }
+  } catch (...) {
+    stop_feeding();
+    throw;
+  }
+  stop_feeding();
+  auto final_tip = cc.wait_agreed(0, 60s);
+  BOOST_TEST_MESSAGE("final tip " << final_tip.height);
+  // Blocks kept coming while hosts were being killed.
+  BOOST_TEST(rounds_with_new_blocks >= 15, rounds_with_new_blocks << " of 20 rounds saw new blocks");
+  for (size_t i = 0; i < 3; ++i) {
+    auto v = run_command({aicon_binary(), "chain", "verify", "--data-dir",
+                          cc.nodes[i].dir.string(), "--genesis", cc.genesis.string()},
+                         60s);
+    BOOST_REQUIRE_MESSAGE(v.exit_code == 0, v.output);
+    BOOST_TEST(v.output.find(final_tip.root) != std::string::npos, v.output);
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
