@@ -14,7 +14,8 @@
 #     --data-dir DIR/client
 #   aicon wallet transfer --key DIR/wallets/alice.key --to $(cat DIR/wallets/bob.id) \
 #     --amount 25 --connect 127.0.0.1:$BASE --data-dir DIR/client
-# Ports: AICON_PORT_BASE (default 7200), 7200..7202.
+# Ports: AICON_PORT_BASE (default 7200) for a, +1 for b, +2 for c; or each
+# one with AICON_PORT_A, AICON_PORT_B, AICON_PORT_C.
 set -euo pipefail
 aicon=${AICON:-$(cd "$(dirname "$0")/.." && pwd)/build/aicon}
 dir=${1:-chain-hosts}
@@ -25,7 +26,8 @@ declare -A id port
 for i in 0 1 2; do
   n=${names[$i]}
   [[ -f "$dir/$n/node.key" ]] || "$aicon" keygen --data-dir "$dir/$n" >/dev/null 2>&1
-  port[$n]=$((base + i))
+  var="AICON_PORT_${n^^}"
+  port[$n]=${!var:-$((base + i))}
 done
 [[ -f "$dir/client/node.key" ]] || "$aicon" keygen --data-dir "$dir/client" >/dev/null 2>&1
 # Every host trusts the other hosts and the client; the client trusts every host.

@@ -316,7 +316,11 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
                                                  schema::SignedTransaction::Reader stx)
                                             -> caf::result<envelope> {
     auto& st = self->state;
-    if (auto err = st.pool.add(env, st.nonces()))
+    auto balance = [&st](const node_id& who) -> uint64_t {
+      auto a = st.chain->account_of(who);
+      return a ? a->balance : 0;
+    };
+    if (auto err = st.pool.add(env, st.nonces(), balance))
       return err;
     gossip(self, env);
     return make_ack(pov::tx_hash(stx), st.pool.size());

@@ -16,7 +16,22 @@ ledger::hash256 tx_hash(schema::SignedTransaction::Reader stx) {
   return out;
 }
 
-caf::error mempool::add(const envelope& env, const nonce_lookup& committed) {
+uint64_t spend_of(schema::Transaction::Reader tx) {
+  auto body = tx.getBody();
+  switch (body.which()) {
+    case schema::Transaction::Body::TRANSFER:
+      return body.getTransfer().getAmount();
+    case schema::Transaction::Body::ESCROW_LOCK:
+      return body.getEscrowLock().getAmount();
+    case schema::Transaction::Body::STAKE:
+      return body.getStake().getAmount();
+    default:
+      return 0;
+  }
+}
+
+caf::error mempool::add(const envelope& env, const nonce_lookup& committed,
+                        const balance_lookup& balance) {
   opened<schema::SignedTransaction> stx{env};
   if (!stx)
     return stx.error();
@@ -33,6 +48,22 @@ caf::error mempool::add(const envelope& env, const nonce_lookup& committed) {
   auto hash = tx_hash(stx.root());
   if (hashes_.count(hash))
     return make_error(errc::invalid_argument, "rule duplicate: this transaction is already pending");
+  if (balance) {
+    // Saturating sum: an overflowing total is an overdraft either way.
+    uint64_t drawn = spend_of(stx->getTx());
+    auto pending = by_author_.find(author);
+    if (pending != by_author_.end())
+      for (auto& [_, other] : pending->second) {
+        auto s = spend_of(opened<schema::SignedTransaction>{other}->getTx());
+        drawn = drawn + s < drawn ? UINT64_MAX : drawn + s;
+      }
+    auto have = balance(author);
+    if (drawn > have)
+      return make_error(errc::invalid_argument,
+                        fmt::format("rule overdraft: {} has {} and its pending transactions "
+                                    "with this one draw {}",
+                                    author.short_hex(), have, drawn));
+  }
   auto& mine = by_author_[author];
   if (mine.count(nonce))
     return make_error(errc::invalid_argument,

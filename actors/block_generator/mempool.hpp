@@ -32,9 +32,16 @@ public:
   explicit mempool(mempool_limits lim = {}) : lim_(lim) {
   }
 
+  /// The author's committed spendable balance, from the ledger.
+  using balance_lookup = std::function<uint64_t(const node_id&)>;
+
   /// Admits `stx` or says why not (the rule's name is in the text):
-  /// malformed, bad_signature, replayed_nonce, duplicate, pool full.
-  caf::error add(const envelope& stx, const nonce_lookup& committed);
+  /// malformed, bad_signature, replayed_nonce, duplicate, pool full, and,
+  /// when `balance` is given, overdraft: what the author's pending
+  /// transactions and this one draw (transfers, escrow locks, stakes) must
+  /// not exceed the committed balance.
+  caf::error add(const envelope& stx, const nonce_lookup& committed,
+                 const balance_lookup& balance = nullptr);
 
   /// Up to `n` transactions that can be applied in the returned order.
   std::vector<envelope> take(size_t n, const nonce_lookup& committed) const;
@@ -59,6 +66,10 @@ private:
   uint64_t next_arrival_ = 0;
   size_t size_ = 0;
 };
+
+/// What `tx` draws from its author's balance (0 for settle, mint, slash,
+/// asset moves).
+uint64_t spend_of(schema::Transaction::Reader tx);
 
 /// BLAKE2b-256 of a signed transaction's canonical bytes.
 ledger::hash256 tx_hash(schema::SignedTransaction::Reader stx);

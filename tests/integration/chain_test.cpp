@@ -359,7 +359,25 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
     auto v = cc.ask(*cc.c, i, "block_generator", wrong_root);
     BOOST_TEST(!v);
   }
-  // Nothing changed anywhere, and the honest chain goes on.
+  // Validators vote for a valid proposal, but only once per height: a
+  // second proposal for the same height gets no vote from anyone.
+  auto d2 = d;
+  d2.time_ms += 1;
+  auto second = (*scratch)->propose(keys[0], d2);
+  BOOST_REQUIRE_MESSAGE(second, why(second));
+  for (size_t i = 0; i < 3; ++i) {
+    auto vote = cc.ask(*cc.c, i, "block_generator", *honest);
+    BOOST_REQUIRE_MESSAGE(vote, "host " << i << ": " << why(vote));
+    opened<schema::Vote> v{*vote};
+    BOOST_REQUIRE(v);
+    BOOST_TEST(hex_of(v->getVoter()) == cc.nodes[i].id.hex());
+    auto again = cc.ask(*cc.c, i, "block_generator", *second);
+    BOOST_REQUIRE(!again);
+    BOOST_TEST(describe(again.error()).find("already voted") != std::string::npos,
+               describe(again.error()));
+  }
+  // Nothing changed anywhere, and the honest chain goes on (once the vote
+  // locks the test took have expired).
   auto after = cc.wait_agreed(agreed.height, 10s);
   BOOST_TEST(after.height == agreed.height);
   BOOST_TEST(after.root == agreed.root);

@@ -60,6 +60,24 @@ BOOST_AUTO_TEST_CASE(entry_checks_name_what_is_wrong) {
   BOOST_TEST(pool.size() == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(balance_is_checked_on_entry_across_pending_transactions) {
+  committed.clear();
+  mempool pool;
+  auto alice = wallet(2);
+  auto balance = [](const node_id&) -> uint64_t { return 100; };
+  BOOST_TEST(!static_cast<bool>(pool.add(pay(alice, 1, 60), lookup, balance)));
+  // 60 pending + 50 > 100: the second spend of the same funds is refused.
+  auto over = pool.add(pay(alice, 2, 50), lookup, balance);
+  BOOST_REQUIRE(over);
+  BOOST_TEST(describe(over).find("rule overdraft") != std::string::npos, describe(over));
+  BOOST_TEST(!static_cast<bool>(pool.add(pay(alice, 2, 40), lookup, balance)));
+  // An amount that would overflow the running sum is an overdraft too.
+  auto huge = pool.add(pay(alice, 3, UINT64_MAX), lookup, balance);
+  BOOST_REQUIRE(huge);
+  BOOST_TEST(describe(huge).find("rule overdraft") != std::string::npos, describe(huge));
+  BOOST_TEST(pool.size() == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(bounds_hold_in_total_and_per_author) {
   committed.clear();
   mempool pool{mempool_limits{5, 2}};
