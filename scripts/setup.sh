@@ -13,7 +13,7 @@ packages=(
   libboost-test-dev
   liblua5.4-dev libedit-dev
   libeigen3-dev
-  libcli11-dev libtomlplusplus-dev libfmt-dev
+  libcli11-dev libtomlplusplus-dev libfmt-dev zlib1g-dev
 )
 
 missing=()
