@@ -27,6 +27,9 @@ const char* to_string(db which) {
     case db::escrow: return "escrow";
     case db::assets: return "assets";
     case db::receipts: return "receipts";
+    case db::datasets: return "datasets";
+    case db::shares: return "shares";
+    case db::shard_keys: return "shard_keys";
   }
   return "unknown";
 }

@@ -32,8 +32,11 @@ enum class db : uint8_t {
   escrow,        ///< job id (32 bytes) -> payer, amount
   assets,        ///< asset id (32 bytes) -> owner, kind, metadata hash
   receipts,      ///< work receipt hash (32 bytes) -> height of the block that used it
+  datasets,      ///< dataset id (32 bytes) -> DatasetManifest (flat Cap'n Proto words)
+  shares,        ///< share hash (32 bytes) -> nonce ‖ XChaCha20-Poly1305 ciphertext
+  shard_keys,    ///< share hash (32 bytes) -> its 32-byte key (never leaves unsealed)
 };
-inline constexpr size_t db_count = 7;
+inline constexpr size_t db_count = 10;
 const char* to_string(db which);
 
 struct options {

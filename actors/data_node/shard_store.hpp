@@ -1,0 +1,71 @@
+// Datasets at rest on a data node: a table is cut into shards of at most
+// shard_bytes, each encrypted with its own random key (XChaCha20-Poly1305)
+// and addressed by the BLAKE2b-256 hash of the share (nonce ‖ ciphertext);
+// the manifest (shapes, shard hashes, owner, price, transform, a public
+// preview of k random rows) names them. Shares, keys and manifest go into
+// the host's LMDB in ONE write transaction: a failed put leaves nothing.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "actors/data_node/ingest.hpp"
+#include "actors/ledger/hashing.hpp"
+#include "runtime/envelope.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/store.hpp"
+#include "schemas/data.capnp.h"
+
+namespace aicon::data {
+
+using ledger::hash256;
+
+struct put_options {
+  std::string name;                ///< for people; defaults to the file name
+  std::string source;              ///< the file it came from
+  uint64_t price = 0;              ///< per paying job, smallest unit
+  uint32_t preview_rows = 5;       ///< public sample size
+  /// Plaintext bytes per shard at most: 1 MiB keeps a share well inside one
+  /// envelope and lets a trainer start on the first shard early.
+  uint64_t shard_bytes = 1 << 20;
+};
+
+/// BLAKE2b-256 of a share: its content address.
+hash256 share_hash(std::span<const uint8_t> share);
+
+/// Shards, encrypts and stores `t` (already transformed by `tr`) owned by
+/// `owner`; returns the manifest. Errors: invalid_argument (empty table,
+/// shard_bytes too small for one row), the store's errors.
+caf::expected<envelope> put_dataset(store::environment& env, const node_id& owner,
+                                    const table& t, const transform& tr, const put_options& opts);
+
+/// Every manifest in the store, in dataset-id order.
+caf::expected<std::vector<envelope>> list_datasets(store::environment& env);
+
+/// The manifest of `id` (a full hex id or a unique prefix of >= 8 digits).
+caf::expected<envelope> find_dataset(store::environment& env, const std::string& id);
+
+/// One share decrypted and checked: its bytes hash to `hash`, the AEAD tag
+/// verifies under `key`, and the plaintext is the shard `ref` describes.
+caf::expected<table> open_share(std::span<const uint8_t> share, const hash256& hash,
+                                std::span<const uint8_t> key, schema::ShardRef::Reader ref,
+                                uint64_t features);
+
+struct verify_report {
+  uint64_t shards = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> problems; ///< one line per missing or corrupt share
+};
+
+/// Re-hashes and decrypts every share of `manifest` held in this store.
+caf::expected<verify_report> verify_dataset(store::environment& env, const envelope& manifest);
+
+/// The whole dataset back from this store's shares and keys (round trip).
+caf::expected<table> load_dataset(store::environment& env, const envelope& manifest);
+
+std::string hex(std::span<const uint8_t> bytes);
+
+} // namespace aicon::data
