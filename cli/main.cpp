@@ -12,6 +12,7 @@
 #include "bench/chain.hpp"
 #include "bench/messages.hpp"
 #include "cli/chain_cmd.hpp"
+#include "cli/data_cmd.hpp"
 #include "cli/demo.hpp"
 #include "cli/wallet_cmd.hpp"
 #include "gpu/device.hpp"
@@ -300,6 +301,29 @@ int main(int argc, char** argv) {
     sub->add_flag("--dev-open", wo.dev_open, "talk to a host in dev mode");
   }
 
+  data_cmd_options dco;
+  auto data_cmd = app.add_subcommand("data", "datasets on a data node's local store");
+  data_cmd->require_subcommand(1);
+  auto data_put_cmd = data_cmd->add_subcommand("put", "ingest CSV/NPY/IDX into encrypted shards");
+  data_put_cmd->add_option("file", dco.file, "CSV, NPY or IDX file (optionally .gz)")->required();
+  data_put_cmd->add_option("--labels", dco.labels, "labels file (NPY or IDX)");
+  data_put_cmd->add_option("--name", dco.name, "dataset name (default: the file name)");
+  data_put_cmd->add_option("--label-col", dco.label_col, "label column: index (-1 = last) or header name; \"\" = none");
+  data_put_cmd->add_option("--skip-rows", dco.skip_rows, "lines to skip before header/data");
+  data_put_cmd->add_option("--delimiter", dco.delimiter, "CSV field delimiter (default ,)");
+  data_put_cmd->add_flag("--standardize", dco.standardize, "zero mean, unit variance per feature");
+  data_put_cmd->add_flag("--minmax", dco.minmax, "scale each feature to [0, 1]");
+  data_put_cmd->add_option("--price", dco.price, "price per paying job");
+  data_put_cmd->add_option("--shard-bytes", dco.shard_bytes, "plaintext bytes per shard (default 1 MiB)");
+  data_put_cmd->add_option("--preview-rows", dco.preview_rows, "public preview rows (default 5)");
+  auto data_ls_cmd = data_cmd->add_subcommand("ls", "datasets in the store");
+  auto data_preview_cmd = data_cmd->add_subcommand("preview", "a dataset's manifest and public rows");
+  auto data_verify_cmd = data_cmd->add_subcommand("verify", "re-hash and decrypt every share");
+  for (auto* sub : {data_preview_cmd, data_verify_cmd})
+    sub->add_option("id", dco.id, "dataset id or a prefix of >= 8 hex digits")->required();
+  for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd})
+    sub->add_option("--data-dir", dco.data_dir, "the data node's data dir (holds store/)")->required();
+
   demo_options dopts;
   auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
   demo->add_option("--hosts", dopts.hosts, "hosts to start (2..8, default 3)")->check(CLI::Range(2, 8));
@@ -328,6 +352,14 @@ int main(int argc, char** argv) {
     return chain_verify(cho);
   if (*chain_receipt_cmd)
     return work_receipt(wo);
+  if (*data_put_cmd)
+    return data_put(dco);
+  if (*data_ls_cmd)
+    return data_ls(dco);
+  if (*data_preview_cmd)
+    return data_preview(dco);
+  if (*data_verify_cmd)
+    return data_verify(dco);
   if (*wallet_new_cmd)
     return wallet_new(wo);
   if (*wallet_balance_cmd)
