@@ -16,13 +16,7 @@ int fail(const caf::error& err) {
 }
 
 std::string hex_of(capnp::Data::Reader d) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : d) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0xf]);
-  }
-  return out;
+  return to_hex({d.begin(), d.size()});
 }
 
 } // namespace

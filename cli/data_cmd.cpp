@@ -20,6 +20,21 @@ caf::expected<std::unique_ptr<store::environment>> open_store(const data_cmd_opt
   return store::environment::open(o.data_dir);
 }
 
+struct opened_dataset {
+  std::unique_ptr<store::environment> env;
+  envelope manifest;
+};
+
+caf::expected<opened_dataset> open_dataset(const data_cmd_options& o) {
+  auto env = open_store(o);
+  if (!env)
+    return env.error();
+  auto m = data::find_dataset(**env, o.id);
+  if (!m)
+    return m.error();
+  return opened_dataset{std::move(*env), std::move(*m)};
+}
+
 } // namespace
 
 int data_put(const data_cmd_options& o) {
@@ -32,14 +47,15 @@ int data_put(const data_cmd_options& o) {
     return fail(owner.error());
   data::csv_options csv;
   csv.delimiter = o.delimiter[0];
-  csv.label_col = o.label_col;
+  if (o.label_col)
+    csv.label_col = *o.label_col;
   csv.skip_rows = o.skip_rows;
   std::optional<std::filesystem::path> labels;
   if (!o.labels.empty())
     labels = o.labels;
   // Read and check everything before the store is even opened: bad input
   // leaves nothing behind.
-  auto t = data::read_any(o.file, labels, csv);
+  auto t = data::read_any(o.file, labels, csv, o.label_col);
   if (!t)
     return fail(t.error());
   auto tr = data::fit_and_apply(*t, o.standardize ? data::transform::kind::standardize
@@ -58,7 +74,7 @@ int data_put(const data_cmd_options& o) {
   if (!m)
     return fail(m.error());
   opened<schema::DatasetManifest> man{*m};
-  std::printf("dataset %s\n", data::hex({man->getDatasetId().begin(), 32}).c_str());
+  std::printf("dataset %s\n", to_hex({man->getDatasetId().begin(), 32}).c_str());
   std::printf("%llu rows, %llu features, %u classes, %u shards, transform %s, price %llu\n",
               static_cast<unsigned long long>(t->rows),
               static_cast<unsigned long long>(t->features), t->classes,
@@ -81,7 +97,7 @@ int data_ls(const data_cmd_options& o) {
     if (!m)
       continue;
     std::printf("%-16s %-20s %8llu %8llu %7u %6u %8llu\n",
-                data::hex({m->getDatasetId().begin(), 32}).substr(0, 16).c_str(),
+                to_hex({m->getDatasetId().begin(), 32}).substr(0, 16).c_str(),
                 m->getName().cStr(), static_cast<unsigned long long>(m->getRows()),
                 static_cast<unsigned long long>(m->getFeatures()), m->getClasses(),
                 m->getShards().size(), static_cast<unsigned long long>(m->getPrice()));
@@ -90,15 +106,12 @@ int data_ls(const data_cmd_options& o) {
 }
 
 int data_preview(const data_cmd_options& o) {
-  auto env = open_store(o);
-  if (!env)
-    return fail(env.error());
-  auto m = data::find_dataset(**env, o.id);
-  if (!m)
-    return fail(m.error());
-  opened<schema::DatasetManifest> man{*m};
+  auto ds = open_dataset(o);
+  if (!ds)
+    return fail(ds.error());
+  opened<schema::DatasetManifest> man{ds->manifest};
   std::printf("dataset %s (%s): %llu rows x %llu features, %u classes, transform %s\n",
-              data::hex({man->getDatasetId().begin(), 32}).c_str(), man->getName().cStr(),
+              to_hex({man->getDatasetId().begin(), 32}).c_str(), man->getName().cStr(),
               static_cast<unsigned long long>(man->getRows()),
               static_cast<unsigned long long>(man->getFeatures()), man->getClasses(),
               man->getTransform().getKind().cStr());
@@ -112,13 +125,10 @@ int data_preview(const data_cmd_options& o) {
 }
 
 int data_verify(const data_cmd_options& o) {
-  auto env = open_store(o);
-  if (!env)
-    return fail(env.error());
-  auto m = data::find_dataset(**env, o.id);
-  if (!m)
-    return fail(m.error());
-  auto r = data::verify_dataset(**env, *m);
+  auto ds = open_dataset(o);
+  if (!ds)
+    return fail(ds.error());
+  auto r = data::verify_dataset(*ds->env, ds->manifest);
   if (!r)
     return fail(r.error());
   for (auto& p : r->problems)

@@ -14,7 +14,7 @@ struct data_cmd_options {
   std::string file;
   std::string labels;         ///< second file (NPY/IDX labels)
   std::string name;
-  std::string label_col = "-1";
+  std::optional<std::string> label_col; ///< default: last column (CSV), none (NPY)
   uint64_t skip_rows = 0;
   std::string delimiter = ",";
   bool standardize = false;

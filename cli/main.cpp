@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
   data_put_cmd->add_option("file", dco.file, "CSV, NPY or IDX file (optionally .gz)")->required();
   data_put_cmd->add_option("--labels", dco.labels, "labels file (NPY or IDX)");
   data_put_cmd->add_option("--name", dco.name, "dataset name (default: the file name)");
-  data_put_cmd->add_option("--label-col", dco.label_col, "label column: index (-1 = last) or header name; \"\" = none");
+  data_put_cmd->add_option("--label-col", dco.label_col, "label column: index (-1 = last) or header name; \"\" = none (default: last for CSV, none for NPY)");
   data_put_cmd->add_option("--skip-rows", dco.skip_rows, "lines to skip before header/data");
   data_put_cmd->add_option("--delimiter", dco.delimiter, "CSV field delimiter (default ,)");
   data_put_cmd->add_flag("--standardize", dco.standardize, "zero mean, unit variance per feature");

@@ -31,15 +31,19 @@ caf::error errno_error(const std::string& what, const std::filesystem::path& pat
 
 } // namespace
 
-std::string node_id::hex() const {
+std::string to_hex(std::span<const uint8_t> bytes) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string out;
-  out.reserve(64);
+  out.reserve(2 * bytes.size());
   for (auto b : bytes) {
     out.push_back(digits[b >> 4]);
     out.push_back(digits[b & 0xf]);
   }
   return out;
+}
+
+std::string node_id::hex() const {
+  return to_hex(bytes);
 }
 
 std::string node_id::short_hex() const {

@@ -13,6 +13,9 @@
 
 namespace aicon {
 
+/// Lowercase hex of any bytes (keys, hashes, ids).
+std::string to_hex(std::span<const uint8_t> bytes);
+
 /// A NodeId: an ed25519 public key.
 struct node_id {
   std::array<uint8_t, 32> bytes{};

@@ -52,11 +52,18 @@ struct vote_lock {
   clock_type::time_point at;
 };
 
+/// A receipt in the pool with what picking work needs, decoded once on entry.
+struct pending_receipt {
+  envelope env;
+  hash256 session{};
+  uint64_t units = 0;
+};
+
 struct generator_state {
   role_context ctx;
   std::shared_ptr<ledger::chain> chain;
   pov::mempool pool;
-  std::map<hash256, envelope> receipts;   ///< pending work, by receipt hash
+  std::map<hash256, pending_receipt> receipts; ///< pending work, by receipt hash
   std::vector<hash256> receipt_order;     ///< arrival order of `receipts`
   round_state round;
   std::map<uint64_t, vote_lock> locks;    ///< height -> the block this host voted for
@@ -108,23 +115,15 @@ struct generator_state {
     std::map<hash256, std::pair<uint64_t, std::vector<envelope>>> by_session;
     std::vector<hash256> session_order;
     for (auto& h : receipt_order) {
-      auto& env = receipts.at(h);
-      opened<schema::SignedWorkReceipt> r{env};
-      if (!r)
-        continue;
-      auto sid = r->getReceipt().getSessionId();
-      if (sid.size() != 32)
-        continue;
-      hash256 key;
-      std::memcpy(key.data(), sid.begin(), 32);
-      auto [it, fresh] = by_session.try_emplace(key);
+      auto& r = receipts.at(h);
+      auto [it, fresh] = by_session.try_emplace(r.session);
       if (fresh)
-        session_order.push_back(key);
+        session_order.push_back(r.session);
       auto& [sum, picked] = it->second;
       if (sum >= difficulty)
         continue;
-      sum += r->getReceipt().getUnits();
-      picked.push_back(env);
+      sum = r.units > UINT64_MAX - sum ? UINT64_MAX : sum + r.units; // saturating
+      picked.push_back(r.env);
     }
     for (auto& key : session_order) {
       auto& [sum, picked] = by_session.at(key);
@@ -344,7 +343,9 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
       return make_error(errc::invalid_argument,
                         fmt::format("receipt pool full ({} receipts); retry later",
                                     st.receipts.size()));
-    st.receipts.emplace(hash, env);
+    pending_receipt p{env, {}, r.getReceipt().getUnits()};
+    std::memcpy(p.session.data(), r.getReceipt().getSessionId().begin(), 32); // size checked
+    st.receipts.emplace(hash, std::move(p));
     st.receipt_order.push_back(hash);
     gossip(self, env);
     return make_ack(hash, st.receipts.size());

@@ -559,17 +559,25 @@ caf::expected<table> read_idx(const std::filesystem::path& images,
 
 caf::expected<table> read_any(const std::filesystem::path& file,
                               const std::optional<std::filesystem::path>& labels,
-                              const csv_options& csv) {
+                              const csv_options& csv,
+                              const std::optional<std::string>& label_col) {
   auto name = file.filename().string();
   if (name.size() > 3 && name.ends_with(".gz"))
     name.resize(name.size() - 3);
-  if (name.ends_with(".npy"))
-    return read_npy(file, labels, labels ? "" : csv.label_col == "-1" ? "" : csv.label_col,
-                    csv.lim);
+  if (name.ends_with(".npy")) {
+    if (labels && label_col && !label_col->empty())
+      return bad_input(fmt::format("{}: give a labels file or a label column, not both",
+                                   file.string()));
+    return read_npy(file, labels, label_col.value_or(""), csv.lim);
+  }
   if (name.ends_with(".idx") || name.ends_with("-ubyte") || name.find(".idx") != std::string::npos)
     return read_idx(file, labels, csv.lim);
-  if (name.ends_with(".csv") || name.ends_with(".tsv") || name.ends_with(".txt"))
-    return read_csv(file, csv);
+  if (name.ends_with(".csv") || name.ends_with(".tsv") || name.ends_with(".txt")) {
+    auto opts = csv;
+    if (label_col)
+      opts.label_col = *label_col;
+    return read_csv(file, opts);
+  }
   return bad_input(fmt::format("{}: unknown format (expected .csv, .npy, .idx or *-ubyte, "
                                "optionally .gz)",
                                file.string()));

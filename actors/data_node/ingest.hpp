@@ -70,10 +70,13 @@ caf::expected<table> read_idx(const std::filesystem::path& images,
                               const ingest_limits& lim = {});
 
 /// Picks the reader by extension (.csv, .npy, .idx, *-ubyte, with or without
-/// .gz); `labels` is the second file for NPY and IDX.
+/// .gz); `labels` is the second file for NPY and IDX. `label_col`, when
+/// given, overrides csv.label_col and names a label column of an NPY (which
+/// has none by default).
 caf::expected<table> read_any(const std::filesystem::path& file,
                               const std::optional<std::filesystem::path>& labels,
-                              const csv_options& csv);
+                              const csv_options& csv,
+                              const std::optional<std::string>& label_col = std::nullopt);
 
 /// A per-feature affine transform x' = (x - shift) / scale, recorded in the
 /// manifest so trainers apply the same one to new data.

@@ -41,16 +41,6 @@ kj::ArrayPtr<const kj::byte> bytes_of(const void* p, size_t n) {
 
 } // namespace
 
-std::string hex(std::span<const uint8_t> bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : bytes) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0xf]);
-  }
-  return out;
-}
-
 hash256 share_hash(std::span<const uint8_t> share) {
   hash256 out;
   crypto_generichash(out.data(), out.size(), share.data(), share.size(), nullptr, 0);
@@ -197,7 +187,7 @@ caf::expected<envelope> find_dataset(store::environment& env, const std::string&
     opened<schema::DatasetManifest> o{m};
     if (!o)
       continue;
-    if (hex({o->getDatasetId().begin(), o->getDatasetId().size()}).rfind(id, 0) == 0) {
+    if (to_hex({o->getDatasetId().begin(), o->getDatasetId().size()}).rfind(id, 0) == 0) {
       if (found)
         return make_error(errc::invalid_argument,
                           fmt::format("dataset id prefix '{}' is ambiguous", id));
@@ -212,7 +202,7 @@ caf::expected<envelope> find_dataset(store::environment& env, const std::string&
 caf::expected<table> open_share(std::span<const uint8_t> share, const hash256& hash,
                                 std::span<const uint8_t> key, schema::ShardRef::Reader ref,
                                 uint64_t features) {
-  auto short_hash = hex(span_of(hash)).substr(0, 16);
+  auto short_hash = to_hex(span_of(hash)).substr(0, 16);
   if (share_hash(share) != hash)
     return make_error(errc::invalid_argument,
                       fmt::format("share {} is corrupt: its bytes do not hash to its address",
@@ -277,7 +267,7 @@ caf::error each_shard(store::environment& env, const envelope& manifest, F fn) {
     if (!*share || !*key) {
       fn(ref, caf::expected<table>{make_error(errc::not_found,
                                               fmt::format("share {} is missing",
-                                                          hex(span_of(h)).substr(0, 16)))},
+                                                          to_hex(span_of(h)).substr(0, 16)))},
          0);
       continue;
     }

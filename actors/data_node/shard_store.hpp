@@ -66,6 +66,4 @@ caf::expected<verify_report> verify_dataset(store::environment& env, const envel
 /// The whole dataset back from this store's shares and keys (round trip).
 caf::expected<table> load_dataset(store::environment& env, const envelope& manifest);
 
-std::string hex(std::span<const uint8_t> bytes);
-
 } // namespace aicon::data

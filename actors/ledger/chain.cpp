@@ -314,9 +314,7 @@ caf::error store_block(store::txn& t, const envelope& env, uint64_t height, cons
 } // namespace
 
 std::string hex(const hash256& h) {
-  node_id id;
-  id.bytes = h;
-  return id.hex();
+  return to_hex(h);
 }
 
 hash256 header_hash(schema::BlockHeader::Reader header) {

@@ -8,10 +8,6 @@
 #include <regex>
 #include <thread>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/work.hpp"
 #include "fixtures.hpp"
@@ -22,21 +18,6 @@ using namespace aicon::test;
 
 namespace {
 
-/// A port that was free a moment ago (the hosts need each other's ports
-/// before any of them starts).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 struct tip_view {
   uint64_t height = 0;
   std::string hash, root;
@@ -44,13 +25,7 @@ struct tip_view {
 };
 
 std::string hex_of(capnp::Data::Reader d) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : d) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0xf]);
-  }
-  return out;
+  return to_hex({d.begin(), d.size()});
 }
 
 struct chain_cluster {

@@ -60,6 +60,10 @@ struct command_result {
 command_result run_command(const std::vector<std::string>& args,
                            std::chrono::milliseconds timeout = 30s);
 
+/// A loopback port the OS has just handed out (then released), for configs
+/// that must name their ports before any host starts.
+uint16_t free_port();
+
 /// The aicon binary under test.
 std::string aicon_binary();
 

@@ -1,10 +1,6 @@
-// The README's quick start, exactly as written: examples/two-hosts.sh, two
-// `aicon host` processes, `aicon ping`.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+// The README's quick starts, exactly as written: examples/two-hosts.sh with
+// two `aicon host` processes and `aicon ping`; examples/chain-hosts.sh with
+// three hosts driven by `aicon wallet` and `aicon chain receipt`.
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
@@ -14,24 +10,6 @@
 
 using namespace aicon;
 using namespace aicon::test;
-
-namespace {
-
-/// A port the OS has just handed out (then released) for the script's
-/// fixed-port configs.
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-} // namespace
 
 BOOST_AUTO_TEST_SUITE(examples)
 

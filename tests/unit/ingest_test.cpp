@@ -170,6 +170,14 @@ BOOST_AUTO_TEST_CASE(npy_every_dtype_is_exact) {
   BOOST_REQUIRE_MESSAGE(by_col, test::why(by_col));
   BOOST_TEST(by_col->features == 1u);
   BOOST_TEST((by_col->y == std::vector<int32_t>{0, 2, 254}));
+  // Through read_any: an NPY has no label column unless one is named, and
+  // "-1" then means the last one.
+  BOOST_TEST(read_any(dir / "u1.npy", std::nullopt, {})->features == 2u);
+  auto last = read_any(dir / "u1.npy", std::nullopt, {}, "-1");
+  BOOST_REQUIRE_MESSAGE(last, test::why(last));
+  BOOST_TEST((last->y == std::vector<int32_t>{1, 128, 255}));
+  expect_error(read_any(dir / "u1.npy", dir / "y.npy", {}, "0"),
+               {"u1.npy", "a labels file or a label column, not both"});
 }
 
 BOOST_AUTO_TEST_CASE(npy_bad_input_names_the_byte_offset) {

@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(digits_round_trip_is_bit_exact_through_encrypted_shards) {
   BOOST_REQUIRE_MESSAGE(back, test::why(back));
   BOOST_TEST(same_bits(back->x, t.x));
   BOOST_TEST((back->y == t.y));
-  auto found = find_dataset(*env, hex({man->getDatasetId().begin(), 32}).substr(0, 10));
+  auto found = find_dataset(*env, to_hex({man->getDatasetId().begin(), 32}).substr(0, 10));
   BOOST_REQUIRE_MESSAGE(found, test::why(found));
   BOOST_TEST(list_datasets(*env)->size() == 1u);
   auto report = verify_dataset(*env, *m);
@@ -131,7 +131,7 @@ BOOST_AUTO_TEST_CASE(corrupt_and_missing_shares_are_named) {
   BOOST_REQUIRE(report);
   BOOST_REQUIRE(report->problems.size() == 2u);
   BOOST_TEST(report->problems[0].find("corrupt") != std::string::npos, report->problems[0]);
-  BOOST_TEST(report->problems[0].find(hex({h0.begin(), 32}).substr(0, 16)) != std::string::npos);
+  BOOST_TEST(report->problems[0].find(to_hex({h0.begin(), 32}).substr(0, 16)) != std::string::npos);
   BOOST_TEST(report->problems[1].find("missing") != std::string::npos, report->problems[1]);
   auto back = load_dataset(*env, *m);
   BOOST_REQUIRE(!back);
