@@ -1,6 +1,7 @@
 #include "actors/roles.hpp"
 
 #include "actors/block_generator/block_generator.hpp"
+#include "actors/data_node/data_node.hpp"
 #include "actors/echo/echo.hpp"
 #include "actors/ledger/ledger.hpp"
 
@@ -13,6 +14,7 @@ const std::map<std::string, role_factory>& role_table() {
      }},
     {"ledger", spawn_ledger},
     {"block_generator", spawn_block_generator},
+    {"data_node", spawn_data_node},
   };
   return table;
 }

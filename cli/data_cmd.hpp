@@ -1,11 +1,13 @@
-// `aicon data put|ls|preview|verify` on a local store (--data-dir). The
-// --connect variants (against a running data node) come with the data_node
-// role.
+// `aicon data put|ls|preview|verify` on a local store (--data-dir alone) or
+// against running data nodes (--connect ADDR, repeatable: --data-dir is then
+// this client's identity and trusted peers); `aicon data fetch` (a trainer's
+// pull: nearest replica, verified, keys by lease) and `aicon data challenges`.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace aicon {
 
@@ -22,12 +24,22 @@ struct data_cmd_options {
   uint64_t price = 0;
   uint64_t shard_bytes = 1 << 20;
   uint32_t preview_rows = 5;
-  std::string id;             ///< preview/verify
+  std::string id;             ///< preview/verify/fetch
+  std::vector<std::string> connect; ///< host:port of data nodes (empty = local store)
+  bool dev_open = false;
+  uint32_t replicas = 2;      ///< put --connect: copies in all
+  std::string key;            ///< owner (put) or trainer (fetch) key; default node.key
+  bool register_asset = true; ///< put --connect: AssetRegister on the host's chain
+  std::string job;            ///< fetch: the job the lease is for (64 hex digits)
+  std::string out;            ///< fetch: writes OUT.x.npy (and OUT.y.npy)
+  uint32_t credits = 4;       ///< fetch: shares in flight per request
 };
 
 int data_put(const data_cmd_options& o);
 int data_ls(const data_cmd_options& o);
 int data_preview(const data_cmd_options& o);
 int data_verify(const data_cmd_options& o);
+int data_fetch(const data_cmd_options& o);
+int data_challenges(const data_cmd_options& o);
 
 } // namespace aicon

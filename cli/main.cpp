@@ -10,6 +10,7 @@
 
 #include "actors/roles.hpp"
 #include "bench/chain.hpp"
+#include "bench/data.hpp"
 #include "bench/messages.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
@@ -255,6 +256,9 @@ int main(int argc, char** argv) {
   bench::chain_options co;
   auto bench_chain = bench_cmd->add_subcommand("chain", "durable signed transfers per second");
   bench::add_chain_flags(*bench_chain, co);
+  bench::data_options bdo;
+  auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
+  bench::add_data_flags(*bench_data, bdo);
 
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
@@ -302,7 +306,7 @@ int main(int argc, char** argv) {
   }
 
   data_cmd_options dco;
-  auto data_cmd = app.add_subcommand("data", "datasets on a data node's local store");
+  auto data_cmd = app.add_subcommand("data", "datasets on a local store or on running data nodes");
   data_cmd->require_subcommand(1);
   auto data_put_cmd = data_cmd->add_subcommand("put", "ingest CSV/NPY/IDX into encrypted shards");
   data_put_cmd->add_option("file", dco.file, "CSV, NPY or IDX file (optionally .gz)")->required();
@@ -319,10 +323,23 @@ int main(int argc, char** argv) {
   auto data_ls_cmd = data_cmd->add_subcommand("ls", "datasets in the store");
   auto data_preview_cmd = data_cmd->add_subcommand("preview", "a dataset's manifest and public rows");
   auto data_verify_cmd = data_cmd->add_subcommand("verify", "re-hash and decrypt every share");
-  for (auto* sub : {data_preview_cmd, data_verify_cmd})
+  auto data_fetch_cmd = data_cmd->add_subcommand("fetch", "as a trainer: pull, verify and decrypt a dataset (needs a lease)");
+  auto data_challenges_cmd = data_cmd->add_subcommand("challenges", "storage challenges a data node sent and their outcome");
+  for (auto* sub : {data_preview_cmd, data_verify_cmd, data_fetch_cmd})
     sub->add_option("id", dco.id, "dataset id or a prefix of >= 8 hex digits")->required();
-  for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd})
-    sub->add_option("--data-dir", dco.data_dir, "the data node's data dir (holds store/)")->required();
+  for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd, data_fetch_cmd,
+                    data_challenges_cmd}) {
+    sub->add_option("--data-dir", dco.data_dir, "local store (alone) or, with --connect, this client's identity and trusted peers")->required();
+    sub->add_option("--connect", dco.connect, "host:port of a data node (repeat for replicas)")->delimiter(',');
+    sub->add_flag("--dev-open", dco.dev_open, "talk to hosts in dev mode");
+  }
+  data_put_cmd->add_option("--replicas", dco.replicas, "with --connect: copies on the network in all (default 2)")->check(CLI::Range(1, 16));
+  data_put_cmd->add_option("--key", dco.key, "owner's key file (default: node.key of --data-dir)");
+  data_put_cmd->add_flag("!--no-register", dco.register_asset, "with --connect: do not register the dataset on the chain");
+  data_fetch_cmd->add_option("--key", dco.key, "trainer's key file (default: node.key of --data-dir)");
+  data_fetch_cmd->add_option("--job", dco.job, "job id the lease is for (64 hex digits)")->required();
+  data_fetch_cmd->add_option("--out", dco.out, "write OUT.x.npy (float32) and OUT.y.npy (int32)");
+  data_fetch_cmd->add_option("--credits", dco.credits, "shares per request / in flight (default 4)")->check(CLI::Range(1, 64));
 
   demo_options dopts;
   auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
@@ -342,6 +359,8 @@ int main(int argc, char** argv) {
     return bench::run_messages(bo, argv[0]);
   if (*bench_chain)
     return bench::run_chain(co);
+  if (*bench_data)
+    return bench::run_data(bdo);
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)
@@ -360,6 +379,10 @@ int main(int argc, char** argv) {
     return data_preview(dco);
   if (*data_verify_cmd)
     return data_verify(dco);
+  if (*data_fetch_cmd)
+    return data_fetch(dco);
+  if (*data_challenges_cmd)
+    return data_challenges(dco);
   if (*wallet_new_cmd)
     return wallet_new(wo);
   if (*wallet_balance_cmd)

@@ -63,6 +63,9 @@ public:
   const caf::actor& directory() const {
     return directory_;
   }
+  const limits& lim() const {
+    return opts_.lim;
+  }
 
 private:
   client() = default;

@@ -233,7 +233,9 @@ public:
                                  "echo_delay_ms_max", "echo_delayed_max", "handshake_bytes_min",
                                  "handshake_deadline_ms", "block_tick_ms", "block_takeover_ms",
                                  "vote_lock_ms", "block_txs_max", "receipt_pool_max",
-                                 "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max"}))
+                                 "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max",
+                                 "data_replicas", "stream_credits", "upload_batch_bytes",
+                                 "storage_challenge_ms"}))
         return err;
       caf::error err;
       auto p = std::string{"limits"};
@@ -260,8 +262,18 @@ public:
           || (err = get(*tbl, p, "receipt_pool_max", l.receipt_pool_max))
           || (err = get(*tbl, p, "clock_skew_ms_max", l.clock_skew_ms_max))
           || (err = get(*tbl, p, "ledger_sync_ms", l.ledger_sync_ms))
-          || (err = get(*tbl, p, "sync_blocks_max", l.sync_blocks_max)))
+          || (err = get(*tbl, p, "sync_blocks_max", l.sync_blocks_max))
+          || (err = get(*tbl, p, "data_replicas", l.data_replicas))
+          || (err = get(*tbl, p, "stream_credits", l.stream_credits))
+          || (err = get(*tbl, p, "upload_batch_bytes", l.upload_batch_bytes))
+          || (err = get(*tbl, p, "storage_challenge_ms", l.storage_challenge_ms)))
         return err;
+      if (l.data_replicas == 0 || l.stream_credits == 0 || l.storage_challenge_ms == 0)
+        return fail(tbl, "limits", "data_replicas, stream_credits and storage_challenge_ms must "
+                                   "be > 0");
+      if (l.upload_batch_bytes == 0 || l.upload_batch_bytes * 2 > l.envelope_bytes_max)
+        return fail(tbl, "limits.upload_batch_bytes",
+                    "must be > 0 and at most half of envelope_bytes_max");
       if (l.block_tick_ms == 0 || l.ledger_sync_ms == 0 || l.block_takeover_ms == 0)
         return fail(tbl, "limits", "block_tick_ms, block_takeover_ms and ledger_sync_ms must be "
                                    "> 0");

@@ -127,6 +127,14 @@ public:
     return builder_.initRoot<T>();
   }
 
+  /// A deep copy of `r` as the root.
+  template <class T>
+  void set_root(typename T::Reader r) {
+    type_id_ = capnp::typeId<T>();
+    static detail::type_name_registrar<T> registrar;
+    builder_.setRoot(r);
+  }
+
   /// For adopting external data without copying it into the builder (large
   /// payloads): the bytes are copied exactly once, by finish().
   capnp::Orphanage orphanage() {
@@ -154,6 +162,14 @@ envelope make_envelope(F&& fill) {
     fill(root, b);
   else
     fill(root);
+  return b.finish();
+}
+
+/// An envelope holding a copy of `r` (e.g. a struct nested in a message).
+template <class T>
+envelope copy_envelope(typename T::Reader r) {
+  envelope_builder b;
+  b.set_root<T>(r);
   return b.finish();
 }
 

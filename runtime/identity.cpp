@@ -106,6 +106,33 @@ signature identity::sign(std::span<const uint8_t> msg) const {
   return sig;
 }
 
+caf::expected<std::vector<uint8_t>> seal_to(const node_id& to, std::span<const uint8_t> msg) {
+  init_sodium();
+  std::array<uint8_t, crypto_box_PUBLICKEYBYTES> pk;
+  if (crypto_sign_ed25519_pk_to_curve25519(pk.data(), to.bytes.data()) != 0)
+    return make_error(errc::invalid_argument,
+                      "seal: " + to.short_hex() + " is not a valid ed25519 public key");
+  std::vector<uint8_t> out(msg.size() + crypto_box_SEALBYTES);
+  crypto_box_seal(out.data(), msg.data(), msg.size(), pk.data());
+  return out;
+}
+
+caf::expected<std::vector<uint8_t>> identity::unseal(std::span<const uint8_t> sealed) const {
+  std::array<uint8_t, crypto_box_PUBLICKEYBYTES> pk;
+  std::array<uint8_t, crypto_box_SECRETKEYBYTES> sk;
+  if (sealed.size() < crypto_box_SEALBYTES
+      || crypto_sign_ed25519_pk_to_curve25519(pk.data(), id_.bytes.data()) != 0
+      || crypto_sign_ed25519_sk_to_curve25519(sk.data(), secret_.data()) != 0)
+    return make_error(errc::bad_signature, "unseal: the sealed box is too short");
+  std::vector<uint8_t> out(sealed.size() - crypto_box_SEALBYTES);
+  int rc = crypto_box_seal_open(out.data(), sealed.data(), sealed.size(), pk.data(), sk.data());
+  sodium_memzero(sk.data(), sk.size());
+  if (rc != 0)
+    return make_error(errc::bad_signature,
+                      "unseal: the box was sealed to another key or altered");
+  return out;
+}
+
 bool verify_signature(const node_id& author, std::span<const uint8_t> msg,
                       std::span<const uint8_t> sig) {
   init_sodium();

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <caf/expected.hpp>
 
@@ -60,6 +61,10 @@ public:
   /// Detached ed25519 signature of `msg`.
   signature sign(std::span<const uint8_t> msg) const;
 
+  /// Opens what `seal_to(id(), ...)` sealed. Errors: bad_signature when it
+  /// was sealed to another key or altered.
+  caf::expected<std::vector<uint8_t>> unseal(std::span<const uint8_t> sealed) const;
+
 private:
   node_id id_;
   std::array<uint8_t, 64> secret_{};
@@ -68,6 +73,12 @@ private:
 /// Verifies a detached ed25519 signature by `author` over `msg`.
 bool verify_signature(const node_id& author, std::span<const uint8_t> msg,
                       std::span<const uint8_t> sig);
+
+/// Anonymous public-key encryption to `to` (libsodium crypto_box_seal to
+/// the X25519 key derived from its ed25519 key): only the holder of `to`'s
+/// secret key can open it. Errors: invalid_argument for a key that is not a
+/// valid ed25519 point.
+caf::expected<std::vector<uint8_t>> seal_to(const node_id& to, std::span<const uint8_t> msg);
 
 /// File names inside a data dir.
 inline constexpr const char* node_key_file = "node.key";

@@ -96,6 +96,22 @@ struct limits {
 
   /// Most blocks one catch-up round fetches from one peer.
   uint32_t sync_blocks_max = 512;
+
+  /// Copies of every dataset a data node keeps on the network, its own
+  /// included: one lost disk loses no data.
+  uint32_t data_replicas = 2;
+
+  /// Shares a trainer may ask for in one FetchShares, and so have in flight
+  /// per data node: a slow trainer makes a data node hold at most this many
+  /// shares (1 MiB each by default) for it.
+  uint32_t stream_credits = 4;
+
+  /// Share bytes per UploadShares message (well under envelope_bytes_max).
+  uint64_t upload_batch_bytes = 8ull << 20;
+
+  /// How often a data node challenges one peer holding a copy of its data
+  /// to prove it still has a random share.
+  uint32_t storage_challenge_ms = 30000;
 };
 
 } // namespace aicon

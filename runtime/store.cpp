@@ -1,5 +1,7 @@
 #include "runtime/store.hpp"
 
+#include <mutex>
+
 #include <fmt/format.h>
 
 #include "runtime/error.hpp"
@@ -28,6 +30,10 @@ const char* to_string(db which) {
     case db::assets: return "assets";
     case db::receipts: return "receipts";
     case db::datasets: return "datasets";
+    case db::uploads: return "uploads";
+    case db::leases: return "leases";
+    case db::holders: return "holders";
+    case db::challenges: return "challenges";
     case db::shares: return "shares";
     case db::shard_keys: return "shard_keys";
   }
@@ -79,6 +85,23 @@ caf::expected<std::unique_ptr<environment>> environment::open(const std::filesys
   if (int rc = mdb_txn_commit(t))
     return lmdb_error(rc, "mdb_txn_commit");
   return env;
+}
+
+caf::expected<std::shared_ptr<environment>> shared_environment(const std::filesystem::path& dir,
+                                                               const options& opts) {
+  static std::mutex mtx;
+  static std::map<std::string, std::weak_ptr<environment>> opened;
+  std::lock_guard<std::mutex> guard{mtx};
+  std::error_code ec;
+  auto key = std::filesystem::absolute(dir, ec).lexically_normal().string();
+  if (auto existing = opened[key].lock())
+    return existing;
+  auto env = environment::open(dir, opts);
+  if (!env)
+    return env.error();
+  std::shared_ptr<environment> shared{std::move(*env)};
+  opened[key] = shared;
+  return shared;
 }
 
 environment::~environment() {

@@ -35,8 +35,12 @@ enum class db : uint8_t {
   datasets,      ///< dataset id (32 bytes) -> DatasetManifest (flat Cap'n Proto words)
   shares,        ///< share hash (32 bytes) -> nonce ‖ XChaCha20-Poly1305 ciphertext
   shard_keys,    ///< share hash (32 bytes) -> its 32-byte key (never leaves unsealed)
+  uploads,       ///< dataset id -> manifest of a replica upload not yet committed
+  leases,        ///< job id ‖ trainer (64 bytes) -> Lease (flat Cap'n Proto words)
+  holders,       ///< dataset id ‖ node (64 bytes) -> ms since epoch it was placed there
+  challenges,    ///< time ms (8, big-endian) ‖ node (32) -> ChallengeRecord
 };
-inline constexpr size_t db_count = 10;
+inline constexpr size_t db_count = 14;
 const char* to_string(db which);
 
 struct options {
@@ -69,6 +73,12 @@ private:
   MDB_env* env_ = nullptr;
   MDB_dbi dbis_[db_count] = {};
 };
+
+/// The environment of DIR/store, opened once per process and shared by
+/// every role of that host (LMDB forbids opening one environment twice in
+/// a process). The first caller's options win.
+caf::expected<std::shared_ptr<environment>> shared_environment(const std::filesystem::path& dir,
+                                                               const options& opts = {});
 
 /// A read or write transaction. Destroying an uncommitted transaction
 /// aborts it, so an early return never half-applies anything.

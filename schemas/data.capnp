@@ -51,3 +51,127 @@ struct ShardData {
   x @3 :Data;           # rows * features float32
   y @4 :Data;           # rows int32, or empty without labels
 }
+
+# ---- Between data nodes, trainers and clients ----------------------------
+
+struct Share {
+  hash @0 :Data;        # its address: BLAKE2b-256 of `bytes`
+  bytes @1 :Data;       # nonce ‖ XChaCha20-Poly1305 ciphertext
+}
+
+struct SealedKey {
+  hash @0 :Data;        # the share the key opens
+  sealed @1 :Data;      # crypto_box_seal of the 32-byte key to the receiver's key
+}
+
+struct UploadBegin {
+  # Starts putting a dataset (or a replica of one) on a data node. The
+  # manifest is kept apart until every share arrived: listings never show a
+  # half-stored dataset, and an upload that never commits is rolled back.
+  manifest @0 :DatasetManifest;
+}
+
+struct UploadShares {
+  datasetId @0 :Data;
+  shares @1 :List(Share);
+  keys @2 :List(SealedKey); # one per share, sealed to the receiving node
+}
+
+struct UploadCommit {
+  datasetId @0 :Data;
+  replicas @1 :UInt32;  # copies wanted in all (this node included); the node
+                        # pushes the rest to peer data nodes before answering
+  source @2 :Data;      # NodeId of a data node pushing a replica (empty from
+                        # a client): the receiver then knows a second holder
+}
+
+struct UploadDone {
+  datasetId @0 :Data;
+  holders @1 :List(Data); # NodeIds holding a complete copy
+}
+
+struct FetchShares {
+  # Pull with credit: a trainer asks for at most `streamCredits` shares at a
+  # time and asks again only after consuming them.
+  hashes @0 :List(Data);
+}
+
+struct ShareBatch {
+  shares @0 :List(Share);
+}
+
+struct ShareReport {
+  # "The copy you served me is corrupt or missing": the node re-checks it
+  # and repairs it from a peer replica.
+  hash @0 :Data;
+  datasetId @1 :Data;
+  problem @2 :Text;
+}
+
+struct ReportAck {
+  repaired @0 :Bool;    # the copy was bad and is now replaced from a peer
+  problem @1 :Text;     # what was wrong with it here ("" if nothing)
+}
+
+struct Lease {
+  # A trainer's right to a dataset for one job (written by the allocator).
+  jobId @0 :Data;
+  trainer @1 :Data;
+  datasetId @2 :Data;
+  expiresMs @3 :UInt64;
+}
+
+struct KeyRequest {
+  datasetId @0 :Data;
+  jobId @1 :Data;
+  trainer @2 :Data;     # NodeId the keys are sealed to
+  timeMs @3 :UInt64;    # must be within clock_skew_ms_max of the node's clock
+  signature @4 :Data;   # ed25519 by trainer over "aicon-keyreq-v1" ‖ canonical(request without it)
+}
+
+struct KeyRelease {
+  datasetId @0 :Data;
+  keys @1 :List(SealedKey);
+}
+
+struct StorageChallenge {
+  hash @0 :Data;        # a share the node should hold
+  nonce @1 :Data;       # 32 fresh random bytes
+}
+
+struct ChallengeAnswer {
+  digest @0 :Data;      # BLAKE2b-256(share ‖ nonce)
+}
+
+struct ChallengeRecord {
+  challenger @0 :Data;
+  node @1 :Data;        # the node challenged
+  hash @2 :Data;
+  timeMs @3 :UInt64;
+  ok @4 :Bool;
+  problem @5 :Text;     # why it failed
+}
+
+struct DataQuery {
+  union {
+    list @0 :Void;          # -> DatasetList
+    manifest @1 :Text;      # dataset id or prefix >= 8 hex digits -> DatasetManifest
+    verify @2 :Data;        # dataset id -> VerifyResult of this node's copy
+    challenges @3 :Void;    # -> ChallengeLog
+  }
+}
+
+struct DatasetList {
+  manifests @0 :List(DatasetManifest);
+}
+
+struct VerifyResult {
+  node @0 :Data;
+  shards @1 :UInt64;
+  bytes @2 :UInt64;
+  problems @3 :List(Text);
+}
+
+struct ChallengeLog {
+  records @0 :List(ChallengeRecord);
+}

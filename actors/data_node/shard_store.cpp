@@ -47,8 +47,61 @@ hash256 share_hash(std::span<const uint8_t> share) {
   return out;
 }
 
-caf::expected<envelope> put_dataset(store::environment& env, const node_id& owner,
-                                    const table& t, const transform& tr, const put_options& opts) {
+caf::expected<hash256> hash_of(capnp::Data::Reader d, const char* what) {
+  if (d.size() != 32)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{} must be 32 bytes, not {}", what, d.size()));
+  hash256 h;
+  std::memcpy(h.data(), d.begin(), 32);
+  return h;
+}
+
+hash256 manifest_id(schema::DatasetManifest::Reader m) {
+  capnp::MallocMessageBuilder copy;
+  copy.setRoot(m);
+  auto b = copy.getRoot<schema::DatasetManifest>();
+  b.disownDatasetId(); // absent, as when the id was computed
+  kj::Array<capnp::word> keep;
+  return ledger::blake2b("aicon-dataset-v1", ledger::canonical_bytes(b.asReader(), keep));
+}
+
+caf::error check_manifest(schema::DatasetManifest::Reader m) {
+  auto id = hash_of(m.getDatasetId(), "manifest.datasetId");
+  if (!id)
+    return id.error();
+  if (*id != manifest_id(m))
+    return make_error(errc::invalid_argument,
+                      "manifest: datasetId is not the hash of the manifest (altered or forged)");
+  if (m.getOwner().size() != 32)
+    return make_error(errc::invalid_argument, "manifest: owner must be 32 bytes");
+  if (m.getFeatures() == 0 || m.getRows() == 0)
+    return make_error(errc::invalid_argument, "manifest: no rows or no features");
+  uint64_t next = 0;
+  unsigned i = 0;
+  for (auto ref : m.getShards()) {
+    if (ref.getHash().size() != 32)
+      return make_error(errc::invalid_argument,
+                        fmt::format("manifest: shard {} hash is not 32 bytes", i));
+    if (ref.getFirstRow() != next || ref.getRows() == 0)
+      return make_error(errc::invalid_argument,
+                        fmt::format("manifest: shard {} starts at row {}, expected {}", i,
+                                    ref.getFirstRow(), next));
+    next += ref.getRows();
+    ++i;
+  }
+  if (next != m.getRows())
+    return make_error(errc::invalid_argument,
+                      fmt::format("manifest: shards cover {} rows of {}", next, m.getRows()));
+  auto tr = m.getTransform();
+  if ((tr.getShift().size() != 0 || tr.getScale().size() != 0)
+      && (tr.getShift().size() != m.getFeatures() || tr.getScale().size() != m.getFeatures()))
+    return make_error(errc::invalid_argument,
+                      "manifest: the transform needs one shift and one scale per feature");
+  return caf::none;
+}
+
+caf::expected<built_dataset> build_dataset(const node_id& owner, const table& t,
+                                           const transform& tr, const put_options& opts) {
   if (t.rows == 0 || t.features == 0)
     return make_error(errc::invalid_argument, "put: the dataset has no rows or no features");
   uint64_t row_bytes = t.features * 4 + (t.y.empty() ? 0 : 4);
@@ -141,24 +194,50 @@ caf::expected<envelope> put_dataset(store::environment& env, const node_id& owne
   auto id = ledger::blake2b("aicon-dataset-v1",
                             ledger::canonical_bytes(opened<schema::DatasetManifest>{unnamed}.root(),
                                                     keep));
-  auto manifest = make_envelope<schema::DatasetManifest>([&](schema::DatasetManifest::Builder m) {
+  built_dataset out;
+  out.manifest = make_envelope<schema::DatasetManifest>([&](schema::DatasetManifest::Builder m) {
     fill(m);
     m.setDatasetId(kj::arrayPtr(id.data(), 32));
   });
+  for (auto& s : shards) {
+    out.shares.push_back(std::move(s.share));
+    out.keys.push_back(s.key);
+  }
+  return out;
+}
+
+caf::error store_dataset(store::environment& env, const built_dataset& d) {
+  opened<schema::DatasetManifest> m{d.manifest};
+  if (!m)
+    return m.error();
+  auto refs = m->getShards();
+  if (refs.size() != d.shares.size() || refs.size() != d.keys.size())
+    return make_error(errc::invalid_argument, "store: shares and keys do not match the manifest");
   auto txn = store::txn::begin(env, true);
   if (!txn)
     return txn.error();
-  for (auto& s : shards) {
-    if (auto err = txn->put(store::db::shares, span_of(s.hash), s.share))
+  for (unsigned i = 0; i < refs.size(); ++i) {
+    auto h = refs[i].getHash();
+    std::span<const uint8_t> key{h.begin(), h.size()};
+    if (auto err = txn->put(store::db::shares, key, d.shares[i]))
       return err;
-    if (auto err = txn->put(store::db::shard_keys, span_of(s.hash), s.key))
+    if (auto err = txn->put(store::db::shard_keys, key, d.keys[i]))
       return err;
   }
-  if (auto err = txn->put(store::db::datasets, span_of(id), words_of(manifest)))
+  auto id = m->getDatasetId();
+  if (auto err = txn->put(store::db::datasets, {id.begin(), id.size()}, words_of(d.manifest)))
     return err;
-  if (auto err = txn->commit()) // shares, keys and manifest together or not at all
+  return txn->commit(); // shares, keys and manifest together or not at all
+}
+
+caf::expected<envelope> put_dataset(store::environment& env, const node_id& owner,
+                                    const table& t, const transform& tr, const put_options& opts) {
+  auto d = build_dataset(owner, t, tr, opts);
+  if (!d)
+    return d.error();
+  if (auto err = store_dataset(env, *d))
     return err;
-  return manifest;
+  return d->manifest;
 }
 
 caf::expected<std::vector<envelope>> list_datasets(store::environment& env) {

@@ -6,6 +6,7 @@
 // the host's LMDB in ONE write transaction: a failed put leaves nothing.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -36,11 +37,39 @@ struct put_options {
 /// BLAKE2b-256 of a share: its content address.
 hash256 share_hash(std::span<const uint8_t> share);
 
-/// Shards, encrypts and stores `t` (already transformed by `tr`) owned by
-/// `owner`; returns the manifest. Errors: invalid_argument (empty table,
-/// shard_bytes too small for one row), the store's errors.
+using shard_key = std::array<uint8_t, 32>;
+
+/// A dataset cut into encrypted shares and described by its manifest, not
+/// yet stored anywhere (a client builds this and uploads it).
+struct built_dataset {
+  envelope manifest;
+  std::vector<std::vector<uint8_t>> shares; ///< in manifest order
+  std::vector<shard_key> keys;              ///< one per share
+};
+
+/// Shards and encrypts `t` (already transformed by `tr`) owned by `owner`.
+/// Errors: invalid_argument (empty table, shard_bytes too small for one row).
+caf::expected<built_dataset> build_dataset(const node_id& owner, const table& t,
+                                           const transform& tr, const put_options& opts);
+
+/// Stores a built dataset (shares, keys, manifest) in ONE write transaction.
+caf::error store_dataset(store::environment& env, const built_dataset& d);
+
+/// build_dataset then store_dataset; returns the manifest.
 caf::expected<envelope> put_dataset(store::environment& env, const node_id& owner,
                                     const table& t, const transform& tr, const put_options& opts);
+
+/// The id a manifest must carry: BLAKE2b-256 ("aicon-dataset-v1") of its
+/// canonical form without the id.
+hash256 manifest_id(schema::DatasetManifest::Reader m);
+
+/// Checks a manifest from elsewhere: its id matches its contents, every
+/// shard hash is 32 bytes, shards cover rows 0..rows-1 in order, the
+/// transform has one entry per feature. Errors name the first problem.
+caf::error check_manifest(schema::DatasetManifest::Reader m);
+
+/// The 32-byte id in `d` (a Data field), or invalid_argument naming `what`.
+caf::expected<hash256> hash_of(capnp::Data::Reader d, const char* what);
 
 /// Every manifest in the store, in dataset-id order.
 caf::expected<std::vector<envelope>> list_datasets(store::environment& env);

@@ -544,7 +544,7 @@ caf::expected<std::unique_ptr<chain>> chain::open(const std::filesystem::path& d
   std::unique_ptr<chain> c{new chain};
   c->genesis_ = genesis;
   c->params_.authorities = genesis.authorities;
-  auto env = store::environment::open(data_dir, opts);
+  auto env = store::shared_environment(data_dir, opts);
   if (!env)
     return env.error();
   c->env_ = std::move(*env);
@@ -804,6 +804,14 @@ caf::expected<std::optional<asset_entry>> chain::asset(const hash256& id) {
     return t.error();
   lmdb_store st{*t};
   return st.get_asset(id);
+}
+
+caf::expected<std::optional<escrow_entry>> chain::escrow_of(const hash256& job) {
+  auto t = store::txn::begin(*env_, false);
+  if (!t)
+    return t.error();
+  lmdb_store st{*t};
+  return st.get_escrow(job);
 }
 
 caf::expected<verify_report> verify_chain(const std::filesystem::path& data_dir,

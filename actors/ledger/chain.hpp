@@ -129,6 +129,13 @@ public:
   store::environment& env() {
     return *env_;
   }
+  /// The host's environment, for the roles that share it (data node).
+  const std::shared_ptr<store::environment>& shared_env() const {
+    return env_;
+  }
+
+  /// The escrow of `job`, if any.
+  caf::expected<std::optional<escrow_entry>> escrow_of(const hash256& job);
 
 private:
   chain() = default;
@@ -137,7 +144,7 @@ private:
 
   genesis_config genesis_;
   chain_params params_;
-  std::unique_ptr<store::environment> env_;
+  std::shared_ptr<store::environment> env_;
 };
 
 struct verify_report {

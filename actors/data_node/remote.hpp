@@ -1,0 +1,72 @@
+// The client side of the data-node protocol, for processes that dial hosts
+// (the CLI, trainers until the trainer role exists, tests, benchmarks):
+// upload a dataset, find the replicas of one nearest first, pull its shares
+// with a credit window, verify each against its address and fall back to the
+// next replica (reporting the bad copy), ask for the keys, decrypt.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "actors/data_node/custody.hpp"
+#include "runtime/client.hpp"
+
+namespace aicon::data {
+
+/// A data node that holds a dataset, with the round trip of asking it.
+struct replica {
+  node_id node;
+  caf::actor actor;
+  double rtt_ms = 0;
+};
+
+/// The data_node role of `node`, through `c`'s directory.
+caf::expected<caf::actor> data_node_of(client& c, const node_id& node);
+
+/// Puts `d` on `node` (begin, share batches with keys sealed to it,
+/// commit) and asks it for `replicas` copies in all; returns the holders.
+/// `commit_timeout` covers the replication the node does before answering.
+caf::expected<std::vector<node_id>> upload_dataset(client& c, const node_id& node,
+                                                   const built_dataset& d, uint32_t replicas,
+                                                   uint64_t batch_bytes,
+                                                   std::chrono::milliseconds commit_timeout);
+
+/// The nodes of `nodes` that hold dataset `id` (full id or prefix), nearest
+/// (smallest round trip) first, and the manifest the first one gave (checked:
+/// its id matches its contents, and every replica must give the same id).
+/// Errors: not_found naming every node asked and why, when none holds it.
+caf::expected<std::pair<std::vector<replica>, envelope>>
+find_replicas(client& c, const std::vector<node_id>& nodes, const std::string& id);
+
+struct fetch_stats {
+  uint64_t shares = 0;
+  uint64_t bytes = 0;
+  uint64_t requests = 0;
+  uint64_t bad_copies = 0;          ///< corrupt or missing copies met (and reported)
+  std::vector<std::string> events;  ///< one line per bad copy: which node, what, who served instead
+};
+
+/// Called after each shard is in: (shards done, shards in all, bytes so far).
+using progress_fn = std::function<void(uint64_t, uint64_t, uint64_t)>;
+
+/// Pulls every share of `manifest` from `replicas` in order of preference,
+/// at most `credits` per request; a share missing on a replica or not
+/// hashing to its address is reported to that replica (ShareReport) and
+/// fetched from the next one. With `keys` (in shard order) each share is
+/// decrypted as it arrives, while the next request is in flight, and the
+/// table is returned; without, the shares are only verified.
+caf::expected<table> fetch_dataset(client& c, const std::vector<replica>& replicas,
+                                   const envelope& manifest, const std::vector<shard_key>* keys,
+                                   uint32_t credits, fetch_stats& stats,
+                                   const progress_fn& progress = {});
+
+/// Asks `r` for the keys of `manifest` for `job`, signed by `trainer`, and
+/// opens them. Errors: the node's refusal (no lease, no escrow, ...).
+caf::expected<std::vector<shard_key>> request_keys(client& c, const replica& r,
+                                                   const identity& trainer,
+                                                   const envelope& manifest, const hash256& job);
+
+} // namespace aicon::data
