@@ -137,24 +137,31 @@ struct data_node_state {
                         fmt::format("FetchShares asks for {} shares; a trainer has {} credits "
                                     "(stream_credits)",
                                     req.getHashes().size(), ctx.lim.stream_credits));
-    std::vector<std::pair<hash256, std::vector<uint8_t>>> found;
+    // The shares go from LMDB's map into the answer in one copy.
+    auto txn = store::txn::begin(*env, false);
+    if (!txn)
+      return txn.error();
+    std::vector<std::pair<capnp::Data::Reader, std::span<const uint8_t>>> found;
     for (auto h : req.getHashes()) {
       auto hash = data::hash_of(h, "FetchShares.hashes[]");
       if (!hash)
         return hash.error();
-      auto s = data::read_share(*env, *hash);
+      auto s = txn->get(store::db::shares, {h.begin(), h.size()});
       if (!s)
         return s.error();
       if (*s)
-        found.emplace_back(*hash, std::move(**s));
+        found.emplace_back(h, **s);
     }
-    return make_envelope<schema::ShareBatch>([&](schema::ShareBatch::Builder b) {
-      auto out = b.initShares(static_cast<unsigned>(found.size()));
-      for (unsigned i = 0; i < found.size(); ++i) {
-        out[i].setHash(kj::arrayPtr(found[i].first.data(), 32));
-        out[i].setBytes(kj::arrayPtr(found[i].second.data(), found[i].second.size()));
-      }
-    });
+    return make_envelope<schema::ShareBatch>(
+      [&](schema::ShareBatch::Builder b, envelope_builder& eb) {
+        auto out = b.initShares(static_cast<unsigned>(found.size()));
+        for (unsigned i = 0; i < found.size(); ++i) {
+          out[i].setHash(found[i].first);
+          auto& bytes = found[i].second;
+          out[i].adoptBytes(eb.orphanage().referenceExternalData(
+            capnp::Data::Reader{bytes.data(), bytes.size()}));
+        }
+      });
   }
 };
 

@@ -34,12 +34,6 @@ envelope share_report(const hash256& h, const hash256& dataset, const std::strin
   });
 }
 
-/// One verified share, in manifest order.
-struct fetched {
-  size_t index = 0;
-  std::vector<uint8_t> bytes;
-};
-
 } // namespace
 
 caf::expected<caf::actor> data_node_of(client& c, const node_id& node) {
@@ -156,169 +150,163 @@ caf::expected<table> fetch_dataset(client& c, const std::vector<replica>& replic
   if (credits == 0)
     return make_error(errc::invalid_argument, "fetch: credits must be > 0");
   auto refs = m->getShards();
-  if (keys && keys->size() != refs.size())
+  size_t n = refs.size();
+  if (keys && keys->size() != n)
     return make_error(errc::invalid_argument,
-                      fmt::format("fetch: {} keys for {} shares", keys->size(), refs.size()));
+                      fmt::format("fetch: {} keys for {} shares", keys->size(), n));
   hash256 dataset;
   std::memcpy(dataset.data(), m->getDatasetId().begin(), 32);
-  std::vector<hash256> hashes(refs.size());
-  for (unsigned i = 0; i < refs.size(); ++i)
+  std::vector<hash256> hashes(n);
+  for (unsigned i = 0; i < n; ++i)
     std::memcpy(hashes[i].data(), refs[i].getHash().begin(), 32);
 
-  // The producer pulls `credits` shares per request and hands verified
-  // shares over through a queue of at most `credits` entries; the caller's
-  // thread decrypts meanwhile. Nothing is ever buffered beyond that.
+  // A credit window: `credits` workers each pull one share at a time, and
+  // share i is asked for only once share i - credits has been consumed, so
+  // at most `credits` shares are ever requested and not yet decrypted. The
+  // caller's thread decrypts in order meanwhile.
+  struct slot {
+    bool ready = false;
+    envelope reply;                 ///< owns the bytes
+    std::span<const uint8_t> bytes; ///< the verified share inside `reply`
+    caf::error err;
+  };
+  std::vector<slot> slots(n);
   std::mutex mtx;
   std::condition_variable cv;
-  std::deque<fetched> queue;
-  caf::error failure;
-  bool finished = false;
-  bool cancelled = false;
+  size_t next = 0, consumed = 0;
+  bool stop = false;
 
-  auto producer = std::thread([&] {
-    auto push = [&](fetched f) {
-      std::unique_lock<std::mutex> lk{mtx};
-      cv.wait(lk, [&] { return queue.size() < credits || cancelled; });
-      if (cancelled)
-        return false;
-      queue.push_back(std::move(f));
-      cv.notify_all();
-      return true;
-    };
-    auto fail = [&](caf::error err) {
-      std::lock_guard<std::mutex> lk{mtx};
-      failure = std::move(err);
-      finished = true;
-      cv.notify_all();
-    };
-    for (size_t first = 0; first < hashes.size(); first += credits) {
-      size_t end = std::min(hashes.size(), first + credits);
-      std::vector<std::optional<std::vector<uint8_t>>> got(end - first);
-      std::vector<std::string> problems(end - first);
-      for (size_t r = 0; r < replicas.size(); ++r) {
-        std::vector<size_t> wanted;
-        for (size_t i = first; i < end; ++i)
-          if (!got[i - first])
-            wanted.push_back(i);
-        if (wanted.empty())
-          break;
-        auto req = make_envelope<schema::FetchShares>([&](schema::FetchShares::Builder b) {
-          auto hs = b.initHashes(static_cast<unsigned>(wanted.size()));
-          for (unsigned k = 0; k < wanted.size(); ++k)
-            hs.set(k, kj::arrayPtr(hashes[wanted[k]].data(), 32));
-        });
-        ++stats.requests;
-        auto reply = c.request(replicas[r].actor, std::move(req), timeout_of(c));
-        std::map<hash256, std::vector<uint8_t>> served;
-        if (reply) {
-          opened<schema::ShareBatch> batch{*reply};
-          if (batch)
-            for (auto s : batch->getShares())
-              if (s.getHash().size() == 32) {
-                hash256 h;
-                std::memcpy(h.data(), s.getHash().begin(), 32);
-                served[h].assign(s.getBytes().begin(), s.getBytes().end());
-              }
-        }
-        for (auto i : wanted) {
-          std::string problem;
-          auto it = served.find(hashes[i]);
-          if (!reply)
-            problem = "unreachable: " + what_of(reply.error());
-          else if (it == served.end())
-            problem = "missing";
-          else if (share_hash(it->second) != hashes[i])
+  auto fetch_one = [&](size_t i, slot& out) {
+    std::string problems;
+    for (auto& rep : replicas) {
+      auto req = make_envelope<schema::FetchShares>([&](schema::FetchShares::Builder b) {
+        b.initHashes(1).set(0, kj::arrayPtr(hashes[i].data(), 32));
+      });
+      auto reply = c.request(rep.actor, std::move(req), timeout_of(c));
+      std::string problem;
+      std::span<const uint8_t> bytes;
+      if (!reply) {
+        problem = "unreachable: " + what_of(reply.error());
+      } else {
+        opened<schema::ShareBatch> batch{*reply};
+        if (!batch)
+          problem = "a malformed answer: " + what_of(batch.error());
+        else if (batch->getShares().size() != 1 || batch->getShares()[0].getHash().size() != 32
+                 || std::memcmp(batch->getShares()[0].getHash().begin(), hashes[i].data(), 32))
+          problem = "missing";
+        else {
+          auto d = batch->getShares()[0].getBytes();
+          bytes = {d.begin(), d.size()};
+          if (share_hash(bytes) != hashes[i])
             problem = "corrupt (its bytes do not hash to its address)";
-          if (problem.empty()) {
-            got[i - first] = std::move(it->second);
-            continue;
-          }
-          problems[i - first] += fmt::format("{}{}: {}", problems[i - first].empty() ? "" : "; ",
-                                             replicas[r].node.short_hex(), problem);
-          ++stats.bad_copies;
-          std::string event = fmt::format("share {} on {}: {}", short_hex(hashes[i]),
-                                          replicas[r].node.short_hex(), problem);
-          if (reply) { // tell the node; it repairs its copy from a peer
-            auto ack = c.request(replicas[r].actor, share_report(hashes[i], dataset, problem),
-                                 timeout_of(c));
-            envelope ack_env = ack ? *ack : envelope{};
-            opened<schema::ReportAck> a{ack_env};
-            if (ack && a && a->getRepaired())
-              event += "; reported, the node repaired its copy";
-            else
-              event += "; reported";
-          }
-          std::lock_guard<std::mutex> lk{mtx};
-          stats.events.push_back(std::move(event));
         }
       }
-      for (size_t i = first; i < end; ++i) {
-        if (!got[i - first])
-          return fail(make_error(errc::not_found,
-                                 fmt::format("share {} of dataset {}: no replica holds a good "
-                                             "copy ({})",
-                                             short_hex(hashes[i]), short_hex(dataset),
-                                             problems[i - first])));
-        if (!push(fetched{i, std::move(*got[i - first])}))
-          return;
+      {
+        std::lock_guard<std::mutex> lk{mtx};
+        ++stats.requests;
       }
+      if (problem.empty()) {
+        out.reply = std::move(*reply); // moving keeps the words where they are
+        out.bytes = bytes;
+        return;
+      }
+      problems += fmt::format("{}{}: {}", problems.empty() ? "" : "; ", rep.node.short_hex(),
+                              problem);
+      std::string event = fmt::format("share {} on {}: {}", short_hex(hashes[i]),
+                                      rep.node.short_hex(), problem);
+      if (reply) { // tell the node; it repairs its copy from a peer
+        auto ack = c.request(rep.actor, share_report(hashes[i], dataset, problem), timeout_of(c));
+        envelope ack_env = ack ? *ack : envelope{};
+        opened<schema::ReportAck> a{ack_env};
+        event += ack && a && a->getRepaired() ? "; reported, the node repaired its copy"
+                                              : "; reported";
+      }
+      std::lock_guard<std::mutex> lk{mtx};
+      ++stats.bad_copies;
+      stats.events.push_back(std::move(event));
     }
-    std::lock_guard<std::mutex> lk{mtx};
-    finished = true;
-    cv.notify_all();
-  });
+    out.err = make_error(errc::not_found,
+                         fmt::format("share {} of dataset {}: no replica holds a good copy ({})",
+                                     short_hex(hashes[i]), short_hex(dataset), problems));
+  };
+
+  std::vector<std::thread> workers;
+  for (uint32_t w = 0; w < std::min<size_t>(credits, n); ++w)
+    workers.emplace_back([&] {
+      for (;;) {
+        size_t i;
+        {
+          std::unique_lock<std::mutex> lk{mtx};
+          cv.wait(lk, [&] { return stop || next >= n || next < consumed + credits; });
+          if (stop || next >= n)
+            return;
+          i = next++;
+        }
+        slot got;
+        fetch_one(i, got);
+        std::lock_guard<std::mutex> lk{mtx};
+        slots[i] = std::move(got);
+        slots[i].ready = true;
+        cv.notify_all();
+      }
+    });
 
   table out;
   out.rows = m->getRows();
   out.features = m->getFeatures();
   out.classes = m->getClasses();
-  for (auto n : m->getClassNames())
-    out.class_names.emplace_back(n.cStr());
-  for (auto n : m->getFeatureNames())
-    out.feature_names.emplace_back(n.cStr());
-  if (keys)
-    out.x.reserve(out.rows * out.features);
+  for (auto name : m->getClassNames())
+    out.class_names.emplace_back(name.cStr());
+  for (auto name : m->getFeatureNames())
+    out.feature_names.emplace_back(name.cStr());
+  if (keys) {
+    out.x.resize(out.rows * out.features);
+    out.y.resize(out.rows);
+  }
+  bool any_labels = false;
   caf::error err;
-  size_t done = 0;
-  while (true) {
-    fetched f;
+  for (size_t i = 0; i < n && !err; ++i) {
+    slot s;
     {
       std::unique_lock<std::mutex> lk{mtx};
-      cv.wait(lk, [&] { return !queue.empty() || finished; });
-      if (queue.empty()) {
-        err = failure;
-        break;
-      }
-      f = std::move(queue.front());
-      queue.pop_front();
+      cv.wait(lk, [&] { return slots[i].ready; });
+      s = std::move(slots[i]);
+      consumed = i + 1;
       cv.notify_all();
     }
-    stats.bytes += f.bytes.size();
+    if (s.err) {
+      err = std::move(s.err);
+      break;
+    }
+    stats.bytes += s.bytes.size();
     ++stats.shares;
     if (keys) {
-      auto t = open_share(f.bytes, hashes[f.index], (*keys)[f.index], refs[f.index],
-                          out.features);
-      if (!t) {
-        err = t.error();
+      auto ref = refs[static_cast<unsigned>(i)];
+      auto first = ref.getFirstRow();
+      if (first + ref.getRows() > out.rows) {
+        err = make_error(errc::invalid_argument, "fetch: a shard lies beyond the manifest's rows");
         break;
       }
-      out.x.insert(out.x.end(), t->x.begin(), t->x.end());
-      out.y.insert(out.y.end(), t->y.begin(), t->y.end());
+      bool labelled = false;
+      err = open_share_into(s.bytes, hashes[i], (*keys)[i], ref, out.features,
+                            out.x.data() + first * out.features, out.y.data() + first, labelled,
+                            false); // checked against its address by the worker
+      any_labels |= labelled;
     }
-    ++done;
-    if (progress)
-      progress(done, hashes.size(), stats.bytes);
+    if (!err && progress)
+      progress(i + 1, n, stats.bytes);
   }
   {
     std::lock_guard<std::mutex> lk{mtx};
-    cancelled = true;
+    stop = true;
     cv.notify_all();
   }
-  producer.join();
+  for (auto& w : workers)
+    w.join();
   if (err)
     return err;
-  if (done != hashes.size())
-    return make_error(errc::internal, "fetch: fewer shares than the manifest lists");
+  if (!any_labels)
+    out.y.clear();
   return out;
 }
 

@@ -278,46 +278,62 @@ caf::expected<envelope> find_dataset(store::environment& env, const std::string&
   return *found;
 }
 
-caf::expected<table> open_share(std::span<const uint8_t> share, const hash256& hash,
-                                std::span<const uint8_t> key, schema::ShardRef::Reader ref,
-                                uint64_t features) {
-  auto short_hash = to_hex(span_of(hash)).substr(0, 16);
-  if (share_hash(share) != hash)
+caf::error open_share_into(std::span<const uint8_t> share, const hash256& hash,
+                           std::span<const uint8_t> key, schema::ShardRef::Reader ref,
+                           uint64_t features, float* x, int32_t* y, bool& labelled,
+                           bool check_hash) {
+  auto short_hash = [&] { return to_hex(span_of(hash)).substr(0, 16); };
+  if (check_hash && share_hash(share) != hash)
     return make_error(errc::invalid_argument,
                       fmt::format("share {} is corrupt: its bytes do not hash to its address",
-                                  short_hash));
-  if (share.size() < nonce_bytes + crypto_aead_xchacha20poly1305_ietf_ABYTES
+                                  short_hash()));
+  constexpr size_t overhead = nonce_bytes + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+  if (share.size() < overhead || (share.size() - overhead) % sizeof(capnp::word) != 0
       || key.size() != key_bytes)
-    return make_error(errc::invalid_argument, fmt::format("share {} is too short", short_hash));
-  std::vector<uint8_t> plain(share.size() - nonce_bytes);
+    return make_error(errc::invalid_argument,
+                      fmt::format("share {} has a size no shard can have", short_hash()));
+  // Decrypted straight into the words of a message: no copy after.
+  envelope env;
+  env.type_id = capnp::typeId<schema::ShardData>();
+  env.words.resize((share.size() - overhead) / sizeof(capnp::word));
   unsigned long long plen = 0;
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-        plain.data(), &plen, nullptr, share.data() + nonce_bytes, share.size() - nonce_bytes,
-        reinterpret_cast<const uint8_t*>(shard_ad.data()), shard_ad.size(), share.data(),
-        key.data())
+        reinterpret_cast<uint8_t*>(env.words.data()), &plen, nullptr, share.data() + nonce_bytes,
+        share.size() - nonce_bytes, reinterpret_cast<const uint8_t*>(shard_ad.data()),
+        shard_ad.size(), share.data(), key.data())
       != 0)
     return make_error(errc::bad_signature,
-                      fmt::format("share {} does not decrypt with its key", short_hash));
-  plain.resize(plen);
-  auto env = envelope_from(plain, capnp::typeId<schema::ShardData>());
+                      fmt::format("share {} does not decrypt with its key", short_hash()));
   opened<schema::ShardData> sd{env};
   if (!sd)
     return sd.error();
   auto rows = sd->getRows();
+  labelled = sd->getY().size() != 0;
   if (sd->getFirstRow() != ref.getFirstRow() || rows != ref.getRows()
       || sd->getFeatures() != features || sd->getX().size() != rows * features * 4
-      || (sd->getY().size() != 0 && sd->getY().size() != rows * 4))
+      || (labelled && sd->getY().size() != rows * 4))
     return make_error(errc::invalid_argument,
-                      fmt::format("share {} holds other rows than its manifest says", short_hash));
+                      fmt::format("share {} holds other rows than its manifest says", short_hash()));
+  std::memcpy(x, sd->getX().begin(), rows * features * 4);
+  if (labelled)
+    std::memcpy(y, sd->getY().begin(), rows * 4);
+  return caf::none;
+}
+
+caf::expected<table> open_share(std::span<const uint8_t> share, const hash256& hash,
+                                std::span<const uint8_t> key, schema::ShardRef::Reader ref,
+                                uint64_t features) {
   table t;
-  t.rows = rows;
+  t.rows = ref.getRows();
   t.features = features;
-  t.x.resize(rows * features);
-  std::memcpy(t.x.data(), sd->getX().begin(), t.x.size() * 4);
-  if (sd->getY().size()) {
-    t.y.resize(rows);
-    std::memcpy(t.y.data(), sd->getY().begin(), rows * 4);
-  }
+  t.x.resize(t.rows * features);
+  t.y.resize(t.rows);
+  bool labelled = false;
+  if (auto err = open_share_into(share, hash, key, ref, features, t.x.data(), t.y.data(),
+                                 labelled, true))
+    return err;
+  if (!labelled)
+    t.y.clear();
   return t;
 }
 

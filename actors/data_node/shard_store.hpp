@@ -83,6 +83,15 @@ caf::expected<table> open_share(std::span<const uint8_t> share, const hash256& h
                                 std::span<const uint8_t> key, schema::ShardRef::Reader ref,
                                 uint64_t features);
 
+/// open_share writing the shard's rows straight to `x` (rows * features
+/// floats) and `y` (rows labels; `labelled` says whether it has any), for
+/// a reader that assembles a whole table. `check_hash` false when the
+/// caller has already checked the share against its address.
+caf::error open_share_into(std::span<const uint8_t> share, const hash256& hash,
+                           std::span<const uint8_t> key, schema::ShardRef::Reader ref,
+                           uint64_t features, float* x, int32_t* y, bool& labelled,
+                           bool check_hash);
+
 struct verify_report {
   uint64_t shards = 0;
   uint64_t bytes = 0;
