@@ -1,0 +1,353 @@
+#define EIGEN_DONT_PARALLELIZE 1
+#include "actors/trainer/model.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include <Eigen/Dense>
+#include <fmt/format.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include "runtime/error.hpp"
+
+namespace aicon::train {
+
+namespace {
+
+using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using cmap = Eigen::Map<const matrix>;
+using map = Eigen::Map<matrix>;
+using cvec = Eigen::Map<const Eigen::RowVectorXf>;
+using vec = Eigen::Map<Eigen::RowVectorXf>;
+
+/// Offsets of layer l's W and b in the flat parameter vector.
+struct layer_view {
+  size_t in, out, w, b;
+};
+
+std::vector<layer_view> layout(const model_spec& spec) {
+  std::vector<layer_view> out;
+  size_t at = 0;
+  for (size_t l = 0; l + 1 < spec.layers.size(); ++l) {
+    layer_view v{spec.layers[l], spec.layers[l + 1], at, 0};
+    at += v.in * v.out;
+    v.b = at;
+    at += v.out;
+    out.push_back(v);
+  }
+  return out;
+}
+
+} // namespace
+
+caf::expected<model_spec> parse_spec(std::string_view text) {
+  auto bad = [&](const std::string& why) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("model spec '{}': {} (expected e.g. \"softmax:64-10\" or "
+                                  "\"mlp:64-64-10\")",
+                                  text, why));
+  };
+  auto colon = text.find(':');
+  if (colon == std::string_view::npos)
+    return bad("no ':' after the kind");
+  model_spec s;
+  s.kind = std::string{text.substr(0, colon)};
+  if (s.kind != "softmax" && s.kind != "mlp")
+    return bad(fmt::format("unknown kind '{}'", s.kind));
+  auto rest = text.substr(colon + 1);
+  while (!rest.empty()) {
+    auto dash = rest.find('-');
+    auto part = rest.substr(0, dash);
+    uint32_t v = 0;
+    auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    if (ec != std::errc{} || p != part.data() + part.size() || v == 0 || v > 65536)
+      return bad(fmt::format("'{}' is not a layer width in 1..65536", part));
+    s.layers.push_back(v);
+    if (dash == std::string_view::npos)
+      break;
+    rest = rest.substr(dash + 1);
+  }
+  if (s.kind == "softmax" && s.layers.size() != 2)
+    return bad("softmax takes exactly inputs-classes");
+  if (s.kind == "mlp" && s.layers.size() < 3)
+    return bad("an mlp needs at least one hidden layer");
+  if (s.layers.back() < 2)
+    return bad("at least 2 classes");
+  return s;
+}
+
+std::string to_string(const model_spec& spec) {
+  std::string out = spec.kind + ":";
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    if (i)
+      out += '-';
+    out += std::to_string(spec.layers[i]);
+  }
+  return out;
+}
+
+uint64_t rng::next() {
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+float rng::uniform() {
+  return static_cast<float>(next() >> 40) * (1.0f / 16777216.0f);
+}
+
+std::vector<uint32_t> permutation(uint32_t n, uint64_t seed) {
+  std::vector<uint32_t> p(n);
+  for (uint32_t i = 0; i < n; ++i)
+    p[i] = i;
+  rng r{seed};
+  for (uint32_t i = n; i > 1; --i) {
+    auto j = static_cast<uint32_t>(r.next() % i);
+    std::swap(p[i - 1], p[j]);
+  }
+  return p;
+}
+
+size_t model::param_count(const model_spec& spec) {
+  size_t n = 0;
+  for (size_t l = 0; l + 1 < spec.layers.size(); ++l)
+    n += static_cast<size_t>(spec.layers[l]) * spec.layers[l + 1] + spec.layers[l + 1];
+  return n;
+}
+
+model model::init(const model_spec& spec, uint64_t seed) {
+  model m;
+  m.spec_ = spec;
+  m.params_.assign(param_count(spec), 0.0f);
+  rng r{seed};
+  for (auto& v : layout(spec)) {
+    float a = std::sqrt(6.0f / static_cast<float>(v.in + v.out));
+    for (size_t i = 0; i < v.in * v.out; ++i)
+      m.params_[v.w + i] = (2.0f * r.uniform() - 1.0f) * a;
+  }
+  return m;
+}
+
+caf::expected<model> model::from_params(const model_spec& spec, std::vector<float> params) {
+  if (params.size() != param_count(spec))
+    return make_error(errc::invalid_argument,
+                      fmt::format("{} has {} parameters, not {}", to_string(spec),
+                                  param_count(spec), params.size()));
+  model m;
+  m.spec_ = spec;
+  m.params_ = std::move(params);
+  return m;
+}
+
+double model::accumulate_gradient(const float* x, const int32_t* y, size_t rows, float scale,
+                                  std::span<float> grad) const {
+  if (rows == 0)
+    return 0;
+  auto views = layout(spec_);
+  // Forward, keeping every activation.
+  std::vector<matrix> acts;
+  acts.emplace_back(cmap(x, static_cast<Eigen::Index>(rows), spec_.layers[0]));
+  for (size_t l = 0; l < views.size(); ++l) {
+    auto& v = views[l];
+    cmap w(params_.data() + v.w, v.out, v.in);
+    cvec b(params_.data() + v.b, v.out);
+    matrix z = acts.back() * w.transpose();
+    z.rowwise() += b;
+    if (l + 1 < views.size())
+      z = z.cwiseMax(0.0f);
+    acts.push_back(std::move(z));
+  }
+  // Softmax and cross-entropy on the last layer; dz = (p - onehot) * scale.
+  matrix& logits = acts.back();
+  double loss = 0;
+  matrix dz(logits.rows(), logits.cols());
+  for (Eigen::Index r = 0; r < logits.rows(); ++r) {
+    float mx = logits.row(r).maxCoeff();
+    float sum = 0;
+    for (Eigen::Index c = 0; c < logits.cols(); ++c) {
+      float e = std::exp(logits(r, c) - mx);
+      dz(r, c) = e;
+      sum += e;
+    }
+    auto label = static_cast<Eigen::Index>(y[r]);
+    loss += static_cast<double>(std::log(sum) - (logits(r, label) - mx));
+    for (Eigen::Index c = 0; c < logits.cols(); ++c)
+      dz(r, c) = (dz(r, c) / sum - (c == label ? 1.0f : 0.0f)) * scale;
+  }
+  // Backward.
+  for (size_t l = views.size(); l-- > 0;) {
+    auto& v = views[l];
+    const matrix& in = acts[l];
+    map gw(grad.data() + v.w, v.out, v.in);
+    vec gb(grad.data() + v.b, v.out);
+    gw.noalias() += dz.transpose() * in;
+    gb += dz.colwise().sum();
+    if (l == 0)
+      break;
+    cmap w(params_.data() + v.w, v.out, v.in);
+    matrix da = dz * w;
+    // ReLU: acts[l] holds max(z, 0); the gradient passes where it is > 0.
+    dz = da.cwiseProduct((in.array() > 0.0f).cast<float>().matrix());
+  }
+  return loss;
+}
+
+std::vector<int32_t> model::predict(const float* x, size_t rows) const {
+  auto views = layout(spec_);
+  matrix a = cmap(x, static_cast<Eigen::Index>(rows), spec_.layers[0]);
+  for (size_t l = 0; l < views.size(); ++l) {
+    auto& v = views[l];
+    cmap w(params_.data() + v.w, v.out, v.in);
+    cvec b(params_.data() + v.b, v.out);
+    matrix z = a * w.transpose();
+    z.rowwise() += b;
+    a = l + 1 < views.size() ? matrix(z.cwiseMax(0.0f)) : z;
+  }
+  std::vector<int32_t> out(rows);
+  for (Eigen::Index r = 0; r < a.rows(); ++r) {
+    Eigen::Index best = 0;
+    a.row(r).maxCoeff(&best);
+    out[static_cast<size_t>(r)] = static_cast<int32_t>(best);
+  }
+  return out;
+}
+
+void sgd::step(std::span<float> params, std::span<const float> grad) {
+  if (velocity.size() != params.size())
+    velocity.assign(params.size(), 0.0f);
+  for (size_t i = 0; i < params.size(); ++i) {
+    float g = grad[i] + weight_decay * params[i];
+    velocity[i] = momentum * velocity[i] + g;
+    params[i] -= lr * velocity[i];
+  }
+}
+
+// ---- Checkpoints -------------------------------------------------------------
+
+namespace {
+
+constexpr char magic[8] = {'A', 'I', 'C', 'K', 'P', 'T', '0', '1'};
+
+void put_u64(std::vector<uint8_t>& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+void put_floats(std::vector<uint8_t>& out, const std::vector<float>& v) {
+  put_u64(out, v.size());
+  auto at = out.size();
+  out.resize(at + v.size() * 4);
+  std::memcpy(out.data() + at, v.data(), v.size() * 4);
+}
+
+struct reader {
+  std::span<const uint8_t> bytes;
+  size_t at = 0;
+  bool ok = true;
+  uint64_t u64() {
+    if (at + 8 > bytes.size()) {
+      ok = false;
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i)
+      v |= static_cast<uint64_t>(bytes[at + i]) << (8 * i);
+    at += 8;
+    return v;
+  }
+  std::vector<float> floats() {
+    auto n = u64();
+    if (!ok || n > (bytes.size() - at) / 4) {
+      ok = false;
+      return {};
+    }
+    std::vector<float> v(n);
+    std::memcpy(v.data(), bytes.data() + at, n * 4);
+    at += n * 4;
+    return v;
+  }
+};
+
+} // namespace
+
+caf::error save_checkpoint(const std::filesystem::path& path, const checkpoint& c) {
+  std::vector<uint8_t> out(magic, magic + 8);
+  auto spec = to_string(c.spec);
+  put_u64(out, spec.size());
+  out.insert(out.end(), spec.begin(), spec.end());
+  put_u64(out, c.step);
+  put_u64(out, c.cursor);
+  put_u64(out, c.epoch);
+  put_u64(out, c.seed);
+  put_floats(out, c.params);
+  put_floats(out, c.velocity);
+  uint8_t digest[32];
+  crypto_generichash(digest, 32, out.data(), out.size(), nullptr, 0);
+  out.insert(out.end(), digest, digest + 32);
+  auto tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f{tmp, std::ios::binary | std::ios::trunc};
+    f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
+    if (!f.flush())
+      return make_error(errc::io_error, fmt::format("cannot write {}", tmp.string()));
+  }
+  // fsync the data before the rename makes it the checkpoint.
+  if (FILE* f = std::fopen(tmp.c_str(), "rb")) {
+    ::fsync(::fileno(f));
+    std::fclose(f);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec)
+    return make_error(errc::io_error,
+                      fmt::format("cannot rename {} to {}: {}", tmp.string(), path.string(),
+                                  ec.message()));
+  return caf::none;
+}
+
+caf::expected<checkpoint> load_checkpoint(const std::filesystem::path& path) {
+  std::ifstream f{path, std::ios::binary};
+  if (!f)
+    return make_error(errc::not_found, fmt::format("{}: cannot open", path.string()));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto bad = [&](const std::string& why) {
+    return make_error(errc::invalid_argument, fmt::format("{}: {}", path.string(), why));
+  };
+  if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), magic, 8) != 0)
+    return bad("not an aicon checkpoint (no AICKPT01 magic)");
+  uint8_t digest[32];
+  crypto_generichash(digest, 32, bytes.data(), bytes.size() - 32, nullptr, 0);
+  if (std::memcmp(digest, bytes.data() + bytes.size() - 32, 32) != 0)
+    return bad("digest mismatch: the file is truncated or corrupt");
+  reader r{{bytes.data(), bytes.size() - 32}, 8};
+  checkpoint c;
+  auto len = r.u64();
+  if (!r.ok || len > 256 || r.at + len > r.bytes.size())
+    return bad("the model spec is cut off");
+  auto spec = parse_spec({reinterpret_cast<const char*>(bytes.data() + r.at), len});
+  if (!spec)
+    return bad(what_of(spec.error()));
+  c.spec = *spec;
+  r.at += len;
+  c.step = r.u64();
+  c.cursor = r.u64();
+  c.epoch = r.u64();
+  c.seed = r.u64();
+  c.params = r.floats();
+  c.velocity = r.floats();
+  if (!r.ok || r.at != r.bytes.size())
+    return bad("its sections do not add up to its size");
+  auto n = model::param_count(c.spec);
+  if (c.params.size() != n || (!c.velocity.empty() && c.velocity.size() != n))
+    return bad(fmt::format("{} parameters for {} (needs {})", c.params.size(),
+                           to_string(c.spec), n));
+  return c;
+}
+
+} // namespace aicon::train

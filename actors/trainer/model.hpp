@@ -1,0 +1,118 @@
+// The built-in models a trainer runs: softmax regression and MLPs (ReLU
+// hidden layers, softmax output, cross-entropy loss) from a spec string,
+// SGD with momentum and weight decay, seeded initialization and
+// checkpoints. Eigen on CPU, single-threaded, no FMA contraction: a step is
+// a pure function of (weights, batch, hyper-parameters), bit for bit on
+// every host built from this tree, so a verifier can re-execute it.
+//
+// All parameters live in one flat float vector (per layer: W, out x in,
+// row-major, then b), so the gradient is one buffer for the allreduce.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+namespace aicon::train {
+
+struct model_spec {
+  std::string kind;             ///< "softmax" or "mlp"
+  std::vector<uint32_t> layers; ///< widths, input first, classes last
+  bool operator==(const model_spec&) const = default;
+};
+
+/// "softmax:64-10" (no hidden layer) or "mlp:64-64-10" (>= 1 hidden).
+/// Errors name what is wrong with the text.
+caf::expected<model_spec> parse_spec(std::string_view text);
+std::string to_string(const model_spec& spec);
+
+/// splitmix64: the one random source of training (initialization, shuffles),
+/// the same sequence on every host.
+class rng {
+public:
+  explicit rng(uint64_t seed) : state_(seed) {
+  }
+  uint64_t next();
+  /// Uniform in [0, 1), exactly representable (24 random bits).
+  float uniform();
+
+private:
+  uint64_t state_;
+};
+
+/// A permutation of 0..n-1 drawn from `seed` (Fisher-Yates).
+std::vector<uint32_t> permutation(uint32_t n, uint64_t seed);
+
+class model {
+public:
+  /// Xavier-uniform weights, zero biases, from `seed`.
+  static model init(const model_spec& spec, uint64_t seed);
+
+  /// A model over `params` (a checkpoint's). Errors: the size does not fit.
+  static caf::expected<model> from_params(const model_spec& spec, std::vector<float> params);
+
+  static size_t param_count(const model_spec& spec);
+
+  const model_spec& spec() const {
+    return spec_;
+  }
+  std::span<float> params() {
+    return params_;
+  }
+  std::span<const float> params() const {
+    return params_;
+  }
+
+  /// Adds `scale` x the gradient of the summed cross-entropy over the rows
+  /// x[rows x inputs], y[rows] to `grad` (zeroed by the caller) and returns
+  /// the summed loss. With scale = 1 / global batch, the sum of every
+  /// trainer's contribution is the mean gradient of the global batch.
+  double accumulate_gradient(const float* x, const int32_t* y, size_t rows, float scale,
+                             std::span<float> grad) const;
+
+  /// Predicted class of each row.
+  std::vector<int32_t> predict(const float* x, size_t rows) const;
+
+private:
+  model_spec spec_;
+  std::vector<float> params_;
+};
+
+/// SGD with momentum and (decoupled from the loss, added to the gradient)
+/// L2 weight decay: v = momentum v + (g + wd w); w -= lr v.
+struct sgd {
+  float lr = 0.1f;
+  float momentum = 0.9f;
+  float weight_decay = 1e-4f;
+  std::vector<float> velocity;
+
+  void step(std::span<float> params, std::span<const float> grad);
+};
+
+/// Everything a trainer needs to resume: weights, optimizer state, step and
+/// the data cursor.
+struct checkpoint {
+  model_spec spec;
+  std::vector<float> params;
+  std::vector<float> velocity;
+  uint64_t step = 0;
+  uint64_t cursor = 0; ///< rows of the epoch's permutation already consumed
+  uint64_t epoch = 0;
+  uint64_t seed = 0;
+  bool operator==(const checkpoint&) const = default;
+};
+
+/// Writes `c` to `path` atomically (temporary file, fsync, rename) with a
+/// BLAKE2b-256 digest of its contents at the end.
+caf::error save_checkpoint(const std::filesystem::path& path, const checkpoint& c);
+
+/// Reads a checkpoint; errors name the file and what is wrong (not a
+/// checkpoint, truncated, digest mismatch, sizes that do not fit the spec).
+caf::expected<checkpoint> load_checkpoint(const std::filesystem::path& path);
+
+} // namespace aicon::train
