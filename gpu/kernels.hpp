@@ -15,4 +15,15 @@ void cpu_scale(float* x, size_t n, float factor);
 /// "no GPU").
 std::string gpu_scale(float* x, size_t n, float factor);
 
+/// Fused SGD with momentum and L2 weight decay, the trainer's update:
+/// v = momentum v + (g + wd w); w -= lr v. Every multiply and add is
+/// rounded on its own (no FMA), so the GPU kernel matches this bit for bit.
+void cpu_sgd_momentum(float* w, float* v, const float* g, size_t n, float lr, float momentum,
+                      float weight_decay);
+
+/// The same on the GPU (copies in, kernel, copies out). Empty string on
+/// success, else the CUDA error (including "no GPU").
+std::string gpu_sgd_momentum(float* w, float* v, const float* g, size_t n, float lr,
+                             float momentum, float weight_decay);
+
 } // namespace aicon::gpu

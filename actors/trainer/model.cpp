@@ -12,6 +12,7 @@
 #include <sodium.h>
 #include <unistd.h>
 
+#include "gpu/kernels.hpp"
 #include "runtime/error.hpp"
 
 namespace aicon::train {
@@ -220,11 +221,9 @@ std::vector<int32_t> model::predict(const float* x, size_t rows) const {
 void sgd::step(std::span<float> params, std::span<const float> grad) {
   if (velocity.size() != params.size())
     velocity.assign(params.size(), 0.0f);
-  for (size_t i = 0; i < params.size(); ++i) {
-    float g = grad[i] + weight_decay * params[i];
-    velocity[i] = momentum * velocity[i] + g;
-    params[i] -= lr * velocity[i];
-  }
+  // The CPU reference of the GPU kernel: the same rounding step by step.
+  gpu::cpu_sgd_momentum(params.data(), velocity.data(), grad.data(), params.size(), lr, momentum,
+                        weight_decay);
 }
 
 // ---- Checkpoints -------------------------------------------------------------
