@@ -4,6 +4,7 @@
 #include "actors/data_node/data_node.hpp"
 #include "actors/echo/echo.hpp"
 #include "actors/ledger/ledger.hpp"
+#include "actors/trainer/trainer.hpp"
 
 namespace aicon {
 
@@ -15,6 +16,7 @@ const std::map<std::string, role_factory>& role_table() {
     {"ledger", spawn_ledger},
     {"block_generator", spawn_block_generator},
     {"data_node", spawn_data_node},
+    {"trainer", spawn_trainer},
   };
   return table;
 }

@@ -15,6 +15,7 @@
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
 #include "cli/demo.hpp"
+#include "cli/train_cmd.hpp"
 #include "cli/wallet_cmd.hpp"
 #include "gpu/device.hpp"
 #include "runtime/client.hpp"
@@ -341,6 +342,27 @@ int main(int argc, char** argv) {
   data_fetch_cmd->add_option("--out", dco.out, "write OUT.x.npy (float32) and OUT.y.npy (int32)");
   data_fetch_cmd->add_option("--credits", dco.credits, "shares per request / in flight (default 4)")->check(CLI::Range(1, 64));
 
+  train_cmd_options tco;
+  auto train_cmd_app = app.add_subcommand("train", "a data-parallel training job on the trainer roles of running hosts");
+  train_cmd_app->add_option("--data", tco.job.data_file, "CSV/NPY/IDX with labels, readable on every trainer host")->required();
+  train_cmd_app->add_option("--connect", tco.connect, "host:port of a trainer host (repeat)")->delimiter(',')->required();
+  train_cmd_app->add_option("--data-dir", tco.data_dir, "this client's identity and trusted peers")->required();
+  train_cmd_app->add_flag("--dev-open", tco.dev_open, "talk to hosts in dev mode");
+  train_cmd_app->add_option("--model", tco.job.model, "model spec (default mlp:64-64-10)");
+  train_cmd_app->add_option("--steps", tco.job.steps, "steps (default 100)");
+  train_cmd_app->add_option("--batch", tco.job.global_batch, "global batch (default 32)");
+  train_cmd_app->add_option("--trainers-per-host", tco.job.trainers_per_host, "trainers on each host (default 1)")->check(CLI::Range(1, 64));
+  train_cmd_app->add_option("--lr", tco.job.lr, "learning rate (default 0.05)");
+  train_cmd_app->add_option("--momentum", tco.job.momentum, "momentum (default 0.9)");
+  train_cmd_app->add_option("--weight-decay", tco.job.weight_decay, "L2 weight decay (default 1e-4)");
+  train_cmd_app->add_option("--seed", tco.job.seed, "initialization and shuffle seed (default 1)");
+  train_cmd_app->add_option("--test-percent", tco.job.test_percent, "held-out rows (default 20)")->check(CLI::Range(0, 99));
+  train_cmd_app->add_option("--checkpoint-every", tco.job.checkpoint_every, "steps between checkpoints (default 10)");
+  train_cmd_app->add_option("--checkpoint", tco.checkpoint, "write the checkpoints to this file");
+  train_cmd_app->add_option("--chunk-bytes", tco.job.chunk_bytes, "actor ring chunk (default 65536)");
+  train_cmd_app->add_option("--ring-timeout-ms", tco.job.ring_timeout_ms, "a ring without progress this long fails the step (default 5000)");
+  train_cmd_app->add_option("--csv", tco.csv, "write the loss curve (step,loss,samples/s,allreduce ms)");
+
   demo_options dopts;
   auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
   demo->add_option("--hosts", dopts.hosts, "hosts to start (2..8, default 3)")->check(CLI::Range(2, 8));
@@ -365,6 +387,8 @@ int main(int argc, char** argv) {
     return cmd_gpu();
   if (*demo)
     return run_demo(dopts);
+  if (*train_cmd_app)
+    return train_cmd(tco);
   if (*chain_show_cmd)
     return chain_show(cho);
   if (*chain_verify_cmd)

@@ -20,3 +20,84 @@ struct RingChunk {
 struct RingAck {
   collective @0 :UInt64;
 }
+
+# ---- Jobs and trainers --------------------------------------------------
+
+struct TrainConfig {
+  model @0 :Text;          # "mlp:64-64-10", "softmax:64-10"
+  seed @1 :UInt64;         # initialization and epoch shuffles
+  globalBatch @2 :UInt32;  # rows per step over all trainers
+  lr @3 :Float32;
+  momentum @4 :Float32;
+  weightDecay @5 :Float32;
+  dataFile @6 :Text;       # CSV/NPY/IDX on the trainer's host (until datasets are fetched)
+  testPercent @7 :UInt32;  # held out for evaluation, by a seeded permutation
+  splitSeed @8 :UInt64;
+  standardize @9 :Bool;
+  chunkBytes @10 :UInt32;  # actor ring grain
+  credits @11 :UInt32;     # actor ring chunks in flight per link
+  ringTimeoutMs @12 :UInt32;
+}
+
+struct TrainerJoin {
+  # Makes (or replaces) the trainer of `rank` in `session` on this host.
+  session @0 :Data;        # 32 bytes; also the ring's id
+  rank @1 :UInt32;
+  size @2 :UInt32;
+  right @3 :Data;          # NodeId of the host of rank + 1 (may be this host)
+  config @4 :TrainConfig;
+  checkpoint @5 :Data;     # a saved checkpoint to resume from (empty: fresh)
+}
+
+struct JoinAck {
+  rank @0 :UInt32;
+  trainRows @1 :UInt64;
+  testRows @2 :UInt64;
+  params @3 :UInt64;
+}
+
+struct TrainStep {
+  session @0 :Data;
+  rank @1 :UInt32;
+  step @2 :UInt64;         # global step number (from 0)
+  epoch @3 :UInt64;        # whose permutation the batch is drawn from
+  cursor @4 :UInt64;       # first position of the global batch in it
+}
+
+struct StepDone {
+  rank @0 :UInt32;
+  step @1 :UInt64;
+  lossSum @2 :Float64;     # summed cross-entropy over this trainer's rows
+  rows @3 :UInt32;
+  computeUs @4 :UInt64;
+  allreduceUs @5 :UInt64;
+  digest @6 :Data;         # BLAKE2b of (weights before, batch indices, local gradient)
+}
+
+struct TrainQuery {
+  session @0 :Data;
+  rank @1 :UInt32;
+  union {
+    checkpoint @2 :Void;   # -> CheckpointData
+    evaluate @3 :Void;     # -> EvalResult on the held-out rows
+    finish @4 :Void;       # -> SessionLog, and the trainer is dropped
+  }
+}
+
+struct CheckpointData {
+  bytes @0 :Data;          # the checkpoint file format (actors/trainer/model.hpp)
+}
+
+struct EvalResult {
+  accuracy @0 :Float64;
+  rows @1 :UInt64;
+  loss @2 :Float64;        # mean cross-entropy
+}
+
+struct SessionLog {
+  rank @0 :UInt32;
+  steps @1 :UInt64;        # steps this trainer logged
+  logRoot @2 :Data;        # Merkle root of the step digests
+  trainer @3 :Data;        # NodeId of the host that ran it
+  signature @4 :Data;      # by trainer over "aicon-worklog-v1" ‖ session ‖ rank ‖ steps ‖ logRoot
+}

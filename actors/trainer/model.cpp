@@ -274,7 +274,7 @@ struct reader {
 
 } // namespace
 
-caf::error save_checkpoint(const std::filesystem::path& path, const checkpoint& c) {
+std::vector<uint8_t> checkpoint_bytes(const checkpoint& c) {
   std::vector<uint8_t> out(magic, magic + 8);
   auto spec = to_string(c.spec);
   put_u64(out, spec.size());
@@ -288,6 +288,11 @@ caf::error save_checkpoint(const std::filesystem::path& path, const checkpoint& 
   uint8_t digest[32];
   crypto_generichash(digest, 32, out.data(), out.size(), nullptr, 0);
   out.insert(out.end(), digest, digest + 32);
+  return out;
+}
+
+caf::error save_checkpoint(const std::filesystem::path& path, const checkpoint& c) {
+  auto out = checkpoint_bytes(c);
   auto tmp = path;
   tmp += ".tmp";
   {
@@ -315,8 +320,12 @@ caf::expected<checkpoint> load_checkpoint(const std::filesystem::path& path) {
   if (!f)
     return make_error(errc::not_found, fmt::format("{}: cannot open", path.string()));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return parse_checkpoint(bytes, path.string());
+}
+
+caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const std::string& what) {
   auto bad = [&](const std::string& why) {
-    return make_error(errc::invalid_argument, fmt::format("{}: {}", path.string(), why));
+    return make_error(errc::invalid_argument, fmt::format("{}: {}", what, why));
   };
   if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), magic, 8) != 0)
     return bad("not an aicon checkpoint (no AICKPT01 magic)");

@@ -107,6 +107,13 @@ struct checkpoint {
   bool operator==(const checkpoint&) const = default;
 };
 
+/// The checkpoint format in memory: magic, spec, counters, parameters,
+/// velocity, BLAKE2b-256 of all that.
+std::vector<uint8_t> checkpoint_bytes(const checkpoint& c);
+
+/// Parses checkpoint bytes; `what` names them in errors.
+caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const std::string& what);
+
 /// Writes `c` to `path` atomically (temporary file, fsync, rename) with a
 /// BLAKE2b-256 digest of its contents at the end.
 caf::error save_checkpoint(const std::filesystem::path& path, const checkpoint& c);

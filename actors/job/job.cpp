@@ -1,0 +1,288 @@
+#include "actors/job/job.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+
+#include <fmt/format.h>
+#include <sodium.h>
+
+#include "actors/trainer/model.hpp"
+#include "runtime/error.hpp"
+#include "schemas/trainer.capnp.h"
+
+namespace aicon::train {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+struct rank_place {
+  node_id host;
+  caf::actor role;
+};
+
+struct ring_state {
+  std::array<uint8_t, 32> session{};
+  std::vector<rank_place> ranks;
+  uint64_t train_rows = 0;
+};
+
+void fill_config(schema::TrainConfig::Builder b, const job_options& o) {
+  b.setModel(o.model);
+  b.setSeed(o.seed);
+  b.setGlobalBatch(o.global_batch);
+  b.setLr(o.lr);
+  b.setMomentum(o.momentum);
+  b.setWeightDecay(o.weight_decay);
+  b.setDataFile(o.data_file);
+  b.setTestPercent(o.test_percent);
+  b.setSplitSeed(o.split_seed);
+  b.setStandardize(o.standardize);
+  b.setChunkBytes(o.chunk_bytes);
+  b.setCredits(o.credits);
+  b.setRingTimeoutMs(o.ring_timeout_ms);
+}
+
+/// Sends every request at once (one thread each) and waits for all.
+std::vector<caf::expected<envelope>> ask_all(client& c, const std::vector<caf::actor>& dst,
+                                             std::vector<envelope> reqs,
+                                             std::chrono::milliseconds timeout) {
+  std::vector<std::future<caf::expected<envelope>>> futures;
+  for (size_t i = 0; i < dst.size(); ++i)
+    futures.push_back(std::async(std::launch::async, [&c, d = dst[i], r = std::move(reqs[i]),
+                                                      timeout]() mutable {
+      return c.request(d, std::move(r), timeout);
+    }));
+  std::vector<caf::expected<envelope>> out;
+  for (auto& f : futures)
+    out.push_back(f.get());
+  return out;
+}
+
+envelope query(const ring_state& ring, uint32_t rank, schema::TrainQuery::Which what) {
+  return make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
+    b.setSession(kj::arrayPtr(ring.session.data(), 32));
+    b.setRank(rank);
+    switch (what) {
+      case schema::TrainQuery::CHECKPOINT: b.setCheckpoint(); break;
+      case schema::TrainQuery::EVALUATE: b.setEvaluate(); break;
+      case schema::TrainQuery::FINISH: b.setFinish(); break;
+    }
+  });
+}
+
+/// Hosts that still answer, nearest first (round trip of a trainer-role
+/// query that names no session).
+std::vector<std::pair<node_id, caf::actor>> live_hosts(client& c, const std::vector<node_id>& hosts) {
+  std::vector<std::tuple<double, node_id, caf::actor>> found;
+  for (auto& h : hosts) {
+    auto role = c.lookup("trainer@" + h.hex());
+    if (!role)
+      continue;
+    ring_state probe;
+    auto t0 = clock_type::now();
+    auto r = c.request(*role, query(probe, 0, schema::TrainQuery::EVALUATE),
+                       std::chrono::milliseconds(2000));
+    double rtt = std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+    // "no trainer of rank 0 for session ..." is the expected answer; a
+    // timeout or a dead link is not.
+    if (!r && (code_of(r.error()) == errc::timeout || code_of(r.error()) == errc::peer_down
+               || code_of(r.error()) == errc::unknown_node || code_of(r.error()) == errc::internal))
+      continue;
+    found.emplace_back(rtt, h, *role);
+  }
+  std::stable_sort(found.begin(), found.end(),
+                   [](auto& a, auto& b) { return std::get<0>(a) < std::get<0>(b); });
+  std::vector<std::pair<node_id, caf::actor>> out;
+  for (auto& [rtt, h, role] : found)
+    out.emplace_back(h, role);
+  return out;
+}
+
+caf::expected<ring_state> form_ring(client& c, const job_options& o,
+                                    const std::vector<std::pair<node_id, caf::actor>>& hosts,
+                                    const std::vector<uint8_t>& checkpoint) {
+  ring_state ring;
+  randombytes_buf(ring.session.data(), 32);
+  for (auto& [h, role] : hosts)
+    for (uint32_t t = 0; t < o.trainers_per_host; ++t)
+      ring.ranks.push_back({h, role});
+  auto n = static_cast<uint32_t>(ring.ranks.size());
+  std::vector<caf::actor> dst;
+  std::vector<envelope> reqs;
+  for (uint32_t r = 0; r < n; ++r) {
+    auto& right = ring.ranks[(r + 1) % n].host;
+    dst.push_back(ring.ranks[r].role);
+    reqs.push_back(make_envelope<schema::TrainerJoin>([&](schema::TrainerJoin::Builder b) {
+      b.setSession(kj::arrayPtr(ring.session.data(), 32));
+      b.setRank(r);
+      b.setSize(n);
+      b.setRight(kj::arrayPtr(right.bytes.data(), 32));
+      fill_config(b.initConfig(), o);
+      if (!checkpoint.empty())
+        b.setCheckpoint(kj::arrayPtr(checkpoint.data(), checkpoint.size()));
+    }));
+  }
+  auto acks = ask_all(c, dst, std::move(reqs), std::chrono::minutes(5));
+  for (uint32_t r = 0; r < n; ++r) {
+    if (!acks[r])
+      return make_error(code_of(acks[r].error()),
+                        fmt::format("trainer {} on {} did not join: {}", r,
+                                    ring.ranks[r].host.short_hex(), what_of(acks[r].error())));
+    opened<schema::JoinAck> a{*acks[r]};
+    if (!a)
+      return a.error();
+    ring.train_rows = a->getTrainRows();
+  }
+  return ring;
+}
+
+void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs) {
+  std::vector<caf::actor> dst;
+  std::vector<envelope> reqs;
+  for (uint32_t r = 0; r < ring.ranks.size(); ++r) {
+    dst.push_back(ring.ranks[r].role);
+    reqs.push_back(query(ring, r, schema::TrainQuery::FINISH));
+  }
+  auto out = ask_all(c, dst, std::move(reqs), std::chrono::seconds(10));
+  if (logs)
+    for (auto& r : out)
+      if (r)
+        logs->push_back(*r);
+}
+
+} // namespace
+
+caf::expected<job_result> run_job(client& c, const job_options& o, const progress_fn& progress) {
+  if (o.hosts.empty() || o.trainers_per_host == 0)
+    return make_error(errc::invalid_argument, "a job needs at least one host and one trainer");
+  if (o.checkpoint_every == 0)
+    return make_error(errc::invalid_argument, "checkpoint_every must be > 0");
+  job_result result;
+  auto t_start = clock_type::now();
+  auto hosts = live_hosts(c, o.hosts);
+  if (hosts.empty())
+    return make_error(errc::peer_down, "no host with the trainer role answers");
+  std::vector<uint8_t> checkpoint; // the last one taken (empty: start fresh)
+  auto ring = form_ring(c, o, hosts, checkpoint);
+  if (!ring)
+    return ring.error();
+  result.events.push_back(fmt::format("ring of {} trainers on {} hosts", ring->ranks.size(),
+                                      hosts.size()));
+  uint64_t step = 0, epoch = 0, cursor = 0;
+  auto take_checkpoint = [&]() -> caf::error {
+    auto r = c.request(ring->ranks[0].role, query(*ring, 0, schema::TrainQuery::CHECKPOINT),
+                       std::chrono::seconds(30));
+    if (!r)
+      return r.error();
+    opened<schema::CheckpointData> cd{*r};
+    if (!cd)
+      return cd.error();
+    checkpoint.assign(cd->getBytes().begin(), cd->getBytes().end());
+    if (!o.checkpoint_file.empty()) {
+      auto parsed = parse_checkpoint(checkpoint, "checkpoint");
+      if (!parsed)
+        return parsed.error();
+      if (auto err = save_checkpoint(o.checkpoint_file, *parsed))
+        return err;
+    }
+    return caf::none;
+  };
+  while (step < o.steps) {
+    if (cursor + o.global_batch > ring->train_rows) {
+      ++epoch;
+      cursor = 0;
+    }
+    auto n = static_cast<uint32_t>(ring->ranks.size());
+    std::vector<caf::actor> dst;
+    std::vector<envelope> reqs;
+    for (uint32_t r = 0; r < n; ++r) {
+      dst.push_back(ring->ranks[r].role);
+      reqs.push_back(make_envelope<schema::TrainStep>([&](schema::TrainStep::Builder b) {
+        b.setSession(kj::arrayPtr(ring->session.data(), 32));
+        b.setRank(r);
+        b.setStep(step);
+        b.setEpoch(epoch);
+        b.setCursor(cursor);
+      }));
+    }
+    auto t0 = clock_type::now();
+    auto done = ask_all(c, dst, std::move(reqs),
+                        std::chrono::milliseconds(o.ring_timeout_ms * 4 + 60'000));
+    double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    std::string failed;
+    step_report rep;
+    rep.step = step;
+    rep.trainers = n;
+    for (uint32_t r = 0; r < n; ++r) {
+      if (!done[r]) {
+        failed += fmt::format("{}rank {} on {}: {}", failed.empty() ? "" : "; ", r,
+                              ring->ranks[r].host.short_hex(), what_of(done[r].error()));
+        continue;
+      }
+      opened<schema::StepDone> d{*done[r]};
+      if (!d) {
+        failed += fmt::format("{}rank {}: {}", failed.empty() ? "" : "; ", r, what_of(d.error()));
+        continue;
+      }
+      rep.loss += d->getLossSum();
+      rep.allreduce_ms = std::max(rep.allreduce_ms, d->getAllreduceUs() / 1000.0);
+    }
+    if (!failed.empty()) {
+      // Elastic: drop the hosts that no longer answer, re-form from the last
+      // checkpoint with the survivors.
+      result.events.push_back(fmt::format("step {} failed: {}", step, failed));
+      if (result.reforms >= o.max_reforms)
+        return make_error(errc::peer_down,
+                          fmt::format("step {} failed after {} re-formed rings: {}", step,
+                                      result.reforms, failed));
+      finish_ring(c, *ring, nullptr); // survivors drop their trainers
+      hosts = live_hosts(c, o.hosts);
+      if (hosts.empty())
+        return make_error(errc::peer_down, "every trainer host is gone: " + failed);
+      auto again = form_ring(c, o, hosts, checkpoint);
+      if (!again)
+        return again.error();
+      ring = std::move(again);
+      ++result.reforms;
+      if (checkpoint.empty()) {
+        step = epoch = cursor = 0;
+      } else {
+        auto cp = parse_checkpoint(checkpoint, "checkpoint");
+        step = cp->step;
+        epoch = cp->epoch;
+        cursor = cp->cursor;
+      }
+      result.events.push_back(fmt::format("ring re-formed: {} trainers on {} hosts, from step {}",
+                                          ring->ranks.size(), hosts.size(), step));
+      continue;
+    }
+    rep.loss /= o.global_batch;
+    rep.samples_per_s = secs > 0 ? o.global_batch / secs : 0;
+    if (progress)
+      progress(rep);
+    ++step;
+    cursor += o.global_batch;
+    if (step % o.checkpoint_every == 0 || step == o.steps)
+      if (auto err = take_checkpoint())
+        result.events.push_back(fmt::format("checkpoint at step {} failed: {}", step,
+                                            describe(err)));
+  }
+  auto eval = c.request(ring->ranks[0].role, query(*ring, 0, schema::TrainQuery::EVALUATE),
+                        std::chrono::seconds(60));
+  if (!eval)
+    return eval.error();
+  opened<schema::EvalResult> ev{*eval};
+  if (!ev)
+    return ev.error();
+  result.accuracy = ev->getAccuracy();
+  result.test_loss = ev->getLoss();
+  result.checkpoint = checkpoint;
+  result.steps = step;
+  finish_ring(c, *ring, &result.logs);
+  result.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
+  return result;
+}
+
+} // namespace aicon::train

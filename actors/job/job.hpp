@@ -1,0 +1,73 @@
+// The coordinator of one training session: forms the ring of trainers over
+// the hosts it is given (hosts ordered by measured round trip, each host's
+// trainers adjacent so most links stay inside a host), assigns each trainer
+// its slice of every global batch, drives the steps, checkpoints every
+// `checkpoint_every` steps and reports progress. If a trainer or its host
+// dies, the step fails within the ring timeout; the coordinator drops the
+// hosts that no longer answer, re-forms the ring with the survivors from
+// the last checkpoint and goes on. At the end it evaluates the model on the
+// held-out rows and collects every trainer's signed work log.
+//
+// It runs in any process linked to the hosts (the CLI, the console, tests)
+// and talks to their trainer roles through the directory only.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "runtime/client.hpp"
+
+namespace aicon::train {
+
+struct job_options {
+  std::vector<node_id> hosts;      ///< hosts running the trainer role, linked to the client
+  uint32_t trainers_per_host = 1;
+  uint64_t steps = 100;
+  uint32_t checkpoint_every = 10;
+  std::filesystem::path checkpoint_file; ///< also written here when set
+  uint32_t max_reforms = 3;
+  // The training itself (schema TrainConfig).
+  std::string model = "mlp:64-64-10";
+  uint64_t seed = 1;
+  uint32_t global_batch = 32;
+  float lr = 0.05f;
+  float momentum = 0.9f;
+  float weight_decay = 1e-4f;
+  std::string data_file;
+  uint32_t test_percent = 20;
+  uint64_t split_seed = 2026;
+  bool standardize = true;
+  uint32_t chunk_bytes = 64 << 10;
+  uint32_t credits = 4;
+  uint32_t ring_timeout_ms = 5000;
+};
+
+struct step_report {
+  uint64_t step = 0;
+  double loss = 0;           ///< mean cross-entropy of the global batch
+  double samples_per_s = 0;  ///< over the last step
+  double allreduce_ms = 0;   ///< slowest trainer's allreduce in the step
+  uint32_t trainers = 0;
+};
+
+struct job_result {
+  uint64_t steps = 0;
+  double accuracy = 0;       ///< on the held-out rows
+  double test_loss = 0;
+  std::vector<uint8_t> checkpoint; ///< the final weights and optimizer state
+  std::vector<envelope> logs;      ///< SessionLog of every trainer of the last ring
+  uint32_t reforms = 0;
+  std::vector<std::string> events; ///< ring formed, trainer lost, re-formed, ...
+  double seconds = 0;
+};
+
+using progress_fn = std::function<void(const step_report&)>;
+
+caf::expected<job_result> run_job(client& c, const job_options& o, const progress_fn& progress = {});
+
+} // namespace aicon::train

@@ -1,0 +1,451 @@
+#include "actors/trainer/trainer.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <map>
+
+#include <caf/all.hpp>
+#include <sodium.h>
+#include <fmt/format.h>
+
+#include "actors/data_node/ingest.hpp"
+#include "actors/ledger/hashing.hpp"
+#include "actors/trainer/model.hpp"
+#include "actors/trainer/ring_reducer.hpp"
+#include "runtime/log.hpp"
+#include "runtime/role.hpp"
+#include "schemas/trainer.capnp.h"
+
+namespace aicon {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using ledger::hash256;
+using session_key = std::pair<train::ring_id, uint32_t>;
+
+uint64_t us_since(clock_type::time_point t0) {
+  return static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count());
+}
+
+caf::expected<train::ring_id> session_of(capnp::Data::Reader d) {
+  if (d.size() != 32)
+    return make_error(errc::invalid_argument, "session must be 32 bytes");
+  train::ring_id id;
+  std::memcpy(id.data(), d.begin(), 32);
+  return id;
+}
+
+/// The rows a trainer learns from and is evaluated on.
+struct split_data {
+  data::table train, test;
+};
+
+caf::expected<split_data> load_split(schema::TrainConfig::Reader cfg) {
+  data::csv_options csv;
+  auto t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
+  if (!t)
+    return t.error();
+  if (t->y.empty())
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: training needs labels", cfg.getDataFile().cStr()));
+  if (cfg.getStandardize())
+    data::fit_and_apply(*t, data::transform::kind::standardize);
+  if (cfg.getTestPercent() >= 100)
+    return make_error(errc::invalid_argument, "testPercent must be below 100");
+  auto p = train::permutation(static_cast<uint32_t>(t->rows), cfg.getSplitSeed());
+  split_data s;
+  for (auto* part : {&s.train, &s.test}) {
+    part->features = t->features;
+    part->classes = t->classes;
+  }
+  size_t cut = t->rows - t->rows * cfg.getTestPercent() / 100;
+  for (size_t i = 0; i < p.size(); ++i) {
+    auto& part = i < cut ? s.train : s.test;
+    auto row = p[i];
+    part.x.insert(part.x.end(), t->x.begin() + row * t->features,
+                  t->x.begin() + (row + 1) * t->features);
+    part.y.push_back(t->y[row]);
+    ++part.rows;
+  }
+  return s;
+}
+
+// ---- One trainer -------------------------------------------------------------
+
+struct worker_state {
+  role_context ctx;
+  train::ring_id session{};
+  uint32_t rank = 0, size = 1;
+  envelope config_env; ///< owns the TrainConfig words
+  uint32_t global_batch = 1;
+  uint64_t seed = 0;
+  split_data data;
+  std::optional<train::model> model;
+  train::sgd opt;
+  caf::actor member;
+  std::unique_ptr<train::ring_reducer> reducer;
+  uint64_t step = 0, epoch = 0, cursor = 0;
+  uint64_t cached_epoch = UINT64_MAX;
+  std::vector<uint32_t> order; ///< the permutation of cached_epoch
+  std::vector<hash256> log;    ///< one digest per step
+  static inline const char* name = "aicon.trainer";
+
+  const std::vector<uint32_t>& permutation_of(uint64_t e) {
+    if (e != cached_epoch) {
+      order = train::permutation(static_cast<uint32_t>(data.train.rows), seed + 1 + e);
+      cached_epoch = e;
+    }
+    return order;
+  }
+
+  caf::expected<envelope> join(schema::TrainerJoin::Reader j) {
+    auto cfg = j.getConfig();
+    auto spec = train::parse_spec(cfg.getModel().cStr());
+    if (!spec)
+      return spec.error();
+    auto d = load_split(cfg);
+    if (!d)
+      return d.error();
+    if (spec->layers.front() != d->train.features || spec->layers.back() < d->train.classes)
+      return make_error(errc::invalid_argument,
+                        fmt::format("model {} does not fit {} features and {} classes",
+                                    train::to_string(*spec), d->train.features,
+                                    d->train.classes));
+    data = std::move(*d);
+    global_batch = cfg.getGlobalBatch();
+    if (global_batch < size || global_batch > data.train.rows)
+      return make_error(errc::invalid_argument,
+                        fmt::format("globalBatch {} must be between the {} trainers and the {} "
+                                    "training rows",
+                                    global_batch, size, data.train.rows));
+    seed = cfg.getSeed();
+    opt.lr = cfg.getLr();
+    opt.momentum = cfg.getMomentum();
+    opt.weight_decay = cfg.getWeightDecay();
+    if (j.getCheckpoint().size() > 0) {
+      auto c = train::parse_checkpoint({j.getCheckpoint().begin(), j.getCheckpoint().size()},
+                                       "TrainerJoin.checkpoint");
+      if (!c)
+        return c.error();
+      if (!(c->spec == *spec))
+        return make_error(errc::invalid_argument, "the checkpoint is of another model");
+      auto m = train::model::from_params(c->spec, c->params);
+      if (!m)
+        return m.error();
+      model = std::move(*m);
+      opt.velocity = c->velocity;
+      step = c->step;
+      epoch = c->epoch;
+      cursor = c->cursor;
+    } else {
+      model = train::model::init(*spec, seed);
+    }
+    return make_envelope<schema::JoinAck>([&](schema::JoinAck::Builder b) {
+      b.setRank(rank);
+      b.setTrainRows(data.train.rows);
+      b.setTestRows(data.test.rows);
+      b.setParams(model->params().size());
+    });
+  }
+
+  caf::expected<envelope> run_step(schema::TrainStep::Reader s) {
+    if (!model)
+      return make_error(errc::invalid_argument, "TrainStep before TrainerJoin");
+    auto& perm = permutation_of(s.getEpoch());
+    uint64_t first = s.getCursor() + uint64_t{rank} * global_batch / size;
+    uint64_t last = s.getCursor() + uint64_t{rank + 1} * global_batch / size;
+    if (s.getCursor() + global_batch > perm.size())
+      return make_error(errc::invalid_argument,
+                        fmt::format("TrainStep: cursor {} + batch {} is past the {} rows",
+                                    s.getCursor(), global_batch, perm.size()));
+    auto rows = static_cast<size_t>(last - first);
+    auto f = data.train.features;
+    std::vector<float> x(rows * f);
+    std::vector<int32_t> y(rows);
+    std::vector<uint32_t> idx(perm.begin() + static_cast<ptrdiff_t>(first),
+                              perm.begin() + static_cast<ptrdiff_t>(last));
+    for (size_t i = 0; i < rows; ++i) {
+      std::memcpy(x.data() + i * f, data.train.x.data() + idx[i] * f, f * 4);
+      y[i] = data.train.y[idx[i]];
+    }
+    auto t0 = clock_type::now();
+    std::vector<float> grad(model->params().size(), 0.0f);
+    double loss = model->accumulate_gradient(x.data(), y.data(), rows,
+                                             1.0f / static_cast<float>(global_batch), grad);
+    // The work log: what a verifier needs to re-execute this step.
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, reinterpret_cast<const uint8_t*>("aicon-step-v1"), 13, 32);
+    crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(model->params().data()),
+                              model->params().size() * 4);
+    crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(idx.data()), idx.size() * 4);
+    crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(grad.data()), grad.size() * 4);
+    hash256 digest;
+    crypto_generichash_final(&h, digest.data(), 32);
+    auto compute_us = us_since(t0);
+    auto t1 = clock_type::now();
+    if (auto err = reducer->allreduce(grad, gpu::reduce_op::sum); !err.empty())
+      return make_error(errc::peer_down, "allreduce: " + err);
+    auto allreduce_us = us_since(t1);
+    opt.step(model->params(), grad);
+    log.push_back(digest);
+    step = s.getStep() + 1;
+    epoch = s.getEpoch();
+    cursor = s.getCursor() + global_batch;
+    return make_envelope<schema::StepDone>([&](schema::StepDone::Builder b) {
+      b.setRank(rank);
+      b.setStep(s.getStep());
+      b.setLossSum(loss);
+      b.setRows(static_cast<uint32_t>(rows));
+      b.setComputeUs(compute_us);
+      b.setAllreduceUs(allreduce_us);
+      b.setDigest(kj::arrayPtr(digest.data(), 32));
+    });
+  }
+
+  caf::expected<envelope> query(schema::TrainQuery::Reader q) {
+    if (!model)
+      return make_error(errc::invalid_argument, "TrainQuery before TrainerJoin");
+    switch (q.which()) {
+      case schema::TrainQuery::CHECKPOINT: {
+        train::checkpoint c{model->spec(), {model->params().begin(), model->params().end()},
+                            opt.velocity, step, cursor, epoch, seed};
+        auto bytes = train::checkpoint_bytes(c);
+        return make_envelope<schema::CheckpointData>([&](schema::CheckpointData::Builder b) {
+          b.setBytes(kj::arrayPtr(bytes.data(), bytes.size()));
+        });
+      }
+      case schema::TrainQuery::EVALUATE: {
+        auto pred = model->predict(data.test.x.data(), data.test.rows);
+        size_t ok = 0;
+        for (size_t i = 0; i < pred.size(); ++i)
+          ok += pred[i] == data.test.y[i] ? 1 : 0;
+        std::vector<float> scratch(model->params().size(), 0.0f);
+        double loss = model->accumulate_gradient(data.test.x.data(), data.test.y.data(),
+                                                 data.test.rows, 0.0f, scratch);
+        return make_envelope<schema::EvalResult>([&](schema::EvalResult::Builder b) {
+          b.setRows(data.test.rows);
+          b.setAccuracy(data.test.rows ? static_cast<double>(ok) / data.test.rows : 0.0);
+          b.setLoss(data.test.rows ? loss / data.test.rows : 0.0);
+        });
+      }
+      case schema::TrainQuery::FINISH: {
+        auto root = ledger::merkle_root(log, "aicon-worklog-node-v1");
+        std::vector<uint8_t> msg{'a', 'i', 'c', 'o', 'n', '-', 'w', 'o', 'r', 'k', 'l', 'o', 'g',
+                                 '-', 'v', '1'};
+        msg.insert(msg.end(), session.begin(), session.end());
+        for (int i = 0; i < 4; ++i)
+          msg.push_back(static_cast<uint8_t>(rank >> (8 * i)));
+        for (int i = 0; i < 8; ++i)
+          msg.push_back(static_cast<uint8_t>(log.size() >> (8 * i)));
+        msg.insert(msg.end(), root.begin(), root.end());
+        auto sig = ctx.self->sign(msg);
+        return make_envelope<schema::SessionLog>([&](schema::SessionLog::Builder b) {
+          b.setRank(rank);
+          b.setSteps(log.size());
+          b.setLogRoot(kj::arrayPtr(root.data(), 32));
+          b.setTrainer(kj::arrayPtr(ctx.self->id().bytes.data(), 32));
+          b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+        });
+      }
+    }
+    return make_error(errc::invalid_argument, "TrainQuery has an unknown case");
+  }
+};
+
+using worker_actor = caf::stateful_actor<worker_state>;
+
+caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_id session,
+                             uint32_t rank, uint32_t size, caf::actor member,
+                             train::ring_options ropts) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.session = session;
+  st.rank = rank;
+  st.size = size;
+  st.member = member;
+  st.reducer = std::make_unique<train::ring_reducer>(self->system(), member, rank, size, ropts);
+  return {
+    [self](const envelope& env) -> caf::result<envelope> {
+      auto& st = self->state;
+      if (env.type_id == capnp::typeId<schema::TrainerJoin>()) {
+        opened<schema::TrainerJoin> j{env};
+        if (!j)
+          return j.error();
+        return st.join(j.root());
+      }
+      if (env.type_id == capnp::typeId<schema::TrainStep>()) {
+        opened<schema::TrainStep> s{env};
+        if (!s)
+          return s.error();
+        return st.run_step(s.root());
+      }
+      if (env.type_id == capnp::typeId<schema::TrainQuery>()) {
+        opened<schema::TrainQuery> q{env};
+        if (!q)
+          return q.error();
+        auto finish = q->which() == schema::TrainQuery::FINISH;
+        auto out = st.query(q.root());
+        if (finish && out) {
+          caf::anon_send_exit(st.member, caf::exit_reason::user_shutdown);
+          self->quit();
+        }
+        return out;
+      }
+      return make_error(errc::unexpected_type, "a trainer takes TrainerJoin, TrainStep, TrainQuery");
+    },
+  };
+}
+
+// ---- The role: routing by (session, rank) ------------------------------------
+
+struct slot {
+  caf::actor worker;
+  caf::actor member;
+};
+
+struct trainer_role_state {
+  role_context ctx;
+  /// Shared with the exit functor, which outlives the state.
+  std::shared_ptr<std::map<session_key, slot>> slots = std::make_shared<std::map<session_key, slot>>();
+  std::unique_ptr<message_table> table;
+  static inline const char* name = "aicon.trainer_role";
+};
+
+using role_actor = caf::stateful_actor<trainer_role_state>;
+
+/// Forwards `env` to `dst` and its answer (or error) back to the sender.
+caf::result<envelope> relay_to(role_actor* self, const caf::actor& dst, envelope env,
+                               std::chrono::milliseconds timeout) {
+  auto rp = self->make_response_promise<envelope>();
+  self->request(dst, timeout, std::move(env))
+    .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+caf::result<envelope> on_join(role_actor* self, const envelope& env,
+                              schema::TrainerJoin::Reader j) {
+  auto& st = self->state;
+  auto session = session_of(j.getSession());
+  if (!session)
+    return session.error();
+  if (j.getSize() == 0 || j.getRank() >= j.getSize())
+    return make_error(errc::invalid_argument,
+                      fmt::format("TrainerJoin: rank {} of {}", j.getRank(), j.getSize()));
+  auto right = node_id::from_bytes({j.getRight().begin(), j.getRight().size()});
+  if (!right)
+    return make_error(errc::invalid_argument, "TrainerJoin.right: " + what_of(right.error()));
+  auto key = session_key{*session, j.getRank()};
+  if (auto old = st.slots->find(key); old != st.slots->end()) {
+    caf::anon_send_exit(old->second.worker, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(old->second.member, caf::exit_reason::user_shutdown);
+    st.slots->erase(old);
+  }
+  auto cfg = j.getConfig();
+  train::ring_options ropts;
+  if (cfg.getChunkBytes())
+    ropts.chunk_bytes = cfg.getChunkBytes();
+  if (cfg.getCredits())
+    ropts.credits = cfg.getCredits();
+  if (cfg.getRingTimeoutMs())
+    ropts.timeout_ms = cfg.getRingTimeoutMs();
+  auto member = train::spawn_ring_member(self->system(), *session, j.getRank(), j.getSize(), ropts);
+  auto worker = self->system().spawn<caf::detached>(trainer_worker, st.ctx, *session, j.getRank(),
+                                                    j.getSize(), member, ropts);
+  (*st.slots)[key] = slot{worker, member};
+  auto rp = self->make_response_promise<envelope>();
+  auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
+  auto join_timeout = std::chrono::minutes(5); // loading the data
+  auto with_right = [self, rp, worker, member, env, join_timeout](caf::actor right) mutable {
+    train::connect_ring(member, right);
+    self->request(worker, join_timeout, env)
+      .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  };
+  if (*right == st.ctx.self->id()) {
+    with_right(caf::actor_cast<caf::actor>(self));
+  } else {
+    self->request(st.ctx.directory, timeout, lookup_atom::value, "trainer@" + right->hex())
+      .then([with_right](caf::actor& dst) mutable { with_right(dst); },
+            [rp](caf::error& err) mutable {
+              rp.deliver(make_error(errc::unknown_node,
+                                    "TrainerJoin: the right neighbour's trainer role: "
+                                      + describe(err)));
+            });
+  }
+  return rp;
+}
+
+caf::expected<caf::actor> target(role_actor* self, capnp::Data::Reader session, uint32_t rank,
+                                 bool member) {
+  auto id = session_of(session);
+  if (!id)
+    return id.error();
+  auto it = self->state.slots->find({*id, rank});
+  if (it == self->state.slots->end())
+    return make_error(errc::not_found,
+                      fmt::format("no trainer of rank {} for session {} on this host", rank,
+                                  to_hex({id->data(), 32}).substr(0, 16)));
+  return member ? it->second.member : it->second.worker;
+}
+
+caf::behavior trainer_role(role_actor* self, role_context ctx) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.table = std::make_unique<message_table>("trainer");
+  auto long_wait = std::chrono::minutes(10);
+  st.table->on<schema::TrainerJoin>([self](const envelope& env, schema::TrainerJoin::Reader j) {
+    return on_join(self, env, j);
+  });
+  st.table->on<schema::RingChunk>([self](const envelope& env, schema::RingChunk::Reader c)
+                                    -> caf::result<envelope> {
+    auto dst = target(self, c.getRing(), c.getRank(), true);
+    if (!dst)
+      return dst.error();
+    return relay_to(self, *dst, env, std::chrono::minutes(1));
+  });
+  st.table->on<schema::TrainStep>([self, long_wait](const envelope& env, schema::TrainStep::Reader s)
+                                    -> caf::result<envelope> {
+    auto dst = target(self, s.getSession(), s.getRank(), false);
+    if (!dst)
+      return dst.error();
+    return relay_to(self, *dst, env, long_wait);
+  });
+  st.table->on<schema::TrainQuery>([self, long_wait](const envelope& env,
+                                                     schema::TrainQuery::Reader q)
+                                     -> caf::result<envelope> {
+    auto id = session_of(q.getSession());
+    if (!id)
+      return id.error();
+    auto dst = target(self, q.getSession(), q.getRank(), false);
+    if (!dst)
+      return dst.error();
+    if (q.which() == schema::TrainQuery::FINISH)
+      self->state.slots->erase({*id, q.getRank()});
+    return relay_to(self, *dst, env, long_wait);
+  });
+  self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
+    return drop_unexpected(self, x, self->state.ctx.counters.get());
+  });
+  self->attach_functor([slots = st.slots] {
+    for (auto& [_, s] : *slots) {
+      caf::anon_send_exit(s.worker, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(s.member, caf::exit_reason::user_shutdown);
+    }
+  });
+  return {
+    [self](const envelope& env) -> caf::result<envelope> {
+      return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
+    },
+  };
+}
+
+} // namespace
+
+caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_context& ctx) {
+  return sys.spawn(trainer_role, ctx);
+}
+
+} // namespace aicon

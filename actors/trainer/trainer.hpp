@@ -1,0 +1,23 @@
+// The trainer role: runs the trainers of training sessions on this host.
+// A job coordinator sends TrainerJoin (rank, ring size, the host of the
+// right neighbour, the training config, optionally a checkpoint); the role
+// spawns a ring member and a trainer (a detached actor: a step is long
+// compute and a blocking allreduce) and routes RingChunk, TrainStep and
+// TrainQuery to them by (session, rank). A step: the rank's slice of the
+// global batch, the gradient summed over it scaled by 1 / global batch, the
+// actor-ring allreduce (sum), SGD with momentum; every step's digest of
+// (weights before, batch indices, local gradient) goes into the work log
+// whose Merkle root the trainer signs at the end.
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/system.hpp"
+
+namespace aicon {
+
+caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_context& ctx);
+
+} // namespace aicon

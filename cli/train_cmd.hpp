@@ -1,0 +1,24 @@
+// `aicon train`: submits a data-parallel training job to the trainer roles
+// of running hosts (--connect, repeatable) and coordinates it from this
+// process: progress per step, held-out accuracy, signed work logs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "actors/job/job.hpp"
+
+namespace aicon {
+
+struct train_cmd_options {
+  std::string data_dir;              ///< this client's identity and trusted peers
+  std::vector<std::string> connect;  ///< host:port of trainer hosts
+  bool dev_open = false;
+  std::string csv;                   ///< per-step loss curve
+  std::string checkpoint;            ///< checkpoint file
+  train::job_options job;
+};
+
+int train_cmd(train_cmd_options o);
+
+} // namespace aicon
