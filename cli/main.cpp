@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "actors/roles.hpp"
+#include "bench/allreduce.hpp"
 #include "bench/chain.hpp"
 #include "bench/data.hpp"
 #include "bench/messages.hpp"
@@ -257,6 +258,9 @@ int main(int argc, char** argv) {
   bench::chain_options co;
   auto bench_chain = bench_cmd->add_subcommand("chain", "durable signed transfers per second");
   bench::add_chain_flags(*bench_chain, co);
+  bench::allreduce_options bao;
+  auto bench_allreduce = bench_cmd->add_subcommand("allreduce", "actor ring allreduce across host processes vs MPI_Allreduce");
+  bench::add_allreduce_flags(*bench_allreduce, bao);
   bench::data_options bdo;
   auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
   bench::add_data_flags(*bench_data, bdo);
@@ -383,6 +387,8 @@ int main(int argc, char** argv) {
     return bench::run_chain(co);
   if (*bench_data)
     return bench::run_data(bdo);
+  if (*bench_allreduce)
+    return bench::run_allreduce(bao);
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)

@@ -101,3 +101,20 @@ struct SessionLog {
   trainer @3 :Data;        # NodeId of the host that ran it
   signature @4 :Data;      # by trainer over "aicon-worklog-v1" ‖ session ‖ rank ‖ steps ‖ logRoot
 }
+
+struct RingRun {
+  # Collectives only (the allreduce benchmark, like nccl-tests): the trainer
+  # of a ring-only session (TrainerJoin with an empty model) allreduces a
+  # buffer of `floats` `warmup + iterations` times.
+  session @0 :Data;
+  rank @1 :UInt32;
+  floats @2 :UInt64;
+  iterations @3 :UInt32;
+  warmup @4 :UInt32;
+}
+
+struct RingTimes {
+  rank @0 :UInt32;
+  micros @1 :List(UInt64); # one per timed iteration
+  wrong @2 :UInt64;        # elements that were not the expected sum
+}

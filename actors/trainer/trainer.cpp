@@ -102,6 +102,8 @@ struct worker_state {
 
   caf::expected<envelope> join(schema::TrainerJoin::Reader j) {
     auto cfg = j.getConfig();
+    if (cfg.getModel().size() == 0) // a ring for collectives only
+      return make_envelope<schema::JoinAck>([&](schema::JoinAck::Builder b) { b.setRank(rank); });
     auto spec = train::parse_spec(cfg.getModel().cStr());
     if (!spec)
       return spec.error();
@@ -204,9 +206,35 @@ struct worker_state {
     });
   }
 
+  caf::expected<envelope> ring_run(schema::RingRun::Reader r) {
+    if (r.getFloats() > (1ull << 28))
+      return make_error(errc::invalid_argument, "RingRun: at most 2^28 floats");
+    std::vector<float> buf(r.getFloats());
+    std::vector<uint64_t> micros;
+    uint64_t wrong = 0;
+    const float want = static_cast<float>(size) * static_cast<float>(size + 1) / 2;
+    for (uint32_t i = 0; i < r.getWarmup() + r.getIterations(); ++i) {
+      std::fill(buf.begin(), buf.end(), static_cast<float>(rank + 1));
+      auto t0 = clock_type::now();
+      if (auto err = reducer->allreduce(buf, gpu::reduce_op::sum); !err.empty())
+        return make_error(errc::peer_down, "allreduce: " + err);
+      if (i >= r.getWarmup())
+        micros.push_back(us_since(t0));
+      for (auto v : buf)
+        wrong += v != want ? 1 : 0;
+    }
+    return make_envelope<schema::RingTimes>([&](schema::RingTimes::Builder b) {
+      b.setRank(rank);
+      auto m = b.initMicros(static_cast<unsigned>(micros.size()));
+      for (unsigned i = 0; i < micros.size(); ++i)
+        m.set(i, micros[i]);
+      b.setWrong(wrong);
+    });
+  }
+
   caf::expected<envelope> query(schema::TrainQuery::Reader q) {
-    if (!model)
-      return make_error(errc::invalid_argument, "TrainQuery before TrainerJoin");
+    if (!model && q.which() != schema::TrainQuery::FINISH)
+      return make_error(errc::invalid_argument, "TrainQuery before TrainerJoin (or on a ring-only session)");
     switch (q.which()) {
       case schema::TrainQuery::CHECKPOINT: {
         train::checkpoint c{model->spec(), {model->params().begin(), model->params().end()},
@@ -280,6 +308,12 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         if (!s)
           return s.error();
         return st.run_step(s.root());
+      }
+      if (env.type_id == capnp::typeId<schema::RingRun>()) {
+        opened<schema::RingRun> r{env};
+        if (!r)
+          return r.error();
+        return st.ring_run(r.root());
       }
       if (env.type_id == capnp::typeId<schema::TrainQuery>()) {
         opened<schema::TrainQuery> q{env};
@@ -409,6 +443,13 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   st.table->on<schema::TrainStep>([self, long_wait](const envelope& env, schema::TrainStep::Reader s)
                                     -> caf::result<envelope> {
     auto dst = target(self, s.getSession(), s.getRank(), false);
+    if (!dst)
+      return dst.error();
+    return relay_to(self, *dst, env, long_wait);
+  });
+  st.table->on<schema::RingRun>([self, long_wait](const envelope& env, schema::RingRun::Reader r)
+                                  -> caf::result<envelope> {
+    auto dst = target(self, r.getSession(), r.getRank(), false);
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, long_wait);
