@@ -46,77 +46,15 @@ std::string human(uint64_t bytes) {
   return fmt::format("{} KiB", bytes >> 10);
 }
 
-/// n `aicon host` processes with the trainer role, a full mesh of mutual
-/// TLS links, and a client linked to all of them.
-struct ring_cluster {
-  std::vector<node_id> ids;
-  std::vector<host_process> hosts;
-  std::unique_ptr<client> c;
-  std::vector<caf::actor> roles;
+/// The mesh plus a ring-only session over it.
+struct ring_cluster : trainer_mesh {
   std::array<uint8_t, 32> session{};
 };
 
 caf::error start_cluster(ring_cluster& rc, const std::filesystem::path& dir, uint32_t n,
                          const allreduce_options& o) {
-  auto client_dir = dir / "client";
-  auto me = create_identity(client_dir);
-  if (!me)
-    return me.error();
-  std::vector<std::filesystem::path> dirs;
-  std::vector<uint16_t> ports;
-  for (uint32_t i = 0; i < n; ++i) {
-    dirs.push_back(dir / fmt::format("h{}", i));
-    auto id = create_identity(dirs.back());
-    if (!id)
-      return id.error();
-    rc.ids.push_back(id->id());
-    ports.push_back(loopback_port());
-  }
-  for (uint32_t i = 0; i < n; ++i) {
-    if (!trust_certificate(dirs[i], client_dir / node_cert_file)
-        || !trust_certificate(client_dir, dirs[i] / node_cert_file))
-      return make_error(errc::io_error, "cannot exchange certificates");
-    for (uint32_t k = 0; k < n; ++k)
-      if (k != i && !trust_certificate(dirs[i], dirs[k] / node_cert_file))
-        return make_error(errc::io_error, "cannot exchange certificates");
-  }
-  for (uint32_t i = 0; i < n; ++i) {
-    std::string allow = fmt::format("\"{}\"", me->id().hex()), connect;
-    for (uint32_t k = 0; k < n; ++k)
-      if (k != i) {
-        allow += fmt::format(", \"{}\"", rc.ids[k].hex());
-        connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
-                               rc.ids[k].hex());
-      }
-    auto cfg = dir / fmt::format("h{}.toml", i);
-    std::ofstream{cfg} << fmt::format(
-      "[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [\"directory\", \"trainer\"]\n"
-      "[peers]\nallow = [{}]\nconnect = [\n{}]\n",
-      dirs[i].string(), ports[i], allow, connect);
-    rc.hosts.emplace_back();
-    if (auto err = start_host(rc.hosts.back(), cfg, dir / fmt::format("h{}.log", i)))
-      return err;
-  }
-  client::options co;
-  co.data_dir = client_dir;
-  auto c = client::start(co);
-  if (!c)
-    return c.error();
-  rc.c = std::move(*c);
-  for (uint32_t i = 0; i < n; ++i) {
-    caf::expected<node_id> linked = make_error(errc::peer_down, "not tried");
-    for (int t = 0; t < 100 && !linked; ++t) {
-      linked = rc.c->connect(fmt::format("127.0.0.1:{}", ports[i]), rc.ids[i]);
-      if (!linked)
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    if (!linked)
-      return linked.error();
-    auto role = rc.c->lookup("trainer@" + rc.ids[i].hex());
-    if (!role)
-      return role.error();
-    rc.roles.push_back(*role);
-  }
+  if (auto err = start_trainer_mesh(rc, dir, n))
+    return err;
   // A ring-only session; joins retry while the hosts are still linking up.
   randombytes_buf(rc.session.data(), 32);
   for (uint32_t r = 0; r < n; ++r) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +18,8 @@
 #include <fmt/format.h>
 
 #include "runtime/error.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/tls.hpp"
 
 extern char** environ;
 
@@ -73,5 +76,68 @@ caf::error start_host(host_process& h, const std::filesystem::path& config,
   return caf::none;
 }
 
+
+caf::error start_trainer_mesh(trainer_mesh& rc, const std::filesystem::path& dir, uint32_t n) {
+  auto client_dir = dir / "client";
+  auto me = create_identity(client_dir);
+  if (!me)
+    return me.error();
+  std::vector<std::filesystem::path> dirs;
+  std::vector<uint16_t> ports;
+  for (uint32_t i = 0; i < n; ++i) {
+    dirs.push_back(dir / fmt::format("h{}", i));
+    auto id = create_identity(dirs.back());
+    if (!id)
+      return id.error();
+    rc.ids.push_back(id->id());
+    ports.push_back(loopback_port());
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    if (!trust_certificate(dirs[i], client_dir / node_cert_file)
+        || !trust_certificate(client_dir, dirs[i] / node_cert_file))
+      return make_error(errc::io_error, "cannot exchange certificates");
+    for (uint32_t k = 0; k < n; ++k)
+      if (k != i && !trust_certificate(dirs[i], dirs[k] / node_cert_file))
+        return make_error(errc::io_error, "cannot exchange certificates");
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string allow = fmt::format("\"{}\"", me->id().hex()), connect;
+    for (uint32_t k = 0; k < n; ++k)
+      if (k != i) {
+        allow += fmt::format(", \"{}\"", rc.ids[k].hex());
+        connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
+                               rc.ids[k].hex());
+      }
+    auto cfg = dir / fmt::format("h{}.toml", i);
+    std::ofstream{cfg} << fmt::format(
+      "[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [\"directory\", \"trainer\"]\n"
+      "[peers]\nallow = [{}]\nconnect = [\n{}]\n",
+      dirs[i].string(), ports[i], allow, connect);
+    rc.hosts.emplace_back();
+    if (auto err = start_host(rc.hosts.back(), cfg, dir / fmt::format("h{}.log", i)))
+      return err;
+  }
+  client::options co;
+  co.data_dir = client_dir;
+  auto c = client::start(co);
+  if (!c)
+    return c.error();
+  rc.c = std::move(*c);
+  for (uint32_t i = 0; i < n; ++i) {
+    caf::expected<node_id> linked = make_error(errc::peer_down, "not tried");
+    for (int t = 0; t < 100 && !linked; ++t) {
+      linked = rc.c->connect(fmt::format("127.0.0.1:{}", ports[i]), rc.ids[i]);
+      if (!linked)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!linked)
+      return linked.error();
+    auto role = rc.c->lookup("trainer@" + rc.ids[i].hex());
+    if (!role)
+      return role.error();
+    rc.roles.push_back(*role);
+  }
+  return caf::none;
+}
 
 } // namespace aicon::bench

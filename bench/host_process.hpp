@@ -9,7 +9,13 @@
 
 #include <sys/types.h>
 
+#include <memory>
+#include <vector>
+
+#include <caf/actor.hpp>
 #include <caf/error.hpp>
+
+#include "runtime/client.hpp"
 
 namespace aicon::bench {
 
@@ -30,5 +36,16 @@ struct host_process {
 /// `aicon host --config CONFIG`, stdout and stderr into `log`.
 caf::error start_host(host_process& h, const std::filesystem::path& config,
                       const std::filesystem::path& log);
+
+/// n `aicon host` processes with the trainer role (one identity each), a
+/// full mesh of mutual TLS links, and a client linked to all of them.
+struct trainer_mesh {
+  std::vector<node_id> ids;
+  std::vector<host_process> hosts;
+  std::unique_ptr<client> c;
+  std::vector<caf::actor> roles; ///< trainer@host, through the client
+};
+
+caf::error start_trainer_mesh(trainer_mesh& mesh, const std::filesystem::path& dir, uint32_t n);
 
 } // namespace aicon::bench

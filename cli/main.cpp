@@ -13,6 +13,7 @@
 #include "bench/chain.hpp"
 #include "bench/data.hpp"
 #include "bench/messages.hpp"
+#include "bench/train.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
 #include "cli/demo.hpp"
@@ -261,6 +262,9 @@ int main(int argc, char** argv) {
   bench::allreduce_options bao;
   auto bench_allreduce = bench_cmd->add_subcommand("allreduce", "actor ring allreduce across host processes vs MPI_Allreduce");
   bench::add_allreduce_flags(*bench_allreduce, bao);
+  bench::train_options bto;
+  auto bench_train = bench_cmd->add_subcommand("train", "training samples/s and scaling for 1, 2, 4 trainers");
+  bench::add_train_flags(*bench_train, bto);
   bench::data_options bdo;
   auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
   bench::add_data_flags(*bench_data, bdo);
@@ -389,6 +393,8 @@ int main(int argc, char** argv) {
     return bench::run_data(bdo);
   if (*bench_allreduce)
     return bench::run_allreduce(bao);
+  if (*bench_train)
+    return bench::run_train(bto);
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <future>
+#include <thread>
 
 #include <fmt/format.h>
 #include <sodium.h>
@@ -46,13 +47,12 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o) {
 
 /// Sends every request at once (one thread each) and waits for all.
 std::vector<caf::expected<envelope>> ask_all(client& c, const std::vector<caf::actor>& dst,
-                                             std::vector<envelope> reqs,
+                                             const std::vector<envelope>& reqs,
                                              std::chrono::milliseconds timeout) {
   std::vector<std::future<caf::expected<envelope>>> futures;
   for (size_t i = 0; i < dst.size(); ++i)
-    futures.push_back(std::async(std::launch::async, [&c, d = dst[i], r = std::move(reqs[i]),
-                                                      timeout]() mutable {
-      return c.request(d, std::move(r), timeout);
+    futures.push_back(std::async(std::launch::async, [&c, d = dst[i], r = reqs[i], timeout]() {
+      return c.request(d, r, timeout);
     }));
   std::vector<caf::expected<envelope>> out;
   for (auto& f : futures)
@@ -124,7 +124,18 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
         b.setCheckpoint(kj::arrayPtr(checkpoint.data(), checkpoint.size()));
     }));
   }
-  auto acks = ask_all(c, dst, std::move(reqs), std::chrono::minutes(5));
+  // Hosts that have just started may not be linked to each other yet: a
+  // join that cannot find its right neighbour is retried for a while.
+  std::vector<caf::expected<envelope>> acks;
+  for (int attempt = 0;; ++attempt) {
+    acks = ask_all(c, dst, reqs, std::chrono::minutes(5));
+    bool unlinked = false;
+    for (auto& a : acks)
+      unlinked |= !a && code_of(a.error()) == errc::unknown_node;
+    if (!unlinked || attempt >= 40)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
   for (uint32_t r = 0; r < n; ++r) {
     if (!acks[r])
       return make_error(code_of(acks[r].error()),
@@ -145,7 +156,7 @@ void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs)
     dst.push_back(ring.ranks[r].role);
     reqs.push_back(query(ring, r, schema::TrainQuery::FINISH));
   }
-  auto out = ask_all(c, dst, std::move(reqs), std::chrono::seconds(10));
+  auto out = ask_all(c, dst, reqs, std::chrono::seconds(10));
   if (logs)
     for (auto& r : out)
       if (r)
@@ -208,7 +219,7 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
       }));
     }
     auto t0 = clock_type::now();
-    auto done = ask_all(c, dst, std::move(reqs),
+    auto done = ask_all(c, dst, reqs,
                         std::chrono::milliseconds(o.ring_timeout_ms * 4 + 60'000));
     double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
     std::string failed;
