@@ -91,6 +91,19 @@ BOOST_AUTO_TEST_CASE(chain_quick_start) {
                             client_dir});
   BOOST_TEST(broke.exit_code != 0);
   BOOST_TEST(broke.output.find("rule overdraft") != std::string::npos, broke.output);
+  // The training quick start on the same hosts: 2 trainers on each of a and b.
+  auto trained = run_command(
+    {aicon_binary(), "train", "--data",
+     (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string(), "--connect",
+     fmt::format("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]), "--trainers-per-host", "2",
+     "--steps", "300", "--data-dir", client_dir, "--csv", (root / "loss.csv").string()},
+    120s);
+  BOOST_REQUIRE_MESSAGE(trained.exit_code == 0, trained.output);
+  BOOST_TEST(trained.output.find("ring of 4 trainers on 2 hosts") != std::string::npos);
+  auto acc_at = trained.output.find("held-out accuracy ");
+  BOOST_REQUIRE(acc_at != std::string::npos);
+  BOOST_TEST(std::stod(trained.output.substr(acc_at + 18)) >= 0.95, trained.output);
+  BOOST_TEST(std::filesystem::file_size(root / "loss.csv") > 300u * 10);
   for (auto& h : hosts)
     BOOST_TEST(h.proc->stop(SIGTERM, 10s) == 0);
   // All three stores verify to the same state root.
