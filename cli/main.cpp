@@ -352,7 +352,10 @@ int main(int argc, char** argv) {
 
   train_cmd_options tco;
   auto train_cmd_app = app.add_subcommand("train", "a data-parallel training job on the trainer roles of running hosts");
-  train_cmd_app->add_option("--data", tco.job.data_file, "CSV/NPY/IDX with labels, readable on every trainer host")->required();
+  train_cmd_app->add_option("--data", tco.job.data_file, "CSV/NPY/IDX with labels, readable on every trainer host");
+  train_cmd_app->add_option("--dataset", tco.dataset, "instead of --data: a dataset id (or prefix) the trainers pull from data nodes");
+  train_cmd_app->add_option("--data-connect", tco.data_connect, "host:port of the data nodes holding --dataset")->delimiter(',');
+  train_cmd_app->add_option("--job", tco.job_hex, "with --dataset: the job id (64 hex) the trainers' leases are for");
   train_cmd_app->add_option("--connect", tco.connect, "host:port of a trainer host (repeat)")->delimiter(',')->required();
   train_cmd_app->add_option("--data-dir", tco.data_dir, "this client's identity and trusted peers")->required();
   train_cmd_app->add_flag("--dev-open", tco.dev_open, "talk to hosts in dev mode");

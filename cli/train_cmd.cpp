@@ -1,10 +1,12 @@
 #include "cli/train_cmd.hpp"
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include <fmt/format.h>
 
+#include "actors/data_node/remote.hpp"
 #include "runtime/error.hpp"
 #include "schemas/trainer.capnp.h"
 
@@ -17,10 +19,11 @@ int train_cmd(train_cmd_options o) {
   };
   if (o.connect.empty())
     return fail(make_error(errc::invalid_argument, "--connect host:port is required"));
-  if (o.job.data_file.empty())
-    return fail(make_error(errc::invalid_argument, "--data FILE is required"));
+  if (o.job.data_file.empty() == o.dataset.empty())
+    return fail(make_error(errc::invalid_argument, "give either --data FILE or --dataset ID"));
   // The trainers read the file on their hosts: pass an absolute path.
-  o.job.data_file = std::filesystem::absolute(o.job.data_file).string();
+  if (!o.job.data_file.empty())
+    o.job.data_file = std::filesystem::absolute(o.job.data_file).string();
   client::options co;
   co.data_dir = o.data_dir;
   co.dev_open = o.dev_open;
@@ -33,6 +36,25 @@ int train_cmd(train_cmd_options o) {
     if (!id)
       return fail(id.error());
     o.job.hosts.push_back(*id);
+  }
+  if (!o.dataset.empty()) {
+    if (o.data_connect.empty())
+      return fail(make_error(errc::invalid_argument, "--dataset needs --data-connect ADDR of its data nodes"));
+    auto job = node_id::from_hex(o.job_hex); // 32 bytes in hex, like a NodeId
+    if (!job)
+      return fail(make_error(errc::invalid_argument, "--job: " + what_of(job.error())));
+    std::memcpy(o.job.job.data(), job->bytes.data(), 32);
+    for (auto& addr : o.data_connect) {
+      auto id = (*c)->connect(addr);
+      if (!id)
+        return fail(id.error());
+      o.job.data_nodes.push_back(*id);
+    }
+    auto found = data::find_replicas(**c, o.job.data_nodes, o.dataset);
+    if (!found)
+      return fail(found.error());
+    opened<schema::DatasetManifest> m{found->second};
+    o.job.dataset = to_hex({m->getDatasetId().begin(), m->getDatasetId().size()});
   }
   if (!o.checkpoint.empty())
     o.job.checkpoint_file = o.checkpoint;

@@ -16,6 +16,9 @@ struct train_cmd_options {
   bool dev_open = false;
   std::string csv;                   ///< per-step loss curve
   std::string checkpoint;            ///< checkpoint file
+  std::string dataset;               ///< id or prefix, instead of --data
+  std::vector<std::string> data_connect; ///< host:port of data nodes holding it
+  std::string job_hex;               ///< the job the trainers' leases are for
   train::job_options job;
 };
 

@@ -37,6 +37,10 @@ struct TrainConfig {
   chunkBytes @10 :UInt32;  # actor ring grain
   credits @11 :UInt32;     # actor ring chunks in flight per link
   ringTimeoutMs @12 :UInt32;
+  dataset @13 :Data;       # fetch this dataset (32-byte id) from data nodes instead of dataFile;
+                           # its manifest's transform is already applied
+  dataNodes @14 :List(Data); # NodeIds of data nodes that may hold it (nearest is used)
+  job @15 :Data;           # the job the trainers' leases are for (32 bytes)
 }
 
 struct TrainerJoin {

@@ -22,8 +22,8 @@ std::string short_hex(const hash256& h) {
   return to_hex({h.data(), h.size()}).substr(0, 16);
 }
 
-std::chrono::milliseconds timeout_of(client& c) {
-  return std::chrono::milliseconds{c.lim().request_timeout_ms};
+std::chrono::milliseconds timeout_of(const requester& c) {
+  return c.timeout;
 }
 
 envelope share_report(const hash256& h, const hash256& dataset, const std::string& problem) {
@@ -36,11 +36,19 @@ envelope share_report(const hash256& h, const hash256& dataset, const std::strin
 
 } // namespace
 
-caf::expected<caf::actor> data_node_of(client& c, const node_id& node) {
+requester::requester(client& c)
+  : lookup_([&c](const std::string& name) { return c.lookup(name); }),
+    request_([&c](const caf::actor& dst, envelope req, std::chrono::milliseconds t) {
+      return c.request(dst, std::move(req), t);
+    }),
+    timeout(std::chrono::milliseconds{c.lim().request_timeout_ms}) {
+}
+
+caf::expected<caf::actor> data_node_of(const requester& c, const node_id& node) {
   return c.lookup("data_node@" + node.hex());
 }
 
-caf::expected<std::vector<node_id>> upload_dataset(client& c, const node_id& node,
+caf::expected<std::vector<node_id>> upload_dataset(const requester& c, const node_id& node,
                                                    const built_dataset& d, uint32_t replicas,
                                                    uint64_t batch_bytes,
                                                    std::chrono::milliseconds commit_timeout) {
@@ -86,7 +94,7 @@ caf::expected<std::vector<node_id>> upload_dataset(client& c, const node_id& nod
 }
 
 caf::expected<std::pair<std::vector<replica>, envelope>>
-find_replicas(client& c, const std::vector<node_id>& nodes, const std::string& id) {
+find_replicas(const requester& c, const std::vector<node_id>& nodes, const std::string& id) {
   std::vector<replica> found;
   std::optional<envelope> manifest;
   std::vector<std::string> why;
@@ -138,7 +146,7 @@ find_replicas(client& c, const std::vector<node_id>& nodes, const std::string& i
   return std::make_pair(std::move(found), std::move(*manifest));
 }
 
-caf::expected<table> fetch_dataset(client& c, const std::vector<replica>& replicas,
+caf::expected<table> fetch_dataset(const requester& c, const std::vector<replica>& replicas,
                                    const envelope& manifest, const std::vector<shard_key>* keys,
                                    uint32_t credits, fetch_stats& stats,
                                    const progress_fn& progress) {
@@ -310,7 +318,7 @@ caf::expected<table> fetch_dataset(client& c, const std::vector<replica>& replic
   return out;
 }
 
-caf::expected<std::vector<shard_key>> request_keys(client& c, const replica& r,
+caf::expected<std::vector<shard_key>> request_keys(const requester& c, const replica& r,
                                                    const identity& trainer,
                                                    const envelope& manifest, const hash256& job) {
   opened<schema::DatasetManifest> m{manifest};

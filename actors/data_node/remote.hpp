@@ -16,6 +16,37 @@
 
 namespace aicon::data {
 
+/// How these functions reach data nodes: a client's directory and requests,
+/// or (inside a host) the host's directory through a blocking actor. Every
+/// call may come from any thread.
+class requester {
+public:
+  using lookup_fn = std::function<caf::expected<caf::actor>(const std::string&)>;
+  using request_fn =
+    std::function<caf::expected<envelope>(const caf::actor&, envelope, std::chrono::milliseconds)>;
+
+  requester(lookup_fn lookup, request_fn request, std::chrono::milliseconds timeout)
+    : lookup_(std::move(lookup)), request_(std::move(request)), timeout(timeout) {
+  }
+  /// Through a client (implicit: every function below takes a client too).
+  requester(client& c); // NOLINT(google-explicit-constructor)
+
+  caf::expected<caf::actor> lookup(const std::string& name) const {
+    return lookup_(name);
+  }
+  caf::expected<envelope> request(const caf::actor& dst, envelope req,
+                                  std::chrono::milliseconds t) const {
+    return request_(dst, std::move(req), t);
+  }
+
+private:
+  lookup_fn lookup_;
+  request_fn request_;
+
+public:
+  std::chrono::milliseconds timeout; ///< per request
+};
+
 /// A data node that holds a dataset, with the round trip of asking it.
 struct replica {
   node_id node;
@@ -24,12 +55,12 @@ struct replica {
 };
 
 /// The data_node role of `node`, through `c`'s directory.
-caf::expected<caf::actor> data_node_of(client& c, const node_id& node);
+caf::expected<caf::actor> data_node_of(const requester& c, const node_id& node);
 
 /// Puts `d` on `node` (begin, share batches with keys sealed to it,
 /// commit) and asks it for `replicas` copies in all; returns the holders.
 /// `commit_timeout` covers the replication the node does before answering.
-caf::expected<std::vector<node_id>> upload_dataset(client& c, const node_id& node,
+caf::expected<std::vector<node_id>> upload_dataset(const requester& c, const node_id& node,
                                                    const built_dataset& d, uint32_t replicas,
                                                    uint64_t batch_bytes,
                                                    std::chrono::milliseconds commit_timeout);
@@ -39,7 +70,7 @@ caf::expected<std::vector<node_id>> upload_dataset(client& c, const node_id& nod
 /// its id matches its contents, and every replica must give the same id).
 /// Errors: not_found naming every node asked and why, when none holds it.
 caf::expected<std::pair<std::vector<replica>, envelope>>
-find_replicas(client& c, const std::vector<node_id>& nodes, const std::string& id);
+find_replicas(const requester& c, const std::vector<node_id>& nodes, const std::string& id);
 
 struct fetch_stats {
   uint64_t shares = 0;
@@ -58,14 +89,14 @@ using progress_fn = std::function<void(uint64_t, uint64_t, uint64_t)>;
 /// fetched from the next one. With `keys` (in shard order) each share is
 /// decrypted as it arrives, while the next request is in flight, and the
 /// table is returned; without, the shares are only verified.
-caf::expected<table> fetch_dataset(client& c, const std::vector<replica>& replicas,
+caf::expected<table> fetch_dataset(const requester& c, const std::vector<replica>& replicas,
                                    const envelope& manifest, const std::vector<shard_key>* keys,
                                    uint32_t credits, fetch_stats& stats,
                                    const progress_fn& progress = {});
 
 /// Asks `r` for the keys of `manifest` for `job`, signed by `trainer`, and
 /// opens them. Errors: the node's refusal (no lease, no escrow, ...).
-caf::expected<std::vector<shard_key>> request_keys(client& c, const replica& r,
+caf::expected<std::vector<shard_key>> request_keys(const requester& c, const replica& r,
                                                    const identity& trainer,
                                                    const envelope& manifest, const hash256& job);
 

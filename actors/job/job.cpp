@@ -43,6 +43,16 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o) {
   b.setChunkBytes(o.chunk_bytes);
   b.setCredits(o.credits);
   b.setRingTimeoutMs(o.ring_timeout_ms);
+  if (!o.dataset.empty()) {
+    std::vector<uint8_t> id;
+    for (size_t i = 0; i + 1 < o.dataset.size() && id.size() < 32; i += 2)
+      id.push_back(static_cast<uint8_t>(std::stoi(o.dataset.substr(i, 2), nullptr, 16)));
+    b.setDataset(kj::arrayPtr(id.data(), id.size()));
+    auto nodes = b.initDataNodes(static_cast<unsigned>(o.data_nodes.size()));
+    for (unsigned i = 0; i < o.data_nodes.size(); ++i)
+      nodes.set(i, kj::arrayPtr(o.data_nodes[i].bytes.data(), 32));
+    b.setJob(kj::arrayPtr(o.job.data(), 32));
+  }
 }
 
 /// Sends every request at once (one thread each) and waits for all.
@@ -170,6 +180,12 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
     return make_error(errc::invalid_argument, "a job needs at least one host and one trainer");
   if (o.checkpoint_every == 0)
     return make_error(errc::invalid_argument, "checkpoint_every must be > 0");
+  if (!o.dataset.empty()
+      && (o.dataset.size() != 64
+          || o.dataset.find_first_not_of("0123456789abcdef") != std::string::npos))
+    return make_error(errc::invalid_argument, "dataset: give its full id (64 hex digits)");
+  if (!o.dataset.empty() && o.data_nodes.empty())
+    return make_error(errc::invalid_argument, "a dataset needs the data nodes that hold it");
   job_result result;
   auto t_start = clock_type::now();
   auto hosts = live_hosts(c, o.hosts);

@@ -12,6 +12,7 @@
 // and talks to their trainer roles through the directory only.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -39,6 +40,11 @@ struct job_options {
   float momentum = 0.9f;
   float weight_decay = 1e-4f;
   std::string data_file;
+  /// Instead of data_file: a dataset pulled by every trainer from these
+  /// data nodes, with keys released under `job`'s leases.
+  std::string dataset;               ///< 64 hex digits
+  std::vector<node_id> data_nodes;
+  std::array<uint8_t, 32> job{};
   uint32_t test_percent = 20;
   uint64_t split_seed = 2026;
   bool standardize = true;

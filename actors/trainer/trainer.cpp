@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 
 #include "actors/data_node/ingest.hpp"
+#include "actors/data_node/remote.hpp"
+#include "runtime/directory.hpp"
 #include "actors/ledger/hashing.hpp"
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/ring_reducer.hpp"
@@ -42,16 +44,74 @@ struct split_data {
   data::table train, test;
 };
 
-caf::expected<split_data> load_split(schema::TrainConfig::Reader cfg) {
-  data::csv_options csv;
-  auto t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
+/// The dataset of `cfg` pulled from its data nodes through this host's
+/// directory: nearest replica, keys sealed to this host's key under the
+/// job's lease, every share verified.
+caf::expected<data::table> fetch_from_data_nodes(caf::actor_system& sys, const role_context& ctx,
+                                                 schema::TrainConfig::Reader cfg) {
+  auto timeout = std::chrono::milliseconds{ctx.lim.request_timeout_ms};
+  data::requester rq{
+    [&sys, dir = ctx.directory, timeout](const std::string& name) {
+      return lookup_blocking(sys, dir, name, timeout);
+    },
+    [&sys](const caf::actor& dst, envelope req, std::chrono::milliseconds t) {
+      caf::scoped_actor self{sys};
+      caf::expected<envelope> out = make_error(errc::internal, "no answer");
+      self->request(dst, t, std::move(req))
+        .receive(
+          [&](envelope& reply) {
+            if (auto err = error_of_reply(reply))
+              out = std::move(err);
+            else
+              out = std::move(reply);
+          },
+          [&](caf::error& err) { out = std::move(err); });
+      return out;
+    },
+    timeout};
+  if (cfg.getJob().size() != 32)
+    return make_error(errc::invalid_argument, "TrainConfig.job must be 32 bytes with a dataset");
+  std::vector<node_id> nodes;
+  for (auto n : cfg.getDataNodes())
+    if (auto id = node_id::from_bytes({n.begin(), n.size()}))
+      nodes.push_back(*id);
+  auto id = to_hex({cfg.getDataset().begin(), cfg.getDataset().size()});
+  auto found = data::find_replicas(rq, nodes, id);
+  if (!found)
+    return found.error();
+  hash256 job;
+  std::memcpy(job.data(), cfg.getJob().begin(), 32);
+  caf::expected<std::vector<data::shard_key>> keys = make_error(errc::internal, "no replica");
+  for (auto& r : found->first) {
+    keys = data::request_keys(rq, r, *ctx.self, found->second, job);
+    if (keys || code_of(keys.error()) == errc::forbidden)
+      break;
+  }
+  if (!keys)
+    return keys.error();
+  data::fetch_stats stats;
+  auto t = data::fetch_dataset(rq, found->first, found->second, &*keys, 4, stats);
+  if (t)
+    log_info("trainer: fetched dataset {} ({} shares, {} bytes, {} bad copies replaced)",
+             id.substr(0, 16), stats.shares, stats.bytes, stats.bad_copies);
+  return t;
+}
+
+caf::expected<split_data> load_split(caf::actor_system& sys, const role_context& ctx,
+                                     schema::TrainConfig::Reader cfg) {
+  caf::expected<data::table> t = make_error(errc::internal, "no data");
+  if (cfg.getDataset().size() > 0) {
+    t = fetch_from_data_nodes(sys, ctx, cfg);
+  } else {
+    data::csv_options csv;
+    t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
+    if (t && cfg.getStandardize())
+      data::fit_and_apply(*t, data::transform::kind::standardize);
+  }
   if (!t)
     return t.error();
   if (t->y.empty())
-    return make_error(errc::invalid_argument,
-                      fmt::format("{}: training needs labels", cfg.getDataFile().cStr()));
-  if (cfg.getStandardize())
-    data::fit_and_apply(*t, data::transform::kind::standardize);
+    return make_error(errc::invalid_argument, "training needs labels; the data has none");
   if (cfg.getTestPercent() >= 100)
     return make_error(errc::invalid_argument, "testPercent must be below 100");
   auto p = train::permutation(static_cast<uint32_t>(t->rows), cfg.getSplitSeed());
@@ -76,6 +136,7 @@ caf::expected<split_data> load_split(schema::TrainConfig::Reader cfg) {
 
 struct worker_state {
   role_context ctx;
+  caf::actor_system* sys = nullptr;
   train::ring_id session{};
   uint32_t rank = 0, size = 1;
   envelope config_env; ///< owns the TrainConfig words
@@ -107,7 +168,7 @@ struct worker_state {
     auto spec = train::parse_spec(cfg.getModel().cStr());
     if (!spec)
       return spec.error();
-    auto d = load_split(cfg);
+    auto d = load_split(*sys, ctx, cfg);
     if (!d)
       return d.error();
     if (spec->layers.front() != d->train.features || spec->layers.back() < d->train.classes)
@@ -289,6 +350,7 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
                              train::ring_options ropts) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
+  st.sys = &self->system();
   st.session = session;
   st.rank = rank;
   st.size = size;

@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "actors/data_node/remote.hpp"
+#include "actors/job/job.hpp"
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/work.hpp"
 #include "fixtures.hpp"
@@ -111,7 +112,7 @@ struct data_cluster {
         connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
                                nodes[k].id.hex());
     auto roles = i < 2 ? R"("directory", "ledger", "block_generator", "data_node")"
-                       : R"("directory", "ledger")";
+                       : R"("directory", "ledger", "trainer")";
     return write_file(
       root.path(), name(i) + ".toml",
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
@@ -299,6 +300,29 @@ BOOST_AUTO_TEST_CASE(replicas_leases_repair_and_challenges) {
     auto got = data::read_npy(dc.root / "got.x.npy", dc.root / "got.y.npy", {});
     BOOST_REQUIRE_MESSAGE(got, why(got));
     BOOST_TEST(same_bits(*got, want));
+  }
+
+  // Training on the dataset: two trainers on t pull it from the data nodes
+  // under the job's lease (t's key), and learn digits.
+  {
+    train::job_options o;
+    o.hosts = {dc.nodes[2].id};
+    o.trainers_per_host = 2;
+    o.steps = 300;
+    o.dataset = id;
+    o.data_nodes = {dc.nodes[0].id, dc.nodes[1].id};
+    std::memcpy(o.job.data(), job.data(), 32);
+    auto r = train::run_job(*dc.c, o);
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    BOOST_TEST_MESSAGE("trained on the dataset from the data nodes: accuracy " << r->accuracy);
+    BOOST_TEST(r->accuracy >= 0.95);
+    // Another job holds no lease: its trainers cannot get the keys.
+    auto other = o;
+    other.job[0] ^= 1;
+    auto refused_job = train::run_job(*dc.c, other);
+    BOOST_REQUIRE(!refused_job);
+    BOOST_TEST(describe(refused_job.error()).find("holds no lease") != std::string::npos,
+               describe(refused_job.error()));
   }
 
   // Disk faults: share 2 corrupted on d1, share 5 gone on d2.
