@@ -353,6 +353,7 @@ int main(int argc, char** argv) {
   train_cmd_options tco;
   auto train_cmd_app = app.add_subcommand("train", "a data-parallel training job on the trainer roles of running hosts");
   train_cmd_app->add_option("--data", tco.job.data_file, "CSV/NPY/IDX with labels, readable on every trainer host");
+  train_cmd_app->add_option("--spare", tco.spares, "host:port of a stand-by trainer host that replaces a lost one")->delimiter(',');
   train_cmd_app->add_option("--dataset", tco.dataset, "instead of --data: a dataset id (or prefix) the trainers pull from data nodes");
   train_cmd_app->add_option("--data-connect", tco.data_connect, "host:port of the data nodes holding --dataset")->delimiter(',');
   train_cmd_app->add_option("--job", tco.job_hex, "with --dataset: the job id (64 hex) the trainers' leases are for");

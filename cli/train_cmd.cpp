@@ -37,6 +37,12 @@ int train_cmd(train_cmd_options o) {
       return fail(id.error());
     o.job.hosts.push_back(*id);
   }
+  for (auto& addr : o.spares) {
+    auto id = (*c)->connect(addr);
+    if (!id)
+      return fail(id.error());
+    o.job.spare_hosts.push_back(*id);
+  }
   if (!o.dataset.empty()) {
     if (o.data_connect.empty())
       return fail(make_error(errc::invalid_argument, "--dataset needs --data-connect ADDR of its data nodes"));

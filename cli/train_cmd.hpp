@@ -13,6 +13,7 @@ namespace aicon {
 struct train_cmd_options {
   std::string data_dir;              ///< this client's identity and trusted peers
   std::vector<std::string> connect;  ///< host:port of trainer hosts
+  std::vector<std::string> spares;   ///< host:port of stand-by trainer hosts
   bool dev_open = false;
   std::string csv;                   ///< per-step loss curve
   std::string checkpoint;            ///< checkpoint file

@@ -265,7 +265,23 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
                           fmt::format("step {} failed after {} re-formed rings: {}", step,
                                       result.reforms, failed));
       finish_ring(c, *ring, nullptr); // survivors drop their trainers
+      auto wanted = hosts.size();
       hosts = live_hosts(c, o.hosts);
+      // Replacements for the lost hosts, from the spares still answering.
+      std::vector<node_id> unused;
+      for (auto& s : o.spare_hosts)
+        if (std::none_of(ring->ranks.begin(), ring->ranks.end(),
+                         [&](const rank_place& p) { return p.host == s; }))
+          unused.push_back(s);
+      for (auto& spare : live_hosts(c, unused)) {
+        if (hosts.size() >= wanted)
+          break;
+        if (std::none_of(hosts.begin(), hosts.end(), [&](auto& h) { return h.first == spare.first; })) {
+          hosts.push_back(spare);
+          result.events.push_back(fmt::format("spare host {} replaces a lost one",
+                                              spare.first.short_hex()));
+        }
+      }
       if (hosts.empty())
         return make_error(errc::peer_down, "every trainer host is gone: " + failed);
       auto again = form_ring(c, o, hosts, checkpoint);

@@ -27,6 +27,9 @@ namespace aicon::train {
 
 struct job_options {
   std::vector<node_id> hosts;      ///< hosts running the trainer role, linked to the client
+  /// Stand-by trainer hosts: when a host is lost, the ring is re-formed with
+  /// a live spare in its place (and without one if none is left).
+  std::vector<node_id> spare_hosts;
   uint32_t trainers_per_host = 1;
   uint64_t steps = 100;
   uint32_t checkpoint_every = 10;

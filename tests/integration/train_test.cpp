@@ -4,7 +4,8 @@
 // (weights within 1e-5 relative after 50 steps); they train an MLP on digits
 // to >= 0.95 held-out accuracy; a trainer host killed with SIGKILL in the
 // middle of a job is dropped, the ring re-forms from the last checkpoint
-// with the survivors, and the job still reaches >= 0.95.
+// with the survivors and a spare host in the lost one's place, and the job
+// still reaches >= 0.95.
 #include <cmath>
 #include <csignal>
 #include <thread>
@@ -25,55 +26,65 @@ std::filesystem::path digits_csv() {
 
 struct train_cluster {
   test::temp_dir root;
-  node_dir a, b, cli;
-  uint16_t port_a = free_port(), port_b = free_port();
-  running_host ha, hb;
+  std::vector<node_dir> nodes;  ///< a, b (and the spare s)
+  std::vector<uint16_t> ports;
+  std::vector<running_host> hosts;
+  node_dir cli;
   std::unique_ptr<client> c;
 
-  train_cluster() {
-    a = make_node(root, "a");
-    b = make_node(root, "b");
+  explicit train_cluster(bool with_spare = false) {
+    std::vector<std::string> names{"a", "b"};
+    if (with_spare)
+      names.push_back("s");
     cli = make_node(root, "client");
-    for (auto* n : {&a, &b}) {
-      trust(*n, cli);
-      trust(cli, *n);
+    for (auto& n : names) {
+      nodes.push_back(make_node(root, n));
+      ports.push_back(free_port());
     }
-    trust(a, b);
-    trust(b, a);
-    // Both dial: the accepting side of a link does not learn who dialed.
-    auto dial = [](uint16_t port, const node_id& id) {
-      return fmt::format("connect = [ {{ address = \"127.0.0.1:{}\", node = \"{}\" }} ]\n", port,
-                         id.hex());
-    };
-    hb = start_host(config("b", port_b, a.id, dial(port_a, a.id)), root / "b.log", {"-v"});
-    ha = start_host(config("a", port_a, b.id, dial(port_b, b.id)), root / "a.log", {"-v"});
-    BOOST_REQUIRE_MESSAGE(ha.proc->wait_for_log("peer up " + b.id.short_hex(), 20s),
-                          "A never linked to B:\n" << ha.proc->log_text());
-    BOOST_REQUIRE_MESSAGE(hb.proc->wait_for_log("peer up " + a.id.short_hex(), 20s),
-                          "B never linked to A:\n" << hb.proc->log_text());
+    for (auto& n : nodes) {
+      trust(n, cli);
+      trust(cli, n);
+      for (auto& m : nodes)
+        if (&n != &m)
+          trust(n, m);
+    }
+    // Every host dials every other: the accepting side of a link does not
+    // learn who dialed.
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      std::string allow = fmt::format("\"{}\"", cli.id.hex()), connect;
+      for (size_t k = 0; k < nodes.size(); ++k)
+        if (k != i) {
+          allow += fmt::format(", \"{}\"", nodes[k].id.hex());
+          connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
+                                 nodes[k].id.hex());
+        }
+      auto cfg = write_file(root.path(), names[i] + ".toml",
+                            fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
+                                        "roles = [\"directory\", \"trainer\"]\n[peers]\n"
+                                        "allow = [{}]\nconnect = [\n{}]\n",
+                                        names[i], ports[i], allow, connect));
+      hosts.push_back(start_host(cfg, root / (names[i] + ".log"), {"-v"}));
+    }
+    for (size_t i = 0; i < nodes.size(); ++i)
+      for (size_t k = 0; k < nodes.size(); ++k)
+        if (k != i)
+          BOOST_REQUIRE_MESSAGE(hosts[i].proc->wait_for_log("peer up " + nodes[k].id.short_hex(), 20s),
+                                "host " << i << " never linked to " << k << ":\n"
+                                        << hosts[i].proc->log_text());
     client::options opts;
     opts.data_dir = cli.dir;
     opts.threads = 2;
     auto cl = client::start(opts);
     BOOST_REQUIRE_MESSAGE(cl, why(cl));
     c = std::move(*cl);
-    for (auto [port, id] : {std::pair{port_a, a.id}, std::pair{port_b, b.id}}) {
-      auto linked = c->connect(fmt::format("127.0.0.1:{}", port), id);
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      auto linked = c->connect(fmt::format("127.0.0.1:{}", ports[i]), nodes[i].id);
       BOOST_REQUIRE_MESSAGE(linked, why(linked));
     }
   }
 
   ~train_cluster() {
     c.reset();
-  }
-
-  std::filesystem::path config(const std::string& name, uint16_t port, const node_id& peer,
-                               const std::string& connect) {
-    return write_file(root.path(), name + ".toml",
-                      fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
-                                  "roles = [\"directory\", \"trainer\"]\n[peers]\n"
-                                  "allow = [\"{}\", \"{}\"]\n{}",
-                                  name, port, cli.id.hex(), peer.hex(), connect));
   }
 
   train::job_options job(std::vector<node_id> hosts, uint32_t per_host, uint64_t steps) {
@@ -102,9 +113,9 @@ BOOST_AUTO_TEST_SUITE(training)
 BOOST_AUTO_TEST_CASE(four_trainers_on_two_hosts_match_one_and_learn_digits) {
   train_cluster tc;
   // Equivalence: 50 steps, the same global batch and seed.
-  auto ring = train::run_job(*tc.c, tc.job({tc.a.id, tc.b.id}, 2, 50));
+  auto ring = train::run_job(*tc.c, tc.job({tc.nodes[0].id, tc.nodes[1].id}, 2, 50));
   BOOST_REQUIRE_MESSAGE(ring, why(ring));
-  auto single = train::run_job(*tc.c, tc.job({tc.a.id}, 1, 50));
+  auto single = train::run_job(*tc.c, tc.job({tc.nodes[0].id}, 1, 50));
   BOOST_REQUIRE_MESSAGE(single, why(single));
   auto p4 = params_of(ring->checkpoint), p1 = params_of(single->checkpoint);
   BOOST_REQUIRE_EQUAL(p4.size(), p1.size());
@@ -126,22 +137,23 @@ BOOST_AUTO_TEST_CASE(four_trainers_on_two_hosts_match_one_and_learn_digits) {
   }
 
   // Accuracy: 4 trainers on 2 hosts.
-  auto trained = train::run_job(*tc.c, tc.job({tc.a.id, tc.b.id}, 2, 400));
+  auto trained = train::run_job(*tc.c, tc.job({tc.nodes[0].id, tc.nodes[1].id}, 2, 400));
   BOOST_REQUIRE_MESSAGE(trained, why(trained));
   BOOST_TEST_MESSAGE("held-out accuracy " << trained->accuracy);
   BOOST_TEST(trained->accuracy >= 0.95);
 }
 
 BOOST_AUTO_TEST_CASE(a_trainer_host_killed_mid_job_is_survived) {
-  train_cluster tc;
-  auto o = tc.job({tc.a.id, tc.b.id}, 2, 1500);
+  train_cluster tc{true};
+  auto o = tc.job({tc.nodes[0].id, tc.nodes[1].id}, 2, 1500);
+  o.spare_hosts = {tc.nodes[2].id};
   o.checkpoint_every = 25;
   std::atomic<uint64_t> last_step{0};
   std::thread killer([&] {
     auto deadline = std::chrono::steady_clock::now() + 60s;
     while (last_step < 200 && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(5ms);
-    tc.hb.proc->stop(SIGKILL, 5s);
+    tc.hosts[1].proc->stop(SIGKILL, 5s);
   });
   auto r = train::run_job(*tc.c, o, [&](const train::step_report& s) { last_step = s.step; });
   killer.join();
@@ -150,7 +162,12 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_killed_mid_job_is_survived) {
     BOOST_TEST_MESSAGE(e);
   BOOST_TEST(r->reforms == 1u);
   BOOST_TEST(r->steps == 1500u);
-  BOOST_TEST(r->logs.size() == 2u); // the survivors' two trainers
+  // The spare took the lost host's place: still 4 trainers on 2 hosts.
+  BOOST_TEST(r->logs.size() == 4u);
+  bool replaced = false;
+  for (auto& e : r->events)
+    replaced |= e.find("spare host " + tc.nodes[2].id.short_hex()) != std::string::npos;
+  BOOST_TEST(replaced);
   BOOST_TEST_MESSAGE("held-out accuracy after losing a host " << r->accuracy);
   BOOST_TEST(r->accuracy >= 0.95);
 }
