@@ -381,6 +381,13 @@ int main(int argc, char** argv) {
   demo->add_option("--rounds", dopts.rounds, "echo round trips per target (default 200)")->check(CLI::Range(1, 100000));
 
   CLI11_PARSE(app, argc, argv);
+  // Commands that dial hosts as clients keep their output to what they were
+  // asked for: the link's own INFO lines ("peer up ...") stay out of it.
+  for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd, data_fetch_cmd,
+                    data_challenges_cmd, train_cmd_app, wallet_balance_cmd, wallet_transfer_cmd,
+                    chain_receipt_cmd})
+    if (*sub)
+      set_log_level(log_level::warning);
   if (*keygen)
     return cmd_keygen(data_dir);
   if (*trust)
