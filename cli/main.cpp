@@ -16,6 +16,7 @@
 #include "bench/train.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
+#include "cli/console.hpp"
 #include "cli/demo.hpp"
 #include "cli/train_cmd.hpp"
 #include "cli/wallet_cmd.hpp"
@@ -375,6 +376,17 @@ int main(int argc, char** argv) {
   train_cmd_app->add_option("--ring-timeout-ms", tco.job.ring_timeout_ms, "a ring without progress this long fails the step (default 5000)");
   train_cmd_app->add_option("--csv", tco.csv, "write the loss curve (step,loss,samples/s,allreduce ms)");
 
+  console_options cso;
+  auto console_app = app.add_subcommand("console", "the researcher's Lua console (REPL)");
+  auto run_app = app.add_subcommand("run", "run a Lua script against the console API");
+  run_app->add_option("script", cso.script, "the .lua file")->required();
+  run_app->add_option("args", cso.args, "after --: the script's arg table");
+  for (auto* sub : {console_app, run_app}) {
+    sub->add_option("--connect", cso.connect, "host:port of a host to use (repeat)")->delimiter(',');
+    sub->add_option("--data-dir", cso.data_dir, "this client's identity and trusted peers")->required();
+    sub->add_flag("--dev-open", cso.dev_open, "talk to hosts in dev mode");
+  }
+
   demo_options dopts;
   auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
   demo->add_option("--hosts", dopts.hosts, "hosts to start (2..8, default 3)")->check(CLI::Range(2, 8));
@@ -385,7 +397,7 @@ int main(int argc, char** argv) {
   // asked for: the link's own INFO lines ("peer up ...") stay out of it.
   for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd, data_fetch_cmd,
                     data_challenges_cmd, train_cmd_app, wallet_balance_cmd, wallet_transfer_cmd,
-                    chain_receipt_cmd})
+                    chain_receipt_cmd, console_app, run_app})
     if (*sub)
       set_log_level(log_level::warning);
   if (*keygen)
@@ -412,6 +424,10 @@ int main(int argc, char** argv) {
     return run_demo(dopts);
   if (*train_cmd_app)
     return train_cmd(tco);
+  if (*console_app)
+    return console_cmd(cso);
+  if (*run_app)
+    return run_cmd(cso);
   if (*chain_show_cmd)
     return chain_show(cho);
   if (*chain_verify_cmd)

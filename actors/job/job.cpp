@@ -217,6 +217,10 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
     return caf::none;
   };
   while (step < o.steps) {
+    if (o.cancel && o.cancel->load()) {
+      finish_ring(c, *ring, nullptr);
+      return make_error(errc::invalid_argument, fmt::format("job cancelled at step {}", step));
+    }
     if (cursor + o.global_batch > ring->train_rows) {
       ++epoch;
       cursor = 0;

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <memory>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -35,6 +37,8 @@ struct job_options {
   uint32_t checkpoint_every = 10;
   std::filesystem::path checkpoint_file; ///< also written here when set
   uint32_t max_reforms = 3;
+  /// Set from any thread to stop the job after the current step.
+  std::shared_ptr<std::atomic<bool>> cancel;
   // The training itself (schema TrainConfig).
   std::string model = "mlp:64-64-10";
   uint64_t seed = 1;

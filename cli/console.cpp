@@ -1,0 +1,734 @@
+#include "cli/console.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include <lua.hpp>
+#include <editline/readline.h>
+#include <fmt/format.h>
+
+#include "actors/data_node/remote.hpp"
+#include "actors/job/job.hpp"
+#include "runtime/client.hpp"
+#include "runtime/error.hpp"
+#include "schemas/chain.capnp.h"
+#include "schemas/data.capnp.h"
+
+namespace aicon {
+
+namespace {
+
+/// What every API function reaches through the Lua registry.
+struct session {
+  std::unique_ptr<client> c;
+  std::vector<std::pair<node_id, std::string>> nodes; ///< id, address
+};
+
+session& session_of(lua_State* L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "aicon.session");
+  auto* s = static_cast<session*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  return *s;
+}
+
+[[noreturn]] void raise(lua_State* L, const std::string& what, const caf::error& err) {
+  luaL_error(L, "%s: %s", what.c_str(), describe(err).c_str());
+  std::abort(); // luaL_error does not return
+}
+
+/// Nodes among the connected ones that run `role` (asked of the directory).
+std::vector<node_id> nodes_with(lua_State* L, const std::string& role) {
+  auto& s = session_of(L);
+  std::vector<node_id> out;
+  for (auto& [id, _] : s.nodes)
+    if (s.c->lookup(role + "@" + id.hex()))
+      out.push_back(id);
+  return out;
+}
+
+caf::expected<envelope> ask(lua_State* L, const node_id& node, const std::string& role, envelope req,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto& s = session_of(L);
+  auto dst = s.c->lookup(role + "@" + node.hex());
+  if (!dst)
+    return dst.error();
+  return s.c->request(*dst, std::move(req), timeout);
+}
+
+// ---- Reading option tables ---------------------------------------------------
+
+std::optional<std::string> opt_string(lua_State* L, int t, const char* fn, const char* key) {
+  lua_getfield(L, t, key);
+  std::optional<std::string> out;
+  if (lua_isstring(L, -1) && lua_type(L, -1) == LUA_TSTRING)
+    out = lua_tostring(L, -1);
+  else if (!lua_isnil(L, -1))
+    luaL_error(L, "%s: %s must be a string (got %s)", fn, key, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return out;
+}
+
+std::optional<double> opt_number(lua_State* L, int t, const char* fn, const char* key) {
+  lua_getfield(L, t, key);
+  std::optional<double> out;
+  if (lua_type(L, -1) == LUA_TNUMBER)
+    out = lua_tonumber(L, -1);
+  else if (!lua_isnil(L, -1))
+    luaL_error(L, "%s: %s must be a number (got %s)", fn, key, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return out;
+}
+
+bool opt_bool(lua_State* L, int t, const char* fn, const char* key) {
+  lua_getfield(L, t, key);
+  bool out = false;
+  if (lua_type(L, -1) == LUA_TBOOLEAN)
+    out = lua_toboolean(L, -1);
+  else if (!lua_isnil(L, -1))
+    luaL_error(L, "%s: %s must be a boolean (got %s)", fn, key, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return out;
+}
+
+void set_field(lua_State* L, const char* k, const std::string& v) {
+  lua_pushstring(L, v.c_str());
+  lua_setfield(L, -2, k);
+}
+void set_field(lua_State* L, const char* k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+void set_int(lua_State* L, const char* k, uint64_t v) {
+  lua_pushinteger(L, static_cast<lua_Integer>(v));
+  lua_setfield(L, -2, k);
+}
+
+void push_manifest(lua_State* L, schema::DatasetManifest::Reader m) {
+  lua_newtable(L);
+  set_field(L, "id", to_hex({m.getDatasetId().begin(), m.getDatasetId().size()}));
+  set_field(L, "name", std::string{m.getName().cStr()});
+  set_int(L, "rows", static_cast<uint64_t>(m.getRows()));
+  set_int(L, "features", static_cast<uint64_t>(m.getFeatures()));
+  set_int(L, "classes", static_cast<uint64_t>(m.getClasses()));
+  set_int(L, "price", static_cast<uint64_t>(m.getPrice()));
+  set_int(L, "shards", static_cast<uint64_t>(m.getShards().size()));
+  set_field(L, "transform", std::string{m.getTransform().getKind().cStr()});
+}
+
+// ---- nodes(), help() ---------------------------------------------------------
+
+int l_nodes(lua_State* L) {
+  auto& s = session_of(L);
+  lua_newtable(L);
+  int i = 1;
+  for (auto& [id, addr] : s.nodes) {
+    lua_newtable(L);
+    set_field(L, "id", id.hex());
+    set_field(L, "address", addr);
+    lua_newtable(L);
+    int k = 1;
+    for (auto role : {"ledger", "block_generator", "data_node", "trainer", "echo"})
+      if (s.c->lookup(std::string{role} + "@" + id.hex())) {
+        lua_pushstring(L, role);
+        lua_rawseti(L, -2, k++);
+      }
+    lua_setfield(L, -2, "roles");
+    lua_rawseti(L, -2, i++);
+  }
+  return 1;
+}
+
+constexpr const char* help_text =
+  R"(aicon console API
+  nodes()                          the hosts you are connected to: {id, address, roles}
+  dataset.put(path, {name=, label_col=, skip_rows=, delimiter=, standardize=, minmax=,
+                     price=, replicas=})      ingest and store on a data node; returns the id
+  dataset.list()                   every dataset on the connected data nodes
+  dataset.preview(id)              manifest and public preview rows
+  train{model="mlp:64-64-10", data=path | dataset=id, job=hex64, trainers=K, steps=N |
+        epochs=E, batch=B, lr=, momentum=, holdout=0.2, seed=}
+                                   starts a job; returns j with j:wait{progress=true},
+                                   j:status(), j:cancel(), j:metrics()
+  chain.tip()                      {height, hash}
+  chain.block(h)                   {height, hash, generator, session, work, txs, receipts}
+  wallet.balance(id)               {balance, stake, nonce}
+  asset.owner(id)                  owner's wallet id
+  help()                           this text
+)";
+
+int l_help(lua_State*) {
+  std::fputs(help_text, stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
+// ---- dataset -------------------------------------------------------------------
+
+int l_dataset_put(lua_State* L) {
+  if (lua_type(L, 1) != LUA_TSTRING)
+    luaL_error(L, "dataset.put: path must be a string (got %s)", luaL_typename(L, 1));
+  std::string path = lua_tostring(L, 1);
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2))
+    luaL_checktype(L, 2, LUA_TTABLE);
+  else {
+    lua_newtable(L);
+    lua_replace(L, 2);
+  }
+  const char* fn = "dataset.put";
+  data::csv_options csv;
+  std::optional<std::string> label_col;
+  lua_getfield(L, 2, "label_col");
+  if (lua_type(L, -1) == LUA_TNUMBER)
+    label_col = std::to_string(static_cast<long long>(lua_tointeger(L, -1)));
+  else if (lua_type(L, -1) == LUA_TSTRING)
+    label_col = lua_tostring(L, -1);
+  else if (!lua_isnil(L, -1))
+    luaL_error(L, "%s: label_col must be a column index or name (got %s)", fn, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  if (label_col)
+    csv.label_col = *label_col;
+  if (auto d = opt_string(L, 2, fn, "delimiter")) {
+    if (d->size() != 1)
+      luaL_error(L, "%s: delimiter must be one character", fn);
+    csv.delimiter = (*d)[0];
+  }
+  if (auto n = opt_number(L, 2, fn, "skip_rows"))
+    csv.skip_rows = static_cast<uint64_t>(*n);
+  bool standardize = opt_bool(L, 2, fn, "standardize"), minmax = opt_bool(L, 2, fn, "minmax");
+  if (standardize && minmax)
+    luaL_error(L, "%s: standardize and minmax exclude each other", fn);
+  data::put_options po;
+  po.source = std::filesystem::path{path}.filename().string();
+  po.name = opt_string(L, 2, fn, "name").value_or(po.source);
+  po.price = static_cast<uint64_t>(opt_number(L, 2, fn, "price").value_or(0));
+  auto replicas = static_cast<uint32_t>(opt_number(L, 2, fn, "replicas").value_or(2));
+  auto t = data::read_any(path, std::nullopt, csv, label_col);
+  if (!t)
+    raise(L, fn, t.error());
+  auto tr = data::fit_and_apply(*t, standardize ? data::transform::kind::standardize
+                                    : minmax    ? data::transform::kind::minmax
+                                                : data::transform::kind::none);
+  auto& s = session_of(L);
+  auto targets = nodes_with(L, "data_node");
+  if (targets.empty())
+    luaL_error(L, "%s: none of the connected hosts runs the data_node role", fn);
+  auto built = data::build_dataset(s.c->self().id(), *t, tr, po);
+  if (!built)
+    raise(L, fn, built.error());
+  auto holders = data::upload_dataset(*s.c, targets[0], *built, replicas, s.c->lim().upload_batch_bytes,
+                                      std::chrono::minutes(5));
+  if (!holders)
+    raise(L, fn, holders.error());
+  opened<schema::DatasetManifest> m{built->manifest};
+  lua_pushstring(L, to_hex({m->getDatasetId().begin(), 32}).c_str());
+  return 1;
+}
+
+int l_dataset_list(lua_State* L) {
+  lua_newtable(L);
+  std::set<std::string> seen;
+  int i = 1;
+  for (auto& n : nodes_with(L, "data_node")) {
+    auto reply = ask(L, n, "data_node", make_envelope<schema::DataQuery>([](auto q) { q.setList(); }));
+    if (!reply)
+      raise(L, "dataset.list", reply.error());
+    opened<schema::DatasetList> list{*reply};
+    if (!list)
+      raise(L, "dataset.list", list.error());
+    for (auto m : list->getManifests()) {
+      auto id = to_hex({m.getDatasetId().begin(), m.getDatasetId().size()});
+      if (!seen.insert(id).second)
+        continue;
+      push_manifest(L, m);
+      lua_rawseti(L, -2, i++);
+    }
+  }
+  return 1;
+}
+
+int l_dataset_preview(lua_State* L) {
+  std::string id = luaL_checkstring(L, 1);
+  auto& s = session_of(L);
+  auto found = data::find_replicas(*s.c, nodes_with(L, "data_node"), id);
+  if (!found)
+    raise(L, "dataset.preview", found.error());
+  opened<schema::DatasetManifest> m{found->second};
+  push_manifest(L, m.root());
+  lua_newtable(L);
+  int i = 1;
+  for (auto p : m->getPreview()) {
+    lua_newtable(L);
+    set_int(L, "row", static_cast<uint64_t>(p.getRow()));
+    lua_pushinteger(L, p.getY()); // -1 without labels
+    lua_setfield(L, -2, "label");
+    lua_newtable(L);
+    int k = 1;
+    for (auto v : p.getX()) {
+      lua_pushnumber(L, v);
+      lua_rawseti(L, -2, k++);
+    }
+    lua_setfield(L, -2, "x");
+    lua_rawseti(L, -2, i++);
+  }
+  lua_setfield(L, -2, "preview");
+  return 1;
+}
+
+// ---- train{} and job objects -------------------------------------------------------
+
+struct job_handle {
+  std::thread runner;
+  std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
+  std::mutex mtx;
+  train::step_report last;
+  uint64_t steps = 0;
+  bool finished = false;
+  std::string failure;
+  train::job_result result;
+};
+
+job_handle* check_job(lua_State* L) {
+  auto** h = static_cast<job_handle**>(luaL_checkudata(L, 1, "aicon.job"));
+  return *h;
+}
+
+int l_job_gc(lua_State* L) {
+  auto** h = static_cast<job_handle**>(luaL_checkudata(L, 1, "aicon.job"));
+  if (*h) {
+    (*h)->cancel->store(true);
+    if ((*h)->runner.joinable())
+      (*h)->runner.join();
+    delete *h;
+    *h = nullptr;
+  }
+  return 0;
+}
+
+void push_metrics(lua_State* L, job_handle& j) {
+  std::lock_guard<std::mutex> lk{j.mtx};
+  lua_newtable(L);
+  set_int(L, "steps", static_cast<uint64_t>(j.finished ? j.result.steps : j.last.step + (j.steps ? 1 : 0)));
+  set_field(L, "loss", j.last.loss);
+  set_field(L, "samples_per_s", j.last.samples_per_s);
+  set_field(L, "allreduce_ms", j.last.allreduce_ms);
+  set_int(L, "trainers", static_cast<uint64_t>(j.last.trainers));
+  if (j.finished && j.failure.empty()) {
+    set_field(L, "accuracy", j.result.accuracy);
+    set_field(L, "test_loss", j.result.test_loss);
+    set_field(L, "seconds", j.result.seconds);
+    set_int(L, "reforms", static_cast<uint64_t>(j.result.reforms));
+  }
+}
+
+int l_job_status(lua_State* L) {
+  auto* j = check_job(L);
+  std::lock_guard<std::mutex> lk{j->mtx};
+  if (!j->finished)
+    lua_pushstring(L, "running");
+  else if (j->failure.empty())
+    lua_pushstring(L, "done");
+  else
+    lua_pushstring(L, ("failed: " + j->failure).c_str());
+  return 1;
+}
+
+int l_job_cancel(lua_State* L) {
+  check_job(L)->cancel->store(true);
+  return 0;
+}
+
+int l_job_metrics(lua_State* L) {
+  push_metrics(L, *check_job(L));
+  return 1;
+}
+
+int l_job_wait(lua_State* L) {
+  auto* j = check_job(L);
+  bool progress = false;
+  if (lua_istable(L, 2))
+    progress = opt_bool(L, 2, "job:wait", "progress");
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lk{j->mtx};
+      if (j->finished)
+        break;
+      if (progress && j->steps > 0)
+        std::fprintf(stderr, "\rstep %llu/%llu  loss %.4f  %.0f samples/s  allreduce %.2f ms   ",
+                     static_cast<unsigned long long>(j->last.step + 1),
+                     static_cast<unsigned long long>(j->steps), j->last.loss,
+                     j->last.samples_per_s, j->last.allreduce_ms);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  if (j->runner.joinable())
+    j->runner.join();
+  if (progress)
+    std::fprintf(stderr, "\n");
+  if (!j->failure.empty())
+    luaL_error(L, "train: %s", j->failure.c_str());
+  push_metrics(L, *j);
+  return 1;
+}
+
+int l_train(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char* fn = "train";
+  auto& s = session_of(L);
+  train::job_options o;
+  o.model = opt_string(L, 1, fn, "model").value_or(o.model);
+  auto data = opt_string(L, 1, fn, "data");
+  auto dataset = opt_string(L, 1, fn, "dataset");
+  if (data.has_value() == dataset.has_value())
+    luaL_error(L, "%s: give either data=path or dataset=id", fn);
+  o.global_batch = static_cast<uint32_t>(opt_number(L, 1, fn, "batch").value_or(32));
+  o.lr = static_cast<float>(opt_number(L, 1, fn, "lr").value_or(o.lr));
+  o.momentum = static_cast<float>(opt_number(L, 1, fn, "momentum").value_or(o.momentum));
+  o.seed = static_cast<uint64_t>(opt_number(L, 1, fn, "seed").value_or(1));
+  auto holdout = opt_number(L, 1, fn, "holdout").value_or(0.2);
+  if (holdout < 0 || holdout >= 1)
+    luaL_error(L, "%s: holdout must be in [0, 1) (got %f)", fn, holdout);
+  o.test_percent = static_cast<uint32_t>(holdout * 100 + 0.5);
+  auto hosts = nodes_with(L, "trainer");
+  if (hosts.empty())
+    luaL_error(L, "%s: none of the connected hosts runs the trainer role", fn);
+  auto k = static_cast<uint32_t>(opt_number(L, 1, fn, "trainers").value_or(hosts.size()));
+  if (k == 0 || k % hosts.size() != 0)
+    luaL_error(L, "%s: trainers must be a multiple of the %d trainer hosts (got %d)", fn,
+               static_cast<int>(hosts.size()), static_cast<int>(k));
+  o.hosts = hosts;
+  o.trainers_per_host = k / static_cast<uint32_t>(hosts.size());
+  uint64_t rows = 0;
+  if (data) {
+    o.data_file = std::filesystem::absolute(*data).string();
+  } else {
+    auto job = opt_string(L, 1, fn, "job");
+    if (!job)
+      luaL_error(L, "%s: a dataset needs job= (the job id its leases are for, 64 hex digits)", fn);
+    auto job_id = node_id::from_hex(*job);
+    if (!job_id)
+      luaL_error(L, "%s: job: %s", fn, what_of(job_id.error()).c_str());
+    std::memcpy(o.job.data(), job_id->bytes.data(), 32);
+    o.data_nodes = nodes_with(L, "data_node");
+    auto found = data::find_replicas(*s.c, o.data_nodes, *dataset);
+    if (!found)
+      raise(L, fn, found.error());
+    opened<schema::DatasetManifest> m{found->second};
+    o.dataset = to_hex({m->getDatasetId().begin(), 32});
+    rows = m->getRows();
+  }
+  auto steps = opt_number(L, 1, fn, "steps");
+  auto epochs = opt_number(L, 1, fn, "epochs");
+  if (steps && epochs)
+    luaL_error(L, "%s: give steps or epochs, not both", fn);
+  if (epochs) {
+    if (rows == 0)
+      luaL_error(L, "%s: epochs needs a dataset (its rows are known); give steps with data=", fn);
+    auto train_rows = rows - rows * o.test_percent / 100;
+    o.steps = static_cast<uint64_t>(*epochs * static_cast<double>(train_rows) / o.global_batch);
+  } else {
+    o.steps = static_cast<uint64_t>(steps.value_or(100));
+  }
+  auto* j = new job_handle;
+  o.cancel = j->cancel;
+  j->steps = o.steps;
+  auto** ud = static_cast<job_handle**>(lua_newuserdatauv(L, sizeof(job_handle*), 0));
+  *ud = j;
+  luaL_setmetatable(L, "aicon.job");
+  j->runner = std::thread([j, o, c = s.c.get()] {
+    auto r = train::run_job(*c, o, [j](const train::step_report& rep) {
+      std::lock_guard<std::mutex> lk{j->mtx};
+      j->last = rep;
+    });
+    std::lock_guard<std::mutex> lk{j->mtx};
+    if (r)
+      j->result = std::move(*r);
+    else
+      j->failure = describe(r.error());
+    j->finished = true;
+  });
+  return 1;
+}
+
+// ---- chain, wallet, asset ----------------------------------------------------------
+
+node_id ledger_node(lua_State* L, const char* fn) {
+  auto nodes = nodes_with(L, "ledger");
+  if (nodes.empty())
+    luaL_error(L, "%s: none of the connected hosts runs the ledger role", fn);
+  return nodes[0];
+}
+
+caf::expected<envelope> ledger_query(lua_State* L, const char* fn,
+                                     const std::function<void(schema::LedgerQuery::Builder)>& f) {
+  return ask(L, ledger_node(L, fn), "ledger", make_envelope<schema::LedgerQuery>(f));
+}
+
+int l_chain_tip(lua_State* L) {
+  auto r = ledger_query(L, "chain.tip", [](auto q) { q.setTip(); });
+  if (!r)
+    raise(L, "chain.tip", r.error());
+  opened<schema::TipInfo> t{*r};
+  if (!t)
+    raise(L, "chain.tip", t.error());
+  lua_newtable(L);
+  set_int(L, "height", static_cast<uint64_t>(t->getHeight()));
+  set_field(L, "hash", to_hex({t->getHash().begin(), t->getHash().size()}));
+  return 1;
+}
+
+int l_chain_block(lua_State* L) {
+  auto h = luaL_checkinteger(L, 1);
+  if (h < 0)
+    luaL_error(L, "chain.block: height must be >= 0 (got %d)", static_cast<int>(h));
+  auto r = ledger_query(L, "chain.block", [h](auto q) { q.setBlockAt(static_cast<uint64_t>(h)); });
+  if (!r)
+    raise(L, "chain.block", r.error());
+  opened<schema::Block> b{*r};
+  if (!b)
+    raise(L, "chain.block", b.error());
+  auto hd = b->getHeader();
+  lua_newtable(L);
+  set_int(L, "height", static_cast<uint64_t>(hd.getHeight()));
+  set_field(L, "generator", to_hex({hd.getGenerator().begin(), hd.getGenerator().size()}));
+  set_field(L, "session", to_hex({hd.getSessionId().begin(), hd.getSessionId().size()}));
+  set_int(L, "work", static_cast<uint64_t>(hd.getWorkUnits()));
+  set_int(L, "txs", static_cast<uint64_t>(b->getTransactions().size()));
+  set_int(L, "receipts", static_cast<uint64_t>(b->getReceipts().size()));
+  return 1;
+}
+
+int l_wallet_balance(lua_State* L) {
+  auto who = node_id::from_hex(luaL_checkstring(L, 1));
+  if (!who)
+    luaL_error(L, "wallet.balance: id: %s", what_of(who.error()).c_str());
+  auto r = ledger_query(L, "wallet.balance",
+                        [&](auto q) { q.setAccount(kj::arrayPtr(who->bytes.data(), 32)); });
+  if (!r)
+    raise(L, "wallet.balance", r.error());
+  opened<schema::AccountInfo> a{*r};
+  if (!a)
+    raise(L, "wallet.balance", a.error());
+  lua_newtable(L);
+  set_int(L, "balance", static_cast<uint64_t>(a->getBalance()));
+  set_int(L, "stake", static_cast<uint64_t>(a->getStake()));
+  set_int(L, "nonce", static_cast<uint64_t>(a->getNonce()));
+  return 1;
+}
+
+int l_asset_owner(lua_State* L) {
+  auto id = node_id::from_hex(luaL_checkstring(L, 1)); // 32 bytes in hex
+  if (!id)
+    luaL_error(L, "asset.owner: id: %s", what_of(id.error()).c_str());
+  auto r = ledger_query(L, "asset.owner",
+                        [&](auto q) { q.setAsset(kj::arrayPtr(id->bytes.data(), 32)); });
+  if (!r)
+    raise(L, "asset.owner", r.error());
+  opened<schema::AssetInfo> a{*r};
+  if (!a)
+    raise(L, "asset.owner", a.error());
+  lua_pushstring(L, to_hex({a->getOwner().begin(), a->getOwner().size()}).c_str());
+  return 1;
+}
+
+void register_table(lua_State* L, const char* name, const luaL_Reg* fns) {
+  lua_newtable(L);
+  luaL_setfuncs(L, fns, 0);
+  lua_setglobal(L, name);
+}
+
+caf::expected<std::unique_ptr<session>> connect_session(const console_options& o) {
+  if (o.connect.empty())
+    return make_error(errc::invalid_argument,
+                      "--connect host:port is required (an embedded in-process cluster is not "
+                      "there yet)");
+  client::options co;
+  co.data_dir = o.data_dir;
+  co.dev_open = o.dev_open;
+  co.threads = 2;
+  auto c = client::start(co);
+  if (!c)
+    return c.error();
+  auto s = std::make_unique<session>();
+  s->c = std::move(*c);
+  for (auto& addr : o.connect) {
+    auto id = s->c->connect(addr);
+    if (!id)
+      return id.error();
+    s->nodes.emplace_back(*id, addr);
+  }
+  return s;
+}
+
+lua_State* new_state(session& s) {
+  lua_State* L = luaL_newstate();
+  luaL_openlibs(L);
+  lua_pushlightuserdata(L, &s);
+  lua_setfield(L, LUA_REGISTRYINDEX, "aicon.session");
+  luaL_newmetatable(L, "aicon.job");
+  static const luaL_Reg job_methods[] = {{"wait", l_job_wait},       {"status", l_job_status},
+                                         {"cancel", l_job_cancel},   {"metrics", l_job_metrics},
+                                         {nullptr, nullptr}};
+  lua_newtable(L);
+  luaL_setfuncs(L, job_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_job_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_register(L, "nodes", l_nodes);
+  lua_register(L, "help", l_help);
+  lua_register(L, "train", l_train);
+  static const luaL_Reg dataset_fns[] = {{"put", l_dataset_put},
+                                         {"list", l_dataset_list},
+                                         {"preview", l_dataset_preview},
+                                         {nullptr, nullptr}};
+  register_table(L, "dataset", dataset_fns);
+  static const luaL_Reg chain_fns[] = {{"tip", l_chain_tip}, {"block", l_chain_block}, {nullptr, nullptr}};
+  register_table(L, "chain", chain_fns);
+  static const luaL_Reg wallet_fns[] = {{"balance", l_wallet_balance}, {nullptr, nullptr}};
+  register_table(L, "wallet", wallet_fns);
+  static const luaL_Reg asset_fns[] = {{"owner", l_asset_owner}, {nullptr, nullptr}};
+  register_table(L, "asset", asset_fns);
+  return L;
+}
+
+/// Runs the chunk on the stack with a traceback-free error message.
+int call(lua_State* L, int nargs, int nresults) {
+  return lua_pcall(L, nargs, nresults, 0);
+}
+
+std::string show(lua_State* L, int i, int depth = 0) {
+  switch (lua_type(L, i)) {
+    case LUA_TSTRING: return depth ? fmt::format("\"{}\"", lua_tostring(L, i)) : lua_tostring(L, i);
+    case LUA_TTABLE: {
+      if (depth > 1)
+        return "{...}";
+      std::string out = "{";
+      int abs = lua_absindex(L, i);
+      lua_pushnil(L);
+      int n = 0;
+      while (lua_next(L, abs) != 0) {
+        if (n++ > 20) {
+          lua_pop(L, 2);
+          out += ", ...";
+          break;
+        }
+        std::string key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+                                                          : "[" + show(L, -2, depth + 1) + "]";
+        if (n > 1)
+          out += ", ";
+        out += key;
+        out += '=';
+        out += show(L, -1, depth + 1);
+        lua_pop(L, 1);
+      }
+      return out + "}";
+    }
+    default: return luaL_tolstring(L, i, nullptr) ? [&] {
+        std::string s = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        return s;
+      }() : std::string{};
+  }
+}
+
+} // namespace
+
+int run_cmd(const console_options& o) {
+  auto s = connect_session(o);
+  if (!s) {
+    std::fprintf(stderr, "aicon run: %s\n", describe(s.error()).c_str());
+    return 1;
+  }
+  lua_State* L = new_state(**s);
+  lua_newtable(L);
+  lua_pushstring(L, o.script.c_str());
+  lua_rawseti(L, -2, 0);
+  for (size_t i = 0; i < o.args.size(); ++i) {
+    lua_pushstring(L, o.args[i].c_str());
+    lua_rawseti(L, -2, static_cast<lua_Integer>(i + 1));
+  }
+  lua_setglobal(L, "arg");
+  int rc = luaL_loadfile(L, o.script.c_str());
+  if (rc == LUA_OK)
+    rc = call(L, 0, 0);
+  if (rc != LUA_OK)
+    std::fprintf(stderr, "aicon run: %s\n", lua_tostring(L, -1));
+  lua_close(L);
+  return rc == LUA_OK ? 0 : 1;
+}
+
+int console_cmd(const console_options& o) {
+  auto s = connect_session(o);
+  if (!s) {
+    std::fprintf(stderr, "aicon console: %s\n", describe(s.error()).c_str());
+    return 1;
+  }
+  lua_State* L = new_state(**s);
+  std::string history;
+  if (auto home = std::getenv("HOME"))
+    history = std::string{home} + "/.aicon_history";
+  using_history();
+  if (!history.empty())
+    read_history(history.c_str());
+  std::printf("aicon console (Lua 5.4): %zu host(s); help() lists the API, Ctrl-D leaves\n",
+              (*s)->nodes.size());
+  std::fflush(stdout);
+  std::string buffer;
+  while (true) {
+    char* line = readline(buffer.empty() ? "aicon> " : "   >> ");
+    if (!line)
+      break;
+    std::string text = line;
+    std::free(line);
+    if (!buffer.empty())
+      buffer += '\n';
+    buffer += text;
+    if (buffer.empty())
+      continue;
+    // An expression prints its value; a statement runs; an unfinished chunk
+    // waits for more lines.
+    int rc = luaL_loadbuffer(L, ("return " + buffer).c_str(), buffer.size() + 7, "=console");
+    if (rc != LUA_OK) {
+      lua_pop(L, 1);
+      rc = luaL_loadbuffer(L, buffer.c_str(), buffer.size(), "=console");
+      if (rc == LUA_ERRSYNTAX) {
+        std::string msg = lua_tostring(L, -1);
+        if (msg.size() >= 5 && msg.substr(msg.size() - 5) == "<eof>") {
+          lua_pop(L, 1);
+          continue; // more lines
+        }
+      }
+    }
+    add_history(buffer.c_str());
+    buffer.clear();
+    if (rc == LUA_OK) {
+      int top = lua_gettop(L) - 1;
+      rc = call(L, 0, LUA_MULTRET);
+      if (rc == LUA_OK) {
+        int n = lua_gettop(L) - top;
+        std::string out;
+        for (int i = 1; i <= n; ++i)
+          out += (i > 1 ? "\t" : "") + std::string{show(L, top + i)};
+        if (n > 0)
+          std::printf("%s\n", out.c_str());
+        lua_settop(L, top);
+      }
+    }
+    if (rc != LUA_OK) {
+      std::printf("error: %s\n", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    std::fflush(stdout);
+  }
+  if (!history.empty())
+    write_history(history.c_str());
+  std::printf("\n");
+  lua_close(L);
+  return 0;
+}
+
+} // namespace aicon

@@ -1,0 +1,208 @@
+// The Lua console against the chain quick start's hosts: the example job
+// script through `aicon run` (dataset put and preview, a 4-trainer job to
+// >= 0.95), every documented error message from a script, and the REPL
+// driven through a pseudo-terminal (a syntax error and a runtime error, then
+// a good call, and the session is still alive).
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+
+#include "fixtures.hpp"
+
+using namespace aicon;
+using namespace aicon::test;
+
+namespace {
+
+struct chain_hosts {
+  test::temp_dir root;
+  std::vector<uint16_t> ports{free_port(), free_port(), free_port()};
+  std::filesystem::path dir = root / "ch";
+  std::vector<running_host> hosts;
+
+  chain_hosts() {
+    ::setenv("AICON", aicon_binary().c_str(), 1);
+    ::setenv("AICON_PORT_A", std::to_string(ports[0]).c_str(), 1);
+    ::setenv("AICON_PORT_B", std::to_string(ports[1]).c_str(), 1);
+    ::setenv("AICON_PORT_C", std::to_string(ports[2]).c_str(), 1);
+    auto setup = run_command({"/bin/bash",
+                              std::string{AICON_SOURCE_DIR} + "/examples/chain-hosts.sh",
+                              dir.string()});
+    BOOST_REQUIRE_MESSAGE(setup.exit_code == 0, setup.output);
+    for (auto n : {"a", "b", "c"})
+      hosts.push_back(start_host(dir / (std::string{n} + ".toml"), root / (std::string{n} + ".log")));
+    for (auto& h : hosts)
+      BOOST_REQUIRE_MESSAGE(h.proc->wait_for_log("peer up", 15s), h.proc->log_text());
+  }
+
+  std::string connect(size_t n) const {
+    std::string out;
+    for (size_t i = 0; i < n; ++i) {
+      if (i)
+        out += ',';
+      out += fmt::format("127.0.0.1:{}", ports[i]);
+    }
+    return out;
+  }
+
+  command_result run(const std::filesystem::path& script, size_t hosts_n = 2,
+                     std::vector<std::string> args = {}) {
+    std::vector<std::string> cmd{aicon_binary(), "run", script.string(), "--connect",
+                                 connect(hosts_n), "--data-dir", (dir / "client").string()};
+    if (!args.empty()) {
+      cmd.push_back("--");
+      cmd.insert(cmd.end(), args.begin(), args.end());
+    }
+    auto r = run_command(cmd, 180s);
+    BOOST_TEST_MESSAGE("aicon run " << script.filename() << " -> " << r.exit_code << "\n" << r.output);
+    return r;
+  }
+};
+
+std::string digits() {
+  return (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(console)
+
+BOOST_AUTO_TEST_CASE(the_example_script_and_every_error_message) {
+  chain_hosts ch;
+  auto job = ch.run(std::filesystem::path{AICON_SOURCE_DIR} / "examples/train-digits.lua", 2,
+                    {digits()});
+  BOOST_REQUIRE_EQUAL(job.exit_code, 0);
+  BOOST_TEST(job.output.find("1797 rows x 64 features, 10 classes") != std::string::npos);
+  BOOST_TEST(job.output.find("held-out accuracy 0.9") != std::string::npos);
+
+  // Each error path, caught with pcall so one script checks them all.
+  auto errors = write_file(ch.root.path(), "errors.lua", R"lua(
+local function fails(expect, f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error: " .. expect)
+  if not tostring(err):find(expect, 1, true) then
+    error(("wanted '%s' in: %s"):format(expect, tostring(err)))
+  end
+  print("ok:", err)
+end
+fails("train: model must be a string (got number)", train, {model = 5, data = "x"})
+fails("train: give either data=path or dataset=id", train, {model = "mlp:64-64-10"})
+fails("train: trainers must be a multiple of the 2 trainer hosts (got 3)", train, {data = "x", trainers = 3})
+fails("train: holdout must be in [0, 1)", train, {data = "x", holdout = 1.5})
+fails("no data node holds dataset 'feedfacefeed'", dataset.preview, "feedfacefeed")
+fails("missing.csv: cannot open", dataset.put, "missing.csv")
+fails("dataset.put: delimiter must be one character", dataset.put, "x.csv", {delimiter = ";;"})
+fails("dataset.put: path must be a string (got number)", dataset.put, 42)
+fails("wallet.balance: id: NodeId 'xyz' must be 64 hex digits", wallet.balance, "xyz")
+fails("chain.block: height must be >= 0", chain.block, -1)
+local bad = train{model = "mlp:64-64-10", data = "/nonexistent/file.csv", trainers = 2, steps = 5}
+fails("train: ", bad.wait, bad)
+print("tip", chain.tip().height, "status", bad:status():sub(1, 6))
+)lua");
+  auto e = ch.run(errors);
+  BOOST_TEST(e.exit_code == 0, e.output);
+  BOOST_TEST(e.output.find("status\tfailed") != std::string::npos);
+  // An unreachable host, and an error escaping the script: exit 1 with the reason.
+  auto script = write_file(ch.root.path(), "boom.lua", "error('boom at the end')\n");
+  auto unreachable = run_command({aicon_binary(), "run", script.string(), "--connect",
+                                  fmt::format("127.0.0.1:{}", free_port()), "--data-dir",
+                                  (ch.dir / "client").string()});
+  BOOST_TEST(unreachable.exit_code == 1);
+  BOOST_TEST(unreachable.output.find("cannot connect to") != std::string::npos, unreachable.output);
+  auto boom = ch.run(script);
+  BOOST_TEST(boom.exit_code == 1);
+  BOOST_TEST(boom.output.find("boom.lua:1: boom at the end") != std::string::npos, boom.output);
+}
+
+BOOST_AUTO_TEST_CASE(the_repl_survives_errors_on_a_terminal) {
+  chain_hosts ch;
+  int master = -1;
+  auto args = std::vector<std::string>{aicon_binary(), "console", "--connect", ch.connect(1),
+                                       "--data-dir", (ch.dir / "client").string()};
+  pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::setenv("HOME", ch.root.path().c_str(), 1); // history goes there
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  std::string seen;
+  auto say = [&](const std::string& line) {
+    auto text = line + "\n";
+    BOOST_REQUIRE(::write(master, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+  };
+  // libedit flushes typed-ahead input when it sets up the terminal: send a
+  // line only once its prompt is there, as a person would.
+  size_t prompts = 0;
+  auto prompt = [&](std::chrono::seconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      size_t n = 0;
+      for (size_t at = seen.find("> "); at != std::string::npos; at = seen.find("> ", at + 1))
+        ++n;
+      if (n > prompts) {
+        prompts = n;
+        return true;
+      }
+      pollfd p{master, POLLIN, 0};
+      if (::poll(&p, 1, 100) > 0) {
+        char buf[4096];
+        auto got = ::read(master, buf, sizeof(buf));
+        if (got <= 0)
+          return false;
+        seen.append(buf, static_cast<size_t>(got));
+      }
+    }
+    return false;
+  };
+  BOOST_REQUIRE_MESSAGE(prompt(30s), seen);
+  say("x = 1 +"); // unfinished: a continuation prompt
+  BOOST_REQUIRE_MESSAGE(prompt(10s), seen);
+  BOOST_TEST(seen.find("   >> ") != std::string::npos, seen);
+  say("41");
+  BOOST_REQUIRE_MESSAGE(prompt(10s), seen);
+  say("print(1 +)"); // a syntax error
+  BOOST_REQUIRE_MESSAGE(prompt(10s), seen);
+  BOOST_TEST(seen.find("unexpected symbol") != std::string::npos, seen);
+  say("error('boom')"); // a runtime error
+  BOOST_REQUIRE_MESSAGE(prompt(10s), seen);
+  BOOST_TEST(seen.find("console:1: boom") != std::string::npos, seen);
+  say("print('alive', x + 0)"); // and the session goes on
+  BOOST_REQUIRE_MESSAGE(prompt(10s), seen);
+  BOOST_TEST(seen.find("alive\t42") != std::string::npos, seen);
+  say("chain.tip().height >= 0");
+  BOOST_REQUIRE_MESSAGE(prompt(10s), seen);
+  BOOST_TEST(seen.find("true") != std::string::npos, seen);
+  // Ctrl-D leaves. libedit may still be setting up the terminal (and flush
+  // what arrived meanwhile): press it again until the console is gone.
+  char eot = 4;
+  int status = -1;
+  bool left = false;
+  for (int i = 0; i < 20 && !left; ++i) {
+    (void) ::write(master, &eot, 1);
+    for (int k = 0; k < 5 && !left; ++k) {
+      std::this_thread::sleep_for(100ms);
+      left = ::waitpid(pid, &status, WNOHANG) == pid;
+    }
+  }
+  if (!left) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    BOOST_FAIL("the console did not leave on Ctrl-D:\n" << seen);
+  }
+  ::close(master);
+  BOOST_TEST(WIFEXITED(status));
+  BOOST_TEST(WEXITSTATUS(status) == 0);
+  BOOST_TEST(std::filesystem::exists(ch.root / ".aicon_history"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
