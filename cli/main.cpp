@@ -18,6 +18,7 @@
 #include "cli/data_cmd.hpp"
 #include "cli/console.hpp"
 #include "cli/demo.hpp"
+#include "cli/status_cmd.hpp"
 #include "cli/train_cmd.hpp"
 #include "cli/wallet_cmd.hpp"
 #include "gpu/device.hpp"
@@ -387,6 +388,13 @@ int main(int argc, char** argv) {
     sub->add_flag("--dev-open", cso.dev_open, "talk to hosts in dev mode");
   }
 
+  status_options sto;
+  auto status_app = app.add_subcommand("status", "what a host runs and sees: roles, peers, chain tip, data, counters");
+  status_app->add_option("--connect", sto.connect, "host:port")->required();
+  status_app->add_option("--data-dir", sto.data_dir, "this client's identity and trusted peers")->required();
+  status_app->add_flag("--dev-open", sto.dev_open, "talk to a host in dev mode");
+  status_app->add_flag("--json", sto.json, "one JSON object, for scripts");
+
   demo_options dopts;
   auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
   demo->add_option("--hosts", dopts.hosts, "hosts to start (2..8, default 3)")->check(CLI::Range(2, 8));
@@ -397,7 +405,7 @@ int main(int argc, char** argv) {
   // asked for: the link's own INFO lines ("peer up ...") stay out of it.
   for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd, data_fetch_cmd,
                     data_challenges_cmd, train_cmd_app, wallet_balance_cmd, wallet_transfer_cmd,
-                    chain_receipt_cmd, console_app, run_app})
+                    chain_receipt_cmd, console_app, run_app, status_app})
     if (*sub)
       set_log_level(log_level::warning);
   if (*keygen)
@@ -426,6 +434,8 @@ int main(int argc, char** argv) {
     return train_cmd(tco);
   if (*console_app)
     return console_cmd(cso);
+  if (*status_app)
+    return status_cmd(sto);
   if (*run_app)
     return run_cmd(cso);
   if (*chain_show_cmd)

@@ -80,6 +80,28 @@ BOOST_AUTO_TEST_CASE(the_example_script_and_every_error_message) {
   BOOST_TEST(job.output.find("1797 rows x 64 features, 10 classes") != std::string::npos);
   BOOST_TEST(job.output.find("held-out accuracy 0.9") != std::string::npos);
 
+  // The operator's view of host a after that: roles, its two peers up, the
+  // chain tip, the dataset the script stored; and the same as JSON.
+  auto status = run_command({aicon_binary(), "status", "--connect", ch.connect(1), "--data-dir",
+                             (ch.dir / "client").string()});
+  BOOST_TEST(status.exit_code == 0, status.output);
+  BOOST_TEST(status.output.find("data_node") != std::string::npos, status.output);
+  BOOST_TEST(status.output.find("peers     2") != std::string::npos, status.output);
+  BOOST_TEST(status.output.find("  up  ") != std::string::npos, status.output);
+  BOOST_TEST(status.output.find("chain     height") != std::string::npos, status.output);
+  BOOST_TEST(status.output.find("data      ") != std::string::npos, status.output);
+  auto json = run_command({aicon_binary(), "status", "--json", "--connect", ch.connect(1),
+                           "--data-dir", (ch.dir / "client").string()});
+  BOOST_TEST(json.exit_code == 0, json.output);
+  BOOST_TEST(json.output.find("{\"node\": \"") != std::string::npos, json.output);
+  BOOST_TEST(json.output.find("\"up\": true") != std::string::npos, json.output);
+  BOOST_TEST(json.output.find("\"chain\": {\"height\": ") != std::string::npos, json.output);
+  auto nowhere = run_command({aicon_binary(), "status", "--connect",
+                              fmt::format("127.0.0.1:{}", free_port()), "--data-dir",
+                              (ch.dir / "client").string()});
+  BOOST_TEST(nowhere.exit_code == 1);
+  BOOST_TEST(nowhere.output.find("cannot connect to") != std::string::npos, nowhere.output);
+
   // Each error path, caught with pcall so one script checks them all.
   auto errors = write_file(ch.root.path(), "errors.lua", R"lua(
 local function fails(expect, f, ...)

@@ -1,0 +1,157 @@
+#include "cli/status_cmd.hpp"
+
+#include <chrono>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "runtime/client.hpp"
+#include "runtime/error.hpp"
+#include "schemas/chain.capnp.h"
+#include "schemas/data.capnp.h"
+#include "schemas/host.capnp.h"
+
+namespace aicon {
+
+namespace {
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\')
+      out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    else
+      out += c;
+  }
+  return out + "\"";
+}
+
+std::string json_list(capnp::List<capnp::Text>::Reader l) {
+  std::string out = "[";
+  for (unsigned i = 0; i < l.size(); ++i)
+    out += (i ? ", " : "") + json_string(l[i].cStr());
+  return out + "]";
+}
+
+std::string joined(capnp::List<capnp::Text>::Reader l) {
+  std::string out;
+  for (unsigned i = 0; i < l.size(); ++i) {
+    if (i)
+      out += ',';
+    out += l[i].cStr();
+  }
+  return out;
+}
+
+} // namespace
+
+int status_cmd(const status_options& o) {
+  auto fail = [](const caf::error& err) {
+    std::fprintf(stderr, "aicon status: %s\n", describe(err).c_str());
+    return 1;
+  };
+  client::options co;
+  co.data_dir = o.data_dir;
+  co.dev_open = o.dev_open;
+  co.threads = 2;
+  auto c = client::start(co);
+  if (!c)
+    return fail(c.error());
+  auto node = (*c)->connect(o.connect);
+  if (!node)
+    return fail(node.error());
+  auto ask = [&](const std::string& role, envelope req) -> caf::expected<envelope> {
+    auto dst = (*c)->lookup(role + "@" + node->hex());
+    if (!dst)
+      return dst.error();
+    return (*c)->request(*dst, std::move(req), std::chrono::seconds(10));
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  auto st = ask("directory", make_envelope<schema::StatusRequest>([](auto) {}));
+  double rtt_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!st)
+    return fail(st.error());
+  opened<schema::StatusResponse> s{*st};
+  if (!s)
+    return fail(s.error());
+  bool has_ledger = false, has_data = false;
+  for (auto r : s->getRoles()) {
+    has_ledger |= std::string{r.cStr()} == "ledger";
+    has_data |= std::string{r.cStr()} == "data_node";
+  }
+  // The chain tip and the data stored, where the host runs those roles.
+  std::optional<std::pair<uint64_t, std::string>> tip;
+  if (has_ledger)
+    if (auto r = ask("ledger", make_envelope<schema::LedgerQuery>([](auto q) { q.setTip(); }))) {
+      opened<schema::TipInfo> t{*r};
+      if (t)
+        tip = {t->getHeight(), to_hex({t->getHash().begin(), t->getHash().size()})};
+    }
+  std::optional<std::tuple<uint64_t, uint64_t, uint64_t>> stored; // datasets, shares, bytes
+  if (has_data)
+    if (auto r = ask("data_node", make_envelope<schema::DataQuery>([](auto q) { q.setList(); }))) {
+      opened<schema::DatasetList> l{*r};
+      if (l) {
+        uint64_t shares = 0, bytes = 0;
+        for (auto m : l->getManifests())
+          for (auto sh : m.getShards()) {
+            ++shares;
+            bytes += sh.getBytes();
+          }
+        stored = {l->getManifests().size(), shares, bytes};
+      }
+    }
+  auto id = to_hex({s->getNode().begin(), s->getNode().size()});
+  if (o.json) {
+    std::string peers;
+    for (auto p : s->getPeers())
+      peers += fmt::format("{}{{\"node\": {}, \"address\": {}, \"up\": {}, \"site\": {}, \"roles\": {}}}",
+                           peers.empty() ? "" : ", ",
+                           json_string(to_hex({p.getNode().begin(), p.getNode().size()})),
+                           json_string(p.getAddress().cStr()), p.getUp() ? "true" : "false",
+                           json_string(p.getSite().cStr()), json_list(p.getRoles()));
+    std::printf("{\"node\": %s, \"address\": %s, \"site\": %s, \"rtt_ms\": %.3f, \"roles\": %s, "
+                "\"peers\": [%s], \"running_actors\": %u, \"requests_served\": %llu, "
+                "\"malformed_dropped\": %llu",
+                json_string(id).c_str(), json_string(o.connect).c_str(),
+                json_string(s->getSite().cStr()).c_str(), rtt_ms, json_list(s->getRoles()).c_str(),
+                peers.c_str(), s->getRunningActors(),
+                static_cast<unsigned long long>(s->getRequestsServed()),
+                static_cast<unsigned long long>(s->getMalformedDropped()));
+    if (tip)
+      std::printf(", \"chain\": {\"height\": %llu, \"hash\": %s}",
+                  static_cast<unsigned long long>(tip->first), json_string(tip->second).c_str());
+    if (stored)
+      std::printf(", \"data\": {\"datasets\": %llu, \"shares\": %llu, \"bytes\": %llu}",
+                  static_cast<unsigned long long>(std::get<0>(*stored)),
+                  static_cast<unsigned long long>(std::get<1>(*stored)),
+                  static_cast<unsigned long long>(std::get<2>(*stored)));
+    std::printf("}\n");
+    return 0;
+  }
+  std::printf("host      %s  site %s  at %s  (round trip %.2f ms)\n", id.c_str(),
+              s->getSite().cStr(), o.connect.c_str(), rtt_ms);
+  std::printf("roles     %s\n", joined(s->getRoles()).c_str());
+  if (tip)
+    std::printf("chain     height %llu, tip %s\n", static_cast<unsigned long long>(tip->first),
+                tip->second.substr(0, 16).c_str());
+  if (stored)
+    std::printf("data      %llu datasets, %llu shares, %llu bytes\n",
+                static_cast<unsigned long long>(std::get<0>(*stored)),
+                static_cast<unsigned long long>(std::get<1>(*stored)),
+                static_cast<unsigned long long>(std::get<2>(*stored)));
+  std::printf("counters  %u actors, %llu requests served, %llu malformed dropped\n",
+              s->getRunningActors(), static_cast<unsigned long long>(s->getRequestsServed()),
+              static_cast<unsigned long long>(s->getMalformedDropped()));
+  std::printf("peers     %u\n", s->getPeers().size());
+  for (auto p : s->getPeers())
+    std::printf("  %s  %-4s  %-21s  site %-8s  %s\n",
+                to_hex({p.getNode().begin(), p.getNode().size()}).substr(0, 16).c_str(),
+                p.getUp() ? "up" : "down", p.getAddress().cStr(), p.getSite().cStr(),
+                joined(p.getRoles()).c_str());
+  return 0;
+}
+
+} // namespace aicon
