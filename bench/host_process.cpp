@@ -20,6 +20,7 @@
 #include "runtime/error.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/tls.hpp"
+#include "schemas/host.capnp.h"
 
 extern char** environ;
 
@@ -136,6 +137,28 @@ caf::error start_trainer_mesh(trainer_mesh& rc, const std::filesystem::path& dir
     if (!role)
       return role.error();
     rc.roles.push_back(*role);
+  }
+  // The hosts dial each other with back-off: wait (bounded) until every one
+  // sees all the others up, so a ring can form at once.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (uint32_t i = 0; i < n; ++i) {
+    for (;;) {
+      uint32_t up = 0;
+      if (auto dir = rc.c->lookup("directory@" + rc.ids[i].hex()))
+        if (auto st = rc.c->request(*dir, make_envelope<schema::StatusRequest>([](auto) {}),
+                                    std::chrono::seconds(5))) {
+          opened<schema::StatusResponse> s{*st};
+          if (s)
+            for (auto p : s->getPeers())
+              up += p.getUp() ? 1 : 0;
+        }
+      if (up + 1 >= n)
+        break;
+      if (std::chrono::steady_clock::now() > deadline)
+        return make_error(errc::timeout,
+                          fmt::format("host {} sees {} of its {} peers up after 60 s", i, up, n - 1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
   return caf::none;
 }

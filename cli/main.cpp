@@ -376,6 +376,7 @@ int main(int argc, char** argv) {
   train_cmd_app->add_option("--chunk-bytes", tco.job.chunk_bytes, "actor ring chunk (default 65536)");
   train_cmd_app->add_option("--ring-timeout-ms", tco.job.ring_timeout_ms, "a ring without progress this long fails the step (default 5000)");
   train_cmd_app->add_option("--csv", tco.csv, "write the loss curve (step,loss,samples/s,allreduce ms)");
+  train_cmd_app->add_option("--plot", tco.plot, "write the loss curve as an SVG line plot");
 
   console_options cso;
   auto console_app = app.add_subcommand("console", "the researcher's Lua console (REPL)");

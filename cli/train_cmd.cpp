@@ -1,6 +1,7 @@
 #include "cli/train_cmd.hpp"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -11,6 +12,42 @@
 #include "schemas/trainer.capnp.h"
 
 namespace aicon {
+
+namespace {
+
+/// A small SVG line plot of the loss per step, with its range on the axes.
+caf::error write_loss_svg(const std::string& path, const std::vector<double>& loss) {
+  if (loss.empty())
+    return make_error(errc::invalid_argument, "no steps to plot");
+  const double w = 640, h = 360, left = 60, right = 20, top = 30, bottom = 40;
+  double hi = *std::max_element(loss.begin(), loss.end());
+  double lo = *std::min_element(loss.begin(), loss.end());
+  if (hi <= lo)
+    hi = lo + 1;
+  std::string points;
+  for (size_t i = 0; i < loss.size(); ++i) {
+    double x = left + (w - left - right) * (loss.size() > 1 ? double(i) / (loss.size() - 1) : 0);
+    double y = top + (h - top - bottom) * (1 - (loss[i] - lo) / (hi - lo));
+    points += fmt::format("{:.1f},{:.1f} ", x, y);
+  }
+  std::ofstream f{path};
+  f << fmt::format(
+    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
+    "font-family=\"sans-serif\" font-size=\"12\">\n"
+    "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    "<text x=\"{2}\" y=\"18\">training loss per step (mean cross-entropy of the global batch)</text>\n"
+    "<line x1=\"{2}\" y1=\"{4}\" x2=\"{2}\" y2=\"{5}\" stroke=\"black\"/>\n"
+    "<line x1=\"{2}\" y1=\"{5}\" x2=\"{3}\" y2=\"{5}\" stroke=\"black\"/>\n"
+    "<text x=\"4\" y=\"{4}\">{6:.3f}</text>\n<text x=\"4\" y=\"{5}\">{7:.3f}</text>\n"
+    "<text x=\"{2}\" y=\"{8}\">0</text>\n<text x=\"{3}\" y=\"{8}\" text-anchor=\"end\">step {9}</text>\n"
+    "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{10}\"/>\n</svg>\n",
+    w, h, left, w - right, top, h - bottom, hi, lo, h - bottom + 16, loss.size() - 1, points);
+  if (!f.flush())
+    return make_error(errc::io_error, fmt::format("cannot write {}", path));
+  return caf::none;
+}
+
+} // namespace
 
 int train_cmd(train_cmd_options o) {
   auto fail = [](const caf::error& err) {
@@ -72,7 +109,9 @@ int train_cmd(train_cmd_options o) {
   auto t0 = std::chrono::steady_clock::now();
   auto last = t0;
   auto steps = o.job.steps;
+  std::vector<double> losses;
   auto r = train::run_job(**c, o.job, [&](const train::step_report& s) {
+    losses.push_back(s.loss);
     if (csv)
       csv << fmt::format("{},{:.6f},{:.1f},{:.3f},{}\n", s.step, s.loss, s.samples_per_s,
                          s.allreduce_ms, s.trainers);
@@ -92,6 +131,11 @@ int train_cmd(train_cmd_options o) {
     return fail(r.error());
   for (auto& e : r->events)
     std::printf("%s\n", e.c_str());
+  if (!o.plot.empty()) {
+    if (auto err = write_loss_svg(o.plot, losses))
+      return fail(err);
+    std::printf("wrote the loss plot to %s\n", o.plot.c_str());
+  }
   std::printf("trained %llu steps in %.1f s; held-out accuracy %.4f, loss %.4f\n",
               static_cast<unsigned long long>(r->steps), r->seconds, r->accuracy, r->test_loss);
   for (auto& env : r->logs) {

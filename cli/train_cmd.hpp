@@ -16,6 +16,7 @@ struct train_cmd_options {
   std::vector<std::string> spares;   ///< host:port of stand-by trainer hosts
   bool dev_open = false;
   std::string csv;                   ///< per-step loss curve
+  std::string plot;                  ///< the same as an SVG line plot
   std::string checkpoint;            ///< checkpoint file
   std::string dataset;               ///< id or prefix, instead of --data
   std::vector<std::string> data_connect; ///< host:port of data nodes holding it

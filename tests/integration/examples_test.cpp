@@ -96,7 +96,8 @@ BOOST_AUTO_TEST_CASE(chain_quick_start) {
     {aicon_binary(), "train", "--data",
      (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string(), "--connect",
      fmt::format("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]), "--trainers-per-host", "2",
-     "--steps", "300", "--data-dir", client_dir, "--csv", (root / "loss.csv").string()},
+     "--steps", "300", "--data-dir", client_dir, "--csv", (root / "loss.csv").string(),
+     "--plot", (root / "loss.svg").string()},
     120s);
   BOOST_REQUIRE_MESSAGE(trained.exit_code == 0, trained.output);
   BOOST_TEST(trained.output.find("ring of 4 trainers on 2 hosts") != std::string::npos);
@@ -104,6 +105,13 @@ BOOST_AUTO_TEST_CASE(chain_quick_start) {
   BOOST_REQUIRE(acc_at != std::string::npos);
   BOOST_TEST(std::stod(trained.output.substr(acc_at + 18)) >= 0.95, trained.output);
   BOOST_TEST(std::filesystem::file_size(root / "loss.csv") > 300u * 10);
+  {
+    std::ifstream svg{root / "loss.svg"};
+    std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+    BOOST_TEST(text.rfind("<svg", 0) == 0u);
+    BOOST_TEST(text.find("<polyline") != std::string::npos);
+    BOOST_TEST(text.find("step 299") != std::string::npos);
+  }
   for (auto& h : hosts)
     BOOST_TEST(h.proc->stop(SIGTERM, 10s) == 0);
   // All three stores verify to the same state root.
