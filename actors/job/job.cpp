@@ -142,7 +142,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
     bool unlinked = false;
     for (auto& a : acks)
       unlinked |= !a && code_of(a.error()) == errc::unknown_node;
-    if (!unlinked || attempt >= 40)
+    if (!unlinked || attempt >= 120) // 30 s: peers dial each other with back-off
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
