@@ -12,6 +12,7 @@
 
 #include "actors/data_node/remote.hpp"
 #include "actors/job/job.hpp"
+#include "actors/ledger/state.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
 #include "schemas/chain.capnp.h"
@@ -155,7 +156,10 @@ constexpr const char* help_text =
   chain.tip()                      {height, hash}
   chain.block(h)                   {height, hash, generator, session, work, txs, receipts}
   wallet.balance(id)               {balance, stake, nonce}
+  wallet.me()                      this console's wallet id (its key signs what it submits)
+  wallet.transfer(to, amount)      signs and submits a transfer; returns its nonce
   asset.owner(id)                  owner's wallet id
+  asset.transfer(id, to)           signs and submits an asset transfer; returns its nonce
   help()                           this text
 )";
 
@@ -519,6 +523,70 @@ int l_wallet_balance(lua_State* L) {
   return 1;
 }
 
+/// Signs `fill`'s transaction with this console's key (its wallet) at the
+/// next nonce and submits it to a block generator; returns the nonce.
+uint64_t submit_tx(lua_State* L, const char* fn,
+                   const std::function<void(schema::Transaction::Body::Builder)>& fill) {
+  auto& s = session_of(L);
+  auto& me = s.c->self();
+  auto r = ledger_query(L, fn, [&](auto q) { q.setAccount(kj::arrayPtr(me.id().bytes.data(), 32)); });
+  if (!r)
+    raise(L, fn, r.error());
+  opened<schema::AccountInfo> a{*r};
+  if (!a)
+    raise(L, fn, a.error());
+  auto nonce = a->getNonce() + 1;
+  auto gens = nodes_with(L, "block_generator");
+  if (gens.empty())
+    luaL_error(L, "%s: none of the connected hosts runs the block_generator role", fn);
+  auto ack = ask(L, gens[0], "block_generator", ledger::make_signed_transaction(me, nonce, fill));
+  if (!ack)
+    raise(L, fn, ack.error());
+  return nonce;
+}
+
+node_id check_id(lua_State* L, int i, const char* fn, const char* what) {
+  if (lua_type(L, i) != LUA_TSTRING)
+    luaL_error(L, "%s: %s must be a string (got %s)", fn, what, luaL_typename(L, i));
+  auto id = node_id::from_hex(lua_tostring(L, i));
+  if (!id)
+    luaL_error(L, "%s: %s: %s", fn, what, what_of(id.error()).c_str());
+  return *id;
+}
+
+int l_wallet_transfer(lua_State* L) {
+  const char* fn = "wallet.transfer";
+  auto to = check_id(L, 1, fn, "to");
+  if (lua_type(L, 2) != LUA_TNUMBER || lua_tonumber(L, 2) < 1)
+    luaL_error(L, "%s: amount must be a number >= 1", fn);
+  auto amount = static_cast<uint64_t>(lua_tonumber(L, 2));
+  auto nonce = submit_tx(L, fn, [&](schema::Transaction::Body::Builder b) {
+    auto t = b.initTransfer();
+    t.setTo(kj::arrayPtr(to.bytes.data(), 32));
+    t.setAmount(amount);
+  });
+  lua_pushinteger(L, static_cast<lua_Integer>(nonce));
+  return 1;
+}
+
+int l_wallet_me(lua_State* L) {
+  lua_pushstring(L, session_of(L).c->self().id().hex().c_str());
+  return 1;
+}
+
+int l_asset_transfer(lua_State* L) {
+  const char* fn = "asset.transfer";
+  auto id = check_id(L, 1, fn, "asset id");
+  auto to = check_id(L, 2, fn, "to");
+  auto nonce = submit_tx(L, fn, [&](schema::Transaction::Body::Builder b) {
+    auto t = b.initAssetTransfer();
+    t.setAssetId(kj::arrayPtr(id.bytes.data(), 32));
+    t.setTo(kj::arrayPtr(to.bytes.data(), 32));
+  });
+  lua_pushinteger(L, static_cast<lua_Integer>(nonce));
+  return 1;
+}
+
 int l_asset_owner(lua_State* L) {
   auto id = node_id::from_hex(luaL_checkstring(L, 1)); // 32 bytes in hex
   if (!id)
@@ -588,9 +656,14 @@ lua_State* new_state(session& s) {
   register_table(L, "dataset", dataset_fns);
   static const luaL_Reg chain_fns[] = {{"tip", l_chain_tip}, {"block", l_chain_block}, {nullptr, nullptr}};
   register_table(L, "chain", chain_fns);
-  static const luaL_Reg wallet_fns[] = {{"balance", l_wallet_balance}, {nullptr, nullptr}};
+  static const luaL_Reg wallet_fns[] = {{"balance", l_wallet_balance},
+                                        {"transfer", l_wallet_transfer},
+                                        {"me", l_wallet_me},
+                                        {nullptr, nullptr}};
   register_table(L, "wallet", wallet_fns);
-  static const luaL_Reg asset_fns[] = {{"owner", l_asset_owner}, {nullptr, nullptr}};
+  static const luaL_Reg asset_fns[] = {{"owner", l_asset_owner},
+                                       {"transfer", l_asset_transfer},
+                                       {nullptr, nullptr}};
   register_table(L, "asset", asset_fns);
   return L;
 }
