@@ -40,6 +40,14 @@ void set_current_reader_limits(const reader_limits& l) {
   g_nesting_max = l.nesting_max;
 }
 
+envelope envelope_from_bytes(std::span<const uint8_t> bytes, uint64_t type_id) {
+  envelope env;
+  env.type_id = type_id;
+  env.words.resize(bytes.size() / sizeof(capnp::word));
+  std::memcpy(static_cast<void*>(env.words.data()), bytes.data(), env.size_bytes());
+  return env;
+}
+
 namespace detail {
 
 caf::error save_envelope(caf::serializer& f, envelope& x) {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <span>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,7 +58,16 @@ struct envelope {
   size_t size_bytes() const {
     return words.size() * sizeof(capnp::word);
   }
+  /// The words as bytes (to store or hash them).
+  std::span<const uint8_t> bytes() const {
+    return {reinterpret_cast<const uint8_t*>(words.data()), size_bytes()};
+  }
 };
+
+/// An envelope of root type `type_id` holding a copy of `bytes`, e.g. flat
+/// words read back from the store (a trailing partial word is dropped; the
+/// reader checks the rest when the envelope is opened).
+envelope envelope_from_bytes(std::span<const uint8_t> bytes, uint64_t type_id);
 
 /// Limits applied when opening an envelope.
 struct reader_limits {

@@ -17,23 +17,12 @@ std::span<const uint8_t> span_of(const hash256& h) {
   return {h.data(), h.size()};
 }
 
-std::span<const uint8_t> words_of(const envelope& env) {
-  return {reinterpret_cast<const uint8_t*>(env.words.data()), env.size_bytes()};
-}
-
 template <class T>
 envelope envelope_of(std::span<const uint8_t> bytes) {
-  envelope env;
-  env.type_id = capnp::typeId<T>();
-  env.words.resize(bytes.size() / sizeof(capnp::word));
-  std::memcpy(static_cast<void*>(env.words.data()), bytes.data(),
-              env.words.size() * sizeof(capnp::word));
-  return env;
+  return envelope_from_bytes(bytes, capnp::typeId<T>());
 }
 
-std::string short_hex(const hash256& h) {
-  return to_hex(span_of(h)).substr(0, 16);
-}
+using ledger::short_hex;
 
 template <size_t N>
 std::array<uint8_t, N> concat(std::span<const uint8_t> a, std::span<const uint8_t> b,
@@ -74,7 +63,7 @@ caf::expected<bool> upload_begin(store::environment& env, const envelope& manife
     return done.error();
   if (*done)
     return true;
-  if (auto err = t->put(store::db::uploads, span_of(id), words_of(manifest)))
+  if (auto err = t->put(store::db::uploads, span_of(id), manifest.bytes()))
     return err;
   if (auto err = t->commit())
     return err;
@@ -171,7 +160,7 @@ caf::expected<envelope> upload_commit(store::environment& env, const hash256& da
                         fmt::format("upload of {} is incomplete: share {} {}", short_hex(dataset),
                                     to_hex(h).substr(0, 16), *share ? "has no key" : "is missing"));
   }
-  if (auto err = t->put(store::db::datasets, span_of(dataset), words_of(**m)))
+  if (auto err = t->put(store::db::datasets, span_of(dataset), (*m)->bytes()))
     return err;
   if (auto err = t->del(store::db::uploads, span_of(dataset)))
     return err;
@@ -345,7 +334,7 @@ caf::error put_lease(store::environment& env, const lease& l) {
   auto t = store::txn::begin(env, true);
   if (!t)
     return t.error();
-  if (auto err = t->put(store::db::leases, key, words_of(value)))
+  if (auto err = t->put(store::db::leases, key, value.bytes()))
     return err;
   return t->commit();
 }
@@ -553,7 +542,7 @@ caf::error record_challenge(store::environment& env, const challenge_record& r) 
   auto t = store::txn::begin(env, true);
   if (!t)
     return t.error();
-  if (auto err = t->put(store::db::challenges, key, words_of(value)))
+  if (auto err = t->put(store::db::challenges, key, value.bytes()))
     return err;
   return t->commit();
 }

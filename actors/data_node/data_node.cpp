@@ -25,9 +25,7 @@ uint64_t wall_ms() {
                                  .count());
 }
 
-std::string short_hex(const hash256& h) {
-  return to_hex({h.data(), h.size()}).substr(0, 16);
-}
+using ledger::short_hex;
 
 envelope upload_done(const hash256& dataset, const std::vector<node_id>& holders) {
   return make_envelope<schema::UploadDone>([&](schema::UploadDone::Builder b) {

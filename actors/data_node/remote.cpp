@@ -18,9 +18,7 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-std::string short_hex(const hash256& h) {
-  return to_hex({h.data(), h.size()}).substr(0, 16);
-}
+using ledger::short_hex;
 
 std::chrono::milliseconds timeout_of(const requester& c) {
   return c.timeout;

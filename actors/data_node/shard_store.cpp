@@ -22,18 +22,6 @@ std::span<const uint8_t> span_of(const hash256& h) {
   return {h.data(), h.size()};
 }
 
-std::span<const uint8_t> words_of(const envelope& env) {
-  return {reinterpret_cast<const uint8_t*>(env.words.data()), env.size_bytes()};
-}
-
-envelope envelope_from(std::span<const uint8_t> bytes, uint64_t type_id) {
-  envelope env;
-  env.type_id = type_id;
-  env.words.resize(bytes.size() / sizeof(capnp::word));
-  std::memcpy(static_cast<void*>(env.words.data()), bytes.data(),
-              env.words.size() * sizeof(capnp::word));
-  return env;
-}
 
 kj::ArrayPtr<const kj::byte> bytes_of(const void* p, size_t n) {
   return kj::arrayPtr(static_cast<const kj::byte*>(p), n);
@@ -127,7 +115,7 @@ caf::expected<built_dataset> build_dataset(const node_id& owner, const table& t,
       if (!t.y.empty())
         b.setY(bytes_of(t.y.data() + first, rows * 4));
     });
-    auto pt = words_of(plain);
+    auto pt = plain.bytes();
     built s;
     s.first = first;
     s.rows = rows;
@@ -225,7 +213,7 @@ caf::error store_dataset(store::environment& env, const built_dataset& d) {
       return err;
   }
   auto id = m->getDatasetId();
-  if (auto err = txn->put(store::db::datasets, {id.begin(), id.size()}, words_of(d.manifest)))
+  if (auto err = txn->put(store::db::datasets, {id.begin(), id.size()}, d.manifest.bytes()))
     return err;
   return txn->commit(); // shares, keys and manifest together or not at all
 }
@@ -246,7 +234,7 @@ caf::expected<std::vector<envelope>> list_datasets(store::environment& env) {
     return txn.error();
   std::vector<envelope> out;
   auto err = txn->for_each(store::db::datasets, [&](auto, std::span<const uint8_t> v) {
-    out.push_back(envelope_from(v, capnp::typeId<schema::DatasetManifest>()));
+    out.push_back(envelope_from_bytes(v, capnp::typeId<schema::DatasetManifest>()));
     return true;
   });
   if (err)

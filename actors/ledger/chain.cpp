@@ -92,11 +92,7 @@ caf::expected<envelope> read_block(store::txn& t, uint64_t height) {
     return make_error(errc::not_found, fmt::format("no block at height {}", height));
   if ((*v)->size() % sizeof(capnp::word) != 0)
     return make_error(errc::internal, fmt::format("stored block {} is corrupt", height));
-  envelope env;
-  env.type_id = capnp::typeId<schema::Block>();
-  env.words.resize((*v)->size() / sizeof(capnp::word));
-  std::memcpy(static_cast<void*>(env.words.data()), (*v)->data(), (*v)->size());
-  return env;
+  return envelope_from_bytes(**v, capnp::typeId<schema::Block>());
 }
 
 /// Header facts needed for retargeting, by height.
@@ -304,9 +300,7 @@ envelope genesis_block(const genesis_config& g, const hash256& state_root) {
 
 caf::error store_block(store::txn& t, const envelope& env, uint64_t height, const hash256& hash) {
   auto key = store::height_key(height);
-  std::span<const uint8_t> words{reinterpret_cast<const uint8_t*>(env.words.data()),
-                                 env.size_bytes()};
-  if (auto err = t.put(store::db::blocks, key, words, MDB_APPEND))
+  if (auto err = t.put(store::db::blocks, key, env.bytes(), MDB_APPEND))
     return err;
   return t.put(store::db::block_by_hash, hash, key);
 }

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -15,6 +16,17 @@
 namespace aicon::ledger {
 
 using hash256 = std::array<uint8_t, 32>;
+
+/// The first 16 hex digits of `h`, for logs and messages.
+inline std::string short_hex(const hash256& h) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < 8; ++i) {
+    out += digits[h[i] >> 4];
+    out += digits[h[i] & 15];
+  }
+  return out;
+}
 
 /// BLAKE2b-256 of tag ‖ data.
 hash256 blake2b(std::string_view tag, std::span<const uint8_t> data);

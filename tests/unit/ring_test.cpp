@@ -16,7 +16,10 @@
 
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/ring_reducer.hpp"
+#include "runtime/envelope.hpp"
+#include "runtime/error.hpp"
 #include "runtime/system.hpp"
+#include "schemas/trainer.capnp.h"
 #include "test_util.hpp"
 
 using namespace aicon;
@@ -185,6 +188,74 @@ BOOST_AUTO_TEST_CASE(collectives_follow_each_other_and_fusion_matches) {
     for (auto& t : tensors[r])
       for (auto v : t)
         BOOST_TEST(v == 6.0f);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(malformed_chunks_are_refused_by_name_and_change_nothing) {
+  ring_options opts;
+  opts.chunk_bytes = 64;
+  opts.timeout_ms = 5000;
+  const uint32_t n = 3;
+  auto members = make_ring(n, opts, 7);
+  ring_id ring{};
+  ring[0] = 7;
+  auto chunk = [&](uint8_t ring_byte, uint32_t rank, uint64_t coll, uint8_t phase, uint32_t step,
+                   uint32_t index, size_t floats) {
+    std::vector<float> v(floats, 1.0f);
+    auto id = ring;
+    id[0] = ring_byte;
+    return aicon::make_envelope<aicon::schema::RingChunk>([&](schema::RingChunk::Builder b) {
+      b.setRing(kj::arrayPtr(id.data(), 32));
+      b.setRank(rank);
+      b.setCollective(coll);
+      b.setPhase(phase);
+      b.setStep(step);
+      b.setChunk(index);
+      b.setValues(kj::arrayPtr(reinterpret_cast<const kj::byte*>(v.data()), v.size() * 4));
+    });
+  };
+  auto refused = [&](aicon::envelope env) {
+    caf::scoped_actor self{*sys};
+    std::string why;
+    self->request(members[1], std::chrono::seconds(5), std::move(env))
+      .receive([&](aicon::envelope& reply) { why = aicon::describe(aicon::error_of_reply(reply)); },
+               [&](caf::error& err) { why = describe(err); });
+    return why;
+  };
+  BOOST_TEST(refused(chunk(9, 1, 1, 0, 0, 0, 16)).find("is not for rank 1 of this ring")
+             != std::string::npos);
+  BOOST_TEST(refused(chunk(7, 2, 1, 0, 0, 0, 16)).find("is not for rank 1 of this ring")
+             != std::string::npos);
+  BOOST_TEST(refused(chunk(7, 1, 5, 0, 0, 0, 16)).find("RingChunk of collective 5")
+             != std::string::npos);
+  BOOST_TEST(refused(aicon::make_envelope<aicon::schema::RingAck>([](auto b) { b.setCollective(1); }))
+               .find("takes RingChunk only")
+             != std::string::npos);
+  // Chunks for the next collective that do not fit are refused once it starts:
+  // a wrong phase, a step past the ring, a chunk index or size that does not exist.
+  std::vector<std::string> early(4);
+  std::thread senders[] = {
+    std::thread{[&] { early[0] = refused(chunk(7, 1, 1, 2, 0, 0, 16)); }},
+    std::thread{[&] { early[1] = refused(chunk(7, 1, 1, 0, 5, 0, 16)); }},
+    std::thread{[&] { early[2] = refused(chunk(7, 1, 1, 0, 0, 99, 16)); }},
+    std::thread{[&] { early[3] = refused(chunk(7, 1, 1, 0, 0, 0, 3)); }},
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The real collective still gives exact sums despite them.
+  auto bufs = integer_inputs(n, 100);
+  auto want = bufs[0];
+  for (size_t i = 0; i < want.size(); ++i)
+    want[i] = bufs[0][i] + bufs[1][i] + bufs[2][i];
+  auto status = run(members, bufs, opts);
+  for (auto& t : senders)
+    t.join();
+  BOOST_TEST(early[0].find("phase 2 step 0 does not exist") != std::string::npos, early[0]);
+  BOOST_TEST(early[1].find("step 5 does not exist") != std::string::npos, early[1]);
+  BOOST_TEST(early[2].find("has no chunk 99") != std::string::npos, early[2]);
+  BOOST_TEST(early[3].find("12 bytes for a chunk of 16 floats") != std::string::npos, early[3]);
+  for (uint32_t r = 0; r < n; ++r) {
+    BOOST_TEST(status[r].empty(), status[r]);
+    BOOST_TEST((bufs[r] == want), "rank " << r);
   }
 }
 
