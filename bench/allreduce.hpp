@@ -21,6 +21,7 @@ struct allreduce_options {
   std::string csv;
   uint32_t chunk_bytes = 256 << 10;
   uint32_t credits = 4;
+  std::string transports = "stream,stream-plain,actor"; ///< ring transports to measure
 };
 
 void add_allreduce_flags(CLI::App& app, allreduce_options& opts);

@@ -41,7 +41,7 @@ int run_train(const train_options& opts_in) {
   trainer_mesh mesh;
   if (auto err = start_trainer_mesh(mesh, tmp->path(), 2))
     return fail(err);
-  std::printf("# aicon bench train: %s, global batch %u, %llu steps per run, actor ring over "
+  std::printf("# aicon bench train: %s, global batch %u, %llu steps per run, ring (stream transport, AES-GCM) over "
               "`aicon host` processes on 127.0.0.1, %u cores\n",
               std::filesystem::path{opts.data}.filename().c_str(), opts.batch,
               static_cast<unsigned long long>(opts.steps), std::thread::hardware_concurrency());

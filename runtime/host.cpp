@@ -59,6 +59,7 @@ caf::expected<std::unique_ptr<host>> host::start(
   h->counters_ = std::make_shared<host_counters>();
   ctx.counters = h->counters_;
   ctx.site = cfg.site;
+  ctx.bind_host = cfg.listen.host;
   ctx.data_dir = cfg.data_dir;
   ctx.genesis = cfg.genesis;
   h->directory_ = spawn_directory(sys, ctx);

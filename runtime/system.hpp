@@ -54,6 +54,9 @@ struct role_context {
   limits lim;
   std::shared_ptr<host_counters> counters;
   std::string site;
+  /// The address the host listens on; roles that open sockets of their own
+  /// (the trainer's ring streams) bind and advertise it.
+  std::string bind_host = "127.0.0.1";
   /// Set by the host (or client) right before it stops its actors: only then
   /// do actors reachable from peers accept an exit message (see guard.hpp).
   std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);

@@ -41,6 +41,10 @@ struct TrainConfig {
                            # its manifest's transform is already applied
   dataNodes @14 :List(Data); # NodeIds of data nodes that may hold it (nearest is used)
   job @15 :Data;           # the job the trainers' leases are for (32 bytes)
+  transport @16 :Text;     # how ring chunks travel: "stream" (default: one direct TCP
+                           # stream per ring link, authenticated with linkKey) or
+                           # "actor" (RingChunk messages over the hosts' TLS links)
+  linkKey @17 :Data;       # 32 random bytes per ring, from the coordinator (stream)
 }
 
 struct TrainerJoin {
@@ -58,6 +62,17 @@ struct JoinAck {
   trainRows @1 :UInt64;
   testRows @2 :UInt64;
   params @3 :UInt64;
+  linkHost @4 :Text;       # stream transport: where this rank's left neighbour dials
+  linkPort @5 :UInt16;
+}
+
+struct RingLink {
+  # Stream transport, after every rank joined: dial the right neighbour
+  # (its JoinAck's linkHost:linkPort) and authenticate both ways. -> RingAck
+  session @0 :Data;
+  rank @1 :UInt32;
+  host @2 :Text;
+  port @3 :UInt16;
 }
 
 struct TrainStep {

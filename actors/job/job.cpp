@@ -25,11 +25,16 @@ struct rank_place {
 
 struct ring_state {
   std::array<uint8_t, 32> session{};
+  std::array<uint8_t, 32> link_key{};
   std::vector<rank_place> ranks;
   uint64_t train_rows = 0;
 };
 
-void fill_config(schema::TrainConfig::Builder b, const job_options& o) {
+void fill_config(schema::TrainConfig::Builder b, const job_options& o,
+                 const std::array<uint8_t, 32>& link_key) {
+  b.setTransport(o.transport);
+  if (o.transport != "actor")
+    b.setLinkKey(kj::arrayPtr(link_key.data(), 32));
   b.setModel(o.model);
   b.setSeed(o.seed);
   b.setGlobalBatch(o.global_batch);
@@ -115,6 +120,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
                                     const std::vector<uint8_t>& checkpoint) {
   ring_state ring;
   randombytes_buf(ring.session.data(), 32);
+  randombytes_buf(ring.link_key.data(), 32);
   for (auto& [h, role] : hosts)
     for (uint32_t t = 0; t < o.trainers_per_host; ++t)
       ring.ranks.push_back({h, role});
@@ -129,7 +135,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
       b.setRank(r);
       b.setSize(n);
       b.setRight(kj::arrayPtr(right.bytes.data(), 32));
-      fill_config(b.initConfig(), o);
+      fill_config(b.initConfig(), o, ring.link_key);
       if (!checkpoint.empty())
         b.setCheckpoint(kj::arrayPtr(checkpoint.data(), checkpoint.size()));
     }));
@@ -156,6 +162,13 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
       return a.error();
     ring.train_rows = a->getTrainRows();
   }
+  if (o.transport != "actor") {
+    std::vector<envelope> ok;
+    for (auto& a : acks)
+      ok.push_back(*a);
+    if (auto err = link_streams(c, ring.session, dst, ok))
+      return err;
+  }
   return ring;
 }
 
@@ -174,6 +187,36 @@ void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs)
 }
 
 } // namespace
+
+caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
+                        const std::vector<caf::actor>& roles, const std::vector<envelope>& acks) {
+  auto n = static_cast<uint32_t>(roles.size());
+  if (n < 2)
+    return caf::none;
+  std::vector<envelope> reqs;
+  for (uint32_t r = 0; r < n; ++r) {
+    opened<schema::JoinAck> right{acks[(r + 1) % n]};
+    if (!right)
+      return right.error();
+    if (right->getLinkPort() == 0)
+      return make_error(errc::invalid_argument,
+                        fmt::format("trainer {} offers no ring stream (an older host?)",
+                                    (r + 1) % n));
+    reqs.push_back(make_envelope<schema::RingLink>([&](schema::RingLink::Builder b) {
+      b.setSession(kj::arrayPtr(session.data(), 32));
+      b.setRank(r);
+      b.setHost(right->getLinkHost());
+      b.setPort(right->getLinkPort());
+    }));
+  }
+  auto out = ask_all(c, roles, reqs, std::chrono::seconds(30));
+  for (uint32_t r = 0; r < n; ++r)
+    if (!out[r])
+      return make_error(code_of(out[r].error()),
+                        fmt::format("trainer {} could not link its ring stream: {}", r,
+                                    what_of(out[r].error())));
+  return caf::none;
+}
 
 caf::expected<job_result> run_job(client& c, const job_options& o, const progress_fn& progress) {
   if (o.hosts.empty() || o.trainers_per_host == 0)

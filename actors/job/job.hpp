@@ -55,7 +55,12 @@ struct job_options {
   uint32_t test_percent = 20;
   uint64_t split_seed = 2026;
   bool standardize = true;
-  uint32_t chunk_bytes = 64 << 10;
+  /// "stream" (a direct TCP stream per ring link, AES-GCM sealed),
+  /// "stream-plain" (the same, frames in clear after the authenticated
+  /// handshake: trusted networks only) or "actor" (RingChunk messages over
+  /// the hosts' TLS links); see stream_ring.hpp.
+  std::string transport = "stream";
+  uint32_t chunk_bytes = 256 << 10;
   uint32_t credits = 4;
   uint32_t ring_timeout_ms = 5000;
 };
@@ -80,6 +85,12 @@ struct job_result {
 };
 
 using progress_fn = std::function<void(const step_report&)>;
+
+/// Stream transport: once every rank of `session` joined, tells rank r (on
+/// trainer role roles[r]) to dial rank r + 1 at the address of its JoinAck.
+/// The error names the rank that could not link.
+caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
+                        const std::vector<caf::actor>& roles, const std::vector<envelope>& acks);
 
 caf::expected<job_result> run_job(client& c, const job_options& o, const progress_fn& progress = {});
 

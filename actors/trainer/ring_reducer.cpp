@@ -47,26 +47,17 @@ struct ring_member_state {
   std::vector<std::pair<envelope, caf::response_promise>> early;
   static inline const char* name = "aicon.ring_member";
 
-  size_t seg_begin(uint32_t s) const {
-    return n * s / size;
-  }
-  size_t seg_len(uint32_t s) const {
-    return seg_begin(s + 1) - seg_begin(s);
+  ring_schedule sched() const {
+    return {rank, size, n, chunk_floats};
   }
   uint32_t chunks(uint32_t s) const {
-    return static_cast<uint32_t>((seg_len(s) + chunk_floats - 1) / chunk_floats);
+    return sched().chunks(s);
   }
   uint32_t seg_of(uint8_t phase, uint32_t step, bool sending) const {
-    // reduce-scatter: step k sends segment (r - k), receives (r - k - 1);
-    // all-gather: step k sends (r + 1 - k), receives (r - k).
-    int64_t base = phase == 0 ? static_cast<int64_t>(rank) - step - (sending ? 0 : 1)
-                              : static_cast<int64_t>(rank) + (sending ? 1 : 0) - step;
-    return static_cast<uint32_t>(((base % size) + size) % size);
+    return sched().seg_of(phase, step, sending);
   }
   std::pair<size_t, size_t> span_of(uint32_t seg, uint32_t chunk) const {
-    size_t begin = seg_begin(seg) + static_cast<size_t>(chunk) * chunk_floats;
-    size_t end = std::min(begin + chunk_floats, seg_begin(seg) + seg_len(seg));
-    return {begin, end - begin};
+    return sched().span_of(seg, chunk);
   }
 };
 
@@ -259,9 +250,7 @@ caf::behavior ring_member(member_actor* self, ring_id ring, uint32_t rank, uint3
       st.received = 0;
       st.in_flight = 0;
       st.outbox.clear();
-      st.expected = 0;
-      for (uint32_t k = 0; k + 1 < st.size; ++k)
-        st.expected += st.chunks(st.seg_of(0, k, false)) + st.chunks(st.seg_of(1, k, false));
+      st.expected = st.sched().expected();
       st.done = self->make_response_promise<bool>();
       auto rp = st.done;
       if (st.size > 1)

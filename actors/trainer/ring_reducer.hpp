@@ -14,6 +14,7 @@
 // through the directory. The member code never knows which.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -28,9 +29,52 @@ struct ring_options {
   uint32_t chunk_bytes = 256 << 10; ///< pipelining grain
   uint32_t credits = 4;             ///< chunks in flight to the right neighbour
   uint32_t timeout_ms = 10000;      ///< a collective that makes no progress this long fails
+  /// Stream transport only: frames in clear after the authenticated
+  /// handshake (no AES-GCM), for networks the operator trusts (as NCCL and
+  /// Gloo always do). Both ends must agree; a frame says which it is.
+  bool plain = false;
 };
 
 using ring_id = std::array<uint8_t, 32>;
+
+/// The ring schedule shared by every transport: `n` floats cut into one
+/// segment per rank and each segment into chunks of `chunk_floats`.
+/// Reduce-scatter step k sends segment (rank - k) and receives (rank - k - 1);
+/// all-gather step k sends (rank + 1 - k) and receives (rank - k). A segment
+/// is always summed in ring order starting at its own rank, so the result
+/// is the same bits whatever the timing or the transport.
+struct ring_schedule {
+  uint32_t rank = 0, size = 1;
+  size_t n = 0, chunk_floats = 1;
+
+  size_t seg_begin(uint32_t s) const {
+    return n * s / size;
+  }
+  size_t seg_len(uint32_t s) const {
+    return seg_begin(s + 1) - seg_begin(s);
+  }
+  uint32_t chunks(uint32_t s) const {
+    return static_cast<uint32_t>((seg_len(s) + chunk_floats - 1) / chunk_floats);
+  }
+  uint32_t seg_of(uint8_t phase, uint32_t step, bool sending) const {
+    int64_t base = phase == 0 ? static_cast<int64_t>(rank) - step - (sending ? 0 : 1)
+                              : static_cast<int64_t>(rank) + (sending ? 1 : 0) - step;
+    return static_cast<uint32_t>(((base % size) + size) % size);
+  }
+  /// (first float, floats) of chunk `chunk` of segment `seg`.
+  std::pair<size_t, size_t> span_of(uint32_t seg, uint32_t chunk) const {
+    size_t begin = seg_begin(seg) + static_cast<size_t>(chunk) * chunk_floats;
+    size_t end = std::min(begin + chunk_floats, seg_begin(seg) + seg_len(seg));
+    return {begin, end - begin};
+  }
+  /// Chunks this rank receives in one collective.
+  uint64_t expected() const {
+    uint64_t e = 0;
+    for (uint32_t k = 0; k + 1 < size; ++k)
+      e += chunks(seg_of(0, k, false)) + chunks(seg_of(1, k, false));
+    return e;
+  }
+};
 
 /// The actor of rank `rank` of `size` on ring `ring`. It takes RingChunk
 /// envelopes from its left neighbour; `connect_ring` gives it its right one.

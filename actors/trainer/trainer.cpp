@@ -14,6 +14,7 @@
 #include "actors/ledger/hashing.hpp"
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/ring_reducer.hpp"
+#include "actors/trainer/stream_ring.hpp"
 #include "runtime/log.hpp"
 #include "runtime/role.hpp"
 #include "schemas/trainer.capnp.h"
@@ -145,8 +146,9 @@ struct worker_state {
   split_data data;
   std::optional<train::model> model;
   train::sgd opt;
-  caf::actor member;
-  std::unique_ptr<train::ring_reducer> reducer;
+  caf::actor member;                  ///< actor transport (else null)
+  std::unique_ptr<gpu::reducer> reducer;
+  train::stream_ring* stream = nullptr; ///< stream transport: `reducer` itself
   uint64_t step = 0, epoch = 0, cursor = 0;
   uint64_t cached_epoch = UINT64_MAX;
   std::vector<uint32_t> order; ///< the permutation of cached_epoch
@@ -164,7 +166,10 @@ struct worker_state {
   caf::expected<envelope> join(schema::TrainerJoin::Reader j) {
     auto cfg = j.getConfig();
     if (cfg.getModel().size() == 0) // a ring for collectives only
-      return make_envelope<schema::JoinAck>([&](schema::JoinAck::Builder b) { b.setRank(rank); });
+      return make_envelope<schema::JoinAck>([&](schema::JoinAck::Builder b) {
+        b.setRank(rank);
+        set_link(b);
+      });
     auto spec = train::parse_spec(cfg.getModel().cStr());
     if (!spec)
       return spec.error();
@@ -210,7 +215,24 @@ struct worker_state {
       b.setTrainRows(data.train.rows);
       b.setTestRows(data.test.rows);
       b.setParams(model->params().size());
+      set_link(b);
     });
+  }
+
+  void set_link(schema::JoinAck::Builder b) {
+    if (stream) {
+      b.setLinkHost(ctx.bind_host);
+      b.setLinkPort(stream->port());
+    }
+  }
+
+  caf::expected<envelope> link(schema::RingLink::Reader l) {
+    if (!stream)
+      return make_error(errc::invalid_argument,
+                        "RingLink: this trainer's ring uses the actor transport");
+    if (auto err = stream->connect(l.getHost().cStr(), l.getPort()))
+      return err;
+    return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
   }
 
   caf::expected<envelope> run_step(schema::TrainStep::Reader s) {
@@ -345,8 +367,14 @@ struct worker_state {
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
+/// The ring transport of one trainer: a ring member actor or a stream.
+struct ring_link {
+  caf::actor member;
+  std::shared_ptr<train::stream_ring> stream;
+};
+
 caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_id session,
-                             uint32_t rank, uint32_t size, caf::actor member,
+                             uint32_t rank, uint32_t size, ring_link link,
                              train::ring_options ropts) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
@@ -354,8 +382,29 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
   st.session = session;
   st.rank = rank;
   st.size = size;
-  st.member = member;
-  st.reducer = std::make_unique<train::ring_reducer>(self->system(), member, rank, size, ropts);
+  st.member = link.member;
+  if (link.stream) {
+    st.stream = link.stream.get();
+    // The worker owns the stream from here; the role keeps no reference.
+    struct shared_reducer : gpu::reducer {
+      std::shared_ptr<train::stream_ring> s;
+      std::string allreduce(std::span<float> d, gpu::reduce_op op) override {
+        return s->allreduce(d, op);
+      }
+      size_t rank() const override {
+        return s->rank();
+      }
+      size_t size() const override {
+        return s->size();
+      }
+    };
+    auto r = std::make_unique<shared_reducer>();
+    r->s = std::move(link.stream);
+    st.reducer = std::move(r);
+  } else {
+    st.reducer = std::make_unique<train::ring_reducer>(self->system(), link.member, rank, size,
+                                                       ropts);
+  }
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       auto& st = self->state;
@@ -371,6 +420,12 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
           return s.error();
         return st.run_step(s.root());
       }
+      if (env.type_id == capnp::typeId<schema::RingLink>()) {
+        opened<schema::RingLink> l{env};
+        if (!l)
+          return l.error();
+        return st.link(l.root());
+      }
       if (env.type_id == capnp::typeId<schema::RingRun>()) {
         opened<schema::RingRun> r{env};
         if (!r)
@@ -384,12 +439,14 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         auto finish = q->which() == schema::TrainQuery::FINISH;
         auto out = st.query(q.root());
         if (finish && out) {
-          caf::anon_send_exit(st.member, caf::exit_reason::user_shutdown);
+          if (st.member)
+            caf::anon_send_exit(st.member, caf::exit_reason::user_shutdown);
           self->quit();
         }
         return out;
       }
-      return make_error(errc::unexpected_type, "a trainer takes TrainerJoin, TrainStep, TrainQuery");
+      return make_error(errc::unexpected_type,
+                        "a trainer takes TrainerJoin, RingLink, TrainStep, RingRun, TrainQuery");
     },
   };
 }
@@ -436,7 +493,8 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   auto key = session_key{*session, j.getRank()};
   if (auto old = st.slots->find(key); old != st.slots->end()) {
     caf::anon_send_exit(old->second.worker, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(old->second.member, caf::exit_reason::user_shutdown);
+    if (old->second.member)
+      caf::anon_send_exit(old->second.member, caf::exit_reason::user_shutdown);
     st.slots->erase(old);
   }
   auto cfg = j.getConfig();
@@ -447,20 +505,42 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     ropts.credits = cfg.getCredits();
   if (cfg.getRingTimeoutMs())
     ropts.timeout_ms = cfg.getRingTimeoutMs();
-  auto member = train::spawn_ring_member(self->system(), *session, j.getRank(), j.getSize(), ropts);
+  std::string transport = cfg.getTransport().size() ? cfg.getTransport().cStr() : "stream";
+  ring_link link;
+  if (transport == "stream" || transport == "stream-plain") {
+    ropts.plain = transport == "stream-plain";
+    if (cfg.getLinkKey().size() != 32)
+      return make_error(errc::invalid_argument,
+                        "TrainConfig.linkKey must be 32 bytes with the stream transport");
+    train::link_key key;
+    std::memcpy(key.data(), cfg.getLinkKey().begin(), 32);
+    auto s = train::stream_ring::listen(*session, j.getRank(), j.getSize(), key, st.ctx.bind_host,
+                                        ropts);
+    if (!s)
+      return s.error();
+    link.stream = std::move(*s);
+  } else if (transport == "actor") {
+    link.member = train::spawn_ring_member(self->system(), *session, j.getRank(), j.getSize(),
+                                           ropts);
+  } else {
+    return make_error(errc::invalid_argument,
+                      fmt::format("TrainConfig.transport '{}': use stream, stream-plain or actor", transport));
+  }
+  auto member = link.member;
   auto worker = self->system().spawn<caf::detached>(trainer_worker, st.ctx, *session, j.getRank(),
-                                                    j.getSize(), member, ropts);
+                                                    j.getSize(), std::move(link), ropts);
   (*st.slots)[key] = slot{worker, member};
   auto rp = self->make_response_promise<envelope>();
   auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
   auto join_timeout = std::chrono::minutes(5); // loading the data
   auto with_right = [self, rp, worker, member, env, join_timeout](caf::actor right) mutable {
-    train::connect_ring(member, right);
+    if (member)
+      train::connect_ring(member, right);
     self->request(worker, join_timeout, env)
       .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
             [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
   };
-  if (*right == st.ctx.self->id()) {
+  if (!member || *right == st.ctx.self->id()) { // streams dial on RingLink
     with_right(caf::actor_cast<caf::actor>(self));
   } else {
     self->request(st.ctx.directory, timeout, lookup_atom::value, "trainer@" + right->hex())
@@ -500,6 +580,9 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     auto dst = target(self, c.getRing(), c.getRank(), true);
     if (!dst)
       return dst.error();
+    if (!*dst)
+      return make_error(errc::invalid_argument,
+                        "RingChunk: this session's ring uses the stream transport");
     return relay_to(self, *dst, env, std::chrono::minutes(1));
   });
   st.table->on<schema::TrainStep>([self, long_wait](const envelope& env, schema::TrainStep::Reader s)
@@ -508,6 +591,13 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, long_wait);
+  });
+  st.table->on<schema::RingLink>([self](const envelope& env, schema::RingLink::Reader l)
+                                   -> caf::result<envelope> {
+    auto dst = target(self, l.getSession(), l.getRank(), false);
+    if (!dst)
+      return dst.error();
+    return relay_to(self, *dst, env, std::chrono::seconds(30));
   });
   st.table->on<schema::RingRun>([self, long_wait](const envelope& env, schema::RingRun::Reader r)
                                   -> caf::result<envelope> {
@@ -535,7 +625,8 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   self->attach_functor([slots = st.slots] {
     for (auto& [_, s] : *slots) {
       caf::anon_send_exit(s.worker, caf::exit_reason::user_shutdown);
-      caf::anon_send_exit(s.member, caf::exit_reason::user_shutdown);
+      if (s.member)
+        caf::anon_send_exit(s.member, caf::exit_reason::user_shutdown);
     }
   });
   return {
