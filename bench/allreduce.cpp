@@ -190,9 +190,9 @@ int run_allreduce(const allreduce_options& opts_in) {
   {
     std::stringstream ss{opts.transports};
     for (std::string part; std::getline(ss, part, ',');) {
-      if (part != "stream" && part != "stream-plain" && part != "actor") {
+      if (part != "stream" && part != "stream-plain" && part != "actor" && part != "nccl") {
         std::fprintf(stderr,
-                     "bench allreduce: --transport: '%s' is not stream, stream-plain or actor\n",
+                     "bench allreduce: --transport: '%s' is not stream, stream-plain, actor or nccl\n",
                      part.c_str());
         return 2;
       }

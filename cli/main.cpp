@@ -370,8 +370,8 @@ int main(int argc, char** argv) {
   train_cmd_app->add_option("--transport", tco.job.transport,
                             "ring chunks over 'stream' (direct TCP, AES-GCM sealed; default), "
                             "'stream-plain' (in clear after an authenticated handshake: trusted "
-                            "networks only) or 'actor' (messages over the TLS links)")
-    ->check(CLI::IsMember({"stream", "stream-plain", "actor"}));
+                            "networks only), 'actor' (messages over the TLS links) or 'nccl' (GPU hosts)")
+    ->check(CLI::IsMember({"stream", "stream-plain", "actor", "nccl"}));
   train_cmd_app->add_option("--momentum", tco.job.momentum, "momentum (default 0.9)");
   train_cmd_app->add_option("--weight-decay", tco.job.weight_decay, "L2 weight decay (default 1e-4)");
   train_cmd_app->add_option("--seed", tco.job.seed, "initialization and shuffle seed (default 1)");

@@ -42,8 +42,10 @@ struct TrainConfig {
   dataNodes @14 :List(Data); # NodeIds of data nodes that may hold it (nearest is used)
   job @15 :Data;           # the job the trainers' leases are for (32 bytes)
   transport @16 :Text;     # how ring chunks travel: "stream" (default: one direct TCP
-                           # stream per ring link, authenticated with linkKey) or
-                           # "actor" (RingChunk messages over the hosts' TLS links)
+                           # stream per ring link, authenticated with linkKey, AES-GCM
+                           # frames), "stream-plain" (frames in clear), "actor"
+                           # (RingChunk messages over the hosts' TLS links) or "nccl"
+                           # (ncclAllReduce on each trainer host's GPU)
   linkKey @17 :Data;       # 32 random bytes per ring, from the coordinator (stream)
 }
 
@@ -64,6 +66,7 @@ struct JoinAck {
   params @3 :UInt64;
   linkHost @4 :Text;       # stream transport: where this rank's left neighbour dials
   linkPort @5 :UInt16;
+  ncclId @6 :Data;         # nccl transport, rank 0 only: its ncclGetUniqueId bytes
 }
 
 struct RingLink {
@@ -73,6 +76,8 @@ struct RingLink {
   rank @1 :UInt32;
   host @2 :Text;
   port @3 :UInt16;
+  ncclId @4 :Data;         # nccl transport instead: rank 0's unique id, to every rank,
+                           # which then calls ncclCommInitRank (all ranks at once)
 }
 
 struct TrainStep {

@@ -162,7 +162,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
       return a.error();
     ring.train_rows = a->getTrainRows();
   }
-  if (o.transport != "actor") {
+  if (o.transport != "actor" && (n > 1 || o.transport == "nccl")) {
     std::vector<envelope> ok;
     for (auto& a : acks)
       ok.push_back(*a);
@@ -191,10 +191,23 @@ void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs)
 caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
                         const std::vector<caf::actor>& roles, const std::vector<envelope>& acks) {
   auto n = static_cast<uint32_t>(roles.size());
-  if (n < 2)
-    return caf::none;
   std::vector<envelope> reqs;
-  for (uint32_t r = 0; r < n; ++r) {
+  opened<schema::JoinAck> first{acks[0]};
+  if (!first)
+    return first.error();
+  bool nccl = first->getNcclId().size() > 0;
+  if (!nccl && n < 2)
+    return caf::none;
+  if (nccl) {
+    // nccl: rank 0's unique id to every rank, all at once.
+    for (uint32_t r = 0; r < n; ++r)
+      reqs.push_back(make_envelope<schema::RingLink>([&](schema::RingLink::Builder b) {
+        b.setSession(kj::arrayPtr(session.data(), 32));
+        b.setRank(r);
+        b.setNcclId(first->getNcclId());
+      }));
+  }
+  for (uint32_t r = 0; r < n && !nccl; ++r) {
     opened<schema::JoinAck> right{acks[(r + 1) % n]};
     if (!right)
       return right.error();
@@ -209,11 +222,11 @@ caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
       b.setPort(right->getLinkPort());
     }));
   }
-  auto out = ask_all(c, roles, reqs, std::chrono::seconds(30));
+  auto out = ask_all(c, roles, reqs, std::chrono::seconds(60));
   for (uint32_t r = 0; r < n; ++r)
     if (!out[r])
       return make_error(code_of(out[r].error()),
-                        fmt::format("trainer {} could not link its ring stream: {}", r,
+                        fmt::format("trainer {} could not link its ring: {}", r,
                                     what_of(out[r].error())));
   return caf::none;
 }

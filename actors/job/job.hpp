@@ -58,7 +58,8 @@ struct job_options {
   /// "stream" (a direct TCP stream per ring link, AES-GCM sealed),
   /// "stream-plain" (the same, frames in clear after the authenticated
   /// handshake: trusted networks only) or "actor" (RingChunk messages over
-  /// the hosts' TLS links); see stream_ring.hpp.
+  /// the hosts' TLS links); see stream_ring.hpp. "nccl": ncclAllReduce on
+  /// each trainer host's GPU (rank 0's unique id sent to all in RingLink).
   std::string transport = "stream";
   uint32_t chunk_bytes = 256 << 10;
   uint32_t credits = 4;
@@ -87,8 +88,9 @@ struct job_result {
 using progress_fn = std::function<void(const step_report&)>;
 
 /// Stream transport: once every rank of `session` joined, tells rank r (on
-/// trainer role roles[r]) to dial rank r + 1 at the address of its JoinAck.
-/// The error names the rank that could not link.
+/// trainer role roles[r]) to dial rank r + 1 at the address of its JoinAck;
+/// nccl: sends rank 0's unique id to every rank at once. The error names
+/// the rank that could not link.
 caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
                         const std::vector<caf::actor>& roles, const std::vector<envelope>& acks);
 

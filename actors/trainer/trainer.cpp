@@ -15,6 +15,8 @@
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/ring_reducer.hpp"
 #include "actors/trainer/stream_ring.hpp"
+#include "gpu/device.hpp"
+#include "gpu/nccl_reducer.hpp"
 #include "runtime/log.hpp"
 #include "runtime/role.hpp"
 #include "schemas/trainer.capnp.h"
@@ -149,6 +151,8 @@ struct worker_state {
   caf::actor member;                  ///< actor transport (else null)
   std::unique_ptr<gpu::reducer> reducer;
   train::stream_ring* stream = nullptr; ///< stream transport: `reducer` itself
+  bool nccl = false;                    ///< nccl transport: `reducer` set by RingLink
+  std::vector<uint8_t> nccl_id;         ///< rank 0's, answered in its JoinAck
   uint64_t step = 0, epoch = 0, cursor = 0;
   uint64_t cached_epoch = UINT64_MAX;
   std::vector<uint32_t> order; ///< the permutation of cached_epoch
@@ -224,9 +228,26 @@ struct worker_state {
       b.setLinkHost(ctx.bind_host);
       b.setLinkPort(stream->port());
     }
+    if (!nccl_id.empty())
+      b.setNcclId(kj::arrayPtr(nccl_id.data(), nccl_id.size()));
   }
 
   caf::expected<envelope> link(schema::RingLink::Reader l) {
+    if (nccl) {
+      // Every rank of the ring is in here at once: ncclCommInitRank waits
+      // for all of them. One GPU per trainer on a host, by rank.
+      auto devices = gpu::query_devices().devices.size();
+      if (devices == 0)
+        return make_error(errc::invalid_argument, "RingLink: nccl transport without a GPU");
+      std::vector<uint8_t> id{l.getNcclId().begin(), l.getNcclId().end()};
+      std::string why;
+      auto r = gpu::nccl_reducer::create(id, static_cast<int>(rank), static_cast<int>(size),
+                                         static_cast<int>(rank % devices), why);
+      if (!r)
+        return make_error(errc::internal, "nccl: " + why);
+      reducer = std::move(r);
+      return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
+    }
     if (!stream)
       return make_error(errc::invalid_argument,
                         "RingLink: this trainer's ring uses the actor transport");
@@ -371,6 +392,8 @@ using worker_actor = caf::stateful_actor<worker_state>;
 struct ring_link {
   caf::actor member;
   std::shared_ptr<train::stream_ring> stream;
+  bool nccl = false;
+  std::vector<uint8_t> nccl_id; ///< rank 0 of an nccl ring
 };
 
 caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_id session,
@@ -383,7 +406,27 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
   st.rank = rank;
   st.size = size;
   st.member = link.member;
-  if (link.stream) {
+  if (link.nccl) {
+    st.nccl = true;
+    st.nccl_id = std::move(link.nccl_id);
+    // Until RingLink creates the communicator, a collective says why not.
+    struct unlinked : gpu::reducer {
+      size_t r, n;
+      std::string allreduce(std::span<float>, gpu::reduce_op) override {
+        return "nccl: the communicator is not formed yet (RingLink missing)";
+      }
+      size_t rank() const override {
+        return r;
+      }
+      size_t size() const override {
+        return n;
+      }
+    };
+    auto u = std::make_unique<unlinked>();
+    u->r = rank;
+    u->n = size;
+    st.reducer = std::move(u);
+  } else if (link.stream) {
     st.stream = link.stream.get();
     // The worker owns the stream from here; the role keeps no reference.
     struct shared_reducer : gpu::reducer {
@@ -519,12 +562,22 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     if (!s)
       return s.error();
     link.stream = std::move(*s);
+  } else if (transport == "nccl") {
+    auto report = gpu::query_devices();
+    if (report.devices.empty())
+      return make_error(errc::invalid_argument,
+                        fmt::format("transport nccl: this host has no usable GPU ({})",
+                                    report.status));
+    link.nccl = true;
+    if (j.getRank() == 0)
+      if (auto why = gpu::nccl_unique_id(link.nccl_id); !why.empty())
+        return make_error(errc::internal, "transport nccl: " + why);
   } else if (transport == "actor") {
     link.member = train::spawn_ring_member(self->system(), *session, j.getRank(), j.getSize(),
                                            ropts);
   } else {
     return make_error(errc::invalid_argument,
-                      fmt::format("TrainConfig.transport '{}': use stream, stream-plain or actor", transport));
+                      fmt::format("TrainConfig.transport '{}': use stream, stream-plain, actor or nccl", transport));
   }
   auto member = link.member;
   auto worker = self->system().spawn<caf::detached>(trainer_worker, st.ctx, *session, j.getRank(),

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "actors/job/job.hpp"
+#include "gpu/device.hpp"
 #include "actors/trainer/model.hpp"
 #include "fixtures.hpp"
 #include "schemas/trainer.capnp.h"
@@ -150,6 +151,25 @@ BOOST_AUTO_TEST_CASE(four_trainers_on_two_hosts_match_one_and_learn_digits) {
   BOOST_REQUIRE_MESSAGE(trained, why(trained));
   BOOST_TEST_MESSAGE("held-out accuracy " << trained->accuracy);
   BOOST_TEST(trained->accuracy >= 0.95);
+}
+
+BOOST_AUTO_TEST_CASE(the_nccl_transport_needs_a_gpu_and_matches_the_ring) {
+  train_cluster tc;
+  auto o = tc.job({tc.nodes[0].id}, 1, 20);
+  o.transport = "nccl";
+  auto r = train::run_job(*tc.c, o);
+  auto report = gpu::query_devices();
+  if (report.devices.empty()) {
+    BOOST_REQUIRE(!r);
+    BOOST_TEST_MESSAGE("nccl job refused: " << what_of(r.error()));
+    BOOST_TEST(what_of(r.error()).find("no usable GPU") != std::string::npos);
+    BOOST_TEST_MESSAGE("GPU part skipped: " << report.status);
+    return;
+  }
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  auto ring = train::run_job(*tc.c, tc.job({tc.nodes[0].id}, 1, 20));
+  BOOST_REQUIRE_MESSAGE(ring, why(ring));
+  BOOST_TEST((params_of(r->checkpoint) == params_of(ring->checkpoint)));
 }
 
 BOOST_AUTO_TEST_CASE(a_trainer_host_killed_mid_job_is_survived) {
