@@ -14,6 +14,7 @@
 #include "bench/data.hpp"
 #include "bench/messages.hpp"
 #include "bench/train.hpp"
+#include "bench/allocator.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
 #include "cli/console.hpp"
@@ -267,6 +268,9 @@ int main(int argc, char** argv) {
   bench::train_options bto;
   auto bench_train = bench_cmd->add_subcommand("train", "training samples/s and scaling for 1, 2, 4 trainers");
   bench::add_train_flags(*bench_train, bto);
+  bench::allocator_options bal;
+  auto bench_alloc = bench_cmd->add_subcommand("allocator", "allocation decisions/s and latency with 100k offers vs a linear scan");
+  bench::add_allocator_flags(*bench_alloc, bal);
   bench::data_options bdo;
   auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
   bench::add_data_flags(*bench_data, bdo);
@@ -432,6 +436,8 @@ int main(int argc, char** argv) {
     return bench::run_allreduce(bao);
   if (*bench_train)
     return bench::run_train(bto);
+  if (*bench_alloc)
+    return bench::run_allocator(bal);
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)
