@@ -104,8 +104,25 @@ struct TrainQuery {
   union {
     checkpoint @2 :Void;   # -> CheckpointData
     evaluate @3 :Void;     # -> EvalResult on the held-out rows
-    finish @4 :Void;       # -> SessionLog, and the trainer is dropped
+    finish @4 :Void;       # -> SessionLog; the trainer stops training but keeps its
+                           # work log and evidence for the rater (until drop, or an hour)
+    evidence @5 :UInt64;   # global step -> StepEvidence (weights before it, its batch)
+    digests @6 :Void;      # -> WorkLogDigests
+    drop @7 :Void;         # -> RingAck; the finished trainer and its evidence are gone
   }
+}
+
+struct StepEvidence {
+  step @0 :UInt64;
+  epoch @1 :UInt64;
+  cursor @2 :UInt64;
+  weights @3 :Data;        # float32 parameters before the step
+  indices @4 :List(UInt32);# the training rows this rank used
+}
+
+struct WorkLogDigests {
+  firstStep @0 :UInt64;    # global step of digests[0]
+  digests @1 :List(Data);  # one BLAKE2b-256 per step; their Merkle root is the log root
 }
 
 struct CheckpointData {
@@ -124,6 +141,7 @@ struct SessionLog {
   logRoot @2 :Data;        # Merkle root of the step digests
   trainer @3 :Data;        # NodeId of the host that ran it
   signature @4 :Data;      # by trainer over "aicon-worklog-v1" ‖ session ‖ rank ‖ steps ‖ logRoot
+  firstStep @5 :UInt64;    # global step of the first logged step
 }
 
 struct RingRun {

@@ -83,6 +83,9 @@ envelope query(const ring_state& ring, uint32_t rank, schema::TrainQuery::Which 
       case schema::TrainQuery::CHECKPOINT: b.setCheckpoint(); break;
       case schema::TrainQuery::EVALUATE: b.setEvaluate(); break;
       case schema::TrainQuery::FINISH: b.setFinish(); break;
+      case schema::TrainQuery::DIGESTS: b.setDigests(); break;
+      case schema::TrainQuery::DROP: b.setDrop(); break;
+      case schema::TrainQuery::EVIDENCE: b.setEvidence(0); break;
     }
   });
 }

@@ -13,6 +13,7 @@
 #include "runtime/directory.hpp"
 #include "actors/ledger/hashing.hpp"
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/work.hpp"
 #include "actors/trainer/ring_reducer.hpp"
 #include "actors/trainer/stream_ring.hpp"
 #include "gpu/device.hpp"
@@ -28,6 +29,7 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using ledger::hash256;
 using session_key = std::pair<train::ring_id, uint32_t>;
+using drop_atom = caf::atom_constant<caf::atom("trdrop")>;
 
 uint64_t us_since(clock_type::time_point t0) {
   return static_cast<uint64_t>(
@@ -42,10 +44,7 @@ caf::expected<train::ring_id> session_of(capnp::Data::Reader d) {
   return id;
 }
 
-/// The rows a trainer learns from and is evaluated on.
-struct split_data {
-  data::table train, test;
-};
+using train::split_data;
 
 /// The dataset of `cfg` pulled from its data nodes through this host's
 /// directory: nearest replica, keys sealed to this host's key under the
@@ -117,22 +116,7 @@ caf::expected<split_data> load_split(caf::actor_system& sys, const role_context&
     return make_error(errc::invalid_argument, "training needs labels; the data has none");
   if (cfg.getTestPercent() >= 100)
     return make_error(errc::invalid_argument, "testPercent must be below 100");
-  auto p = train::permutation(static_cast<uint32_t>(t->rows), cfg.getSplitSeed());
-  split_data s;
-  for (auto* part : {&s.train, &s.test}) {
-    part->features = t->features;
-    part->classes = t->classes;
-  }
-  size_t cut = t->rows - t->rows * cfg.getTestPercent() / 100;
-  for (size_t i = 0; i < p.size(); ++i) {
-    auto& part = i < cut ? s.train : s.test;
-    auto row = p[i];
-    part.x.insert(part.x.end(), t->x.begin() + row * t->features,
-                  t->x.begin() + (row + 1) * t->features);
-    part.y.push_back(t->y[row]);
-    ++part.rows;
-  }
-  return s;
+  return train::split_rows(*t, cfg.getTestPercent(), cfg.getSplitSeed());
 }
 
 // ---- One trainer -------------------------------------------------------------
@@ -157,6 +141,31 @@ struct worker_state {
   uint64_t cached_epoch = UINT64_MAX;
   std::vector<uint32_t> order; ///< the permutation of cached_epoch
   std::vector<hash256> log;    ///< one digest per step
+  uint64_t first_step = 0;     ///< global step of log[0]
+  /// Evidence per logged step: (epoch, cursor, weights before), kept for
+  /// the rater after the session ends, up to evidence_bytes.
+  struct evidence {
+    uint64_t epoch, cursor;
+    std::vector<float> weights;
+  };
+  std::map<uint64_t, evidence> evidence_of;
+  size_t evidence_bytes = 0;
+  static constexpr size_t evidence_limit = 512ull << 20;
+  bool finished = false;
+
+  void keep_evidence(uint64_t step, uint64_t ep, uint64_t cur) {
+    if (log.empty())
+      first_step = step;
+    auto w = model->params();
+    evidence_bytes += w.size_bytes();
+    evidence_of[step] = evidence{ep, cur, {w.begin(), w.end()}};
+    // Past the limit the oldest steps go; a challenge of one of those is
+    // answered "evidence dropped" and counts as failed.
+    while (evidence_bytes > evidence_limit && evidence_of.size() > 1) {
+      evidence_bytes -= evidence_of.begin()->second.weights.size() * 4;
+      evidence_of.erase(evidence_of.begin());
+    }
+  }
   static inline const char* name = "aicon.trainer";
 
   const std::vector<uint32_t>& permutation_of(uint64_t e) {
@@ -260,35 +269,18 @@ struct worker_state {
     if (!model)
       return make_error(errc::invalid_argument, "TrainStep before TrainerJoin");
     auto& perm = permutation_of(s.getEpoch());
-    uint64_t first = s.getCursor() + uint64_t{rank} * global_batch / size;
-    uint64_t last = s.getCursor() + uint64_t{rank + 1} * global_batch / size;
     if (s.getCursor() + global_batch > perm.size())
       return make_error(errc::invalid_argument,
                         fmt::format("TrainStep: cursor {} + batch {} is past the {} rows",
                                     s.getCursor(), global_batch, perm.size()));
-    auto rows = static_cast<size_t>(last - first);
-    auto f = data.train.features;
-    std::vector<float> x(rows * f);
-    std::vector<int32_t> y(rows);
-    std::vector<uint32_t> idx(perm.begin() + static_cast<ptrdiff_t>(first),
-                              perm.begin() + static_cast<ptrdiff_t>(last));
-    for (size_t i = 0; i < rows; ++i) {
-      std::memcpy(x.data() + i * f, data.train.x.data() + idx[i] * f, f * 4);
-      y[i] = data.train.y[idx[i]];
-    }
+    auto idx = train::batch_slice(perm, s.getCursor(), global_batch, rank, size);
+    auto rows = idx.size();
     auto t0 = clock_type::now();
-    std::vector<float> grad(model->params().size(), 0.0f);
-    double loss = model->accumulate_gradient(x.data(), y.data(), rows,
-                                             1.0f / static_cast<float>(global_batch), grad);
-    // The work log: what a verifier needs to re-execute this step.
-    crypto_generichash_state h;
-    crypto_generichash_init(&h, reinterpret_cast<const uint8_t*>("aicon-step-v1"), 13, 32);
-    crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(model->params().data()),
-                              model->params().size() * 4);
-    crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(idx.data()), idx.size() * 4);
-    crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(grad.data()), grad.size() * 4);
-    hash256 digest;
-    crypto_generichash_final(&h, digest.data(), 32);
+    auto [grad, loss] = train::local_gradient(*model, data.train, idx, global_batch);
+    // The work log: what a verifier needs to re-execute this step. The
+    // weights before the step are kept as evidence for the rater.
+    auto digest = train::step_digest(model->params(), idx, grad);
+    keep_evidence(s.getStep(), s.getEpoch(), s.getCursor());
     auto compute_us = us_since(t0);
     auto t1 = clock_type::now();
     if (auto err = reducer->allreduce(grad, gpu::reduce_op::sum); !err.empty())
@@ -311,6 +303,8 @@ struct worker_state {
   }
 
   caf::expected<envelope> ring_run(schema::RingRun::Reader r) {
+    if (!reducer)
+      return make_error(errc::invalid_argument, "RingRun: this session is finished");
     if (r.getFloats() > (1ull << 28))
       return make_error(errc::invalid_argument, "RingRun: at most 2^28 floats");
     std::vector<float> buf(r.getFloats());
@@ -337,6 +331,36 @@ struct worker_state {
   }
 
   caf::expected<envelope> query(schema::TrainQuery::Reader q) {
+    if (q.which() == schema::TrainQuery::EVIDENCE) {
+      auto it = evidence_of.find(q.getEvidence());
+      if (it == evidence_of.end())
+        return make_error(errc::not_found,
+                          fmt::format("no evidence of step {} here (logged {}..{}, {} kept)",
+                                      q.getEvidence(), first_step,
+                                      first_step + log.size(), evidence_of.size()));
+      auto& e = it->second;
+      auto perm = train::epoch_permutation(static_cast<uint32_t>(data.train.rows), seed, e.epoch);
+      auto idx = train::batch_slice(perm, e.cursor, global_batch, rank, size);
+      return make_envelope<schema::StepEvidence>([&](schema::StepEvidence::Builder b) {
+        b.setStep(it->first);
+        b.setEpoch(e.epoch);
+        b.setCursor(e.cursor);
+        b.setWeights(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.weights.data()),
+                                  e.weights.size() * 4));
+        auto l = b.initIndices(static_cast<unsigned>(idx.size()));
+        for (unsigned i = 0; i < idx.size(); ++i)
+          l.set(i, idx[i]);
+      });
+    }
+    if (q.which() == schema::TrainQuery::DIGESTS)
+      return make_envelope<schema::WorkLogDigests>([&](schema::WorkLogDigests::Builder b) {
+        b.setFirstStep(first_step);
+        auto l = b.initDigests(static_cast<unsigned>(log.size()));
+        for (unsigned i = 0; i < log.size(); ++i)
+          l.set(i, kj::arrayPtr(log[i].data(), 32));
+      });
+    if (q.which() == schema::TrainQuery::DROP)
+      return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
     if (!model && q.which() != schema::TrainQuery::FINISH)
       return make_error(errc::invalid_argument, "TrainQuery before TrainerJoin (or on a ring-only session)");
     switch (q.which()) {
@@ -379,8 +403,13 @@ struct worker_state {
           b.setLogRoot(kj::arrayPtr(root.data(), 32));
           b.setTrainer(kj::arrayPtr(ctx.self->id().bytes.data(), 32));
           b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+          b.setFirstStep(first_step);
         });
       }
+      case schema::TrainQuery::EVIDENCE:
+      case schema::TrainQuery::DIGESTS:
+      case schema::TrainQuery::DROP:
+        break; // answered above
     }
     return make_error(errc::invalid_argument, "TrainQuery has an unknown case");
   }
@@ -461,6 +490,8 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         opened<schema::TrainStep> s{env};
         if (!s)
           return s.error();
+        if (st.finished)
+          return make_error(errc::invalid_argument, "TrainStep: this session is finished");
         return st.run_step(s.root());
       }
       if (env.type_id == capnp::typeId<schema::RingLink>()) {
@@ -479,13 +510,18 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         opened<schema::TrainQuery> q{env};
         if (!q)
           return q.error();
-        auto finish = q->which() == schema::TrainQuery::FINISH;
+        auto which = q->which();
         auto out = st.query(q.root());
-        if (finish && out) {
+        if (which == schema::TrainQuery::FINISH && out) {
+          // Training is over; the log and the evidence stay for the rater.
+          st.finished = true;
           if (st.member)
             caf::anon_send_exit(st.member, caf::exit_reason::user_shutdown);
-          self->quit();
+          st.reducer.reset();
+          st.stream = nullptr;
         }
+        if (which == schema::TrainQuery::DROP)
+          self->quit();
         return out;
       }
       return make_error(errc::unexpected_type,
@@ -668,8 +704,10 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     auto dst = target(self, q.getSession(), q.getRank(), false);
     if (!dst)
       return dst.error();
-    if (q.which() == schema::TrainQuery::FINISH)
+    if (q.which() == schema::TrainQuery::DROP)
       self->state.slots->erase({*id, q.getRank()});
+    if (q.which() == schema::TrainQuery::FINISH) // evidence kept an hour at most
+      self->delayed_send(self, std::chrono::hours(1), drop_atom::value, *id, q.getRank());
     return relay_to(self, *dst, env, long_wait);
   });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
@@ -685,6 +723,13 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
+    },
+    [self](drop_atom, train::ring_id session, uint32_t rank) {
+      auto it = self->state.slots->find({session, rank});
+      if (it == self->state.slots->end())
+        return;
+      caf::anon_send_exit(it->second.worker, caf::exit_reason::user_shutdown);
+      self->state.slots->erase(it);
     },
   };
 }

@@ -1,0 +1,91 @@
+#include "actors/rater/verify.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include <fmt/format.h>
+#include <sodium.h>
+
+namespace aicon::rater {
+
+uint32_t sample_size(double f, double target) {
+  if (!(f > 0 && f < 1) || !(target > 0 && target < 1))
+    return 0;
+  return static_cast<uint32_t>(std::ceil(std::log(1 - target) / std::log(1 - f)));
+}
+
+double detection_probability(double f, uint32_t k) {
+  return 1 - std::pow(1 - f, static_cast<double>(k));
+}
+
+hash256 challenge_seed(const hash256& tip_hash, const hash256& session,
+                       const std::vector<hash256>& log_roots, const hash256& nonce) {
+  crypto_generichash_state h;
+  crypto_generichash_init(&h, nullptr, 0, 32);
+  crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>("aicon-challenge-v1"), 18);
+  crypto_generichash_update(&h, tip_hash.data(), 32);
+  crypto_generichash_update(&h, session.data(), 32);
+  for (auto& r : log_roots)
+    crypto_generichash_update(&h, r.data(), 32);
+  crypto_generichash_update(&h, nonce.data(), 32);
+  hash256 out;
+  crypto_generichash_final(&h, out.data(), 32);
+  return out;
+}
+
+std::vector<uint64_t> choose_steps(const hash256& seed, uint32_t rank, uint64_t steps, uint32_t k) {
+  std::vector<uint64_t> out;
+  if (k >= steps) {
+    for (uint64_t s = 0; s < steps; ++s)
+      out.push_back(s);
+    return out;
+  }
+  std::set<uint64_t> taken;
+  for (uint64_t counter = 0; out.size() < k; ++counter) {
+    uint8_t in[32 + 4 + 8], h[8];
+    std::memcpy(in, seed.data(), 32);
+    std::memcpy(in + 32, &rank, 4);
+    std::memcpy(in + 36, &counter, 8);
+    crypto_generichash(h, sizeof h, in, sizeof in, nullptr, 0);
+    uint64_t v;
+    std::memcpy(&v, h, 8);
+    // Rejection sampling keeps the draw uniform.
+    uint64_t limit = UINT64_MAX - UINT64_MAX % steps;
+    if (v >= limit)
+      continue;
+    auto s = v % steps;
+    if (taken.insert(s).second)
+      out.push_back(s);
+  }
+  return out;
+}
+
+std::string check_step(const step_context& ctx, const train::split_data& data,
+                       const step_claim& claim) {
+  auto [epoch, cursor] = train::schedule_of(claim.step, data.train.rows, ctx.global_batch);
+  if (epoch != claim.epoch || cursor != claim.cursor)
+    return fmt::format("step {}: the trainer says epoch {} cursor {}, the schedule {} and {}",
+                       claim.step, claim.epoch, claim.cursor, epoch, cursor);
+  auto perm = train::epoch_permutation(static_cast<uint32_t>(data.train.rows), ctx.seed,
+                                       claim.epoch);
+  auto idx = train::batch_slice(perm, claim.cursor, ctx.global_batch, ctx.rank, ctx.size);
+  if (idx.empty())
+    return fmt::format("step {}: cursor {} is past the {} training rows", claim.step,
+                       claim.cursor, data.train.rows);
+  if (idx != claim.indices)
+    return fmt::format("step {}: the trainer used other rows than its slice of the batch",
+                       claim.step);
+  auto m = train::model::from_params(ctx.spec, claim.weights);
+  if (!m)
+    return fmt::format("step {}: the weights do not fit the model", claim.step);
+  auto [grad, loss] = train::local_gradient(*m, data.train, idx, ctx.global_batch);
+  (void)loss;
+  auto d = train::step_digest(claim.weights, idx, grad);
+  if (d != claim.committed)
+    return fmt::format("step {}: re-executed, the gradient differs from the committed digest",
+                       claim.step);
+  return {};
+}
+
+} // namespace aicon::rater

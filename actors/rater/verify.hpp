@@ -1,0 +1,67 @@
+// The rater's checks of training work (Proof of Value), pure functions the
+// rater role calls and the tests drive directly.
+//
+// Each trainer commits a work log: per step, BLAKE2b(weights before, batch
+// indices, local gradient), and signs the Merkle root. After the session the
+// rater draws, for every trainer, k of its logged steps from a seed the
+// trainer could not know in advance (BLAKE2b of the chain tip at rating
+// time, the session, every log root and fresh rater randomness), fetches the
+// weights before each drawn step, recomputes the batch slice from the job's
+// seed and the local gradient from its own copy of the data, and compares
+// the digest with the committed one. A trainer that faked a fraction f of
+// its steps survives k independent draws with probability (1 - f)^k, so
+//   detection = 1 - (1 - f)^k,   k = ceil(ln(1 - target) / ln(1 - f)),
+// and the draws here are without replacement, which only helps. The
+// defaults (f = 0.1, target 0.99) give k = 44.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "actors/ledger/hashing.hpp"
+#include "actors/trainer/work.hpp"
+
+namespace aicon::rater {
+
+using ledger::hash256;
+
+/// Samples per trainer for `target` detection of a trainer faking a
+/// fraction `f` of its steps (0 < f < 1, 0 < target < 1).
+uint32_t sample_size(double f, double target);
+
+/// 1 - (1 - f)^k.
+double detection_probability(double f, uint32_t k);
+
+/// The challenge seed: BLAKE2b("aicon-challenge-v1" ‖ tip hash ‖ session ‖
+/// log roots ‖ nonce).
+hash256 challenge_seed(const hash256& tip_hash, const hash256& session,
+                       const std::vector<hash256>& log_roots, const hash256& nonce);
+
+/// `k` distinct step offsets in [0, steps) for trainer `rank`, drawn from
+/// `seed` (all of them when k >= steps). Deterministic.
+std::vector<uint64_t> choose_steps(const hash256& seed, uint32_t rank, uint64_t steps, uint32_t k);
+
+/// What a re-executed step needs to know of its job.
+struct step_context {
+  train::model_spec spec;
+  uint64_t seed = 0;          ///< the job's seed (epoch permutations)
+  uint32_t global_batch = 0;
+  uint32_t rank = 0, size = 1;
+};
+
+/// One challenged step: the weights before it (from the trainer) and the
+/// digest the trainer committed for it.
+struct step_claim {
+  uint64_t step = 0, epoch = 0, cursor = 0;
+  std::vector<float> weights;
+  std::vector<uint32_t> indices; ///< as the trainer says it used
+  train::digest committed{};
+};
+
+/// "" when the step re-executes to the committed digest, else why not.
+std::string check_step(const step_context& ctx, const train::split_data& data,
+                       const step_claim& claim);
+
+} // namespace aicon::rater

@@ -1,0 +1,80 @@
+#include "actors/trainer/work.hpp"
+
+#include <cstring>
+
+#include <sodium.h>
+
+namespace aicon::train {
+
+digest step_digest(std::span<const float> weights_before, std::span<const uint32_t> indices,
+                   std::span<const float> local_gradient) {
+  crypto_generichash_state h;
+  crypto_generichash_init(&h, reinterpret_cast<const uint8_t*>("aicon-step-v1"), 13, 32);
+  crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(weights_before.data()),
+                            weights_before.size_bytes());
+  crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(indices.data()),
+                            indices.size_bytes());
+  crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(local_gradient.data()),
+                            local_gradient.size_bytes());
+  digest d;
+  crypto_generichash_final(&h, d.data(), d.size());
+  return d;
+}
+
+std::vector<uint32_t> batch_slice(const std::vector<uint32_t>& perm, uint64_t cursor,
+                                  uint32_t global_batch, uint32_t rank, uint32_t size) {
+  uint64_t first = cursor + uint64_t{rank} * global_batch / size;
+  uint64_t last = cursor + uint64_t{rank + 1} * global_batch / size;
+  if (last > perm.size())
+    return {};
+  return {perm.begin() + static_cast<ptrdiff_t>(first), perm.begin() + static_cast<ptrdiff_t>(last)};
+}
+
+std::pair<uint64_t, uint64_t> schedule_of(uint64_t step, uint64_t train_rows,
+                                          uint32_t global_batch) {
+  uint64_t per_epoch = global_batch ? train_rows / global_batch : 0;
+  if (per_epoch == 0)
+    return {0, 0};
+  return {step / per_epoch, (step % per_epoch) * global_batch};
+}
+
+std::vector<uint32_t> epoch_permutation(uint32_t rows, uint64_t seed, uint64_t epoch) {
+  return permutation(rows, seed + 1 + epoch);
+}
+
+split_data split_rows(const data::table& t, uint32_t test_percent, uint64_t split_seed) {
+  auto p = permutation(static_cast<uint32_t>(t.rows), split_seed);
+  split_data s;
+  for (auto* part : {&s.train, &s.test}) {
+    part->features = t.features;
+    part->classes = t.classes;
+  }
+  size_t cut = t.rows - t.rows * test_percent / 100;
+  for (size_t i = 0; i < p.size(); ++i) {
+    auto& part = i < cut ? s.train : s.test;
+    auto row = p[i];
+    part.x.insert(part.x.end(), t.x.begin() + static_cast<ptrdiff_t>(row * t.features),
+                  t.x.begin() + static_cast<ptrdiff_t>((row + 1) * t.features));
+    part.y.push_back(t.y[row]);
+    ++part.rows;
+  }
+  return s;
+}
+
+std::pair<std::vector<float>, double> local_gradient(const model& m, const data::table& t,
+                                                     std::span<const uint32_t> indices,
+                                                     uint32_t global_batch) {
+  auto f = t.features;
+  std::vector<float> x(indices.size() * f);
+  std::vector<int32_t> y(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) {
+    std::memcpy(x.data() + i * f, t.x.data() + static_cast<size_t>(indices[i]) * f, f * 4);
+    y[i] = t.y[indices[i]];
+  }
+  std::vector<float> grad(m.params().size(), 0.0f);
+  double loss = m.accumulate_gradient(x.data(), y.data(), indices.size(),
+                                      1.0f / static_cast<float>(global_batch), grad);
+  return {std::move(grad), loss};
+}
+
+} // namespace aicon::train

@@ -1,0 +1,49 @@
+// What a trainer commits to and what a verifier re-executes: the step
+// digest (BLAKE2b of weights before, batch indices and local gradient), the
+// slice of the global batch a rank takes, the train/test split, and the
+// local gradient itself. The trainer and the rater call the same functions,
+// so a step re-executed on another host gives the same bits (see model.hpp
+// for the determinism rules).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "actors/data_node/ingest.hpp"
+#include "actors/trainer/model.hpp"
+
+namespace aicon::train {
+
+using digest = std::array<uint8_t, 32>;
+
+digest step_digest(std::span<const float> weights_before, std::span<const uint32_t> indices,
+                   std::span<const float> local_gradient);
+
+/// The training rows rank `rank` of `size` takes from the global batch that
+/// starts at `cursor` of `perm` (the epoch's permutation).
+std::vector<uint32_t> batch_slice(const std::vector<uint32_t>& perm, uint64_t cursor,
+                                  uint32_t global_batch, uint32_t rank, uint32_t size);
+
+/// The (epoch, cursor) of global step `step` as the job coordinator
+/// schedules it: floor(rows / global_batch) steps per epoch.
+std::pair<uint64_t, uint64_t> schedule_of(uint64_t step, uint64_t train_rows,
+                                          uint32_t global_batch);
+
+/// The epoch permutation of `rows` training rows for a job seeded `seed`.
+std::vector<uint32_t> epoch_permutation(uint32_t rows, uint64_t seed, uint64_t epoch);
+
+/// Rows for learning and rows held out, by a seeded permutation.
+struct split_data {
+  data::table train, test;
+};
+split_data split_rows(const data::table& t, uint32_t test_percent, uint64_t split_seed);
+
+/// The local gradient of `m` on the rows `indices` of `t`, scaled by
+/// 1 / global_batch (the ring's sum is then the global mean); the loss sum.
+std::pair<std::vector<float>, double> local_gradient(const model& m, const data::table& t,
+                                                     std::span<const uint32_t> indices,
+                                                     uint32_t global_batch);
+
+} // namespace aicon::train

@@ -1,0 +1,287 @@
+// The rater's verification, scores and settlement (actors/rater): on a real
+// training run on digits (4 trainers, honest work logs), a trainer faking
+// 10% of its steps with random gradients, and one replaying an earlier
+// step's gradient, are caught over 1,000 challenge seeds at least as often
+// as 1 - (1 - f)^k promises (>= 99% at the default k); honest trainers are
+// never flagged; forged rows, weights and schedule positions are named;
+// scores leave self-dealing and unused datasets out; one inflating rater
+// does not move the stake-weighted median; settlement pays to the unit.
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <filesystem>
+
+#include <sodium.h>
+
+#include "actors/data_node/ingest.hpp"
+#include "actors/rater/scores.hpp"
+#include "actors/rater/verify.hpp"
+#include "test_util.hpp"
+
+using namespace aicon;
+using namespace aicon::rater;
+
+namespace {
+
+/// A real 4-trainer run: per step the weights before it, and per rank the
+/// honest gradient and digest, plus two cheaters' committed digests.
+struct recorded_run {
+  train::split_data data;
+  step_context ctx; // rank filled per check
+  std::vector<std::vector<float>> weights;                 ///< before step s
+  std::vector<std::vector<train::digest>> honest;          ///< [rank][step]
+  std::vector<train::digest> random_cheater, replay_cheater; ///< rank 2's committed log
+  std::vector<bool> faked_random, faked_replay;
+  static constexpr uint32_t ranks = 4;
+  static constexpr uint64_t steps = 200;
+
+  recorded_run() {
+    auto t = data::read_csv(std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz",
+                            {});
+    BOOST_REQUIRE(t);
+    data::fit_and_apply(*t, data::transform::kind::standardize);
+    data = train::split_rows(*t, 20, 2026);
+    ctx.spec = *train::parse_spec("mlp:64-16-10");
+    ctx.seed = 5;
+    ctx.global_batch = 64;
+    ctx.size = ranks;
+    auto m = train::model::init(ctx.spec, ctx.seed);
+    train::sgd opt;
+    opt.lr = 0.05f;
+    opt.momentum = 0.9f;
+    train::rng gen{99};
+    // Exactly 10% of the steps faked, at seeded positions (step 0 has no
+    // earlier gradient to replay).
+    faked_random.assign(steps, false);
+    faked_replay.assign(steps, false);
+    auto pr = train::permutation(steps, 41), pp = train::permutation(steps - 1, 43);
+    for (uint64_t i = 0; i < steps / 10; ++i) {
+      faked_random[pr[i]] = true;
+      faked_replay[pp[i] + 1] = true;
+    }
+    honest.resize(ranks);
+    std::vector<float> previous_grad;
+    for (uint64_t s = 0; s < steps; ++s) {
+      auto [epoch, cursor] = train::schedule_of(s, data.train.rows, ctx.global_batch);
+      auto perm = train::epoch_permutation(static_cast<uint32_t>(data.train.rows), ctx.seed, epoch);
+      weights.emplace_back(m.params().begin(), m.params().end());
+      std::vector<float> sum(m.params().size(), 0.0f);
+      std::vector<float> grad2;
+      for (uint32_t r = 0; r < ranks; ++r) {
+        auto idx = train::batch_slice(perm, cursor, ctx.global_batch, r, ranks);
+        auto [g, loss] = train::local_gradient(m, data.train, idx, ctx.global_batch);
+        honest[r].push_back(train::step_digest(weights.back(), idx, g));
+        for (size_t i = 0; i < g.size(); ++i)
+          sum[i] += g[i];
+        if (r == 2) {
+          // Cheater A: a random gradient on 10% of its steps.
+          bool fake = faked_random[s];
+          auto sent = g;
+          if (fake)
+            for (auto& v : sent)
+              v = static_cast<float>(gen.uniform() - 0.5) * 1e-2f;
+          random_cheater.push_back(train::step_digest(weights.back(), idx, sent));
+          // Cheater B: replays its previous step's gradient on 10% of steps.
+          bool replay = faked_replay[s];
+          replay_cheater.push_back(
+            train::step_digest(weights.back(), idx, replay ? previous_grad : g));
+          grad2 = g;
+        }
+      }
+      previous_grad = grad2;
+      opt.step(m.params(), sum);
+    }
+  }
+
+  step_claim claim(uint32_t rank, uint64_t s, const train::digest& committed) const {
+    auto [epoch, cursor] = train::schedule_of(s, data.train.rows, ctx.global_batch);
+    auto perm = train::epoch_permutation(static_cast<uint32_t>(data.train.rows), ctx.seed, epoch);
+    return {s, epoch, cursor, weights[s],
+            train::batch_slice(perm, cursor, ctx.global_batch, rank, ranks), committed};
+  }
+};
+
+hash256 seed_of(uint64_t i) {
+  hash256 h{};
+  crypto_generichash(h.data(), 32, reinterpret_cast<const uint8_t*>(&i), sizeof i, nullptr, 0);
+  return h;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(rater)
+
+BOOST_AUTO_TEST_CASE(the_sample_size_follows_the_formula) {
+  BOOST_TEST(sample_size(0.1, 0.99) == 44u);
+  BOOST_TEST(detection_probability(0.1, 44) >= 0.99);
+  BOOST_TEST(detection_probability(0.1, 43) < 0.99);
+  BOOST_TEST(sample_size(0.5, 0.999) == 10u);
+  BOOST_TEST(sample_size(0, 0.99) == 0u); // no such sample
+  auto a = choose_steps(seed_of(1), 0, 200, 44), b = choose_steps(seed_of(1), 0, 200, 44);
+  BOOST_TEST((a == b));
+  BOOST_TEST((choose_steps(seed_of(1), 1, 200, 44) != a)); // per trainer
+  std::set<uint64_t> distinct(a.begin(), a.end());
+  BOOST_TEST(distinct.size() == 44u);
+  BOOST_TEST(choose_steps(seed_of(2), 0, 10, 44).size() == 10u);
+}
+
+BOOST_AUTO_TEST_CASE(cheaters_are_caught_as_often_as_promised_and_honest_never_flagged) {
+  recorded_run run;
+  const uint32_t k = sample_size(0.1, 0.99);
+  const int seeds = 1000;
+  int caught_random = 0, caught_replay = 0;
+  uint64_t honest_checks = 0, false_flags = 0;
+  for (int i = 0; i < seeds; ++i) {
+    auto seed = seed_of(static_cast<uint64_t>(i));
+    for (uint32_t r = 0; r < recorded_run::ranks; ++r) {
+      auto picks = choose_steps(seed, r, recorded_run::steps, k);
+      step_context ctx = run.ctx;
+      ctx.rank = r;
+      if (r == 2) {
+        // The cheaters stand in rank 2's place; one faked pick suffices.
+        bool hit_random = false, hit_replay = false;
+        for (auto s : picks) {
+          if (!hit_random && run.faked_random[s])
+            hit_random = !check_step(ctx, run.data, run.claim(r, s, run.random_cheater[s])).empty();
+          if (!hit_replay && run.faked_replay[s])
+            hit_replay = !check_step(ctx, run.data, run.claim(r, s, run.replay_cheater[s])).empty();
+        }
+        caught_random += hit_random ? 1 : 0;
+        caught_replay += hit_replay ? 1 : 0;
+      }
+      // Honest work is checked in full on a tenth of the seeds (the
+      // digests do not depend on the seed; the picks do).
+      if (r != 2 && i % 10 == 0)
+        for (auto s : picks) {
+          ++honest_checks;
+          auto why = check_step(ctx, run.data, run.claim(r, s, run.honest[r][s]));
+          false_flags += why.empty() ? 0 : 1;
+        }
+    }
+  }
+  size_t faked = std::count(run.faked_random.begin(), run.faked_random.end(), true);
+  double f = static_cast<double>(faked) / recorded_run::steps;
+  double promised = detection_probability(f, k);
+  BOOST_TEST_MESSAGE("random-gradient cheater: " << faked << " of 200 steps faked (f = " << f
+                     << "), caught " << caught_random << "/" << seeds << ", promised "
+                     << promised << "; replay cheater caught " << caught_replay << "/" << seeds
+                     << "; honest: " << false_flags << " flags in " << honest_checks
+                     << " challenges");
+  BOOST_TEST(caught_random >= promised * seeds);
+  BOOST_TEST(caught_random >= 0.99 * seeds);
+  size_t replayed = std::count(run.faked_replay.begin(), run.faked_replay.end(), true);
+  BOOST_TEST(caught_replay >= detection_probability(static_cast<double>(replayed) / 200, k) * seeds);
+  BOOST_TEST(honest_checks >= 1000u);
+  BOOST_TEST(false_flags == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(forged_claims_are_named) {
+  recorded_run run;
+  step_context ctx = run.ctx;
+  ctx.rank = 1;
+  auto good = run.claim(1, 17, run.honest[1][17]);
+  BOOST_TEST(check_step(ctx, run.data, good).empty());
+  auto rows = good;
+  rows.indices[0] ^= 1;
+  BOOST_TEST(check_step(ctx, run.data, rows).find("other rows") != std::string::npos);
+  auto weights = good;
+  weights.weights[3] += 1e-3f;
+  BOOST_TEST(check_step(ctx, run.data, weights).find("differs") != std::string::npos);
+  auto place = good;
+  place.cursor += 64;
+  BOOST_TEST(check_step(ctx, run.data, place).find("the schedule") != std::string::npos);
+  auto shape = good;
+  shape.weights.pop_back();
+  BOOST_TEST(check_step(ctx, run.data, shape).find("do not fit") != std::string::npos);
+  // Another rank's digest for the same step is not this rank's work.
+  auto other = run.claim(1, 17, run.honest[0][17]);
+  BOOST_TEST(!check_step(ctx, run.data, other).empty());
+}
+
+BOOST_AUTO_TEST_CASE(scores_skip_self_dealing_and_unused_datasets) {
+  wallet payer{}, alice{}, bob{}, owner{};
+  payer[0] = 1;
+  alice[0] = 2;
+  bob[0] = 3;
+  owner[0] = 4;
+  id32 used{}, unused{}, model{};
+  used[0] = 10;
+  unused[0] = 11;
+  model[0] = 12;
+  job_record j1;
+  j1.job[0] = 1;
+  j1.payer = payer;
+  j1.paid = 100;
+  j1.trainer_units = {{alice, 300}, {bob, 100}, {payer, 500}}; // payer trains its own job
+  j1.dataset = used;
+  j1.dataset_owner = owner;
+  j1.has_dataset = true;
+  j1.model = model;
+  j1.model_owner = owner;
+  j1.has_model = true;
+  job_record j2 = j1; // the same dataset, second paying job
+  j2.job[0] = 2;
+  job_record j3 = j1; // the owner pays for its own dataset: no score
+  j3.job[0] = 3;
+  j3.payer = owner;
+  j3.trainer_units = {{alice, 100}};
+  job_record j4 = j1; // never paid: the dataset gains nothing
+  j4.job[0] = 4;
+  j4.paid = 0;
+  j4.dataset = unused;
+  auto s = score_epoch({j1, j2, j3, j4});
+  BOOST_TEST(s.trainers.count(payer) == 0u);
+  BOOST_TEST(s.trainers.at(alice) == 300u * 3 + 100u);
+  BOOST_TEST(s.datasets.at(used) == 2u);
+  BOOST_TEST(s.datasets.count(unused) == 0u);
+  auto reward = split_reward(s, 1000);
+  uint64_t total = 0;
+  for (auto& [w, v] : reward)
+    total += v;
+  BOOST_TEST(total <= 1000u);
+  BOOST_TEST(reward.count(payer) == 0u);
+  BOOST_TEST(reward.at(alice) == 800u * 1000 / 1300); // 80% by verified units
+  BOOST_TEST(reward.at(owner) == 200u);               // datasets 10% + models 10%
+}
+
+BOOST_AUTO_TEST_CASE(one_inflating_rater_does_not_move_the_median) {
+  // Five raters with equal stake; four honest report 400, one says 10^9.
+  std::vector<std::pair<uint64_t, uint64_t>> reports{
+    {400, 10}, {400, 10}, {400, 10}, {400, 10}, {1'000'000'000, 10}};
+  BOOST_TEST(stake_weighted_median(reports) == 400u);
+  // Honest reports that differ a little: the median stays among them.
+  reports = {{398, 10}, {400, 10}, {401, 10}, {402, 10}, {1'000'000'000, 10}};
+  BOOST_TEST(stake_weighted_median(reports) == 401u);
+  // A rater holding more than half the stake decides: stake is the defence.
+  reports = {{400, 10}, {400, 10}, {9'999, 30}};
+  BOOST_TEST(stake_weighted_median(reports) == 9'999u);
+  BOOST_TEST(stake_weighted_median({}) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(settlement_pays_verified_work_to_the_unit) {
+  wallet a{}, b{}, c{}, data_owner{};
+  a[0] = 1;
+  b[0] = 2;
+  c[0] = 3;
+  data_owner[0] = 9;
+  std::vector<trainer_result> t{{a, 200, true, 0}, {b, 100, true, 0}, {c, 150, false, 1000}};
+  auto s = settle_job(10'000, t, 20, &data_owner, 500, nullptr, 0, 50);
+  BOOST_REQUIRE(s.why.empty());
+  BOOST_REQUIRE(s.payouts.size() == 3u);
+  BOOST_TEST(s.payouts[0].second == 4000u);
+  BOOST_TEST(s.payouts[1].second == 2000u);
+  BOOST_TEST(s.payouts[2].second == 500u);
+  BOOST_TEST(s.refund == 10'000u - 6500u);
+  BOOST_REQUIRE(s.slashes.size() == 1u);
+  BOOST_TEST((s.slashes[0].first == c));
+  BOOST_TEST(s.slashes[0].second == 500u);
+  // Short budget: trainers share what is left after the prices pro rata.
+  auto short_budget = settle_job(3'500, t, 20, &data_owner, 500, nullptr, 0, 50);
+  BOOST_TEST(short_budget.payouts[0].second == 2000u);
+  BOOST_TEST(short_budget.payouts[1].second == 1000u);
+  BOOST_TEST(short_budget.refund == 0u);
+  auto broke = settle_job(100, t, 20, &data_owner, 500, nullptr, 0, 50);
+  BOOST_TEST(broke.why.find("does not cover") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
