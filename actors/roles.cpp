@@ -1,9 +1,11 @@
 #include "actors/roles.hpp"
 
+#include "actors/allocator/allocator.hpp"
 #include "actors/block_generator/block_generator.hpp"
 #include "actors/data_node/data_node.hpp"
 #include "actors/echo/echo.hpp"
 #include "actors/ledger/ledger.hpp"
+#include "actors/rater/rater.hpp"
 #include "actors/trainer/trainer.hpp"
 
 namespace aicon {
@@ -17,6 +19,8 @@ const std::map<std::string, role_factory>& role_table() {
     {"block_generator", spawn_block_generator},
     {"data_node", spawn_data_node},
     {"trainer", spawn_trainer},
+    {"allocator", spawn_allocator},
+    {"rater", spawn_rater},
   };
   return table;
 }

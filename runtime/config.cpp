@@ -99,8 +99,33 @@ public:
 
   caf::expected<host_config> run(const toml::table& root) {
     host_config cfg;
-    if (auto err = check_keys(root, "", {"host", "peers", "limits", "chain"}))
+    if (auto err = check_keys(root, "", {"host", "peers", "limits", "chain", "site_rtt"}))
       return err;
+    if (auto rtts = root.get("site_rtt")) {
+      auto arr = rtts->as_array();
+      if (!arr)
+        return fail(rtts, "site_rtt", "expected [[site_rtt]] tables {a, b, ms}");
+      for (size_t i = 0; i < arr->size(); ++i) {
+        auto& item = (*arr)[i];
+        auto key = fmt::format("site_rtt[{}]", i);
+        auto entry = item.as_table();
+        if (!entry)
+          return fail(&item, key, "expected a table {a = \"site\", b = \"site\", ms = N}");
+        if (auto err = check_keys(*entry, key, {"a", "b", "ms"}))
+          return err;
+        std::string a, b;
+        uint32_t ms = 0;
+        if (auto err = get(*entry, key, "a", a))
+          return err;
+        if (auto err = get(*entry, key, "b", b))
+          return err;
+        if (auto err = get(*entry, key, "ms", ms))
+          return err;
+        if (a.empty() || b.empty() || a == b)
+          return fail(&item, key, "a and b must name two different sites");
+        cfg.site_rtts.emplace_back(a, b, static_cast<double>(ms));
+      }
+    }
     if (auto chain = root.get("chain")) {
       auto tbl = chain->as_table();
       if (!tbl)
@@ -235,7 +260,8 @@ public:
                                  "vote_lock_ms", "block_txs_max", "receipt_pool_max",
                                  "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max",
                                  "data_replicas", "stream_credits", "upload_batch_bytes",
-                                 "storage_challenge_ms"}))
+                                 "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots",
+                                 "trainer_price"}))
         return err;
       caf::error err;
       auto p = std::string{"limits"};
@@ -266,8 +292,13 @@ public:
           || (err = get(*tbl, p, "data_replicas", l.data_replicas))
           || (err = get(*tbl, p, "stream_credits", l.stream_credits))
           || (err = get(*tbl, p, "upload_batch_bytes", l.upload_batch_bytes))
-          || (err = get(*tbl, p, "storage_challenge_ms", l.storage_challenge_ms)))
+          || (err = get(*tbl, p, "storage_challenge_ms", l.storage_challenge_ms))
+          || (err = get(*tbl, p, "offer_heartbeat_ms", l.offer_heartbeat_ms))
+          || (err = get(*tbl, p, "trainer_slots", l.trainer_slots))
+          || (err = get(*tbl, p, "trainer_price", l.trainer_price)))
         return err;
+      if (l.offer_heartbeat_ms == 0 || l.trainer_slots == 0)
+        return fail(tbl, "limits", "offer_heartbeat_ms and trainer_slots must be > 0");
       if (l.data_replicas == 0 || l.stream_credits == 0 || l.storage_challenge_ms == 0)
         return fail(tbl, "limits", "data_replicas, stream_credits and storage_challenge_ms must "
                                    "be > 0");

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <tuple>
 #include <string_view>
 #include <vector>
 
@@ -41,6 +42,9 @@ struct host_config {
   std::vector<peer_entry> connect;  ///< peers to dial (implicitly allowed)
   bool dev_open = false;            ///< unauthenticated TLS, anyone admitted
   std::filesystem::path genesis;    ///< [chain] genesis: the chain's genesis.toml
+  /// [[site_rtt]] a = "west", b = "east", ms = 40: round trips between sites
+  /// the allocator scores trainers by (until they are measured).
+  std::vector<std::tuple<std::string, std::string, double>> site_rtts;
   limits lim;
 
   /// allow ∪ connect nodes, without duplicates.

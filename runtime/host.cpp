@@ -60,6 +60,7 @@ caf::expected<std::unique_ptr<host>> host::start(
   ctx.counters = h->counters_;
   ctx.site = cfg.site;
   ctx.bind_host = cfg.listen.host;
+  ctx.site_rtts = cfg.site_rtts;
   ctx.data_dir = cfg.data_dir;
   ctx.genesis = cfg.genesis;
   h->directory_ = spawn_directory(sys, ctx);

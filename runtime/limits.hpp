@@ -112,6 +112,15 @@ struct limits {
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.
   uint32_t storage_challenge_ms = 30000;
+
+  /// A trainer host sends its offer to every allocator it is linked to this
+  /// often; the offer lives three times as long.
+  uint32_t offer_heartbeat_ms = 1000;
+
+  /// Trainers a trainer host offers at once, and its price per trainer per
+  /// job step.
+  uint32_t trainer_slots = 2;
+  uint64_t trainer_price = 1;
 };
 
 } // namespace aicon

@@ -34,6 +34,9 @@ const char* to_string(db which) {
     case db::leases: return "leases";
     case db::holders: return "holders";
     case db::challenges: return "challenges";
+    case db::alloc_offers: return "alloc_offers";
+    case db::alloc_leases: return "alloc_leases";
+    case db::alloc_asks: return "alloc_asks";
     case db::shares: return "shares";
     case db::shard_keys: return "shard_keys";
   }

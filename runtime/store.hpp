@@ -39,8 +39,11 @@ enum class db : uint8_t {
   leases,        ///< job id ‖ trainer (64 bytes) -> Lease (flat Cap'n Proto words)
   holders,       ///< dataset id ‖ node (64 bytes) -> ms since epoch it was placed there
   challenges,    ///< time ms (8, big-endian) ‖ node (32) -> ChallengeRecord
+  alloc_offers,  ///< trainer NodeId (32) -> Offer (timeMs = the allocator's receive time)
+  alloc_leases,  ///< job (32) ‖ trainer (32) -> BookLease
+  alloc_asks,    ///< job (32) -> AllocAsk of a job holding leases (for replacements)
 };
-inline constexpr size_t db_count = 14;
+inline constexpr size_t db_count = 17;
 const char* to_string(db which);
 
 struct options {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <filesystem>
 #include <string>
+#include <tuple>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -57,6 +58,8 @@ struct role_context {
   /// The address the host listens on; roles that open sockets of their own
   /// (the trainer's ring streams) bind and advertise it.
   std::string bind_host = "127.0.0.1";
+  /// Round trips between sites ([[site_rtt]] in host.toml), for the allocator.
+  std::vector<std::tuple<std::string, std::string, double>> site_rtts;
   /// Set by the host (or client) right before it stops its actors: only then
   /// do actors reachable from peers accept an exit message (see guard.hpp).
   std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);

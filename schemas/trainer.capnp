@@ -101,6 +101,7 @@ struct StepDone {
 struct TrainQuery {
   session @0 :Data;
   rank @1 :UInt32;
+  verifier @8 :Data;       # finish: the rater (NodeId) the work receipt names
   union {
     checkpoint @2 :Void;   # -> CheckpointData
     evaluate @3 :Void;     # -> EvalResult on the held-out rows
@@ -142,6 +143,10 @@ struct SessionLog {
   trainer @3 :Data;        # NodeId of the host that ran it
   signature @4 :Data;      # by trainer over "aicon-worklog-v1" ‖ session ‖ rank ‖ steps ‖ logRoot
   firstStep @5 :UInt64;    # global step of the first logged step
+  receipt @6 :import "chain.capnp".SignedWorkReceipt;
+                           # finish with a verifier: this trainer's work receipt
+                           # (units = steps x its rows), signed by the trainer host;
+                           # the rater countersigns it once the work checks out
 }
 
 struct RingRun {

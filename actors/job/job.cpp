@@ -8,7 +8,9 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include "actors/allocator/allocator.hpp"
 #include "actors/trainer/model.hpp"
+#include "schemas/alloc.capnp.h"
 #include "runtime/error.hpp"
 #include "schemas/trainer.capnp.h"
 
@@ -48,6 +50,7 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o,
   b.setChunkBytes(o.chunk_bytes);
   b.setCredits(o.credits);
   b.setRingTimeoutMs(o.ring_timeout_ms);
+  b.setJob(kj::arrayPtr(o.job.data(), 32));
   if (!o.dataset.empty()) {
     std::vector<uint8_t> id;
     for (size_t i = 0; i + 1 < o.dataset.size() && id.size() < 32; i += 2)
@@ -56,7 +59,6 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o,
     auto nodes = b.initDataNodes(static_cast<unsigned>(o.data_nodes.size()));
     for (unsigned i = 0; i < o.data_nodes.size(); ++i)
       nodes.set(i, kj::arrayPtr(o.data_nodes[i].bytes.data(), 32));
-    b.setJob(kj::arrayPtr(o.job.data(), 32));
   }
 }
 
@@ -118,15 +120,21 @@ std::vector<std::pair<node_id, caf::actor>> live_hosts(client& c, const std::vec
   return out;
 }
 
+using host_counts = std::map<node_id, uint32_t>;
+
 caf::expected<ring_state> form_ring(client& c, const job_options& o,
                                     const std::vector<std::pair<node_id, caf::actor>>& hosts,
-                                    const std::vector<uint8_t>& checkpoint) {
+                                    const std::vector<uint8_t>& checkpoint,
+                                    const host_counts& counts) {
   ring_state ring;
   randombytes_buf(ring.session.data(), 32);
   randombytes_buf(ring.link_key.data(), 32);
-  for (auto& [h, role] : hosts)
-    for (uint32_t t = 0; t < o.trainers_per_host; ++t)
+  for (auto& [h, role] : hosts) {
+    auto it = counts.find(h);
+    auto per_host = it == counts.end() ? o.trainers_per_host : it->second;
+    for (uint32_t t = 0; t < per_host; ++t)
       ring.ranks.push_back({h, role});
+  }
   auto n = static_cast<uint32_t>(ring.ranks.size());
   std::vector<caf::actor> dst;
   std::vector<envelope> reqs;
@@ -175,18 +183,126 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
   return ring;
 }
 
-void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs) {
+void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs,
+                 const std::optional<node_id>& verifier = std::nullopt) {
   std::vector<caf::actor> dst;
   std::vector<envelope> reqs;
   for (uint32_t r = 0; r < ring.ranks.size(); ++r) {
     dst.push_back(ring.ranks[r].role);
-    reqs.push_back(query(ring, r, schema::TrainQuery::FINISH));
+    reqs.push_back(make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
+      b.setSession(kj::arrayPtr(ring.session.data(), 32));
+      b.setRank(r);
+      b.setFinish();
+      if (verifier)
+        b.setVerifier(kj::arrayPtr(verifier->bytes.data(), 32));
+    }));
   }
   auto out = ask_all(c, dst, reqs, std::chrono::seconds(10));
   if (logs)
     for (auto& r : out)
       if (r)
         logs->push_back(*r);
+}
+
+/// The job's side of the allocator: ask, wait, renew, replace, release.
+struct allocation {
+  caf::actor allocator;
+  envelope ask;
+  std::array<uint8_t, 32> job{};
+  host_counts counts;
+  clock_type::time_point renewed = clock_type::now();
+
+  caf::expected<envelope> query(client& c, const std::function<void(schema::AllocQuery::Builder)>& f) {
+    auto q = make_envelope<schema::AllocQuery>([&](schema::AllocQuery::Builder b) {
+      b.setJob(kj::arrayPtr(job.data(), 32));
+      f(b);
+    });
+    return c.request(allocator, q, std::chrono::seconds(10));
+  }
+
+  /// Asks and waits until granted; fills `counts`.
+  caf::error acquire(client& c, const job_options& o, job_result& result) {
+    auto r = c.request(allocator, ask, std::chrono::seconds(10));
+    auto deadline = clock_type::now() + std::chrono::milliseconds(o.alloc_deadline_ms);
+    std::string last_why;
+    for (;;) {
+      if (!r)
+        return make_error(code_of(r.error()), "allocator: " + what_of(r.error()));
+      opened<schema::AllocReply> a{*r};
+      if (!a)
+        return a.error();
+      if (a->which() == schema::AllocReply::GRANTED) {
+        counts.clear();
+        for (auto& l : leases_of(*r))
+          counts[l.trainer] += l.count;
+        result.events.push_back(fmt::format("allocator granted {} trainers on {} hosts",
+                                            o.trainers, counts.size()));
+        renewed = clock_type::now();
+        return caf::none;
+      }
+      if (a->which() == schema::AllocReply::REFUSED)
+        return make_error(errc::invalid_argument,
+                          fmt::format("allocator: {}", a->getRefused().cStr()));
+      std::string why = a->getWaiting();
+      if (why != last_why) {
+        result.events.push_back("allocator: " + why);
+        last_why = why;
+      }
+      if (o.cancel && o.cancel->load())
+        return make_error(errc::invalid_argument, "job cancelled while waiting for trainers");
+      if (o.alloc_deadline_ms && clock_type::now() > deadline)
+        return make_error(errc::timeout,
+                          fmt::format("allocator: no {} trainers within {} ms ({})", o.trainers,
+                                      o.alloc_deadline_ms, why));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      r = query(c, [](schema::AllocQuery::Builder b) { b.setStatus(); });
+    }
+  }
+
+  /// Renews the leases; true when the allocator asks this job to yield.
+  caf::expected<bool> renew(client& c, const job_options& o) {
+    renewed = clock_type::now();
+    auto r = query(c, [&](schema::AllocQuery::Builder b) { b.setRenew(o.lease_ms); });
+    if (!r)
+      return r.error();
+    opened<schema::AllocReply> a{*r};
+    if (!a)
+      return a.error();
+    return a->getPreempted();
+  }
+
+  /// Replacement trainers for a lost host (as many as it had).
+  std::vector<node_id> replace(client& c, const node_id& lost) {
+    std::vector<node_id> got;
+    auto n = counts.count(lost) ? counts[lost] : 1;
+    counts.erase(lost);
+    for (uint32_t i = 0; i < n; ++i) {
+      auto r = query(c, [&](schema::AllocQuery::Builder b) {
+        b.setReplace(kj::arrayPtr(lost.bytes.data(), 32));
+      });
+      if (!r)
+        break;
+      auto leases = leases_of(*r);
+      if (leases.empty())
+        break;
+      for (auto& l : leases) {
+        counts[l.trainer] += l.count;
+        got.push_back(l.trainer);
+      }
+    }
+    return got;
+  }
+
+  void release(client& c) {
+    (void)query(c, [](schema::AllocQuery::Builder b) { b.setRelease(); });
+  }
+};
+
+std::vector<node_id> hosts_of(const host_counts& counts) {
+  std::vector<node_id> out;
+  for (auto& [h, n] : counts)
+    out.push_back(h);
+  return out;
 }
 
 } // namespace
@@ -234,9 +350,12 @@ caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
   return caf::none;
 }
 
-caf::expected<job_result> run_job(client& c, const job_options& o, const progress_fn& progress) {
-  if (o.hosts.empty() || o.trainers_per_host == 0)
+caf::expected<job_result> run_job(client& c, const job_options& o_in, const progress_fn& progress) {
+  auto o = o_in;
+  if (!o.allocator && (o.hosts.empty() || o.trainers_per_host == 0))
     return make_error(errc::invalid_argument, "a job needs at least one host and one trainer");
+  if (o.allocator && o.trainers == 0)
+    return make_error(errc::invalid_argument, "a job through the allocator needs trainers >= 1");
   if (o.checkpoint_every == 0)
     return make_error(errc::invalid_argument, "checkpoint_every must be > 0");
   if (!o.dataset.empty()
@@ -247,11 +366,44 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
     return make_error(errc::invalid_argument, "a dataset needs the data nodes that hold it");
   job_result result;
   auto t_start = clock_type::now();
+  std::optional<allocation> alloc_state;
+  if (o.allocator) {
+    auto a = c.lookup("allocator@" + o.allocator->hex());
+    if (!a)
+      return make_error(code_of(a.error()), "allocator: " + what_of(a.error()));
+    alloc_state.emplace();
+    alloc_state->allocator = *a;
+    alloc_state->job = o.job;
+    alloc_state->ask = make_envelope<schema::AllocAsk>([&](schema::AllocAsk::Builder b) {
+      b.setJob(kj::arrayPtr(o.job.data(), 32));
+      b.setK(o.trainers);
+      b.setDevice(o.device);
+      b.setMaxPrice(o.max_price);
+      b.setSteps(o.steps);
+      b.setDataSite(o.data_site);
+      b.setPriority(o.priority);
+      b.setDeadlineMs(o.alloc_deadline_ms);
+      b.setLeaseMs(o.lease_ms);
+    });
+    if (auto err = alloc_state->acquire(c, o, result))
+      return err;
+    o.hosts = hosts_of(alloc_state->counts);
+  }
+  // Whatever happens from here, an allocation is given back.
+  struct releaser {
+    client& c;
+    std::optional<allocation>& a;
+    ~releaser() {
+      if (a)
+        a->release(c);
+    }
+  } release_at_end{c, alloc_state};
+  auto counts = [&]() { return alloc_state ? alloc_state->counts : host_counts{}; };
   auto hosts = live_hosts(c, o.hosts);
   if (hosts.empty())
     return make_error(errc::peer_down, "no host with the trainer role answers");
   std::vector<uint8_t> checkpoint; // the last one taken (empty: start fresh)
-  auto ring = form_ring(c, o, hosts, checkpoint);
+  auto ring = form_ring(c, o, hosts, checkpoint, counts());
   if (!ring)
     return ring.error();
   result.events.push_back(fmt::format("ring of {} trainers on {} hosts", ring->ranks.size(),
@@ -275,10 +427,46 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
     }
     return caf::none;
   };
+  auto resume_from_checkpoint = [&]() {
+    if (checkpoint.empty()) {
+      step = epoch = cursor = 0;
+    } else {
+      auto cp = parse_checkpoint(checkpoint, "checkpoint");
+      step = cp->step;
+      epoch = cp->epoch;
+      cursor = cp->cursor;
+    }
+  };
   while (step < o.steps) {
     if (o.cancel && o.cancel->load()) {
       finish_ring(c, *ring, nullptr);
       return make_error(errc::invalid_argument, fmt::format("job cancelled at step {}", step));
+    }
+    // Leases: renewed a few times per lease period; a preempted job yields.
+    if (alloc_state
+        && clock_type::now() - alloc_state->renewed > std::chrono::milliseconds(o.lease_ms / 4)) {
+      auto yield = alloc_state->renew(c, o);
+      if (yield && *yield) {
+        if (auto err = take_checkpoint())
+          return err;
+        finish_ring(c, *ring, nullptr);
+        alloc_state->release(c);
+        ++result.preemptions;
+        result.events.push_back(fmt::format("preempted at step {}: checkpointed and released",
+                                            step));
+        if (auto err = alloc_state->acquire(c, o, result))
+          return err;
+        o.hosts = hosts_of(alloc_state->counts);
+        hosts = live_hosts(c, o.hosts);
+        auto again = form_ring(c, o, hosts, checkpoint, counts());
+        if (!again)
+          return again.error();
+        ring = std::move(again);
+        resume_from_checkpoint();
+        result.events.push_back(fmt::format("resumed from step {} on {} trainers", step,
+                                            ring->ranks.size()));
+        continue;
+      }
     }
     if (cursor + o.global_batch > ring->train_rows) {
       ++epoch;
@@ -330,6 +518,17 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
       finish_ring(c, *ring, nullptr); // survivors drop their trainers
       auto wanted = hosts.size();
       hosts = live_hosts(c, o.hosts);
+      if (alloc_state) {
+        // Replacements from the allocator for the hosts that are gone.
+        for (auto& h : o.hosts)
+          if (std::none_of(hosts.begin(), hosts.end(), [&](auto& x) { return x.first == h; }))
+            for (auto& fresh : alloc_state->replace(c, h))
+              result.events.push_back(fmt::format("allocator replaced {} by {}", h.short_hex(),
+                                                  fresh.short_hex()));
+        o.hosts = hosts_of(alloc_state->counts);
+        hosts = live_hosts(c, o.hosts);
+        wanted = hosts.size();
+      }
       // Replacements for the lost hosts, from the spares still answering.
       std::vector<node_id> unused;
       for (auto& s : o.spare_hosts)
@@ -347,19 +546,12 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
       }
       if (hosts.empty())
         return make_error(errc::peer_down, "every trainer host is gone: " + failed);
-      auto again = form_ring(c, o, hosts, checkpoint);
+      auto again = form_ring(c, o, hosts, checkpoint, counts());
       if (!again)
         return again.error();
       ring = std::move(again);
       ++result.reforms;
-      if (checkpoint.empty()) {
-        step = epoch = cursor = 0;
-      } else {
-        auto cp = parse_checkpoint(checkpoint, "checkpoint");
-        step = cp->step;
-        epoch = cp->epoch;
-        cursor = cp->cursor;
-      }
+      resume_from_checkpoint();
       result.events.push_back(fmt::format("ring re-formed: {} trainers on {} hosts, from step {}",
                                           ring->ranks.size(), hosts.size(), step));
       continue;
@@ -386,7 +578,11 @@ caf::expected<job_result> run_job(client& c, const job_options& o, const progres
   result.test_loss = ev->getLoss();
   result.checkpoint = checkpoint;
   result.steps = step;
-  finish_ring(c, *ring, &result.logs);
+  finish_ring(c, *ring, &result.logs, o.verifier);
+  result.session = ring->session;
+  for (auto& r : ring->ranks)
+    result.rank_hosts.push_back(r.host);
+  result.train_rows = ring->train_rows;
   result.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
   return result;
 }

@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,21 @@ struct job_options {
   uint32_t checkpoint_every = 10;
   std::filesystem::path checkpoint_file; ///< also written here when set
   uint32_t max_reforms = 3;
+  /// Instead of `hosts`: ask the allocator on this host for `trainers`
+  /// trainers (gang), under the job's escrow `job` (see AllocAsk); renew the
+  /// leases while training, ask for replacements when a host is lost, yield
+  /// when preempted (checkpoint, release, wait, resume) and release at the end.
+  std::optional<node_id> allocator;
+  uint32_t trainers = 0;
+  uint32_t priority = 0;
+  uint64_t max_price = 0;      ///< per trainer per step (0: any)
+  std::string device = "cpu";
+  std::string data_site;
+  uint32_t alloc_deadline_ms = 0; ///< 0: wait for trainers as long as needed
+  uint32_t lease_ms = 10000;
+  /// The rater that will verify this job: each trainer's SessionLog then
+  /// carries a work receipt naming it, signed by the trainer host.
+  std::optional<node_id> verifier;
   /// Set from any thread to stop the job after the current step.
   std::shared_ptr<std::atomic<bool>> cancel;
   // The training itself (schema TrainConfig).
@@ -83,6 +100,11 @@ struct job_result {
   uint32_t reforms = 0;
   std::vector<std::string> events; ///< ring formed, trainer lost, re-formed, ...
   double seconds = 0;
+  // The last ring, for the rater: its session and each rank's host.
+  std::array<uint8_t, 32> session{};
+  std::vector<node_id> rank_hosts;
+  uint64_t train_rows = 0;
+  uint32_t preemptions = 0;
 };
 
 using progress_fn = std::function<void(const step_report&)>;

@@ -3,6 +3,9 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <set>
+
+#include <unistd.h>
 
 #include <caf/all.hpp>
 #include <sodium.h>
@@ -12,6 +15,9 @@
 #include "actors/data_node/remote.hpp"
 #include "runtime/directory.hpp"
 #include "actors/ledger/hashing.hpp"
+#include "actors/ledger/work.hpp"
+#include "schemas/chain.capnp.h"
+#include "actors/allocator/allocator.hpp"
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/work.hpp"
 #include "actors/trainer/ring_reducer.hpp"
@@ -30,6 +36,36 @@ using clock_type = std::chrono::steady_clock;
 using ledger::hash256;
 using session_key = std::pair<train::ring_id, uint32_t>;
 using drop_atom = caf::atom_constant<caf::atom("trdrop")>;
+using offer_atom = caf::atom_constant<caf::atom("troffer")>;
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Samples/s of one trainer on the reference model (mlp:64-64-10, batch 64
+/// of random rows), measured for about 100 ms: what an offer advertises.
+double reference_speed() {
+  auto spec = train::parse_spec("mlp:64-64-10");
+  auto m = train::model::init(*spec, 1);
+  train::rng gen{3};
+  std::vector<float> x(64 * 64);
+  std::vector<int32_t> y(64);
+  for (auto& v : x)
+    v = static_cast<float>(gen.uniform() * 2 - 1);
+  for (size_t i = 0; i < y.size(); ++i)
+    y[i] = static_cast<int32_t>(i % 10);
+  std::vector<float> grad(m.params().size());
+  auto t0 = clock_type::now();
+  uint64_t rows = 0;
+  while (clock_type::now() - t0 < std::chrono::milliseconds(100)) {
+    m.accumulate_gradient(x.data(), y.data(), 64, 1.0f / 64, grad);
+    rows += 64;
+  }
+  return static_cast<double>(rows)
+         / std::chrono::duration<double>(clock_type::now() - t0).count();
+}
 
 uint64_t us_since(clock_type::time_point t0) {
   return static_cast<uint64_t>(
@@ -129,6 +165,7 @@ struct worker_state {
   envelope config_env; ///< owns the TrainConfig words
   uint32_t global_batch = 1;
   uint64_t seed = 0;
+  hash256 job{}; ///< the job this session works for (zeros: none given)
   split_data data;
   std::optional<train::model> model;
   train::sgd opt;
@@ -202,6 +239,8 @@ struct worker_state {
                                     "training rows",
                                     global_batch, size, data.train.rows));
     seed = cfg.getSeed();
+    if (cfg.getJob().size() == 32)
+      std::memcpy(job.data(), cfg.getJob().begin(), 32);
     opt.lr = cfg.getLr();
     opt.momentum = cfg.getMomentum();
     opt.weight_decay = cfg.getWeightDecay();
@@ -388,14 +427,7 @@ struct worker_state {
       }
       case schema::TrainQuery::FINISH: {
         auto root = ledger::merkle_root(log, "aicon-worklog-node-v1");
-        std::vector<uint8_t> msg{'a', 'i', 'c', 'o', 'n', '-', 'w', 'o', 'r', 'k', 'l', 'o', 'g',
-                                 '-', 'v', '1'};
-        msg.insert(msg.end(), session.begin(), session.end());
-        for (int i = 0; i < 4; ++i)
-          msg.push_back(static_cast<uint8_t>(rank >> (8 * i)));
-        for (int i = 0; i < 8; ++i)
-          msg.push_back(static_cast<uint8_t>(log.size() >> (8 * i)));
-        msg.insert(msg.end(), root.begin(), root.end());
+        auto msg = train::worklog_signing_bytes(session, rank, log.size(), root);
         auto sig = ctx.self->sign(msg);
         return make_envelope<schema::SessionLog>([&](schema::SessionLog::Builder b) {
           b.setRank(rank);
@@ -404,6 +436,25 @@ struct worker_state {
           b.setTrainer(kj::arrayPtr(ctx.self->id().bytes.data(), 32));
           b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
           b.setFirstStep(first_step);
+          if (q.getVerifier().size() == 32 && !log.empty()) {
+            // The work receipt: what this trainer did, for the rater to
+            // countersign once it re-executed a sample of it.
+            uint64_t rows = uint64_t{rank + 1} * global_batch / size
+                            - uint64_t{rank} * global_batch / size;
+            auto mid = train::model_id(model->spec());
+            auto sr = b.initReceipt();
+            auto r = sr.initReceipt();
+            r.setTrainer(kj::arrayPtr(ctx.self->id().bytes.data(), 32));
+            r.setSessionId(kj::arrayPtr(session.data(), 32));
+            r.setJobId(kj::arrayPtr(job.data(), 32));
+            r.setModelId(kj::arrayPtr(mid.data(), 32));
+            r.setSeq(uint64_t{rank} + 1);
+            r.setUnits(log.size() * rows);
+            r.setLogRoot(kj::arrayPtr(root.data(), 32));
+            r.setVerifier(q.getVerifier());
+            auto rs = ctx.self->sign(ledger::receipt_signing_bytes(r.asReader()));
+            sr.setTrainerSignature(kj::arrayPtr(rs.data(), rs.size()));
+          }
         });
       }
       case schema::TrainQuery::EVIDENCE:
@@ -539,6 +590,8 @@ struct slot {
 
 struct trainer_role_state {
   role_context ctx;
+  alloc::offer offer;            ///< what this host advertises to allocators
+  std::set<std::string> refused; ///< allocators that refused an offer (logged once)
   /// Shared with the exit functor, which outlives the state.
   std::shared_ptr<std::map<session_key, slot>> slots = std::make_shared<std::map<session_key, slot>>();
   std::unique_ptr<message_table> table;
@@ -713,6 +766,22 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
     return drop_unexpected(self, x, self->state.ctx.counters.get());
   });
+  // The offer: this host's trainers, heart-beaten to every allocator.
+  {
+    auto report = gpu::query_devices();
+    st.offer.trainer = st.ctx.self->id();
+    st.offer.device = report.devices.empty() ? "cpu" : "gpu:" + report.devices[0].name;
+    st.offer.slots = st.ctx.lim.trainer_slots;
+    auto pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    st.offer.memory = pages > 0 && page > 0
+                        ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
+                            / st.offer.slots
+                        : 0;
+    st.offer.samples_per_s = reference_speed();
+    st.offer.price = st.ctx.lim.trainer_price;
+    st.offer.site = st.ctx.site;
+    self->send(self, offer_atom::value);
+  }
   self->attach_functor([slots = st.slots] {
     for (auto& [_, s] : *slots) {
       caf::anon_send_exit(s.worker, caf::exit_reason::user_shutdown);
@@ -723,6 +792,44 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
+    },
+    [self](offer_atom) {
+      auto& st = self->state;
+      auto hb = st.ctx.lim.offer_heartbeat_ms;
+      self->delayed_send(self, std::chrono::milliseconds{hb}, offer_atom::value);
+      auto send_to = [self](caf::actor allocator, std::string who) {
+        auto& st = self->state;
+        auto hb = st.ctx.lim.offer_heartbeat_ms;
+        auto env = make_signed_offer(*st.ctx.self, st.offer, 3 * hb,
+                                     static_cast<uint64_t>(wall_ms()));
+        self->request(allocator, std::chrono::milliseconds{hb}, std::move(env))
+          .then(
+            [self, who](envelope& reply) {
+              auto& st = self->state;
+              if (auto err = error_of_reply(reply)) {
+                if (st.refused.insert(who).second)
+                  log_warning("trainer: allocator {} refused this host's offer: {}", who,
+                              describe(err));
+              } else if (st.refused.erase(who)) {
+                log_info("trainer: allocator {} takes this host's offer again", who);
+              }
+            },
+            [](caf::error&) {}); // a missed heartbeat; the next one follows
+      };
+      self->request(st.ctx.directory, std::chrono::milliseconds{hb}, lookup_atom::value,
+                    std::string{"allocator"})
+        .then([send_to](caf::actor& a) { send_to(a, "local"); }, [](caf::error&) {});
+      self->request(st.ctx.directory, std::chrono::milliseconds{hb}, peers_atom::value,
+                    std::string{"allocator"})
+        .then(
+          [self, send_to, hb](std::vector<std::string>& peers) {
+            for (auto& p : peers)
+              self->request(self->state.ctx.directory, std::chrono::milliseconds{hb},
+                            lookup_atom::value, "allocator@" + p)
+                .then([send_to, p](caf::actor& a) { send_to(a, p.substr(0, 8)); },
+                      [](caf::error&) {});
+          },
+          [](caf::error&) {});
     },
     [self](drop_atom, train::ring_id session, uint32_t rank) {
       auto it = self->state.slots->find({session, rank});

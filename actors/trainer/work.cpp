@@ -21,6 +21,29 @@ digest step_digest(std::span<const float> weights_before, std::span<const uint32
   return d;
 }
 
+std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
+                                           uint64_t steps, const digest& root) {
+  static constexpr std::string_view tag = "aicon-worklog-v1";
+  std::vector<uint8_t> msg(tag.size() + 32 + 4 + 8 + 32);
+  std::memcpy(msg.data(), tag.data(), tag.size());
+  auto* p = msg.data() + tag.size();
+  std::memcpy(p, session.data(), 32);
+  for (int i = 0; i < 4; ++i)
+    p[32 + i] = static_cast<uint8_t>(rank >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    p[36 + i] = static_cast<uint8_t>(steps >> (8 * i));
+  std::memcpy(p + 44, root.data(), 32);
+  return msg;
+}
+
+digest model_id(const model_spec& spec) {
+  auto text = "aicon-model-v1" + to_string(spec);
+  digest d;
+  crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(text.data()),
+                     text.size(), nullptr, 0);
+  return d;
+}
+
 std::vector<uint32_t> batch_slice(const std::vector<uint32_t>& perm, uint64_t cursor,
                                   uint32_t global_batch, uint32_t rank, uint32_t size) {
   uint64_t first = cursor + uint64_t{rank} * global_batch / size;

@@ -34,6 +34,14 @@ std::pair<uint64_t, uint64_t> schedule_of(uint64_t step, uint64_t train_rows,
 /// The epoch permutation of `rows` training rows for a job seeded `seed`.
 std::vector<uint32_t> epoch_permutation(uint32_t rows, uint64_t seed, uint64_t epoch);
 
+/// What a trainer signs at the end of a session: "aicon-worklog-v1" ‖
+/// session ‖ rank (4, LE) ‖ steps (8, LE) ‖ log root.
+std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
+                                           uint64_t steps, const digest& root);
+
+/// A built-in model's id: BLAKE2b-256 of "aicon-model-v1" ‖ its spec text.
+digest model_id(const model_spec& spec);
+
 /// Rows for learning and rows held out, by a seeded permutation.
 struct split_data {
   data::table train, test;

@@ -1,0 +1,39 @@
+// The allocator role: the Resource Allocator of the network (pool.hpp holds
+// the policy). It takes, through the gatekeeper:
+//   SignedOffer -> AllocReply (granted: empty)   an offer or its heartbeat;
+//                  the signature must be by offer.trainer, the clock within
+//                  clock_skew_ms_max, else refused by name
+//   AllocAsk    -> AllocReply    a job asks for K trainers: all or none;
+//                  its escrow on this host's chain must cover k x maxPrice x
+//                  steps ("insufficient budget: ...")
+//   AllocQuery  -> AllocReply | AllocBook   status, renew, release, replace,
+//                  and the whole book for `aicon status`
+// Every change (offer, lease, held ask) is written to the host's LMDB in the
+// same handler, so a restarted allocator comes back with its offers and
+// leases. Every second it expires offers that stopped heart-beating (their
+// leases are revoked: the job sees "lost" in its next renew and asks for a
+// replacement), leases their job did not renew, and waiting asks past their
+// deadline. Site round trips come from [[site_rtt]] in host.toml.
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "actors/allocator/pool.hpp"
+#include "runtime/envelope.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/system.hpp"
+
+namespace aicon {
+
+caf::expected<caf::actor> spawn_allocator(caf::actor_system& sys, const role_context& ctx);
+
+/// A signed offer of `self` (a trainer host): the trainer role's heartbeat.
+envelope make_signed_offer(const identity& self, const alloc::offer& o, uint32_t ttl_ms,
+                           uint64_t time_ms);
+
+/// The pool's view of an AllocReply's leases (for jobs).
+std::vector<alloc::lease> leases_of(const envelope& reply);
+
+} // namespace aicon

@@ -1,0 +1,64 @@
+// The payer's side of a job's economics, after training: ask the rater to
+// verify the session, then settle the escrow from its verdicts and register
+// the trained weights as an asset ("trained-model", owned by the payer).
+// Used by the end-to-end test, `aicon demo` and the console.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "actors/job/job.hpp"
+#include "runtime/client.hpp"
+#include "runtime/identity.hpp"
+
+namespace aicon::train {
+
+/// A RateRequest for the last ring of `r` (run with `o`, o.verifier set).
+envelope make_rate_request(const job_options& o, const job_result& r, const node_id& payer,
+                           uint64_t reward);
+
+struct rank_verdict {
+  uint32_t rank = 0;
+  node_id trainer;
+  bool passed = false;
+  std::string why;
+  uint64_t units = 0;
+};
+
+struct rating {
+  std::vector<rank_verdict> verdicts;
+  uint32_t samples_per_trainer = 0;
+  uint32_t receipts = 0;
+  uint64_t slashed = 0, minted = 0, verify_ms = 0;
+  std::vector<std::pair<node_id, uint64_t>> rewards;
+};
+
+/// Decodes a RateResult.
+caf::expected<rating> parse_rating(const envelope& reply);
+
+/// The payouts of a Settle for `job`: every rank that passed is paid
+/// steps x price for its trainer (ranks of one host add up), failed ranks
+/// nothing; the rest of `escrow` returns to the payer.
+struct settle_plan {
+  std::vector<std::pair<node_id, uint64_t>> payouts;
+  uint64_t refund = 0;
+  std::string why; ///< non-empty: the escrow cannot cover it
+};
+settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t steps,
+                            uint64_t price_per_step);
+
+/// Signed transactions of the payer.
+envelope make_settle(const identity& payer, uint64_t nonce, const std::array<uint8_t, 32>& job,
+                     const settle_plan& plan);
+envelope make_escrow_lock(const identity& payer, uint64_t nonce,
+                          const std::array<uint8_t, 32>& job, uint64_t amount);
+/// The trained weights as an asset: id = BLAKE2b-256 of the checkpoint.
+envelope make_model_asset(const identity& payer, uint64_t nonce,
+                          const std::vector<uint8_t>& checkpoint,
+                          std::array<uint8_t, 32>* asset_id = nullptr);
+
+} // namespace aicon::train

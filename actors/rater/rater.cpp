@@ -1,0 +1,398 @@
+#include "actors/rater/rater.hpp"
+
+#include <chrono>
+#include <cstring>
+
+#include <caf/all.hpp>
+#include <fmt/format.h>
+#include <sodium.h>
+
+#include "actors/data_node/ingest.hpp"
+#include "actors/ledger/hashing.hpp"
+#include "actors/ledger/state.hpp"
+#include "actors/ledger/work.hpp"
+#include "actors/rater/scores.hpp"
+#include "actors/rater/verify.hpp"
+#include "runtime/directory.hpp"
+#include "runtime/error.hpp"
+#include "runtime/log.hpp"
+#include "runtime/role.hpp"
+#include "schemas/chain.capnp.h"
+#include "schemas/rater.capnp.h"
+#include "schemas/trainer.capnp.h"
+
+namespace aicon {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using ledger::hash256;
+
+struct rater_state {
+  role_context ctx;
+  std::unique_ptr<message_table> table;
+  caf::actor_system* sys = nullptr;
+  static inline const char* name = "aicon.rater";
+
+  std::chrono::milliseconds timeout() const {
+    return std::chrono::milliseconds{ctx.lim.request_timeout_ms};
+  }
+
+  caf::expected<envelope> ask(const std::string& name, envelope req) {
+    auto dst = lookup_blocking(*sys, ctx.directory, name, timeout());
+    if (!dst)
+      return dst.error();
+    caf::scoped_actor self{*sys};
+    caf::expected<envelope> out = make_error(errc::internal, "no answer");
+    self->request(*dst, timeout(), std::move(req))
+      .receive(
+        [&](envelope& reply) {
+          if (auto err = error_of_reply(reply))
+            out = std::move(err);
+          else
+            out = std::move(reply);
+        },
+        [&](caf::error& err) { out = std::move(err); });
+    return out;
+  }
+
+  caf::expected<std::pair<uint64_t, uint64_t>> account(const node_id& who) { // nonce, stake
+    auto r = ask("ledger", make_envelope<schema::LedgerQuery>([&](schema::LedgerQuery::Builder b) {
+                   b.setAccount(kj::arrayPtr(who.bytes.data(), 32));
+                 }));
+    if (!r)
+      return r.error();
+    opened<schema::AccountInfo> a{*r};
+    if (!a)
+      return a.error();
+    return std::make_pair(a->getNonce(), a->getStake());
+  }
+
+  envelope trainer_query(const hash256& session, uint32_t rank,
+                         const std::function<void(schema::TrainQuery::Builder)>& f) {
+    return make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
+      b.setSession(kj::arrayPtr(session.data(), 32));
+      b.setRank(rank);
+      f(b);
+    });
+  }
+
+  caf::expected<envelope> rate(schema::RateRequest::Reader req) {
+    auto t0 = clock_type::now();
+    if (req.getJob().size() != 32 || req.getSession().size() != 32)
+      return make_error(errc::invalid_argument, "RateRequest: job and session must be 32 bytes");
+    auto n = req.getRanks().size();
+    if (n == 0 || req.getLogs().size() != n)
+      return make_error(errc::invalid_argument,
+                        fmt::format("RateRequest: {} ranks but {} logs", n, req.getLogs().size()));
+    hash256 job, session;
+    std::memcpy(job.data(), req.getJob().begin(), 32);
+    std::memcpy(session.data(), req.getSession().begin(), 32);
+    auto cfg = req.getConfig();
+    auto spec = train::parse_spec(cfg.getModel().cStr());
+    if (!spec)
+      return spec.error();
+    if (cfg.getDataFile().size() == 0)
+      return make_error(errc::invalid_argument,
+                        "RateRequest: the rater re-executes jobs on a data file readable here "
+                        "(config.dataFile); a dataset from data nodes is not supported yet");
+    data::csv_options csv;
+    auto t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
+    if (!t)
+      return t.error();
+    if (cfg.getStandardize())
+      data::fit_and_apply(*t, data::transform::kind::standardize);
+    auto split = train::split_rows(*t, cfg.getTestPercent(), cfg.getSplitSeed());
+    double f = req.getFraction() > 0 ? req.getFraction() : 0.1;
+    double target = req.getTarget() > 0 ? req.getTarget() : 0.99;
+    auto k = rater::sample_size(f, target);
+    if (k == 0)
+      return make_error(errc::invalid_argument, "RateRequest: fraction and target must be in (0, 1)");
+    auto slash_pct = req.getSlashPercent() ? req.getSlashPercent() : 50u;
+
+    // Every log: signed by the rank's host, digests hashing to its root.
+    std::vector<hash256> roots;
+    std::vector<std::vector<train::digest>> digests(n);
+    std::vector<uint64_t> first(n);
+    std::vector<node_id> hosts;
+    std::vector<std::string> early(n); // a failure found before sampling
+    for (unsigned r = 0; r < n; ++r) {
+      auto host = node_id::from_bytes({req.getRanks()[r].begin(), req.getRanks()[r].size()});
+      if (!host)
+        return make_error(errc::invalid_argument, fmt::format("rank {}: {}", r, what_of(host.error())));
+      hosts.push_back(*host);
+      auto l = req.getLogs()[r];
+      hash256 root{};
+      if (l.getLogRoot().size() == 32)
+        std::memcpy(root.data(), l.getLogRoot().begin(), 32);
+      roots.push_back(root);
+      auto sig = l.getSignature();
+      if (l.getRank() != r || l.getTrainer().size() != 32
+          || std::memcmp(l.getTrainer().begin(), host->bytes.data(), 32) != 0)
+        early[r] = "the log is not this rank's host's";
+      else if (sig.size() != 64
+               || !verify_signature(*host,
+                                    train::worklog_signing_bytes(session, r, l.getSteps(), root),
+                                    {sig.begin(), sig.size()}))
+        early[r] = "the log's signature is not the trainer's";
+      if (!early[r].empty())
+        continue;
+      auto d = ask("trainer@" + host->hex(), trainer_query(session, r, [](auto b) {
+                     b.setDigests();
+                   }));
+      if (!d) {
+        early[r] = "its digests are unavailable: " + what_of(d.error());
+        continue;
+      }
+      opened<schema::WorkLogDigests> w{*d};
+      if (!w) {
+        early[r] = "its digests are malformed";
+        continue;
+      }
+      first[r] = w->getFirstStep();
+      for (auto x : w->getDigests()) {
+        train::digest dg{};
+        if (x.size() == 32)
+          std::memcpy(dg.data(), x.begin(), 32);
+        digests[r].push_back(dg);
+      }
+      if (digests[r].size() != l.getSteps()
+          || ledger::merkle_root(digests[r], "aicon-worklog-node-v1") != root)
+        early[r] = "its step digests do not hash to the signed log root";
+    }
+
+    // The challenges: a seed nobody knew while training.
+    hash256 tip{}, nonce;
+    if (auto r = ask("ledger", make_envelope<schema::LedgerQuery>(
+                                 [](schema::LedgerQuery::Builder b) { b.setTip(); }))) {
+      opened<schema::TipInfo> ti{*r};
+      if (ti && ti->getHash().size() == 32)
+        std::memcpy(tip.data(), ti->getHash().begin(), 32);
+    }
+    randombytes_buf(nonce.data(), 32);
+    auto seed = rater::challenge_seed(tip, session, roots, nonce);
+
+    struct verdict {
+      bool passed = false;
+      std::string why;
+      uint64_t units = 0;
+      uint32_t challenged = 0;
+    };
+    std::vector<verdict> verdicts(n);
+    for (unsigned r = 0; r < n; ++r) {
+      auto& v = verdicts[r];
+      if (!early[r].empty()) {
+        v.why = early[r];
+        continue;
+      }
+      rater::step_context sc{*spec, cfg.getSeed(), cfg.getGlobalBatch(), r,
+                             static_cast<uint32_t>(n)};
+      for (auto off : rater::choose_steps(seed, r, digests[r].size(), k)) {
+        ++v.challenged;
+        auto step = first[r] + off;
+        auto e = ask("trainer@" + hosts[r].hex(), trainer_query(session, r, [step](auto b) {
+                       b.setEvidence(step);
+                     }));
+        if (!e) {
+          v.why = fmt::format("step {}: no evidence: {}", step, what_of(e.error()));
+          break;
+        }
+        opened<schema::StepEvidence> ev{*e};
+        if (!ev) {
+          v.why = fmt::format("step {}: malformed evidence", step);
+          break;
+        }
+        rater::step_claim claim;
+        claim.step = step;
+        claim.epoch = ev->getEpoch();
+        claim.cursor = ev->getCursor();
+        auto w = ev->getWeights();
+        claim.weights.resize(w.size() / 4);
+        std::memcpy(claim.weights.data(), w.begin(), claim.weights.size() * 4);
+        for (auto i : ev->getIndices())
+          claim.indices.push_back(i);
+        claim.committed = digests[r][off];
+        v.why = rater::check_step(sc, split, claim);
+        if (!v.why.empty())
+          break;
+      }
+      v.passed = v.why.empty();
+    }
+
+    // Passing work: countersigned receipts to this host's block generator;
+    // failing trainers: slashed.
+    uint32_t submitted = 0;
+    uint64_t slashed = 0;
+    auto me = account(ctx.self->id());
+    uint64_t nonce_next = me ? me->first + 1 : 1;
+    std::vector<rater::trainer_result> results;
+    rater::wallet payer{};
+    if (req.getPayer().size() == 32)
+      std::memcpy(payer.data(), req.getPayer().begin(), 32);
+    std::map<rater::wallet, uint64_t> verified_units;
+    for (unsigned r = 0; r < n; ++r) {
+      auto& v = verdicts[r];
+      auto l = req.getLogs()[r];
+      if (v.passed) {
+        if (!l.hasReceipt()) {
+          v.passed = false;
+          v.why = "no work receipt in the log (finish without a verifier)";
+        } else {
+          auto rc = l.getReceipt().getReceipt();
+          bool fits = rc.getTrainer().size() == 32
+                      && std::memcmp(rc.getTrainer().begin(), hosts[r].bytes.data(), 32) == 0
+                      && rc.getSessionId().size() == 32
+                      && std::memcmp(rc.getSessionId().begin(), session.data(), 32) == 0
+                      && rc.getLogRoot().size() == 32
+                      && std::memcmp(rc.getLogRoot().begin(), roots[r].data(), 32) == 0
+                      && rc.getVerifier().size() == 32
+                      && std::memcmp(rc.getVerifier().begin(), ctx.self->id().bytes.data(), 32)
+                           == 0;
+          if (!fits) {
+            v.passed = false;
+            v.why = "its work receipt does not match its log, session or this rater";
+          } else {
+            v.units = rc.getUnits();
+            auto signed_receipt = make_envelope<schema::SignedWorkReceipt>(
+              [&](schema::SignedWorkReceipt::Builder b) {
+                b.setReceipt(rc);
+                b.setTrainerSignature(l.getReceipt().getTrainerSignature());
+                auto vs = ctx.self->sign(ledger::receipt_signing_bytes(rc));
+                b.setVerifierSignature(kj::arrayPtr(vs.data(), vs.size()));
+              });
+            auto ack = ask("block_generator", signed_receipt);
+            if (ack)
+              ++submitted;
+            else
+              log_warning("rater: receipt of rank {} refused: {}", r, describe(ack.error()));
+            rater::wallet w;
+            std::memcpy(w.data(), hosts[r].bytes.data(), 32);
+            verified_units[w] += v.units;
+          }
+        }
+      }
+      if (!v.passed) {
+        log_warning("rater: rank {} on {} FAILED verification: {}", r, hosts[r].short_hex(),
+                    v.why);
+        auto acct = account(hosts[r]);
+        uint64_t cut = acct ? acct->second * slash_pct / 100 : 0;
+        if (cut > 0) {
+          auto tx = ledger::make_signed_transaction(
+            *ctx.self, nonce_next, [&](schema::Transaction::Body::Builder b) {
+              auto s = b.initSlash();
+              s.setTarget(kj::arrayPtr(hosts[r].bytes.data(), 32));
+              s.setAmount(cut);
+              s.setReason(fmt::format("failed verification of session {}: {}",
+                                      ledger::short_hex(session), v.why));
+            });
+          if (auto ack = ask("block_generator", tx)) {
+            ++nonce_next;
+            slashed += cut;
+          } else {
+            log_warning("rater: slash refused: {}", describe(ack.error()));
+          }
+        }
+      }
+    }
+
+    // PoV reward: split by verified units; a trainer paid by itself earns none.
+    rater::job_record rec;
+    rec.job = job;
+    rec.payer = payer;
+    rec.trainer_units = verified_units;
+    auto scores = rater::score_epoch({rec});
+    std::map<rater::wallet, uint64_t> shares;
+    if (req.getReward() > 0 && !scores.trainers.empty()) {
+      // All of the reward to trainers here (one job: no dataset or model part).
+      unsigned __int128 total = 0;
+      for (auto& [w, u] : scores.trainers)
+        total += u;
+      for (auto& [w, u] : scores.trainers)
+        shares[w] = static_cast<uint64_t>(static_cast<unsigned __int128>(req.getReward()) * u / total);
+    }
+    uint64_t minted = 0;
+    if (!shares.empty()) {
+      auto tx = ledger::make_signed_transaction(
+        *ctx.self, nonce_next, [&](schema::Transaction::Body::Builder b) {
+          auto m = b.initMintReward();
+          auto p = m.initPayouts(static_cast<unsigned>(shares.size()));
+          unsigned i = 0;
+          for (auto& [w, a] : shares) {
+            p[i].setTo(kj::arrayPtr(w.data(), 32));
+            p[i].setAmount(a);
+            ++i;
+          }
+        });
+      if (auto ack = ask("block_generator", tx)) {
+        ++nonce_next;
+        for (auto& [w, a] : shares)
+          minted += a;
+      } else {
+        log_warning("rater: reward refused: {}", describe(ack.error()));
+        shares.clear();
+      }
+    }
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count();
+    log_info("rater: session {}: {} of {} trainers verified ({} steps each re-executed), {} "
+             "receipts, {} slashed, {} minted",
+             ledger::short_hex(session),
+             std::count_if(verdicts.begin(), verdicts.end(), [](auto& v) { return v.passed; }),
+             n, k, submitted, slashed, minted);
+    return make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
+      auto out = b.initVerdicts(n);
+      for (unsigned r = 0; r < n; ++r) {
+        out[r].setRank(r);
+        out[r].setTrainer(kj::arrayPtr(hosts[r].bytes.data(), 32));
+        out[r].setPassed(verdicts[r].passed);
+        out[r].setWhy(verdicts[r].why);
+        out[r].setUnits(verdicts[r].passed ? verdicts[r].units : 0);
+        out[r].setChallenged(verdicts[r].challenged);
+      }
+      b.setSeed(kj::arrayPtr(seed.data(), 32));
+      b.setSamplesPerTrainer(k);
+      b.setReceipts(submitted);
+      b.setSlashed(slashed);
+      b.setVerifyMs(static_cast<uint64_t>(ms));
+      b.setMinted(minted);
+      auto rw = b.initRewards(static_cast<unsigned>(shares.size()));
+      unsigned i = 0;
+      for (auto& [w, a] : shares) {
+        rw[i].setWallet(kj::arrayPtr(w.data(), 32));
+        rw[i].setAmount(a);
+        ++i;
+      }
+    });
+  }
+};
+
+using rater_actor = caf::stateful_actor<rater_state>;
+
+caf::behavior rater_role(rater_actor* self, role_context ctx) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.sys = &self->system();
+  st.table = std::make_unique<message_table>("rater");
+  st.table->on<schema::RateRequest>([self](schema::RateRequest::Reader r) -> caf::result<envelope> {
+    auto out = self->state.rate(r);
+    if (!out)
+      return out.error();
+    return *out;
+  });
+  self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
+    return drop_unexpected(self, x, self->state.ctx.counters.get());
+  });
+  return {
+    [self](const envelope& env) -> caf::result<envelope> {
+      return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
+    },
+  };
+}
+
+} // namespace
+
+caf::expected<caf::actor> spawn_rater(caf::actor_system& sys, const role_context& ctx) {
+  // Detached: a rating re-executes steps and waits on trainers and the chain.
+  return sys.spawn<caf::detached>(rater_role, ctx);
+}
+
+} // namespace aicon

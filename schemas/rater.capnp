@@ -1,0 +1,46 @@
+# The rater (Contribution Rating System): verification of a training
+# session's work logs, countersigned receipts, slashing.
+@0xd4d88a8909eeb408;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("aicon::schema");
+
+using Trainer = import "trainer.capnp";
+
+struct RateRequest {
+  job @0 :Data;             # 32 bytes
+  session @1 :Data;         # the ring's session (32 bytes)
+  config @2 :Trainer.TrainConfig;  # the job's (dataFile must be readable by the rater)
+  ranks @3 :List(Data);     # host NodeId of each rank, in rank order
+  logs @4 :List(Trainer.SessionLog); # every rank's signed log (with its receipt)
+  fraction @5 :Float64;     # fraction of faked steps to detect (0: 0.1)
+  target @6 :Float64;       # detection probability (0: 0.99)
+  slashPercent @7 :UInt32;  # of a failed trainer's stake (0: 50)
+  reward @8 :UInt64;        # PoV reward to mint for this job, split by verified units
+  payer @9 :Data;           # the job's payer: a trainer paid by itself earns no reward
+}
+
+struct RankVerdict {
+  rank @0 :UInt32;
+  trainer @1 :Data;
+  passed @2 :Bool;
+  why @3 :Text;             # failed: the first check that failed
+  units @4 :UInt64;         # verified work units (0 when failed)
+  challenged @5 :UInt32;    # steps re-executed
+}
+
+struct RateResult {
+  verdicts @0 :List(RankVerdict);
+  seed @1 :Data;            # the challenge seed
+  samplesPerTrainer @2 :UInt32;
+  receipts @3 :UInt32;      # countersigned and submitted to the block generator
+  slashed @4 :UInt64;       # total stake slashed
+  verifyMs @5 :UInt64;      # time spent re-executing
+  minted @6 :UInt64;        # PoV reward minted
+  rewards @7 :List(RewardShare);
+}
+
+struct RewardShare {
+  wallet @0 :Data;
+  amount @1 :UInt64;
+}

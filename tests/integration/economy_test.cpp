@@ -1,0 +1,424 @@
+// The economic loop across real host processes on 127.0.0.1: chain hosts
+// c0 (ledger, block generator, allocator, rater) and c1 (ledger, block
+// generator), trainer hosts t0 and t1 (2 trainer slots each, price 1 per
+// step) heart-beating signed offers to the allocator.
+//  - allocation: a job without escrow is refused "insufficient budget"; with
+//    escrow it gets all 4 trainers (gang); a second job waits and gets none;
+//    the allocator host restarted keeps the leases (LMDB).
+//  - end to end: a job escrows its budget, gets its trainers from the
+//    allocator, trains on digits, the rater re-executes a sample of every
+//    trainer's steps and countersigns their receipts, PoV blocks carrying
+//    the session id are committed, the payer settles, the trained weights
+//    become the payer's asset and are transferred; every balance equals what
+//    the prices and the reward say, and supply = genesis + minted - slashed.
+#include <csignal>
+#include <cstring>
+#include <thread>
+
+#include <sodium.h>
+
+#include "actors/allocator/allocator.hpp"
+#include "actors/job/economy.hpp"
+#include "actors/job/job.hpp"
+#include "actors/ledger/chain.hpp"
+#include "actors/ledger/state.hpp"
+#include "actors/ledger/work.hpp"
+#include "fixtures.hpp"
+#include "schemas/alloc.capnp.h"
+#include "schemas/chain.capnp.h"
+
+using namespace aicon;
+using namespace aicon::test;
+
+namespace {
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count());
+}
+
+std::array<uint8_t, 32> random_job() {
+  std::array<uint8_t, 32> j;
+  randombytes_buf(j.data(), 32);
+  return j;
+}
+
+struct economy_cluster {
+  test::temp_dir root;
+  std::vector<node_dir> nodes; // c0, c1, t0, t1
+  std::vector<std::string> names{"c0", "c1", "t0", "t1"};
+  std::vector<uint16_t> ports;
+  std::vector<running_host> hosts;
+  node_dir cli;
+  aicon::identity payer = aicon::identity::generate();
+  aicon::identity bootstrap = aicon::identity::generate(); // an authority for the first block
+  aicon::identity worker = aicon::identity::generate();
+  std::filesystem::path genesis;
+  std::unique_ptr<client> c;
+  uint64_t payer_nonce = 0;
+  static constexpr uint64_t payer_funds = 1'000'000, trainer_stake = 1'000;
+
+  economy_cluster() {
+    cli = make_node(root, "client");
+    for (auto& n : names) {
+      nodes.push_back(make_node(root, n));
+      ports.push_back(free_port());
+    }
+    for (auto& n : nodes) {
+      trust(n, cli);
+      trust(cli, n);
+      for (auto& m : nodes)
+        if (&n != &m)
+          trust(n, m);
+    }
+    ledger::genesis_config g;
+    g.time_ms = now_ms() - 10'000;
+    g.candidates = {{nodes[0].id, 1}, {nodes[1].id, 1}};
+    g.committee_size = 2;
+    g.initial_difficulty = 100;
+    g.difficulty.target_interval_ms = 500;
+    g.difficulty.window_blocks = 5;
+    g.authorities = {nodes[0].id, bootstrap.id()}; // c0 runs the rater
+    g.allocations = {{payer.id(), payer_funds, 0},
+                     {nodes[2].id, 0, trainer_stake},
+                     {nodes[3].id, 0, trainer_stake}};
+    genesis = write_file(root.path(), "genesis.toml", ledger::to_toml(g));
+    for (size_t i = 0; i < nodes.size(); ++i)
+      hosts.push_back(start_host(config(i), root / (names[i] + ".log"), {"-v"}));
+    for (size_t i = 0; i < nodes.size(); ++i)
+      wait_linked(i);
+    client::options opts;
+    opts.data_dir = cli.dir;
+    opts.threads = 2;
+    auto cl = client::start(opts);
+    BOOST_REQUIRE_MESSAGE(cl, why(cl));
+    c = std::move(*cl);
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      auto id = c->connect(fmt::format("127.0.0.1:{}", ports[i]), nodes[i].id);
+      BOOST_REQUIRE_MESSAGE(id, why(id));
+    }
+  }
+
+  ~economy_cluster() {
+    c.reset();
+  }
+
+  void wait_linked(size_t i) {
+    for (size_t k = 0; k < nodes.size(); ++k)
+      if (k != i)
+        BOOST_REQUIRE_MESSAGE(hosts[i].proc->wait_for_log("peer up " + nodes[k].id.short_hex(),
+                                                          30s),
+                              names[i] << " never linked to " << names[k] << ":\n"
+                                       << hosts[i].proc->log_text());
+  }
+
+  std::filesystem::path config(size_t i) {
+    std::string connect, allow = fmt::format("\"{}\"", cli.id.hex());
+    for (size_t k = 0; k < nodes.size(); ++k)
+      if (k != i) {
+        connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
+                               nodes[k].id.hex());
+        allow += fmt::format(", \"{}\"", nodes[k].id.hex());
+      }
+    const char* roles[] = {R"("directory", "ledger", "block_generator", "allocator", "rater")",
+                           R"("directory", "ledger", "block_generator")",
+                           R"("directory", "ledger", "trainer")",
+                           R"("directory", "ledger", "trainer")"};
+    return write_file(
+      root.path(), names[i] + ".toml",
+      fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
+                  "site = \"{}\"\n[peers]\nallow = [{}]\nconnect = [\n{}]\n[chain]\ngenesis = "
+                  "\"{}\"\n[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
+                  "ledger_sync_ms = 300\noffer_heartbeat_ms = 300\ntrainer_slots = 2\n"
+                  "trainer_price = 1\n\n[[site_rtt]]\na = \"west\"\nb = \"east\"\nms = 40\n",
+                  names[i], ports[i], roles[i], i == 3 ? "east" : "west", allow, connect,
+                  genesis.string()));
+  }
+
+  caf::expected<envelope> ask(size_t i, const std::string& role, envelope req,
+                              std::chrono::milliseconds timeout = 20s) {
+    auto dst = c->lookup(role + "@" + nodes[i].id.hex());
+    if (!dst)
+      return dst.error();
+    return c->request(*dst, std::move(req), timeout);
+  }
+
+  schema::AccountInfo::Reader account_reader(opened<schema::AccountInfo>& a) {
+    return a.root();
+  }
+
+  /// (balance, nonce, stake) of `who` on host i's chain.
+  std::tuple<uint64_t, uint64_t, uint64_t> account(size_t i, const node_id& who) {
+    auto reply = ask(i, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                       q.setAccount(kj::arrayPtr(who.bytes.data(), 32));
+                     }));
+    if (!reply)
+      return {0, 0, 0};
+    opened<schema::AccountInfo> a{*reply};
+    if (!a)
+      return {0, 0, 0};
+    return {a->getBalance(), a->getNonce(), a->getStake()};
+  }
+
+  uint64_t height(size_t i) {
+    auto r = ask(i, "ledger", make_envelope<schema::LedgerQuery>([](auto q) { q.setTip(); }));
+    if (!r)
+      return 0;
+    opened<schema::TipInfo> t{*r};
+    return t ? t->getHeight() : 0;
+  }
+
+  /// Submits the payer's next transaction and waits until both chain hosts
+  /// applied it; a bootstrap work receipt makes a block when nothing else
+  /// would.
+  void payer_tx(const std::function<envelope(uint64_t)>& make, bool bootstrap_block) {
+    auto nonce = ++payer_nonce;
+    auto ack = ask(0, "block_generator", make(nonce));
+    BOOST_REQUIRE_MESSAGE(ack, why(ack));
+    if (bootstrap_block) {
+      ledger::work_facts f;
+      randombytes_buf(f.session.data(), 32);
+      f.model[0] = 2;
+      f.seq = 1;
+      f.units = 1000;
+      auto r = ask(0, "block_generator", ledger::make_work_receipt(worker, bootstrap, f));
+      BOOST_REQUIRE_MESSAGE(r, why(r));
+    }
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (std::get<1>(account(0, payer.id())) >= nonce
+          && std::get<1>(account(1, payer.id())) >= nonce)
+        return;
+      std::this_thread::sleep_for(100ms);
+    }
+    BOOST_FAIL("the payer's transaction " << nonce << " never became final on both chain hosts");
+  }
+
+  size_t offers() {
+    auto r = ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
+    if (!r)
+      return 0;
+    opened<schema::AllocBook> b{*r};
+    return b ? b->getOffers().size() : 0;
+  }
+
+  std::vector<alloc::lease> leases_of_job(const std::array<uint8_t, 32>& job) {
+    std::vector<alloc::lease> out;
+    auto r = ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
+    if (!r)
+      return out;
+    opened<schema::AllocBook> b{*r};
+    if (!b)
+      return out;
+    for (auto l : b->getLeases())
+      if (l.getJob().size() == 32 && std::memcmp(l.getJob().begin(), job.data(), 32) == 0) {
+        alloc::lease x;
+        std::memcpy(x.trainer.bytes.data(), l.getLease().getTrainer().begin(), 32);
+        x.count = l.getLease().getCount();
+        out.push_back(x);
+      }
+    return out;
+  }
+
+  envelope alloc_ask(const std::array<uint8_t, 32>& job, uint32_t k, uint64_t steps) {
+    return make_envelope<schema::AllocAsk>([&](schema::AllocAsk::Builder b) {
+      b.setJob(kj::arrayPtr(job.data(), 32));
+      b.setK(k);
+      b.setDevice("cpu");
+      b.setMaxPrice(1);
+      b.setSteps(steps);
+      b.setDataSite("west");
+      b.setLeaseMs(60000);
+    });
+  }
+
+  void wait_offers(size_t n) {
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (offers() < n && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(100ms);
+    BOOST_REQUIRE_MESSAGE(offers() >= n, "the allocator never got " << n << " offers:\n"
+                                                                  << hosts[0].proc->log_text());
+  }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(economy)
+
+BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  auto a = random_job(), b = random_job();
+  // No escrow: refused by name.
+  auto unpaid = ec.ask(0, "allocator", ec.alloc_ask(a, 4, 100));
+  BOOST_REQUIRE(!unpaid);
+  BOOST_TEST_MESSAGE(what_of(unpaid.error()));
+  BOOST_TEST(what_of(unpaid.error()).find("insufficient budget") != std::string::npos);
+  // Escrow both (in one block), then A takes all four trainers.
+  auto ack = ec.ask(0, "block_generator", train::make_escrow_lock(ec.payer, 1, a, 400));
+  BOOST_REQUIRE_MESSAGE(ack, why(ack));
+  ec.payer_nonce = 1;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, b, 400); }, true);
+  auto granted = ec.ask(0, "allocator", ec.alloc_ask(a, 4, 100));
+  BOOST_REQUIRE_MESSAGE(granted, why(granted));
+  auto leases = leases_of(*granted);
+  uint32_t slots = 0;
+  for (auto& l : leases)
+    slots += l.count;
+  BOOST_TEST(slots == 4u);
+  BOOST_TEST(leases.size() == 2u); // both trainer hosts, 2 each
+  // B: not enough free, so it waits and holds nothing (gang).
+  auto waiting = ec.ask(0, "allocator", ec.alloc_ask(b, 2, 100));
+  BOOST_REQUIRE_MESSAGE(waiting, why(waiting));
+  {
+    opened<schema::AllocReply> w{*waiting};
+    BOOST_REQUIRE(w);
+    BOOST_TEST((w->which() == schema::AllocReply::WAITING));
+    BOOST_TEST_MESSAGE("B: " << w->getWaiting().cStr());
+  }
+  BOOST_TEST(ec.leases_of_job(b).empty());
+  // The allocator's host restarts: A's leases are still there.
+  BOOST_TEST(ec.hosts[0].proc->stop(SIGTERM, 30s) == 0);
+  ec.hosts[0] = start_host(ec.root / "c0.toml", ec.root / "c0-restart.log", {"-v"});
+  BOOST_REQUIRE_MESSAGE(ec.hosts[0].proc->wait_for_log("restored", 20s),
+                        ec.hosts[0].proc->log_text());
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  caf::expected<node_id> relinked = make_error(errc::internal, "not tried");
+  while (!relinked && std::chrono::steady_clock::now() < deadline) {
+    relinked = ec.c->connect(fmt::format("127.0.0.1:{}", ec.ports[0]), ec.nodes[0].id);
+    if (!relinked)
+      std::this_thread::sleep_for(200ms);
+  }
+  BOOST_REQUIRE_MESSAGE(relinked, why(relinked));
+  std::vector<alloc::lease> kept;
+  while (std::chrono::steady_clock::now() < deadline) {
+    kept = ec.leases_of_job(a);
+    if (!kept.empty())
+      break;
+    std::this_thread::sleep_for(200ms);
+  }
+  uint32_t kept_slots = 0;
+  for (auto& l : kept)
+    kept_slots += l.count;
+  BOOST_TEST(kept_slots == 4u);
+  // Released, the trainers go to B when it asks again.
+  auto rel = ec.ask(0, "allocator", make_envelope<schema::AllocQuery>([&](auto q) {
+                      q.setJob(kj::arrayPtr(a.data(), 32));
+                      q.setRelease();
+                    }));
+  BOOST_REQUIRE_MESSAGE(rel, why(rel));
+  auto b_again = ec.ask(0, "allocator", ec.alloc_ask(b, 2, 100));
+  BOOST_REQUIRE_MESSAGE(b_again, why(b_again));
+  BOOST_TEST(leases_of(*b_again).size() >= 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  auto job = random_job();
+  const uint64_t steps = 150, escrow = 4 * steps * 1 + 500, reward = 1000;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, job, escrow); }, true);
+  auto [payer_before, pn, ps] = ec.account(0, ec.payer.id());
+  BOOST_TEST(payer_before == economy_cluster::payer_funds - escrow);
+
+  train::job_options o;
+  o.allocator = ec.nodes[0].id;
+  o.trainers = 4;
+  o.max_price = 1;
+  o.data_site = "west";
+  o.job = job;
+  o.verifier = ec.nodes[0].id;
+  o.steps = steps;
+  o.global_batch = 32;
+  o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  o.ring_timeout_ms = 3000;
+  auto r = train::run_job(*ec.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  for (auto& e : r->events)
+    BOOST_TEST_MESSAGE("job: " << e);
+  BOOST_TEST_MESSAGE("held-out accuracy " << r->accuracy);
+  BOOST_TEST(r->accuracy >= 0.9);
+  BOOST_REQUIRE(r->logs.size() == 4u);
+  BOOST_TEST(ec.leases_of_job(job).empty()); // released at the end
+
+  // Verification by the rater on c0.
+  auto height_before = ec.height(0);
+  auto rated = ec.ask(0, "rater", train::make_rate_request(o, *r, ec.payer.id(), reward), 120s);
+  BOOST_REQUIRE_MESSAGE(rated, why(rated));
+  auto rating = train::parse_rating(*rated);
+  BOOST_REQUIRE_MESSAGE(rating, why(rating));
+  for (auto& v : rating->verdicts) {
+    BOOST_TEST(v.passed, "rank " << v.rank << ": " << v.why);
+    BOOST_TEST(v.units == steps * 8); // 32 rows over 4 trainers
+  }
+  BOOST_TEST(rating->receipts == 4u);
+  BOOST_TEST(rating->samples_per_trainer == 44u);
+  BOOST_TEST(rating->minted == reward);
+  BOOST_TEST(rating->slashed == 0u);
+
+  // PoV blocks carrying this session id get committed on both chain hosts.
+  bool found = false;
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!found && std::chrono::steady_clock::now() < deadline) {
+    for (uint64_t h = height_before + 1; h <= ec.height(1) && !found; ++h) {
+      auto blk = ec.ask(1, "ledger", make_envelope<schema::LedgerQuery>([h](auto q) {
+                          q.setBlockAt(h);
+                        }));
+      if (!blk)
+        continue;
+      opened<schema::Block> bl{*blk};
+      if (bl && bl->getHeader().getSessionId().size() == 32
+          && std::memcmp(bl->getHeader().getSessionId().begin(), r->session.data(), 32) == 0) {
+        found = true;
+        BOOST_TEST(std::memcmp(bl->getHeader().getJobId().begin(), job.data(), 32) == 0);
+        BOOST_TEST_MESSAGE("block " << h << " carries session " << to_hex({r->session.data(), 8}));
+      }
+    }
+    if (!found)
+      std::this_thread::sleep_for(200ms);
+  }
+  BOOST_TEST(found, "no block carries the job's session");
+
+  // Settlement by the payer; the weights become the payer's asset.
+  auto plan = train::plan_settlement(escrow, *rating, steps, 1);
+  BOOST_REQUIRE(plan.why.empty());
+  ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, n, job, plan); }, true);
+  std::array<uint8_t, 32> asset{};
+  ec.payer_tx([&](uint64_t n) { return train::make_model_asset(ec.payer, n, r->checkpoint, &asset); },
+              true);
+  auto owner = ec.ask(1, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                        q.setAsset(kj::arrayPtr(asset.data(), 32));
+                      }));
+  BOOST_REQUIRE_MESSAGE(owner, why(owner));
+  {
+    opened<schema::AssetInfo> ai{*owner};
+    BOOST_REQUIRE(ai);
+    BOOST_TEST(ai->getKind().cStr() == std::string{"trained-model"});
+    BOOST_TEST(std::memcmp(ai->getOwner().begin(), ec.payer.id().bytes.data(), 32) == 0);
+  }
+
+  // Every balance, to the unit: each trainer host ran 2 ranks x steps x 1,
+  // plus its share of the reward (equal units: half each); the payer got the
+  // unused escrow back; supply = genesis + minted - slashed.
+  std::map<node_id, uint64_t> reward_of;
+  for (auto& [w, a] : rating->rewards)
+    reward_of[w] += a;
+  for (size_t t : {size_t{2}, size_t{3}}) {
+    auto [bal, nonce, stake] = ec.account(1, ec.nodes[t].id);
+    BOOST_TEST(bal == 2 * steps * 1 + reward_of[ec.nodes[t].id], ec.names[t]);
+    BOOST_TEST(reward_of[ec.nodes[t].id] == reward / 2);
+    BOOST_TEST(stake == economy_cluster::trainer_stake);
+  }
+  auto [payer_after, pn2, ps2] = ec.account(1, ec.payer.id());
+  BOOST_TEST(payer_after == economy_cluster::payer_funds - 4 * steps);
+  uint64_t total = payer_after;
+  for (size_t t : {size_t{2}, size_t{3}}) {
+    auto [bal, nonce, stake] = ec.account(1, ec.nodes[t].id);
+    total += bal + stake;
+  }
+  BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake
+                        + rating->minted - rating->slashed);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
