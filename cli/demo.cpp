@@ -1,170 +1,257 @@
 #include "cli/demo.hpp"
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
-#include <caf/all.hpp>
 #include <fmt/format.h>
+#include <sodium.h>
 
-#include "actors/roles.hpp"
-#include "runtime/atoms.hpp"
-#include "runtime/directory.hpp"
-#include "runtime/temp_dir.hpp"
-#include "runtime/envelope.hpp"
+#include "actors/data_node/ingest.hpp"
+#include "actors/job/economy.hpp"
+#include "actors/job/job.hpp"
+#include "actors/ledger/hashing.hpp"
+#include "actors/trainer/work.hpp"
+#include "cli/embedded.hpp"
+#include "cli/plot.hpp"
 #include "runtime/error.hpp"
-#include "runtime/host.hpp"
 #include "runtime/log.hpp"
-#include "runtime/tls.hpp"
-#include "schemas/echo.capnp.h"
-#include "schemas/host.capnp.h"
+#include "schemas/chain.capnp.h"
+
+#ifndef AICON_SOURCE_DIR
+#define AICON_SOURCE_DIR "."
+#endif
 
 namespace aicon {
 
 namespace {
 
 using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
 
-caf::expected<caf::actor> lookup(host& h, const std::string& name) {
-  return lookup_blocking(h.system(), h.directory(), name, 5s);
+int fail(const std::string& what, const caf::error& err) {
+  std::fprintf(stderr, "\naicon demo: %s: %s\n", what.c_str(), describe(err).c_str());
+  return 1;
 }
 
-struct rtt_stats {
-  double median_ms = 0;
-  double p99_ms = 0;
-  int wrong = 0;
-  std::string error;
-};
-
-rtt_stats measure(host& from, const caf::actor& target, int rounds) {
-  rtt_stats out;
-  std::vector<double> rtts;
-  caf::scoped_actor self{from.system()};
-  std::vector<uint8_t> payload(64);
-  for (size_t i = 0; i < payload.size(); ++i)
-    payload[i] = static_cast<uint8_t>(i);
-  for (int i = 0; i < rounds; ++i) {
-    auto req = make_envelope<schema::EchoRequest>([&](schema::EchoRequest::Builder b) {
-      b.setSeq(static_cast<uint64_t>(i));
-      b.setPayload(kj::arrayPtr(payload.data(), payload.size()));
-    });
-    auto t0 = std::chrono::steady_clock::now();
-    self->request(target, 5s, std::move(req))
-      .receive(
-        [&](envelope& reply) {
-          rtts.push_back(
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-              .count());
-          opened<schema::EchoResponse> r{reply};
-          if (!r || r->getSeq() != static_cast<uint64_t>(i) || r->getPayload().size() != 64)
-            ++out.wrong;
-        },
-        [&](caf::error& e) { out.error = describe(e); });
-    if (!out.error.empty())
-      return out;
-  }
-  std::sort(rtts.begin(), rtts.end());
-  out.median_ms = rtts[rtts.size() / 2];
-  out.p99_ms = rtts[std::min(rtts.size() - 1, rtts.size() * 99 / 100)];
-  return out;
+std::string short_id(const node_id& n) {
+  return n.short_hex();
 }
 
 } // namespace
 
 int run_demo(const demo_options& opts) {
-  int n = std::clamp(opts.hosts, 2, 8);
-  set_log_level(log_level::warning);
-  auto tmp = temp_dir::create("aicon-demo");
-  if (!tmp) {
-    std::fprintf(stderr, "demo: %s\n", describe(tmp.error()).c_str());
-    return 2;
+  // The hosts' own warnings (peers dialing each other while they start,
+  // links closing at the end) would drown the story: errors only.
+  set_log_level(log_level::error);
+  auto t_start = clock_type::now();
+  auto data = opts.data.empty()
+                ? (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string()
+                : opts.data;
+  std::error_code ec;
+  std::filesystem::create_directories(opts.out, ec);
+  if (ec)
+    return fail("--out " + opts.out, make_error(errc::io_error, ec.message()));
+
+  // 1. The data, ingested as the trainers will read it.
+  data::csv_options csv;
+  auto table = data::read_any(data, std::nullopt, csv, std::nullopt);
+  if (!table)
+    return fail("ingesting " + data, table.error());
+  std::printf("aicon demo\n");
+  std::printf("data      %s: %zu rows, %zu features, %u classes (standardized, 20%% held out)\n",
+              std::filesystem::path{data}.filename().c_str(), table->rows, table->features,
+              table->classes);
+
+  // 2. The embedded cluster.
+  auto cl = embedded_cluster::start({});
+  if (!cl)
+    return fail("starting the embedded cluster", cl.error());
+  auto& net = **cl;
+  std::printf("cluster   4 hosts in this process, own keys, mutual TLS on 127.0.0.1:\n");
+  const char* what[] = {"ledger, block generator, allocator, rater (site west)",
+                        "ledger, block generator (site west)", "ledger, 2 trainers (site west)",
+                        "ledger, 2 trainers (site east)"};
+  for (size_t i = 0; i < 4; ++i)
+    std::printf("          %s %s  %s\n", net.names()[i].c_str(), short_id(net.ids()[i]).c_str(),
+                what[i]);
+
+  // 3. The job's budget, escrowed on the chain.
+  std::array<uint8_t, 32> job;
+  randombytes_buf(job.data(), 32);
+  const uint64_t trainers = 4, price = 1, reward = 1000;
+  const uint64_t escrow = trainers * opts.steps * price + 1000;
+  if (auto err = net.payer_tx(
+        [&](uint64_t n) { return train::make_escrow_lock(net.payer(), n, job, escrow); }, true))
+    return fail("escrow", err);
+  std::printf("escrow    payer %s locked %llu for job %s (final at height %llu)\n",
+              short_id(net.payer().id()).c_str(), static_cast<unsigned long long>(escrow),
+              ledger::short_hex(job).c_str(), static_cast<unsigned long long>(net.height()));
+
+  // 4. Allocation and training.
+  train::job_options o;
+  o.allocator = net.chain_host();
+  o.trainers = trainers;
+  o.max_price = price;
+  o.data_site = "west";
+  o.job = job;
+  o.verifier = net.chain_host();
+  o.model = opts.model;
+  o.steps = opts.steps;
+  o.global_batch = opts.batch;
+  o.data_file = std::filesystem::absolute(data).string();
+  std::vector<train::step_report> curve;
+  double step_seconds = 0, allreduce_seconds = 0;
+  auto t_train = clock_type::now();
+  uint64_t per_epoch = table->rows * 8 / 10 / opts.batch;
+  auto progress = [&](const train::step_report& s) {
+    curve.push_back(s);
+    step_seconds += s.samples_per_s > 0 ? opts.batch / s.samples_per_s : 0;
+    allreduce_seconds += s.allreduce_ms / 1000.0;
+    if (s.step % 10 == 0 || s.step + 1 == opts.steps) {
+      double elapsed = std::chrono::duration<double>(clock_type::now() - t_train).count();
+      double rate = elapsed > 0 ? (s.step + 1) * opts.batch / elapsed : 0;
+      double eta = rate > 0 ? (opts.steps - s.step - 1) * opts.batch / rate : 0;
+      std::fprintf(stderr, "\rtrain     epoch %.2f  step %llu/%llu  loss %.4f  %.0f samples/s  "
+                           "ETA %.0f s   ",
+                   per_epoch ? static_cast<double>(s.step + 1) / per_epoch : 0.0,
+                   static_cast<unsigned long long>(s.step + 1),
+                   static_cast<unsigned long long>(opts.steps), s.loss, rate, eta);
+    }
+  };
+  auto result = train::run_job(net.c(), o, progress);
+  std::fprintf(stderr, "\n");
+  if (!result)
+    return fail("training", result.error());
+  for (auto& e : result->events)
+    if (e.rfind("allocator", 0) == 0)
+      std::printf("allocate  %s\n", e.c_str());
+  double train_s = std::chrono::duration<double>(clock_type::now() - t_train).count();
+  double sps = train_s > 0 ? result->steps * opts.batch / train_s : 0;
+  std::printf("trained   %s: held-out accuracy %.4f, test loss %.4f, %llu steps in %.1f s, "
+              "%.0f samples/s, allreduce %.0f%% of step time\n",
+              opts.model.c_str(), result->accuracy, result->test_loss,
+              static_cast<unsigned long long>(result->steps), train_s, sps,
+              step_seconds > 0 ? 100 * allreduce_seconds / step_seconds : 0.0);
+
+  // 5. Verification by the rater.
+  auto height_before = net.height();
+  auto rated = net.ask(0, "rater", train::make_rate_request(o, *result, net.payer().id(), reward),
+                       120s);
+  if (!rated)
+    return fail("verification", rated.error());
+  auto rating = train::parse_rating(*rated);
+  if (!rating)
+    return fail("verification", rating.error());
+  size_t passed = 0;
+  for (auto& v : rating->verdicts)
+    passed += v.passed ? 1 : 0;
+  std::printf("verified  %zu/%zu trainers passed: %u steps each re-executed from their evidence "
+              "(detects 10%% faked steps with p >= 0.99) in %llu ms; %u receipts countersigned\n",
+              passed, rating->verdicts.size(), rating->samples_per_trainer,
+              static_cast<unsigned long long>(rating->verify_ms), rating->receipts);
+  for (auto& v : rating->verdicts)
+    if (!v.passed)
+      std::printf("          rank %u on %s FAILED: %s\n", v.rank, short_id(v.trainer).c_str(),
+                  v.why.c_str());
+
+  // 6. The PoV blocks those receipts earn.
+  std::vector<std::pair<uint64_t, uint64_t>> session_blocks; // height, work units
+  auto deadline = clock_type::now() + 60s;
+  uint64_t scanned = height_before;
+  while (session_blocks.empty() && clock_type::now() < deadline) {
+    for (auto h = scanned + 1; h <= net.height(); ++h) {
+      auto blk = net.ask(1, "ledger", make_envelope<schema::LedgerQuery>([h](auto q) {
+                           q.setBlockAt(h);
+                         }),
+                         10s);
+      if (!blk)
+        break;
+      scanned = h;
+      opened<schema::Block> b{*blk};
+      if (b && b->getHeader().getSessionId().size() == 32
+          && std::memcmp(b->getHeader().getSessionId().begin(), result->session.data(), 32) == 0)
+        session_blocks.emplace_back(h, b->getHeader().getWorkUnits());
+    }
+    if (session_blocks.empty())
+      std::this_thread::sleep_for(200ms);
   }
-  const auto& root = tmp->path();
-  std::printf("aicon demo: %d hosts in one process, each with its own ed25519 key, linked by "
-              "mutual TLS on 127.0.0.1\n", n);
-  std::vector<node_id> ids;
-  for (int i = 0; i < n; ++i) {
-    auto id = create_identity(root / fmt::format("host{}", i));
-    if (!id) {
-      std::fprintf(stderr, "demo: %s\n", describe(id.error()).c_str());
-      return 2;
-    }
-    ids.push_back(id->id());
+  if (session_blocks.empty())
+    return fail("blocks", make_error(errc::timeout, "no block carried the session within 60 s"));
+  for (auto [h, units] : session_blocks)
+    std::printf("block     #%llu final: session %s, job %s, model %s, %llu verified work units\n",
+                static_cast<unsigned long long>(h), ledger::short_hex(result->session).c_str(),
+                ledger::short_hex(job).c_str(),
+                ledger::short_hex(train::model_id(*train::parse_spec(opts.model))).c_str(),
+                static_cast<unsigned long long>(units));
+
+  // 7. Settlement and the trained model.
+  auto plan = train::plan_settlement(escrow, *rating, result->steps, price);
+  if (!plan.why.empty())
+    return fail("settlement", make_error(errc::invalid_argument, plan.why));
+  if (auto err = net.payer_tx(
+        [&](uint64_t n) { return train::make_settle(net.payer(), n, job, plan); }, true))
+    return fail("settlement", err);
+  std::array<uint8_t, 32> asset{};
+  if (auto err = net.payer_tx(
+        [&](uint64_t n) {
+          return train::make_model_asset(net.payer(), n, result->checkpoint, &asset);
+        },
+        true))
+    return fail("model asset", err);
+  std::printf("settled   escrow %llu: trainers paid %llu per step each, %llu refunded to the "
+              "payer; reward %llu minted by verified work\n",
+              static_cast<unsigned long long>(escrow), static_cast<unsigned long long>(price),
+              static_cast<unsigned long long>(plan.refund),
+              static_cast<unsigned long long>(rating->minted));
+  std::map<node_id, uint64_t> reward_of;
+  for (auto& [w, a] : rating->rewards)
+    reward_of[w] += a;
+  std::map<node_id, uint64_t> paid_of;
+  for (auto& [w, a] : plan.payouts)
+    paid_of[w] += a;
+  for (size_t i = 2; i < 4; ++i) {
+    auto acct = net.account(net.ids()[i]);
+    std::printf("          %s %s: work %llu + reward %llu = balance %llu (stake %llu)\n",
+                net.names()[i].c_str(), short_id(net.ids()[i]).c_str(),
+                static_cast<unsigned long long>(paid_of[net.ids()[i]]),
+                static_cast<unsigned long long>(reward_of[net.ids()[i]]),
+                static_cast<unsigned long long>(acct ? std::get<0>(*acct) : 0),
+                static_cast<unsigned long long>(acct ? std::get<2>(*acct) : 0));
   }
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j)
-      if (i != j)
-        if (auto t = trust_certificate(root / fmt::format("host{}", i),
-                                       root / fmt::format("host{}", j) / node_cert_file);
-            !t) {
-          std::fprintf(stderr, "demo: %s\n", describe(t.error()).c_str());
-          return 2;
-        }
-  // Host i dials every host before it; half the hosts play site "east".
-  std::vector<std::unique_ptr<host>> hosts;
-  for (int i = 0; i < n; ++i) {
-    host_config cfg;
-    cfg.data_dir = root / fmt::format("host{}", i);
-    cfg.site = i < (n + 1) / 2 ? "west" : "east";
-    for (int j = 0; j < n; ++j)
-      if (j > i)
-        cfg.allow.push_back(ids[j]);
-    for (int j = 0; j < i; ++j)
-      cfg.connect.push_back(peer_entry{net_address{"127.0.0.1", hosts[j]->port()}, ids[j]});
-    auto h = host::start(cfg, role_table());
-    if (!h) {
-      std::fprintf(stderr, "demo: %s\n", describe(h.error()).c_str());
-      return 2;
-    }
-    std::printf("  host%d %s  site=%-4s  port %u\n", i, ids[i].hex().c_str(), cfg.site.c_str(),
-                (*h)->port());
-    hosts.push_back(std::move(*h));
+  auto payer_acct = net.account(net.payer().id());
+  std::printf("          payer %s: balance %llu\n", short_id(net.payer().id()).c_str(),
+              static_cast<unsigned long long>(payer_acct ? std::get<0>(*payer_acct) : 0));
+  std::printf("model     trained weights registered as asset %s (trained-model), owned by the "
+              "payer\n",
+              ledger::short_hex(asset).c_str());
+
+  // 8. The loss curve.
+  auto csv_path = std::filesystem::path{opts.out} / "loss.csv";
+  auto svg_path = std::filesystem::path{opts.out} / "loss.svg";
+  {
+    std::ofstream f{csv_path};
+    f << "step,loss,samples_per_s,allreduce_ms,trainers\n";
+    for (auto& s : curve)
+      f << fmt::format("{},{:.6f},{:.1f},{:.3f},{}\n", s.step, s.loss, s.samples_per_s,
+                       s.allreduce_ms, s.trainers);
+    if (!f.flush())
+      return fail("writing " + csv_path.string(), make_error(errc::io_error, "write failed"));
   }
-  // Links form in the background; wait (bounded) for the last host's.
-  auto deadline = std::chrono::steady_clock::now() + 15s;
-  for (int j = 0; j + 1 < n; ++j)
-    while (!lookup(*hosts[n - 1], "echo@" + ids[j].hex())) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        std::fprintf(stderr, "demo: links did not come up within 15 s\n");
-        return 1;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-  std::printf("\nEcho round trips from host%d (64 B payload, %d rounds each), through the "
-              "directory: the same call whether the role is local or remote\n",
-              n - 1, opts.rounds);
-  std::printf("  %-28s %10s %10s %7s\n", "target", "median ms", "p99 ms", "#wrong");
-  int failures = 0;
-  for (int j = n - 1; j >= 0; --j) {
-    auto name = j == n - 1 ? std::string{"echo"} : "echo@" + ids[j].short_hex();
-    auto target = lookup(*hosts[n - 1], name);
-    if (!target) {
-      std::printf("  %-28s %s\n", name.c_str(), describe(target.error()).c_str());
-      ++failures;
-      continue;
-    }
-    auto st = measure(*hosts[n - 1], *target, opts.rounds);
-    if (!st.error.empty()) {
-      std::printf("  %-28s %s\n", name.c_str(), st.error.c_str());
-      ++failures;
-      continue;
-    }
-    std::printf("  %-28s %10.3f %10.3f %7d\n",
-                (name + (j == n - 1 ? " (local)" : " (host" + std::to_string(j) + ")")).c_str(),
-                st.median_ms, st.p99_ms, st.wrong);
-    failures += st.wrong;
-  }
-  // A stranger's view: a NodeId nobody allowed.
-  auto stranger = aicon::identity::generate().id();
-  auto refused = lookup(*hosts[0], "echo@" + stranger.hex());
-  std::printf("\nLookup of a NodeId nobody allowed: %s\n",
-              refused ? "resolved (unexpected!)" : describe(refused.error()).c_str());
-  std::printf("\nThis demo covers the foundation (hosts, admission, messages). Training, "
-              "verification and settlement join it as their roles land.\n");
-  set_log_level(log_level::error); // peers going down at shutdown is expected here
-  hosts.clear();
-  return failures == 0 && !refused ? 0 : 1;
+  std::vector<double> losses;
+  for (auto& s : curve)
+    losses.push_back(s.loss);
+  if (auto err = write_loss_svg(svg_path.string(), losses))
+    return fail("writing " + svg_path.string(), err);
+  std::printf("wrote     %s and %s\n", csv_path.c_str(), svg_path.c_str());
+  double total = std::chrono::duration<double>(clock_type::now() - t_start).count();
+  bool ok = result->accuracy >= 0.95 && passed == rating->verdicts.size();
+  std::printf("%s in %.1f s: held-out accuracy %.4f %s 0.95\n", ok ? "done" : "FAILED", total,
+              result->accuracy, result->accuracy >= 0.95 ? ">=" : "<");
+  return ok ? 0 : 1;
 }
 
 } // namespace aicon

@@ -406,9 +406,11 @@ int main(int argc, char** argv) {
   status_app->add_flag("--json", sto.json, "one JSON object, for scripts");
 
   demo_options dopts;
-  auto demo = app.add_subcommand("demo", "a small network of hosts in one process, no config");
-  demo->add_option("--hosts", dopts.hosts, "hosts to start (2..8, default 3)")->check(CLI::Range(2, 8));
-  demo->add_option("--rounds", dopts.rounds, "echo round trips per target (default 200)")->check(CLI::Range(1, 100000));
+  auto demo = app.add_subcommand("demo", "the whole loop on an embedded cluster: data, escrow, allocation, training, verification, blocks, settlement");
+  demo->add_option("--out", dopts.out, "where loss.csv and loss.svg go (default aicon-demo-out)");
+  demo->add_option("--data", dopts.data, "labelled CSV/NPY/IDX (default: tests/data/digits.csv.gz)");
+  demo->add_option("--model", dopts.model, "model spec (default mlp:64-64-10)");
+  demo->add_option("--steps", dopts.steps, "training steps (default 400)")->check(CLI::Range(1, 1000000));
 
   CLI11_PARSE(app, argc, argv);
   // Commands that dial hosts as clients keep their output to what they were

@@ -1,0 +1,81 @@
+// An embedded cluster: real hosts in this process, each with its own key,
+// actor system and LMDB store, linked by mutual TLS on 127.0.0.1, plus a
+// client linked to all of them. What `aicon demo` runs on, so a newcomer
+// needs no config.
+//   c0: ledger, block_generator, allocator, rater (site west; the genesis
+//       authority that countersigns work)
+//   c1: ledger, block_generator (site west)
+//   t0: ledger, trainer (site west), t1: ledger, trainer (site east);
+//       `slots` trainers each, price 1 per trainer per step
+// A payer wallet holds the genesis funds; trainer hosts hold a stake.
+#pragma once
+
+#include <array>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "runtime/client.hpp"
+#include "runtime/host.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/temp_dir.hpp"
+
+namespace aicon {
+
+struct embedded_options {
+  uint32_t slots = 2;                 ///< trainers per trainer host
+  uint64_t payer_funds = 1'000'000;
+  uint64_t trainer_stake = 1'000;
+};
+
+class embedded_cluster {
+public:
+  static caf::expected<std::unique_ptr<embedded_cluster>> start(const embedded_options& o);
+  ~embedded_cluster();
+
+  client& c() {
+    return *client_;
+  }
+  const identity& payer() const {
+    return payer_;
+  }
+  const std::vector<node_id>& ids() const {
+    return ids_;
+  }
+  const std::vector<std::string>& names() const {
+    return names_;
+  }
+  node_id chain_host() const {
+    return ids_[0];
+  }
+
+  /// Submits the payer's next signed transaction to c0's block generator
+  /// and waits (bounded) until both chain hosts applied it. When nothing
+  /// else would make a block, `bootstrap` adds a work receipt of the
+  /// genesis bootstrap authority (a fresh PoV chain has no work yet).
+  caf::error payer_tx(const std::function<envelope(uint64_t nonce)>& make, bool bootstrap);
+
+  /// (balance, nonce, stake) on c1's chain.
+  caf::expected<std::tuple<uint64_t, uint64_t, uint64_t>> account(const node_id& who);
+  uint64_t height();
+
+  caf::expected<envelope> ask(size_t host, const std::string& role, envelope req,
+                              std::chrono::milliseconds timeout);
+
+private:
+  embedded_cluster() = default;
+  std::optional<temp_dir> root_;
+  std::vector<std::string> names_{"c0", "c1", "t0", "t1"};
+  std::vector<node_id> ids_;
+  std::vector<std::unique_ptr<host>> hosts_;
+  std::unique_ptr<client> client_;
+  identity payer_ = identity::generate();
+  identity bootstrap_ = identity::generate();
+  identity worker_ = identity::generate();
+  uint64_t payer_nonce_ = 0;
+};
+
+} // namespace aicon
