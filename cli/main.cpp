@@ -15,6 +15,7 @@
 #include "bench/messages.hpp"
 #include "bench/train.hpp"
 #include "bench/allocator.hpp"
+#include "bench/verify.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
 #include "cli/console.hpp"
@@ -271,6 +272,9 @@ int main(int argc, char** argv) {
   bench::allocator_options bal;
   auto bench_alloc = bench_cmd->add_subcommand("allocator", "allocation decisions/s and latency with 100k offers vs a linear scan");
   bench::add_allocator_flags(*bench_alloc, bal);
+  bench::verify_options bvo;
+  auto bench_verify = bench_cmd->add_subcommand("verify", "the rater's cost as a fraction of the training it checks");
+  bench::add_verify_flags(*bench_verify, bvo);
   bench::data_options bdo;
   auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
   bench::add_data_flags(*bench_data, bdo);
@@ -440,6 +444,8 @@ int main(int argc, char** argv) {
     return bench::run_train(bto);
   if (*bench_alloc)
     return bench::run_allocator(bal);
+  if (*bench_verify)
+    return bench::run_verify(bvo);
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)
