@@ -114,4 +114,25 @@ BOOST_AUTO_TEST_CASE(documented_example_config_parses) {
   BOOST_TEST(cfg->lim.handshake_deadline_ms == defaults.handshake_deadline_ms);
 }
 
+BOOST_AUTO_TEST_CASE(site_rtts_and_trainer_offers) {
+  auto cfg = parse("[limits]\ntrainer_slots = 4\ntrainer_price = 7\noffer_heartbeat_ms = 500\n"
+                   "[[site_rtt]]\na = \"west\"\nb = \"east\"\nms = 40\n");
+  BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
+  BOOST_TEST(cfg->lim.trainer_slots == 4u);
+  BOOST_TEST(cfg->lim.trainer_price == 7u);
+  BOOST_REQUIRE(cfg->site_rtts.size() == 1u);
+  BOOST_TEST(std::get<2>(cfg->site_rtts[0]) == 40.0);
+  expect_error("[[site_rtt]]\na = \"west\"\nb = \"west\"\nms = 1\n", "two different sites");
+  expect_error("[[site_rtt]]\na = \"west\"\nb = \"east\"\nmsec = 1\n", "site_rtt[0].msec");
+  expect_error("[limits]\ntrainer_slots = 0\n", "trainer_slots");
+}
+
+BOOST_AUTO_TEST_CASE(the_documented_example_parses) {
+  std::set<std::string> all{"directory", "echo",    "ledger",    "block_generator",
+                            "data_node", "trainer", "allocator", "rater"};
+  auto cfg = load_host_config(std::filesystem::path{AICON_SOURCE_DIR} / "examples/host.toml", all);
+  BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
+  BOOST_TEST(cfg->site_rtts.size() == 1u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
