@@ -11,6 +11,7 @@
 //    the session id are committed, the payer settles, the trained weights
 //    become the payer's asset and are transferred; every balance equals what
 //    the prices and the reward say, and supply = genesis + minted - slashed.
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/state.hpp"
 #include "actors/ledger/work.hpp"
+#include "actors/trainer/model.hpp"
 #include "fixtures.hpp"
 #include "schemas/alloc.capnp.h"
 #include "schemas/chain.capnp.h"
@@ -419,6 +421,66 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   }
   BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake
                         + rating->minted - rating->slashed);
+}
+
+BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weights) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  auto low = random_job(), high = random_job(), reference = random_job();
+  for (auto* j : {&low, &high}) {
+    auto ack = ec.ask(0, "block_generator", train::make_escrow_lock(ec.payer, ++ec.payer_nonce, *j, 10'000));
+    BOOST_REQUIRE_MESSAGE(ack, why(ack));
+  }
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, reference, 10'000); },
+              true);
+  auto options = [&](const std::array<uint8_t, 32>& job, uint32_t priority, uint64_t steps) {
+    train::job_options o;
+    o.allocator = ec.nodes[0].id;
+    o.trainers = 4;
+    o.max_price = 1;
+    o.priority = priority;
+    o.job = job;
+    o.steps = steps;
+    o.global_batch = 32;
+    o.checkpoint_every = 10;
+    o.lease_ms = 400; // renewed every 100 ms: a preemption is noticed quickly
+    o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+    o.ring_timeout_ms = 3000;
+    return o;
+  };
+  const uint64_t steps = 1200;
+  std::atomic<uint64_t> low_step{0};
+  caf::expected<train::job_result> low_result = make_error(errc::internal, "not run");
+  std::thread low_thread([&] {
+    low_result = train::run_job(*ec.c, options(low, 0, steps),
+                                [&](const train::step_report& s) { low_step = s.step; });
+  });
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (low_step < 50 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  // The higher-priority job asks for all four trainers while `low` holds them.
+  auto high_result = train::run_job(*ec.c, options(high, 5, 100));
+  low_thread.join();
+  BOOST_REQUIRE_MESSAGE(high_result, why(high_result));
+  BOOST_REQUIRE_MESSAGE(low_result, why(low_result));
+  for (auto& e : low_result->events)
+    BOOST_TEST_MESSAGE("low: " << e);
+  for (auto& e : high_result->events)
+    BOOST_TEST_MESSAGE("high: " << e);
+  BOOST_TEST(low_result->preemptions >= 1u);
+  BOOST_TEST(low_result->steps == steps);
+  // The same job never preempted: the same final weights, bit for bit (the
+  // resumed ring re-computes from the checkpoint with the same 4 ranks).
+  auto uninterrupted = train::run_job(*ec.c, options(reference, 0, steps));
+  BOOST_REQUIRE_MESSAGE(uninterrupted, why(uninterrupted));
+  BOOST_TEST(uninterrupted->preemptions == 0u);
+  auto a = train::parse_checkpoint(low_result->checkpoint, "preempted");
+  auto b = train::parse_checkpoint(uninterrupted->checkpoint, "uninterrupted");
+  BOOST_REQUIRE(a && b);
+  BOOST_TEST((a->params == b->params));
+  BOOST_TEST(low_result->accuracy == uninterrupted->accuracy);
+  BOOST_TEST_MESSAGE("accuracy after preemption " << low_result->accuracy << ", uninterrupted "
+                                                  << uninterrupted->accuracy);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
