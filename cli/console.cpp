@@ -1,4 +1,5 @@
 #include "cli/console.hpp"
+#include "cli/embedded.hpp"
 
 #include <atomic>
 #include <cstdio>
@@ -24,7 +25,9 @@ namespace {
 
 /// What every API function reaches through the Lua registry.
 struct session {
-  std::unique_ptr<client> c;
+  std::unique_ptr<embedded_cluster> cluster; ///< without --connect: hosts in this process
+  std::unique_ptr<client> owned;             ///< with --connect
+  client* c = nullptr;
   std::vector<std::pair<node_id, std::string>> nodes; ///< id, address
 };
 
@@ -131,7 +134,7 @@ int l_nodes(lua_State* L) {
     set_field(L, "address", addr);
     lua_newtable(L);
     int k = 1;
-    for (auto role : {"ledger", "block_generator", "data_node", "trainer", "echo"})
+    for (auto role : {"ledger", "block_generator", "data_node", "trainer", "allocator", "rater", "echo"})
       if (s.c->lookup(std::string{role} + "@" + id.hex())) {
         lua_pushstring(L, role);
         lua_rawseti(L, -2, k++);
@@ -447,7 +450,7 @@ int l_train(lua_State* L) {
   auto** ud = static_cast<job_handle**>(lua_newuserdatauv(L, sizeof(job_handle*), 0));
   *ud = j;
   luaL_setmetatable(L, "aicon.job");
-  j->runner = std::thread([j, o, c = s.c.get()] {
+  j->runner = std::thread([j, o, c = s.c] {
     auto r = train::run_job(*c, o, [j](const train::step_report& rep) {
       std::lock_guard<std::mutex> lk{j->mtx};
       j->last = rep;
@@ -614,10 +617,22 @@ void register_table(lua_State* L, const char* name, const luaL_Reg* fns) {
 }
 
 caf::expected<std::unique_ptr<session>> connect_session(const console_options& o) {
-  if (o.connect.empty())
+  if (o.connect.empty()) {
+    // No hosts given: start an embedded cluster in this process.
+    auto cl = embedded_cluster::start({});
+    if (!cl)
+      return make_error(code_of(cl.error()),
+                        "starting the embedded cluster: " + what_of(cl.error()));
+    auto s = std::make_unique<session>();
+    s->cluster = std::move(*cl);
+    s->c = &s->cluster->c();
+    for (size_t i = 0; i < s->cluster->ids().size(); ++i)
+      s->nodes.emplace_back(s->cluster->ids()[i], s->cluster->addresses()[i]);
+    return s;
+  }
+  if (o.data_dir.empty())
     return make_error(errc::invalid_argument,
-                      "--connect host:port is required (an embedded in-process cluster is not "
-                      "there yet)");
+                      "--data-dir (this client's key and trusted hosts) is needed with --connect");
   client::options co;
   co.data_dir = o.data_dir;
   co.dev_open = o.dev_open;
@@ -626,7 +641,8 @@ caf::expected<std::unique_ptr<session>> connect_session(const console_options& o
   if (!c)
     return c.error();
   auto s = std::make_unique<session>();
-  s->c = std::move(*c);
+  s->owned = std::move(*c);
+  s->c = s->owned.get();
   for (auto& addr : o.connect) {
     auto id = s->c->connect(addr);
     if (!id)

@@ -100,11 +100,13 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
       return make_error(errc::io_error, "cannot write " + genesis.string());
   }
   std::vector<uint16_t> ports;
-  for (size_t i = 0; i < names.size(); ++i)
+  for (size_t i = 0; i < names.size(); ++i) {
     ports.push_back(free_port());
+    ec->addresses_.push_back(fmt::format("127.0.0.1:{}", ports.back()));
+  }
   const std::vector<std::vector<std::string>> roles{
-    {"directory", "ledger", "block_generator", "allocator", "rater"},
-    {"directory", "ledger", "block_generator"},
+    {"directory", "ledger", "block_generator", "data_node", "allocator", "rater"},
+    {"directory", "ledger", "block_generator", "data_node"},
     {"directory", "ledger", "trainer"},
     {"directory", "ledger", "trainer"}};
   for (size_t i = 0; i < names.size(); ++i) {

@@ -2,9 +2,9 @@
 // actor system and LMDB store, linked by mutual TLS on 127.0.0.1, plus a
 // client linked to all of them. What `aicon demo` runs on, so a newcomer
 // needs no config.
-//   c0: ledger, block_generator, allocator, rater (site west; the genesis
-//       authority that countersigns work)
-//   c1: ledger, block_generator (site west)
+//   c0: ledger, block_generator, data_node, allocator, rater (site west;
+//       the genesis authority that countersigns work)
+//   c1: ledger, block_generator, data_node (site west)
 //   t0: ledger, trainer (site west), t1: ledger, trainer (site east);
 //       `slots` trainers each, price 1 per trainer per step
 // A payer wallet holds the genesis funds; trainer hosts hold a stake.
@@ -51,6 +51,10 @@ public:
   node_id chain_host() const {
     return ids_[0];
   }
+  /// "127.0.0.1:port" of each host.
+  const std::vector<std::string>& addresses() const {
+    return addresses_;
+  }
 
   /// Submits the payer's next signed transaction to c0's block generator
   /// and waits (bounded) until both chain hosts applied it. When nothing
@@ -70,6 +74,7 @@ private:
   std::optional<temp_dir> root_;
   std::vector<std::string> names_{"c0", "c1", "t0", "t1"};
   std::vector<node_id> ids_;
+  std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<host>> hosts_;
   std::unique_ptr<client> client_;
   identity payer_ = identity::generate();

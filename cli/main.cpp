@@ -398,7 +398,7 @@ int main(int argc, char** argv) {
   run_app->add_option("args", cso.args, "after --: the script's arg table");
   for (auto* sub : {console_app, run_app}) {
     sub->add_option("--connect", cso.connect, "host:port of a host to use (repeat)")->delimiter(',');
-    sub->add_option("--data-dir", cso.data_dir, "this client's identity and trusted peers")->required();
+    sub->add_option("--data-dir", cso.data_dir, "this client's identity and trusted peers (with --connect)");
     sub->add_flag("--dev-open", cso.dev_open, "talk to hosts in dev mode");
   }
 

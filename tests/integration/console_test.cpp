@@ -145,6 +145,25 @@ print("tip", chain.tip().height, "status", bad:status():sub(1, 6))
   BOOST_TEST(boom.output.find("boom.lua:1: boom at the end") != std::string::npos, boom.output);
 }
 
+BOOST_AUTO_TEST_CASE(without_connect_scripts_run_on_an_embedded_cluster) {
+  // No hosts given: `aicon run` starts its own four hosts in process.
+  auto r = run_command({aicon_binary(), "run",
+                        (std::filesystem::path{AICON_SOURCE_DIR} / "examples/train-digits.lua").string(),
+                        "--", digits()},
+                       180s);
+  BOOST_TEST_MESSAGE("aicon run (embedded) -> " << r.exit_code << "\n" << r.output);
+  BOOST_TEST(r.exit_code == 0);
+  BOOST_TEST(r.output.find("held-out accuracy") != std::string::npos);
+  BOOST_TEST(r.output.find("allocator,rater") != std::string::npos);
+  // With --connect, the client's own key is needed.
+  auto no_dir = run_command({aicon_binary(), "run",
+                             (std::filesystem::path{AICON_SOURCE_DIR} / "examples/train-digits.lua").string(),
+                             "--connect", "127.0.0.1:1"},
+                            30s);
+  BOOST_TEST(no_dir.exit_code != 0);
+  BOOST_TEST(no_dir.output.find("--data-dir") != std::string::npos, no_dir.output);
+}
+
 BOOST_AUTO_TEST_CASE(the_repl_survives_errors_on_a_terminal) {
   chain_hosts ch;
   int master = -1;
