@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <sstream>
 
+#include "actors/ledger/chain.hpp"
 #include "fixtures.hpp"
 
 using namespace aicon;
@@ -123,6 +125,38 @@ BOOST_AUTO_TEST_CASE(chain_quick_start) {
     roots.insert(v.output.substr(v.output.find("state root")));
   }
   BOOST_TEST(roots.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(each_role_example_config_starts_a_host) {
+  // examples/{chain,trainer,data}-host.toml as an operator would use them:
+  // copied beside a genesis, with their own key; each host starts with the
+  // roles it documents and stops cleanly on SIGTERM.
+  test::temp_dir root;
+  for (std::string name : {"chain-host", "trainer-host", "data-host"}) {
+    std::ifstream in{std::filesystem::path{AICON_SOURCE_DIR} / "examples" / (name + ".toml")};
+    std::stringstream text;
+    text << in.rdbuf();
+    auto dir = root / name;
+    std::filesystem::create_directories(dir);
+    auto cfg = write_file(dir, name + ".toml", text.str());
+    std::string data_dir = name == "chain-host" ? "chain-a" : name == "trainer-host" ? "trainer-a"
+                                                                                       : "data-a";
+    auto node = make_node(root, name + "/" + data_dir);
+    ledger::genesis_config g;
+    g.time_ms = 1;
+    g.candidates = {{node.id, 1}};
+    g.committee_size = 1;
+    g.authorities = {node.id};
+    write_file(dir, "genesis.toml", ledger::to_toml(g));
+    auto h = start_host(cfg, dir / "host.log", {"--listen", "127.0.0.1:0"});
+    auto log = h.proc->log_text();
+    BOOST_TEST_MESSAGE(name << ":\n" << log);
+    std::string roles = name == "chain-host"     ? "roles=allocator,block_generator,directory,ledger,rater"
+                        : name == "trainer-host" ? "roles=directory,ledger,trainer"
+                                                 : "roles=data_node,directory,ledger";
+    BOOST_TEST(log.find(roles) != std::string::npos, name << " should run " << roles);
+    BOOST_TEST(h.proc->stop(SIGTERM, 30s) == 0, name);
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

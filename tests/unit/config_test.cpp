@@ -127,12 +127,23 @@ BOOST_AUTO_TEST_CASE(site_rtts_and_trainer_offers) {
   expect_error("[limits]\ntrainer_slots = 0\n", "trainer_slots");
 }
 
-BOOST_AUTO_TEST_CASE(the_documented_example_parses) {
+BOOST_AUTO_TEST_CASE(the_documented_examples_parse) {
   std::set<std::string> all{"directory", "echo",    "ledger",    "block_generator",
                             "data_node", "trainer", "allocator", "rater"};
-  auto cfg = load_host_config(std::filesystem::path{AICON_SOURCE_DIR} / "examples/host.toml", all);
+  auto examples = std::filesystem::path{AICON_SOURCE_DIR} / "examples";
+  auto cfg = load_host_config(examples / "host.toml", all);
   BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
   BOOST_TEST(cfg->site_rtts.size() == 1u);
+  auto chain = load_host_config(examples / "chain-host.toml", all);
+  BOOST_REQUIRE_MESSAGE(chain, test::why(chain));
+  BOOST_TEST((chain->roles == std::vector<std::string>{"directory", "ledger", "block_generator",
+                                                        "allocator", "rater"}));
+  auto trainer = load_host_config(examples / "trainer-host.toml", all);
+  BOOST_REQUIRE_MESSAGE(trainer, test::why(trainer));
+  BOOST_TEST(trainer->lim.trainer_slots == 2u);
+  auto data = load_host_config(examples / "data-host.toml", all);
+  BOOST_REQUIRE_MESSAGE(data, test::why(data));
+  BOOST_TEST(data->lim.data_replicas == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
