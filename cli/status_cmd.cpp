@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
+#include "schemas/alloc.capnp.h"
 #include "schemas/chain.capnp.h"
 #include "schemas/data.capnp.h"
 #include "schemas/host.capnp.h"
@@ -76,10 +78,11 @@ int status_cmd(const status_options& o) {
   opened<schema::StatusResponse> s{*st};
   if (!s)
     return fail(s.error());
-  bool has_ledger = false, has_data = false;
+  bool has_ledger = false, has_data = false, has_alloc = false;
   for (auto r : s->getRoles()) {
     has_ledger |= std::string{r.cStr()} == "ledger";
     has_data |= std::string{r.cStr()} == "data_node";
+    has_alloc |= std::string{r.cStr()} == "allocator";
   }
   // The chain tip and the data stored, where the host runs those roles.
   std::optional<std::pair<uint64_t, std::string>> tip;
@@ -101,6 +104,35 @@ int status_cmd(const status_options& o) {
             bytes += sh.getBytes();
           }
         stored = {l->getManifests().size(), shares, bytes};
+      }
+    }
+  // The allocator's book: offers (trainer hosts, slots, price, site) and
+  // leases (jobs holding trainers).
+  struct offer_row {
+    std::string trainer, device, site;
+    uint32_t slots;
+    uint64_t price;
+    double speed;
+  };
+  struct lease_row {
+    std::string job, trainer;
+    uint32_t count, priority;
+  };
+  std::optional<std::pair<std::vector<offer_row>, std::vector<lease_row>>> book;
+  if (has_alloc)
+    if (auto r = ask("allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }))) {
+      opened<schema::AllocBook> b{*r};
+      if (b) {
+        book.emplace();
+        for (auto of : b->getOffers())
+          book->first.push_back({to_hex({of.getTrainer().begin(), of.getTrainer().size()}),
+                                 of.getDevice().cStr(), of.getSite().cStr(), of.getSlots(),
+                                 of.getPrice(), of.getSamplesPerS()});
+        for (auto l : b->getLeases())
+          book->second.push_back({to_hex({l.getJob().begin(), l.getJob().size()}),
+                                  to_hex({l.getLease().getTrainer().begin(),
+                                          l.getLease().getTrainer().size()}),
+                                  l.getLease().getCount(), l.getPriority()});
       }
     }
   auto id = to_hex({s->getNode().begin(), s->getNode().size()});
@@ -128,6 +160,21 @@ int status_cmd(const status_options& o) {
                   static_cast<unsigned long long>(std::get<0>(*stored)),
                   static_cast<unsigned long long>(std::get<1>(*stored)),
                   static_cast<unsigned long long>(std::get<2>(*stored)));
+    if (book) {
+      std::string offers, leases;
+      for (auto& of : book->first)
+        offers += fmt::format("{}{{\"trainer\": {}, \"device\": {}, \"slots\": {}, \"price\": {}, "
+                              "\"site\": {}, \"samples_per_s\": {:.0f}}}",
+                              offers.empty() ? "" : ", ", json_string(of.trainer),
+                              json_string(of.device), of.slots, of.price, json_string(of.site),
+                              of.speed);
+      for (auto& l : book->second)
+        leases += fmt::format("{}{{\"job\": {}, \"trainer\": {}, \"count\": {}, \"priority\": {}}}",
+                              leases.empty() ? "" : ", ", json_string(l.job), json_string(l.trainer),
+                              l.count, l.priority);
+      std::printf(", \"allocator\": {\"offers\": [%s], \"leases\": [%s]}", offers.c_str(),
+                  leases.c_str());
+    }
     std::printf("}\n");
     return 0;
   }
@@ -142,6 +189,20 @@ int status_cmd(const status_options& o) {
                 static_cast<unsigned long long>(std::get<0>(*stored)),
                 static_cast<unsigned long long>(std::get<1>(*stored)),
                 static_cast<unsigned long long>(std::get<2>(*stored)));
+  if (book) {
+    std::printf("offers    %zu trainer hosts\n", book->first.size());
+    for (auto& of : book->first)
+      std::printf("  %s  %-10s %u slots  price %llu  site %-8s  %.0f samples/s\n",
+                  of.trainer.substr(0, 8).c_str(), of.device.c_str(), of.slots,
+                  static_cast<unsigned long long>(of.price), of.site.c_str(), of.speed);
+    std::set<std::string> jobs;
+    for (auto& l : book->second)
+      jobs.insert(l.job);
+    std::printf("jobs      %zu holding leases\n", jobs.size());
+    for (auto& l : book->second)
+      std::printf("  job %s  %u trainer(s) on %s  priority %u\n", l.job.substr(0, 16).c_str(),
+                  l.count, l.trainer.substr(0, 8).c_str(), l.priority);
+  }
   std::printf("counters  %u actors, %llu requests served, %llu malformed dropped\n",
               s->getRunningActors(), static_cast<unsigned long long>(s->getRequestsServed()),
               static_cast<unsigned long long>(s->getMalformedDropped()));

@@ -270,6 +270,19 @@ BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
     slots += l.count;
   BOOST_TEST(slots == 4u);
   BOOST_TEST(leases.size() == 2u); // both trainer hosts, 2 each
+  // The operator's view of the allocator's host.
+  auto status = run_command({aicon_binary(), "status", "--connect",
+                             fmt::format("127.0.0.1:{}", ec.ports[0]), "--data-dir",
+                             ec.cli.dir.string()},
+                            30s);
+  BOOST_TEST(status.exit_code == 0, status.output);
+  BOOST_TEST(status.output.find("offers    2 trainer hosts") != std::string::npos, status.output);
+  BOOST_TEST(status.output.find("jobs      1 holding leases") != std::string::npos, status.output);
+  auto json = run_command({aicon_binary(), "status", "--connect",
+                           fmt::format("127.0.0.1:{}", ec.ports[0]), "--data-dir",
+                           ec.cli.dir.string(), "--json"},
+                          30s);
+  BOOST_TEST(json.output.find("\"allocator\": {\"offers\": [{") != std::string::npos, json.output);
   // B: not enough free, so it waits and holds nothing (gang).
   auto waiting = ec.ask(0, "allocator", ec.alloc_ask(b, 2, 100));
   BOOST_REQUIRE_MESSAGE(waiting, why(waiting));
