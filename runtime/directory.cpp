@@ -343,6 +343,22 @@ caf::expected<caf::actor> lookup_blocking(caf::actor_system& sys, const caf::act
   return result;
 }
 
+caf::expected<envelope> request_blocking(caf::actor_system& sys, const caf::actor& dst,
+                                         envelope req, std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys};
+  caf::expected<envelope> out = make_error(errc::internal, "no answer");
+  self->request(dst, timeout, std::move(req))
+    .receive(
+      [&](envelope& reply) {
+        if (auto err = error_of_reply(reply))
+          out = std::move(err);
+        else
+          out = std::move(reply);
+      },
+      [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
 caf::actor spawn_directory(caf::actor_system& sys, const role_context& ctx) {
   return sys.spawn(directory, ctx);
 }

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/envelope.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
@@ -36,6 +37,12 @@ namespace aicon {
 caf::expected<caf::actor> lookup_blocking(caf::actor_system& sys, const caf::actor& directory,
                                           const std::string& name,
                                           std::chrono::milliseconds timeout);
+
+/// Sends `req` to `dst` and waits (at most `timeout`) for the answer; an
+/// ErrorReply comes back as its error. For detached actors and non-actor
+/// code only (it blocks the calling thread).
+caf::expected<envelope> request_blocking(caf::actor_system& sys, const caf::actor& dst,
+                                         envelope req, std::chrono::milliseconds timeout);
 
 /// Spawns the directory. `ctx.directory` is ignored.
 caf::actor spawn_directory(caf::actor_system& sys, const role_context& ctx);

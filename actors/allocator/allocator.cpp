@@ -457,22 +457,11 @@ caf::behavior allocator_role(allocator_actor* self, role_context ctx,
 } // namespace
 
 caf::expected<caf::actor> spawn_allocator(caf::actor_system& sys, const role_context& ctx) {
-  std::shared_ptr<ledger::chain> chain;
-  std::shared_ptr<store::environment> env;
-  if (!ctx.genesis.empty()) {
-    auto c = shared_chain(ctx);
-    if (!c)
-      return c.error();
-    chain = *c;
-    env = chain->shared_env();
-  } else {
-    auto e = store::shared_environment(ctx.data_dir);
-    if (!e)
-      return e.error();
-    env = *e;
-  }
+  auto hs = open_host_store(ctx);
+  if (!hs)
+    return hs.error();
   // Detached: every change is an LMDB write with fsync.
-  return sys.spawn<caf::detached>(allocator_role, ctx, std::move(env), std::move(chain));
+  return sys.spawn<caf::detached>(allocator_role, ctx, std::move(hs->env), std::move(hs->chain));
 }
 
 envelope make_signed_offer(const identity& self, const alloc::offer& o, uint32_t ttl_ms,

@@ -502,21 +502,10 @@ caf::behavior data_node_role(data_node_actor* self, role_context ctx,
 } // namespace
 
 caf::expected<caf::actor> spawn_data_node(caf::actor_system& sys, const role_context& ctx) {
-  std::shared_ptr<ledger::chain> chain;
-  std::shared_ptr<store::environment> env;
-  if (!ctx.genesis.empty()) {
-    auto c = shared_chain(ctx);
-    if (!c)
-      return c.error();
-    chain = *c;
-    env = chain->shared_env();
-  } else {
-    auto e = store::shared_environment(ctx.data_dir);
-    if (!e)
-      return e.error();
-    env = *e;
-  }
-  return sys.spawn<caf::detached>(data_node_role, ctx, std::move(env), std::move(chain));
+  auto hs = open_host_store(ctx);
+  if (!hs)
+    return hs.error();
+  return sys.spawn<caf::detached>(data_node_role, ctx, std::move(hs->env), std::move(hs->chain));
 }
 
 } // namespace aicon

@@ -213,6 +213,23 @@ caf::expected<std::shared_ptr<ledger::chain>> shared_chain(const role_context& c
   return shared;
 }
 
+caf::expected<host_store> open_host_store(const role_context& ctx) {
+  host_store out;
+  if (!ctx.genesis.empty()) {
+    auto c = shared_chain(ctx);
+    if (!c)
+      return c.error();
+    out.chain = *c;
+    out.env = out.chain->shared_env();
+    return out;
+  }
+  auto e = store::shared_environment(ctx.data_dir);
+  if (!e)
+    return e.error();
+  out.env = *e;
+  return out;
+}
+
 caf::expected<caf::actor> spawn_ledger(caf::actor_system& sys, const role_context& ctx) {
   auto store = shared_chain(ctx);
   if (!store)

@@ -24,6 +24,15 @@ namespace aicon {
 /// genesis is configured or it cannot be read, and the store's own errors.
 caf::expected<std::shared_ptr<ledger::chain>> shared_chain(const role_context& ctx);
 
+/// The host's one LMDB environment for a role that keeps state beside the
+/// chain: with a genesis configured, the chain's (the chain is returned
+/// too, for escrow checks); without, the plain store in ctx.data_dir.
+struct host_store {
+  std::shared_ptr<store::environment> env;
+  std::shared_ptr<ledger::chain> chain; ///< null when the host keeps no chain
+};
+caf::expected<host_store> open_host_store(const role_context& ctx);
+
 caf::expected<caf::actor> spawn_ledger(caf::actor_system& sys, const role_context& ctx);
 
 } // namespace aicon

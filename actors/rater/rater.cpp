@@ -42,18 +42,7 @@ struct rater_state {
     auto dst = lookup_blocking(*sys, ctx.directory, name, timeout());
     if (!dst)
       return dst.error();
-    caf::scoped_actor self{*sys};
-    caf::expected<envelope> out = make_error(errc::internal, "no answer");
-    self->request(*dst, timeout(), std::move(req))
-      .receive(
-        [&](envelope& reply) {
-          if (auto err = error_of_reply(reply))
-            out = std::move(err);
-          else
-            out = std::move(reply);
-        },
-        [&](caf::error& err) { out = std::move(err); });
-    return out;
+    return request_blocking(*sys, *dst, std::move(req), timeout());
   }
 
   caf::expected<std::pair<uint64_t, uint64_t>> account(const node_id& who) { // nonce, stake

@@ -93,18 +93,7 @@ caf::expected<data::table> fetch_from_data_nodes(caf::actor_system& sys, const r
       return lookup_blocking(sys, dir, name, timeout);
     },
     [&sys](const caf::actor& dst, envelope req, std::chrono::milliseconds t) {
-      caf::scoped_actor self{sys};
-      caf::expected<envelope> out = make_error(errc::internal, "no answer");
-      self->request(dst, t, std::move(req))
-        .receive(
-          [&](envelope& reply) {
-            if (auto err = error_of_reply(reply))
-              out = std::move(err);
-            else
-              out = std::move(reply);
-          },
-          [&](caf::error& err) { out = std::move(err); });
-      return out;
+      return request_blocking(sys, dst, std::move(req), t);
     },
     timeout};
   if (cfg.getJob().size() != 32)
