@@ -1,5 +1,6 @@
 #include "actors/allocator/allocator.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -20,6 +21,10 @@ namespace aicon {
 namespace {
 
 using tick_atom = caf::atom_constant<caf::atom("alloctick")>;
+
+/// After a restart, restored offers and leases live at least this long, so
+/// trainers and jobs can renew them.
+constexpr int64_t restart_grace_ms = 10000;
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -140,6 +145,19 @@ struct allocator_state {
     return t->commit();
   }
 
+  caf::error persist_offer(const alloc::offer& o) {
+    auto t = store::txn::begin(*env, true);
+    if (!t)
+      return t.error();
+    auto e = make_envelope<schema::Offer>([&](schema::Offer::Builder b) {
+      fill_offer(b, o, 0, static_cast<uint64_t>(o.expires_ms));
+    });
+    auto bytes = e.bytes();
+    if (auto err = t->put(store::db::alloc_offers, o.trainer.bytes, bytes))
+      return err;
+    return t->commit();
+  }
+
   caf::error restore() {
     auto t = store::txn::begin(*env, false);
     if (!t)
@@ -168,7 +186,9 @@ struct allocator_state {
           x.samples_per_s = o->getSamplesPerS();
           x.price = o->getPrice();
           x.site = o->getSite();
-          x.expires_ms = static_cast<int64_t>(o->getTimeMs());
+          // Trainers and jobs could not reach a stopped allocator: what it
+          // restores gets a grace period to be renewed in.
+          x.expires_ms = std::max(static_cast<int64_t>(o->getTimeMs()), wall_ms() + restart_grace_ms);
           offers.push_back(x);
           return true;
         }))
@@ -188,7 +208,8 @@ struct allocator_state {
           std::memcpy(l.trainer.bytes.data(), li.getTrainer().begin(), 32);
           l.count = li.getCount();
           l.price = li.getPrice();
-          l.expires_ms = static_cast<int64_t>(li.getExpiresMs());
+          l.expires_ms = std::max(static_cast<int64_t>(li.getExpiresMs()),
+                                  wall_ms() + restart_grace_ms);
           l.priority = b->getPriority();
           leases.push_back(l);
           return true;
@@ -263,11 +284,18 @@ struct allocator_state {
     x.price = o.getPrice();
     x.site = o.getSite();
     x.expires_ms = now + o.getTtlMs();
+    // A heartbeat that only extends a known offer is not written (after a
+    // restart the next heartbeat renews it); a new or changed one is.
+    auto known = pool.find_offer(*id);
+    bool changed = !known || known->device != x.device || known->slots != x.slots
+                   || known->memory != x.memory || known->price != x.price
+                   || known->site != x.site;
     if (auto why = pool.put_offer(x); !why.empty())
       return make_error(errc::invalid_argument,
                         fmt::format("offer from {}: {}", id->short_hex(), why));
-    if (auto err = persist())
-      return err;
+    if (changed)
+      if (auto err = persist_offer(x))
+        return err;
     return reply({}, alloc::decision{alloc::decision::kind::granted, {}, {}, {}});
   }
 

@@ -9,8 +9,9 @@
 //   AllocQuery  -> AllocReply | AllocBook   status, renew, release, replace,
 //                  and the whole book for `aicon status`
 // Every change (offer, lease, held ask) is written to the host's LMDB in the
-// same handler, so a restarted allocator comes back with its offers and
-// leases. Every second it expires offers that stopped heart-beating (their
+// same handler (a heartbeat that only extends a known offer is not
+// written), so a restarted allocator comes back with its offers and leases,
+// which get restart_grace_ms (10 s) to be renewed. Every second it expires offers that stopped heart-beating (their
 // leases are revoked: the job sees "lost" in its next renew and asks for a
 // replacement), leases their job did not renew, and waiting asks past their
 // deadline. Site round trips come from [[site_rtt]] in host.toml.

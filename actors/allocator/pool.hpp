@@ -130,6 +130,11 @@ public:
                const std::vector<ask>& asks);
 
   size_t free_slots() const;
+  /// The offer of `trainer`, if any.
+  const offer* find_offer(const node_id& trainer) const {
+    auto it = offers_.find(trainer);
+    return it == offers_.end() ? nullptr : &it->second.o;
+  }
   size_t offer_count() const {
     return offers_.size();
   }
