@@ -2,6 +2,10 @@
 #include "cli/embedded.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -24,11 +28,33 @@ namespace aicon {
 namespace {
 
 /// What every API function reaches through the Lua registry.
+/// One event for an on(event, fn) handler: its name and the arguments the
+/// handler gets, pushed onto the Lua stack when it is delivered.
+struct pending_event {
+  std::string name;
+  std::function<int(lua_State*)> push_args; ///< returns how many it pushed
+};
+
 struct session {
   std::unique_ptr<embedded_cluster> cluster; ///< without --connect: hosts in this process
   std::unique_ptr<client> owned;             ///< with --connect
   client* c = nullptr;
   std::vector<std::pair<node_id, std::string>> nodes; ///< id, address
+  // on(event, fn): handlers (Lua registry refs), events from other threads,
+  // and what the watchers last saw.
+  std::map<std::string, int> handlers;
+  std::mutex events_mtx;
+  std::deque<pending_event> events;
+  uint64_t seen_height = 0;
+  bool height_known = false;
+  std::map<node_id, bool> up;
+  std::chrono::steady_clock::time_point last_watch{};
+
+  void post(pending_event e) {
+    std::lock_guard<std::mutex> lk{events_mtx};
+    if (events.size() < 10000) // a handler-less flood is bounded
+      events.push_back(std::move(e));
+  }
 };
 
 session& session_of(lua_State* L) {
@@ -36,6 +62,75 @@ session& session_of(lua_State* L) {
   auto* s = static_cast<session*>(lua_touserdata(L, -1));
   lua_pop(L, 1);
   return *s;
+}
+
+/// Watches the connected hosts (at most every 250 ms): new final blocks on
+/// the first ledger host, links up or down; then calls the handlers of
+/// every pending event on this (the Lua) thread. A handler's error is
+/// printed and the console goes on.
+void pump_events(lua_State* L) {
+  auto& s = session_of(L);
+  if (s.handlers.empty())
+    return;
+  auto now = std::chrono::steady_clock::now();
+  if (now - s.last_watch > std::chrono::milliseconds(250)) {
+    s.last_watch = now;
+    if (s.handlers.count("block"))
+      for (auto& [id, addr] : s.nodes) {
+        auto ledger = s.c->lookup("ledger@" + id.hex());
+        if (!ledger)
+          continue;
+        auto r = s.c->request(*ledger, make_envelope<schema::LedgerQuery>([](auto q) {
+                                q.setTip();
+                              }),
+                              std::chrono::seconds(2));
+        if (!r)
+          break;
+        opened<schema::TipInfo> t{*r};
+        if (!t)
+          break;
+        auto h = t->getHeight();
+        auto hash = to_hex({t->getHash().begin(), t->getHash().size()});
+        if (s.height_known && h > s.seen_height)
+          for (auto k = s.seen_height + 1; k <= h; ++k)
+            s.post({"block", [k, hash, h](lua_State* L) {
+                      lua_pushinteger(L, static_cast<lua_Integer>(k));
+                      lua_pushstring(L, k == h ? hash.c_str() : "");
+                      return 2;
+                    }});
+        s.seen_height = h;
+        s.height_known = true;
+        break;
+      }
+    if (s.handlers.count("peer"))
+      for (auto& [id, addr] : s.nodes) {
+        bool up = static_cast<bool>(s.c->lookup("directory@" + id.hex()));
+        auto it = s.up.find(id);
+        if (it != s.up.end() && it->second != up)
+          s.post({"peer", [hex = id.hex(), up](lua_State* L) {
+                    lua_pushstring(L, hex.c_str());
+                    lua_pushstring(L, up ? "up" : "down");
+                    return 2;
+                  }});
+        s.up[id] = up;
+      }
+  }
+  std::deque<pending_event> batch;
+  {
+    std::lock_guard<std::mutex> lk{s.events_mtx};
+    batch.swap(s.events);
+  }
+  for (auto& e : batch) {
+    auto h = s.handlers.find(e.name);
+    if (h == s.handlers.end())
+      continue;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->second);
+    int n = e.push_args(L);
+    if (lua_pcall(L, n, 0, 0) != LUA_OK) {
+      std::fprintf(stderr, "on(%s) handler: %s\n", e.name.c_str(), lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
 }
 
 [[noreturn]] void raise(lua_State* L, const std::string& what, const caf::error& err) {
@@ -163,8 +258,51 @@ constexpr const char* help_text =
   wallet.transfer(to, amount)      signs and submits a transfer; returns its nonce
   asset.owner(id)                  owner's wallet id
   asset.transfer(id, to)           signs and submits an asset transfer; returns its nonce
+  on(event, fn)                    react to "block" (fn(height, hash)), "progress"
+                                   (fn{job, step, loss, samples_per_s, trainers}) and
+                                   "peer" (fn(id, "up"|"down")); off(event) stops it.
+                                   Handlers run here, between commands, in j:wait{}
+                                   and in sleep(s)
+  sleep(seconds)                   waits, delivering events
   help()                           this text
 )";
+
+int l_on(lua_State* L) {
+  const char* name = luaL_checkstring(L, 1);
+  std::string ev = name;
+  if (ev != "block" && ev != "progress" && ev != "peer")
+    luaL_error(L, "on: event must be 'block', 'progress' or 'peer' (got '%s')", name);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  auto& s = session_of(L);
+  if (auto old = s.handlers.find(ev); old != s.handlers.end())
+    luaL_unref(L, LUA_REGISTRYINDEX, old->second);
+  lua_pushvalue(L, 2);
+  s.handlers[ev] = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+int l_off(lua_State* L) {
+  std::string ev = luaL_checkstring(L, 1);
+  auto& s = session_of(L);
+  if (auto old = s.handlers.find(ev); old != s.handlers.end()) {
+    luaL_unref(L, LUA_REGISTRYINDEX, old->second);
+    s.handlers.erase(old);
+  }
+  return 0;
+}
+
+int l_sleep(lua_State* L) {
+  double secs = luaL_checknumber(L, 1);
+  if (secs < 0 || secs > 3600)
+    luaL_error(L, "sleep: seconds must be in 0..3600 (got %f)", secs);
+  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(secs);
+  do {
+    pump_events(L);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } while (std::chrono::steady_clock::now() < until);
+  pump_events(L);
+  return 0;
+}
 
 int l_help(lua_State*) {
   std::fputs(help_text, stdout);
@@ -369,10 +507,12 @@ int l_job_wait(lua_State* L) {
                      static_cast<unsigned long long>(j->steps), j->last.loss,
                      j->last.samples_per_s, j->last.allreduce_ms);
     }
+    pump_events(L);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   if (j->runner.joinable())
     j->runner.join();
+  pump_events(L);
   if (progress)
     std::fprintf(stderr, "\n");
   if (!j->failure.empty())
@@ -450,10 +590,25 @@ int l_train(lua_State* L) {
   auto** ud = static_cast<job_handle**>(lua_newuserdatauv(L, sizeof(job_handle*), 0));
   *ud = j;
   luaL_setmetatable(L, "aicon.job");
-  j->runner = std::thread([j, o, c = s.c] {
-    auto r = train::run_job(*c, o, [j](const train::step_report& rep) {
-      std::lock_guard<std::mutex> lk{j->mtx};
-      j->last = rep;
+  auto* sp = &s;
+  j->runner = std::thread([j, o, c = s.c, sp] {
+    auto r = train::run_job(*c, o, [j, sp](const train::step_report& rep) {
+      {
+        std::lock_guard<std::mutex> lk{j->mtx};
+        j->last = rep;
+      }
+      sp->post({"progress", [rep](lua_State* L) {
+                  lua_newtable(L);
+                  lua_pushinteger(L, static_cast<lua_Integer>(rep.step + 1));
+                  lua_setfield(L, -2, "step");
+                  lua_pushnumber(L, rep.loss);
+                  lua_setfield(L, -2, "loss");
+                  lua_pushnumber(L, rep.samples_per_s);
+                  lua_setfield(L, -2, "samples_per_s");
+                  lua_pushinteger(L, rep.trainers);
+                  lua_setfield(L, -2, "trainers");
+                  return 1;
+                }});
     });
     std::lock_guard<std::mutex> lk{j->mtx};
     if (r)
@@ -669,6 +824,9 @@ lua_State* new_state(session& s) {
   lua_pop(L, 1);
   lua_register(L, "nodes", l_nodes);
   lua_register(L, "help", l_help);
+  lua_register(L, "on", l_on);
+  lua_register(L, "off", l_off);
+  lua_register(L, "sleep", l_sleep);
   lua_register(L, "train", l_train);
   static const luaL_Reg dataset_fns[] = {{"put", l_dataset_put},
                                          {"list", l_dataset_list},
@@ -773,6 +931,7 @@ int console_cmd(const console_options& o) {
   std::fflush(stdout);
   std::string buffer;
   while (true) {
+    pump_events(L);
     char* line = readline(buffer.empty() ? "aicon> " : "   >> ");
     if (!line)
       break;

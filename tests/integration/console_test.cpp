@@ -145,6 +145,48 @@ print("tip", chain.tip().height, "status", bad:status():sub(1, 6))
   BOOST_TEST(boom.output.find("boom.lua:1: boom at the end") != std::string::npos, boom.output);
 }
 
+BOOST_AUTO_TEST_CASE(on_event_handlers_see_blocks_and_job_progress) {
+  chain_hosts ch;
+  auto script = write_file(ch.root.path(), "events.lua", R"lua(
+local blocks, progress, last = {}, 0, nil
+on("block", function(h, hash) blocks[#blocks + 1] = h end)
+on("progress", function(p) progress = progress + 1; last = p end)
+local ok, err = pcall(on, "nonsense", print)
+print(err)
+print("ready")
+io.stdout:flush()
+local waited = 0
+while #blocks == 0 and waited < 60 do sleep(0.2); waited = waited + 0.2 end
+assert(#blocks > 0, "no block event within 60 s")
+print("block event", blocks[1])
+off("block")
+local j = train{model = "mlp:64-64-10", data = arg[1], trainers = 2, steps = 30}
+j:wait{}
+print("progress events", progress, "last step", last.step, "trainers", last.trainers)
+assert(progress == 30 and last.step == 30)
+)lua");
+  process p{{aicon_binary(), "run", script.string(), "--connect", ch.connect(2), "--data-dir",
+             (ch.dir / "client").string(), "--", digits()},
+            ch.root / "events.out"};
+  BOOST_REQUIRE_MESSAGE(p.wait_for_log("ready", 30s), p.log_text());
+  // A work receipt makes a block; the script's handler must see it.
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!p.wait_for_log("block event", 1s) && std::chrono::steady_clock::now() < deadline) {
+    auto r = run_command({aicon_binary(), "chain", "receipt", "--trainer-key",
+                          (ch.dir / "keys/trainer.key").string(), "--verifier-key",
+                          (ch.dir / "keys/rater.key").string(), "--units", "100", "--connect",
+                          fmt::format("127.0.0.1:{}", ch.ports[0]), "--data-dir",
+                          (ch.dir / "client").string()});
+    BOOST_REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  }
+  BOOST_TEST(p.wait(120s) == 0, p.log_text());
+  auto out = p.log_text();
+  BOOST_TEST(out.find("on: event must be 'block', 'progress' or 'peer' (got 'nonsense')")
+               != std::string::npos, out);
+  BOOST_TEST(out.find("progress events\t30\tlast step\t30\ttrainers\t2") != std::string::npos,
+             out);
+}
+
 BOOST_AUTO_TEST_CASE(without_connect_scripts_run_on_an_embedded_cluster) {
   // No hosts given: `aicon run` starts its own four hosts in process.
   auto r = run_command({aicon_binary(), "run",
