@@ -14,8 +14,10 @@
 #include <lua.hpp>
 #include <editline/readline.h>
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include "actors/data_node/remote.hpp"
+#include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
 #include "actors/ledger/state.hpp"
 #include "runtime/client.hpp"
@@ -248,7 +250,8 @@ constexpr const char* help_text =
   dataset.list()                   every dataset on the connected data nodes
   dataset.preview(id)              manifest and public preview rows
   train{model="mlp:64-64-10", data=path | dataset=id, job=hex64, trainers=K, steps=N |
-        epochs=E, batch=B, lr=, momentum=, holdout=0.2, seed=}
+        epochs=E, batch=B, lr=, momentum=, holdout=0.2, seed=, transport=,
+        budget=, priority=}   (budget: escrowed, trainers from the allocator)
                                    starts a job; returns j with j:wait{progress=true},
                                    j:status(), j:cancel(), j:metrics()
   chain.tip()                      {height, hash}
@@ -521,6 +524,11 @@ int l_job_wait(lua_State* L) {
   return 1;
 }
 
+caf::expected<envelope> ledger_query(lua_State* L, const char* fn,
+                                     const std::function<void(schema::LedgerQuery::Builder)>& f);
+uint64_t submit_tx(lua_State* L, const char* fn,
+                   const std::function<void(schema::Transaction::Body::Builder)>& fill);
+
 int l_train(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char* fn = "train";
@@ -583,6 +591,69 @@ int l_train(lua_State* L) {
     o.steps = static_cast<uint64_t>(*epochs * static_cast<double>(train_rows) / o.global_batch);
   } else {
     o.steps = static_cast<uint64_t>(steps.value_or(100));
+  }
+  // With a budget the job goes through the allocator: the budget is escrowed
+  // on the chain and the allocator grants K trainers (gang) at most
+  // budget / (K x steps) each per step.
+  auto budget = opt_number(L, 1, fn, "budget");
+  auto priority = opt_number(L, 1, fn, "priority");
+  if (priority && !budget)
+    luaL_error(L, "%s: priority needs budget= (jobs with a budget go through the allocator)", fn);
+  if (budget) {
+    if (*budget < 1)
+      luaL_error(L, "%s: budget must be >= 1 (got %f)", fn, *budget);
+    if (priority && (*priority < 0 || *priority > 1000))
+      luaL_error(L, "%s: priority must be in 0..1000 (got %f)", fn, *priority);
+    auto amount = static_cast<uint64_t>(*budget);
+    auto per_step = amount / (uint64_t{k} * o.steps);
+    if (per_step == 0)
+      luaL_error(L, "%s",
+                 fmt::format("{}: insufficient budget: {} does not pay {} trainers x {} steps at a "
+                             "price of at least 1",
+                             fn, amount, k, o.steps)
+                   .c_str());
+    auto allocators = nodes_with(L, "allocator");
+    if (allocators.empty())
+      luaL_error(L, "%s: budget needs a connected host running the allocator role", fn);
+    std::array<uint8_t, 32> job;
+    randombytes_buf(job.data(), 32);
+    caf::error escrowed;
+    if (s.cluster) {
+      escrowed = s.cluster->payer_tx(
+        [&](uint64_t n) { return train::make_escrow_lock(s.cluster->payer(), n, job, amount); },
+        true);
+    } else {
+      auto nonce = submit_tx(L, fn, [&](schema::Transaction::Body::Builder b) {
+        auto e = b.initEscrowLock();
+        e.setJobId(kj::arrayPtr(job.data(), 32));
+        e.setAmount(amount);
+      });
+      // Final once the console's nonce is on the chain (blocks need verified work).
+      escrowed = make_error(errc::timeout,
+                            fmt::format("the escrow of {} was not final within 30 s (a PoV chain "
+                                        "makes blocks only from verified work)",
+                                        amount));
+      for (int i = 0; i < 150; ++i) {
+        auto r = ledger_query(L, fn, [&](auto q) {
+          q.setAccount(kj::arrayPtr(s.c->self().id().bytes.data(), 32));
+        });
+        if (r) {
+          opened<schema::AccountInfo> a{*r};
+          if (a && a->getNonce() >= nonce) {
+            escrowed = caf::none;
+            break;
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    }
+    if (escrowed)
+      raise(L, fn, escrowed);
+    o.allocator = allocators[0];
+    o.trainers = k;
+    o.max_price = per_step;
+    o.priority = priority ? static_cast<uint32_t>(*priority) : 0;
+    o.job = job;
   }
   auto* j = new job_handle;
   o.cancel = j->cancel;

@@ -113,6 +113,11 @@ local function fails(expect, f, ...)
   print("ok:", err)
 end
 fails("train: model must be a string (got number)", train, {model = 5, data = "x"})
+fails("train: insufficient budget: 10 does not pay 2 trainers x 100 steps", train,
+      {data = "x", trainers = 2, steps = 100, budget = 10})
+fails("train: budget needs a connected host running the allocator role", train,
+      {data = "x", trainers = 2, steps = 100, budget = 100000})
+fails("train: priority needs budget=", train, {data = "x", priority = 3})
 fails("train: give either data=path or dataset=id", train, {model = "mlp:64-64-10"})
 fails("train: trainers must be a multiple of the 2 trainer hosts (got 3)", train, {data = "x", trainers = 3})
 fails("train: holdout must be in [0, 1)", train, {data = "x", holdout = 1.5})
@@ -197,6 +202,18 @@ BOOST_AUTO_TEST_CASE(without_connect_scripts_run_on_an_embedded_cluster) {
   BOOST_TEST(r.exit_code == 0);
   BOOST_TEST(r.output.find("held-out accuracy") != std::string::npos);
   BOOST_TEST(r.output.find("allocator,rater") != std::string::npos);
+  // A job with a budget: escrowed, trainers from the allocator.
+  auto budget = write_file(std::filesystem::temp_directory_path(), "aicon-budget-test.lua", R"lua(
+local j = train{model = "mlp:64-64-10", data = arg[1], trainers = 4, steps = 200, budget = 2000,
+                priority = 1}
+local m = j:wait{}
+print(("budgeted job: accuracy %.4f after %d steps"):format(m.accuracy, m.steps))
+assert(m.accuracy >= 0.95)
+)lua");
+  auto b = run_command({aicon_binary(), "run", budget.string(), "--", digits()}, 180s);
+  std::filesystem::remove(budget);
+  BOOST_TEST(b.exit_code == 0, b.output);
+  BOOST_TEST(b.output.find("budgeted job: accuracy") != std::string::npos, b.output);
   // With --connect, the client's own key is needed.
   auto no_dir = run_command({aicon_binary(), "run",
                              (std::filesystem::path{AICON_SOURCE_DIR} / "examples/train-digits.lua").string(),
