@@ -981,6 +981,7 @@ int run_cmd(const console_options& o) {
   if (rc != LUA_OK)
     std::fprintf(stderr, "aicon run: %s\n", lua_tostring(L, -1));
   lua_close(L);
+  embedded_cluster::stop_within((*s)->cluster, std::chrono::seconds(30), rc == LUA_OK ? 0 : 1);
   return rc == LUA_OK ? 0 : 1;
 }
 
@@ -1052,6 +1053,7 @@ int console_cmd(const console_options& o) {
     write_history(history.c_str());
   std::printf("\n");
   lua_close(L);
+  embedded_cluster::stop_within((*s)->cluster, std::chrono::seconds(30), 0);
   return 0;
 }
 

@@ -70,6 +70,14 @@ int run_demo(const demo_options& opts) {
   auto cl = embedded_cluster::start({});
   if (!cl)
     return fail("starting the embedded cluster", cl.error());
+  int exit_code = 1; // what a failed step returns; set to the result at the end
+  struct bounded_stop {
+    std::unique_ptr<embedded_cluster>& c;
+    int& code;
+    ~bounded_stop() {
+      embedded_cluster::stop_within(c, std::chrono::seconds(30), code);
+    }
+  } stop_guard{*cl, exit_code};
   auto& net = **cl;
   std::printf("cluster   4 hosts in this process, own keys, mutual TLS on 127.0.0.1:\n");
   const char* what[] = {"ledger, block generator, allocator, rater (site west)",
@@ -249,6 +257,7 @@ int run_demo(const demo_options& opts) {
   std::printf("wrote     %s and %s\n", csv_path.c_str(), svg_path.c_str());
   double total = std::chrono::duration<double>(clock_type::now() - t_start).count();
   bool ok = result->accuracy >= 0.95 && passed == rating->verdicts.size();
+  exit_code = ok ? 0 : 1;
   std::printf("%s in %.1f s: held-out accuracy %.4f %s 0.95\n", ok ? "done" : "FAILED", total,
               result->accuracy, result->accuracy >= 0.95 ? ">=" : "<");
   return ok ? 0 : 1;

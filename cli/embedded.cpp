@@ -1,6 +1,10 @@
 #include "cli/embedded.hpp"
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <condition_variable>
+#include <mutex>
 #include <fstream>
 #include <thread>
 
@@ -17,6 +21,7 @@
 #include "actors/roles.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/error.hpp"
+#include "runtime/log.hpp"
 #include "runtime/tls.hpp"
 #include "schemas/chain.capnp.h"
 
@@ -54,6 +59,37 @@ embedded_cluster::~embedded_cluster() {
   // Trainer hosts first, chain hosts last.
   while (!hosts_.empty())
     hosts_.pop_back();
+}
+
+void embedded_cluster::stop_within(std::unique_ptr<embedded_cluster>& ec,
+                                   std::chrono::seconds limit, int exit_code) {
+  if (!ec)
+    return;
+  // The hosts stop on this thread (CAF's systems are torn down where they
+  // are used); a watchdog thread ends the process if that takes too long.
+  auto dir = ec->root_ ? ec->root_->path() : std::filesystem::path{};
+  auto state = std::make_shared<std::pair<std::mutex, std::condition_variable>>();
+  auto done = std::make_shared<bool>(false);
+  std::thread watchdog([state, done, limit, dir, exit_code] {
+    std::unique_lock<std::mutex> lk{state->first};
+    if (state->second.wait_for(lk, limit, [&] { return *done; }))
+      return;
+    log_error("the embedded cluster did not stop within {} s; leaving without waiting",
+              limit.count());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::error_code ignored;
+    if (!dir.empty())
+      std::filesystem::remove_all(dir, ignored);
+    std::_Exit(exit_code);
+  });
+  ec.reset();
+  {
+    std::lock_guard<std::mutex> lk{state->first};
+    *done = true;
+  }
+  state->second.notify_all();
+  watchdog.join();
 }
 
 caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const embedded_options& o) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -35,6 +36,13 @@ class embedded_cluster {
 public:
   static caf::expected<std::unique_ptr<embedded_cluster>> start(const embedded_options& o);
   ~embedded_cluster();
+
+  /// Stops `ec`'s hosts, but never for longer than `limit`: a command that
+  /// is done must exit. Past the limit (an actor system that does not wind
+  /// down; rare, under load) the process logs it, removes the cluster's
+  /// directory and leaves with `exit_code` at once.
+  static void stop_within(std::unique_ptr<embedded_cluster>& ec, std::chrono::seconds limit,
+                          int exit_code);
 
   client& c() {
     return *client_;

@@ -139,10 +139,11 @@ int status_cmd(const status_options& o) {
   if (o.json) {
     std::string peers;
     for (auto p : s->getPeers())
-      peers += fmt::format("{}{{\"node\": {}, \"address\": {}, \"up\": {}, \"site\": {}, \"roles\": {}}}",
+      peers += fmt::format("{}{{\"node\": {}, \"address\": {}, \"up\": {}, \"rtt_ms\": {:.3f}, \"site\": {}, \"roles\": {}}}",
                            peers.empty() ? "" : ", ",
                            json_string(to_hex({p.getNode().begin(), p.getNode().size()})),
                            json_string(p.getAddress().cStr()), p.getUp() ? "true" : "false",
+                           p.getRttMs(),
                            json_string(p.getSite().cStr()), json_list(p.getRoles()));
     std::printf("{\"node\": %s, \"address\": %s, \"site\": %s, \"rtt_ms\": %.3f, \"roles\": %s, "
                 "\"peers\": [%s], \"running_actors\": %u, \"requests_served\": %llu, "
@@ -208,10 +209,10 @@ int status_cmd(const status_options& o) {
               static_cast<unsigned long long>(s->getMalformedDropped()));
   std::printf("peers     %u\n", s->getPeers().size());
   for (auto p : s->getPeers())
-    std::printf("  %s  %-4s  %-21s  site %-8s  %s\n",
+    std::printf("  %s  %-4s  %-21s  rtt %6.2f ms  site %-8s  %s\n",
                 to_hex({p.getNode().begin(), p.getNode().size()}).substr(0, 16).c_str(),
-                p.getUp() ? "up" : "down", p.getAddress().cStr(), p.getSite().cStr(),
-                joined(p.getRoles()).c_str());
+                p.getUp() ? "up" : "down", p.getAddress().cStr(), p.getRttMs(),
+                p.getSite().cStr(), joined(p.getRoles()).c_str());
   return 0;
 }
 

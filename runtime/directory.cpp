@@ -129,6 +129,7 @@ struct peer_record {
   std::string address;
   std::string site;
   bool up = false;
+  double rtt_ms = 0; ///< the signed hello's round trip when the link came up
 };
 
 struct directory_state {
@@ -219,6 +220,7 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
         p.setAddress(rec.address);
         p.setUp(rec.up);
         p.setSite(rec.site);
+        p.setRttMs(rec.rtt_ms);
         auto pr = p.initRoles(static_cast<unsigned>(rec.roles.size()));
         for (unsigned k = 0; k < rec.roles.size(); ++k)
           pr.set(k, rec.roles[k]);
@@ -299,7 +301,7 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
     },
     [self](peer_up_atom, const std::string& node_hex, caf::actor gatekeeper,
            std::vector<std::string> roles, const std::string& address,
-           const std::string& site) {
+           const std::string& site, double rtt_ms) {
       auto node = node_id::from_hex(node_hex);
       if (!node)
         return;
@@ -308,6 +310,7 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
       rec.roles = std::move(roles);
       rec.address = address;
       rec.site = site;
+      rec.rtt_ms = rtt_ms;
       rec.up = true;
     },
     [self](peer_down_atom, const std::string& node_hex, const std::string&) {

@@ -9,7 +9,8 @@
 //   (register_atom, std::string role, caf::actor)            -> void
 //   (lookup_atom, std::string name)                           -> caf::actor
 //   (peer_up_atom, std::string node_hex, caf::actor gatekeeper,
-//    std::vector<std::string> roles, std::string address, std::string site)
+//    std::vector<std::string> roles, std::string address, std::string site,
+//    double rtt_ms)
 //   (peer_down_atom, std::string node_hex, std::string reason)
 //   (port_atom, uint16_t)                                     listen port for status
 //   (peers_atom, std::string role)      -> std::vector<std::string> NodeIds (hex)

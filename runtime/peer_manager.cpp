@@ -1,5 +1,7 @@
 #include "runtime/peer_manager.hpp"
 
+#include <chrono>
+
 #include <map>
 
 #include <caf/all.hpp>
@@ -33,6 +35,7 @@ struct peer_slot {
   std::optional<node_id> node;
   std::array<uint8_t, 32> nonce{};   ///< of the hello in flight
   caf::actor pending_gatekeeper;     ///< linked, not yet proven
+  std::chrono::steady_clock::time_point hello_sent{}; ///< for the link-up round trip
   std::vector<caf::typed_response_promise<std::string>> waiting;
 };
 
@@ -154,10 +157,14 @@ void up(self_ptr self, uint64_t slot_id, caf::actor gatekeeper, const node_id& n
   std::string role_list;
   for (auto& r : roles)
     role_list += role_list.empty() ? r : "," + r;
-  log_info("peer up {} at {} site={} roles={}", node.short_hex(), slot.address.to_string(),
-           site, role_list);
+  // The signed hello's round trip (TLS link already up): the link's RTT.
+  double rtt_ms =
+    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - slot.hello_sent)
+      .count();
+  log_info("peer up {} at {} site={} roles={} rtt={:.2f} ms", node.short_hex(),
+           slot.address.to_string(), site, role_list, rtt_ms);
   self->send(self->state.ctx.directory, peer_up_atom::value, node.hex(), gatekeeper,
-             std::move(roles), slot.address.to_string(), site);
+             std::move(roles), slot.address.to_string(), site, rtt_ms);
   for (auto& rp : slot.waiting)
     rp.deliver(node.hex());
   slot.waiting.clear();
@@ -213,6 +220,7 @@ void hello(self_ptr self, uint64_t slot_id, caf::actor gatekeeper) {
     return;
   i->second.nonce = nonce;
   i->second.pending_gatekeeper = gatekeeper;
+  i->second.hello_sent = std::chrono::steady_clock::now();
   auto req = make_envelope<schema::HelloRequest>([&](schema::HelloRequest::Builder b) {
     b.setNonce(kj::arrayPtr(nonce.data(), nonce.size()));
   });

@@ -28,6 +28,7 @@ struct PeerStatus {
   up @2 :Bool;          # whether the link is up now
   roles @3 :List(Text); # roles the peer announced
   site @4 :Text;        # the peer's site name
+  rttMs @5 :Float64;    # round trip of the signed hello when the link last came up
 }
 
 struct StatusResponse {
