@@ -51,6 +51,8 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o,
   b.setCredits(o.credits);
   b.setRingTimeoutMs(o.ring_timeout_ms);
   b.setJob(kj::arrayPtr(o.job.data(), 32));
+  b.setCheatPercent(o.cheat_percent);
+  b.setCheatRank(o.cheat_rank);
   if (!o.dataset.empty()) {
     std::vector<uint8_t> id;
     for (size_t i = 0; i + 1 < o.dataset.size() && id.size() < 32; i += 2)

@@ -155,6 +155,7 @@ struct worker_state {
   uint32_t global_batch = 1;
   uint64_t seed = 0;
   hash256 job{}; ///< the job this session works for (zeros: none given)
+  uint32_t cheat_percent = 0; ///< fault injection: random gradients on this % of steps
   split_data data;
   std::optional<train::model> model;
   train::sgd opt;
@@ -230,6 +231,11 @@ struct worker_state {
     seed = cfg.getSeed();
     if (cfg.getJob().size() == 32)
       std::memcpy(job.data(), cfg.getJob().begin(), 32);
+    if (cfg.getCheatPercent() > 0 && cfg.getCheatRank() == rank) {
+      cheat_percent = std::min<uint32_t>(cfg.getCheatPercent(), 100);
+      log_warning("trainer rank {}: FAULT INJECTION: random gradients on {}% of its steps",
+                  rank, cheat_percent);
+    }
     opt.lr = cfg.getLr();
     opt.momentum = cfg.getMomentum();
     opt.weight_decay = cfg.getWeightDecay();
@@ -305,6 +311,13 @@ struct worker_state {
     auto rows = idx.size();
     auto t0 = clock_type::now();
     auto [grad, loss] = train::local_gradient(*model, data.train, idx, global_batch);
+    if (cheat_percent > 0) {
+      // A dishonest provider: skips the work on some steps and sends noise.
+      train::rng dice{seed * 7919 + s.getStep()};
+      if (dice.uniform() * 100 < cheat_percent)
+        for (auto& v : grad)
+          v = static_cast<float>(dice.uniform() - 0.5) * 1e-3f;
+    }
     // The work log: what a verifier needs to re-execute this step. The
     // weights before the step are kept as evidence for the rater.
     auto digest = train::step_digest(model->params(), idx, grad);

@@ -496,4 +496,64 @@ BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weigh
                                                   << uninterrupted->accuracy);
 }
 
+BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  auto job = random_job();
+  const uint64_t steps = 150, escrow = 4 * steps + 500, reward = 900;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, job, escrow); }, true);
+  train::job_options o;
+  o.allocator = ec.nodes[0].id;
+  o.trainers = 4;
+  o.max_price = 1;
+  o.job = job;
+  o.verifier = ec.nodes[0].id;
+  o.steps = steps;
+  o.global_batch = 32;
+  o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  // Rank 2 sends random gradients on 20% of its steps (a miss by k = 44
+  // draws has probability ~4e-5).
+  o.cheat_percent = 20;
+  o.cheat_rank = 2;
+  auto r = train::run_job(*ec.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  auto cheater = r->rank_hosts[2];
+  auto rated = ec.ask(0, "rater", train::make_rate_request(o, *r, ec.payer.id(), reward), 120s);
+  BOOST_REQUIRE_MESSAGE(rated, why(rated));
+  auto rating = train::parse_rating(*rated);
+  BOOST_REQUIRE_MESSAGE(rating, why(rating));
+  for (auto& v : rating->verdicts) {
+    BOOST_TEST_MESSAGE("rank " << v.rank << ": " << (v.passed ? "passed" : "FAILED: " + v.why));
+    BOOST_TEST(v.passed == (v.rank != 2), "rank " << v.rank);
+  }
+  BOOST_TEST(rating->verdicts[2].why.find("differs from the committed digest") != std::string::npos);
+  BOOST_TEST(rating->slashed == economy_cluster::trainer_stake / 2);
+  BOOST_TEST(rating->receipts == 3u);
+  // Settled: the cheater's rank earns nothing; its host keeps what its honest
+  // rank earned; half its stake is gone, and so is that much supply.
+  auto plan = train::plan_settlement(escrow, *rating, steps, 1);
+  ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, n, job, plan); }, true);
+  std::map<node_id, uint64_t> ranks_passed, reward_of;
+  for (auto& v : rating->verdicts)
+    ranks_passed[v.trainer] += v.passed ? 1 : 0;
+  for (auto& [w, a] : rating->rewards)
+    reward_of[w] += a;
+  uint64_t total = 0;
+  for (size_t t : {size_t{2}, size_t{3}}) {
+    auto id = ec.nodes[t].id;
+    auto [bal, nonce, stake] = ec.account(1, id);
+    BOOST_TEST(bal == ranks_passed[id] * steps + reward_of[id], ec.names[t]);
+    BOOST_TEST(stake == (id == cheater ? economy_cluster::trainer_stake / 2
+                                       : economy_cluster::trainer_stake),
+               ec.names[t]);
+    total += bal + stake;
+  }
+  BOOST_TEST(reward_of[cheater] == reward / 3); // one honest rank of three
+  auto [payer_after, pn, ps] = ec.account(1, ec.payer.id());
+  BOOST_TEST(payer_after == economy_cluster::payer_funds - 3 * steps);
+  total += payer_after;
+  BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake
+                        + rating->minted - rating->slashed);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
