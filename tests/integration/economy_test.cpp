@@ -14,6 +14,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <set>
 #include <thread>
 
 #include <sodium.h>
@@ -61,7 +62,9 @@ struct economy_cluster {
   uint64_t payer_nonce = 0;
   static constexpr uint64_t payer_funds = 1'000'000, trainer_stake = 1'000;
 
-  economy_cluster() {
+  explicit economy_cluster(bool third_trainer = false) {
+    if (third_trainer)
+      names.push_back("t2");
     cli = make_node(root, "client");
     for (auto& n : names) {
       nodes.push_back(make_node(root, n));
@@ -85,6 +88,8 @@ struct economy_cluster {
     g.allocations = {{payer.id(), payer_funds, 0},
                      {nodes[2].id, 0, trainer_stake},
                      {nodes[3].id, 0, trainer_stake}};
+    if (third_trainer)
+      g.allocations.push_back({nodes[4].id, 0, trainer_stake});
     genesis = write_file(root.path(), "genesis.toml", ledger::to_toml(g));
     for (size_t i = 0; i < nodes.size(); ++i)
       hosts.push_back(start_host(config(i), root / (names[i] + ".log"), {"-v"}));
@@ -125,6 +130,7 @@ struct economy_cluster {
       }
     const char* roles[] = {R"("directory", "ledger", "block_generator", "allocator", "rater")",
                            R"("directory", "ledger", "block_generator")",
+                           R"("directory", "ledger", "trainer")",
                            R"("directory", "ledger", "trainer")",
                            R"("directory", "ledger", "trainer")"};
     return write_file(
@@ -554,6 +560,65 @@ BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
   total += payer_after;
   BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake
                         + rating->minted - rating->slashed);
+}
+
+BOOST_AUTO_TEST_CASE(a_lost_trainer_host_is_replaced_by_the_allocator) {
+  economy_cluster ec{true}; // t0, t2 in the data's site, t1 40 ms away
+  ec.wait_offers(3);
+  auto job = random_job();
+  const uint64_t steps = 300;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, job, 4 * steps); },
+              true);
+  train::job_options o;
+  o.allocator = ec.nodes[0].id;
+  o.trainers = 4;
+  o.max_price = 1;
+  o.data_site = "west";
+  o.job = job;
+  o.steps = steps;
+  o.global_batch = 32;
+  o.checkpoint_every = 10;
+  o.ring_timeout_ms = 2000;
+  o.lease_ms = 2000;
+  o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  std::atomic<uint64_t> at{0};
+  caf::expected<train::job_result> r = make_error(errc::internal, "not run");
+  std::thread runner([&] {
+    r = train::run_job(*ec.c, o, [&](const train::step_report& s) {
+      at = s.step;
+      if (s.step == 60) // give the test time to pull the plug mid-job
+        std::this_thread::sleep_for(300ms);
+    });
+  });
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (at < 60 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  // The nearest hosts won (t0 and t2, both in the data's site); kill one.
+  auto held = ec.leases_of_job(job);
+  BOOST_REQUIRE(!held.empty());
+  std::set<node_id> holders;
+  for (auto& l : held)
+    holders.insert(l.trainer);
+  BOOST_TEST(holders.count(ec.nodes[3].id) == 0u); // the far host was not chosen
+  size_t victim = holders.count(ec.nodes[2].id) ? 2 : 4;
+  BOOST_TEST_MESSAGE("SIGKILL " << ec.names[victim] << " at step " << at.load());
+  ec.hosts[victim].proc->stop(SIGKILL, 10s);
+  runner.join();
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  bool replaced = false;
+  for (auto& e : r->events) {
+    BOOST_TEST_MESSAGE("job: " << e);
+    replaced |= e.find("allocator replaced " + ec.nodes[victim].id.short_hex()) != std::string::npos;
+  }
+  BOOST_TEST(replaced);
+  BOOST_TEST(r->steps == steps);
+  BOOST_TEST(r->accuracy >= 0.9);
+  // The allocator also dropped the dead host's offer once it stopped beating.
+  bool dropped = ec.hosts[0].proc->wait_for_log("lost its trainer "
+                                                  + ec.nodes[victim].id.short_hex(),
+                                                10s).has_value()
+                 || ec.offers() == 2u;
+  BOOST_TEST(dropped);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
