@@ -37,6 +37,7 @@ const char* to_string(db which) {
     case db::alloc_offers: return "alloc_offers";
     case db::alloc_leases: return "alloc_leases";
     case db::alloc_asks: return "alloc_asks";
+    case db::ratings: return "ratings";
     case db::shares: return "shares";
     case db::shard_keys: return "shard_keys";
   }

@@ -42,8 +42,9 @@ enum class db : uint8_t {
   alloc_offers,  ///< trainer NodeId (32) -> Offer (timeMs = the allocator's receive time)
   alloc_leases,  ///< job (32) ‖ trainer (32) -> BookLease
   alloc_asks,    ///< job (32) -> AllocAsk of a job holding leases (for replacements)
+  ratings,       ///< trainer NodeId (32) -> rating (8-byte IEEE double, little-endian)
 };
-inline constexpr size_t db_count = 17;
+inline constexpr size_t db_count = 18;
 const char* to_string(db which);
 
 struct options {

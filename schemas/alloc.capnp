@@ -76,3 +76,4 @@ struct BookLease {
   lease @1 :LeaseInfo;
   priority @2 :UInt32;
 }
+

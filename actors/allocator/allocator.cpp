@@ -97,6 +97,36 @@ struct allocator_state {
   std::map<alloc::job_id, envelope> asks; ///< AllocAsk words of jobs holding leases
   std::set<alloc::job_id> preempted;      ///< asked to checkpoint and release
   std::set<alloc::job_id> lost_news;      ///< jobs that lost a trainer since their last renew
+  std::map<node_id, double> ratings;      ///< from the rater; 0.5 when never rated
+
+  double rating_of(const node_id& t) const {
+    auto it = ratings.find(t);
+    return it == ratings.end() ? 0.5 : it->second;
+  }
+
+  void rate(const std::vector<std::string>& passed, const std::vector<std::string>& failed) {
+    auto t = store::txn::begin(*env, true);
+    for (auto* list : {&passed, &failed})
+      for (auto& hex : *list) {
+        auto id = node_id::from_hex(hex);
+        if (!id)
+          continue;
+        double r = rating_of(*id);
+        r = list == &passed ? r + 0.1 * (1 - r) : r / 2;
+        ratings[*id] = r;
+        pool.set_rating(*id, r);
+        if (t) {
+          uint8_t bytes[8];
+          std::memcpy(bytes, &r, 8);
+          (void)t->put(store::db::ratings, id->bytes, bytes);
+        }
+        log_info("allocator: trainer {} {} verification, rating {:.3f}", id->short_hex(),
+                 list == &passed ? "passed" : "FAILED", r);
+      }
+    if (t)
+      if (auto err = t->commit())
+        log_warning("allocator: ratings not stored: {}", describe(err));
+  }
   std::unique_ptr<message_table> table;
   static inline const char* name = "aicon.allocator";
 
@@ -233,6 +263,18 @@ struct allocator_state {
       return err;
     if (bad)
       return bad;
+    if (auto err = t->for_each(store::db::ratings, [&](auto k, auto v) {
+          auto id = node_id::from_bytes(k);
+          if (id && v.size() == 8) {
+            double r;
+            std::memcpy(&r, v.data(), 8);
+            ratings[*id] = std::clamp(r, 0.0, 1.0);
+          }
+          return true;
+        }))
+      return err;
+    for (auto& o : offers)
+      o.rating = rating_of(o.trainer);
     pool.restore(offers, leases, held);
     if (!offers.empty() || !leases.empty())
       log_info("allocator: restored {} offers and {} leases", offers.size(), leases.size());
@@ -283,6 +325,7 @@ struct allocator_state {
     x.samples_per_s = o.getSamplesPerS();
     x.price = o.getPrice();
     x.site = o.getSite();
+    x.rating = rating_of(*id);
     x.expires_ms = now + o.getTtlMs();
     // A heartbeat that only extends a known offer is not written (after a
     // restart the next heartbeat renews it); a new or changed one is.
@@ -475,6 +518,8 @@ caf::behavior allocator_role(allocator_actor* self, role_context ctx,
     [self](const envelope& env) -> caf::result<envelope> {
       return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
     },
+    [self](rating_atom, const std::vector<std::string>& passed,
+           const std::vector<std::string>& failed) { self->state.rate(passed, failed); },
     [self](tick_atom) {
       self->state.tick();
       self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);

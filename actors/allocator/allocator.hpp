@@ -28,6 +28,13 @@
 
 namespace aicon {
 
+/// From the rater on the same host (a local message: the gatekeeper admits
+/// envelopes only, so no peer can send it): (rating_atom, passed trainers'
+/// NodeIds in hex, failed ones). A pass moves a rating r (start 0.5) to
+/// r + 0.1 (1 - r), a failure to r / 2; ratings are kept in LMDB and weigh in
+/// every later allocation.
+using rating_atom = caf::atom_constant<caf::atom("rating")>;
+
 caf::expected<caf::actor> spawn_allocator(caf::actor_system& sys, const role_context& ctx);
 
 /// A signed offer of `self` (a trainer host): the trainer role's heartbeat.

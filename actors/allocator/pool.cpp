@@ -403,6 +403,19 @@ void pool::restore(const std::vector<offer>& offers, const std::vector<lease>& l
       index_add(h);
 }
 
+void pool::set_rating(const node_id& trainer, double rating) {
+  auto it = offers_.find(trainer);
+  if (it == offers_.end())
+    return;
+  auto& h = it->second;
+  bool indexed = h.used < h.o.slots;
+  if (indexed)
+    index_remove(h);
+  h.o.rating = std::clamp(rating, 0.0, 1.0);
+  if (indexed)
+    index_add(h);
+}
+
 size_t pool::free_slots() const {
   size_t n = 0;
   for (auto& [id, h] : offers_)

@@ -130,6 +130,9 @@ public:
                const std::vector<ask>& asks);
 
   size_t free_slots() const;
+  /// Sets the rating (0..1) of `trainer`'s offer, if it has one.
+  void set_rating(const node_id& trainer, double rating);
+
   /// The offer of `trainer`, if any.
   const offer* find_offer(const node_id& trainer) const {
     auto it = offers_.find(trainer);

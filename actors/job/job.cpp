@@ -270,7 +270,9 @@ struct allocation {
     opened<schema::AllocReply> a{*r};
     if (!a)
       return a.error();
-    return a->getPreempted();
+    // Preempted, or the leases lapsed (a renewal came too late): either way
+    // the trainers are no longer this job's; it yields and asks again.
+    return a->getPreempted() || a->which() != schema::AllocReply::GRANTED;
   }
 
   /// Replacement trainers for a lost host (as many as it had).
@@ -454,7 +456,8 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
         finish_ring(c, *ring, nullptr);
         alloc_state->release(c);
         ++result.preemptions;
-        result.events.push_back(fmt::format("preempted at step {}: checkpointed and released",
+        result.events.push_back(fmt::format("preempted (or leases lapsed) at step {}: "
+                                            "checkpointed and released",
                                             step));
         if (auto err = alloc_state->acquire(c, o, result))
           return err;

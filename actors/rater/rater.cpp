@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include "actors/allocator/allocator.hpp"
 #include "actors/data_node/ingest.hpp"
 #include "actors/ledger/hashing.hpp"
 #include "actors/ledger/state.hpp"
@@ -282,6 +283,15 @@ struct rater_state {
           }
         }
       }
+    }
+
+    // Ratings: the allocator on this host (if any) hears every outcome.
+    {
+      std::vector<std::string> passed_hex, failed_hex;
+      for (unsigned r = 0; r < n; ++r)
+        (verdicts[r].passed ? passed_hex : failed_hex).push_back(hosts[r].hex());
+      if (auto a = lookup_blocking(*sys, ctx.directory, "allocator", timeout()))
+        caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
     }
 
     // PoV reward: split by verified units; a trainer paid by itself earns none.

@@ -462,12 +462,12 @@ BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weigh
     o.steps = steps;
     o.global_batch = 32;
     o.checkpoint_every = 10;
-    o.lease_ms = 400; // renewed every 100 ms: a preemption is noticed quickly
+    o.lease_ms = 2000; // renewed every 500 ms
     o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
     o.ring_timeout_ms = 3000;
     return o;
   };
-  const uint64_t steps = 1200;
+  const uint64_t steps = 2500;
   std::atomic<uint64_t> low_step{0};
   caf::expected<train::job_result> low_result = make_error(errc::internal, "not run");
   std::thread low_thread([&] {
@@ -535,6 +535,12 @@ BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
   BOOST_TEST(rating->verdicts[2].why.find("differs from the committed digest") != std::string::npos);
   BOOST_TEST(rating->slashed == economy_cluster::trainer_stake / 2);
   BOOST_TEST(rating->receipts == 3u);
+  // Its rating drops at the allocator (0.5, +1 pass for its honest rank, then
+  // halved for the failure), so later asks rank it lower.
+  BOOST_TEST(ec.hosts[0].proc->wait_for_log("trainer " + cheater.short_hex()
+                                              + " FAILED verification, rating 0.275",
+                                            10s).has_value(),
+             ec.hosts[0].proc->log_text());
   // Settled: the cheater's rank earns nothing; its host keeps what its honest
   // rank earned; half its stake is gone, and so is that much supply.
   auto plan = train::plan_settlement(escrow, *rating, steps, 1);
