@@ -241,6 +241,23 @@ struct economy_cluster {
     });
   }
 
+  /// A digits job of 4 trainers from c0's allocator at price 1, data in the
+  /// west site; c0's rater named as its verifier.
+  train::job_options allocated_job(const std::array<uint8_t, 32>& job, uint64_t steps) {
+    train::job_options o;
+    o.allocator = nodes[0].id;
+    o.trainers = 4;
+    o.max_price = 1;
+    o.data_site = "west";
+    o.job = job;
+    o.verifier = nodes[0].id;
+    o.steps = steps;
+    o.global_batch = 32;
+    o.ring_timeout_ms = 3000;
+    o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+    return o;
+  }
+
   void wait_offers(size_t n) {
     auto deadline = std::chrono::steady_clock::now() + 30s;
     while (offers() < n && std::chrono::steady_clock::now() < deadline)
@@ -343,17 +360,7 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   auto [payer_before, pn, ps] = ec.account(0, ec.payer.id());
   BOOST_TEST(payer_before == economy_cluster::payer_funds - escrow);
 
-  train::job_options o;
-  o.allocator = ec.nodes[0].id;
-  o.trainers = 4;
-  o.max_price = 1;
-  o.data_site = "west";
-  o.job = job;
-  o.verifier = ec.nodes[0].id;
-  o.steps = steps;
-  o.global_batch = 32;
-  o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
-  o.ring_timeout_ms = 3000;
+  auto o = ec.allocated_job(job, steps);
   auto r = train::run_job(*ec.c, o);
   BOOST_REQUIRE_MESSAGE(r, why(r));
   for (auto& e : r->events)
@@ -453,18 +460,10 @@ BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weigh
   ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, reference, 10'000); },
               true);
   auto options = [&](const std::array<uint8_t, 32>& job, uint32_t priority, uint64_t steps) {
-    train::job_options o;
-    o.allocator = ec.nodes[0].id;
-    o.trainers = 4;
-    o.max_price = 1;
+    auto o = ec.allocated_job(job, steps);
     o.priority = priority;
-    o.job = job;
-    o.steps = steps;
-    o.global_batch = 32;
     o.checkpoint_every = 10;
     o.lease_ms = 2000; // renewed every 500 ms
-    o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
-    o.ring_timeout_ms = 3000;
     return o;
   };
   const uint64_t steps = 2500;
@@ -508,15 +507,7 @@ BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
   auto job = random_job();
   const uint64_t steps = 150, escrow = 4 * steps + 500, reward = 900;
   ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, job, escrow); }, true);
-  train::job_options o;
-  o.allocator = ec.nodes[0].id;
-  o.trainers = 4;
-  o.max_price = 1;
-  o.job = job;
-  o.verifier = ec.nodes[0].id;
-  o.steps = steps;
-  o.global_batch = 32;
-  o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  auto o = ec.allocated_job(job, steps);
   // Rank 2 sends random gradients on 20% of its steps (a miss by k = 44
   // draws has probability ~4e-5).
   o.cheat_percent = 20;
@@ -575,18 +566,10 @@ BOOST_AUTO_TEST_CASE(a_lost_trainer_host_is_replaced_by_the_allocator) {
   const uint64_t steps = 300;
   ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, job, 4 * steps); },
               true);
-  train::job_options o;
-  o.allocator = ec.nodes[0].id;
-  o.trainers = 4;
-  o.max_price = 1;
-  o.data_site = "west";
-  o.job = job;
-  o.steps = steps;
-  o.global_batch = 32;
+  auto o = ec.allocated_job(job, steps);
   o.checkpoint_every = 10;
   o.ring_timeout_ms = 2000;
   o.lease_ms = 2000;
-  o.data_file = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
   std::atomic<uint64_t> at{0};
   caf::expected<train::job_result> r = make_error(errc::internal, "not run");
   std::thread runner([&] {
