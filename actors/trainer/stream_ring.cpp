@@ -78,7 +78,8 @@ bytes32 link_mac(const link_key& key, char label, const ring_id& ring, uint32_t 
 
 /// AES-128-GCM of one link direction: the key is the first half of the
 /// connection key, the 96-bit nonce the frame's sequence number; the
-/// header is authenticated data, the values are encrypted.
+/// header is authenticated data, the values are encrypted. The key schedule
+/// is set up once per connection; each frame only sets its nonce.
 class frame_cipher {
 public:
   frame_cipher() : ctx_(EVP_CIPHER_CTX_new()) {
@@ -89,8 +90,14 @@ public:
   frame_cipher(const frame_cipher&) = delete;
   frame_cipher& operator=(const frame_cipher&) = delete;
 
-  void rekey(const std::array<uint8_t, 32>& ck) {
-    std::memcpy(key_, ck.data(), sizeof key_);
+  /// Keys this direction: `encrypt` for the sending side, else decrypt.
+  bool rekey(const std::array<uint8_t, 32>& ck, bool encrypt) {
+    encrypt_ = encrypt;
+    auto* c = EVP_aes_128_gcm();
+    keyed_ = (encrypt ? EVP_EncryptInit_ex(ctx_, c, nullptr, ck.data(), nullptr)
+                      : EVP_DecryptInit_ex(ctx_, c, nullptr, ck.data(), nullptr))
+             == 1;
+    return keyed_;
   }
   /// Plain frames: values copied as they are, the tag left zero.
   void set_plain(bool p) {
@@ -105,10 +112,12 @@ public:
       std::memset(tag, 0, tag_len);
       return true;
     }
+    if (!keyed_ || !encrypt_)
+      return false;
     uint8_t iv[12] = {};
     put64(iv, seq);
     int outl = 0;
-    return EVP_EncryptInit_ex(ctx_, EVP_aes_128_gcm(), nullptr, key_, iv) == 1
+    return EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, iv) == 1
            && EVP_EncryptUpdate(ctx_, nullptr, &outl, header, header_len) == 1
            && EVP_EncryptUpdate(ctx_, out, &outl, in, static_cast<int>(len)) == 1
            && EVP_EncryptFinal_ex(ctx_, out + outl, &outl) == 1
@@ -123,12 +132,14 @@ public:
         std::memcpy(out, in, len);
       return true;
     }
+    if (!keyed_ || encrypt_)
+      return false;
     uint8_t iv[12] = {};
     put64(iv, seq);
     uint8_t t[tag_len];
     std::memcpy(t, tag, tag_len);
     int outl = 0;
-    return EVP_DecryptInit_ex(ctx_, EVP_aes_128_gcm(), nullptr, key_, iv) == 1
+    return EVP_DecryptInit_ex(ctx_, nullptr, nullptr, nullptr, iv) == 1
            && EVP_DecryptUpdate(ctx_, nullptr, &outl, header, header_len) == 1
            && EVP_DecryptUpdate(ctx_, out, &outl, in, static_cast<int>(len)) == 1
            && EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_SET_TAG, tag_len, t) == 1
@@ -137,7 +148,7 @@ public:
 
 private:
   EVP_CIPHER_CTX* ctx_;
-  uint8_t key_[16] = {};
+  bool keyed_ = false, encrypt_ = false;
   bool plain_ = false;
 };
 
@@ -344,7 +355,7 @@ void stream_ring::accept_loop() {
           set_timeouts(fd, static_cast<int>(opts_.timeout_ms));
           tune(fd);
           std::lock_guard<std::mutex> g{mu_};
-          left_cipher_->rekey(link_mac(key_, 'k', ring_, rank_, hello + 8, nc));
+          left_cipher_->rekey(link_mac(key_, 'k', ring_, rank_, hello + 8, nc), false);
           left_seq_ = 0;
           left_fd_ = fd;
           cv_.notify_all();
@@ -422,7 +433,7 @@ caf::error stream_ring::connect(const std::string& host, uint16_t port) {
   tune(fd);
   {
     std::lock_guard<std::mutex> g{mu_};
-    right_cipher_->rekey(link_mac(key_, 'k', ring_, right_rank, hello + 8, nc));
+    right_cipher_->rekey(link_mac(key_, 'k', ring_, right_rank, hello + 8, nc), true);
     right_seq_ = 0;
     right_fd_ = fd;
   }
