@@ -118,6 +118,8 @@ fails("train: insufficient budget: 10 does not pay 2 trainers x 100 steps", trai
 fails("train: budget needs a connected host running the allocator role", train,
       {data = "x", trainers = 2, steps = 100, budget = 100000})
 fails("train: priority needs budget=", train, {data = "x", priority = 3})
+fails("train: transport must be 'stream', 'stream-plain', 'actor' or 'nccl' (got 'pigeon')", train,
+      {data = "x", transport = "pigeon"})
 fails("train: give either data=path or dataset=id", train, {model = "mlp:64-64-10"})
 fails("train: trainers must be a multiple of the 2 trainer hosts (got 3)", train, {data = "x", trainers = 3})
 fails("train: holdout must be in [0, 1)", train, {data = "x", holdout = 1.5})

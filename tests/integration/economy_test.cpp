@@ -29,6 +29,7 @@
 #include "fixtures.hpp"
 #include "schemas/alloc.capnp.h"
 #include "schemas/chain.capnp.h"
+#include "schemas/rater.capnp.h"
 
 using namespace aicon;
 using namespace aicon::test;
@@ -275,6 +276,42 @@ BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
   economy_cluster ec;
   ec.wait_offers(2);
   auto a = random_job(), b = random_job();
+  // Offers that are forged, stale or empty are refused by name and change
+  // nothing in the book.
+  auto now = static_cast<uint64_t>(now_ms());
+  alloc::offer o;
+  o.trainer = ec.nodes[2].id; // claims to be t0, signed by someone else
+  o.site = "west";
+  o.price = 1;
+  auto forged = ec.ask(0, "allocator", make_signed_offer(ec.worker, o, 1000, now));
+  BOOST_REQUIRE(!forged);
+  BOOST_TEST(what_of(forged.error()).find("the signature is not the trainer's")
+               != std::string::npos, what_of(forged.error()));
+  o.trainer = ec.worker.id();
+  auto stale = ec.ask(0, "allocator", make_signed_offer(ec.worker, o, 1000, now - 3'600'000));
+  BOOST_REQUIRE(!stale);
+  BOOST_TEST(what_of(stale.error()).find("a replayed or stale offer") != std::string::npos,
+             what_of(stale.error()));
+  o.slots = 0;
+  auto empty = ec.ask(0, "allocator", make_signed_offer(ec.worker, o, 1000, now));
+  BOOST_REQUIRE(!empty);
+  BOOST_TEST(what_of(empty.error()).find("at least one slot") != std::string::npos,
+             what_of(empty.error()));
+  BOOST_TEST(ec.offers() == 2u);
+  // A rate request that names no ranks, or a short job id: refused by name.
+  auto no_ranks = ec.ask(0, "rater", make_envelope<schema::RateRequest>([&](auto r) {
+                           r.setJob(kj::arrayPtr(a.data(), 32));
+                           r.setSession(kj::arrayPtr(b.data(), 32));
+                         }));
+  BOOST_REQUIRE(!no_ranks);
+  BOOST_TEST(what_of(no_ranks.error()).find("0 ranks but 0 logs") != std::string::npos,
+             what_of(no_ranks.error()));
+  auto short_job = ec.ask(0, "rater", make_envelope<schema::RateRequest>([&](auto r) {
+                            r.setJob(kj::arrayPtr(a.data(), 5));
+                          }));
+  BOOST_REQUIRE(!short_job);
+  BOOST_TEST(what_of(short_job.error()).find("must be 32 bytes") != std::string::npos,
+             what_of(short_job.error()));
   // No escrow: refused by name.
   auto unpaid = ec.ask(0, "allocator", ec.alloc_ask(a, 4, 100));
   BOOST_REQUIRE(!unpaid);
