@@ -119,7 +119,7 @@ void print_preview(schema::DatasetManifest::Reader man) {
 /// Registers dataset `id` on the chain as an asset owned by `owner`, through
 /// `host`'s block generator.
 void register_on_chain(remote& r, const node_id& host, const identity& owner,
-                       const data::hash256& id) {
+                       const data::hash256& id, uint64_t price) {
   auto info = r.ask(host, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
                       q.setAccount(kj::arrayPtr(owner.id().bytes.data(), 32));
                     }));
@@ -136,6 +136,7 @@ void register_on_chain(remote& r, const node_id& host, const identity& owner,
     a.setAssetId(kj::arrayPtr(id.data(), 32));
     a.setKind("dataset");
     a.setMetadataHash(kj::arrayPtr(id.data(), 32)); // the id is the manifest's hash
+    a.setPrice(price);                               // paid by each job that uses it
   });
   auto ack = r.ask(host, "block_generator", tx);
   if (!ack)
@@ -231,7 +232,7 @@ int data_put(const data_cmd_options& o) {
     std::printf("stored on %zu of %u data nodes wanted:%s\n", holders->size(), o.replicas,
                 names.c_str());
     if (o.register_asset)
-      register_on_chain(*r, r->nodes[0], *key, id);
+      register_on_chain(*r, r->nodes[0], *key, id, o.price);
     return holders->size() >= o.replicas ? 0 : 2;
   }
   auto env = open_store(o);

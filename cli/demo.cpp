@@ -87,11 +87,45 @@ int run_demo(const demo_options& opts) {
     std::printf("          %s %s  %s\n", net.names()[i].c_str(), short_id(net.ids()[i]).c_str(),
                 what[i]);
 
-  // 3. The job's budget, escrowed on the chain.
+  // 3. The assets the job uses, registered on the chain by their owners with
+  // a price per use, and the job's budget, escrowed.
+  auto dataset_id = train::file_asset_id(data);
+  if (!dataset_id)
+    return fail("hashing " + data, dataset_id.error());
+  auto spec = train::parse_spec(opts.model);
+  if (!spec)
+    return fail("--model " + opts.model, spec.error());
+  auto model_asset = train::model_id(*spec);
+  const uint64_t dataset_price = 500, model_price = 300;
+  if (auto err = net.tx(
+        net.data_owner(),
+        [&](uint64_t n) {
+          return train::make_asset_register(net.data_owner(), n, *dataset_id, "dataset",
+                                            *dataset_id, dataset_price);
+        },
+        true))
+    return fail("registering the dataset", err);
+  if (auto err = net.tx(
+        net.model_owner(),
+        [&](uint64_t n) {
+          return train::make_asset_register(net.model_owner(), n, model_asset, "model",
+                                            model_asset, model_price);
+        },
+        true))
+    return fail("registering the model", err);
+  std::printf("assets    dataset %s (%s) owned by %s, %llu per job; model %s (%s) owned by %s, "
+              "%llu per job\n",
+              ledger::short_hex(*dataset_id).c_str(),
+              std::filesystem::path{data}.filename().c_str(),
+              short_id(net.data_owner().id()).c_str(),
+              static_cast<unsigned long long>(dataset_price),
+              ledger::short_hex(model_asset).c_str(), opts.model.c_str(),
+              short_id(net.model_owner().id()).c_str(),
+              static_cast<unsigned long long>(model_price));
   std::array<uint8_t, 32> job;
   randombytes_buf(job.data(), 32);
   const uint64_t trainers = 4, price = 1, reward = 1000;
-  const uint64_t escrow = trainers * opts.steps * price + 1000;
+  const uint64_t escrow = trainers * opts.steps * price + dataset_price + model_price + 1000;
   if (auto err = net.payer_tx(
         [&](uint64_t n) { return train::make_escrow_lock(net.payer(), n, job, escrow); }, true))
     return fail("escrow", err);
@@ -111,6 +145,7 @@ int run_demo(const demo_options& opts) {
   o.steps = opts.steps;
   o.global_batch = opts.batch;
   o.data_file = std::filesystem::absolute(data).string();
+  o.dataset_asset = *dataset_id;
   std::vector<train::step_report> curve;
   double step_seconds = 0, allreduce_seconds = 0;
   auto t_train = clock_type::now();
@@ -193,11 +228,19 @@ int run_demo(const demo_options& opts) {
     std::printf("block     #%llu final: session %s, job %s, model %s, %llu verified work units\n",
                 static_cast<unsigned long long>(h), ledger::short_hex(result->session).c_str(),
                 ledger::short_hex(job).c_str(),
-                ledger::short_hex(train::model_id(*train::parse_spec(opts.model))).c_str(),
+                ledger::short_hex(model_asset).c_str(),
                 static_cast<unsigned long long>(units));
 
   // 7. Settlement and the trained model.
-  auto plan = train::plan_settlement(escrow, *rating, result->steps, price);
+  auto ledger_of_c1 = [&](envelope q) { return net.ask(1, "ledger", std::move(q), 10s); };
+  auto dataset_terms = train::terms_of(ledger_of_c1, *dataset_id);
+  if (!dataset_terms)
+    return fail("settlement: the dataset's terms", dataset_terms.error());
+  auto model_terms = train::terms_of(ledger_of_c1, model_asset);
+  if (!model_terms)
+    return fail("settlement: the model's terms", model_terms.error());
+  auto plan = train::plan_settlement(escrow, *rating, result->steps, price, net.payer().id(),
+                                     *dataset_terms, *model_terms);
   if (!plan.why.empty())
     return fail("settlement", make_error(errc::invalid_argument, plan.why));
   if (auto err = net.payer_tx(
@@ -210,9 +253,12 @@ int run_demo(const demo_options& opts) {
         },
         true))
     return fail("model asset", err);
-  std::printf("settled   escrow %llu: trainers paid %llu per step each, %llu refunded to the "
-              "payer; reward %llu minted by verified work\n",
-              static_cast<unsigned long long>(escrow), static_cast<unsigned long long>(price),
+  std::printf("settled   escrow %llu: trainers %llu (%llu per step each), dataset owner %llu, "
+              "model owner %llu, %llu refunded to the payer; PoV reward %llu minted by score "
+              "(80%% trainers by verified work, 10%% dataset, 10%% model)\n",
+              static_cast<unsigned long long>(escrow), static_cast<unsigned long long>(plan.trainers),
+              static_cast<unsigned long long>(price), static_cast<unsigned long long>(plan.dataset),
+              static_cast<unsigned long long>(plan.model),
               static_cast<unsigned long long>(plan.refund),
               static_cast<unsigned long long>(rating->minted));
   std::map<node_id, uint64_t> reward_of;
@@ -229,6 +275,15 @@ int run_demo(const demo_options& opts) {
                 static_cast<unsigned long long>(reward_of[net.ids()[i]]),
                 static_cast<unsigned long long>(acct ? std::get<0>(*acct) : 0),
                 static_cast<unsigned long long>(acct ? std::get<2>(*acct) : 0));
+  }
+  for (auto* owner : {&net.data_owner(), &net.model_owner()}) {
+    auto acct = net.account(owner->id());
+    std::printf("          %s owner %s: price %llu + reward %llu = balance %llu\n",
+                owner == &net.data_owner() ? "dataset" : "model  ",
+                short_id(owner->id()).c_str(),
+                static_cast<unsigned long long>(paid_of[owner->id()]),
+                static_cast<unsigned long long>(reward_of[owner->id()]),
+                static_cast<unsigned long long>(acct ? std::get<0>(*acct) : 0));
   }
   auto payer_acct = net.account(net.payer().id());
   std::printf("          payer %s: balance %llu\n", short_id(net.payer().id()).c_str(),

@@ -237,7 +237,12 @@ uint64_t embedded_cluster::height() {
 
 caf::error embedded_cluster::payer_tx(const std::function<envelope(uint64_t)>& make,
                                       bool bootstrap) {
-  auto nonce = ++payer_nonce_;
+  return tx(payer_, make, bootstrap);
+}
+
+caf::error embedded_cluster::tx(const identity& who,
+                                const std::function<envelope(uint64_t)>& make, bool bootstrap) {
+  auto nonce = ++nonces_[who.id()];
   auto ack = ask(0, "block_generator", make(nonce), 10s);
   if (!ack)
     return ack.error();
@@ -253,13 +258,13 @@ caf::error embedded_cluster::payer_tx(const std::function<envelope(uint64_t)>& m
   }
   auto deadline = std::chrono::steady_clock::now() + 60s;
   while (std::chrono::steady_clock::now() < deadline) {
-    auto a = account(payer_.id());
+    auto a = account(who.id());
     if (a && std::get<1>(*a) >= nonce)
       return caf::none;
     std::this_thread::sleep_for(100ms);
   }
-  return make_error(errc::timeout,
-                    fmt::format("the payer's transaction {} was not final within 60 s", nonce));
+  return make_error(errc::timeout, fmt::format("transaction {} of {} was not final within 60 s",
+                                               nonce, who.id().short_hex()));
 }
 
 } // namespace aicon

@@ -13,6 +13,7 @@
 #include <array>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,6 +70,16 @@ public:
   /// else would make a block, `bootstrap` adds a work receipt of the
   /// genesis bootstrap authority (a fresh PoV chain has no work yet).
   caf::error payer_tx(const std::function<envelope(uint64_t nonce)>& make, bool bootstrap);
+  /// The same for any wallet this process holds the key of.
+  caf::error tx(const identity& who, const std::function<envelope(uint64_t nonce)>& make,
+                bool bootstrap);
+  /// Two more wallets: the owners of the demo's dataset and model assets.
+  const identity& data_owner() const {
+    return data_owner_;
+  }
+  const identity& model_owner() const {
+    return model_owner_;
+  }
 
   /// (balance, nonce, stake) on c1's chain.
   caf::expected<std::tuple<uint64_t, uint64_t, uint64_t>> account(const node_id& who);
@@ -88,7 +99,9 @@ private:
   identity payer_ = identity::generate();
   identity bootstrap_ = identity::generate();
   identity worker_ = identity::generate();
-  uint64_t payer_nonce_ = 0;
+  identity data_owner_ = identity::generate();
+  identity model_owner_ = identity::generate();
+  std::map<node_id, uint64_t> nonces_;
 };
 
 } // namespace aicon

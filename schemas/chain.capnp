@@ -38,6 +38,7 @@ struct AssetRegister {
   assetId @0 :Data;      # 32 bytes, unique
   kind @1 :Text;         # "dataset", "model", "trained-model", ...
   metadataHash @2 :Data; # BLAKE2b-256 of the asset's manifest
+  price @3 :UInt64;      # per use: what each job that uses it pays the owner at settlement
 }
 
 struct AssetTransfer {
@@ -141,6 +142,7 @@ struct LedgerQuery {
     account @1 :Data;     # wallet (32 bytes) -> AccountInfo (zeros if never used)
     asset @2 :Data;       # asset id (32 bytes) -> AssetInfo
     blockAt @3 :UInt64;   # height -> Block
+    escrow @4 :Data;      # job id (32 bytes) -> EscrowInfo
   }
 }
 
@@ -164,4 +166,11 @@ struct AssetInfo {
   owner @1 :Data;
   kind @2 :Text;
   metadataHash @3 :Data;
+  price @4 :UInt64;
+}
+
+struct EscrowInfo {
+  job @0 :Data;
+  payer @1 :Data;
+  amount @2 :UInt64;      # still locked (0 once settled: the query then answers notFound)
 }

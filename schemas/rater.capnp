@@ -18,6 +18,8 @@ struct RateRequest {
   slashPercent @7 :UInt32;  # of a failed trainer's stake (0: 50)
   reward @8 :UInt64;        # PoV reward to mint for this job, split by verified units
   payer @9 :Data;           # the job's payer: a trainer paid by itself earns no reward
+  dataset @10 :Data;        # asset id of the dataset the job used (empty: none registered)
+  model @11 :Data;          # asset id of the model the job used (empty: none registered)
 }
 
 struct RankVerdict {

@@ -1,12 +1,15 @@
 #include "actors/job/economy.hpp"
 
 #include <cstring>
+#include <fstream>
 #include <map>
 
 #include <fmt/format.h>
 #include <sodium.h>
 
 #include "actors/ledger/state.hpp"
+#include "actors/trainer/model.hpp"
+#include "actors/trainer/work.hpp"
 #include "runtime/error.hpp"
 #include "schemas/chain.capnp.h"
 #include "schemas/rater.capnp.h"
@@ -38,7 +41,65 @@ envelope make_rate_request(const job_options& o, const job_result& r, const node
     }
     b.setReward(reward);
     b.setPayer(kj::arrayPtr(payer.bytes.data(), 32));
+    if (auto d = dataset_asset_of(o))
+      b.setDataset(kj::arrayPtr(d->data(), 32));
+    auto m = model_asset_of(o);
+    b.setModel(kj::arrayPtr(m.data(), 32));
   });
+}
+
+caf::expected<std::optional<asset_terms>> terms_of(const ledger_ask& ask,
+                                                   const std::array<uint8_t, 32>& id) {
+  auto r = ask(make_envelope<schema::LedgerQuery>(
+    [&](schema::LedgerQuery::Builder q) { q.setAsset(kj::arrayPtr(id.data(), 32)); }));
+  if (!r) {
+    if (code_of(r.error()) == errc::not_found)
+      return std::optional<asset_terms>{};
+    return r.error();
+  }
+  opened<schema::AssetInfo> a{*r};
+  if (!a)
+    return a.error();
+  auto owner = node_id::from_bytes({a->getOwner().begin(), a->getOwner().size()});
+  if (!owner)
+    return owner.error();
+  return std::optional<asset_terms>{asset_terms{*owner, a->getKind().cStr(), a->getPrice()}};
+}
+
+caf::expected<std::array<uint8_t, 32>> file_asset_id(const std::filesystem::path& file) {
+  std::ifstream f{file, std::ios::binary};
+  if (!f)
+    return make_error(errc::io_error, fmt::format("cannot read {}", file.string()));
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  std::vector<char> buf(1 << 16);
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(buf.data()),
+                              static_cast<size_t>(f.gcount()));
+  }
+  if (f.bad())
+    return make_error(errc::io_error, fmt::format("reading {} failed", file.string()));
+  std::array<uint8_t, 32> id;
+  crypto_generichash_final(&st, id.data(), 32);
+  return id;
+}
+
+std::optional<std::array<uint8_t, 32>> dataset_asset_of(const job_options& o) {
+  if (o.dataset.size() == 64) {
+    std::array<uint8_t, 32> id;
+    size_t len = 0;
+    if (sodium_hex2bin(id.data(), 32, o.dataset.data(), o.dataset.size(), nullptr, &len, nullptr)
+          == 0
+        && len == 32)
+      return id;
+  }
+  return o.dataset_asset;
+}
+
+std::array<uint8_t, 32> model_asset_of(const job_options& o) {
+  auto spec = parse_spec(o.model);
+  return spec ? model_id(*spec) : std::array<uint8_t, 32>{};
 }
 
 caf::expected<rating> parse_rating(const envelope& reply) {
@@ -72,7 +133,9 @@ caf::expected<rating> parse_rating(const envelope& reply) {
 }
 
 settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t steps,
-                            uint64_t price_per_step) {
+                            uint64_t price_per_step, const node_id& payer,
+                            const std::optional<asset_terms>& dataset,
+                            const std::optional<asset_terms>& model) {
   settle_plan plan;
   std::map<node_id, uint64_t> due;
   unsigned __int128 total = 0;
@@ -81,9 +144,21 @@ settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t st
       due[v.trainer] += steps * price_per_step;
       total += steps * price_per_step;
     }
+  plan.trainers = static_cast<uint64_t>(total);
+  // An owner that is the payer would pay itself: nothing moves.
+  auto owner_part = [&](const std::optional<asset_terms>& t, uint64_t& part) {
+    if (t && t->price > 0 && t->owner != payer) {
+      due[t->owner] += t->price;
+      total += t->price;
+      part = t->price;
+    }
+  };
+  owner_part(dataset, plan.dataset);
+  owner_part(model, plan.model);
   if (total > escrow) {
-    plan.why = fmt::format("the escrow ({}) does not cover the verified work ({})", escrow,
-                           static_cast<uint64_t>(total));
+    plan.why = fmt::format("the escrow ({}) does not cover the verified work ({}) and the "
+                           "dataset ({}) and model ({}) prices",
+                           escrow, plan.trainers, plan.dataset, plan.model);
     return plan;
   }
   for (auto& [who, amount] : due)
@@ -112,6 +187,18 @@ envelope make_escrow_lock(const identity& payer, uint64_t nonce,
     auto e = b.initEscrowLock();
     e.setJobId(kj::arrayPtr(job.data(), 32));
     e.setAmount(amount);
+  });
+}
+
+envelope make_asset_register(const identity& owner, uint64_t nonce,
+                             const std::array<uint8_t, 32>& id, const std::string& kind,
+                             const std::array<uint8_t, 32>& metadata, uint64_t price) {
+  return ledger::make_signed_transaction(owner, nonce, [&](schema::Transaction::Body::Builder b) {
+    auto a = b.initAssetRegister();
+    a.setAssetId(kj::arrayPtr(id.data(), 32));
+    a.setKind(kind);
+    a.setMetadataHash(kj::arrayPtr(metadata.data(), 32));
+    a.setPrice(price);
   });
 }
 

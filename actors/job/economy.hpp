@@ -6,6 +6,9 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,22 +43,50 @@ struct rating {
 /// Decodes a RateResult.
 caf::expected<rating> parse_rating(const envelope& reply);
 
+/// A registered asset's terms, as the chain has them.
+struct asset_terms {
+  node_id owner;
+  std::string kind;
+  uint64_t price = 0; ///< per use
+};
+using ledger_ask = std::function<caf::expected<envelope>(envelope)>;
+/// Asset `id` through `ask` (a LedgerQuery to some ledger); nullopt when it
+/// is not registered; an error when the ledger cannot be asked.
+caf::expected<std::optional<asset_terms>> terms_of(const ledger_ask& ask,
+                                                   const std::array<uint8_t, 32>& id);
+/// The asset id of a data file a job reads directly (no data node):
+/// BLAKE2b-256 of its bytes.
+caf::expected<std::array<uint8_t, 32>> file_asset_id(const std::filesystem::path& file);
+/// The asset id a job's dataset and model have: `o.dataset` (a data node's
+/// manifest id) or else `o.dataset_asset`; the model: model_id(spec).
+std::optional<std::array<uint8_t, 32>> dataset_asset_of(const job_options& o);
+std::array<uint8_t, 32> model_asset_of(const job_options& o);
+
 /// The payouts of a Settle for `job`: every rank that passed is paid
 /// steps x price for its trainer (ranks of one host add up), failed ranks
-/// nothing; the rest of `escrow` returns to the payer.
+/// nothing; the dataset's and the model's owners their prices (when they
+/// are registered assets and not owned by the payer); the rest of `escrow`
+/// returns to the payer.
 struct settle_plan {
   std::vector<std::pair<node_id, uint64_t>> payouts;
+  uint64_t trainers = 0, dataset = 0, model = 0; ///< paid to each part
   uint64_t refund = 0;
   std::string why; ///< non-empty: the escrow cannot cover it
 };
 settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t steps,
-                            uint64_t price_per_step);
+                            uint64_t price_per_step, const node_id& payer,
+                            const std::optional<asset_terms>& dataset = std::nullopt,
+                            const std::optional<asset_terms>& model = std::nullopt);
 
 /// Signed transactions of the payer.
 envelope make_settle(const identity& payer, uint64_t nonce, const std::array<uint8_t, 32>& job,
                      const settle_plan& plan);
 envelope make_escrow_lock(const identity& payer, uint64_t nonce,
                           const std::array<uint8_t, 32>& job, uint64_t amount);
+/// Registers asset `id` (kind "dataset", "model", ...) owned by `owner`.
+envelope make_asset_register(const identity& owner, uint64_t nonce,
+                             const std::array<uint8_t, 32>& id, const std::string& kind,
+                             const std::array<uint8_t, 32>& metadata, uint64_t price);
 /// The trained weights as an asset: id = BLAKE2b-256 of the checkpoint.
 envelope make_model_asset(const identity& payer, uint64_t nonce,
                           const std::vector<uint8_t>& checkpoint,

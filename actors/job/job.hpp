@@ -72,6 +72,9 @@ struct job_options {
   /// data nodes, with keys released under `job`'s leases.
   std::string dataset;               ///< 64 hex digits
   std::vector<node_id> data_nodes;
+  /// With data_file: the dataset's asset id on the chain, when registered
+  /// (file_asset_id); its owner is paid its price at settlement.
+  std::optional<std::array<uint8_t, 32>> dataset_asset;
   std::array<uint8_t, 32> job{};
   uint32_t test_percent = 20;
   uint64_t split_seed = 2026;

@@ -78,6 +78,23 @@ struct ledger_state {
           b.setOwner(kj::arrayPtr((*a)->owner.bytes.data(), 32));
           b.setKind((*a)->kind);
           b.setMetadataHash(kj::arrayPtr((*a)->metadata.data(), 32));
+          b.setPrice((*a)->price);
+        });
+      }
+      case schema::LedgerQuery::ESCROW: {
+        if (q.getEscrow().size() != 32)
+          return make_error(errc::invalid_argument, "LedgerQuery.escrow must be 32 bytes");
+        ledger::hash256 job;
+        std::memcpy(job.data(), q.getEscrow().begin(), 32);
+        auto e = store->escrow_of(job);
+        if (!e)
+          return e.error();
+        if (!*e)
+          return make_error(errc::not_found, fmt::format("no escrow for job {}", ledger::hex(job)));
+        return make_envelope<schema::EscrowInfo>([&](schema::EscrowInfo::Builder b) {
+          b.setJob(kj::arrayPtr(job.data(), 32));
+          b.setPayer(kj::arrayPtr((*e)->payer.bytes.data(), 32));
+          b.setAmount((*e)->amount);
         });
       }
       case schema::LedgerQuery::BLOCK_AT:

@@ -44,6 +44,7 @@ std::vector<uint8_t> encode(const escrow_entry& e) {
 std::vector<uint8_t> encode(const asset_entry& a) {
   std::vector<uint8_t> out(a.owner.bytes.begin(), a.owner.bytes.end());
   out.insert(out.end(), a.metadata.begin(), a.metadata.end());
+  put_u64(out, a.price);
   out.insert(out.end(), a.kind.begin(), a.kind.end());
   return out;
 }
@@ -77,12 +78,13 @@ caf::expected<escrow_entry> decode_escrow(std::span<const uint8_t> v) {
 }
 
 caf::expected<asset_entry> decode_asset(std::span<const uint8_t> v) {
-  if (v.size() < 64)
+  if (v.size() < 72)
     return corrupt("asset", v.size());
   asset_entry a;
   std::memcpy(a.owner.bytes.data(), v.data(), 32);
   std::memcpy(a.metadata.data(), v.data() + 32, 32);
-  a.kind.assign(reinterpret_cast<const char*>(v.data() + 64), v.size() - 64);
+  a.price = get_u64(v, 64);
+  a.kind.assign(reinterpret_cast<const char*>(v.data() + 72), v.size() - 72);
   return a;
 }
 
@@ -601,7 +603,7 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       (*me)->nonce = nonce;
       if (auto err = accts.write_back())
         return err;
-      return st.put_asset(*id, asset_entry{*author, r.getKind().cStr(), *meta});
+      return st.put_asset(*id, asset_entry{*author, r.getKind().cStr(), *meta, r.getPrice()});
     }
     case schema::Transaction::Body::ASSET_TRANSFER: {
       auto t = body.getAssetTransfer();

@@ -40,6 +40,7 @@ struct asset_entry {
   node_id owner;
   std::string kind;
   hash256 metadata{};
+  uint64_t price = 0; ///< per use, paid by each job that uses it
   bool operator==(const asset_entry&) const = default;
 };
 

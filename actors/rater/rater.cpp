@@ -294,21 +294,44 @@ struct rater_state {
         caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
     }
 
-    // PoV reward: split by verified units; a trainer paid by itself earns none.
+    // PoV reward, split by score (scores.hpp): 80% to trainers by verified
+    // units, 10% to the dataset's owner, 10% to the model's owner, each part
+    // only when its asset is registered on the chain and the job pays (its
+    // escrow is locked); whoever the payer pays itself earns nothing.
     rater::job_record rec;
     rec.job = job;
     rec.payer = payer;
     rec.trainer_units = verified_units;
+    if (auto e = ask("ledger", make_envelope<schema::LedgerQuery>([&](schema::LedgerQuery::Builder b) {
+                       b.setEscrow(kj::arrayPtr(job.data(), 32));
+                     }))) {
+      opened<schema::EscrowInfo> ei{*e};
+      if (ei && ei->getPayer().size() == 32
+          && std::memcmp(ei->getPayer().begin(), payer.data(), 32) == 0)
+        rec.paid = ei->getAmount();
+    }
+    auto owner_of = [&](capnp::Data::Reader id, const char* kind, rater::id32& asset,
+                        rater::wallet& owner) {
+      if (id.size() != 32)
+        return false;
+      std::memcpy(asset.data(), id.begin(), 32);
+      auto r = ask("ledger", make_envelope<schema::LedgerQuery>([&](schema::LedgerQuery::Builder b) {
+                     b.setAsset(id);
+                   }));
+      if (!r)
+        return false;
+      opened<schema::AssetInfo> a{*r};
+      if (!a || std::string_view{a->getKind().cStr()} != kind || a->getOwner().size() != 32)
+        return false;
+      std::memcpy(owner.data(), a->getOwner().begin(), 32);
+      return true;
+    };
+    rec.has_dataset = owner_of(req.getDataset(), "dataset", rec.dataset, rec.dataset_owner);
+    rec.has_model = rec.paid > 0 && owner_of(req.getModel(), "model", rec.model, rec.model_owner);
     auto scores = rater::score_epoch({rec});
     std::map<rater::wallet, uint64_t> shares;
-    if (req.getReward() > 0 && !scores.trainers.empty()) {
-      // All of the reward to trainers here (one job: no dataset or model part).
-      unsigned __int128 total = 0;
-      for (auto& [w, u] : scores.trainers)
-        total += u;
-      for (auto& [w, u] : scores.trainers)
-        shares[w] = static_cast<uint64_t>(static_cast<unsigned __int128>(req.getReward()) * u / total);
-    }
+    if (req.getReward() > 0)
+      shares = rater::split_reward(scores, req.getReward());
     uint64_t minted = 0;
     if (!shares.empty()) {
       auto tx = ledger::make_signed_transaction(

@@ -392,12 +392,27 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   economy_cluster ec;
   ec.wait_offers(2);
   auto job = random_job();
+  // The dataset and the model are assets of two other wallets, each with a
+  // price per job; registered in the same block as the escrow.
+  auto o = ec.allocated_job(job, 150);
+  auto data_owner = identity::generate(), model_owner = identity::generate();
+  auto dataset = train::file_asset_id(o.data_file);
+  BOOST_REQUIRE_MESSAGE(dataset, why(dataset));
+  o.dataset_asset = *dataset;
+  auto model = train::model_asset_of(o);
+  const uint64_t dataset_price = 70, model_price = 30;
+  for (auto [who, id, kind, price] :
+       {std::tuple{&data_owner, *dataset, "dataset", dataset_price},
+        std::tuple{&model_owner, model, "model", model_price}}) {
+    auto ack = ec.ask(0, "block_generator",
+                      train::make_asset_register(*who, 1, id, kind, id, price));
+    BOOST_REQUIRE_MESSAGE(ack, why(ack));
+  }
   const uint64_t steps = 150, escrow = 4 * steps * 1 + 500, reward = 1000;
   ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, job, escrow); }, true);
   auto [payer_before, pn, ps] = ec.account(0, ec.payer.id());
   BOOST_TEST(payer_before == economy_cluster::payer_funds - escrow);
 
-  auto o = ec.allocated_job(job, steps);
   auto r = train::run_job(*ec.c, o);
   BOOST_REQUIRE_MESSAGE(r, why(r));
   for (auto& e : r->events)
@@ -419,7 +434,7 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   }
   BOOST_TEST(rating->receipts == 4u);
   BOOST_TEST(rating->samples_per_trainer == 44u);
-  BOOST_TEST(rating->minted == reward);
+  BOOST_TEST(rating->minted == reward); // 80% trainers, 10% dataset, 10% model
   BOOST_TEST(rating->slashed == 0u);
 
   // PoV blocks carrying this session id get committed on both chain hosts.
@@ -446,8 +461,20 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   BOOST_TEST(found, "no block carries the job's session");
 
   // Settlement by the payer; the weights become the payer's asset.
-  auto plan = train::plan_settlement(escrow, *rating, steps, 1);
+  auto ledger_c1 = [&](envelope q) { return ec.ask(1, "ledger", std::move(q)); };
+  auto dataset_terms = train::terms_of(ledger_c1, *dataset);
+  auto model_terms = train::terms_of(ledger_c1, model);
+  BOOST_REQUIRE_MESSAGE(dataset_terms, why(dataset_terms));
+  BOOST_REQUIRE_MESSAGE(model_terms, why(model_terms));
+  BOOST_REQUIRE(dataset_terms->has_value());
+  BOOST_REQUIRE(model_terms->has_value());
+  BOOST_TEST((*dataset_terms)->price == dataset_price);
+  BOOST_TEST(((*model_terms)->owner == model_owner.id()));
+  auto plan = train::plan_settlement(escrow, *rating, steps, 1, ec.payer.id(), *dataset_terms,
+                                     *model_terms);
   BOOST_REQUIRE(plan.why.empty());
+  BOOST_TEST(plan.trainers == 4 * steps);
+  BOOST_TEST(plan.refund == escrow - 4 * steps - dataset_price - model_price);
   ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, n, job, plan); }, true);
   std::array<uint8_t, 32> asset{};
   ec.payer_tx([&](uint64_t n) { return train::make_model_asset(ec.payer, n, r->checkpoint, &asset); },
@@ -464,20 +491,27 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   }
 
   // Every balance, to the unit: each trainer host ran 2 ranks x steps x 1,
-  // plus its share of the reward (equal units: half each); the payer got the
-  // unused escrow back; supply = genesis + minted - slashed.
+  // plus its share of the trainers' 80% of the reward (equal units: half
+  // each); the dataset's and model's owners their price plus 10% of the
+  // reward each; the payer got the unused escrow back; supply = genesis +
+  // minted - slashed.
   std::map<node_id, uint64_t> reward_of;
   for (auto& [w, a] : rating->rewards)
     reward_of[w] += a;
   for (size_t t : {size_t{2}, size_t{3}}) {
     auto [bal, nonce, stake] = ec.account(1, ec.nodes[t].id);
     BOOST_TEST(bal == 2 * steps * 1 + reward_of[ec.nodes[t].id], ec.names[t]);
-    BOOST_TEST(reward_of[ec.nodes[t].id] == reward / 2);
+    BOOST_TEST(reward_of[ec.nodes[t].id] == reward / 10 * 8 / 2);
     BOOST_TEST(stake == economy_cluster::trainer_stake);
   }
+  auto [data_bal, dn, ds] = ec.account(1, data_owner.id());
+  BOOST_TEST(data_bal == dataset_price + reward / 10);
+  auto [model_bal, mn, ms] = ec.account(1, model_owner.id());
+  BOOST_TEST(model_bal == model_price + reward / 10);
   auto [payer_after, pn2, ps2] = ec.account(1, ec.payer.id());
-  BOOST_TEST(payer_after == economy_cluster::payer_funds - 4 * steps);
-  uint64_t total = payer_after;
+  BOOST_TEST(payer_after
+             == economy_cluster::payer_funds - 4 * steps - dataset_price - model_price);
+  uint64_t total = payer_after + data_bal + model_bal;
   for (size_t t : {size_t{2}, size_t{3}}) {
     auto [bal, nonce, stake] = ec.account(1, ec.nodes[t].id);
     total += bal + stake;
@@ -571,7 +605,7 @@ BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
              ec.hosts[0].proc->log_text());
   // Settled: the cheater's rank earns nothing; its host keeps what its honest
   // rank earned; half its stake is gone, and so is that much supply.
-  auto plan = train::plan_settlement(escrow, *rating, steps, 1);
+  auto plan = train::plan_settlement(escrow, *rating, steps, 1, ec.payer.id());
   ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, n, job, plan); }, true);
   std::map<node_id, uint64_t> ranks_passed, reward_of;
   for (auto& v : rating->verdicts)
@@ -588,7 +622,11 @@ BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
                ec.names[t]);
     total += bal + stake;
   }
-  BOOST_TEST(reward_of[cheater] == reward / 3); // one honest rank of three
+  // Trainers' part of the reward (80%; no dataset or model is registered
+  // here, so their parts stay unminted): the cheater's host has one honest
+  // rank of three.
+  BOOST_TEST(rating->minted == reward / 10 * 8);
+  BOOST_TEST(reward_of[cheater] == reward / 10 * 8 / 3);
   auto [payer_after, pn, ps] = ec.account(1, ec.payer.id());
   BOOST_TEST(payer_after == economy_cluster::payer_funds - 3 * steps);
   total += payer_after;

@@ -230,6 +230,7 @@ BOOST_AUTO_TEST_CASE(assets_belong_to_whoever_registered_or_received_them) {
       r.setAssetId(kj::arrayPtr(id.data(), 32));
       r.setMetadataHash(kj::arrayPtr(meta.data(), 32));
       r.setKind("dataset");
+      r.setPrice(40u + n);
     };
   };
   auto give = [&](uint8_t n, const aicon::identity& to) {
@@ -246,6 +247,7 @@ BOOST_AUTO_TEST_CASE(assets_belong_to_whoever_registered_or_received_them) {
   c.expect_refused(c.tx(c.bob, give(8, c.bob)), rule::unknown_asset);
   BOOST_TEST(!c.apply(c.tx(c.alice, give(7, c.bob))));
   BOOST_TEST(c.st.get_asset(id32(7))->value().owner == c.bob.id());
+  BOOST_TEST(c.st.get_asset(id32(7))->value().price == 47u); // the price stays with the asset
   c.expect_refused(c.tx(c.alice, give(7, c.alice)), rule::not_asset_owner);
 }
 
