@@ -145,12 +145,23 @@ int status_cmd(const status_options& o) {
                            json_string(p.getAddress().cStr()), p.getUp() ? "true" : "false",
                            p.getRttMs(),
                            json_string(p.getSite().cStr()), json_list(p.getRoles()));
+    std::string members;
+    for (auto m : s->getMembers())
+      members += fmt::format("{}{{\"node\": {}, \"address\": {}, \"up\": {}, \"site\": {}, "
+                             "\"roles\": {}, \"heartbeat\": {}, \"since_ms\": {}}}",
+                             members.empty() ? "" : ", ",
+                             json_string(to_hex({m.getNode().begin(), m.getNode().size()})),
+                             json_string(m.getAddress().cStr()), m.getUp() ? "true" : "false",
+                             json_string(m.getSite().cStr()), json_list(m.getRoles()),
+                             m.getHeartbeat(), m.getSinceMs());
     std::printf("{\"node\": %s, \"address\": %s, \"site\": %s, \"rtt_ms\": %.3f, \"roles\": %s, "
-                "\"peers\": [%s], \"running_actors\": %u, \"requests_served\": %llu, "
+                "\"peers\": [%s], \"members\": [%s], \"bad_blocks\": %llu, "
+                "\"running_actors\": %u, \"requests_served\": %llu, "
                 "\"malformed_dropped\": %llu",
                 json_string(id).c_str(), json_string(o.connect).c_str(),
                 json_string(s->getSite().cStr()).c_str(), rtt_ms, json_list(s->getRoles()).c_str(),
-                peers.c_str(), s->getRunningActors(),
+                peers.c_str(), members.c_str(),
+                static_cast<unsigned long long>(s->getBadBlocks()), s->getRunningActors(),
                 static_cast<unsigned long long>(s->getRequestsServed()),
                 static_cast<unsigned long long>(s->getMalformedDropped()));
     if (tip)
@@ -204,15 +215,27 @@ int status_cmd(const status_options& o) {
       std::printf("  job %s  %u trainer(s) on %s  priority %u\n", l.job.substr(0, 16).c_str(),
                   l.count, l.trainer.substr(0, 8).c_str(), l.priority);
   }
-  std::printf("counters  %u actors, %llu requests served, %llu malformed dropped\n",
+  std::printf("counters  %u actors, %llu requests served, %llu malformed dropped, %llu bad "
+              "blocks from peers\n",
               s->getRunningActors(), static_cast<unsigned long long>(s->getRequestsServed()),
-              static_cast<unsigned long long>(s->getMalformedDropped()));
+              static_cast<unsigned long long>(s->getMalformedDropped()),
+              static_cast<unsigned long long>(s->getBadBlocks()));
   std::printf("peers     %u\n", s->getPeers().size());
   for (auto p : s->getPeers())
     std::printf("  %s  %-4s  %-21s  rtt %6.2f ms  site %-8s  %s\n",
                 to_hex({p.getNode().begin(), p.getNode().size()}).substr(0, 16).c_str(),
                 p.getUp() ? "up" : "down", p.getAddress().cStr(), p.getRttMs(),
                 p.getSite().cStr(), joined(p.getRoles()).c_str());
+  unsigned up = 0;
+  for (auto m : s->getMembers())
+    up += m.getUp() ? 1 : 0;
+  std::printf("members   %u up of %u known (gossip)\n", up, s->getMembers().size());
+  for (auto m : s->getMembers())
+    std::printf("  %s  %-4s  %-21s  site %-8s  heartbeat %llu, %llu ms ago  %s\n",
+                to_hex({m.getNode().begin(), m.getNode().size()}).substr(0, 16).c_str(),
+                m.getUp() ? "up" : "down", m.getAddress().cStr(), m.getSite().cStr(),
+                static_cast<unsigned long long>(m.getHeartbeat()),
+                static_cast<unsigned long long>(m.getSinceMs()), joined(m.getRoles()).c_str());
   return 0;
 }
 

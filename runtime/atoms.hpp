@@ -18,5 +18,8 @@ using deliver_atom = caf::atom_constant<caf::atom("deliver")>;
 using port_atom = caf::atom_constant<caf::atom("port")>;
 using peers_atom = caf::atom_constant<caf::atom("peers")>;     ///< up peers running a role
 using tick_atom = caf::atom_constant<caf::atom("tick")>;       ///< a role's own timer
+using gossip_atom = caf::atom_constant<caf::atom("gossip")>;   ///< directory: a gossip round
+using ping_atom = caf::atom_constant<caf::atom("ping")>;       ///< directory: ping the peers
+using rtt_atom = caf::atom_constant<caf::atom("rtt")>;         ///< directory: site round trips
 
 } // namespace aicon

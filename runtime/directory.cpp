@@ -1,6 +1,9 @@
 #include "runtime/directory.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <map>
+#include <random>
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
@@ -22,6 +25,39 @@ std::vector<uint8_t> hello_signing_bytes(std::span<const uint8_t> nonce, const n
     out.push_back(static_cast<uint8_t>(c));
   out.insert(out.end(), nonce.begin(), nonce.end());
   out.insert(out.end(), node.bytes.begin(), node.bytes.end());
+  return out;
+}
+
+std::vector<uint8_t> member_signing_bytes(const node_id& node, const member_fields& m) {
+  std::vector<uint8_t> out;
+  auto put = [&](const void* p, size_t n) {
+    auto b = static_cast<const uint8_t*>(p);
+    out.insert(out.end(), b, b + n);
+  };
+  auto put_u64 = [&](uint64_t x) {
+    for (int i = 0; i < 8; ++i)
+      out.push_back(static_cast<uint8_t>(x >> (8 * i)));
+  };
+  auto put_text = [&](const std::string& t) {
+    put_u64(t.size());
+    put(t.data(), t.size());
+  };
+  put("aicon-member-v1", 15);
+  put(node.bytes.data(), node.bytes.size());
+  put_text(m.address);
+  put_text(m.site);
+  put_u64(m.roles.size());
+  for (auto& r : m.roles)
+    put_text(r);
+  put_u64(m.incarnation);
+  put_u64(m.heartbeat);
+  put_u64(m.rtts.size());
+  for (auto& [n, ms] : m.rtts) {
+    put(n.bytes.data(), n.bytes.size());
+    uint64_t bits;
+    std::memcpy(&bits, &ms, 8);
+    put_u64(bits);
+  }
   return out;
 }
 
@@ -129,8 +165,17 @@ struct peer_record {
   std::string address;
   std::string site;
   bool up = false;
-  double rtt_ms = 0; ///< the signed hello's round trip when the link came up
+  double rtt_ms = 0;        ///< smoothed ping round trip (first: the signed hello's)
+  uint32_t rtt_samples = 0; ///< pings answered since the link came up
 };
+
+struct member_rec : member_fields {
+  std::vector<uint8_t> signature;
+  std::chrono::steady_clock::time_point advanced; ///< heartbeat last seen to advance
+  bool reported_up = false;                       ///< what the log last said
+};
+
+constexpr size_t members_max = 4096;
 
 struct directory_state {
   role_context ctx;
@@ -139,7 +184,171 @@ struct directory_state {
   std::map<node_id, peer_record> peers;
   std::map<std::pair<node_id, std::string>, caf::actor> links;
   std::unique_ptr<message_table> table;
+  std::map<node_id, member_rec> members; ///< this host included
+  uint64_t incarnation = 0;
+  uint64_t ping_nonce = 0;
+  std::mt19937_64 rng{std::random_device{}()};
   static inline const char* name = "aicon.directory";
+
+  bool member_up(const node_id& id, const member_rec& m,
+                 std::chrono::steady_clock::time_point now) const {
+    return id == ctx.self->id()
+           || now - m.advanced < std::chrono::milliseconds(ctx.lim.member_down_ms);
+  }
+
+  /// Bumps and re-signs this host's own state.
+  void refresh_self() {
+    auto& me = members[ctx.self->id()];
+    me.address = fmt::format("{}:{}", ctx.bind_host, listen_port);
+    me.site = ctx.site;
+    me.roles.clear();
+    for (auto& [name, _] : local)
+      me.roles.push_back(name);
+    me.incarnation = incarnation;
+    ++me.heartbeat;
+    me.rtts.clear();
+    for (auto& [id, rec] : peers)
+      if (rec.up && rec.rtt_samples > 0)
+        me.rtts.emplace_back(id, rec.rtt_ms);
+    auto sig = ctx.self->sign(member_signing_bytes(ctx.self->id(), me));
+    me.signature.assign(sig.begin(), sig.end());
+    me.advanced = std::chrono::steady_clock::now();
+    me.reported_up = true;
+  }
+
+  envelope make_gossip() const {
+    auto now = std::chrono::steady_clock::now();
+    return make_envelope<schema::Gossip>([&](schema::Gossip::Builder b) {
+      auto list = b.initMembers(static_cast<unsigned>(members.size()));
+      auto ages = b.initAgesMs(static_cast<unsigned>(members.size()));
+      unsigned i = 0;
+      for (auto& [id, m] : members) {
+        auto e = list[i];
+        e.setNode(kj::arrayPtr(id.bytes.data(), 32));
+        e.setAddress(m.address);
+        e.setSite(m.site);
+        auto roles = e.initRoles(static_cast<unsigned>(m.roles.size()));
+        for (unsigned k = 0; k < m.roles.size(); ++k)
+          roles.set(k, m.roles[k]);
+        e.setIncarnation(m.incarnation);
+        e.setHeartbeat(m.heartbeat);
+        auto rtts = e.initRtts(static_cast<unsigned>(m.rtts.size()));
+        for (unsigned k = 0; k < m.rtts.size(); ++k) {
+          rtts[k].setNode(kj::arrayPtr(m.rtts[k].first.bytes.data(), 32));
+          rtts[k].setMs(m.rtts[k].second);
+        }
+        e.setSignature(kj::arrayPtr(m.signature.data(), m.signature.size()));
+        ages.set(i, static_cast<uint64_t>(
+                      std::chrono::duration_cast<std::chrono::milliseconds>(now - m.advanced)
+                        .count()));
+        ++i;
+      }
+    });
+  }
+
+  /// Takes every entry newer than what this host has and signed by its
+  /// member; returns how many were taken.
+  size_t merge(schema::Gossip::Reader g) {
+    size_t taken = 0;
+    auto now = std::chrono::steady_clock::now();
+    auto entries = g.getMembers();
+    auto ages = g.getAgesMs();
+    for (unsigned i = 0; i < entries.size(); ++i) {
+      auto e = entries[i];
+      auto id = node_id::from_bytes({e.getNode().begin(), e.getNode().size()});
+      if (!id || *id == ctx.self->id())
+        continue;
+      auto it = members.find(*id);
+      if (it != members.end()
+          && std::pair{e.getIncarnation(), e.getHeartbeat()}
+               <= std::pair{it->second.incarnation, it->second.heartbeat})
+        continue;
+      if (it == members.end() && members.size() >= members_max)
+        continue;
+      if (e.getRoles().size() > 64 || e.getRtts().size() > members_max
+          || e.getAddress().size() > 256 || e.getSite().size() > 256)
+        continue;
+      member_rec m;
+      m.address = e.getAddress().cStr();
+      m.site = e.getSite().cStr();
+      for (auto r : e.getRoles())
+        m.roles.emplace_back(r.cStr());
+      m.incarnation = e.getIncarnation();
+      m.heartbeat = e.getHeartbeat();
+      bool rtts_ok = true;
+      for (auto r : e.getRtts()) {
+        auto n = node_id::from_bytes({r.getNode().begin(), r.getNode().size()});
+        if (!n) {
+          rtts_ok = false;
+          break;
+        }
+        m.rtts.emplace_back(*n, r.getMs());
+      }
+      auto sig = e.getSignature();
+      if (!rtts_ok
+          || !verify_signature(*id, member_signing_bytes(*id, m), {sig.begin(), sig.size()})) {
+        ctx.counters->malformed_dropped.fetch_add(1);
+        continue;
+      }
+      m.signature.assign(sig.begin(), sig.end());
+      uint64_t age = i < ages.size() ? std::min<uint64_t>(ages[i], ctx.lim.member_down_ms) : 0;
+      m.advanced = now - std::chrono::milliseconds(age);
+      m.reported_up = it != members.end() && it->second.reported_up;
+      members[*id] = std::move(m);
+      ++taken;
+    }
+    return taken;
+  }
+
+  /// Logs every member whose state changed since the last check.
+  void report_changes() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& [id, m] : members) {
+      bool up = member_up(id, m, now);
+      if (up == m.reported_up)
+        continue;
+      m.reported_up = up;
+      std::string roles;
+      for (auto& r : m.roles)
+        roles += roles.empty() ? r : "," + r;
+      log_info("member {} {} at {} site={} roles={}", id.short_hex(), up ? "up" : "down",
+               m.address, m.site, roles);
+    }
+  }
+
+  /// Median round trip between every pair of sites some member measured.
+  std::map<std::pair<std::string, std::string>, double> site_rtts() const {
+    std::map<std::pair<std::string, std::string>, std::vector<double>> samples;
+    for (auto& [id, m] : members)
+      for (auto& [peer, ms] : m.rtts) {
+        auto p = members.find(peer);
+        if (p == members.end() || p->second.site == m.site || ms <= 0)
+          continue;
+        auto key = std::minmax(m.site, p->second.site);
+        samples[{key.first, key.second}].push_back(ms);
+      }
+    std::map<std::pair<std::string, std::string>, double> out;
+    for (auto& [k, v] : samples) {
+      std::sort(v.begin(), v.end());
+      out[k] = v[v.size() / 2];
+    }
+    return out;
+  }
+
+  /// The link actor to `role` on up peer `node`, made on first use.
+  caf::actor link_to(caf::stateful_actor<directory_state>* self, const node_id& node,
+                     const std::string& role) {
+    auto key = std::make_pair(node, role);
+    auto l = links.find(key);
+    if (l != links.end())
+      return l->second;
+    auto& p = peers.at(node);
+    auto link = self->spawn<remote_role_actor, caf::linked>(ctx, p.gatekeeper, role,
+                                                            node.short_hex());
+    self->monitor(link);
+    links.emplace(key, link);
+    return link;
+  }
 
   caf::expected<node_id> resolve_node(const std::string& text) const {
     if (text.size() == 64) {
@@ -221,6 +430,7 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
         p.setUp(rec.up);
         p.setSite(rec.site);
         p.setRttMs(rec.rtt_ms);
+        p.setRttSamples(rec.rtt_samples);
         auto pr = p.initRoles(static_cast<unsigned>(rec.roles.size()));
         for (unsigned k = 0; k < rec.roles.size(); ++k)
           pr.set(k, rec.roles[k]);
@@ -230,8 +440,39 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
       b.setRequestsServed(st.ctx.counters->requests_served.load());
       b.setSite(st.ctx.site);
       b.setListenPort(st.listen_port);
+      b.setBadBlocks(st.ctx.counters->bad_blocks.load());
+      auto now = std::chrono::steady_clock::now();
+      auto ms = b.initMembers(static_cast<unsigned>(st.members.size()));
+      i = 0;
+      for (auto& [mid, m] : st.members) {
+        auto e = ms[i++];
+        e.setNode(kj::arrayPtr(mid.bytes.data(), 32));
+        e.setAddress(m.address);
+        e.setSite(m.site);
+        auto mr = e.initRoles(static_cast<unsigned>(m.roles.size()));
+        for (unsigned k = 0; k < m.roles.size(); ++k)
+          mr.set(k, m.roles[k]);
+        e.setUp(st.member_up(mid, m, now));
+        e.setHeartbeat(m.heartbeat);
+        e.setIncarnation(m.incarnation);
+        e.setSinceMs(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - m.advanced).count()));
+      }
     });
   });
+  st.table->on<schema::Gossip>([self](schema::Gossip::Reader g) -> caf::result<envelope> {
+    self->state.merge(g);
+    return self->state.make_gossip();
+  });
+  st.table->on<schema::Ping>([](schema::Ping::Reader p) -> caf::result<envelope> {
+    auto nonce = p.getNonce();
+    return make_envelope<schema::Pong>([nonce](schema::Pong::Builder b) { b.setNonce(nonce); });
+  });
+  st.incarnation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+  self->delayed_send(self, std::chrono::milliseconds(st.ctx.lim.gossip_ms), gossip_atom::value);
+  self->delayed_send(self, std::chrono::milliseconds(st.ctx.lim.ping_ms), ping_atom::value);
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
     return drop_unexpected(self, x, self->state.ctx.counters.get());
   });
@@ -253,7 +494,81 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
     [self](register_atom, const std::string& role, caf::actor handle) {
       self->state.local[role] = std::move(handle);
     },
-    [self](port_atom, uint16_t port) { self->state.listen_port = port; },
+    [self](port_atom, uint16_t port) {
+      self->state.listen_port = port;
+      self->state.refresh_self();
+    },
+    [self](gossip_atom) {
+      auto& st = self->state;
+      self->delayed_send(self, std::chrono::milliseconds(st.ctx.lim.gossip_ms),
+                         gossip_atom::value);
+      // A client (no listen port) is not a member: it neither speaks for
+      // itself nor spreads views.
+      if (st.listen_port == 0)
+        return;
+      st.refresh_self();
+      std::vector<node_id> up;
+      for (auto& [id, rec] : st.peers)
+        if (rec.up && rec.gatekeeper)
+          up.push_back(id);
+      if (!up.empty()) {
+        auto target = up[st.rng() % up.size()];
+        self
+          ->request(st.link_to(self, target, "directory"),
+                    std::chrono::milliseconds(st.ctx.lim.member_down_ms), st.make_gossip())
+          .then(
+            [self](envelope& reply) {
+              opened<schema::Gossip> g{reply};
+              if (g)
+                self->state.merge(g.root());
+            },
+            [](caf::error&) {});
+      }
+      st.report_changes();
+    },
+    [self](ping_atom) {
+      auto& st = self->state;
+      for (auto& [id, rec] : st.peers) {
+        if (!rec.up || !rec.gatekeeper)
+          continue;
+        auto nonce = ++st.ping_nonce;
+        auto sent = std::chrono::steady_clock::now();
+        auto node = id;
+        self
+          ->request(st.link_to(self, id, "directory"),
+                    std::chrono::milliseconds(std::max(2 * st.ctx.lim.ping_ms, 1000u)),
+                    make_envelope<schema::Ping>([nonce](schema::Ping::Builder b) {
+                      b.setNonce(nonce);
+                    }))
+          .then(
+            [self, node, nonce, sent](envelope& reply) {
+              opened<schema::Pong> p{reply};
+              if (!p || p->getNonce() != nonce)
+                return;
+              auto i = self->state.peers.find(node);
+              if (i == self->state.peers.end() || !i->second.up)
+                return;
+              double ms = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - sent)
+                            .count();
+              auto& rec = i->second;
+              rec.rtt_ms = rec.rtt_samples == 0 ? ms : 0.8 * rec.rtt_ms + 0.2 * ms;
+              ++rec.rtt_samples;
+            },
+            [](caf::error&) {});
+      }
+      self->delayed_send(self, std::chrono::milliseconds(st.ctx.lim.ping_ms), ping_atom::value);
+    },
+    [self](rtt_atom) {
+      std::vector<std::string> a, b;
+      std::vector<double> ms;
+      for (auto& [k, v] : self->state.site_rtts()) {
+        a.push_back(k.first);
+        b.push_back(k.second);
+        ms.push_back(v);
+      }
+      return caf::make_message(std::move(a), std::move(b), std::move(ms));
+    },
     [self](peers_atom, const std::string& role) {
       std::vector<std::string> out;
       for (auto& [id, rec] : self->state.peers)
@@ -289,15 +604,7 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
       if (std::find(roles.begin(), roles.end(), role) == roles.end())
         return make_error(errc::unknown_role,
                           fmt::format("{} runs no role '{}'", node->short_hex(), role));
-      auto key = std::make_pair(*node, role);
-      auto l = st.links.find(key);
-      if (l != st.links.end())
-        return l->second;
-      auto link = self->spawn<remote_role_actor, caf::linked>(st.ctx, p->second.gatekeeper, role,
-                                                              node->short_hex());
-      self->monitor(link);
-      st.links.emplace(key, link);
-      return link;
+      return st.link_to(self, *node, role);
     },
     [self](peer_up_atom, const std::string& node_hex, caf::actor gatekeeper,
            std::vector<std::string> roles, const std::string& address,
@@ -311,6 +618,7 @@ caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context
       rec.address = address;
       rec.site = site;
       rec.rtt_ms = rtt_ms;
+      rec.rtt_samples = 0;
       rec.up = true;
     },
     [self](peer_down_atom, const std::string& node_hex, const std::string&) {

@@ -15,6 +15,13 @@
 //   (port_atom, uint16_t)                                     listen port for status
 //   (peers_atom, std::string role)      -> std::vector<std::string> NodeIds (hex)
 //                                          of the up peers that run `role`
+//   (rtt_atom) -> (std::vector<std::string> a, std::vector<std::string> b,
+//                  std::vector<double> ms)  measured round trip between sites
+//                                          a[i] and b[i] (median over host pairs)
+// Membership: every gossip_ms the directory bumps its own signed
+// MemberState and swaps views (Gossip) with one random up peer; every
+// ping_ms it pings each up peer (Ping/Pong) and keeps a smoothed round
+// trip, which its MemberState carries to everyone.
 // As the "directory" role, through the gatekeeper, it answers the envelopes
 // HelloRequest (signed proof of this host's NodeId) and StatusRequest.
 #pragma once
@@ -50,6 +57,15 @@ caf::actor spawn_directory(caf::actor_system& sys, const role_context& ctx);
 
 /// The bytes a host signs to answer a HelloRequest.
 std::vector<uint8_t> hello_signing_bytes(std::span<const uint8_t> nonce, const node_id& node);
+
+struct member_fields {
+  std::string address, site;
+  std::vector<std::string> roles;
+  uint64_t incarnation = 0, heartbeat = 0;
+  std::vector<std::pair<node_id, double>> rtts;
+};
+/// The bytes a member signs over its MemberState.
+std::vector<uint8_t> member_signing_bytes(const node_id& node, const member_fields& m);
 
 /// Splits "role@node" into its parts; node is empty for a local name.
 std::pair<std::string, std::string> split_name(const std::string& name);

@@ -121,6 +121,14 @@ struct limits {
   /// job step.
   uint32_t trainer_slots = 2;
   uint64_t trainer_price = 1;
+
+  /// Membership: every `gossip_ms` a host bumps its own signed heartbeat
+  /// and swaps views with one random up peer; a member whose heartbeat has
+  /// not advanced for `member_down_ms` is down. Every `ping_ms` it pings
+  /// each up peer and keeps the round trip (exported to the allocator).
+  uint32_t gossip_ms = 500;
+  uint32_t member_down_ms = 3000;
+  uint32_t ping_ms = 1000;
 };
 
 } // namespace aicon

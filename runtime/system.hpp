@@ -45,6 +45,7 @@ void harden_system(caf::actor_system& sys);
 /// Counters shared by the actors of one host. Lock-free.
 struct host_counters {
   std::atomic<uint64_t> malformed_dropped{0}; ///< bad or unexpected messages
+  std::atomic<uint64_t> bad_blocks{0};        ///< blocks from peers that failed verification in catch-up
   std::atomic<uint64_t> requests_served{0};   ///< requests routed by the gatekeeper
 };
 

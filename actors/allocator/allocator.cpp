@@ -522,6 +522,22 @@ caf::behavior allocator_role(allocator_actor* self, role_context ctx,
            const std::vector<std::string>& failed) { self->state.rate(passed, failed); },
     [self](tick_atom) {
       self->state.tick();
+      // Measured round trips between sites (the directory's pings, spread
+      // by gossip) for every pair host.toml does not pin with [[site_rtt]].
+      self->request(self->state.ctx.directory, std::chrono::seconds(1), rtt_atom::value)
+        .then(
+          [self](const std::vector<std::string>& a, const std::vector<std::string>& b,
+                 const std::vector<double>& ms) {
+            auto& st = self->state;
+            for (size_t i = 0; i < a.size() && i < b.size() && i < ms.size(); ++i) {
+              bool pinned = false;
+              for (auto& [x, y, _] : st.ctx.site_rtts)
+                pinned = pinned || (x == a[i] && y == b[i]) || (x == b[i] && y == a[i]);
+              if (!pinned)
+                st.pool.set_rtt(a[i], b[i], ms[i]);
+            }
+          },
+          [](caf::error&) {});
       self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
     },
   };

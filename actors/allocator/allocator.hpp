@@ -14,7 +14,8 @@
 // which get restart_grace_ms (10 s) to be renewed. Every second it expires offers that stopped heart-beating (their
 // leases are revoked: the job sees "lost" in its next renew and asks for a
 // replacement), leases their job did not renew, and waiting asks past their
-// deadline. Site round trips come from [[site_rtt]] in host.toml.
+// deadline. Site round trips are measured (the directory's pings, spread by
+// gossip; the median over host pairs), except pairs pinned by [[site_rtt]].
 #pragma once
 
 #include <caf/actor.hpp>

@@ -30,7 +30,10 @@ struct ledger_state {
   std::unique_ptr<message_table> table;
   bool syncing = false;
   size_t next_peer = 0; ///< peers are asked in turn
+  /// Peers that served a block failing verification: not asked again until then.
+  std::map<std::string, std::chrono::steady_clock::time_point> dropped;
   static inline const char* name = "aicon.ledger";
+  static constexpr std::chrono::seconds drop_for{60};
 
   caf::expected<envelope> tip_info() {
     auto tip = store->tip();
@@ -124,8 +127,20 @@ void fetch_blocks(ledger_actor* self, std::string peer, uint64_t height, uint64_
              auto& st = self->state;
              caf::error err = blk ? st.store->append(*blk) : blk.error();
              if (err) {
-               log_warning("ledger: catch-up from {} stopped at block {}: {}", peer.substr(0, 8),
-                           height, describe(err));
+               auto tip = st.store->tip();
+               if (blk && tip && tip->height < height) {
+                 // It answered, and what it sent does not verify on our
+                 // chain: never build on that peer's word again for a while.
+                 st.dropped[peer] = std::chrono::steady_clock::now() + ledger_state::drop_for;
+                 st.ctx.counters->bad_blocks.fetch_add(1);
+                 log_error("ledger: peer {} served block {} that fails verification: {}; "
+                           "dropped from catch-up for {} s",
+                           peer.substr(0, 8), height, describe(err),
+                           ledger_state::drop_for.count());
+               } else {
+                 log_warning("ledger: catch-up from {} stopped at block {}: {}",
+                             peer.substr(0, 8), height, describe(err));
+               }
                st.syncing = false;
                return;
              }
@@ -145,6 +160,9 @@ void sync_round(ledger_actor* self) {
     .then(
       [self, timeout](std::vector<std::string>& peers) {
         auto& st = self->state;
+        auto now = std::chrono::steady_clock::now();
+        std::erase_if(st.dropped, [&](auto& kv) { return kv.second <= now; });
+        std::erase_if(peers, [&](const std::string& p) { return st.dropped.count(p) > 0; });
         if (peers.empty()) {
           st.syncing = false;
           return;

@@ -163,6 +163,9 @@ BOOST_AUTO_TEST_CASE(plain_clients_and_raw_bytes_are_cut_off_without_hanging_the
 BOOST_AUTO_TEST_CASE(an_allowed_peer_cannot_spawn_or_reach_caf_services) {
   host_pair hp;
   auto c = hp.client_of(hp.a);
+  // A's own actors settle first: its directory makes its link to B's
+  // directory at the first gossip round or ping (<= ping_ms).
+  std::this_thread::sleep_for(1500ms);
   auto before = read_status(*c, hp.a.id);
   auto& sys = c->system();
   auto gk = caf::openssl::remote_actor(sys, "127.0.0.1", hp.ha.port);
