@@ -20,6 +20,7 @@
 #include "cli/data_cmd.hpp"
 #include "cli/console.hpp"
 #include "cli/demo.hpp"
+#include "cli/peer_cmd.hpp"
 #include "cli/status_cmd.hpp"
 #include "cli/train_cmd.hpp"
 #include "cli/wallet_cmd.hpp"
@@ -232,6 +233,23 @@ int main(int argc, char** argv) {
   auto trust = app.add_subcommand("trust", "import a peer's node.crt so it can be allowed");
   trust->add_option("file", cert_file, "the peer's node.crt")->required();
   trust->add_option("--data-dir", data_dir, "data directory");
+
+  peer_options po;
+  po.data_dir = data_dir;
+  auto peer_cmd = app.add_subcommand("peer", "a host's peers at run time (kept in DATA_DIR/peers.toml)");
+  peer_cmd->require_subcommand(1);
+  auto peer_add = peer_cmd->add_subcommand("add", "admit and dial a peer (its certificate is fetched and checked against NODEID)");
+  peer_add->add_option("address", po.address, "host:port")->required();
+  peer_add->add_option("node", po.node, "its NodeId (64 hex digits)")->required();
+  peer_add->add_option("--cert", po.cert, "its node.crt instead of fetching it");
+  auto peer_rm = peer_cmd->add_subcommand("rm", "stop admitting a peer and close its link");
+  peer_rm->add_option("node", po.node, "its NodeId")->required();
+  auto peer_ls = peer_cmd->add_subcommand("ls", "the peers a host admits and dials");
+  peer_ls->add_option("--connect", po.connect, "the running host (host:port): show links up/down and round trips");
+  for (auto* sub : {peer_add, peer_rm, peer_ls}) {
+    sub->add_option("--data-dir", po.data_dir, "the host's data directory");
+    sub->add_option("--config", po.config, "the host's host.toml (its data_dir and configured peers)");
+  }
 
   host_flags hf;
   auto host = app.add_subcommand("host", "run an actor host until SIGINT/SIGTERM");
@@ -456,6 +474,12 @@ int main(int argc, char** argv) {
     return console_cmd(cso);
   if (*status_app)
     return status_cmd(sto);
+  if (*peer_add)
+    return peer_add_cmd(po);
+  if (*peer_rm)
+    return peer_rm_cmd(po);
+  if (*peer_ls)
+    return peer_ls_cmd(po);
   if (*run_app)
     return run_cmd(cso);
   if (*chain_show_cmd)

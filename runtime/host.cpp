@@ -14,6 +14,7 @@
 #include "runtime/gatekeeper.hpp"
 #include "runtime/log.hpp"
 #include "runtime/peer_manager.hpp"
+#include "runtime/peers_file.hpp"
 #include "runtime/tls.hpp"
 
 namespace aicon {
@@ -28,7 +29,13 @@ caf::expected<std::unique_ptr<host>> host::start(
   h->self_ = std::make_shared<const identity>(*id);
   system_options opts;
   opts.lim = cfg.lim;
-  auto admitted = cfg.admitted();
+  // host.toml's peers plus those added at run time (`aicon peer add`),
+  // minus the removed ones.
+  auto runtime = load_runtime_peers(cfg.data_dir);
+  if (!runtime)
+    return runtime.error();
+  auto admitted = effective_admitted(cfg, *runtime);
+  auto connect = effective_connect(cfg, *runtime);
   if (cfg.dev_open) {
     log_warning("!!! DEV MODE (peers.dev_open = true): links are encrypted but NOT "
                 "authenticated; anyone who can reach {} can connect and message every role. "
@@ -83,7 +90,7 @@ caf::expected<std::unique_ptr<host>> host::start(
   for (auto& [name, handle] : h->roles_)
     caf::anon_send(h->directory_, register_atom::value, name, handle);
   h->gatekeeper_ = spawn_gatekeeper(sys, ctx, h->roles_);
-  h->peers_ = spawn_peer_manager(sys, ctx);
+  h->peers_ = spawn_peer_manager(sys, ctx, true, cfg);
   auto port = caf::openssl::publish(h->gatekeeper_, cfg.listen.port, cfg.listen.host.c_str(),
                                     true);
   if (!port)
@@ -100,7 +107,7 @@ caf::expected<std::unique_ptr<host>> host::start(
            cfg.dev_open ? "TLS, unauthenticated dev mode"
                         : fmt::format("mutual TLS, {} allowed peer(s)", admitted.size()),
            cfg.site, role_list);
-  for (auto& peer : cfg.connect)
+  for (auto& peer : connect)
     caf::anon_send(h->peers_, dial_atom::value, peer.address.to_string(), peer.node.hex(),
                    true);
   h->watchdog_ = std::make_unique<conn_watchdog>(h->port_, cfg.lim);

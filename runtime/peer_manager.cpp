@@ -2,7 +2,10 @@
 
 #include <chrono>
 
+#include <algorithm>
 #include <map>
+
+#include <sys/stat.h>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -16,6 +19,8 @@
 #include "runtime/envelope.hpp"
 #include "runtime/guard.hpp"
 #include "runtime/log.hpp"
+#include "runtime/peers_file.hpp"
+#include "runtime/tls.hpp"
 #include "schemas/host.capnp.h"
 
 namespace aicon {
@@ -102,6 +107,9 @@ struct peer_manager_state {
   caf::io::middleman_actor mm;
   uint64_t next_slot = 0;
   std::map<uint64_t, peer_slot> slots;
+  std::optional<host_config> cfg;     ///< a host's: peers.toml is watched
+  std::vector<node_id> admitted;      ///< what the TLS allowlist holds now
+  std::pair<int64_t, int64_t> seen{-1, -1}; ///< peers.toml (mtime ns, size) last read
   static inline const char* name = "aicon.peer_manager";
 };
 
@@ -251,8 +259,124 @@ void dial(self_ptr self, uint64_t slot_id) {
       [self, slot_id](caf::error& err) { fail(self, slot_id, err); });
 }
 
-caf::behavior peer_manager(self_ptr self, role_context ctx, bool use_tls) {
+/// Opens a slot for `address` and dials it; `rp` (if any) gets the NodeId
+/// at the first successful hello.
+caf::error start_dial(self_ptr self, const std::string& address, const std::string& expected_hex,
+                      bool persistent, caf::typed_response_promise<std::string>* rp) {
+  auto addr = net_address::parse(address);
+  if (!addr)
+    return addr.error();
+  peer_slot slot;
+  slot.address = *addr;
+  slot.persistent = persistent;
+  if (!expected_hex.empty()) {
+    auto id = node_id::from_hex(expected_hex);
+    if (!id)
+      return id.error();
+    slot.expected = *id;
+  }
+  if (rp)
+    slot.waiting.push_back(*rp);
+  auto id = self->state.next_slot++;
+  self->state.slots.emplace(id, std::move(slot));
+  dial(self, id);
+  return caf::none;
+}
+
+/// Drops every slot for `node` and closes the link to it: CAF's routing
+/// table names the connection's remote end, whose socket is shut down.
+void drop_peer(self_ptr self, const node_id& node) {
+  auto& st = self->state;
+  for (auto i = st.slots.begin(); i != st.slots.end();) {
+    auto& slot = i->second;
+    bool match = (slot.node && *slot.node == node) || (slot.expected && *slot.expected == node);
+    if (!match) {
+      ++i;
+      continue;
+    }
+    for (auto& rp : slot.waiting)
+      rp.deliver(make_error(errc::forbidden, fmt::format("peer {} was removed", node.short_hex())));
+    if (slot.state == link_state::up && slot.gatekeeper) {
+      auto caf_node = slot.gatekeeper.node();
+      self->demonitor(slot.gatekeeper);
+      self->send(st.ctx.directory, peer_down_atom::value, node.hex(), std::string{"removed"});
+      self->request(st.mm, std::chrono::seconds(5), caf::get_atom::value, caf_node)
+        .then(
+          [node](const caf::node_id&, const std::string& addr, uint16_t port) {
+            auto n = addr.empty() ? 0 : shutdown_connections_to(addr, port);
+            log_info("peer {} removed: {} connection(s) to {}:{} closed", node.short_hex(), n,
+                     addr, port);
+          },
+          [node](caf::error& err) {
+            log_warning("peer {} removed; its connection was not found: {}", node.short_hex(),
+                        caf::to_string(err));
+          });
+    } else {
+      log_info("peer {} removed", node.short_hex());
+    }
+    i = st.slots.erase(i);
+  }
+}
+
+/// Reads peers.toml again if it changed: new allowlist, new dials, drops.
+void reload_peers(self_ptr self) {
+  auto& st = self->state;
+  auto path = st.cfg->data_dir / peers_file_name;
+  struct stat sb {};
+  std::pair<int64_t, int64_t> now{0, 0};
+  if (::stat(path.c_str(), &sb) == 0)
+    now = {static_cast<int64_t>(sb.st_mtim.tv_sec) * 1'000'000'000 + sb.st_mtim.tv_nsec,
+           static_cast<int64_t>(sb.st_size)};
+  if (now == st.seen)
+    return;
+  st.seen = now;
+  auto p = load_runtime_peers(st.cfg->data_dir);
+  if (!p) {
+    log_error("peers: {} (keeping the current peers)", describe(p.error()));
+    return;
+  }
+  auto admitted = effective_admitted(*st.cfg, *p);
+  if (admitted != st.admitted && !st.cfg->dev_open) {
+    auto tls = prepare_tls_files(*st.ctx.self, st.cfg->data_dir, admitted,
+                                 st.cfg->data_dir / "tls");
+    if (!tls) {
+      log_error("peers: cannot rewrite the TLS allowlist: {} (keeping the current peers)",
+                describe(tls.error()));
+      return;
+    }
+  }
+  for (auto& old : st.admitted)
+    if (std::find(admitted.begin(), admitted.end(), old) == admitted.end())
+      drop_peer(self, old);
+  st.admitted = admitted;
+  for (auto& e : effective_connect(*st.cfg, *p)) {
+    bool dialing = false;
+    for (auto& [id, slot] : st.slots)
+      dialing = dialing || (slot.expected && *slot.expected == e.node);
+    if (!dialing) {
+      log_info("peer {} added: dialing {}", e.node.short_hex(), e.address.to_string());
+      start_dial(self, e.address.to_string(), e.node.hex(), true, nullptr);
+    }
+  }
+}
+
+caf::behavior peer_manager(self_ptr self, role_context ctx, bool use_tls,
+                           std::optional<host_config> cfg) {
   self->state.ctx = std::move(ctx);
+  self->state.cfg = std::move(cfg);
+  if (self->state.cfg) {
+    if (auto p = load_runtime_peers(self->state.cfg->data_dir)) {
+      self->state.admitted = effective_admitted(*self->state.cfg, *p);
+      struct stat sb {};
+      auto path = self->state.cfg->data_dir / peers_file_name;
+      self->state.seen = {0, 0};
+      if (::stat(path.c_str(), &sb) == 0)
+        self->state.seen = {static_cast<int64_t>(sb.st_mtim.tv_sec) * 1'000'000'000
+                              + sb.st_mtim.tv_nsec,
+                            static_cast<int64_t>(sb.st_size)};
+    }
+    self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
+  }
   self->state.mm = use_tls ? self->system().openssl_manager().actor_handle()
                            : self->system().middleman().actor_handle();
   self->set_down_handler([self](caf::down_msg& msg) {
@@ -274,23 +398,9 @@ caf::behavior peer_manager(self_ptr self, role_context ctx, bool use_tls) {
   return {
     [self](dial_atom, const std::string& address, const std::string& expected_hex,
            bool persistent) -> caf::result<std::string> {
-      auto addr = net_address::parse(address);
-      if (!addr)
-        return addr.error();
-      peer_slot slot;
-      slot.address = *addr;
-      slot.persistent = persistent;
-      if (!expected_hex.empty()) {
-        auto id = node_id::from_hex(expected_hex);
-        if (!id)
-          return id.error();
-        slot.expected = *id;
-      }
       auto rp = self->make_response_promise<std::string>();
-      slot.waiting.push_back(rp);
-      auto id = self->state.next_slot++;
-      self->state.slots.emplace(id, std::move(slot));
-      dial(self, id);
+      if (auto err = start_dial(self, address, expected_hex, persistent, &rp))
+        return err;
       return rp;
     },
     [self](hello_result& r) {
@@ -303,6 +413,10 @@ caf::behavior peer_manager(self_ptr self, role_context ctx, bool use_tls) {
       else
         on_hello(self, r.slot, gatekeeper, i->second.nonce, r.reply);
     },
+    [self](tick_atom) {
+      reload_peers(self);
+      self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
+    },
     [self](retry_atom, uint64_t slot_id) {
       auto i = self->state.slots.find(slot_id);
       if (i != self->state.slots.end() && i->second.state == link_state::down)
@@ -313,8 +427,9 @@ caf::behavior peer_manager(self_ptr self, role_context ctx, bool use_tls) {
 
 } // namespace
 
-caf::actor spawn_peer_manager(caf::actor_system& sys, const role_context& ctx, bool use_tls) {
-  return sys.spawn(peer_manager, ctx, use_tls);
+caf::actor spawn_peer_manager(caf::actor_system& sys, const role_context& ctx, bool use_tls,
+                              std::optional<host_config> cfg) {
+  return sys.spawn(peer_manager, ctx, use_tls, std::move(cfg));
 }
 
 } // namespace aicon

@@ -13,13 +13,20 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
+#include <optional>
+
+#include "runtime/config.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
 
 /// Spawns the peer manager. `use_tls` picks the OpenSSL middleman (hosts
-/// always; only the message benchmark dials plain TCP).
+/// always; only the message benchmark dials plain TCP). With `cfg` (a
+/// host's), it also watches DATA_DIR/peers.toml (`aicon peer add|rm`, see
+/// peers_file.hpp) every second: a change rewrites the TLS allowlist, dials
+/// added peers and drops removed ones, closing their link at once.
 caf::actor spawn_peer_manager(caf::actor_system& sys, const role_context& ctx,
-                              bool use_tls = true);
+                              bool use_tls = true,
+                              std::optional<host_config> cfg = std::nullopt);
 
 } // namespace aicon

@@ -10,7 +10,8 @@
 // downloads and verifies the chain and drops a peer that serves blocks of
 // another chain; a partition never produces two final blocks at one height,
 // the majority side goes on, and after the heal every host has the same tip
-// and state root.
+// and state root. Peers added with `aicon peer add` are admitted, dialed and
+// kept across a restart; `aicon peer rm` closes the link at once.
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -478,6 +479,66 @@ BOOST_AUTO_TEST_CASE(a_partition_never_forks_and_the_minority_catches_up) {
     }
     BOOST_TEST(seen.size() == 1u, "two final blocks at height " << h);
   }
+}
+
+BOOST_AUTO_TEST_CASE(peers_added_at_run_time_persist_and_a_removed_one_is_cut_off) {
+  test::temp_dir root;
+  auto a = make_node(root, "a"), b = make_node(root, "b");
+  uint16_t pa = free_port(), pb = free_port();
+  // Neither knows the other: no certificates exchanged, no peers configured.
+  auto cfg = [&](const std::string& name, uint16_t port) {
+    return write_file(root.path(), name + ".toml",
+                      fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
+                                  "[peers]\ndev_open = false\n[limits]\nreconnect_max_ms = 500\n",
+                                  name, port));
+  };
+  // Each operator admits the other's host by `peer add`, which fetches its
+  // certificate from its handshake and checks it against the NodeId.
+  auto ha = start_host(cfg("a", pa), root / "a.log");
+  auto hb = start_host(cfg("b", pb), root / "b.log");
+  auto peer = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {aicon_binary(), "peer"});
+    return run_command(args, 20s);
+  };
+  auto someone = aicon::identity::generate().id();
+  auto wrong = peer({"add", fmt::format("127.0.0.1:{}", pb), someone.hex(), "--data-dir",
+                     a.dir.string()});
+  BOOST_TEST(wrong.exit_code != 0);
+  BOOST_TEST(wrong.output.find(b.id.hex() + ", not " + someone.hex()) != std::string::npos,
+             wrong.output);
+  auto add_b = peer({"add", fmt::format("127.0.0.1:{}", pb), b.id.hex(), "--data-dir",
+                     a.dir.string()});
+  BOOST_REQUIRE_MESSAGE(add_b.exit_code == 0, add_b.output);
+  auto add_a = peer({"add", fmt::format("127.0.0.1:{}", pa), a.id.hex(), "--data-dir",
+                     b.dir.string()});
+  BOOST_REQUIRE_MESSAGE(add_a.exit_code == 0, add_a.output);
+  BOOST_TEST(ha.proc->wait_for_log("peer up " + b.id.short_hex(), 15s).has_value(),
+             ha.proc->log_text());
+  auto ls = peer({"ls", "--data-dir", a.dir.string(), "--connect",
+                  fmt::format("127.0.0.1:{}", pa)});
+  BOOST_TEST(ls.exit_code == 0, ls.output);
+  BOOST_TEST(ls.output.find(b.id.hex()) != std::string::npos, ls.output);
+  BOOST_TEST(ls.output.find("peer add") != std::string::npos, ls.output);
+  BOOST_TEST(ls.output.find("up rtt") != std::string::npos, ls.output);
+
+  // Kept across a restart.
+  BOOST_TEST(ha.proc->stop(SIGTERM, 10s) == 0);
+  ha = start_host(cfg("a", pa), root / "a2.log");
+  BOOST_TEST(ha.proc->wait_for_log("peer up " + b.id.short_hex(), 15s).has_value(),
+             ha.proc->log_text());
+
+  // Removed: A closes the link at once and B cannot come back.
+  auto rm = peer({"rm", b.id.hex(), "--data-dir", a.dir.string()});
+  BOOST_REQUIRE_MESSAGE(rm.exit_code == 0, rm.output);
+  auto closed = ha.proc->wait_for_log("peer " + b.id.short_hex() + " removed", 5s);
+  BOOST_REQUIRE_MESSAGE(closed, ha.proc->log_text());
+  BOOST_TEST(closed->find("1 connection(s)") != std::string::npos, *closed);
+  BOOST_TEST(hb.proc->wait_for_log("peer down " + a.id.short_hex(), 5s).has_value(),
+             hb.proc->log_text());
+  std::this_thread::sleep_for(3s); // B redials every <= 500 ms
+  auto b_log = hb.proc->log_text();
+  auto down_at = b_log.rfind("peer down " + a.id.short_hex()); // the removal, not the restart
+  BOOST_TEST(b_log.find("peer up " + a.id.short_hex(), down_at) == std::string::npos, b_log);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
