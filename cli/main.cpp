@@ -16,6 +16,7 @@
 #include "bench/train.hpp"
 #include "bench/allocator.hpp"
 #include "bench/verify.hpp"
+#include "bench/federation.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
 #include "cli/console.hpp"
@@ -293,6 +294,9 @@ int main(int argc, char** argv) {
   bench::verify_options bvo;
   auto bench_verify = bench_cmd->add_subcommand("verify", "the rater's cost as a fraction of the training it checks");
   bench::add_verify_flags(*bench_verify, bvo);
+  bench::federation_options bfo;
+  auto bench_fed = bench_cmd->add_subcommand("federation", "a late host catching up N blocks vs local verification; gossip convergence among H hosts");
+  bench::add_federation_flags(*bench_fed, bfo);
   bench::data_options bdo;
   auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
   bench::add_data_flags(*bench_data, bdo);
@@ -464,6 +468,8 @@ int main(int argc, char** argv) {
     return bench::run_allocator(bal);
   if (*bench_verify)
     return bench::run_verify(bvo);
+  if (*bench_fed)
+    return bench::run_federation(bfo);
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)
