@@ -69,6 +69,14 @@ struct AllocQuery {
 struct AllocBook {
   offers @0 :List(Offer);
   leases @1 :List(BookLease);
+  siteRtts @2 :List(SiteRtt); # the round trips between sites the allocator scores with
+}
+
+struct SiteRtt {
+  a @0 :Text;
+  b @1 :Text;
+  ms @2 :Float64;
+  measured @3 :Bool;        # false: pinned by [[site_rtt]] in host.toml
 }
 
 struct BookLease {

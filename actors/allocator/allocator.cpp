@@ -392,6 +392,18 @@ struct allocator_state {
           fill_lease(ll[i].initLease(), leases[i]);
           ll[i].setPriority(leases[i].priority);
         }
+        auto rtts = pool.rtts();
+        auto lr = b.initSiteRtts(static_cast<unsigned>(rtts.size()));
+        for (unsigned i = 0; i < rtts.size(); ++i) {
+          auto& [x, y, ms] = rtts[i];
+          lr[i].setA(x);
+          lr[i].setB(y);
+          lr[i].setMs(ms);
+          bool pinned = false;
+          for (auto& [p, q, _] : ctx.site_rtts)
+            pinned = pinned || (p == x && q == y) || (p == y && q == x);
+          lr[i].setMeasured(!pinned);
+        }
       });
     auto job = job_of(q.getJob(), "AllocQuery");
     if (!job)

@@ -21,6 +21,14 @@ double pool::rtt(const std::string& a, const std::string& b) const {
   return it == rtt_.end() ? 1000.0 : it->second;
 }
 
+std::vector<std::tuple<std::string, std::string, double>> pool::rtts() const {
+  std::vector<std::tuple<std::string, std::string, double>> out;
+  for (auto& [k, ms] : rtt_)
+    if (k.first < k.second)
+      out.emplace_back(k.first, k.second, ms);
+  return out;
+}
+
 bool pool::fits(const offer& o, const ask& a, int64_t now) const {
   return o.device == a.device && o.memory >= a.memory && o.price <= a.max_price
          && o.expires_ms >= now;

@@ -29,6 +29,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "runtime/identity.hpp"
@@ -99,6 +100,8 @@ public:
   /// Measured round trip between two sites (symmetric). Same site: 0.
   void set_rtt(const std::string& a, const std::string& b, double ms);
   double rtt(const std::string& a, const std::string& b) const;
+  /// Every pair set, each once (a < b).
+  std::vector<std::tuple<std::string, std::string, double>> rtts() const;
 
   /// Adds or renews an offer (a heartbeat). Slots already leased stay
   /// leased; fewer slots than leased is refused.

@@ -27,6 +27,7 @@
 #include "actors/ledger/work.hpp"
 #include "actors/trainer/model.hpp"
 #include "fixtures.hpp"
+#include "site_proxy.hpp"
 #include "schemas/alloc.capnp.h"
 #include "schemas/chain.capnp.h"
 #include "schemas/rater.capnp.h"
@@ -62,8 +63,13 @@ struct economy_cluster {
   std::unique_ptr<client> c;
   uint64_t payer_nonce = 0;
   static constexpr uint64_t payer_funds = 1'000'000, trainer_stake = 1'000;
+  /// wan: links between the sites run through a proxy adding 15 ms each way,
+  /// and no [[site_rtt]] is configured (the allocator must measure).
+  bool wan = false;
+  std::vector<std::unique_ptr<site_proxy>> proxies;
 
-  explicit economy_cluster(bool third_trainer = false) {
+  explicit economy_cluster(bool third_trainer = false, bool wan_links = false)
+    : wan(wan_links) {
     if (third_trainer)
       names.push_back("t2");
     cli = make_node(root, "client");
@@ -92,6 +98,9 @@ struct economy_cluster {
     if (third_trainer)
       g.allocations.push_back({nodes[4].id, 0, trainer_stake});
     genesis = write_file(root.path(), "genesis.toml", ledger::to_toml(g));
+    if (wan)
+      for (size_t i = 0; i < nodes.size(); ++i)
+        proxies.push_back(std::make_unique<site_proxy>(ports[i], 15ms));
     for (size_t i = 0; i < nodes.size(); ++i)
       hosts.push_back(start_host(config(i), root / (names[i] + ".log"), {"-v"}));
     for (size_t i = 0; i < nodes.size(); ++i)
@@ -123,9 +132,11 @@ struct economy_cluster {
 
   std::filesystem::path config(size_t i) {
     std::string connect, allow = fmt::format("\"{}\"", cli.id.hex());
+    auto site = [](size_t x) { return x == 3 ? "east" : "west"; };
     for (size_t k = 0; k < nodes.size(); ++k)
       if (k != i) {
-        connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
+        auto port = wan && std::string{site(i)} != site(k) ? proxies[k]->port() : ports[k];
+        connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", port,
                                nodes[k].id.hex());
         allow += fmt::format(", \"{}\"", nodes[k].id.hex());
       }
@@ -140,9 +151,10 @@ struct economy_cluster {
                   "site = \"{}\"\n[peers]\nallow = [{}]\nconnect = [\n{}]\n[chain]\ngenesis = "
                   "\"{}\"\n[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
                   "ledger_sync_ms = 300\noffer_heartbeat_ms = 300\ntrainer_slots = 2\n"
-                  "trainer_price = 1\n\n[[site_rtt]]\na = \"west\"\nb = \"east\"\nms = 40\n",
-                  names[i], ports[i], roles[i], i == 3 ? "east" : "west", allow, connect,
-                  genesis.string()));
+                  "trainer_price = 1\n{}",
+                  names[i], ports[i], roles[i], site(i), allow, connect, genesis.string(),
+                  wan ? "ping_ms = 300\ngossip_ms = 200\n"
+                      : "\n[[site_rtt]]\na = \"west\"\nb = \"east\"\nms = 40\n"));
   }
 
   caf::expected<envelope> ask(size_t i, const std::string& role, envelope req,
@@ -683,6 +695,62 @@ BOOST_AUTO_TEST_CASE(a_lost_trainer_host_is_replaced_by_the_allocator) {
                                                 10s).has_value()
                  || ec.offers() == 2u;
   BOOST_TEST(dropped);
+}
+
+BOOST_AUTO_TEST_CASE(a_ring_across_two_sites_is_placed_by_measured_round_trips) {
+  economy_cluster ec{true, true}; // t0, t2 west; t1 east, 15 ms each way behind a proxy
+  ec.wait_offers(3);
+  // No [[site_rtt]] here: the allocator learns west-east from the pings.
+  double west_east = 0;
+  bool measured = false;
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline && west_east < 25.0) {
+    auto r = ec.ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
+    if (r) {
+      opened<schema::AllocBook> b{*r};
+      for (auto x : b->getSiteRtts())
+        if (std::string{x.getA().cStr()} == "east" && std::string{x.getB().cStr()} == "west") {
+          west_east = x.getMs();
+          measured = x.getMeasured();
+        }
+    }
+    if (west_east < 25.0)
+      std::this_thread::sleep_for(200ms);
+  }
+  BOOST_TEST_MESSAGE("the allocator measured west-east at " << west_east << " ms");
+  BOOST_TEST(west_east >= 25.0);
+  BOOST_TEST(measured);
+
+  auto small = random_job(), big = random_job();
+  auto ack = ec.ask(0, "block_generator",
+                    train::make_escrow_lock(ec.payer, ++ec.payer_nonce, small, 10'000));
+  BOOST_REQUIRE_MESSAGE(ack, why(ack));
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, n, big, 10'000); }, true);
+  // At equal price and rating, a job with its data in the west gets west
+  // trainers.
+  auto granted = ec.ask(0, "allocator", ec.alloc_ask(small, 2, 100));
+  BOOST_REQUIRE_MESSAGE(granted, why(granted));
+  auto leases = leases_of(*granted);
+  BOOST_REQUIRE(!leases.empty());
+  for (auto& l : leases)
+    BOOST_TEST((l.trainer == ec.nodes[2].id || l.trainer == ec.nodes[4].id),
+               "a trainer across the WAN was chosen: " << l.trainer.short_hex());
+  auto rel = ec.ask(0, "allocator", make_envelope<schema::AllocQuery>([&](auto q) {
+                      q.setJob(kj::arrayPtr(small.data(), 32));
+                      q.setRelease();
+                    }));
+  BOOST_REQUIRE_MESSAGE(rel, why(rel));
+  // A job that needs all six trainers gets one ring across both sites.
+  auto o = ec.allocated_job(big, 150);
+  o.trainers = 6;
+  auto r = train::run_job(*ec.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  std::set<node_id> hosts(r->rank_hosts.begin(), r->rank_hosts.end());
+  BOOST_TEST(hosts.size() == 3u);
+  BOOST_TEST(hosts.count(ec.nodes[3].id) == 1u); // east
+  BOOST_TEST_MESSAGE("cross-site ring of " << r->rank_hosts.size() << " ranks: accuracy "
+                                           << r->accuracy);
+  BOOST_TEST(r->accuracy >= 0.9);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
