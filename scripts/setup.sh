@@ -14,6 +14,7 @@ packages=(
   liblua5.4-dev libedit-dev
   libeigen3-dev
   libcli11-dev libtomlplusplus-dev libfmt-dev zlib1g-dev
+  iproute2                     # tests only: the netns + netem federation run
   openmpi-bin libopenmpi-dev   # bench only: the MPI_Allreduce baseline
 )
 

@@ -12,6 +12,7 @@
 // the majority side goes on, and after the heal every host has the same tip
 // and state root. Peers added with `aicon peer add` are admitted, dialed and
 // kept across a restart; `aicon peer rm` closes the link at once.
+#include <cstdlib>
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -323,6 +324,18 @@ BOOST_AUTO_TEST_CASE(membership_converges_after_a_join_and_a_kill) {
     BOOST_TEST(rtt[f.nodes[3].id].first >= 25.0, "w0 -> e0 " << rtt[f.nodes[3].id].first);
     BOOST_TEST(rtt[f.nodes[1].id].first < rtt[f.nodes[3].id].first / 2,
                "w0 -> w1 " << rtt[f.nodes[1].id].first);
+    // Run by tests/netns/federation_netem.sh inside a namespace whose
+    // loopback netem delays every packet: then even a link within a site
+    // takes at least two of those delays per round trip.
+    if (auto d = std::getenv("AICON_NETEM_DELAY_MS")) {
+      auto delay = std::atof(d);
+      BOOST_TEST_MESSAGE("netem: " << delay << " ms per packet; w0 -> w1 "
+                                   << rtt[f.nodes[1].id].first << " ms");
+      BOOST_TEST(rtt[f.nodes[1].id].first >= 2 * delay * 0.9,
+                 "w0 -> w1 " << rtt[f.nodes[1].id].first << " ms under netem " << delay);
+      BOOST_TEST(rtt[f.nodes[3].id].first >= 4 * delay * 0.9 + 25,
+                 "w0 -> e0 " << rtt[f.nodes[3].id].first << " ms under netem " << delay);
+    }
   }
 
   // e1 joins, linked to e0 only: the west hosts learn it from gossip.
