@@ -6,6 +6,7 @@
 #include "actors/echo/echo.hpp"
 #include "actors/ledger/ledger.hpp"
 #include "actors/rater/rater.hpp"
+#include "actors/script/script.hpp"
 #include "actors/trainer/trainer.hpp"
 
 namespace aicon {
@@ -21,6 +22,7 @@ const std::map<std::string, role_factory>& role_table() {
     {"trainer", spawn_trainer},
     {"allocator", spawn_allocator},
     {"rater", spawn_rater},
+    {"script", spawn_script},
   };
   return table;
 }

@@ -1,5 +1,7 @@
 #include "cli/console.hpp"
 #include "cli/embedded.hpp"
+#include "cli/lua_source.hpp"
+#include "cli/remote_handlers.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -30,33 +32,19 @@ namespace aicon {
 namespace {
 
 /// What every API function reaches through the Lua registry.
-/// One event for an on(event, fn) handler: its name and the arguments the
-/// handler gets, pushed onto the Lua stack when it is delivered.
-struct pending_event {
-  std::string name;
-  std::function<int(lua_State*)> push_args; ///< returns how many it pushed
-};
-
 struct session {
   std::unique_ptr<embedded_cluster> cluster; ///< without --connect: hosts in this process
   std::unique_ptr<client> owned;             ///< with --connect
   client* c = nullptr;
   std::vector<std::pair<node_id, std::string>> nodes; ///< id, address
-  // on(event, fn): handlers (Lua registry refs), events from other threads,
-  // and what the watchers last saw.
-  std::map<std::string, int> handlers;
-  std::mutex events_mtx;
-  std::deque<pending_event> events;
-  uint64_t seen_height = 0;
-  bool height_known = false;
-  std::map<node_id, bool> up;
-  std::chrono::steady_clock::time_point last_watch{};
-
-  void post(pending_event e) {
-    std::lock_guard<std::mutex> lk{events_mtx};
-    if (events.size() < 10000) // a handler-less flood is bounded
-      events.push_back(std::move(e));
-  }
+  /// on(event, fn): the handlers run in a host's script role; this polls
+  /// them. Declared after the client so that it is gone first.
+  std::unique_ptr<remote_handlers> handlers;
+  std::map<std::string, int> reply_refs; ///< event -> the reply= function (a Lua ref)
+  /// What was typed at the prompt, newest last: where on() finds a
+  /// handler's source.
+  std::deque<std::string> typed;
+  uint64_t local_jobs = 0;
 };
 
 session& session_of(lua_State* L) {
@@ -66,73 +54,45 @@ session& session_of(lua_State* L) {
   return *s;
 }
 
-/// Watches the connected hosts (at most every 250 ms): new final blocks on
-/// the first ledger host, links up or down; then calls the handlers of
-/// every pending event on this (the Lua) thread. A handler's error is
-/// printed and the console goes on.
+/// Prints what the hosts' handlers printed (each line after its host) and
+/// calls the reply= functions with what they returned, on this (the Lua)
+/// thread. A reply function's error is printed and the console goes on.
 void pump_events(lua_State* L) {
   auto& s = session_of(L);
-  if (s.handlers.empty())
+  if (!s.handlers)
     return;
-  auto now = std::chrono::steady_clock::now();
-  if (now - s.last_watch > std::chrono::milliseconds(250)) {
-    s.last_watch = now;
-    if (s.handlers.count("block"))
-      for (auto& [id, addr] : s.nodes) {
-        auto ledger = s.c->lookup("ledger@" + id.hex());
-        if (!ledger)
-          continue;
-        auto r = s.c->request(*ledger, make_envelope<schema::LedgerQuery>([](auto q) {
-                                q.setTip();
-                              }),
-                              std::chrono::seconds(2));
-        if (!r)
-          break;
-        opened<schema::TipInfo> t{*r};
-        if (!t)
-          break;
-        auto h = t->getHeight();
-        auto hash = to_hex({t->getHash().begin(), t->getHash().size()});
-        if (s.height_known && h > s.seen_height)
-          for (auto k = s.seen_height + 1; k <= h; ++k)
-            s.post({"block", [k, hash, h](lua_State* L) {
-                      lua_pushinteger(L, static_cast<lua_Integer>(k));
-                      lua_pushstring(L, k == h ? hash.c_str() : "");
-                      return 2;
-                    }});
-        s.seen_height = h;
-        s.height_known = true;
-        break;
-      }
-    if (s.handlers.count("peer"))
-      for (auto& [id, addr] : s.nodes) {
-        bool up = static_cast<bool>(s.c->lookup("directory@" + id.hex()));
-        auto it = s.up.find(id);
-        if (it != s.up.end() && it->second != up)
-          s.post({"peer", [hex = id.hex(), up](lua_State* L) {
-                    lua_pushstring(L, hex.c_str());
-                    lua_pushstring(L, up ? "up" : "down");
-                    return 2;
-                  }});
-        s.up[id] = up;
-      }
-  }
-  std::deque<pending_event> batch;
-  {
-    std::lock_guard<std::mutex> lk{s.events_mtx};
-    batch.swap(s.events);
-  }
-  for (auto& e : batch) {
-    auto h = s.handlers.find(e.name);
-    if (h == s.handlers.end())
+  for (auto& it : s.handlers->take()) {
+    if (!it.reply) {
+      std::printf("[%s] %s\n", it.host.short_hex().c_str(), it.text.c_str());
       continue;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h->second);
-    int n = e.push_args(L);
-    if (lua_pcall(L, n, 0, 0) != LUA_OK) {
-      std::fprintf(stderr, "on(%s) handler: %s\n", e.name.c_str(), lua_tostring(L, -1));
-      lua_pop(L, 1);
     }
+    auto fn = s.reply_refs.find(it.event);
+    if (fn == s.reply_refs.end())
+      continue;
+    // The literal came from the host: load it as text, with no globals, and
+    // bound its evaluation (a well-formed one is a constructor).
+    std::string code = "return " + it.text;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn->second);
+    if (luaL_loadbufferx(L, code.data(), code.size(), "=reply", "t") != LUA_OK) {
+      std::fprintf(stderr, "on(%s) reply from %s: %s\n", it.event.c_str(),
+                   it.host.short_hex().c_str(), lua_tostring(L, -1));
+      lua_settop(L, top);
+      continue;
+    }
+    lua_newtable(L);
+    lua_setupvalue(L, -2, 1); // _ENV = {}
+    lua_sethook(L, [](lua_State* L, lua_Debug*) { luaL_error(L, "reply literal too long"); },
+                LUA_MASKCOUNT, 1'000'000);
+    int rc = lua_pcall(L, 0, 1, 0);
+    lua_sethook(L, nullptr, 0, 0);
+    if (rc == LUA_OK)
+      rc = lua_pcall(L, 1, 0, 0);
+    if (rc != LUA_OK)
+      std::fprintf(stderr, "on(%s) reply: %s\n", it.event.c_str(), lua_tostring(L, -1));
+    lua_settop(L, top);
   }
+  std::fflush(stdout);
 }
 
 [[noreturn]] void raise(lua_State* L, const std::string& what, const caf::error& err) {
@@ -261,36 +221,118 @@ constexpr const char* help_text =
   wallet.transfer(to, amount)      signs and submits a transfer; returns its nonce
   asset.owner(id)                  owner's wallet id
   asset.transfer(id, to)           signs and submits an asset transfer; returns its nonce
-  on(event, fn)                    react to "block" (fn(height, hash)), "progress"
-                                   (fn{job, step, loss, samples_per_s, trainers}) and
-                                   "peer" (fn(id, "up"|"down")); off(event) stops it.
-                                   Handlers run here, between commands, in j:wait{}
-                                   and in sleep(s)
+  on(event, fn, {node=, reply=})   runs fn inside a host (its script role, sandboxed)
+                                   on "block" (fn(height, hash, {session, job, txs,
+                                   work})), "progress" (fn{job, step, loss,
+                                   samples_per_s, trainers}) or "peer" (fn(id,
+                                   "up"|"down", {site, address, rtt_ms})); returns the
+                                   host's id. What fn prints shows here as [host] line;
+                                   what it returns goes to reply(value) here, between
+                                   commands, in j:wait{} and in sleep(s). fn sees its
+                                   arguments and globals of its own (node, site), not
+                                   this console's locals. off(event) stops it.
   sleep(seconds)                   waits, delivering events
   help()                           this text
 )";
+
+/// The host for on(event, ...): `node=` (an id prefix) or the first
+/// connected host with the script role, one that also keeps the chain for
+/// "block" events.
+node_id handler_host(lua_State* L, const std::string& ev, const std::optional<std::string>& node) {
+  auto& s = session_of(L);
+  auto scripted = nodes_with(L, "script");
+  if (node) {
+    for (auto& id : scripted)
+      if (id.hex().rfind(*node, 0) == 0)
+        return id;
+    for (auto& [id, _] : s.nodes)
+      if (id.hex().rfind(*node, 0) == 0)
+        luaL_error(L, "on: node %s runs no script role (handlers run inside a host; add "
+                      "\"script\" to its host.roles)", node->c_str());
+    luaL_error(L, "on: node '%s' is none of the connected hosts", node->c_str());
+  }
+  if (scripted.empty())
+    luaL_error(L, "on: none of the connected hosts runs the script role (handlers run inside a "
+                  "host; add \"script\" to host.roles)");
+  if (ev == "block") {
+    auto ledgers = nodes_with(L, "ledger");
+    for (auto& id : scripted)
+      if (std::find(ledgers.begin(), ledgers.end(), id) != ledgers.end())
+        return id;
+    luaL_error(L, "on: block events need a host with both the script and the ledger roles");
+  }
+  return scripted[0];
+}
 
 int l_on(lua_State* L) {
   const char* name = luaL_checkstring(L, 1);
   std::string ev = name;
   if (ev != "block" && ev != "progress" && ev != "peer")
     luaL_error(L, "on: event must be 'block', 'progress' or 'peer' (got '%s')", name);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isfunction(L, 2) && lua_type(L, 2) != LUA_TSTRING)
+    luaL_error(L, "on: handler must be a function or its source as a string (got %s)",
+               luaL_typename(L, 2));
+  std::optional<std::string> node;
+  int reply = LUA_NOREF;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    node = opt_string(L, 3, "on", "node");
+    lua_getfield(L, 3, "reply");
+    if (lua_isfunction(L, -1))
+      reply = luaL_ref(L, LUA_REGISTRYINDEX);
+    else if (!lua_isnil(L, -1))
+      luaL_error(L, "on: reply must be a function (got %s)", luaL_typename(L, -1));
+    else
+      lua_pop(L, 1);
+  }
   auto& s = session_of(L);
-  if (auto old = s.handlers.find(ev); old != s.handlers.end())
+  handler_source src;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    src.text = lua_tostring(L, 2);
+    src.chunk = "=on";
+  } else {
+    auto found = handler_source_of(L, 2, [&s](const std::string& chunk) {
+      std::vector<std::string> out;
+      if (chunk == "=console")
+        out.assign(s.typed.rbegin(), s.typed.rend());
+      return out;
+    });
+    if (!found) {
+      if (reply != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, reply);
+      luaL_error(L, "on: %s", what_of(found.error()).c_str());
+    }
+    src = std::move(*found);
+  }
+  auto host = handler_host(L, ev, node);
+  if (auto err = s.handlers->set(host, ev, src.text, src.chunk, src.line)) {
+    if (reply != LUA_NOREF)
+      luaL_unref(L, LUA_REGISTRYINDEX, reply);
+    auto msg = what_of(err);
+    if (msg.rfind("on(", 0) != 0)
+      msg = "on: " + msg;
+    luaL_error(L, "%s", msg.c_str());
+  }
+  if (auto old = s.reply_refs.find(ev); old != s.reply_refs.end()) {
     luaL_unref(L, LUA_REGISTRYINDEX, old->second);
-  lua_pushvalue(L, 2);
-  s.handlers[ev] = luaL_ref(L, LUA_REGISTRYINDEX);
-  return 0;
+    s.reply_refs.erase(old);
+  }
+  if (reply != LUA_NOREF)
+    s.reply_refs[ev] = reply;
+  lua_pushstring(L, host.hex().c_str());
+  return 1;
 }
 
 int l_off(lua_State* L) {
   std::string ev = luaL_checkstring(L, 1);
   auto& s = session_of(L);
-  if (auto old = s.handlers.find(ev); old != s.handlers.end()) {
+  if (auto old = s.reply_refs.find(ev); old != s.reply_refs.end()) {
     luaL_unref(L, LUA_REGISTRYINDEX, old->second);
-    s.handlers.erase(old);
+    s.reply_refs.erase(old);
   }
+  if (auto err = s.handlers->remove(ev))
+    luaL_error(L, "off: %s", what_of(err).c_str());
+  pump_events(L);
   return 0;
 }
 
@@ -662,24 +704,15 @@ int l_train(lua_State* L) {
   *ud = j;
   luaL_setmetatable(L, "aicon.job");
   auto* sp = &s;
-  j->runner = std::thread([j, o, c = s.c, sp] {
-    auto r = train::run_job(*c, o, [j, sp](const train::step_report& rep) {
+  auto job_name = budget ? to_hex({o.job.data(), o.job.size()})
+                         : fmt::format("local-{}", ++s.local_jobs);
+  j->runner = std::thread([j, o, c = s.c, sp, job_name] {
+    auto r = train::run_job(*c, o, [j, sp, &job_name](const train::step_report& rep) {
       {
         std::lock_guard<std::mutex> lk{j->mtx};
         j->last = rep;
       }
-      sp->post({"progress", [rep](lua_State* L) {
-                  lua_newtable(L);
-                  lua_pushinteger(L, static_cast<lua_Integer>(rep.step + 1));
-                  lua_setfield(L, -2, "step");
-                  lua_pushnumber(L, rep.loss);
-                  lua_setfield(L, -2, "loss");
-                  lua_pushnumber(L, rep.samples_per_s);
-                  lua_setfield(L, -2, "samples_per_s");
-                  lua_pushinteger(L, rep.trainers);
-                  lua_setfield(L, -2, "trainers");
-                  return 1;
-                }});
+      sp->handlers->post({job_name, rep.step + 1, rep.loss, rep.samples_per_s, rep.trainers});
     });
     std::lock_guard<std::mutex> lk{j->mtx};
     if (r)
@@ -854,6 +887,7 @@ caf::expected<std::unique_ptr<session>> connect_session(const console_options& o
     s->c = &s->cluster->c();
     for (size_t i = 0; i < s->cluster->ids().size(); ++i)
       s->nodes.emplace_back(s->cluster->ids()[i], s->cluster->addresses()[i]);
+    s->handlers = std::make_unique<remote_handlers>(*s->c);
     return s;
   }
   if (o.data_dir.empty())
@@ -875,6 +909,7 @@ caf::expected<std::unique_ptr<session>> connect_session(const console_options& o
       return id.error();
     s->nodes.emplace_back(*id, addr);
   }
+  s->handlers = std::make_unique<remote_handlers>(*s->c);
   return s;
 }
 
@@ -980,7 +1015,9 @@ int run_cmd(const console_options& o) {
     rc = call(L, 0, 0);
   if (rc != LUA_OK)
     std::fprintf(stderr, "aicon run: %s\n", lua_tostring(L, -1));
+  pump_events(L);
   lua_close(L);
+  (*s)->handlers.reset(); // closes the host sessions while the client is up
   embedded_cluster::stop_within((*s)->cluster, std::chrono::seconds(30), rc == LUA_OK ? 0 : 1);
   return rc == LUA_OK ? 0 : 1;
 }
@@ -1029,6 +1066,9 @@ int console_cmd(const console_options& o) {
       }
     }
     add_history(buffer.c_str());
+    (*s)->typed.push_back(buffer);
+    if ((*s)->typed.size() > 1000)
+      (*s)->typed.pop_front();
     buffer.clear();
     if (rc == LUA_OK) {
       int top = lua_gettop(L) - 1;
@@ -1052,7 +1092,9 @@ int console_cmd(const console_options& o) {
   if (!history.empty())
     write_history(history.c_str());
   std::printf("\n");
+  pump_events(L);
   lua_close(L);
+  (*s)->handlers.reset(); // closes the host sessions while the client is up
   embedded_cluster::stop_within((*s)->cluster, std::chrono::seconds(30), 0);
   return 0;
 }

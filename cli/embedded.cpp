@@ -141,7 +141,7 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
     ec->addresses_.push_back(fmt::format("127.0.0.1:{}", ports.back()));
   }
   const std::vector<std::vector<std::string>> roles{
-    {"directory", "ledger", "block_generator", "data_node", "allocator", "rater"},
+    {"directory", "ledger", "block_generator", "data_node", "allocator", "rater", "script"},
     {"directory", "ledger", "block_generator", "data_node"},
     {"directory", "ledger", "trainer"},
     {"directory", "ledger", "trainer"}};

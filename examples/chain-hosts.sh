@@ -5,7 +5,7 @@
 # a client identity client/, wallets alice and bob, a trainer key and a rater
 # key (the genesis authority that countersigns work receipts), genesis.toml
 # (alice holds 1,000,000; a, b, c form the committee) and a.toml b.toml c.toml
-# (roles directory, ledger, block_generator, data_node, trainer; every host dials the
+# (roles directory, ledger, block_generator, data_node, trainer, script; every host dials the
 # others).
 # Then, in three terminals:
 #   aicon host --config DIR/a.toml     (and b.toml, c.toml)
@@ -81,7 +81,7 @@ for n in "${names[@]}"; do
 data_dir = "$n"
 listen = "127.0.0.1:${port[$n]}"
 site = "site-$n"
-roles = ["directory", "ledger", "block_generator", "data_node", "trainer"]
+roles = ["directory", "ledger", "block_generator", "data_node", "trainer", "script"]
 
 [peers]
 allow = [$allow]

@@ -261,7 +261,10 @@ public:
                                  "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max",
                                  "data_replicas", "stream_credits", "upload_batch_bytes",
                                  "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots",
-                                 "trainer_price", "gossip_ms", "member_down_ms", "ping_ms"}))
+                                 "trainer_price", "gossip_ms", "member_down_ms", "ping_ms",
+                                 "script_sessions_max", "script_memory_bytes",
+                                 "script_instructions_max", "script_idle_ms",
+                                 "script_output_max"}))
         return err;
       caf::error err;
       auto p = std::string{"limits"};
@@ -298,8 +301,18 @@ public:
           || (err = get(*tbl, p, "trainer_price", l.trainer_price))
           || (err = get(*tbl, p, "gossip_ms", l.gossip_ms))
           || (err = get(*tbl, p, "member_down_ms", l.member_down_ms))
-          || (err = get(*tbl, p, "ping_ms", l.ping_ms)))
+          || (err = get(*tbl, p, "ping_ms", l.ping_ms))
+          || (err = get(*tbl, p, "script_sessions_max", l.script_sessions_max))
+          || (err = get(*tbl, p, "script_memory_bytes", l.script_memory_bytes))
+          || (err = get(*tbl, p, "script_instructions_max", l.script_instructions_max))
+          || (err = get(*tbl, p, "script_idle_ms", l.script_idle_ms))
+          || (err = get(*tbl, p, "script_output_max", l.script_output_max)))
         return err;
+      if (l.script_memory_bytes < (1u << 20) || l.script_instructions_max < 10000
+          || l.script_idle_ms == 0 || l.script_output_max == 0)
+        return fail(tbl, "limits", "script_memory_bytes must be >= 1 MiB, "
+                                   "script_instructions_max >= 10000, script_idle_ms and "
+                                   "script_output_max > 0");
       if (l.gossip_ms == 0 || l.ping_ms == 0 || l.member_down_ms < 2 * l.gossip_ms)
         return fail(tbl, "limits", "gossip_ms and ping_ms must be > 0 and member_down_ms at "
                                    "least twice gossip_ms");

@@ -129,6 +129,17 @@ struct limits {
   uint32_t gossip_ms = 500;
   uint32_t member_down_ms = 3000;
   uint32_t ping_ms = 1000;
+
+  /// The script role (on(event, fn) handlers run inside the host): console
+  /// sessions at once (each a Lua state of its own), the memory one session
+  /// may allocate, the Lua instructions one handler call may run before it
+  /// is stopped, how long a session lives without a poll from its console,
+  /// and the lines and replies kept for it between polls.
+  uint32_t script_sessions_max = 16;
+  uint64_t script_memory_bytes = 16ull << 20;
+  uint64_t script_instructions_max = 5'000'000;
+  uint32_t script_idle_ms = 30000;
+  uint32_t script_output_max = 1000;
 };
 
 } // namespace aicon

@@ -125,11 +125,13 @@ BOOST_AUTO_TEST_CASE(site_rtts_and_trainer_offers) {
   expect_error("[[site_rtt]]\na = \"west\"\nb = \"west\"\nms = 1\n", "two different sites");
   expect_error("[[site_rtt]]\na = \"west\"\nb = \"east\"\nmsec = 1\n", "site_rtt[0].msec");
   expect_error("[limits]\ntrainer_slots = 0\n", "trainer_slots");
+  expect_error("[limits]\nscript_memory_bytes = 1000\n", "script_memory_bytes must be >= 1 MiB");
+  expect_error("[limits]\nscript_instructions_max = 5\n", "script_instructions_max >= 10000");
 }
 
 BOOST_AUTO_TEST_CASE(the_documented_examples_parse) {
   std::set<std::string> all{"directory", "echo",    "ledger",    "block_generator",
-                            "data_node", "trainer", "allocator", "rater"};
+                            "data_node", "trainer", "allocator", "rater", "script"};
   auto examples = std::filesystem::path{AICON_SOURCE_DIR} / "examples";
   auto cfg = load_host_config(examples / "host.toml", all);
   BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
@@ -137,7 +139,7 @@ BOOST_AUTO_TEST_CASE(the_documented_examples_parse) {
   auto chain = load_host_config(examples / "chain-host.toml", all);
   BOOST_REQUIRE_MESSAGE(chain, test::why(chain));
   BOOST_TEST((chain->roles == std::vector<std::string>{"directory", "ledger", "block_generator",
-                                                        "allocator", "rater"}));
+                                                        "allocator", "rater", "script"}));
   auto trainer = load_host_config(examples / "trainer-host.toml", all);
   BOOST_REQUIRE_MESSAGE(trainer, test::why(trainer));
   BOOST_TEST(trainer->lim.trainer_slots == 2u);

@@ -13,6 +13,7 @@
 #include "schemas/echo.capnp.h"
 #include "schemas/chain.capnp.h"
 #include "schemas/host.capnp.h"
+#include "schemas/script.capnp.h"
 #include "test_util.hpp"
 
 using namespace aicon;
@@ -210,6 +211,53 @@ BOOST_AUTO_TEST_CASE(chain_schemas_round_trip) {
       b.setOwner(data(key));
     }));
     BOOST_TEST(std::string{opened<schema::AssetInfo>{asset}->getKind().cStr()} == "dataset");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(script_schemas_round_trip) {
+  auto key = bytes_of(16, 5);
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::ScriptHandler>([&](auto b) {
+      b.setSession(kj::arrayPtr(key.data(), key.size()));
+      b.setEvent("block");
+      b.setSource("function(h) print(h) end");
+      b.setChunk("=console");
+      b.setLine(3);
+    }));
+    opened<schema::ScriptHandler> m{env};
+    BOOST_REQUIRE(m.ok());
+    BOOST_TEST(m->getSession().size() == 16u);
+    BOOST_TEST(std::string{m->getSource().cStr()} == "function(h) print(h) end");
+    BOOST_TEST(m->getLine() == 3u);
+  }
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::ScriptPoll>([&](auto b) {
+      b.setSession(kj::arrayPtr(key.data(), key.size()));
+      auto p = b.initProgress(1);
+      p[0].setJob("local-1");
+      p[0].setStep(30);
+      p[0].setLoss(0.25);
+      p[0].setTrainers(2);
+    }));
+    opened<schema::ScriptPoll> m{env};
+    BOOST_REQUIRE(m.ok());
+    BOOST_TEST(m->getProgress()[0].getStep() == 30u);
+    BOOST_TEST(m->getProgress()[0].getLoss() == 0.25);
+  }
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::ScriptOutput>([&](auto b) {
+      b.initLines(1).set(0, "hello");
+      b.initReplies(1).set(0, "block\t{[\"h\"]=7,}");
+      b.setDropped(4);
+      b.setEvents(9);
+    }));
+    opened<schema::ScriptOutput> m{env};
+    BOOST_REQUIRE(m.ok());
+    BOOST_TEST(std::string{m->getLines()[0].cStr()} == "hello");
+    BOOST_TEST(m->getDropped() == 4u);
+    // Read as another type, it is refused by name.
+    opened<schema::ScriptPoll> wrong{env};
+    BOOST_TEST(!wrong.ok());
   }
 }
 

@@ -1,0 +1,20 @@
+// The script role: runs the handlers consoles register with on(event, fn)
+// inside this host, each console's in a sandboxed Lua state of its own
+// (see sandbox.hpp). It watches the local ledger for committed blocks and
+// the directory for peers going up or down, calls the handlers, and keeps
+// what they print or return until the console polls (ScriptPoll). Job
+// progress comes with the polls: a job's coordinator runs in the process
+// that submitted it.
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/system.hpp"
+
+namespace aicon {
+
+caf::expected<caf::actor> spawn_script(caf::actor_system& sys, const role_context& ctx);
+
+} // namespace aicon

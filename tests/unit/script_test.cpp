@@ -1,0 +1,143 @@
+// The script sandbox that runs on(event, fn) handlers inside a host: what
+// handlers can and cannot reach, and that a bad handler (syntax, a loop, a
+// memory bomb, a flood of prints) is stopped by name while the state stays
+// usable.
+#include <boost/test/unit_test.hpp>
+
+#include <lua.hpp>
+
+#include "actors/script/sandbox.hpp"
+#include "runtime/error.hpp"
+
+using namespace aicon;
+using aicon::script::sandbox;
+
+namespace {
+
+std::unique_ptr<sandbox> make_box(uint64_t memory = 4ull << 20, uint64_t instructions = 200'000,
+                                  size_t output = 1000) {
+  sandbox::options o;
+  o.memory_bytes = memory;
+  o.instructions_max = instructions;
+  o.output_max = output;
+  o.globals = {{"node", "abcd"}, {"site", "west"}};
+  auto b = sandbox::make(o);
+  BOOST_REQUIRE_MESSAGE(b, (b ? std::string{} : describe(b.error())));
+  return std::move(*b);
+}
+
+script::push_args ints(std::vector<lua_Integer> xs) {
+  return [xs](lua_State* L) {
+    for (auto x : xs)
+      lua_pushinteger(L, x);
+    return static_cast<int>(xs.size());
+  };
+}
+
+std::string set(sandbox& b, const std::string& event, const std::string& src, uint32_t line = 1) {
+  auto err = b.set_handler(event, src, "=console", line);
+  return err ? what_of(err) : std::string{};
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(script)
+
+BOOST_AUTO_TEST_CASE(handlers_print_return_and_keep_their_globals) {
+  auto b = make_box();
+  BOOST_TEST(set(*b, "block", "function(h) n = (n or 0) + 1; print('block', h, node, site); "
+                              "return {h = h, n = n, tag = 'x\\n\"y'} end") == "");
+  b->call("block", ints({7}));
+  b->call("block", ints({8}));
+  b->call("peer", ints({1})); // no handler: nothing happens
+  auto lines = b->take_lines();
+  BOOST_REQUIRE_EQUAL(lines.size(), 2u);
+  BOOST_TEST(lines[0] == "block\t7\tabcd\twest");
+  BOOST_TEST(lines[1] == "block\t8\tabcd\twest");
+  auto replies = b->take_replies();
+  BOOST_REQUIRE_EQUAL(replies.size(), 2u);
+  BOOST_TEST(b->events() == 2u);
+  BOOST_TEST(b->take_lines().empty());
+  // A reply is a Lua literal: loading it back gives the same table.
+  auto text = replies[1].substr(replies[1].find('\t') + 1);
+  lua_State* L = luaL_newstate();
+  BOOST_REQUIRE(luaL_loadbufferx(L, ("return " + text).c_str(), text.size() + 7, "=r", "t")
+                == LUA_OK);
+  BOOST_REQUIRE(lua_pcall(L, 0, 1, 0) == LUA_OK);
+  lua_getfield(L, -1, "h");
+  BOOST_TEST(lua_tointeger(L, -1) == 8);
+  lua_getfield(L, -2, "n");
+  BOOST_TEST(lua_tointeger(L, -1) == 2);
+  lua_getfield(L, -3, "tag");
+  BOOST_TEST(std::string{lua_tostring(L, -1)} == "x\n\"y");
+  lua_close(L);
+  // Removing the handler: no more calls.
+  BOOST_TEST(set(*b, "block", "") == "");
+  b->call("block", ints({9}));
+  BOOST_TEST(b->events() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(nothing_outside_the_sandbox_is_reachable) {
+  auto b = make_box();
+  BOOST_TEST(set(*b, "block", "function() return io == nil and os == nil and load == nil and "
+                              "loadfile == nil and dofile == nil and require == nil and "
+                              "package == nil and debug == nil and string.dump == nil and "
+                              "collectgarbage == nil and coroutine == nil end") == "");
+  b->call("block", ints({}));
+  auto r = b->take_replies();
+  BOOST_REQUIRE_EQUAL(r.size(), 1u);
+  BOOST_TEST(r[0] == "block\ttrue");
+  BOOST_TEST(set(*b, "peer", "function() os.execute('true') end") == "");
+  b->call("peer", ints({}));
+  auto lines = b->take_lines();
+  BOOST_REQUIRE_EQUAL(lines.size(), 1u);
+  BOOST_TEST(lines[0].find("on(peer) handler: console:1: attempt to index a nil value "
+                           "(global 'os')") == 0, lines[0]);
+}
+
+BOOST_AUTO_TEST_CASE(bad_sources_are_refused_by_chunk_and_line) {
+  auto b = make_box();
+  auto syntax = set(*b, "block", "function(h)\n  print(h\nend", 12);
+  BOOST_TEST(syntax.find("on(block): console:14:") == 0, syntax);
+  auto not_fn = set(*b, "block", "42", 3);
+  BOOST_TEST(not_fn == "on(block): the handler is not a function (it evaluates to a number)",
+             not_fn);
+  // Text only: precompiled bytecode is refused.
+  auto bytecode = set(*b, "block", std::string{"\x1bLua"} + "\x54\x00", 1);
+  BOOST_TEST(bytecode.find("on(block): ") == 0, bytecode);
+  BOOST_TEST(!b->has_handler("block"));
+  // A failed replacement keeps the handler that was there.
+  BOOST_TEST(set(*b, "block", "function() return 1 end") == "");
+  BOOST_TEST(set(*b, "block", "function( end") != "");
+  b->call("block", ints({}));
+  BOOST_TEST(b->take_replies().size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_runaway_loop_and_a_memory_bomb_are_stopped_and_the_state_goes_on) {
+  auto b = make_box(4ull << 20, 200'000);
+  BOOST_TEST(set(*b, "block", "function(h) if h == 1 then while true do end end; "
+                              "if h == 2 then local t = {} for i = 1, 1e9 do "
+                              "t[i] = string.rep('x', 1000) .. i end end; return h end") == "");
+  b->call("block", ints({1}));
+  b->call("block", ints({2}));
+  b->call("block", ints({3}));
+  auto lines = b->take_lines();
+  BOOST_REQUIRE_EQUAL(lines.size(), 2u);
+  BOOST_TEST(lines[0].find("ran over its budget of instructions") != std::string::npos, lines[0]);
+  BOOST_TEST(lines[1].find("not enough memory") != std::string::npos, lines[1]);
+  auto r = b->take_replies();
+  BOOST_REQUIRE_EQUAL(r.size(), 1u);
+  BOOST_TEST(r[0] == "block\t3");
+  BOOST_TEST(b->memory_in_use() <= (4ull << 20));
+}
+
+BOOST_AUTO_TEST_CASE(output_is_bounded_and_what_was_dropped_is_counted) {
+  auto b = make_box(4ull << 20, 5'000'000, 100);
+  BOOST_TEST(set(*b, "peer", "function() for i = 1, 5000 do print(i) end end") == "");
+  b->call("peer", ints({}));
+  BOOST_TEST(b->take_lines().size() == 100u);
+  BOOST_TEST(b->take_dropped() == 4900u);
+  BOOST_TEST(b->take_dropped() == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
