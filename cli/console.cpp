@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
@@ -993,6 +994,46 @@ std::string show(lua_State* L, int i, int depth = 0) {
   }
 }
 
+/// Closes the Lua state (its running jobs are cancelled and joined), the
+/// handler sessions on the hosts and the session itself (the embedded hosts,
+/// or the client's actor system), all within 10 s. CAF 0.17 now and then
+/// never finishes awaiting its detached threads at shutdown (seen after
+/// Ctrl-D on a terminal: the main thread in
+/// actor_system::await_detached_threads while a blocking actor inside
+/// libcaf_core waits for a message); a console that is done must still
+/// leave, and nothing durable is lost by leaving then: the embedded hosts'
+/// stores are temporary (removed by stop_within's own watchdog) and a client
+/// keeps no state. Past the limit it says which step was slow.
+void leave(lua_State* L, std::unique_ptr<session> s, int exit_code) {
+  constexpr auto limit = std::chrono::seconds(10);
+  auto state = std::make_shared<std::pair<std::mutex, std::condition_variable>>();
+  auto done = std::make_shared<bool>(false);
+  auto step = std::make_shared<std::atomic<const char*>>("closing the Lua state");
+  std::thread watchdog([state, done, step, limit, exit_code] {
+    std::unique_lock<std::mutex> lk{state->first};
+    if (state->second.wait_for(lk, limit, [&] { return *done; }))
+      return;
+    std::fprintf(stderr, "aicon: leaving took over %lld s (at: %s); leaving now\n",
+                 static_cast<long long>(limit.count()), step->load());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(exit_code);
+  });
+  lua_close(L);
+  step->store("closing the handler sessions on the hosts");
+  s->handlers.reset(); // while the client is up
+  step->store("stopping the embedded hosts");
+  embedded_cluster::stop_within(s->cluster, limit, exit_code);
+  step->store("stopping the client's actor system");
+  s.reset();
+  {
+    std::lock_guard<std::mutex> lk{state->first};
+    *done = true;
+  }
+  state->second.notify_all();
+  watchdog.join();
+}
+
 } // namespace
 
 int run_cmd(const console_options& o) {
@@ -1016,9 +1057,7 @@ int run_cmd(const console_options& o) {
   if (rc != LUA_OK)
     std::fprintf(stderr, "aicon run: %s\n", lua_tostring(L, -1));
   pump_events(L);
-  lua_close(L);
-  (*s)->handlers.reset(); // closes the host sessions while the client is up
-  embedded_cluster::stop_within((*s)->cluster, std::chrono::seconds(30), rc == LUA_OK ? 0 : 1);
+  leave(L, std::move(*s), rc == LUA_OK ? 0 : 1);
   return rc == LUA_OK ? 0 : 1;
 }
 
@@ -1092,10 +1131,9 @@ int console_cmd(const console_options& o) {
   if (!history.empty())
     write_history(history.c_str());
   std::printf("\n");
+  std::fflush(stdout);
   pump_events(L);
-  lua_close(L);
-  (*s)->handlers.reset(); // closes the host sessions while the client is up
-  embedded_cluster::stop_within((*s)->cluster, std::chrono::seconds(30), 0);
+  leave(L, std::move(*s), 0);
   return 0;
 }
 

@@ -38,7 +38,7 @@ remote_handlers::~remote_handlers() {
     c_.request(*dst, make_envelope<schema::ScriptClose>([&](schema::ScriptClose::Builder b) {
                  b.setSession(kj::arrayPtr(s.key.data(), s.key.size()));
                }),
-               std::chrono::seconds(2));
+               std::chrono::seconds(1));
   }
 }
 
