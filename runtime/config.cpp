@@ -258,7 +258,7 @@ public:
                                  "echo_delay_ms_max", "echo_delayed_max", "handshake_bytes_min",
                                  "handshake_deadline_ms", "block_tick_ms", "block_takeover_ms",
                                  "vote_lock_ms", "block_txs_max", "receipt_pool_max",
-                                 "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max",
+                                 "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max", "sync_window",
                                  "data_replicas", "stream_credits", "upload_batch_bytes",
                                  "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots",
                                  "trainer_price", "gossip_ms", "member_down_ms", "ping_ms",
@@ -292,6 +292,7 @@ public:
           || (err = get(*tbl, p, "clock_skew_ms_max", l.clock_skew_ms_max))
           || (err = get(*tbl, p, "ledger_sync_ms", l.ledger_sync_ms))
           || (err = get(*tbl, p, "sync_blocks_max", l.sync_blocks_max))
+          || (err = get(*tbl, p, "sync_window", l.sync_window))
           || (err = get(*tbl, p, "data_replicas", l.data_replicas))
           || (err = get(*tbl, p, "stream_credits", l.stream_credits))
           || (err = get(*tbl, p, "upload_batch_bytes", l.upload_batch_bytes))
@@ -313,6 +314,8 @@ public:
         return fail(tbl, "limits", "script_memory_bytes must be >= 1 MiB, "
                                    "script_instructions_max >= 10000, script_idle_ms and "
                                    "script_output_max > 0");
+      if (l.sync_window == 0 || l.sync_window > 256)
+        return fail(tbl, "limits", "sync_window must be in 1..256");
       if (l.gossip_ms == 0 || l.ping_ms == 0 || l.member_down_ms < 2 * l.gossip_ms)
         return fail(tbl, "limits", "gossip_ms and ping_ms must be > 0 and member_down_ms at "
                                    "least twice gossip_ms");

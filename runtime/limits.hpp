@@ -97,6 +97,11 @@ struct limits {
   /// Most blocks one catch-up round fetches from one peer.
   uint32_t sync_blocks_max = 512;
 
+  /// Block requests a catching-up ledger keeps in flight to one peer; the
+  /// answers are appended strictly in height order. One at a time costs a
+  /// round trip per block.
+  uint32_t sync_window = 16;
+
   /// Copies of every dataset a data node keeps on the network, its own
   /// included: one lost disk loses no data.
   uint32_t data_replicas = 2;

@@ -109,43 +109,92 @@ struct ledger_state {
 
 using ledger_actor = caf::stateful_actor<ledger_state>;
 
-/// Fetches block `height` .. `target` from `peer` one at a time and appends
-/// each; stops at the first error (the next round starts over from the tip).
-void fetch_blocks(ledger_actor* self, std::string peer, uint64_t height, uint64_t target,
-                  uint64_t fetched) {
+void sync_round(ledger_actor* self);
+
+/// One catch-up run from one peer: up to `sync_window` block requests in
+/// flight, answers appended strictly in height order as they come in.
+struct fetch_run {
+  std::string peer;
+  uint64_t next_ask = 0;    ///< next height to ask for
+  uint64_t next_append = 0; ///< next height to append
+  uint64_t last = 0;        ///< last height of this run
+  uint64_t target = 0;      ///< the peer's tip (beyond `last`: another run follows at once)
+  uint64_t fetched = 0;
+  uint32_t in_flight = 0;
+  bool over = false; ///< failed or done: late answers are dropped
+  std::map<uint64_t, caf::expected<envelope>> ready;
+};
+
+void fetch_more(ledger_actor* self, const std::shared_ptr<fetch_run>& run);
+
+/// Appends what is ready in order; ends the run at the first error (the next
+/// round starts over from the tip) or once `last` is in.
+void append_ready(ledger_actor* self, const std::shared_ptr<fetch_run>& run) {
+  auto& st = self->state;
+  for (auto it = run->ready.find(run->next_append); !run->over && it != run->ready.end();
+       it = run->ready.find(run->next_append)) {
+    auto height = it->first;
+    auto blk = std::move(it->second);
+    run->ready.erase(it);
+    caf::error err = blk ? st.store->append(*blk) : blk.error();
+    if (err) {
+      auto tip = st.store->tip();
+      if (blk && tip && tip->height < height) {
+        // It answered, and what it sent does not verify on our chain:
+        // never build on that peer's word again for a while.
+        st.dropped[run->peer] = std::chrono::steady_clock::now() + ledger_state::drop_for;
+        st.ctx.counters->bad_blocks.fetch_add(1);
+        log_error("ledger: peer {} served block {} that fails verification: {}; "
+                  "dropped from catch-up for {} s",
+                  run->peer.substr(0, 8), height, describe(err), ledger_state::drop_for.count());
+      } else {
+        log_warning("ledger: catch-up from {} stopped at block {}: {}", run->peer.substr(0, 8),
+                    height, describe(err));
+      }
+      run->over = true;
+      run->ready.clear();
+      st.syncing = false;
+      return;
+    }
+    ++run->fetched;
+    ++run->next_append;
+  }
+  if (!run->over && run->next_append > run->last) {
+    log_info("ledger: caught up {} blocks from {} (tip {})", run->fetched,
+             run->peer.substr(0, 8), run->last);
+    run->over = true;
+    st.syncing = false;
+    if (run->last < run->target)
+      sync_round(self); // more to fetch: do not wait for the next tick
+  }
+}
+
+void fetch_more(ledger_actor* self, const std::shared_ptr<fetch_run>& run) {
   auto& st = self->state;
   auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
-  if (height > target || fetched >= st.ctx.lim.sync_blocks_max) {
-    if (fetched > 0)
-      log_info("ledger: caught up {} blocks from {} (tip {})", fetched, peer.substr(0, 8),
-               height - 1);
-    st.syncing = false;
-    return;
+  while (!run->over && run->in_flight < st.ctx.lim.sync_window && run->next_ask <= run->last) {
+    auto height = run->next_ask++;
+    ++run->in_flight;
+    ask_role(self, st.ctx.directory, "ledger@" + run->peer, block_query(height), timeout,
+             [self, run, height](caf::expected<envelope> blk) {
+               --run->in_flight;
+               if (run->over)
+                 return;
+               run->ready.emplace(height, std::move(blk));
+               append_ready(self, run);
+               fetch_more(self, run);
+             });
   }
-  ask_role(self, st.ctx.directory, "ledger@" + peer, block_query(height), timeout,
-           [self, peer, height, target, fetched](caf::expected<envelope> blk) {
-             auto& st = self->state;
-             caf::error err = blk ? st.store->append(*blk) : blk.error();
-             if (err) {
-               auto tip = st.store->tip();
-               if (blk && tip && tip->height < height) {
-                 // It answered, and what it sent does not verify on our
-                 // chain: never build on that peer's word again for a while.
-                 st.dropped[peer] = std::chrono::steady_clock::now() + ledger_state::drop_for;
-                 st.ctx.counters->bad_blocks.fetch_add(1);
-                 log_error("ledger: peer {} served block {} that fails verification: {}; "
-                           "dropped from catch-up for {} s",
-                           peer.substr(0, 8), height, describe(err),
-                           ledger_state::drop_for.count());
-               } else {
-                 log_warning("ledger: catch-up from {} stopped at block {}: {}",
-                             peer.substr(0, 8), height, describe(err));
-               }
-               st.syncing = false;
-               return;
-             }
-             fetch_blocks(self, peer, height + 1, target, fetched + 1);
-           });
+}
+
+/// Fetches blocks `height` .. `target` (at most sync_blocks_max) from `peer`.
+void fetch_blocks(ledger_actor* self, std::string peer, uint64_t height, uint64_t target) {
+  auto run = std::make_shared<fetch_run>();
+  run->peer = std::move(peer);
+  run->next_ask = run->next_append = height;
+  run->last = std::min(target, height + self->state.ctx.lim.sync_blocks_max - 1);
+  run->target = target;
+  fetch_more(self, run);
 }
 
 /// One catch-up round: the next peer in turn tells its tip; blocks above
@@ -181,7 +230,7 @@ void sync_round(ledger_actor* self) {
                      st.syncing = false;
                      return;
                    }
-                   fetch_blocks(self, peer, mine->height + 1, theirs->getHeight(), 0);
+                   fetch_blocks(self, peer, mine->height + 1, theirs->getHeight());
                  });
       },
       [self](caf::error&) { self->state.syncing = false; });

@@ -306,7 +306,7 @@ BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
   envelope junk;
   junk.type_id = capnp::typeId<schema::ScriptPoll>();
   junk.words.resize(4, capnp::word{});
-  std::memset(junk.words.data(), 0xff, junk.words.size() * sizeof(capnp::word));
+  std::memset(static_cast<void*>(junk.words.data()), 0xff, junk.words.size() * sizeof(capnp::word));
   refused(ask(std::move(junk)), "ScriptPoll");
   // The host is still there.
   BOOST_TEST(static_cast<bool>(ask(handler(key, "peer", "function() end"))));
