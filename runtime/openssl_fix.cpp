@@ -1,6 +1,11 @@
 #include "runtime/openssl_fix.hpp"
 
 #include <dlfcn.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -14,6 +19,47 @@ F real_function(const char* name) {
 using read_fn = int (*)(SSL*, void*, int);
 using write_fn = int (*)(SSL*, const void*, int);
 using handshake_fn = int (*)(SSL*);
+
+struct tls_link {
+  std::array<uint8_t, 32> node{};
+  sockaddr_storage peer{};
+  socklen_t peer_len = 0;
+};
+
+std::mutex links_mtx;
+std::map<int, tls_link>& links() {
+  static std::map<int, tls_link> m;
+  return m;
+}
+
+/// After a handshake: which key the other end's certificate holds.
+void note_link(SSL* ssl) {
+  int fd = SSL_get_fd(ssl);
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (fd < 0 || !cert)
+    return;
+  EVP_PKEY* key = X509_get0_pubkey(cert);
+  tls_link l;
+  size_t len = l.node.size();
+  if (!key || EVP_PKEY_id(key) != EVP_PKEY_ED25519
+      || EVP_PKEY_get_raw_public_key(key, l.node.data(), &len) != 1 || len != l.node.size()) {
+    ERR_clear_error();
+    return;
+  }
+  l.peer_len = sizeof(l.peer);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&l.peer), &l.peer_len) != 0)
+    return;
+  std::lock_guard<std::mutex> lk{links_mtx};
+  links()[fd] = l;
+}
+
+/// Whether `fd` is still the socket noted at its handshake.
+bool same_socket(int fd, const tls_link& l) {
+  sockaddr_storage now{};
+  socklen_t len = sizeof(now);
+  return getpeername(fd, reinterpret_cast<sockaddr*>(&now), &len) == 0 && len == l.peer_len
+         && std::memcmp(&now, &l.peer, len) == 0;
+}
 
 } // namespace
 
@@ -35,16 +81,46 @@ extern "C" int SSL_write(SSL* ssl, const void* buf, int num) {
 extern "C" int SSL_accept(SSL* ssl) {
   static auto real = real_function<handshake_fn>("SSL_accept");
   ERR_clear_error();
-  return real(ssl);
+  int rc = real(ssl);
+  if (rc == 1)
+    note_link(ssl);
+  return rc;
 }
 
 extern "C" int SSL_connect(SSL* ssl) {
   static auto real = real_function<handshake_fn>("SSL_connect");
   ERR_clear_error();
-  return real(ssl);
+  int rc = real(ssl);
+  if (rc == 1)
+    note_link(ssl);
+  return rc;
 }
 
 namespace aicon {
+
+size_t shutdown_tls_links_of(const std::array<uint8_t, 32>& node) {
+  std::lock_guard<std::mutex> lk{links_mtx};
+  size_t n = 0;
+  for (auto i = links().begin(); i != links().end();) {
+    if (i->second.node != node) {
+      ++i;
+      continue;
+    }
+    if (same_socket(i->first, i->second) && ::shutdown(i->first, SHUT_RDWR) == 0)
+      ++n;
+    i = links().erase(i);
+  }
+  return n;
+}
+
+size_t tls_links_of(const std::array<uint8_t, 32>& node) {
+  std::lock_guard<std::mutex> lk{links_mtx};
+  size_t n = 0;
+  for (auto& [fd, l] : links())
+    if (l.node == node && same_socket(fd, l))
+      ++n;
+  return n;
+}
 
 bool openssl_fix_installed() {
   return real_function<read_fn>("SSL_read") != nullptr

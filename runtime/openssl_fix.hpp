@@ -6,12 +6,32 @@
 // OpenSSL requires the queue to be empty before every I/O call; this file
 // interposes SSL_read/SSL_write/SSL_accept/SSL_connect with versions that
 // clear it first and then call the real functions (found via RTLD_NEXT).
+//
+// The handshake interposers also note, for every TLS connection that
+// completes its handshake, the socket and the Ed25519 key of the
+// certificate the other end presented (CAF never says which node is on a
+// link). `aicon peer rm` uses that to cut a removed peer's connections at
+// once, including ones it dialed to us.
 #pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
 
 namespace aicon {
 
 /// Referenced by configure_system so the interposers are always linked in.
 /// Returns true when the real OpenSSL functions were found.
 bool openssl_fix_installed();
+
+/// Shuts down (both ways) every TLS connection of this process whose other
+/// end presented a certificate for `node` (its Ed25519 public key) and is
+/// still the same socket (same remote address and port as at the
+/// handshake). Returns how many.
+size_t shutdown_tls_links_of(const std::array<uint8_t, 32>& node);
+
+/// TLS connections of this process whose other end presented `node`'s
+/// certificate and are still open.
+size_t tls_links_of(const std::array<uint8_t, 32>& node);
 
 } // namespace aicon

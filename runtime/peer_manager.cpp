@@ -1,4 +1,5 @@
 #include "runtime/peer_manager.hpp"
+#include "runtime/openssl_fix.hpp"
 
 #include <chrono>
 
@@ -316,6 +317,11 @@ void drop_peer(self_ptr self, const node_id& node) {
     }
     i = st.slots.erase(i);
   }
+  // A peer that dialed us (admitted, never dialed by us) has no slot: its
+  // connections are found by the certificate it presented.
+  if (auto n = shutdown_tls_links_of(node.bytes); n > 0)
+    log_info("peer {} removed: {} TLS connection(s) where it presented its certificate closed",
+             node.short_hex(), n);
 }
 
 /// Reads peers.toml again if it changed: new allowlist, new dials, drops.

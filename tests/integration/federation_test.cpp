@@ -499,11 +499,17 @@ BOOST_AUTO_TEST_CASE(peers_added_at_run_time_persist_and_a_removed_one_is_cut_of
   auto a = make_node(root, "a"), b = make_node(root, "b");
   uint16_t pa = free_port(), pb = free_port();
   // Neither knows the other: no certificates exchanged, no peers configured.
+  // C only dials A, which admits it in its host.toml (it never dials C).
+  auto c = make_node(root, "c");
+  trust(a, c);
+  trust(c, a);
   auto cfg = [&](const std::string& name, uint16_t port) {
     return write_file(root.path(), name + ".toml",
                       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
-                                  "[peers]\ndev_open = false\n[limits]\nreconnect_max_ms = 500\n",
-                                  name, port));
+                                  "[peers]\ndev_open = false\n{}[limits]\nreconnect_max_ms = 500\n",
+                                  name, port,
+                                  name == "a" ? fmt::format("allow = [\"{}\"]\n", c.id.hex())
+                                              : std::string{}));
   };
   // Each operator admits the other's host by `peer add`, which fetches its
   // certificate from its handshake and checks it against the NodeId.
@@ -545,13 +551,42 @@ BOOST_AUTO_TEST_CASE(peers_added_at_run_time_persist_and_a_removed_one_is_cut_of
   BOOST_REQUIRE_MESSAGE(rm.exit_code == 0, rm.output);
   auto closed = ha.proc->wait_for_log("peer " + b.id.short_hex() + " removed", 5s);
   BOOST_REQUIRE_MESSAGE(closed, ha.proc->log_text());
-  BOOST_TEST(closed->find("1 connection(s)") != std::string::npos, *closed);
+  // Closed by the certificate B presented, or as the direct connection the
+  // middleman names (whichever comes first; the other then finds none).
+  BOOST_TEST((closed->find("1 connection(s)") != std::string::npos
+              || closed->find("1 TLS connection(s)") != std::string::npos),
+             *closed);
   BOOST_TEST(hb.proc->wait_for_log("peer down " + a.id.short_hex(), 5s).has_value(),
              hb.proc->log_text());
   std::this_thread::sleep_for(3s); // B redials every <= 500 ms
   auto b_log = hb.proc->log_text();
   auto down_at = b_log.rfind("peer down " + a.id.short_hex()); // the removal, not the restart
   BOOST_TEST(b_log.find("peer up " + a.id.short_hex(), down_at) == std::string::npos, b_log);
+
+  // C dials A, admitted by A's host.toml: A has no dial of its own to C, so
+  // on removal its connection is found by the certificate C presented.
+  auto c_cfg = write_file(root.path(), "c.toml",
+                          fmt::format("[host]\ndata_dir = \"c\"\nlisten = \"127.0.0.1:{}\"\n"
+                                      "[peers]\ndev_open = false\nconnect = [ {{ address = "
+                                      "\"127.0.0.1:{}\", node = \"{}\" }} ]\n"
+                                      "[limits]\nreconnect_max_ms = 500\n",
+                                      free_port(), pa, a.id.hex()));
+  auto hc = start_host(c_cfg, root / "c.log");
+  BOOST_REQUIRE_MESSAGE(hc.proc->wait_for_log("peer up " + a.id.short_hex(), 15s),
+                        hc.proc->log_text());
+  auto rm_c = peer({"rm", c.id.hex(), "--data-dir", a.dir.string()});
+  BOOST_REQUIRE_MESSAGE(rm_c.exit_code == 0, rm_c.output);
+  auto cut = ha.proc->wait_for_log("peer " + c.id.short_hex() + " removed", 5s);
+  BOOST_REQUIRE_MESSAGE(cut, ha.proc->log_text());
+  BOOST_TEST(cut->find("1 TLS connection(s) where it presented its certificate closed")
+               != std::string::npos,
+             *cut);
+  BOOST_TEST(hc.proc->wait_for_log("peer down " + a.id.short_hex(), 5s).has_value(),
+             hc.proc->log_text());
+  std::this_thread::sleep_for(3s); // C redials every <= 500 ms, and is refused
+  auto c_log = hc.proc->log_text();
+  auto c_down = c_log.rfind("peer down " + a.id.short_hex());
+  BOOST_TEST(c_log.find("peer up " + a.id.short_hex(), c_down) == std::string::npos, c_log);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
