@@ -1,4 +1,5 @@
 #include "bench/host_process.hpp"
+#include "runtime/ports.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -27,15 +28,7 @@ extern char** environ;
 namespace aicon::bench {
 
 uint16_t loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  return pick_loopback_port();
 }
 
 host_process::~host_process() {

@@ -19,6 +19,7 @@
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/work.hpp"
 #include "actors/roles.hpp"
+#include "runtime/ports.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/error.hpp"
 #include "runtime/log.hpp"
@@ -30,21 +31,6 @@ namespace aicon {
 namespace {
 
 using namespace std::chrono_literals;
-
-/// A loopback port the OS has just handed out (then released).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0
-      && ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
 
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -137,7 +123,7 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
   }
   std::vector<uint16_t> ports;
   for (size_t i = 0; i < names.size(); ++i) {
-    ports.push_back(free_port());
+    ports.push_back(pick_loopback_port());
     ec->addresses_.push_back(fmt::format("127.0.0.1:{}", ports.back()));
   }
   const std::vector<std::vector<std::string>> roles{

@@ -1,4 +1,5 @@
 #include "cluster.hpp"
+#include "runtime/ports.hpp"
 
 #include <boost/test/unit_test.hpp>
 
@@ -165,17 +166,9 @@ running_host start_host(const std::filesystem::path& config, const std::filesyst
 }
 
 uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  BOOST_REQUIRE_MESSAGE(fd >= 0, "socket: " << std::strerror(errno));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  auto port = pick_loopback_port();
+  BOOST_REQUIRE_MESSAGE(port != 0, "no loopback port binds");
+  return port;
 }
 
 } // namespace aicon::test
