@@ -558,6 +558,9 @@ int l_job_wait(lua_State* L) {
   }
   if (j->runner.joinable())
     j->runner.join();
+  // Every step's progress has been posted: let the handlers see all of it
+  // before wait returns.
+  session_of(L).handlers->flush();
   pump_events(L);
   if (progress)
     std::fprintf(stderr, "\n");
@@ -1056,6 +1059,7 @@ int run_cmd(const console_options& o) {
     rc = call(L, 0, 0);
   if (rc != LUA_OK)
     std::fprintf(stderr, "aicon run: %s\n", lua_tostring(L, -1));
+  (*s)->handlers->flush();
   pump_events(L);
   leave(L, std::move(*s), rc == LUA_OK ? 0 : 1);
   return rc == LUA_OK ? 0 : 1;

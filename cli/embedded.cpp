@@ -200,8 +200,8 @@ caf::expected<envelope> embedded_cluster::ask(size_t host, const std::string& ro
 }
 
 caf::expected<std::tuple<uint64_t, uint64_t, uint64_t>>
-embedded_cluster::account(const node_id& who) {
-  auto reply = ask(1, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+embedded_cluster::account(const node_id& who, size_t host) {
+  auto reply = ask(host, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
                      q.setAccount(kj::arrayPtr(who.bytes.data(), 32));
                    }),
                    10s);
@@ -244,8 +244,11 @@ caf::error embedded_cluster::tx(const identity& who,
   }
   auto deadline = std::chrono::steady_clock::now() + 60s;
   while (std::chrono::steady_clock::now() < deadline) {
-    auto a = account(who.id());
-    if (a && std::get<1>(*a) >= nonce)
+    // Final on both chain hosts: the allocator (host 0) must see an escrow
+    // before the job asks it for trainers.
+    auto a = account(who.id(), 0);
+    auto b = account(who.id(), 1);
+    if (a && b && std::get<1>(*a) >= nonce && std::get<1>(*b) >= nonce)
       return caf::none;
     std::this_thread::sleep_for(100ms);
   }

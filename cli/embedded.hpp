@@ -81,8 +81,9 @@ public:
     return model_owner_;
   }
 
-  /// (balance, nonce, stake) on c1's chain.
-  caf::expected<std::tuple<uint64_t, uint64_t, uint64_t>> account(const node_id& who);
+  /// (balance, nonce, stake) as host `host` (default c1) sees the chain.
+  caf::expected<std::tuple<uint64_t, uint64_t, uint64_t>> account(const node_id& who,
+                                                                  size_t host = 1);
   uint64_t height();
 
   caf::expected<envelope> ask(size_t host, const std::string& role, envelope req,

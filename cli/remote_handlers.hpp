@@ -59,14 +59,20 @@ public:
   void post(progress p);
   std::vector<item> take();
 
+  /// Polls every session once now (handing over the progress posted so
+  /// far), so that take() then holds everything the handlers made of it.
+  void flush();
+
 private:
   caf::error send_handler(const node_id& host, const std::array<uint8_t, 16>& key,
                           const std::string& event, const std::string& source,
                           const std::string& chunk, uint32_t line);
   void poll_loop();
+  void poll_once();
 
   client& c_;
   mutable std::mutex mtx_;
+  std::mutex poll_mtx_; ///< one poll round at a time (the thread's or flush())
   struct host_session {
     std::array<uint8_t, 16> key{};
     std::set<std::string> events;

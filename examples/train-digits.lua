@@ -22,6 +22,14 @@ for _, n in ipairs(nodes()) do
     if r == "trainer" then trainers = trainers + 2 end
   end
 end
+-- Runs inside a host (its sandboxed "script" role), on every step of the
+-- job; what it prints shows here after the host's id.
+on("progress", function(p)
+  if p.step % 100 == 0 then
+    print(("step %d loss %.3f (handled at site %s)"):format(p.step, p.loss, site))
+  end
+end)
+
 local job = train{model = "mlp:64-64-10", data = file, trainers = trainers, steps = 300, batch = 32, lr = 0.05}
 local m = job:wait{progress = true}
 print(("held-out accuracy %.4f after %d steps (%.0f samples/s)"):format(m.accuracy, m.steps, m.samples_per_s))
