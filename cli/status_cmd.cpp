@@ -12,6 +12,7 @@
 #include "schemas/chain.capnp.h"
 #include "schemas/data.capnp.h"
 #include "schemas/host.capnp.h"
+#include "schemas/script.capnp.h"
 
 namespace aicon {
 
@@ -78,12 +79,29 @@ int status_cmd(const status_options& o) {
   opened<schema::StatusResponse> s{*st};
   if (!s)
     return fail(s.error());
-  bool has_ledger = false, has_data = false, has_alloc = false;
+  bool has_ledger = false, has_data = false, has_alloc = false, has_script = false;
   for (auto r : s->getRoles()) {
     has_ledger |= std::string{r.cStr()} == "ledger";
     has_data |= std::string{r.cStr()} == "data_node";
     has_alloc |= std::string{r.cStr()} == "allocator";
+    has_script |= std::string{r.cStr()} == "script";
   }
+  // Console sessions whose on(event, fn) handlers run here.
+  struct session_row {
+    std::string id, events;
+    uint64_t handled, memory, idle_ms;
+  };
+  std::optional<std::vector<session_row>> scripts;
+  if (has_script)
+    if (auto r = ask("script", make_envelope<schema::ScriptList>([](auto) {}))) {
+      opened<schema::ScriptSessions> l{*r};
+      if (l) {
+        scripts.emplace();
+        for (auto e : l->getSessions())
+          scripts->push_back({e.getId().cStr(), joined(e.getEvents()), e.getHandled(),
+                              e.getMemoryBytes(), e.getIdleMs()});
+      }
+    }
   // The chain tip and the data stored, where the host runs those roles.
   std::optional<std::pair<uint64_t, std::string>> tip;
   if (has_ledger)
@@ -187,6 +205,15 @@ int status_cmd(const status_options& o) {
       std::printf(", \"allocator\": {\"offers\": [%s], \"leases\": [%s]}", offers.c_str(),
                   leases.c_str());
     }
+    if (scripts) {
+      std::string rows;
+      for (auto& r : *scripts)
+        rows += fmt::format("{}{{\"session\": {}, \"events\": {}, \"handled\": {}, "
+                            "\"memory_bytes\": {}, \"idle_ms\": {}}}",
+                            rows.empty() ? "" : ", ", json_string(r.id), json_string(r.events),
+                            r.handled, r.memory, r.idle_ms);
+      std::printf(", \"script\": {\"sessions\": [%s]}", rows.c_str());
+    }
     std::printf("}\n");
     return 0;
   }
@@ -214,6 +241,14 @@ int status_cmd(const status_options& o) {
     for (auto& l : book->second)
       std::printf("  job %s  %u trainer(s) on %s  priority %u\n", l.job.substr(0, 16).c_str(),
                   l.count, l.trainer.substr(0, 8).c_str(), l.priority);
+  }
+  if (scripts) {
+    std::printf("scripts   %zu console session(s) with handlers here\n", scripts->size());
+    for (auto& r : *scripts)
+      std::printf("  %s  on %-22s handled %llu  memory %llu KiB  polled %llu ms ago\n",
+                  r.id.c_str(), r.events.c_str(), static_cast<unsigned long long>(r.handled),
+                  static_cast<unsigned long long>(r.memory / 1024),
+                  static_cast<unsigned long long>(r.idle_ms));
   }
   std::printf("counters  %u actors, %llu requests served, %llu malformed dropped, %llu bad "
               "blocks from peers\n",

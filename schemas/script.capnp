@@ -46,3 +46,19 @@ struct ScriptClose {
   # Ends a session at once; answered with its last ScriptOutput.
   session @0 :Data;
 }
+
+struct ScriptList {
+  # Asks the script role which console sessions it runs (for `aicon status`).
+}
+
+struct ScriptSessionInfo {
+  id @0 :Text;            # the first 8 hex digits of the session key
+  events @1 :List(Text);  # the events it has handlers for
+  handled @2 :UInt64;     # events its handlers were called for so far
+  memoryBytes @3 :UInt64; # what its Lua state holds
+  idleMs @4 :UInt64;      # since its console last polled
+}
+
+struct ScriptSessions {
+  sessions @0 :List(ScriptSessionInfo);
+}

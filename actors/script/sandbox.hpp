@@ -50,6 +50,13 @@ public:
   bool empty() const {
     return handlers_.empty();
   }
+  /// The events it has handlers for, in order.
+  std::vector<std::string> handler_events() const {
+    std::vector<std::string> out;
+    for (auto& [event, _] : handlers_)
+      out.push_back(event);
+    return out;
+  }
 
   /// Calls the handler of `event` (if any) with the arguments `args` pushes,
   /// under the instruction budget. What it prints goes to lines(); a non-nil

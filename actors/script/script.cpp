@@ -279,6 +279,26 @@ caf::behavior script_role(self_ptr self, role_context ctx) {
     }
     return output_of(s);
   });
+  st.table->on<schema::ScriptList>([self](schema::ScriptList::Reader) -> caf::result<envelope> {
+    auto& st = self->state;
+    auto now = clock_type::now();
+    return make_envelope<schema::ScriptSessions>([&](schema::ScriptSessions::Builder b) {
+      auto l = b.initSessions(static_cast<unsigned>(st.sessions.size()));
+      unsigned i = 0;
+      for (auto& [key, s] : st.sessions) {
+        auto e = l[i++];
+        e.setId(key_hex(key));
+        auto events = s.box->handler_events();
+        auto ev = e.initEvents(static_cast<unsigned>(events.size()));
+        for (unsigned k = 0; k < events.size(); ++k)
+          ev.set(k, events[k]);
+        e.setHandled(s.box->events());
+        e.setMemoryBytes(s.box->memory_in_use());
+        e.setIdleMs(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - s.last_poll).count()));
+      }
+    });
+  });
   st.table->on<schema::ScriptClose>([self](schema::ScriptClose::Reader req)
                                       -> caf::result<envelope> {
     auto& st = self->state;

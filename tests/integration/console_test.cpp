@@ -210,6 +210,20 @@ print("second job", k:status())
              (ch.dir / "client").string(), "--", digits()},
             ch.root / "events.out"};
   BOOST_REQUIRE_MESSAGE(p.wait_for_log("ready", 30s), p.log_text());
+  // The operator of host a sees the session and its handlers.
+  auto status = run_command({aicon_binary(), "status", "--connect", ch.connect(1), "--data-dir",
+                             (ch.dir / "client").string()});
+  BOOST_TEST(status.output.find("scripts   1 console session(s) with handlers here")
+               != std::string::npos,
+             status.output);
+  BOOST_TEST(status.output.find("on block,peer,progress") != std::string::npos, status.output);
+  auto json = run_command({aicon_binary(), "status", "--json", "--connect", ch.connect(1),
+                           "--data-dir", (ch.dir / "client").string()});
+  BOOST_TEST(json.output.find("\"script\": {\"sessions\": [{\"session\": ")
+               != std::string::npos,
+             json.output);
+  BOOST_TEST(json.output.find("\"events\": \"block,peer,progress\"") != std::string::npos,
+             json.output);
   // A work receipt makes a block; the handler inside host a must see it.
   auto deadline = std::chrono::steady_clock::now() + 60s;
   while (!p.wait_for_log("block reply", 1s) && std::chrono::steady_clock::now() < deadline) {
@@ -304,7 +318,7 @@ BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
   refused(poll(), "no script session");
   // Some other message, or bytes that are no message at all.
   refused(ask(make_envelope<schema::StatusRequest>([](auto) {})),
-          "role 'script' takes ScriptHandler, ScriptPoll, ScriptClose; got");
+          "role 'script' takes Script");
   envelope junk;
   junk.type_id = capnp::typeId<schema::ScriptPoll>();
   junk.words.resize(4, capnp::word{});

@@ -259,6 +259,20 @@ BOOST_AUTO_TEST_CASE(script_schemas_round_trip) {
     opened<schema::ScriptPoll> wrong{env};
     BOOST_TEST(!wrong.ok());
   }
+  {
+    auto env = wire_round_trip(*sys, make_envelope<schema::ScriptSessions>([&](auto b) {
+      auto e = b.initSessions(1)[0];
+      e.setId("0a1b2c3d");
+      e.initEvents(2).set(1, "peer");
+      e.setHandled(12);
+      e.setMemoryBytes(40960);
+      e.setIdleMs(120);
+    }));
+    opened<schema::ScriptSessions> m{env};
+    BOOST_REQUIRE(m.ok());
+    BOOST_TEST(std::string{m->getSessions()[0].getEvents()[1].cStr()} == "peer");
+    BOOST_TEST(m->getSessions()[0].getMemoryBytes() == 40960u);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(large_payload_is_referenced_and_copied_once) {
