@@ -265,26 +265,29 @@ node_id handler_host(lua_State* L, const std::string& ev, const std::optional<st
   return scripted[0];
 }
 
-int l_on(lua_State* L) {
-  const char* name = luaL_checkstring(L, 1);
-  std::string ev = name;
+/// The event name at `idx`, one of those on() and off() take.
+std::string check_event(lua_State* L, int idx, const char* fn) {
+  std::string ev = luaL_checkstring(L, idx);
   if (ev != "block" && ev != "progress" && ev != "peer")
-    luaL_error(L, "on: event must be 'block', 'progress' or 'peer' (got '%s')", name);
+    luaL_error(L, "%s: event must be 'block', 'progress' or 'peer' (got '%s')", fn, ev.c_str());
+  return ev;
+}
+
+int l_on(lua_State* L) {
+  auto ev = check_event(L, 1, "on");
   if (!lua_isfunction(L, 2) && lua_type(L, 2) != LUA_TSTRING)
     luaL_error(L, "on: handler must be a function or its source as a string (got %s)",
                luaL_typename(L, 2));
   std::optional<std::string> node;
-  int reply = LUA_NOREF;
+  bool has_reply = false;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     node = opt_string(L, 3, "on", "node");
     lua_getfield(L, 3, "reply");
-    if (lua_isfunction(L, -1))
-      reply = luaL_ref(L, LUA_REGISTRYINDEX);
-    else if (!lua_isnil(L, -1))
+    has_reply = lua_isfunction(L, -1);
+    if (!has_reply && !lua_isnil(L, -1))
       luaL_error(L, "on: reply must be a function (got %s)", luaL_typename(L, -1));
-    else
-      lua_pop(L, 1);
+    lua_pop(L, 1);
   }
   auto& s = session_of(L);
   handler_source src;
@@ -298,34 +301,33 @@ int l_on(lua_State* L) {
         out.assign(s.typed.rbegin(), s.typed.rend());
       return out;
     });
-    if (!found) {
-      if (reply != LUA_NOREF)
-        luaL_unref(L, LUA_REGISTRYINDEX, reply);
+    if (!found)
       luaL_error(L, "on: %s", what_of(found.error()).c_str());
-    }
     src = std::move(*found);
   }
   auto host = handler_host(L, ev, node);
   if (auto err = s.handlers->set(host, ev, src.text, src.chunk, src.line)) {
-    if (reply != LUA_NOREF)
-      luaL_unref(L, LUA_REGISTRYINDEX, reply);
     auto msg = what_of(err);
     if (msg.rfind("on(", 0) != 0)
       msg = "on: " + msg;
     luaL_error(L, "%s", msg.c_str());
   }
+  // Only now, with the handler in place, does the reply function replace
+  // the old one: a refused on() leaves everything as it was.
   if (auto old = s.reply_refs.find(ev); old != s.reply_refs.end()) {
     luaL_unref(L, LUA_REGISTRYINDEX, old->second);
     s.reply_refs.erase(old);
   }
-  if (reply != LUA_NOREF)
-    s.reply_refs[ev] = reply;
+  if (has_reply) {
+    lua_getfield(L, 3, "reply");
+    s.reply_refs[ev] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   lua_pushstring(L, host.hex().c_str());
   return 1;
 }
 
 int l_off(lua_State* L) {
-  std::string ev = luaL_checkstring(L, 1);
+  auto ev = check_event(L, 1, "off");
   auto& s = session_of(L);
   if (auto old = s.reply_refs.find(ev); old != s.reply_refs.end()) {
     luaL_unref(L, LUA_REGISTRYINDEX, old->second);

@@ -130,19 +130,15 @@ std::vector<remote_handlers::item> remote_handlers::take() {
   return out;
 }
 
-void remote_handlers::flush() {
-  poll_once();
-}
-
 void remote_handlers::poll_loop() {
   while (!stop_) {
-    poll_once();
+    flush();
     for (int i = 0; i < 5 && !stop_; ++i)
       std::this_thread::sleep_for(poll_period / 5);
   }
 }
 
-void remote_handlers::poll_once() {
+void remote_handlers::flush() {
   std::lock_guard<std::mutex> round{poll_mtx_};
   {
     std::vector<std::pair<node_id, std::array<uint8_t, 16>>> hosts;

@@ -53,8 +53,6 @@ public:
                  const std::string& chunk, uint32_t line);
   /// Removes the handler of `event` wherever it is.
   caf::error remove(const std::string& event);
-  /// The host holding `event`'s handler, if any.
-  std::optional<node_id> holder(const std::string& event) const;
 
   void post(progress p);
   std::vector<item> take();
@@ -67,8 +65,8 @@ private:
   caf::error send_handler(const node_id& host, const std::array<uint8_t, 16>& key,
                           const std::string& event, const std::string& source,
                           const std::string& chunk, uint32_t line);
+  std::optional<node_id> holder(const std::string& event) const;
   void poll_loop();
-  void poll_once();
 
   client& c_;
   mutable std::mutex mtx_;

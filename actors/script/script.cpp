@@ -27,17 +27,11 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 constexpr auto watch_period = std::chrono::milliseconds(250);
 constexpr uint64_t blocks_per_tick_max = 16;
+constexpr unsigned progress_per_poll_max = 10000; // the console's queue bound
 
 struct session {
   std::unique_ptr<script::sandbox> box;
   clock_type::time_point last_poll;
-};
-
-struct peer_seen {
-  bool up = false;
-  std::string site;
-  std::string address;
-  double rtt_ms = 0;
 };
 
 struct script_state {
@@ -48,7 +42,7 @@ struct script_state {
   uint64_t height = 0;
   bool height_known = false;
   bool tip_in_flight = false;
-  std::map<std::string, peer_seen> peers; // node hex
+  std::map<std::string, bool> peers_up; // node hex -> whether its link was up
   bool peers_known = false;
   bool peers_in_flight = false;
   static inline const char* name = "aicon.script";
@@ -176,21 +170,21 @@ void watch_peers(self_ptr self) {
           return;
         for (auto p : s->getPeers()) {
           auto hex = to_hex({p.getNode().begin(), p.getNode().size()});
-          peer_seen now{p.getUp(), p.getSite().cStr(), p.getAddress().cStr(), p.getRttMs()};
-          auto it = st.peers.find(hex);
-          bool changed = it != st.peers.end() ? it->second.up != now.up : st.peers_known;
-          st.peers[hex] = now;
+          bool up = p.getUp();
+          auto it = st.peers_up.find(hex);
+          bool changed = it != st.peers_up.end() ? it->second != up : st.peers_known;
+          st.peers_up[hex] = up;
           if (!changed)
             continue;
           st.deliver("peer", [&](lua_State* L) {
             lua_pushstring(L, hex.c_str());
-            lua_pushstring(L, now.up ? "up" : "down");
+            lua_pushstring(L, up ? "up" : "down");
             lua_createtable(L, 0, 3);
-            lua_pushstring(L, now.site.c_str());
+            lua_pushstring(L, p.getSite().cStr());
             lua_setfield(L, -2, "site");
-            lua_pushstring(L, now.address.c_str());
+            lua_pushstring(L, p.getAddress().cStr());
             lua_setfield(L, -2, "address");
-            lua_pushnumber(L, now.rtt_ms);
+            lua_pushnumber(L, p.getRttMs());
             lua_setfield(L, -2, "rtt_ms");
             return 3;
           });
@@ -259,6 +253,12 @@ caf::behavior script_role(self_ptr self, role_context ctx) {
                                     "its last poll, or the host restarted)",
                                     key.size() == 16 ? key_hex(key) : "?",
                                     st.ctx.lim.script_idle_ms));
+    // Each event may run a handler for its whole instruction budget: a
+    // console never queues more than this between two polls.
+    if (req.getProgress().size() > progress_per_poll_max)
+      return make_error(errc::invalid_argument,
+                        fmt::format("ScriptPoll carries {} progress events (at most {})",
+                                    req.getProgress().size(), progress_per_poll_max));
     auto& s = it->second;
     s.last_poll = clock_type::now();
     for (auto p : req.getProgress()) {

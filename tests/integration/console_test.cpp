@@ -179,7 +179,8 @@ for _, bad in ipairs{
     function() return pcall(on, "block", print) end,
     function() return pcall(on, "block", function() return captured end) end,
     function() return pcall(on, "peer", "function(id, state) print(id state) end") end,
-    function() return pcall(on, "block", function() end, {node = "ffffffff"}) end} do
+    function() return pcall(on, "block", function() end, {node = "ffffffff"}) end,
+    function() return pcall(off, "nonsense") end} do
   print("refused", select(2, bad()))
 end
 print("ready")
@@ -248,6 +249,8 @@ print("second job", k:status())
   BOOST_TEST(has("refused\ton: the handler uses the local 'captured' from outside it"), out);
   BOOST_TEST(has("refused\ton(peer): on:1: ')' expected near 'state'"), out);
   BOOST_TEST(has("refused\ton: node 'ffffffff' is none of the connected hosts"), out);
+  BOOST_TEST(has("refused\toff: event must be 'block', 'progress' or 'peer' (got 'nonsense')"),
+             out);
   // Printed inside host a, shown here after its id.
   BOOST_TEST(has("] host\t"), out);
   BOOST_TEST(has("\tsaw block\t"), out);
@@ -300,6 +303,14 @@ BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
             b.setSession(kj::arrayPtr(other.data(), other.size()));
           })),
           "no script session");
+  // A poll carrying more progress events than a console ever queues.
+  auto flood = ask(handler(key, "progress", "function() end"));
+  BOOST_REQUIRE_MESSAGE(flood, why(flood));
+  refused(ask(make_envelope<schema::ScriptPoll>([&](schema::ScriptPoll::Builder b) {
+            b.setSession(kj::arrayPtr(key.data(), key.size()));
+            b.initProgress(10001);
+          })),
+          "ScriptPoll carries 10001 progress events (at most 10000)");
   // A good handler, polled: its session answers; closed, it is gone.
   auto ok = ask(handler(key, "peer", "function() end"));
   BOOST_REQUIRE_MESSAGE(ok, why(ok));
