@@ -88,6 +88,17 @@ caf::error join_session(ring_cluster& rc, uint32_t n, const allreduce_options& o
   return caf::none;
 }
 
+/// Ends the session's trainers (each host runs at most trainer_slots).
+void drop_session(ring_cluster& rc) {
+  for (uint32_t r = 0; r < rc.roles.size(); ++r)
+    (void) rc.c->request(rc.roles[r], make_envelope<schema::TrainQuery>([&](auto q) {
+                           q.setSession(kj::arrayPtr(rc.session.data(), 32));
+                           q.setRank(r);
+                           q.setDrop();
+                         }),
+                         std::chrono::seconds(10));
+}
+
 struct cell {
   double micros = 0; ///< median of the slowest rank
   uint64_t wrong = 0;
@@ -267,6 +278,7 @@ int run_allreduce(const allreduce_options& opts_in) {
                            c->micros, algbw, busbw, tcp_bw, r_tcp, shm_bw, r_shm,
                            c->wrong + probe->wrong);
     }
+    drop_session(rc);
     }
   }
   std::printf("# %llu wrong elements; target >= 0.8 of MPI over TCP at >= 4 MiB, like for like "

@@ -92,6 +92,7 @@ int run_chain(const chain_options& in) {
       return 2;
     }
     std::vector<uint64_t> nonces(wallets, 0);
+    auto chain = ledger::chain_id(g);
     auto t0 = clock_type::now();
     for (int b = 0; b < opts.blocks; ++b) {
       ledger::block_draft d;
@@ -99,7 +100,7 @@ int run_chain(const chain_options& in) {
         auto from = static_cast<uint32_t>((b * opts.txs + k) % wallets);
         auto to = (from + 1 + static_cast<uint32_t>(k) % 7) % wallets;
         d.transactions.push_back(ledger::make_signed_transaction(
-          people[from], ++nonces[from], [&](schema::Transaction::Body::Builder body) {
+          people[from], chain, ++nonces[from], [&](schema::Transaction::Body::Builder body) {
             auto t = body.initTransfer();
             t.setTo(kj::arrayPtr(people[to].id().bytes.data(), 32));
             t.setAmount(1 + static_cast<uint64_t>(k % 13));

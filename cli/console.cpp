@@ -668,7 +668,7 @@ int l_train(lua_State* L) {
     caf::error escrowed;
     if (s.cluster) {
       escrowed = s.cluster->payer_tx(
-        [&](uint64_t n) { return train::make_escrow_lock(s.cluster->payer(), n, job, amount); },
+        [&](uint64_t n) { return train::make_escrow_lock(s.cluster->payer(), s.cluster->chain_id(), n, job, amount); },
         true);
     } else {
       auto nonce = submit_tx(L, fn, [&](schema::Transaction::Body::Builder b) {
@@ -812,7 +812,18 @@ uint64_t submit_tx(lua_State* L, const char* fn,
   auto gens = nodes_with(L, "block_generator");
   if (gens.empty())
     luaL_error(L, "%s: none of the connected hosts runs the block_generator role", fn);
-  auto ack = ask(L, gens[0], "block_generator", ledger::make_signed_transaction(me, nonce, fill));
+  auto tip = ledger_query(L, fn, [](auto q) { q.setTip(); });
+  if (!tip)
+    raise(L, fn, tip.error());
+  opened<schema::TipInfo> t{*tip};
+  if (!t)
+    raise(L, fn, t.error());
+  if (t->getChainId().size() != 32)
+    luaL_error(L, "%s: the ledger did not say which chain it keeps (no chainId)", fn);
+  ledger::hash256 chain;
+  std::memcpy(chain.data(), t->getChainId().begin(), 32);
+  auto ack = ask(L, gens[0], "block_generator",
+                 ledger::make_signed_transaction(me, chain, nonce, fill));
   if (!ack)
     raise(L, fn, ack.error());
   return nonce;

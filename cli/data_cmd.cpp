@@ -9,6 +9,7 @@
 
 #include "actors/data_node/remote.hpp"
 #include "actors/data_node/shard_store.hpp"
+#include "actors/job/economy.hpp"
 #include "actors/ledger/state.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
@@ -131,7 +132,13 @@ void register_on_chain(remote& r, const node_id& host, const identity& owner,
     return;
   }
   auto nonce = acct->getNonce() + 1;
-  auto tx = ledger::make_signed_transaction(owner, nonce, [&](schema::Transaction::Body::Builder b) {
+  auto chain = train::chain_id_of([&](envelope q) { return r.ask(host, "ledger", std::move(q)); });
+  if (!chain) {
+    std::printf("not registered on the chain: %s\n", describe(chain.error()).c_str());
+    return;
+  }
+  auto tx = ledger::make_signed_transaction(owner, *chain, nonce,
+                                            [&](schema::Transaction::Body::Builder b) {
     auto a = b.initAssetRegister();
     a.setAssetId(kj::arrayPtr(id.data(), 32));
     a.setKind("dataset");

@@ -100,7 +100,7 @@ int run_demo(const demo_options& opts) {
   if (auto err = net.tx(
         net.data_owner(),
         [&](uint64_t n) {
-          return train::make_asset_register(net.data_owner(), n, *dataset_id, "dataset",
+          return train::make_asset_register(net.data_owner(), net.chain_id(), n, *dataset_id, "dataset",
                                             *dataset_id, dataset_price);
         },
         true))
@@ -108,7 +108,7 @@ int run_demo(const demo_options& opts) {
   if (auto err = net.tx(
         net.model_owner(),
         [&](uint64_t n) {
-          return train::make_asset_register(net.model_owner(), n, model_asset, "model",
+          return train::make_asset_register(net.model_owner(), net.chain_id(), n, model_asset, "model",
                                             model_asset, model_price);
         },
         true))
@@ -124,10 +124,10 @@ int run_demo(const demo_options& opts) {
               static_cast<unsigned long long>(model_price));
   std::array<uint8_t, 32> job;
   randombytes_buf(job.data(), 32);
-  const uint64_t trainers = 4, price = 1, reward = 1000;
+  const uint64_t trainers = 4, price = 1;
   const uint64_t escrow = trainers * opts.steps * price + dataset_price + model_price + 1000;
   if (auto err = net.payer_tx(
-        [&](uint64_t n) { return train::make_escrow_lock(net.payer(), n, job, escrow); }, true))
+        [&](uint64_t n) { return train::make_escrow_lock(net.payer(), net.chain_id(), n, job, escrow); }, true))
     return fail("escrow", err);
   std::printf("escrow    payer %s locked %llu for job %s (final at height %llu)\n",
               short_id(net.payer().id()).c_str(), static_cast<unsigned long long>(escrow),
@@ -182,8 +182,10 @@ int run_demo(const demo_options& opts) {
 
   // 5. Verification by the rater.
   auto height_before = net.height();
-  auto rated = net.ask(0, "rater", train::make_rate_request(o, *result, net.payer().id(), reward),
-                       120s);
+  auto chain = train::chain_id_of([&](envelope q) { return net.ask(0, "ledger", std::move(q), 10s); });
+  if (!chain)
+    return fail("verification: the chain id", chain.error());
+  auto rated = net.ask(0, "rater", train::make_rate_request(o, *result, net.payer(), *chain), 120s);
   if (!rated)
     return fail("verification", rated.error());
   auto rating = train::parse_rating(*rated);
@@ -244,12 +246,12 @@ int run_demo(const demo_options& opts) {
   if (!plan.why.empty())
     return fail("settlement", make_error(errc::invalid_argument, plan.why));
   if (auto err = net.payer_tx(
-        [&](uint64_t n) { return train::make_settle(net.payer(), n, job, plan); }, true))
+        [&](uint64_t n) { return train::make_settle(net.payer(), net.chain_id(), n, job, plan); }, true))
     return fail("settlement", err);
   std::array<uint8_t, 32> asset{};
   if (auto err = net.payer_tx(
         [&](uint64_t n) {
-          return train::make_model_asset(net.payer(), n, result->checkpoint, &asset);
+          return train::make_model_asset(net.payer(), net.chain_id(), n, result->checkpoint, &asset);
         },
         true))
     return fail("model asset", err);

@@ -114,6 +114,7 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
   g.allocations = {{ec->payer_.id(), o.payer_funds, 0},
                    {ec->ids_[2], 0, o.trainer_stake},
                    {ec->ids_[3], 0, o.trainer_stake}};
+  ec->chain_id_ = ledger::chain_id(g);
   auto genesis = root / "genesis.toml";
   {
     std::ofstream f{genesis};

@@ -60,6 +60,10 @@ public:
   node_id chain_host() const {
     return ids_[0];
   }
+  /// The chain's id: what every signed transaction and rate request names.
+  const std::array<uint8_t, 32>& chain_id() const {
+    return chain_id_;
+  }
   /// "127.0.0.1:port" of each host.
   const std::vector<std::string>& addresses() const {
     return addresses_;
@@ -103,6 +107,7 @@ private:
   identity data_owner_ = identity::generate();
   identity model_owner_ = identity::generate();
   std::map<node_id, uint64_t> nonces_;
+  std::array<uint8_t, 32> chain_id_{};
 };
 
 } // namespace aicon

@@ -1,5 +1,6 @@
 #include "cli/peer_cmd.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
@@ -95,6 +96,24 @@ int peer_rm_cmd(const peer_options& o) {
   auto p = load_runtime_peers(cfg->data_dir);
   if (!p)
     return fail("rm", p.error());
+  if (std::find(p->removed.begin(), p->removed.end(), *node) != p->removed.end()) {
+    std::printf("peer %s was already removed in %s; nothing changed\n", node->hex().c_str(),
+                (cfg->data_dir / peers_file_name).c_str());
+    return 0;
+  }
+  // Known: added at run time, admitted by host.toml, or trusted (a
+  // certificate in DATA_DIR/peers, as every admitted peer has).
+  auto admitted = cfg->admitted(), trusted = trusted_peers(cfg->data_dir);
+  bool known = std::any_of(p->added.begin(), p->added.end(),
+                           [&](const peer_entry& e) { return e.node == *node; })
+               || std::find(admitted.begin(), admitted.end(), *node) != admitted.end()
+               || std::find(trusted.begin(), trusted.end(), *node) != trusted.end();
+  if (!known)
+    return fail("rm", make_error(errc::not_found,
+                                 fmt::format("{} is not a peer of this host (not added with "
+                                             "`aicon peer add`, not in host.toml's [peers], no "
+                                             "certificate in {}); nothing removed",
+                                             node->hex(), (cfg->data_dir / "peers").string())));
   remove_peer(*p, *node);
   if (auto err = save_runtime_peers(cfg->data_dir, *p))
     return fail("rm", err);

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "actors/job/economy.hpp"
 #include "actors/ledger/state.hpp"
 #include "actors/ledger/work.hpp"
 #include "runtime/client.hpp"
@@ -132,7 +133,11 @@ int wallet_transfer(const wallet_options& opts) {
   if (!before)
     return fail(before.error());
   auto nonce = before->nonce + 1;
-  auto stx = ledger::make_signed_transaction(*key, nonce, [&](schema::Transaction::Body::Builder b) {
+  auto chain = train::chain_id_of([&](envelope q) { return s->ask("ledger", std::move(q)); });
+  if (!chain)
+    return fail(chain.error());
+  auto stx = ledger::make_signed_transaction(*key, *chain, nonce,
+                                             [&](schema::Transaction::Body::Builder b) {
     auto t = b.initTransfer();
     t.setTo(kj::arrayPtr(to->bytes.data(), 32));
     t.setAmount(opts.amount);

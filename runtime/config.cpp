@@ -99,7 +99,7 @@ public:
 
   caf::expected<host_config> run(const toml::table& root) {
     host_config cfg;
-    if (auto err = check_keys(root, "", {"host", "peers", "limits", "chain", "site_rtt"}))
+    if (auto err = check_keys(root, "", {"host", "peers", "limits", "chain", "site_rtt", "faults"}))
       return err;
     if (auto rtts = root.get("site_rtt")) {
       auto arr = rtts->as_array();
@@ -244,6 +244,19 @@ public:
         }
       }
     }
+    if (auto faults = root.get("faults")) {
+      auto tbl = faults->as_table();
+      if (!tbl)
+        return fail(faults, "faults", "expected a table");
+      if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent"}))
+        return err;
+      if (auto err = get(*tbl, "faults", "trainer_cheat_percent",
+                         cfg.lim.fault_trainer_cheat_percent))
+        return err;
+      if (cfg.lim.fault_trainer_cheat_percent > 100)
+        return fail(tbl->get("trainer_cheat_percent"), "faults.trainer_cheat_percent",
+                    "must be a percentage, 0..100");
+    }
     if (auto lim = root.get("limits")) {
       auto tbl = lim->as_table();
       if (!tbl)
@@ -263,7 +276,8 @@ public:
                                  "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots",
                                  "trainer_price", "gossip_ms", "member_down_ms", "ping_ms",
                                  "script_sessions_max", "script_memory_bytes",
-                                 "script_instructions_max", "script_idle_ms",
+                                 "script_instructions_max", "script_wall_ms_max",
+                                 "script_idle_ms",
                                  "script_output_max"}))
         return err;
       caf::error err;
@@ -306,13 +320,14 @@ public:
           || (err = get(*tbl, p, "script_sessions_max", l.script_sessions_max))
           || (err = get(*tbl, p, "script_memory_bytes", l.script_memory_bytes))
           || (err = get(*tbl, p, "script_instructions_max", l.script_instructions_max))
+          || (err = get(*tbl, p, "script_wall_ms_max", l.script_wall_ms_max))
           || (err = get(*tbl, p, "script_idle_ms", l.script_idle_ms))
           || (err = get(*tbl, p, "script_output_max", l.script_output_max)))
         return err;
       if (l.script_memory_bytes < (1u << 20) || l.script_instructions_max < 10000
-          || l.script_idle_ms == 0 || l.script_output_max == 0)
+          || l.script_idle_ms == 0 || l.script_output_max == 0 || l.script_wall_ms_max == 0)
         return fail(tbl, "limits", "script_memory_bytes must be >= 1 MiB, "
-                                   "script_instructions_max >= 10000, script_idle_ms and "
+                                   "script_instructions_max >= 10000, script_wall_ms_max, script_idle_ms and "
                                    "script_output_max > 0");
       if (l.sync_window == 0 || l.sync_window > 256)
         return fail(tbl, "limits", "sync_window must be in 1..256");

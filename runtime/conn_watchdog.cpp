@@ -1,4 +1,5 @@
 #include "runtime/conn_watchdog.hpp"
+#include "runtime/openssl_fix.hpp"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -19,8 +20,8 @@
 
 namespace aicon {
 
-conn_watchdog::conn_watchdog(uint16_t listen_port, const limits& lim)
-  : port_(listen_port), lim_(lim) {
+conn_watchdog::conn_watchdog(uint16_t listen_port, const limits& lim, bool require_tls)
+  : port_(listen_port), lim_(lim), require_tls_(require_tls) {
   thread_ = std::thread{[this] { run(); }};
 }
 
@@ -48,12 +49,13 @@ void conn_watchdog::run() {
 namespace {
 
 struct accepted_socket {
-  int fd;
+  int fd = -1;
   std::string peer_ip;
-  uint16_t peer_port;
-  uint32_t idle_ms;
+  uint16_t peer_port = 0;
+  uint32_t idle_ms = 0;
   uint64_t bytes_received = 0;
   ino_t inode = 0;
+  bool tls_done = false; ///< completed its TLS handshake (openssl_fix.hpp)
   std::chrono::steady_clock::time_point first_seen{};
 };
 
@@ -117,7 +119,9 @@ size_t conn_watchdog::scan() {
     int dup_fd = ::fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0)
       continue;
-    accepted_socket s{dup_fd, "", 0, 0, st.st_ino, {}};
+    accepted_socket s;
+    s.fd = dup_fd;
+    s.inode = st.st_ino; // the socket's identity across scans (fd numbers are reused)
     uint16_t again = 0;
     tcp_info info{};
     socklen_t len = sizeof(info);
@@ -128,6 +132,7 @@ size_t conn_watchdog::scan() {
     }
     s.idle_ms = info.tcpi_last_data_recv;
     s.bytes_received = info.tcpi_bytes_received;
+    s.tls_done = require_tls_ && tls_handshake_done(static_cast<int>(fd));
     found.push_back(s);
   }
   closedir(dir);
@@ -157,6 +162,16 @@ size_t conn_watchdog::scan() {
         && static_cast<uint64_t>(age_ms) > lim_.handshake_deadline_ms) {
       log_warning("cutting connection from {}:{}: {} bytes in {} ms, no complete handshake "
                   "(handshake_deadline_ms={})",
+                  s.peer_ip, s.peer_port, s.bytes_received, age_ms, lim_.handshake_deadline_ms);
+      ::shutdown(s.fd, SHUT_RDWR);
+      ++cut;
+      continue;
+    }
+    // Bytes alone prove nothing: a stranger can park inside one TLS record.
+    if (require_tls_ && !s.tls_done
+        && static_cast<uint64_t>(age_ms) > lim_.handshake_deadline_ms) {
+      log_warning("cutting connection from {}:{}: {} bytes in {} ms and no completed TLS "
+                  "handshake (handshake_deadline_ms={})",
                   s.peer_ip, s.peer_port, s.bytes_received, age_ms, lim_.handshake_deadline_ms);
       ::shutdown(s.fd, SHUT_RDWR);
       ++cut;

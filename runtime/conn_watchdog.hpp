@@ -24,7 +24,11 @@ namespace aicon {
 
 class conn_watchdog {
 public:
-  conn_watchdog(uint16_t listen_port, const limits& lim);
+  /// require_tls: an accepted connection that has not completed its TLS
+  /// handshake (openssl_fix.hpp) by handshake_deadline_ms is cut however
+  /// many bytes it sent (a stranger parked inside one TLS record). Hosts
+  /// set it; the plain-socket unit tests do not.
+  conn_watchdog(uint16_t listen_port, const limits& lim, bool require_tls = false);
   ~conn_watchdog();
 
   conn_watchdog(const conn_watchdog&) = delete;
@@ -43,6 +47,7 @@ private:
 
   uint16_t port_;
   limits lim_;
+  bool require_tls_ = false;
   /// When each accepted socket (by inode) was first seen; guarded by
   /// scan_mtx_ (the watchdog thread and tests may both scan).
   std::mutex scan_mtx_;

@@ -1,11 +1,13 @@
 #include "runtime/envelope.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <mutex>
 
 #include <fmt/format.h>
 
+#include "runtime/log.hpp"
 #include "schemas/common.capnp.h"
 
 namespace aicon {
@@ -69,10 +71,27 @@ caf::error load_envelope(caf::deserializer& f, envelope& x) {
   if (auto err = f.begin_sequence(n))
     return err;
   auto max = g_envelope_bytes_max.load(std::memory_order_relaxed);
-  if (n > max)
-    return make_error(errc::message_too_large,
-                      fmt::format("envelope of {} bytes exceeds envelope_bytes_max "
-                                  "({} bytes)", n, max));
+  if (n > max) {
+    // Read past it in small pieces (never holding it) so the message still
+    // reaches its role as a marker that gets an answer; a sequence whose
+    // bytes are not all there fails here, as before.
+    char scratch[1 << 16];
+    for (size_t left = n; left > 0;) {
+      auto k = std::min(left, sizeof(scratch));
+      if (f.apply_raw(k, scratch))
+        return make_error(errc::message_too_large,
+                          fmt::format("envelope of {} bytes exceeds envelope_bytes_max "
+                                      "({} bytes)", n, max));
+      left -= k;
+    }
+    log_warning("dropped an envelope of {} bytes (type {:016x}) unread: over "
+                "envelope_bytes_max ({} bytes)", n, x.type_id, max);
+    x.type_id = oversize_type_id;
+    x.words.assign(1, capnp::word{});
+    uint64_t size = n;
+    std::memcpy(x.words.data(), &size, sizeof(size));
+    return f.end_sequence();
+  }
   if (n % sizeof(capnp::word) != 0)
     return make_error(errc::malformed_message,
                       fmt::format("envelope of {} bytes is not a whole number of "
@@ -160,8 +179,11 @@ envelope make_error_reply(const caf::error& err) {
   auto text = describe(err);
   return make_envelope<schema::ErrorReply>([&](schema::ErrorReply::Builder b) {
     b.setCode(static_cast<schema::ErrorCode>(
-      code == errc::not_found ? schema::ErrorCode::NOT_FOUND
-      : code == errc::config_invalid || code == errc::io_error || code == errc::already_exists
+      code == errc::not_found        ? schema::ErrorCode::NOT_FOUND
+      : code == errc::busy           ? schema::ErrorCode::BUSY
+      : code == errc::cancelled      ? schema::ErrorCode::CANCELLED
+      : code == errc::already_exists ? schema::ErrorCode::ALREADY_EXISTS
+      : code == errc::config_invalid || code == errc::io_error
         ? schema::ErrorCode::INTERNAL
         : static_cast<schema::ErrorCode>(code)));
     b.setMessage(text);
@@ -175,15 +197,31 @@ caf::error error_of_reply(const envelope& env) {
   opened<schema::ErrorReply> reply{env};
   if (!reply)
     return reply.error();
-  auto code = reply->getCode() == schema::ErrorCode::NOT_FOUND
-                ? errc::not_found
-                : static_cast<errc>(reply->getCode());
+  auto wire = reply->getCode();
+  auto code = wire == schema::ErrorCode::NOT_FOUND        ? errc::not_found
+              : wire == schema::ErrorCode::BUSY           ? errc::busy
+              : wire == schema::ErrorCode::CANCELLED      ? errc::cancelled
+              : wire == schema::ErrorCode::ALREADY_EXISTS ? errc::already_exists
+              : static_cast<uint16_t>(wire) <= static_cast<uint16_t>(schema::ErrorCode::INTERNAL)
+                ? static_cast<errc>(wire)
+                : errc::internal; // a code this build does not know
   std::string text = reply->getMessage().cStr();
   // The remote side rendered "code: what"; keep only "what".
   auto prefix = std::string{to_string(code)} + ": ";
   if (text.rfind(prefix, 0) == 0)
     text.erase(0, prefix.size());
   return make_error(code, std::move(text));
+}
+
+caf::error oversize_error(const envelope& env) {
+  if (env.type_id != oversize_type_id || env.words.size() != 1)
+    return caf::none;
+  uint64_t size = 0;
+  std::memcpy(&size, env.words.data(), sizeof(size));
+  return make_error(errc::message_too_large,
+                    fmt::format("an envelope of {} bytes exceeds envelope_bytes_max ({} bytes); "
+                                "it was dropped unread",
+                                size, g_envelope_bytes_max.load(std::memory_order_relaxed)));
 }
 
 } // namespace aicon

@@ -64,6 +64,16 @@ struct envelope {
   }
 };
 
+/// What the deserializer leaves in place of an envelope over
+/// envelope_bytes_max whose bytes all arrived: it skips them unread and
+/// keeps only their count (one word), so the role answers the sender
+/// "message_too_large" instead of the request vanishing in CAF.
+inline constexpr uint64_t oversize_type_id = 0xa1c0'0000'0000'0b16ull;
+
+/// For an oversize marker: the message_too_large error naming its size and
+/// the limit (none for any other envelope).
+caf::error oversize_error(const envelope& env);
+
 /// An envelope of root type `type_id` holding a copy of `bytes`, e.g. flat
 /// words read back from the store (a trailing partial word is dropped; the
 /// reader checks the rest when the envelope is opened).

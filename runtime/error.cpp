@@ -25,6 +25,8 @@ const char* to_string(errc code) {
     case errc::io_error: return "io_error";
     case errc::already_exists: return "already_exists";
     case errc::not_found: return "not_found";
+    case errc::busy: return "busy";
+    case errc::cancelled: return "cancelled";
   }
   return "unknown_error";
 }
@@ -36,6 +38,7 @@ std::ostream& operator<<(std::ostream& os, errc code) {
 retry_advice advice_for(errc code) {
   switch (code) {
     case errc::peer_down:
+    case errc::busy:
     case errc::timeout: return retry_advice::back_off;
     case errc::io_error: return retry_advice::retry;
     default: return retry_advice::give_up;

@@ -30,6 +30,8 @@ enum class errc : uint8_t {
   io_error = 13,         ///< a file or socket operation failed
   already_exists = 14,   ///< refusing to overwrite
   not_found = 15,        ///< a file or record that is not there
+  busy = 16,             ///< out of capacity for now (a full pool, every slot taken): back off
+  cancelled = 17,        ///< stopped on purpose (a cancelled job): do not retry as is
 };
 
 /// What a caller should do about an error.

@@ -110,7 +110,7 @@ caf::expected<std::unique_ptr<host>> host::start(
   for (auto& peer : connect)
     caf::anon_send(h->peers_, dial_atom::value, peer.address.to_string(), peer.node.hex(),
                    true);
-  h->watchdog_ = std::make_unique<conn_watchdog>(h->port_, cfg.lim);
+  h->watchdog_ = std::make_unique<conn_watchdog>(h->port_, cfg.lim, true);
   return h;
 }
 

@@ -143,8 +143,17 @@ struct limits {
   uint32_t script_sessions_max = 16;
   uint64_t script_memory_bytes = 16ull << 20;
   uint64_t script_instructions_max = 5'000'000;
+  /// Wall clock one handler call (or one poll's calls together) may take:
+  /// a handler can never hold a host core for longer, whatever it calls.
+  uint32_t script_wall_ms_max = 250;
   uint32_t script_idle_ms = 30000;
   uint32_t script_output_max = 1000;
+
+  /// Fault injection for tests and demos of the rater, set only from this
+  /// host's own `[faults]` table (trainer_cheat_percent): its trainers send
+  /// random gradients on this percent of their steps, as a dishonest
+  /// provider would. Never carried by any message.
+  uint32_t fault_trainer_cheat_percent = 0;
 };
 
 } // namespace aicon

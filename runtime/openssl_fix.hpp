@@ -7,6 +7,10 @@
 // interposes SSL_read/SSL_write/SSL_accept/SSL_connect with versions that
 // clear it first and then call the real functions (found via RTLD_NEXT).
 //
+// SSL_new is interposed too: it raises the minimum protocol of every
+// context with a certificate to TLS 1.3 before a session is made (CAF's
+// context would negotiate 1.2); dev mode's anonymous TLS has no 1.3 form.
+//
 // The handshake interposers also note, for every TLS connection that
 // completes its handshake, the socket and the Ed25519 key of the
 // certificate the other end presented (CAF never says which node is on a
@@ -29,6 +33,11 @@ bool openssl_fix_installed();
 /// still the same socket (same remote address and port as at the
 /// handshake). Returns how many.
 size_t shutdown_tls_links_of(const std::array<uint8_t, 32>& node);
+
+/// Whether the socket `fd` completed a TLS handshake in this process (and
+/// is still the socket it was then). The connection watchdog cuts accepted
+/// connections that have not by handshake_deadline_ms.
+bool tls_handshake_done(int fd);
 
 /// TLS connections of this process whose other end presented `node`'s
 /// certificate and are still open.

@@ -10,9 +10,11 @@ namespace aicon {
 caf::result<envelope> message_table::dispatch(caf::local_actor* self, const envelope& env,
                                               host_counters* counters) const {
   bool is_request = self->current_message_id().is_request();
-  caf::error err;
+  caf::error err = oversize_error(env);
   auto i = entries_.find(env.type_id);
-  if (i == entries_.end()) {
+  if (err) {
+    // answered below as message_too_large
+  } else if (i == entries_.end()) {
     std::string takes;
     for (auto& [id, e] : entries_)
       takes += takes.empty() ? e.name : ", " + e.name;

@@ -32,6 +32,10 @@ temp_dir& temp_dir::operator=(temp_dir&& other) noexcept {
 temp_dir::~temp_dir() {
   if (path_.empty())
     return;
+  // AICON_KEEP_TEMP=1 keeps every temporary directory (host logs, stores)
+  // for a look after a failed test.
+  if (auto keep = std::getenv("AICON_KEEP_TEMP"); keep && std::string_view{keep} == "1")
+    return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

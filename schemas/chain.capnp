@@ -30,8 +30,11 @@ struct Settle {
 }
 
 struct MintReward {
-  # PoV reward; only an authority named in the genesis (the rater) may mint.
+  # PoV reward for one escrowed job; only an authority named in the genesis
+  # (the rater) may mint, once per job, at most the genesis reward_percent
+  # of the job's escrowed amount (rule reward_exceeds_rule).
   payouts @0 :List(Payout);
+  jobId @1 :Data;        # 32 bytes: the job whose verified work earned it
 }
 
 struct AssetRegister {
@@ -51,10 +54,13 @@ struct Stake {
 }
 
 struct Slash {
-  # Only an authority may slash; the slashed amount leaves the supply.
+  # Only an authority may slash, once per (job, target), for an escrowed job;
+  # the chain cuts the genesis slash_percent of the target's stake when the
+  # block applies it. The slashed amount leaves the supply.
   target @0 :Data;       # wallet whose stake is cut
-  amount @1 :UInt64;     # at most the target's stake
+  amount @1 :UInt64;     # must be 0: the amount comes from the rule, never the author
   reason @2 :Text;
+  jobId @3 :Data;        # 32 bytes: the job whose verification the target failed
 }
 
 struct Transaction {
@@ -70,11 +76,13 @@ struct Transaction {
     stake @8 :Stake;
     slash @9 :Slash;
   }
+  chain @10 :Data;       # 32 bytes: the chain id (TipInfo.chainId) it is for; signed
+                         # with the rest, so it never counts on another chain
 }
 
 struct SignedTransaction {
   tx @0 :Transaction;
-  signature @1 :Data;    # ed25519 by tx.author over "aicon-tx-v1" ‖ canonical(tx)
+  signature @1 :Data;    # ed25519 by tx.author over "aicon-tx-v2" ‖ canonical(tx)
 }
 
 struct BlockHeader {
@@ -152,6 +160,8 @@ struct TipInfo {
   stateRoot @2 :Data;
   difficulty @3 :UInt64;  # of the tip block
   timeMs @4 :UInt64;
+  chainId @5 :Data;       # BLAKE2b-256 of the genesis (rules included): what signed
+                          # requests that move value bind, so they count on one chain only
 }
 
 struct AccountInfo {

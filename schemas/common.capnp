@@ -55,6 +55,9 @@ enum ErrorCode {
   invalidArgument @10; # a well-formed request with a value out of range
   internal @11;        # a bug on the answering side
   notFound @12;        # no such record (block, asset, ...)
+  busy @13;            # out of capacity for now (a full pool, every slot taken): back off
+  cancelled @14;       # stopped on purpose (a cancelled job)
+  alreadyExists @15;   # done once already (a job rated, an id taken): do not repeat
 }
 
 enum RetryAdvice {

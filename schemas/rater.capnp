@@ -8,18 +8,24 @@ $Cxx.namespace("aicon::schema");
 using Trainer = import "trainer.capnp";
 
 struct RateRequest {
-  job @0 :Data;             # 32 bytes
+  # Asks the rater to verify one escrowed job's session, once. Only the
+  # escrow's payer may ask (signature), and nothing in it sets an amount:
+  # the reward and the slash come from the chain's rules (genesis
+  # reward_percent of the escrow, slash_percent of a failed trainer's stake).
+  job @0 :Data;             # 32 bytes: a job escrowed (not yet settled) on the rater's chain
   session @1 :Data;         # the ring's session (32 bytes)
   config @2 :Trainer.TrainConfig;  # the job's (dataFile must be readable by the rater)
   ranks @3 :List(Data);     # host NodeId of each rank, in rank order
   logs @4 :List(Trainer.SessionLog); # every rank's signed log (with its receipt)
-  fraction @5 :Float64;     # fraction of faked steps to detect (0: 0.1)
-  target @6 :Float64;       # detection probability (0: 0.99)
-  slashPercent @7 :UInt32;  # of a failed trainer's stake (0: 50)
-  reward @8 :UInt64;        # PoV reward to mint for this job, split by verified units
-  payer @9 :Data;           # the job's payer: a trainer paid by itself earns no reward
+  fraction @5 :Float64;     # no longer accepted (must be 0): the rater's own rule (0.1)
+  target @6 :Float64;       # no longer accepted (must be 0): the rater's own rule (0.99)
+  slashPercent @7 :UInt32;  # no longer accepted (must be 0): genesis slash_percent
+  reward @8 :UInt64;        # no longer accepted (must be 0): genesis reward_percent of the escrow
+  payer @9 :Data;           # the job's payer, as its escrow names it (32 bytes)
   dataset @10 :Data;        # asset id of the dataset the job used (empty: none registered)
   model @11 :Data;          # asset id of the model the job used (empty: none registered)
+  signature @12 :Data;      # ed25519 by payer over "aicon-rate-v1" ‖ chain id ‖
+                            # canonical(this request with signature unset)
 }
 
 struct RankVerdict {

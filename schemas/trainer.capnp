@@ -47,9 +47,8 @@ struct TrainConfig {
                            # (RingChunk messages over the hosts' TLS links) or "nccl"
                            # (ncclAllReduce on each trainer host's GPU)
   linkKey @17 :Data;       # 32 random bytes per ring, from the coordinator (stream)
-  cheatPercent @18 :UInt32;# fault injection for tests: the trainer of rank cheatRank
-  cheatRank @19 :UInt32;   # contributes random gradients on this percent of its steps
-                           # (and logs them), as a dishonest provider would
+  # (No fault injection here: a cheating trainer for tests is its own host's
+  # [faults] setting, never something a peer can ask for.)
 }
 
 struct TrainerJoin {

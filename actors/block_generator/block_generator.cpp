@@ -4,6 +4,8 @@
 #include <map>
 #include <optional>
 
+#include <cstring>
+
 #include <caf/all.hpp>
 #include <fmt/format.h>
 
@@ -319,6 +321,22 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
       auto a = st.chain->account_of(who);
       return a ? a->balance : 0;
     };
+    // Named at once, not left pending: a transaction for another chain, and
+    // one that is its author's next but breaks a rule now (a refused Settle
+    // once sat in the pool and blocked its author's next nonce).
+    auto tx = stx.getTx();
+    if (tx.getChain().size() != 32
+        || std::memcmp(tx.getChain().begin(), st.chain->chain_id().data(), 32) != 0)
+      return make_error(errc::forbidden,
+                        "rule wrong_chain: the transaction is signed for another chain (or "
+                        "names none); this is chain "
+                          + to_hex({st.chain->chain_id().data(), 8}));
+    if (tx.getAuthor().size() == 32) {
+      auto author = node_id::from_bytes({tx.getAuthor().begin(), 32});
+      if (author && tx.getNonce() == st.nonces()(*author) + 1)
+        if (auto err = st.chain->check_transaction(env))
+          return err;
+    }
     if (auto err = st.pool.add(env, st.nonces(), balance))
       return err;
     gossip(self, env);

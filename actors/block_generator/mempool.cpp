@@ -73,7 +73,7 @@ caf::error mempool::add(const envelope& env, const nonce_lookup& committed,
   if (size_ >= lim_.txs_max || mine.size() >= lim_.per_author_max) {
     if (mine.empty())
       by_author_.erase(author);
-    return make_error(errc::invalid_argument,
+    return make_error(errc::busy,
                       fmt::format("the mempool is full ({} of {} total, {} of {} for {}); "
                                   "retry later",
                                   size_, lim_.txs_max, mine.size(), lim_.per_author_max,

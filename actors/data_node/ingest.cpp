@@ -35,10 +35,24 @@ caf::expected<std::string> read_file(const std::filesystem::path& file,
       int code = 0;
       std::string why = gzerror(f, &code);
       gzclose(f);
+      if (code == Z_DATA_ERROR || code == Z_BUF_ERROR)
+        return bad_input(fmt::format("{}: corrupt or truncated gzip ({})", file.string(), why));
       return make_error(errc::io_error, fmt::format("{}: cannot read: {}", file.string(), why));
     }
-    if (n == 0)
+    if (n == 0) {
+      // End of input. zlib checks a gzip member's trailer (CRC-32 and length)
+      // there and reports a stream cut short only now: a .gz truncated at a
+      // line end would otherwise read as a shorter, valid data set.
+      int code = Z_OK;
+      std::string why = gzerror(f, &code);
+      if (code != Z_OK && code != Z_STREAM_END) {
+        gzclose(f);
+        return bad_input(fmt::format("{}: corrupt or truncated gzip ({}): its CRC and length "
+                                     "trailer do not check out",
+                                     file.string(), why));
+      }
       break;
+    }
     out.append(buf, static_cast<size_t>(n));
     if (out.size() > lim.file_bytes_max) {
       gzclose(f);

@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include "actors/ledger/state.hpp"
+#include "actors/rater/rater.hpp"
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/work.hpp"
 #include "runtime/error.hpp"
@@ -17,9 +18,9 @@
 
 namespace aicon::train {
 
-envelope make_rate_request(const job_options& o, const job_result& r, const node_id& payer,
-                           uint64_t reward) {
-  return make_envelope<schema::RateRequest>([&](schema::RateRequest::Builder b) {
+envelope make_rate_request(const job_options& o, const job_result& r, const identity& payer,
+                           const std::array<uint8_t, 32>& chain) {
+  auto unsigned_req = make_envelope<schema::RateRequest>([&](schema::RateRequest::Builder b) {
     b.setJob(kj::arrayPtr(o.job.data(), 32));
     b.setSession(kj::arrayPtr(r.session.data(), 32));
     auto c = b.initConfig();
@@ -39,13 +40,26 @@ envelope make_rate_request(const job_options& o, const job_result& r, const node
       if (l)
         logs.setWithCaveats(i, l.root());
     }
-    b.setReward(reward);
-    b.setPayer(kj::arrayPtr(payer.bytes.data(), 32));
     if (auto d = dataset_asset_of(o))
       b.setDataset(kj::arrayPtr(d->data(), 32));
     auto m = model_asset_of(o);
     b.setModel(kj::arrayPtr(m.data(), 32));
   });
+  return sign_rate_request(payer, chain, opened<schema::RateRequest>{unsigned_req}.root());
+}
+
+caf::expected<std::array<uint8_t, 32>> chain_id_of(const ledger_ask& ask) {
+  auto r = ask(make_envelope<schema::LedgerQuery>([](schema::LedgerQuery::Builder q) { q.setTip(); }));
+  if (!r)
+    return r.error();
+  opened<schema::TipInfo> t{*r};
+  if (!t)
+    return t.error();
+  if (t->getChainId().size() != 32)
+    return make_error(errc::invalid_argument, "the ledger's TipInfo has no 32-byte chainId");
+  std::array<uint8_t, 32> id;
+  std::memcpy(id.data(), t->getChainId().begin(), 32);
+  return id;
 }
 
 caf::expected<std::optional<asset_terms>> terms_of(const ledger_ask& ask,
@@ -168,9 +182,9 @@ settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t st
   return plan;
 }
 
-envelope make_settle(const identity& payer, uint64_t nonce, const std::array<uint8_t, 32>& job,
+envelope make_settle(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce, const std::array<uint8_t, 32>& job,
                      const settle_plan& plan) {
-  return ledger::make_signed_transaction(payer, nonce, [&](schema::Transaction::Body::Builder b) {
+  return ledger::make_signed_transaction(payer, chain, nonce, [&](schema::Transaction::Body::Builder b) {
     auto s = b.initSettle();
     s.setJobId(kj::arrayPtr(job.data(), 32));
     auto p = s.initPayouts(static_cast<unsigned>(plan.payouts.size()));
@@ -181,19 +195,19 @@ envelope make_settle(const identity& payer, uint64_t nonce, const std::array<uin
   });
 }
 
-envelope make_escrow_lock(const identity& payer, uint64_t nonce,
+envelope make_escrow_lock(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::array<uint8_t, 32>& job, uint64_t amount) {
-  return ledger::make_signed_transaction(payer, nonce, [&](schema::Transaction::Body::Builder b) {
+  return ledger::make_signed_transaction(payer, chain, nonce, [&](schema::Transaction::Body::Builder b) {
     auto e = b.initEscrowLock();
     e.setJobId(kj::arrayPtr(job.data(), 32));
     e.setAmount(amount);
   });
 }
 
-envelope make_asset_register(const identity& owner, uint64_t nonce,
+envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                              const std::array<uint8_t, 32>& id, const std::string& kind,
                              const std::array<uint8_t, 32>& metadata, uint64_t price) {
-  return ledger::make_signed_transaction(owner, nonce, [&](schema::Transaction::Body::Builder b) {
+  return ledger::make_signed_transaction(owner, chain, nonce, [&](schema::Transaction::Body::Builder b) {
     auto a = b.initAssetRegister();
     a.setAssetId(kj::arrayPtr(id.data(), 32));
     a.setKind(kind);
@@ -202,14 +216,14 @@ envelope make_asset_register(const identity& owner, uint64_t nonce,
   });
 }
 
-envelope make_model_asset(const identity& payer, uint64_t nonce,
+envelope make_model_asset(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::vector<uint8_t>& checkpoint,
                           std::array<uint8_t, 32>* asset_id) {
   std::array<uint8_t, 32> id;
   crypto_generichash(id.data(), 32, checkpoint.data(), checkpoint.size(), nullptr, 0);
   if (asset_id)
     *asset_id = id;
-  return ledger::make_signed_transaction(payer, nonce, [&](schema::Transaction::Body::Builder b) {
+  return ledger::make_signed_transaction(payer, chain, nonce, [&](schema::Transaction::Body::Builder b) {
     auto a = b.initAssetRegister();
     a.setAssetId(kj::arrayPtr(id.data(), 32));
     a.setKind("trained-model");

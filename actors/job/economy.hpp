@@ -20,9 +20,10 @@
 
 namespace aicon::train {
 
-/// A RateRequest for the last ring of `r` (run with `o`, o.verifier set).
-envelope make_rate_request(const job_options& o, const job_result& r, const node_id& payer,
-                           uint64_t reward);
+/// A RateRequest for the last ring of `r` (run with `o`, o.verifier set),
+/// signed by the job's payer for the chain `chain` (chain_id_of).
+envelope make_rate_request(const job_options& o, const job_result& r, const identity& payer,
+                           const std::array<uint8_t, 32>& chain);
 
 struct rank_verdict {
   uint32_t rank = 0;
@@ -43,13 +44,17 @@ struct rating {
 /// Decodes a RateResult.
 caf::expected<rating> parse_rating(const envelope& reply);
 
+using ledger_ask = std::function<caf::expected<envelope>(envelope)>;
+
+/// The chain id (TipInfo.chainId) of the ledger behind `ask`.
+caf::expected<std::array<uint8_t, 32>> chain_id_of(const ledger_ask& ask);
+
 /// A registered asset's terms, as the chain has them.
 struct asset_terms {
   node_id owner;
   std::string kind;
   uint64_t price = 0; ///< per use
 };
-using ledger_ask = std::function<caf::expected<envelope>(envelope)>;
 /// Asset `id` through `ask` (a LedgerQuery to some ledger); nullopt when it
 /// is not registered; an error when the ledger cannot be asked.
 caf::expected<std::optional<asset_terms>> terms_of(const ledger_ask& ask,
@@ -79,16 +84,16 @@ settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t st
                             const std::optional<asset_terms>& model = std::nullopt);
 
 /// Signed transactions of the payer.
-envelope make_settle(const identity& payer, uint64_t nonce, const std::array<uint8_t, 32>& job,
+envelope make_settle(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce, const std::array<uint8_t, 32>& job,
                      const settle_plan& plan);
-envelope make_escrow_lock(const identity& payer, uint64_t nonce,
+envelope make_escrow_lock(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::array<uint8_t, 32>& job, uint64_t amount);
 /// Registers asset `id` (kind "dataset", "model", ...) owned by `owner`.
-envelope make_asset_register(const identity& owner, uint64_t nonce,
+envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                              const std::array<uint8_t, 32>& id, const std::string& kind,
                              const std::array<uint8_t, 32>& metadata, uint64_t price);
 /// The trained weights as an asset: id = BLAKE2b-256 of the checkpoint.
-envelope make_model_asset(const identity& payer, uint64_t nonce,
+envelope make_model_asset(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::vector<uint8_t>& checkpoint,
                           std::array<uint8_t, 32>* asset_id = nullptr);
 

@@ -51,8 +51,6 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o,
   b.setCredits(o.credits);
   b.setRingTimeoutMs(o.ring_timeout_ms);
   b.setJob(kj::arrayPtr(o.job.data(), 32));
-  b.setCheatPercent(o.cheat_percent);
-  b.setCheatRank(o.cheat_rank);
   if (!o.dataset.empty()) {
     std::vector<uint8_t> id;
     for (size_t i = 0; i + 1 < o.dataset.size() && id.size() < 32; i += 2)
@@ -251,7 +249,7 @@ struct allocation {
         last_why = why;
       }
       if (o.cancel && o.cancel->load())
-        return make_error(errc::invalid_argument, "job cancelled while waiting for trainers");
+        return make_error(errc::cancelled, "job cancelled while waiting for trainers");
       if (o.alloc_deadline_ms && clock_type::now() > deadline)
         return make_error(errc::timeout,
                           fmt::format("allocator: no {} trainers within {} ms ({})", o.trainers,
@@ -444,7 +442,7 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
   while (step < o.steps) {
     if (o.cancel && o.cancel->load()) {
       finish_ring(c, *ring, nullptr);
-      return make_error(errc::invalid_argument, fmt::format("job cancelled at step {}", step));
+      return make_error(errc::cancelled, fmt::format("job cancelled at step {}", step));
     }
     // Leases: renewed a few times per lease period; a preempted job yields.
     if (alloc_state

@@ -54,10 +54,6 @@ struct job_options {
   /// The rater that will verify this job: each trainer's SessionLog then
   /// carries a work receipt naming it, signed by the trainer host.
   std::optional<node_id> verifier;
-  /// Fault injection (tests, demos of the rater): rank `cheat_rank` sends
-  /// random gradients on `cheat_percent` % of its steps.
-  uint32_t cheat_percent = 0;
-  uint32_t cheat_rank = 0;
   /// Set from any thread to stop the job after the current step.
   std::shared_ptr<std::atomic<bool>> cancel;
   // The training itself (schema TrainConfig).

@@ -422,9 +422,11 @@ caf::expected<genesis_config> parse_genesis(std::string_view text, std::string_v
     return *id;
   };
   for (auto& [k, v] : root) {
-    static const std::set<std::string> known{"time_ms", "committee_size", "initial_difficulty",
-                                             "authorities", "difficulty", "allocation",
-                                             "candidate"};
+    static const std::set<std::string> known{"time_ms",        "committee_size",
+                                             "initial_difficulty", "authorities",
+                                             "difficulty",     "allocation",
+                                             "candidate",      "reward_percent",
+                                             "slash_percent"};
     if (!known.count(std::string{k.str()}))
       return fail(&v, std::string{k.str()}, "unknown key");
   }
@@ -440,6 +442,15 @@ caf::expected<genesis_config> parse_genesis(std::string_view text, std::string_v
     return err;
   if (g.initial_difficulty == 0)
     return fail(root.get("initial_difficulty"), "initial_difficulty", "must be > 0");
+  for (auto [key, field] : {std::pair{"reward_percent", &g.reward_percent},
+                            std::pair{"slash_percent", &g.slash_percent}}) {
+    uint64_t pct = *field;
+    if (auto err = get_u64(root, "", key, pct))
+      return err;
+    if (pct > 100)
+      return fail(root.get(key), key, "must be a percentage, 0..100");
+    *field = static_cast<uint32_t>(pct);
+  }
   if (auto arr = root["authorities"].as_array())
     for (size_t i = 0; i < arr->size(); ++i) {
       auto id = get_node(&(*arr)[i], fmt::format("authorities[{}]", i));
@@ -508,10 +519,33 @@ caf::expected<genesis_config> load_genesis(const std::filesystem::path& path) {
   return parse_genesis(ss.str(), path.string());
 }
 
+hash256 chain_id(const genesis_config& g) {
+  static constexpr std::string_view tag = "aicon-chain-v1";
+  auto text = to_toml(g);
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(tag.data()), tag.size());
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  hash256 out;
+  crypto_generichash_final(&st, out.data(), out.size());
+  return out;
+}
+
+chain_params params_of(const genesis_config& g) {
+  chain_params p;
+  p.authorities = g.authorities;
+  p.reward_percent = g.reward_percent;
+  p.slash_percent = g.slash_percent;
+  p.chain_id = chain_id(g);
+  return p;
+}
+
 std::string to_toml(const genesis_config& g) {
   std::string out;
   out += fmt::format("time_ms = {}\ncommittee_size = {}\ninitial_difficulty = {}\n", g.time_ms,
                      g.committee_size, g.initial_difficulty);
+  out += fmt::format("reward_percent = {}\nslash_percent = {}\n", g.reward_percent,
+                     g.slash_percent);
   out += "authorities = [";
   bool first = true;
   for (auto& a : g.authorities) {
@@ -537,7 +571,8 @@ caf::expected<std::unique_ptr<chain>> chain::open(const std::filesystem::path& d
                                                   const store::options& opts) {
   std::unique_ptr<chain> c{new chain};
   c->genesis_ = genesis;
-  c->params_.authorities = genesis.authorities;
+  c->params_ = params_of(genesis);
+  c->chain_id_ = ledger::chain_id(genesis);
   auto env = store::shared_environment(data_dir, opts);
   if (!env)
     return env.error();
@@ -784,6 +819,17 @@ caf::expected<envelope> chain::block_at(uint64_t height) {
   return read_block(*t, height);
 }
 
+caf::error chain::check_transaction(const envelope& stx) {
+  opened<schema::SignedTransaction> o{stx};
+  if (!o)
+    return o.error();
+  auto t = store::txn::begin(*env_, true);
+  if (!t)
+    return t.error();
+  lmdb_store st{*t};
+  return apply_transaction(st, params_, o.root()); // dropped unchanged with `t`
+}
+
 caf::expected<account> chain::account_of(const node_id& who) {
   auto t = store::txn::begin(*env_, false);
   if (!t)
@@ -822,7 +868,7 @@ caf::expected<verify_report> verify_chain(const std::filesystem::path& data_dir,
   memory_store mem;
   if (auto err = apply_genesis(mem, genesis.allocations))
     return err;
-  chain_params params{genesis.authorities};
+  auto params = params_of(genesis);
   auto block0 = read_block(*t, 0);
   if (!block0)
     return block0.error();

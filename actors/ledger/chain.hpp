@@ -25,10 +25,19 @@ struct genesis_config {
   std::vector<genesis_entry> allocations;      ///< initial balances and stakes
   std::vector<committee_member> candidates;    ///< nodes that may generate and vote
   std::set<node_id> authorities;               ///< may mint and slash (the rater)
+  uint32_t reward_percent = 30;                ///< a job's PoV reward: <= this % of its escrow
+  uint32_t slash_percent = 50;                 ///< a failed verification: this % of the stake
   uint32_t committee_size = 4;                 ///< drawn per height from the candidates
   uint64_t initial_difficulty = 1000;          ///< work units for block 1
   pov::difficulty_params difficulty;           ///< target interval, window, clamp
 };
+
+/// The chain's identity: BLAKE2b-256 of "aicon-chain-v1" ‖ to_toml(g), so
+/// two chains that differ in any genesis parameter or rule differ in id.
+hash256 chain_id(const genesis_config& g);
+
+/// The rules a genesis fixes for every transaction.
+chain_params params_of(const genesis_config& g);
 
 /// Parses genesis TOML; errors name the key and line.
 caf::expected<genesis_config> parse_genesis(std::string_view text, std::string_view source);
@@ -121,8 +130,15 @@ public:
 
   caf::expected<envelope> block_at(uint64_t height);
   caf::expected<account> account_of(const node_id& who);
+  /// Every rule for `stx` against the committed state, as if it were the
+  /// next transaction; nothing is written. Takes LMDB's write lock briefly:
+  /// call from a detached actor.
+  caf::error check_transaction(const envelope& stx);
   caf::expected<std::optional<asset_entry>> asset(const hash256& id);
 
+  const hash256& chain_id() const {
+    return chain_id_;
+  }
   const genesis_config& genesis() const {
     return genesis_;
   }
@@ -143,6 +159,7 @@ private:
                           hash256& hash_out);
 
   genesis_config genesis_;
+  hash256 chain_id_{};
   chain_params params_;
   std::shared_ptr<store::environment> env_;
 };

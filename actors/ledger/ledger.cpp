@@ -45,6 +45,8 @@ struct ledger_state {
       b.setStateRoot(kj::arrayPtr(tip->state_root.data(), 32));
       b.setDifficulty(tip->difficulty);
       b.setTimeMs(tip->time_ms);
+      auto id = store->chain_id();
+      b.setChainId(kj::arrayPtr(id.data(), 32));
     });
   }
 
@@ -92,8 +94,9 @@ struct ledger_state {
         auto e = store->escrow_of(job);
         if (!e)
           return e.error();
-        if (!*e)
-          return make_error(errc::not_found, fmt::format("no escrow for job {}", ledger::hex(job)));
+        if (!*e || (*e)->settled)
+          return make_error(errc::not_found, fmt::format("no escrow for job {}{}", ledger::hex(job),
+                                                         *e ? " (settled)" : ""));
         return make_envelope<schema::EscrowInfo>([&](schema::EscrowInfo::Builder b) {
           b.setJob(kj::arrayPtr(job.data(), 32));
           b.setPayer(kj::arrayPtr((*e)->payer.bytes.data(), 32));

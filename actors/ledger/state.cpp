@@ -1,5 +1,6 @@
 #include "actors/ledger/state.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include <capnp/serialize.h>
@@ -36,8 +37,14 @@ std::vector<uint8_t> encode(const account& a) {
 }
 
 std::vector<uint8_t> encode(const escrow_entry& e) {
+  // payer, amount, locked, flags (bit 0 settled, bit 1 rewarded), then the
+  // slashed targets, 32 bytes each.
   std::vector<uint8_t> out(e.payer.bytes.begin(), e.payer.bytes.end());
   put_u64(out, e.amount);
+  put_u64(out, e.locked);
+  put_u64(out, (e.settled ? 1u : 0u) | (e.rewarded ? 2u : 0u));
+  for (auto& t : e.slashed)
+    out.insert(out.end(), t.bytes.begin(), t.bytes.end());
   return out;
 }
 
@@ -69,11 +76,22 @@ caf::expected<account> decode_account(std::span<const uint8_t> v) {
 }
 
 caf::expected<escrow_entry> decode_escrow(std::span<const uint8_t> v) {
-  if (v.size() != 40)
+  if (v.size() < 56 || (v.size() - 56) % 32 != 0)
     return corrupt("escrow", v.size());
   escrow_entry e;
   std::memcpy(e.payer.bytes.data(), v.data(), 32);
   e.amount = get_u64(v, 32);
+  e.locked = get_u64(v, 40);
+  auto flags = get_u64(v, 48);
+  if (flags > 3)
+    return corrupt("escrow flags", flags);
+  e.settled = flags & 1;
+  e.rewarded = flags & 2;
+  for (size_t off = 56; off < v.size(); off += 32) {
+    node_id t;
+    std::memcpy(t.bytes.data(), v.data() + off, 32);
+    e.slashed.push_back(t);
+  }
   return e;
 }
 
@@ -234,6 +252,12 @@ const char* to_string(rule r) {
     case rule::unknown_asset: return "unknown_asset";
     case rule::not_asset_owner: return "not_asset_owner";
     case rule::slash_exceeds_stake: return "slash_exceeds_stake";
+    case rule::escrow_settled: return "escrow_settled";
+    case rule::already_rewarded: return "already_rewarded";
+    case rule::reward_exceeds_rule: return "reward_exceeds_rule";
+    case rule::already_slashed: return "already_slashed";
+    case rule::slash_not_by_rule: return "slash_not_by_rule";
+    case rule::wrong_chain: return "wrong_chain";
   }
   return "unknown";
 }
@@ -243,14 +267,14 @@ std::optional<rule> rule_of(const caf::error& err) {
   if (text.rfind("rule ", 0) != 0)
     return std::nullopt;
   auto name = text.substr(5, text.find(':') - 5);
-  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::slash_exceeds_stake); ++i)
+  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::wrong_chain); ++i)
     if (name == to_string(static_cast<rule>(i)))
       return static_cast<rule>(i);
   return std::nullopt;
 }
 
 std::vector<uint8_t> signing_bytes(schema::Transaction::Reader tx) {
-  static constexpr std::string_view tag = "aicon-tx-v1";
+  static constexpr std::string_view tag = "aicon-tx-v2";
   auto canonical = capnp::canonicalize(tx);
   auto bytes = canonical.asBytes();
   std::vector<uint8_t> out(tag.size() + bytes.size());
@@ -485,6 +509,13 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
   auto author = key_field(tx.getAuthor(), "author");
   if (!author)
     return author.error();
+  auto chain = hash_field(tx.getChain(), "chain");
+  if (!chain)
+    return chain.error();
+  if (*chain != params.chain_id)
+    return refuse(rule::wrong_chain,
+                  fmt::format("signed for chain {}..., this is chain {}...",
+                              to_hex({chain->data(), 4}), to_hex({params.chain_id.data(), 4})));
   touched_accounts accts{st};
   auto me = accts.get(*author);
   if (!me)
@@ -537,7 +568,10 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       (*me)->nonce = nonce;
       if (auto err = accts.write_back())
         return err;
-      return st.put_escrow(*job, escrow_entry{*author, l.getAmount()});
+      escrow_entry e;
+      e.payer = *author;
+      e.amount = e.locked = l.getAmount();
+      return st.put_escrow(*job, e);
     }
     case schema::Transaction::Body::SETTLE: {
       auto s = body.getSettle();
@@ -549,6 +583,8 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
         return e.error();
       if (!*e)
         return refuse(rule::unknown_escrow, "no escrow for this job");
+      if ((*e)->settled)
+        return refuse(rule::escrow_settled, "this job's escrow was already settled");
       if ((*e)->payer != *author)
         return refuse(rule::not_escrow_payer,
                       fmt::format("the escrow belongs to {}, not {}", (*e)->payer.short_hex(),
@@ -567,15 +603,39 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       (*me)->nonce = nonce;
       if (auto err = accts.write_back())
         return err;
-      return st.erase_escrow(*job);
+      auto done = **e;
+      done.amount = 0;
+      done.settled = true;
+      return st.put_escrow(*job, done);
     }
     case schema::Transaction::Body::MINT_REWARD: {
       if (!params.authorities.count(*author))
         return refuse(rule::not_authority,
                       fmt::format("{} may not mint rewards", author->short_hex()));
-      auto total = sum_payouts(body.getMintReward().getPayouts());
+      auto m = body.getMintReward();
+      auto job = hash_field(m.getJobId(), "mintReward.jobId");
+      if (!job)
+        return job.error();
+      auto e = st.get_escrow(*job);
+      if (!e)
+        return e.error();
+      if (!*e)
+        return refuse(rule::unknown_escrow, "a reward is minted only for an escrowed job");
+      if ((*e)->rewarded)
+        return refuse(rule::already_rewarded, "this job's reward was already minted");
+      auto total = sum_payouts(m.getPayouts());
       if (!total)
         return total.error();
+      auto allowed = static_cast<uint64_t>(static_cast<unsigned __int128>((*e)->locked)
+                                           * params.reward_percent / 100);
+      if (*total > allowed)
+        return refuse(rule::reward_exceeds_rule,
+                      fmt::format("a reward of {} exceeds {}% of the job's escrow {} ({})",
+                                  *total, params.reward_percent, (*e)->locked, allowed));
+      auto marked = **e;
+      marked.rewarded = true;
+      if (auto err = st.put_escrow(*job, marked))
+        return err;
       if (add_overflows(totals->supply, *total, totals->supply)
           || add_overflows(totals->minted, *total, totals->minted))
         return refuse(rule::amount_overflow, "minting would overflow the supply");
@@ -644,16 +704,44 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       auto target = key_field(s.getTarget(), "slash.target");
       if (!target)
         return target.error();
+      auto job = hash_field(s.getJobId(), "slash.jobId");
+      if (!job)
+        return job.error();
+      if (s.getAmount() != 0)
+        return refuse(rule::slash_not_by_rule,
+                      fmt::format("slash.amount is {}: it must be 0, the chain cuts {}% of "
+                                  "the target's stake", s.getAmount(), params.slash_percent));
+      auto e = st.get_escrow(*job);
+      if (!e)
+        return e.error();
+      if (!*e)
+        return refuse(rule::unknown_escrow, "a slash names an escrowed job");
+      auto& done = (*e)->slashed;
+      if (std::find(done.begin(), done.end(), *target) != done.end())
+        return refuse(rule::already_slashed,
+                      fmt::format("{} was already slashed for this job", target->short_hex()));
+      if (done.size() >= slashes_per_job_max)
+        return refuse(rule::already_slashed,
+                      fmt::format("this job already slashed {} targets", done.size()));
       auto victim = accts.get(*target);
       if (!victim)
         return victim.error();
-      if (s.getAmount() > (*victim)->stake)
+      auto cut = static_cast<uint64_t>(static_cast<unsigned __int128>((*victim)->stake)
+                                       * params.slash_percent / 100);
+      if (cut == 0)
+        return refuse(rule::zero_amount,
+                      fmt::format("{} has no stake to slash", target->short_hex()));
+      if (cut > (*victim)->stake)
         return refuse(rule::slash_exceeds_stake,
-                      fmt::format("slash of {} exceeds the stake {} of {}", s.getAmount(),
+                      fmt::format("slash of {} exceeds the stake {} of {}", cut,
                                   (*victim)->stake, target->short_hex()));
-      (*victim)->stake -= s.getAmount();
-      totals->supply -= s.getAmount();
-      totals->slashed += s.getAmount();
+      auto marked = **e;
+      marked.slashed.push_back(*target);
+      if (auto err = st.put_escrow(*job, marked))
+        return err;
+      (*victim)->stake -= cut;
+      totals->supply -= cut;
+      totals->slashed += cut;
       totals_changed = true;
       break;
     }

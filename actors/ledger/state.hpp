@@ -30,11 +30,21 @@ struct account {
   bool operator==(const account&) const = default;
 };
 
+/// A job's escrow. The record outlives its settlement (amount 0, settled)
+/// so the chain can still tell which jobs were escrowed, for how much, and
+/// whether their reward was minted or a trainer slashed for them.
 struct escrow_entry {
   node_id payer;
-  uint64_t amount = 0;
+  uint64_t amount = 0;  ///< still locked
+  uint64_t locked = 0;  ///< locked by the EscrowLock (the job's terms)
+  bool settled = false;
+  bool rewarded = false;             ///< its PoV reward was minted
+  std::vector<node_id> slashed;      ///< targets slashed for this job, in order
   bool operator==(const escrow_entry&) const = default;
 };
+
+/// Most trainers one job's failed verification may slash.
+constexpr size_t slashes_per_job_max = 1024;
 
 struct asset_entry {
   node_id owner;
@@ -129,6 +139,12 @@ private:
 struct chain_params {
   /// Keys allowed to mint PoV rewards and slash stakes (the rater's).
   std::set<node_id> authorities;
+  /// A job's PoV reward: at most this percent of its escrowed amount, once.
+  uint32_t reward_percent = 30;
+  /// What a failed verification costs: this percent of the target's stake.
+  uint32_t slash_percent = 50;
+  /// The chain's id (chain.hpp chain_id): every transaction names it.
+  hash256 chain_id{};
 };
 
 /// Every way a transaction can be refused; the name is in the error text.
@@ -149,21 +165,30 @@ enum class rule : uint8_t {
   unknown_asset,         ///< transferring an asset that does not exist
   not_asset_owner,       ///< transferring an asset you do not own
   slash_exceeds_stake,   ///< slashing more than the target's stake
+  escrow_settled,        ///< settling a job that was already settled
+  already_rewarded,      ///< a second mint for the same job
+  reward_exceeds_rule,   ///< a mint above reward_percent of the job's escrow
+  already_slashed,       ///< a second slash of the same target for the same job
+  slash_not_by_rule,     ///< a slash that names its own amount
+  wrong_chain,           ///< a transaction signed for another chain
 };
 
 const char* to_string(rule r);
 
-/// The bytes an author signs for `tx`: "aicon-tx-v1" ‖ canonical(tx).
+/// The bytes an author signs for `tx`: "aicon-tx-v2" ‖ canonical(tx)
+/// (tx.chain included, so a signature counts on one chain only).
 std::vector<uint8_t> signing_bytes(schema::Transaction::Reader tx);
 
-/// Builds and signs a transaction: `fill` sets the body.
+/// Builds and signs a transaction for the chain `chain`: `fill` sets the body.
 template <class F>
-envelope make_signed_transaction(const identity& author, uint64_t nonce, F&& fill) {
+envelope make_signed_transaction(const identity& author, const hash256& chain, uint64_t nonce,
+                                 F&& fill) {
   // Build the unsigned transaction first to get its canonical bytes.
   capnp::MallocMessageBuilder body;
   auto tx = body.initRoot<schema::Transaction>();
   tx.setAuthor(kj::arrayPtr(author.id().bytes.data(), 32));
   tx.setNonce(nonce);
+  tx.setChain(kj::arrayPtr(chain.data(), chain.size()));
   fill(tx.initBody());
   auto sig = author.sign(signing_bytes(tx.asReader()));
   return make_envelope<schema::SignedTransaction>([&](schema::SignedTransaction::Builder b) {

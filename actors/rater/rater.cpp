@@ -2,14 +2,20 @@
 
 #include <chrono>
 #include <cstring>
+#include <set>
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
 #include "actors/allocator/allocator.hpp"
 #include "actors/data_node/ingest.hpp"
+#include "actors/ledger/chain.hpp"
 #include "actors/ledger/hashing.hpp"
+#include "actors/ledger/ledger.hpp"
 #include "actors/ledger/state.hpp"
 #include "actors/ledger/work.hpp"
 #include "actors/rater/scores.hpp"
@@ -29,11 +35,111 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using ledger::hash256;
 
+/// The rater's own rule for how hard it looks: steps faked in this
+/// fraction of a trainer's log are caught with this probability (k = 44).
+constexpr double cheat_fraction = 0.1;
+constexpr double detection_target = 0.99;
+
+caf::error refused(std::string what) {
+  return make_error(errc::forbidden, "RateRequest: " + std::move(what));
+}
+
 struct rater_state {
   role_context ctx;
   std::unique_ptr<message_table> table;
   caf::actor_system* sys = nullptr;
+  ledger::genesis_config genesis;   ///< the chain's rules (reward, slash)
+  hash256 chain{};                  ///< chain_id(genesis): what payers sign for
+  std::shared_ptr<store::environment> env; ///< rated_jobs
   static inline const char* name = "aicon.rater";
+
+  /// When `job` was rated (nullopt: never).
+  caf::expected<std::optional<std::string>> rated(const hash256& job) {
+    auto t = store::txn::begin(*env, false);
+    if (!t)
+      return t.error();
+    auto v = t->get(store::db::rated_jobs, job);
+    if (!v)
+      return v.error();
+    if (!*v)
+      return std::optional<std::string>{};
+    if ((*v)->size() != 40)
+      return make_error(errc::internal, "a stored rated_jobs record is corrupt");
+    hash256 session;
+    std::memcpy(session.data(), (*v)->data(), 32);
+    uint64_t ms = 0;
+    for (int i = 0; i < 8; ++i)
+      ms = ms << 8 | (**v)[32 + static_cast<size_t>(i)];
+    return std::optional<std::string>{
+      fmt::format("session {} at {} ms since the epoch", ledger::short_hex(session), ms)};
+  }
+
+  caf::error mark_rated(const hash256& job, const hash256& session) {
+    auto t = store::txn::begin(*env, true);
+    if (!t)
+      return t.error();
+    std::vector<uint8_t> v(session.begin(), session.end());
+    auto ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+    for (int i = 7; i >= 0; --i)
+      v.push_back(static_cast<uint8_t>(ms >> (8 * i)));
+    if (auto err = t->put(store::db::rated_jobs, job, v))
+      return err;
+    return t->commit();
+  }
+
+  /// Who may ask, and for what: the payer its escrow names, signing for this
+  /// chain, for a job escrowed and not yet rated; no amount is the
+  /// requester's. Answers the escrowed amount.
+  caf::expected<uint64_t> admit(schema::RateRequest::Reader req, const hash256& job) {
+    if (req.getReward() != 0)
+      return refused(fmt::format("reward is {}: the reward is not the requester's to set "
+                                 "(the chain mints {}% of the job's escrow)",
+                                 req.getReward(), genesis.reward_percent));
+    if (req.getSlashPercent() != 0)
+      return refused(fmt::format("slashPercent is {}: the slash is not the requester's to set "
+                                 "(the chain cuts {}% of a failed trainer's stake)",
+                                 req.getSlashPercent(), genesis.slash_percent));
+    if (req.getFraction() != 0 || req.getTarget() != 0)
+      return refused("fraction and target are not the requester's to set (the rater checks "
+                     "enough steps to catch 10% faked steps with probability 0.99)");
+    if (req.getPayer().size() != 32)
+      return make_error(errc::invalid_argument, "RateRequest: payer must be 32 bytes");
+    node_id payer;
+    std::memcpy(payer.bytes.data(), req.getPayer().begin(), 32);
+    auto sig = req.getSignature();
+    if (sig.size() != 64
+        || !verify_signature(payer, rate_request_signing_bytes(chain, req), {sig.begin(), sig.size()}))
+      return make_error(errc::bad_signature,
+                        fmt::format("RateRequest: the signature is not payer {}'s for this chain "
+                                    "({})", payer.short_hex(), ledger::short_hex(chain)));
+    auto e = ask("ledger", make_envelope<schema::LedgerQuery>([&](schema::LedgerQuery::Builder b) {
+                   b.setEscrow(kj::arrayPtr(job.data(), 32));
+                 }));
+    if (!e) {
+      if (code_of(e.error()) == errc::not_found)
+        return refused(fmt::format("job {} has no escrow on the chain (never locked, or "
+                                   "already settled): only escrowed jobs are rated",
+                                   ledger::short_hex(job)));
+      return e.error();
+    }
+    opened<schema::EscrowInfo> ei{*e};
+    if (!ei)
+      return ei.error();
+    if (ei->getPayer().size() != 32
+        || std::memcmp(ei->getPayer().begin(), payer.bytes.data(), 32) != 0)
+      return refused(fmt::format("job {} was escrowed by another payer, not {}",
+                                 ledger::short_hex(job), payer.short_hex()));
+    auto before = rated(job);
+    if (!before)
+      return before.error();
+    if (*before)
+      return make_error(errc::already_exists,
+                        fmt::format("RateRequest: job {} was already rated ({}); a job is "
+                                    "rated once", ledger::short_hex(job), **before));
+    return ei->getAmount();
+  }
 
   std::chrono::milliseconds timeout() const {
     return std::chrono::milliseconds{ctx.lim.request_timeout_ms};
@@ -78,6 +184,9 @@ struct rater_state {
     hash256 job, session;
     std::memcpy(job.data(), req.getJob().begin(), 32);
     std::memcpy(session.data(), req.getSession().begin(), 32);
+    auto escrowed = admit(req, job);
+    if (!escrowed)
+      return escrowed.error();
     auto cfg = req.getConfig();
     auto spec = train::parse_spec(cfg.getModel().cStr());
     if (!spec)
@@ -93,12 +202,7 @@ struct rater_state {
     if (cfg.getStandardize())
       data::fit_and_apply(*t, data::transform::kind::standardize);
     auto split = train::split_rows(*t, cfg.getTestPercent(), cfg.getSplitSeed());
-    double f = req.getFraction() > 0 ? req.getFraction() : 0.1;
-    double target = req.getTarget() > 0 ? req.getTarget() : 0.99;
-    auto k = rater::sample_size(f, target);
-    if (k == 0)
-      return make_error(errc::invalid_argument, "RateRequest: fraction and target must be in (0, 1)");
-    auto slash_pct = req.getSlashPercent() ? req.getSlashPercent() : 50u;
+    auto k = rater::sample_size(cheat_fraction, detection_target);
 
     // Every log: signed by the rank's host, digests hashing to its root.
     std::vector<hash256> roots;
@@ -106,6 +210,9 @@ struct rater_state {
     std::vector<uint64_t> first(n);
     std::vector<node_id> hosts;
     std::vector<std::string> early(n); // a failure found before sampling
+    // Slashable: the trainer signed this log and a receipt for this job; a
+    // failure of anything else is not its doing (someone named it).
+    std::vector<bool> signed_by_trainer(n, false);
     for (unsigned r = 0; r < n; ++r) {
       auto host = node_id::from_bytes({req.getRanks()[r].begin(), req.getRanks()[r].size()});
       if (!host)
@@ -127,6 +234,21 @@ struct rater_state {
         early[r] = "the log's signature is not the trainer's";
       if (!early[r].empty())
         continue;
+      if (l.hasReceipt()) {
+        auto sr = l.getReceipt();
+        auto rc = sr.getReceipt();
+        auto ts = sr.getTrainerSignature();
+        signed_by_trainer[r] =
+          rc.getJobId().size() == 32 && std::memcmp(rc.getJobId().begin(), job.data(), 32) == 0
+          && rc.getSessionId().size() == 32
+          && std::memcmp(rc.getSessionId().begin(), session.data(), 32) == 0
+          && ts.size() == 64
+          && verify_signature(*host, ledger::receipt_signing_bytes(rc), {ts.begin(), ts.size()});
+      }
+      if (!signed_by_trainer[r]) {
+        early[r] = "no work receipt for this job signed by the trainer";
+        continue;
+      }
       auto d = ask("trainer@" + host->hex(), trainer_query(session, r, [](auto b) {
                      b.setDigests();
                    }));
@@ -209,6 +331,11 @@ struct rater_state {
       v.passed = v.why.empty();
     }
 
+    // Rated once: recorded before any value moves, so a second request for
+    // this job is refused even while this one's transactions are pending.
+    if (auto err = mark_rated(job, session))
+      return err;
+
     // Passing work: countersigned receipts to this host's block generator;
     // failing trainers: slashed.
     uint32_t submitted = 0;
@@ -220,6 +347,7 @@ struct rater_state {
     if (req.getPayer().size() == 32)
       std::memcpy(payer.data(), req.getPayer().begin(), 32);
     std::map<rater::wallet, uint64_t> verified_units;
+    std::set<node_id> slashed_hosts;
     for (unsigned r = 0; r < n; ++r) {
       auto& v = verdicts[r];
       auto l = req.getLogs()[r];
@@ -233,6 +361,8 @@ struct rater_state {
                       && std::memcmp(rc.getTrainer().begin(), hosts[r].bytes.data(), 32) == 0
                       && rc.getSessionId().size() == 32
                       && std::memcmp(rc.getSessionId().begin(), session.data(), 32) == 0
+                      && rc.getJobId().size() == 32
+                      && std::memcmp(rc.getJobId().begin(), job.data(), 32) == 0
                       && rc.getLogRoot().size() == 32
                       && std::memcmp(rc.getLogRoot().begin(), roots[r].data(), 32) == 0
                       && rc.getVerifier().size() == 32
@@ -265,13 +395,19 @@ struct rater_state {
         log_warning("rater: rank {} on {} FAILED verification: {}", r, hosts[r].short_hex(),
                     v.why);
         auto acct = account(hosts[r]);
-        uint64_t cut = acct ? acct->second * slash_pct / 100 : 0;
-        if (cut > 0) {
+        // What the chain will cut when it applies the slash (its rule).
+        uint64_t cut = acct ? static_cast<uint64_t>(static_cast<unsigned __int128>(acct->second)
+                                                    * genesis.slash_percent / 100)
+                            : 0;
+        if (!signed_by_trainer[r])
+          log_warning("rater: rank {} on {} is not slashed: {}", r, hosts[r].short_hex(),
+                      "it signed nothing for this job");
+        else if (cut > 0 && slashed_hosts.insert(hosts[r]).second) { // once per host per job
           auto tx = ledger::make_signed_transaction(
-            *ctx.self, nonce_next, [&](schema::Transaction::Body::Builder b) {
+            *ctx.self, chain, nonce_next, [&](schema::Transaction::Body::Builder b) {
               auto s = b.initSlash();
               s.setTarget(kj::arrayPtr(hosts[r].bytes.data(), 32));
-              s.setAmount(cut);
+              s.setJobId(kj::arrayPtr(job.data(), 32));
               s.setReason(fmt::format("failed verification of session {}: {}",
                                       ledger::short_hex(session), v.why));
             });
@@ -289,7 +425,10 @@ struct rater_state {
     {
       std::vector<std::string> passed_hex, failed_hex;
       for (unsigned r = 0; r < n; ++r)
-        (verdicts[r].passed ? passed_hex : failed_hex).push_back(hosts[r].hex());
+        if (verdicts[r].passed)
+          passed_hex.push_back(hosts[r].hex());
+        else if (signed_by_trainer[r]) // nobody's rating drops for a log it never signed
+          failed_hex.push_back(hosts[r].hex());
       if (auto a = lookup_blocking(*sys, ctx.directory, "allocator", timeout()))
         caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
     }
@@ -302,14 +441,9 @@ struct rater_state {
     rec.job = job;
     rec.payer = payer;
     rec.trainer_units = verified_units;
-    if (auto e = ask("ledger", make_envelope<schema::LedgerQuery>([&](schema::LedgerQuery::Builder b) {
-                       b.setEscrow(kj::arrayPtr(job.data(), 32));
-                     }))) {
-      opened<schema::EscrowInfo> ei{*e};
-      if (ei && ei->getPayer().size() == 32
-          && std::memcmp(ei->getPayer().begin(), payer.data(), 32) == 0)
-        rec.paid = ei->getAmount();
-    }
+    rec.paid = *escrowed; // admit() checked the escrow names this payer
+    auto reward = static_cast<uint64_t>(static_cast<unsigned __int128>(*escrowed)
+                                        * genesis.reward_percent / 100);
     auto owner_of = [&](capnp::Data::Reader id, const char* kind, rater::id32& asset,
                         rater::wallet& owner) {
       if (id.size() != 32)
@@ -330,13 +464,14 @@ struct rater_state {
     rec.has_model = rec.paid > 0 && owner_of(req.getModel(), "model", rec.model, rec.model_owner);
     auto scores = rater::score_epoch({rec});
     std::map<rater::wallet, uint64_t> shares;
-    if (req.getReward() > 0)
-      shares = rater::split_reward(scores, req.getReward());
+    if (reward > 0 && !verified_units.empty()) // no verified work, no proof of value
+      shares = rater::split_reward(scores, reward);
     uint64_t minted = 0;
     if (!shares.empty()) {
       auto tx = ledger::make_signed_transaction(
-        *ctx.self, nonce_next, [&](schema::Transaction::Body::Builder b) {
+        *ctx.self, chain, nonce_next, [&](schema::Transaction::Body::Builder b) {
           auto m = b.initMintReward();
+          m.setJobId(kj::arrayPtr(job.data(), 32));
           auto p = m.initPayouts(static_cast<unsigned>(shares.size()));
           unsigned i = 0;
           for (auto& [w, a] : shares) {
@@ -389,9 +524,13 @@ struct rater_state {
 
 using rater_actor = caf::stateful_actor<rater_state>;
 
-caf::behavior rater_role(rater_actor* self, role_context ctx) {
+caf::behavior rater_role(rater_actor* self, role_context ctx, ledger::genesis_config genesis,
+                         std::shared_ptr<store::environment> env) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
+  st.chain = ledger::chain_id(genesis);
+  st.genesis = std::move(genesis);
+  st.env = std::move(env);
   st.sys = &self->system();
   st.table = std::make_unique<message_table>("rater");
   st.table->on<schema::RateRequest>([self](schema::RateRequest::Reader r) -> caf::result<envelope> {
@@ -413,8 +552,50 @@ caf::behavior rater_role(rater_actor* self, role_context ctx) {
 } // namespace
 
 caf::expected<caf::actor> spawn_rater(caf::actor_system& sys, const role_context& ctx) {
+  if (ctx.genesis.empty())
+    return make_error(errc::config_invalid,
+                      "the rater needs [chain] genesis in host.toml: the chain's rules set "
+                      "what it mints and slashes, and payers sign for that chain");
+  auto g = ledger::load_genesis(ctx.genesis);
+  if (!g)
+    return g.error();
+  if (!g->authorities.count(ctx.self->id()))
+    return make_error(errc::config_invalid,
+                      fmt::format("the rater's host {} is not an authority of its genesis: its "
+                                  "receipts, mints and slashes would all be refused",
+                                  ctx.self->id().short_hex()));
+  auto hs = open_host_store(ctx);
+  if (!hs)
+    return hs.error();
   // Detached: a rating re-executes steps and waits on trainers and the chain.
-  return sys.spawn<caf::detached>(rater_role, ctx);
+  return sys.spawn<caf::detached>(rater_role, ctx, std::move(*g), std::move(hs->env));
+}
+
+std::vector<uint8_t> rate_request_signing_bytes(const std::array<uint8_t, 32>& chain,
+                                                schema::RateRequest::Reader req) {
+  static constexpr std::string_view tag = "aicon-rate-v1";
+  capnp::MallocMessageBuilder m;
+  m.setRoot(req);
+  auto b = m.getRoot<schema::RateRequest>();
+  if (b.hasSignature())
+    b.disownSignature();
+  auto canonical = capnp::canonicalize(b.asReader());
+  auto bytes = canonical.asBytes();
+  std::vector<uint8_t> out(tag.begin(), tag.end());
+  out.insert(out.end(), chain.begin(), chain.end());
+  out.insert(out.end(), bytes.begin(), bytes.end());
+  return out;
+}
+
+envelope sign_rate_request(const identity& payer, const std::array<uint8_t, 32>& chain,
+                           schema::RateRequest::Reader req) {
+  capnp::MallocMessageBuilder tmp;
+  tmp.setRoot(req);
+  auto t = tmp.getRoot<schema::RateRequest>();
+  t.setPayer(kj::arrayPtr(payer.id().bytes.data(), 32));
+  auto sig = payer.sign(rate_request_signing_bytes(chain, t.asReader()));
+  t.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  return copy_envelope<schema::RateRequest>(t.asReader());
 }
 
 } // namespace aicon

@@ -1,5 +1,6 @@
 #include "actors/script/sandbox.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -22,12 +23,116 @@ sandbox* owner(lua_State* L) {
   return s;
 }
 
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
 void count_hook(lua_State* L, lua_Debug*) {
   auto* s = owner(L);
-  s->budget_left_ -= hook_every;
-  if (s->budget_left_ < 0)
-    luaL_error(L, "stopped: it ran over its budget of instructions per event "
-                  "(script_instructions_max)");
+  if (!s->spent_) {
+    s->budget_left_ -= hook_every;
+    if (s->budget_left_ < 0)
+      s->spent_why_ = "stopped: it ran over its budget of instructions "
+                      "(script_instructions_max, per event or poll)";
+    else if (now_ns() > s->deadline_ns_)
+      s->spent_why_ = "stopped: it ran past its time (script_wall_ms_max, per event or poll)";
+    else
+      return;
+    s->spent_ = true;
+    // From now on every instruction raises: a pcall() around the loop
+    // catches one error and the very next instruction raises again.
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  }
+  luaL_error(L, "%s", s->spent_why_.c_str());
+}
+
+/// Counts a pattern's quantifiers: `unbounded` (*, +, -) and `optional` (?),
+/// skipping escapes (%x) and sets ([...]).
+void count_quantifiers(std::string_view p, int& unbounded, int& optional) {
+  unbounded = optional = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    char c = p[i];
+    if (c == '%') {
+      if (i + 1 < p.size() && (p[i + 1] == 'b'))
+        i += 3; // %bxy
+      else if (i + 1 < p.size() && p[i + 1] == 'f') {
+        i += 1; // %f[set]: the set follows
+      } else
+        ++i;
+    } else if (c == '[') {
+      ++i;
+      if (i < p.size() && p[i] == '^')
+        ++i;
+      if (i < p.size() && p[i] == ']')
+        ++i; // a leading ] is part of the set
+      while (i < p.size() && p[i] != ']') {
+        if (p[i] == '%')
+          ++i;
+        ++i;
+      }
+    } else if (c == '*' || c == '+' || c == '-') {
+      if (i > 0)
+        ++unbounded;
+    } else if (c == '?') {
+      if (i > 0)
+        ++optional;
+    }
+  }
+}
+
+/// Steps Lua's backtracking matcher may take, at worst, for a pattern with
+/// these quantifiers on a subject of n bytes, tried at every start.
+double pattern_cost(size_t n, int unbounded, int optional) {
+  return std::pow(static_cast<double>(n) + 1, unbounded + 1) * std::pow(2.0, optional);
+}
+
+/// Beyond this, one C call could hold the host's core for seconds (Lua's
+/// matcher does about 10^8 simple steps a second here).
+constexpr double pattern_cost_max = 2e7;
+
+/// string.find/match/gmatch/gsub: refuse a pattern whose worst case is over
+/// pattern_cost_max, then call the original (upvalue 1).
+int guarded_pattern(lua_State* L) {
+  size_t n = 0, pn = 0;
+  luaL_checklstring(L, 1, &n);
+  const char* p = luaL_checklstring(L, 2, &pn);
+  bool plain = lua_toboolean(L, 4) && lua_isinteger(L, lua_upvalueindex(2))
+               && lua_tointeger(L, lua_upvalueindex(2)) == 1; // find(s, p, init, plain)
+  if (!plain) {
+    int unbounded = 0, optional = 0;
+    count_quantifiers({p, pn}, unbounded, optional);
+    if (pattern_cost(n, unbounded, optional) > pattern_cost_max)
+      return luaL_error(L, "refused: the pattern has %d repetitions (*, +, -) and %d optional "
+                           "items (?) over a %d-byte string; its matching could hold the host "
+                           "(at most %d steps)",
+                        unbounded, optional, static_cast<int>(n),
+                        static_cast<int>(pattern_cost_max));
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/// string.rep: "" repeated any number of times is "" (the original loops
+/// n times even then); a result over the memory cap is refused at once.
+int guarded_rep(lua_State* L) {
+  size_t l = 0, lsep = 0;
+  luaL_checklstring(L, 1, &l);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_optlstring(L, 3, "", &lsep);
+  if (n <= 0 || l + lsep == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  if (static_cast<double>(l + lsep) * static_cast<double>(n) > 1e9)
+    return luaL_error(L, "not enough memory: string.rep of %d bytes", static_cast<int>(l + lsep));
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
 }
 
 int panic(lua_State* L) {
@@ -162,6 +267,19 @@ int open_libraries(lua_State* L) {
   lua_getglobal(L, LUA_STRLIBNAME);
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
+  // C functions are not metered by the count hook: the ones whose running
+  // time a caller controls are guarded (the string metatable's __index is
+  // this same table, so s:find() is guarded too).
+  int kind = 0;
+  for (auto name : {"find", "match", "gmatch", "gsub"}) {
+    lua_getfield(L, -1, name);
+    lua_pushinteger(L, ++kind); // 1: find (which has a plain mode)
+    lua_pushcclosure(L, guarded_pattern, 2);
+    lua_setfield(L, -2, name);
+  }
+  lua_getfield(L, -1, "rep");
+  lua_pushcclosure(L, guarded_rep, 1);
+  lua_setfield(L, -2, "rep");
   lua_pop(L, 1);
   lua_pushcfunction(L, &sandbox::print);
   lua_setglobal(L, "print");
@@ -272,11 +390,11 @@ caf::error sandbox::set_handler(const std::string& event, const std::string& sou
   c.box = this;
   c.code = &code;
   c.chunk = &name;
-  budget_left_ = static_cast<int64_t>(opts_.instructions_max);
+  start_budget();
   lua_pushcfunction(L, protected_compile);
   lua_pushlightuserdata(L, &c);
   int rc = lua_pcall(L, 1, 0, 0);
-  budget_left_ = 0;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, hook_every);
   if (rc != LUA_OK) {
     std::string msg = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error object is not a string";
     lua_settop(L, 0);
@@ -294,16 +412,24 @@ void sandbox::call(const std::string& event, const push_args& args) {
   if (h == handlers_.end())
     return;
   ++events_;
+  if (!in_round_)
+    start_budget();
+  else if (spent_) {
+    if (skipped_++ == 0)
+      push_line(fmt::format("on({}) handler: this poll's budget is spent; its further "
+                            "events are skipped", event),
+                false);
+    return;
+  }
   lua_State* L = L_;
   call_ctx c;
   c.box = this;
   c.handler_ref = h->second;
   c.args = &args;
-  budget_left_ = static_cast<int64_t>(opts_.instructions_max);
   lua_pushcfunction(L, protected_call);
   lua_pushlightuserdata(L, &c);
   int rc = lua_pcall(L, 1, 0, 0);
-  budget_left_ = 0;
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, hook_every); // back to sampling
   if (rc != LUA_OK) {
     std::string msg = lua_tostring(L, -1) ? lua_tostring(L, -1) : "error object is not a string";
     push_line(fmt::format("on({}) handler: {}", event, msg), false);
@@ -315,6 +441,24 @@ void sandbox::call(const std::string& event, const push_args& args) {
       push_line(event + "\t" + c.reply, true);
   }
   lua_settop(L, 0);
+}
+
+void sandbox::start_budget() {
+  budget_left_ = static_cast<int64_t>(opts_.instructions_max);
+  deadline_ns_ = now_ns() + static_cast<int64_t>(opts_.wall_ms_max) * 1'000'000;
+  spent_ = false;
+  skipped_ = 0;
+}
+
+void sandbox::begin_round() {
+  start_budget();
+  in_round_ = true;
+}
+
+void sandbox::end_round() {
+  in_round_ = false;
+  spent_ = false;
+  lua_sethook(L_, count_hook, LUA_MASKCOUNT, hook_every);
 }
 
 std::vector<std::string> sandbox::take_lines() {

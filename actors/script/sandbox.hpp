@@ -1,8 +1,12 @@
 // A Lua 5.4 state for untrusted handler code: only the base (without load,
 // loadfile, dofile, require), string, table, math and utf8 libraries; a
-// memory cap enforced by its allocator; an instruction budget per call
-// enforced by a count hook; print() captured instead of written. The script
-// role keeps one per console session.
+// memory cap enforced by its allocator; an instruction budget and a wall
+// clock deadline per round (one call, or every call of one poll) enforced
+// by a count hook that cannot be caught: once spent, every further
+// instruction raises again, so pcall() only unwinds faster; string
+// patterns whose backtracking could hold a core inside one C call are
+// refused before they run; print() captured instead of written. The
+// script role keeps one per console session.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +30,8 @@ class sandbox {
 public:
   struct options {
     uint64_t memory_bytes = 16ull << 20;
-    uint64_t instructions_max = 5'000'000;
+    uint64_t instructions_max = 5'000'000; ///< per round
+    uint64_t wall_ms_max = 250;            ///< per round
     size_t output_max = 1000; ///< lines and replies kept until taken
     std::map<std::string, std::string> globals; ///< string globals (node, site)
   };
@@ -64,6 +69,13 @@ public:
   /// line "on(event) handler: <message>". The state stays usable.
   void call(const std::string& event, const push_args& args);
 
+  /// Every call until end_round() draws on one budget of instructions and
+  /// one deadline (a poll's events); once spent, the round's remaining
+  /// calls are skipped and one line says how many. Outside a round each
+  /// call has a budget of its own.
+  void begin_round();
+  void end_round();
+
   /// Takes what the handlers produced since the last take.
   std::vector<std::string> take_lines();
   std::vector<std::string> take_replies();
@@ -95,9 +107,17 @@ private:
   std::vector<std::string> lines_, replies_;
   uint64_t dropped_ = 0;
   uint64_t events_ = 0;
+  void start_budget();
+  bool in_round_ = false;
+  uint64_t skipped_ = 0; ///< calls skipped in this round after its budget was spent
+
 public:
-  // For the count hook (a free function): the budget left in this call.
+  // For the count hook (a free function): the budget left in this round,
+  // its deadline, and whether it is spent (then every instruction raises).
   int64_t budget_left_ = 0;
+  int64_t deadline_ns_ = 0; ///< steady clock
+  bool spent_ = false;
+  std::string spent_why_;
 };
 
 } // namespace aicon::script

@@ -228,6 +228,7 @@ caf::behavior script_role(self_ptr self, role_context ctx) {
       script::sandbox::options o;
       o.memory_bytes = st.ctx.lim.script_memory_bytes;
       o.instructions_max = st.ctx.lim.script_instructions_max;
+      o.wall_ms_max = st.ctx.lim.script_wall_ms_max;
       o.output_max = st.ctx.lim.script_output_max;
       o.globals = {{"node", st.ctx.self->id().hex()}, {"site", st.ctx.site}};
       auto box = script::sandbox::make(std::move(o));
@@ -261,6 +262,9 @@ caf::behavior script_role(self_ptr self, role_context ctx) {
                                     req.getProgress().size(), progress_per_poll_max));
     auto& s = it->second;
     s.last_poll = clock_type::now();
+    // One budget for the whole poll (instructions and wall clock), however
+    // many events it carries: a poll can never hold the host longer.
+    s.box->begin_round();
     for (auto p : req.getProgress()) {
       s.box->call("progress", [&](lua_State* L) {
         lua_createtable(L, 0, 5);
@@ -277,6 +281,7 @@ caf::behavior script_role(self_ptr self, role_context ctx) {
         return 1;
       });
     }
+    s.box->end_round();
     return output_of(s);
   });
   st.table->on<schema::ScriptList>([self](schema::ScriptList::Reader) -> caf::result<envelope> {

@@ -231,9 +231,12 @@ struct worker_state {
     seed = cfg.getSeed();
     if (cfg.getJob().size() == 32)
       std::memcpy(job.data(), cfg.getJob().begin(), 32);
-    if (cfg.getCheatPercent() > 0 && cfg.getCheatRank() == rank) {
-      cheat_percent = std::min<uint32_t>(cfg.getCheatPercent(), 100);
-      log_warning("trainer rank {}: FAULT INJECTION: random gradients on {}% of its steps",
+    // Fault injection is its operator's choice ([faults] in host.toml),
+    // never a message's: nobody can make another operator's trainer cheat.
+    if (ctx.lim.fault_trainer_cheat_percent > 0) {
+      cheat_percent = std::min<uint32_t>(ctx.lim.fault_trainer_cheat_percent, 100);
+      log_warning("trainer rank {}: FAULT INJECTION ([faults] in host.toml): random gradients "
+                  "on {}% of its steps",
                   rank, cheat_percent);
     }
     opt.lr = cfg.getLr();
@@ -588,7 +591,14 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
 struct slot {
   caf::actor worker;
   caf::actor member;
+  bool finished = false; ///< training over; kept only as evidence for the rater
+  uint64_t seq = 0;      ///< join order, to drop the oldest finished first
 };
+
+/// Finished sessions a host keeps as evidence, per trainer slot: the rater
+/// of each has them; beyond, the oldest go first (each holds up to 512 MiB
+/// of evidence, so this bounds a host's memory as trainer_slots does).
+constexpr size_t finished_per_slot_max = 4;
 
 struct trainer_role_state {
   role_context ctx;
@@ -596,6 +606,7 @@ struct trainer_role_state {
   std::set<std::string> refused; ///< allocators that refused an offer (logged once)
   /// Shared with the exit functor, which outlives the state.
   std::shared_ptr<std::map<session_key, slot>> slots = std::make_shared<std::map<session_key, slot>>();
+  uint64_t joins = 0;
   std::unique_ptr<message_table> table;
   static inline const char* name = "aicon.trainer_role";
 };
@@ -625,11 +636,34 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   if (!right)
     return make_error(errc::invalid_argument, "TrainerJoin.right: " + what_of(right.error()));
   auto key = session_key{*session, j.getRank()};
+  // trainer_slots is what this host offers: a join beyond it is refused
+  // (retry later) before anything is made, whoever sends it.
+  size_t training = 0;
+  for (auto& [k, s] : *st.slots)
+    if (!s.finished && !(k == key))
+      ++training;
+  if (training >= st.ctx.lim.trainer_slots)
+    return make_error(errc::busy,
+                      fmt::format("TrainerJoin: all {} trainer slots of this host are busy "
+                                  "(trainer_slots); retry when a job finishes",
+                                  st.ctx.lim.trainer_slots));
   if (auto old = st.slots->find(key); old != st.slots->end()) {
     caf::anon_send_exit(old->second.worker, caf::exit_reason::user_shutdown);
     if (old->second.member)
       caf::anon_send_exit(old->second.member, caf::exit_reason::user_shutdown);
     st.slots->erase(old);
+  }
+  // Evidence of finished sessions is bounded too: the oldest goes first.
+  while (st.slots->size() - training
+         >= finished_per_slot_max * std::max<size_t>(st.ctx.lim.trainer_slots, 1)) {
+    auto oldest = st.slots->end();
+    for (auto i = st.slots->begin(); i != st.slots->end(); ++i)
+      if (i->second.finished && (oldest == st.slots->end() || i->second.seq < oldest->second.seq))
+        oldest = i;
+    if (oldest == st.slots->end())
+      break;
+    caf::anon_send_exit(oldest->second.worker, caf::exit_reason::user_shutdown);
+    st.slots->erase(oldest);
   }
   auto cfg = j.getConfig();
   train::ring_options ropts;
@@ -673,23 +707,43 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   auto member = link.member;
   auto worker = self->system().spawn<caf::detached>(trainer_worker, st.ctx, *session, j.getRank(),
                                                     j.getSize(), std::move(link), ropts);
-  (*st.slots)[key] = slot{worker, member};
+  (*st.slots)[key] = slot{worker, member, false, ++st.joins};
   auto rp = self->make_response_promise<envelope>();
   auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
   auto join_timeout = std::chrono::minutes(5); // loading the data
-  auto with_right = [self, rp, worker, member, env, join_timeout](caf::actor right) mutable {
+  // A join that fails (bad data, a bad config) frees its slot at once: a
+  // refused join must not hold a trainer slot, a thread or memory.
+  auto forget = [self, key, worker, member] {
+    auto i = self->state.slots->find(key);
+    if (i != self->state.slots->end() && i->second.worker == worker)
+      self->state.slots->erase(i);
+    caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
+    if (member)
+      caf::anon_send_exit(member, caf::exit_reason::user_shutdown);
+  };
+  auto with_right = [self, rp, worker, member, env, join_timeout,
+                     forget](caf::actor right) mutable {
     if (member)
       train::connect_ring(member, right);
     self->request(worker, join_timeout, env)
-      .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
-            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      .then(
+        [rp, forget](envelope& reply) mutable {
+          if (error_of_reply(reply))
+            forget();
+          rp.deliver(std::move(reply));
+        },
+        [rp, forget](caf::error& err) mutable {
+          forget();
+          rp.deliver(std::move(err));
+        });
   };
   if (!member || *right == st.ctx.self->id()) { // streams dial on RingLink
     with_right(caf::actor_cast<caf::actor>(self));
   } else {
     self->request(st.ctx.directory, timeout, lookup_atom::value, "trainer@" + right->hex())
       .then([with_right](caf::actor& dst) mutable { with_right(dst); },
-            [rp](caf::error& err) mutable {
+            [rp, forget](caf::error& err) mutable {
+              forget();
               rp.deliver(make_error(errc::unknown_node,
                                     "TrainerJoin: the right neighbour's trainer role: "
                                       + describe(err)));
@@ -761,8 +815,11 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       return dst.error();
     if (q.which() == schema::TrainQuery::DROP)
       self->state.slots->erase({*id, q.getRank()});
-    if (q.which() == schema::TrainQuery::FINISH) // evidence kept an hour at most
+    if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour at most
+      if (auto s = self->state.slots->find({*id, q.getRank()}); s != self->state.slots->end())
+        s->second.finished = true; // its trainer slot is free again
       self->delayed_send(self, std::chrono::hours(1), drop_atom::value, *id, q.getRank());
+    }
     return relay_to(self, *dst, env, long_wait);
   });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {

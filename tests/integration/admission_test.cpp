@@ -160,6 +160,35 @@ BOOST_AUTO_TEST_CASE(plain_clients_and_raw_bytes_are_cut_off_without_hanging_the
   BOOST_TEST(static_cast<bool>(c->request(*echo, echo_request(1, ""), 5s)));
 }
 
+BOOST_AUTO_TEST_CASE(only_tls_1_3_is_spoken) {
+  // A client that offers at most TLS 1.2 (Python's ssl module: its own
+  // OpenSSL use, outside aicon's process) is refused for the version; one
+  // that offers 1.3 gets 1.3.
+  host_pair hp;
+  const char* script =
+    "import socket, ssl, sys\n"
+    "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+    "ctx.check_hostname = False\n"
+    "ctx.verify_mode = ssl.CERT_NONE\n"
+    "if sys.argv[2] == '1.2':\n"
+    "    ctx.minimum_version = ssl.TLSVersion.TLSv1_2\n"
+    "    ctx.maximum_version = ssl.TLSVersion.TLSv1_2\n"
+    "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n"
+    "try:\n"
+    "    print('negotiated', ctx.wrap_socket(s).version())\n"
+    "except Exception as e:\n"
+    "    print('refused', e)\n";
+  auto port = std::to_string(hp.ha.port);
+  auto old = run_command({"/usr/bin/python3", "-c", script, port, "1.2"});
+  BOOST_TEST(old.output.find("refused") != std::string::npos, old.output);
+  BOOST_TEST((old.output.find("PROTOCOL_VERSION") != std::string::npos
+              || old.output.find("protocol version") != std::string::npos
+              || old.output.find("unsupported protocol") != std::string::npos),
+             old.output);
+  auto now = run_command({"/usr/bin/python3", "-c", script, port, "1.3"});
+  BOOST_TEST(now.output.find("negotiated TLSv1.3") != std::string::npos, now.output);
+}
+
 BOOST_AUTO_TEST_CASE(an_allowed_peer_cannot_spawn_or_reach_caf_services) {
   host_pair hp;
   auto c = hp.client_of(hp.a);

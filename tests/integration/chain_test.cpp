@@ -157,7 +157,7 @@ struct chain_cluster {
   }
 
   envelope transfer(uint64_t nonce, uint64_t amount) {
-    return ledger::make_signed_transaction(alice, nonce, [&](schema::Transaction::Body::Builder b) {
+    return ledger::make_signed_transaction(alice, ledger::chain_id(g), nonce, [&](schema::Transaction::Body::Builder b) {
       auto t = b.initTransfer();
       t.setTo(kj::arrayPtr(bob.id().bytes.data(), 32));
       t.setAmount(amount);
@@ -269,6 +269,35 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
   BOOST_REQUIRE(!replay);
   BOOST_TEST(describe(replay.error()).find("replayed_nonce") != std::string::npos,
              describe(replay.error()));
+  // The same keys on another chain (another genesis): alice's transfer
+  // signed there is refused here by name; it counts on one chain only.
+  auto other = cc.g;
+  other.time_ms += 1;
+  auto foreign = ledger::make_signed_transaction(
+    cc.alice, ledger::chain_id(other), 4, [&](schema::Transaction::Body::Builder b) {
+      auto t = b.initTransfer();
+      t.setTo(kj::arrayPtr(cc.bob.id().bytes.data(), 32));
+      t.setAmount(1);
+    });
+  for (size_t i = 0; i < 3; ++i) {
+    auto r = cc.ask(*cc.c, i, "block_generator", foreign);
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(describe(r.error()).find("wrong_chain") != std::string::npos, describe(r.error()));
+  }
+  // A transaction that breaks a rule now is refused at the door instead of
+  // sitting in the pool and blocking its author's next nonce.
+  auto bad_settle = ledger::make_signed_transaction(
+    cc.alice, ledger::chain_id(cc.g), 4, [&](schema::Transaction::Body::Builder b) {
+      std::array<uint8_t, 32> job{};
+      job[0] = 0x42;
+      b.initSettle().setJobId(kj::arrayPtr(job.data(), 32));
+    });
+  auto settled = cc.ask(*cc.c, 0, "block_generator", bad_settle);
+  BOOST_REQUIRE(!settled);
+  BOOST_TEST(describe(settled.error()).find("rule unknown_escrow") != std::string::npos,
+             describe(settled.error()));
+  auto next = cc.ask(*cc.c, 0, "block_generator", cc.transfer(4, 1));
+  BOOST_TEST(static_cast<bool>(next), (next ? std::string{} : describe(next.error())));
 
   // Forgeries for the next height, built on a scratch copy of the chain.
   auto scratch = ledger::chain::open(cc.root / "scratch", cc.g);

@@ -45,6 +45,7 @@ struct data_cluster {
   aicon::identity worker = aicon::identity::generate();
   aicon::identity alice = aicon::identity::generate(); // pays for the job
   std::filesystem::path genesis, owner_key;
+  ledger::hash256 chain{};
   std::unique_ptr<client> c;
 
   data_cluster() {
@@ -69,6 +70,7 @@ struct data_cluster {
     g.difficulty.window_blocks = 5;
     g.authorities = {rater.id()};
     g.allocations = {{alice.id(), 1'000'000, 0}};
+    chain = ledger::chain_id(g);
     genesis = write_file(root.path(), "genesis.toml", ledger::to_toml(g));
     owner_key = root / "owner.key";
     BOOST_REQUIRE(create_key_file(owner_key));
@@ -163,7 +165,8 @@ struct data_cluster {
 
   /// Alice escrows `amount` for `job`; a work receipt earns the block.
   void escrow(const data::hash256& job, uint64_t amount) {
-    auto tx = ledger::make_signed_transaction(alice, 1, [&](schema::Transaction::Body::Builder b) {
+    auto tx = ledger::make_signed_transaction(alice, chain, 1,
+                                              [&](schema::Transaction::Body::Builder b) {
       auto e = b.initEscrowLock();
       e.setJobId(kj::arrayPtr(job.data(), 32));
       e.setAmount(amount);

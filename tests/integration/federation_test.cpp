@@ -574,6 +574,15 @@ BOOST_AUTO_TEST_CASE(peers_added_at_run_time_persist_and_a_removed_one_is_cut_of
   auto hc = start_host(c_cfg, root / "c.log");
   BOOST_REQUIRE_MESSAGE(hc.proc->wait_for_log("peer up " + a.id.short_hex(), 15s),
                         hc.proc->log_text());
+  // An id that was never a peer is refused by name; removing twice says so.
+  auto stranger = identity::generate();
+  auto rm_none = peer({"rm", stranger.id().hex(), "--data-dir", a.dir.string()});
+  BOOST_TEST(rm_none.exit_code != 0, rm_none.output);
+  BOOST_TEST(rm_none.output.find("is not a peer of this host") != std::string::npos,
+             rm_none.output);
+  auto rm_again = peer({"rm", b.id.hex(), "--data-dir", a.dir.string()});
+  BOOST_TEST(rm_again.exit_code == 0, rm_again.output);
+  BOOST_TEST(rm_again.output.find("was already removed") != std::string::npos, rm_again.output);
   auto rm_c = peer({"rm", c.id.hex(), "--data-dir", a.dir.string()});
   BOOST_REQUIRE_MESSAGE(rm_c.exit_code == 0, rm_c.output);
   auto cut = ha.proc->wait_for_log("peer " + c.id.short_hex() + " removed", 5s);

@@ -10,6 +10,8 @@
 #include <csignal>
 #include <thread>
 
+#include <sodium.h>
+
 #include "actors/job/job.hpp"
 #include "gpu/device.hpp"
 #include "actors/trainer/model.hpp"
@@ -151,6 +153,82 @@ BOOST_AUTO_TEST_CASE(four_trainers_on_two_hosts_match_one_and_learn_digits) {
   BOOST_REQUIRE_MESSAGE(trained, why(trained));
   BOOST_TEST_MESSAGE("held-out accuracy " << trained->accuracy);
   BOOST_TEST(trained->accuracy >= 0.95);
+}
+
+BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
+  // An admitted client floods a trainer host with joins: those that fail
+  // (data it cannot read) free everything at once, and no more than
+  // trainer_slots (2) trainers ever run, whoever asks.
+  train_cluster tc;
+  auto host = tc.nodes[0].id;
+  auto dst = tc.c->lookup("trainer@" + host.hex());
+  BOOST_REQUIRE_MESSAGE(dst, why(dst));
+  auto join = [&](const std::array<uint8_t, 32>& session, const std::string& data) {
+    return make_envelope<schema::TrainerJoin>([&](schema::TrainerJoin::Builder j) {
+      j.setSession(kj::arrayPtr(session.data(), 32));
+      j.setRank(0);
+      j.setSize(1);
+      j.setRight(kj::arrayPtr(host.bytes.data(), 32));
+      auto c = j.initConfig();
+      c.setModel("mlp:64-64-10");
+      c.setSeed(1);
+      c.setGlobalBatch(32);
+      c.setLr(0.1f);
+      c.setDataFile(data);
+      c.setTestPercent(20);
+      c.setTransport("actor");
+    });
+  };
+  auto fresh = [] {
+    std::array<uint8_t, 32> s;
+    randombytes_buf(s.data(), s.size());
+    return s;
+  };
+  auto threads = [&] {
+    size_t n = 0;
+    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(
+           fmt::format("/proc/{}/task", tc.hosts[0].proc->pid())))
+      ++n;
+    return n;
+  };
+  auto before = threads();
+  for (int i = 0; i < 50; ++i) {
+    auto r = tc.c->request(*dst, join(fresh(), "/nonexistent/aicon-data.csv"), 20s);
+    BOOST_REQUIRE(!r);
+    if (i == 0)
+      BOOST_TEST_MESSAGE("a failing join: " << describe(r.error()));
+  }
+  // Every failed join's thread is gone again (a few of CAF's own may come
+  // and go).
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (threads() > before + 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  BOOST_TEST(threads() <= before + 4, before << " threads before, " << threads() << " after");
+  // Two trainers run; a third is refused by name until one finishes.
+  auto s1 = fresh(), s2 = fresh(), s3 = fresh();
+  for (auto* s : {&s1, &s2}) {
+    auto r = tc.c->request(*dst, join(*s, digits_csv().string()), 60s);
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+  }
+  auto third = tc.c->request(*dst, join(s3, digits_csv().string()), 60s);
+  BOOST_REQUIRE(!third);
+  BOOST_TEST(describe(third.error()).find("all 2 trainer slots of this host are busy")
+               != std::string::npos,
+             describe(third.error()));
+  BOOST_TEST((code_of(third.error()) == errc::busy));
+  auto finish = [&](const std::array<uint8_t, 32>& s) {
+    return tc.c->request(*dst, make_envelope<schema::TrainQuery>([&](auto q) {
+                           q.setSession(kj::arrayPtr(s.data(), 32));
+                           q.setRank(0);
+                           q.setFinish();
+                         }),
+                         20s);
+  };
+  BOOST_REQUIRE(finish(s1));
+  auto now_free = tc.c->request(*dst, join(s3, digits_csv().string()), 60s);
+  BOOST_TEST(static_cast<bool>(now_free), (now_free ? std::string{} : describe(now_free.error())));
+  finish(s2);
+  finish(s3);
 }
 
 BOOST_AUTO_TEST_CASE(the_nccl_transport_needs_a_gpu_and_matches_the_ring) {

@@ -56,7 +56,7 @@ struct fixture {
 
   aicon::envelope transfer(const aicon::identity& from, const aicon::identity& to, uint64_t amount,
                            uint64_t n) {
-    return make_signed_transaction(from, n, [&](schema::Transaction::Body::Builder b) {
+    return make_signed_transaction(from, chain_id(g), n, [&](schema::Transaction::Body::Builder b) {
       auto t = b.initTransfer();
       t.setTo(kj::arrayPtr(to.id().bytes.data(), 32));
       t.setAmount(amount);

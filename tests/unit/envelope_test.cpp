@@ -3,6 +3,7 @@
 #include <random>
 
 #include <caf/binary_deserializer.hpp>
+#include <fmt/format.h>
 #include <caf/binary_serializer.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -372,6 +373,32 @@ BOOST_AUTO_TEST_CASE(deserializer_refuses_huge_declared_length_before_allocating
   BOOST_REQUIRE(err);
   BOOST_TEST(code_of(err) == errc::message_too_large);
   BOOST_TEST(out.words.empty());
+}
+
+BOOST_AUTO_TEST_CASE(an_oversize_envelope_that_arrived_whole_becomes_an_answerable_marker) {
+  // Over envelope_bytes_max with every byte there: read past unread, kept as
+  // a marker so the role answers "message_too_large" (it once vanished).
+  auto saved = current_reader_limits();
+  auto small = saved;
+  small.envelope_bytes_max = 1024;
+  set_current_reader_limits(small);
+  auto big = sample_echo_request(4096);
+  std::vector<char> buf;
+  caf::binary_serializer sink{*sys, buf};
+  BOOST_REQUIRE(!sink(big));
+  aicon::envelope out;
+  caf::binary_deserializer source{*sys, buf};
+  auto err = source(out);
+  set_current_reader_limits(saved);
+  BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  BOOST_TEST(out.type_id == oversize_type_id);
+  auto why = oversize_error(out);
+  BOOST_REQUIRE(why);
+  BOOST_TEST((code_of(why) == errc::message_too_large));
+  BOOST_TEST(describe(why).find(fmt::format("an envelope of {} bytes", big.size_bytes()))
+               != std::string::npos,
+             describe(why));
+  BOOST_TEST(!oversize_error(big)); // an ordinary envelope is no marker
 }
 
 BOOST_AUTO_TEST_CASE(deserializer_refuses_unaligned_length_and_short_input) {

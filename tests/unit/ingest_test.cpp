@@ -81,6 +81,28 @@ BOOST_AUTO_TEST_CASE(digits_reference_dataset) {
   BOOST_TEST(t->feature_names.empty());
 }
 
+BOOST_AUTO_TEST_CASE(a_truncated_or_corrupt_gzip_is_refused_not_read_short) {
+  // Cut anywhere (a line end included) or with a wrong CRC in its trailer,
+  // a .csv.gz is refused by name instead of being taken for fewer rows.
+  auto path = std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz";
+  std::ifstream in{path, std::ios::binary};
+  std::string gz{std::istreambuf_iterator<char>{in}, {}};
+  BOOST_REQUIRE(gz.size() > 100u);
+  test::temp_dir dir;
+  for (size_t cut : {gz.size() / 4, gz.size() / 2, gz.size() * 9 / 10, gz.size() - 4,
+                     gz.size() - 1}) {
+    auto t = read_csv(put_file(dir, "cut.csv.gz", gz.substr(0, cut)), {});
+    expect_error(t, {"cut.csv.gz", "corrupt or truncated gzip"});
+  }
+  auto bad_crc = gz;
+  bad_crc[gz.size() - 8] ^= 0x5a; // the CRC-32 of the trailer
+  expect_error(read_csv(put_file(dir, "crc.csv.gz", bad_crc), {}),
+               {"crc.csv.gz", "corrupt or truncated gzip"});
+  auto whole = read_csv(put_file(dir, "whole.csv.gz", gz), {});
+  BOOST_REQUIRE_MESSAGE(whole, test::why(whole));
+  BOOST_TEST(whole->rows == 1797u);
+}
+
 BOOST_AUTO_TEST_CASE(csv_header_delimiter_skip_rows_and_text_labels) {
   test::temp_dir dir;
   auto f = put_file(dir, "iris.csv",

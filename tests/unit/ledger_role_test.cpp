@@ -58,7 +58,7 @@ struct ledger_hosts : test::host_pair {
     auto scratch = ledger::chain::open(dir / "scratch", g);
     BOOST_REQUIRE(scratch);
     ledger::block_draft d;
-    d.transactions = {ledger::make_signed_transaction(alice, 1, [&](auto body) {
+    d.transactions = {ledger::make_signed_transaction(alice, ledger::chain_id(g), 1, [&](auto body) {
       auto t = body.initTransfer();
       t.setTo(kj::arrayPtr(bob.id().bytes.data(), 32));
       t.setAmount(40);

@@ -2,6 +2,7 @@
 // state root over memory and LMDB.
 #include <boost/test/unit_test.hpp>
 
+#include <cstring>
 #include <random>
 
 #include "actors/ledger/state.hpp"
@@ -40,13 +41,14 @@ struct chain {
 
   chain() {
     params.authorities = {rater.id()};
+    params.chain_id = id32(0xc4);
     BOOST_REQUIRE(!apply_genesis(st, {{alice.id(), 1000, 0}, {bob.id(), 500, 100}}));
   }
 
   template <class F>
   aicon::envelope tx(const aicon::identity& who, F&& fill, std::optional<uint64_t> nonce = {}) {
     auto n = nonce ? *nonce : nonces[who.id()] + 1;
-    return make_signed_transaction(who, n, std::forward<F>(fill));
+    return make_signed_transaction(who, params.chain_id, n, std::forward<F>(fill));
   }
 
   caf::error apply(const aicon::envelope& env) {
@@ -122,6 +124,10 @@ BOOST_AUTO_TEST_CASE(each_signature_and_nonce_rule_names_itself) {
   c.expect_refused(good, rule::replayed_nonce); // the same bytes again
   c.expect_refused(c.tx(c.alice, transfer(c.bob, 1), 5), rule::skipped_nonce);
   c.expect_refused(c.tx(c.alice, transfer(c.bob, 1), 0), rule::replayed_nonce);
+  // Signed for another chain: refused, whatever else is right about it.
+  c.expect_refused(make_signed_transaction(c.alice, id32(0xc5), c.nonces[c.alice.id()] + 1,
+                                           transfer(c.bob, 1)),
+                   rule::wrong_chain);
 }
 
 BOOST_AUTO_TEST_CASE(each_amount_rule_names_itself) {
@@ -129,21 +135,18 @@ BOOST_AUTO_TEST_CASE(each_amount_rule_names_itself) {
   c.expect_refused(c.tx(c.alice, transfer(c.bob, 1001)), rule::overdraft);
   c.expect_refused(c.tx(c.alice, transfer(c.bob, 0)), rule::zero_amount);
   c.expect_refused(c.tx(c.carol, transfer(c.bob, 1)), rule::overdraft); // no account at all
-  // Overflow: the rater mints the maximum to carol, then bob pays her.
-  BOOST_TEST(!c.apply(c.tx(c.rater, [&](auto b) {
-    auto p = b.initMintReward().initPayouts(1);
-    p[0].setTo(bytes(c.carol.id()));
-    p[0].setAmount(UINT64_MAX - 1600);
-  })));
   // (A transfer can never overflow a balance: balances sum to the supply,
-  // which fits in 64 bits. Minting is where overflow is possible.)
+  // which fits in 64 bits; a mint is bounded by an escrow, so by the supply.)
+  auto job = id32(3);
+  BOOST_TEST(!c.apply(c.tx(c.alice, [&](auto b) {
+    auto l = b.initEscrowLock();
+    l.setJobId(bytes(job));
+    l.setAmount(100);
+  })));
   c.expect_refused(c.tx(c.rater, [&](auto b) {
-    auto p = b.initMintReward().initPayouts(1);
-    p[0].setTo(bytes(c.alice.id()));
-    p[0].setAmount(10);
-  }), rule::amount_overflow); // the supply itself would overflow
-  c.expect_refused(c.tx(c.rater, [&](auto b) {
-    auto p = b.initMintReward().initPayouts(2);
+    auto m = b.initMintReward();
+    m.setJobId(bytes(job));
+    auto p = m.initPayouts(2);
     p[0].setTo(bytes(c.alice.id()));
     p[0].setAmount(UINT64_MAX / 2 + 1);
     p[1].setTo(bytes(c.bob.id()));
@@ -184,37 +187,77 @@ BOOST_AUTO_TEST_CASE(escrow_lock_and_settle) {
   BOOST_TEST(c.balance(c.bob) == 800u);
   BOOST_TEST(c.balance(c.carol) == 50u);
   BOOST_TEST(c.balance(c.alice) == 650u); // 50 refunded
-  BOOST_TEST(!c.st.get_escrow(job)->has_value());
+  // The record stays, settled and empty: the job's terms for the reward and
+  // slash rules, and no second settlement.
+  auto done = c.st.get_escrow(job)->value();
+  BOOST_TEST(done.settled);
+  BOOST_TEST(done.amount == 0u);
+  BOOST_TEST(done.locked == 400u);
+  c.expect_refused(c.tx(c.alice, settle({{&c.bob, 1}})), rule::escrow_settled);
+  c.expect_refused(c.tx(c.alice, lock(10)), rule::escrow_exists); // a job id is used once
   BOOST_TEST(c.st.get_totals()->supply == 1600u);
 }
 
-BOOST_AUTO_TEST_CASE(mint_and_slash_need_authority_and_move_supply) {
+BOOST_AUTO_TEST_CASE(mint_and_slash_follow_the_genesis_rules_not_the_authority) {
+  // An authority's signature is not enough: a mint is for an escrowed job,
+  // once, at most reward_percent (30) of its escrow; a slash names an
+  // escrowed job, once per target, and its amount is the rule's
+  // (slash_percent, 50, of the target's stake), never the author's.
   chain c;
-  auto mint = [&](const aicon::identity& to, uint64_t amount) {
-    return [&to, amount](schema::Transaction::Body::Builder b) {
-      auto p = b.initMintReward().initPayouts(1);
+  auto job = id32(1), other = id32(2);
+  BOOST_TEST(!c.apply(c.tx(c.alice, [&](auto b) {
+    auto l = b.initEscrowLock();
+    l.setJobId(bytes(job));
+    l.setAmount(200);
+  })));
+  auto mint = [&](const aicon::identity& to, uint64_t amount, const hash256& for_job) {
+    return [&to, amount, for_job](schema::Transaction::Body::Builder b) {
+      auto m = b.initMintReward();
+      m.setJobId(bytes(for_job));
+      auto p = m.initPayouts(1);
       p[0].setTo(bytes(to.id()));
       p[0].setAmount(amount);
     };
   };
-  auto slash = [&](const aicon::identity& who, uint64_t amount) {
-    return [&who, amount](schema::Transaction::Body::Builder b) {
+  auto slash = [&](const aicon::identity& who, uint64_t amount, const hash256& for_job) {
+    return [&who, amount, for_job](schema::Transaction::Body::Builder b) {
       auto s = b.initSlash();
       s.setTarget(bytes(who.id()));
       s.setAmount(amount);
+      s.setJobId(bytes(for_job));
       s.setReason("failed verification");
     };
   };
-  c.expect_refused(c.tx(c.alice, mint(c.alice, 5)), rule::not_authority);
-  c.expect_refused(c.tx(c.alice, slash(c.bob, 5)), rule::not_authority);
-  BOOST_TEST(!c.apply(c.tx(c.rater, mint(c.carol, 70))));
-  c.expect_refused(c.tx(c.rater, slash(c.bob, 101)), rule::slash_exceeds_stake);
-  BOOST_TEST(!c.apply(c.tx(c.rater, slash(c.bob, 60))));
+  c.expect_refused(c.tx(c.alice, mint(c.alice, 5, job)), rule::not_authority);
+  c.expect_refused(c.tx(c.alice, slash(c.bob, 0, job)), rule::not_authority);
+  c.expect_refused(c.tx(c.rater, mint(c.carol, 5, other)), rule::unknown_escrow);
+  c.expect_refused(c.tx(c.rater, [&](auto b) {
+    auto p = b.initMintReward().initPayouts(1); // no job at all
+    p[0].setTo(bytes(c.carol.id()));
+    p[0].setAmount(1);
+  }), rule::malformed);
+  c.expect_refused(c.tx(c.rater, mint(c.carol, 61, job)), rule::reward_exceeds_rule); // > 30%
+  c.expect_refused(c.tx(c.rater, mint(c.carol, 1'000'000'000'000, job)),
+                   rule::reward_exceeds_rule);
+  BOOST_TEST(!c.apply(c.tx(c.rater, mint(c.carol, 60, job))));
+  c.expect_refused(c.tx(c.rater, mint(c.carol, 1, job)), rule::already_rewarded);
+  c.expect_refused(c.tx(c.rater, slash(c.bob, 100, job)), rule::slash_not_by_rule);
+  c.expect_refused(c.tx(c.rater, slash(c.bob, 0, other)), rule::unknown_escrow);
+  c.expect_refused(c.tx(c.rater, slash(c.carol, 0, job)), rule::zero_amount); // no stake
+  BOOST_TEST(!c.apply(c.tx(c.rater, slash(c.bob, 0, job))));
+  c.expect_refused(c.tx(c.rater, slash(c.bob, 0, job)), rule::already_slashed);
   auto t = *c.st.get_totals();
-  BOOST_TEST(t.minted == 1670u);
-  BOOST_TEST(t.slashed == 60u);
+  BOOST_TEST(t.minted == 1660u);
+  BOOST_TEST(t.slashed == 50u);
   BOOST_TEST(t.supply == 1610u);
-  BOOST_TEST(c.st.get_account(c.bob.id())->stake == 40u);
+  BOOST_TEST(c.st.get_account(c.bob.id())->stake == 50u);
+  // Settling does not reopen the reward, and a mint after the settlement
+  // still finds the job's terms (the rater's mint may land after it).
+  BOOST_TEST(!c.apply(c.tx(c.alice, [&](auto b) {
+    auto s = b.initSettle();
+    s.setJobId(bytes(job));
+  })));
+  c.expect_refused(c.tx(c.rater, mint(c.carol, 1, job)), rule::already_rewarded);
   // Stake moves balance to stake.
   BOOST_TEST(!c.apply(c.tx(c.alice, [](auto b) { b.initStake().setAmount(100); })));
   BOOST_TEST(c.st.get_account(c.alice.id())->stake == 100u);
@@ -273,9 +316,22 @@ BOOST_AUTO_TEST_CASE(randomized_supply_is_conserved) {
   std::mt19937_64 rng{seed};
   chain c;
   std::vector<aicon::identity> people{c.alice, c.bob, c.carol, wallet(4), wallet(5), c.rater};
-  std::map<hash256, uint64_t> open_escrow;
+  // Funds for everyone: mints are scarce now (an escrowed job, once, 30%).
+  std::vector<genesis_entry> funds;
+  for (auto& p : people)
+    funds.push_back({p.id(), 20'000, 0});
+  BOOST_REQUIRE(!apply_genesis(c.st, funds));
   auto initial = c.st.get_totals()->supply;
+  auto initial_minted = c.st.get_totals()->minted;
   size_t accepted = 0;
+  uint32_t next_job = 0;
+  auto job_id = [](uint32_t k) {
+    hash256 h{};
+    std::memcpy(h.data(), &k, sizeof(k));
+    h[31] = 0x77;
+    return h;
+  };
+  auto recent_job = [&] { return job_id(next_job - std::min<uint32_t>(next_job, rng() % 8 + 1)); };
   for (int i = 0; i < 10000; ++i) {
     auto& who = people[rng() % people.size()];
     auto& other = people[rng() % people.size()];
@@ -285,7 +341,9 @@ BOOST_AUTO_TEST_CASE(randomized_supply_is_conserved) {
       case 0:
       case 1: env = c.tx(who, transfer(other, amount)); break;
       case 2: {
-        auto job = id32(static_cast<uint8_t>(rng() % 20));
+        // Job ids are used once: a fresh one now and then, else a recent one
+        // (refused: escrow_exists).
+        auto job = rng() % 4 ? job_id(next_job++) : recent_job();
         env = c.tx(who, [&](auto b) {
           auto l = b.initEscrowLock();
           l.setJobId(bytes(job));
@@ -294,7 +352,7 @@ BOOST_AUTO_TEST_CASE(randomized_supply_is_conserved) {
         break;
       }
       case 3: {
-        auto job = id32(static_cast<uint8_t>(rng() % 20));
+        auto job = recent_job();
         env = c.tx(who, [&](auto b) {
           auto s = b.initSettle();
           s.setJobId(bytes(job));
@@ -306,9 +364,11 @@ BOOST_AUTO_TEST_CASE(randomized_supply_is_conserved) {
       }
       case 4:
         env = c.tx(rng() % 2 ? c.rater : who, [&](auto b) {
-          auto p = b.initMintReward().initPayouts(1);
+          auto m = b.initMintReward();
+          m.setJobId(bytes(recent_job()));
+          auto p = m.initPayouts(1);
           p[0].setTo(bytes(other.id()));
-          p[0].setAmount(amount);
+          p[0].setAmount(amount / 4);
         });
         break;
       case 5: env = c.tx(who, [&](auto b) { b.initStake().setAmount(amount); }); break;
@@ -316,7 +376,8 @@ BOOST_AUTO_TEST_CASE(randomized_supply_is_conserved) {
         env = c.tx(rng() % 2 ? c.rater : who, [&](auto b) {
           auto s = b.initSlash();
           s.setTarget(bytes(other.id()));
-          s.setAmount(amount / 4);
+          s.setJobId(bytes(recent_job()));
+          s.setAmount(rng() % 4 ? 0 : amount / 4);
         });
         break;
     }
@@ -326,15 +387,15 @@ BOOST_AUTO_TEST_CASE(randomized_supply_is_conserved) {
     if (!c.apply(env))
       ++accepted;
     auto t = *c.st.get_totals();
-    BOOST_REQUIRE_EQUAL(t.supply, initial + (t.minted - 1600) - t.slashed);
+    BOOST_REQUIRE_EQUAL(t.supply, initial + (t.minted - initial_minted) - t.slashed);
   }
   // Audit: every unit is somewhere.
   auto t = *c.st.get_totals();
   unsigned __int128 held = 0;
   for (auto& [who, a] : c.st.accounts())
     held += static_cast<unsigned __int128>(a.balance) + a.stake;
-  for (uint8_t j = 0; j < 20; ++j)
-    if (auto e = *c.st.get_escrow(id32(j)))
+  for (uint32_t j = 0; j < next_job; ++j)
+    if (auto e = *c.st.get_escrow(job_id(j)))
       held += e->amount;
   BOOST_TEST((held == t.supply));
   BOOST_TEST(accepted > 2000u);
@@ -359,6 +420,34 @@ BOOST_AUTO_TEST_CASE(lmdb_and_memory_agree_and_aborts_change_nothing) {
     txs.push_back(mem.tx(i % 2 ? alice : bob, transfer(i % 2 ? bob : alice, 7)));
     BOOST_REQUIRE(!mem.apply(txs.back()));
   }
+  // An escrow that is rewarded, slashed for and settled: its whole record
+  // (terms, flags, slashed targets) must read back the same from LMDB.
+  auto job = id32(9);
+  txs.push_back(mem.tx(alice, [&](auto b) {
+    auto l = b.initEscrowLock();
+    l.setJobId(bytes(job));
+    l.setAmount(100);
+  }));
+  BOOST_REQUIRE(!mem.apply(txs.back()));
+  txs.push_back(mem.tx(mem.rater, [&](auto b) {
+    auto m = b.initMintReward();
+    m.setJobId(bytes(job));
+    auto p = m.initPayouts(1);
+    p[0].setTo(bytes(bob.id()));
+    p[0].setAmount(30);
+  }));
+  BOOST_REQUIRE(!mem.apply(txs.back()));
+  txs.push_back(mem.tx(mem.rater, [&](auto b) {
+    auto s = b.initSlash();
+    s.setTarget(bytes(bob.id()));
+    s.setJobId(bytes(job));
+  }));
+  BOOST_REQUIRE(!mem.apply(txs.back()));
+  BOOST_REQUIRE(mem.apply(mem.tx(mem.rater, [&](auto b) { // a second one is refused
+    auto s = b.initSlash();
+    s.setTarget(bytes(bob.id()));
+    s.setJobId(bytes(job));
+  })));
   {
     auto t = store::txn::begin(**env, true);
     lmdb_store st{*t};
@@ -367,6 +456,11 @@ BOOST_AUTO_TEST_CASE(lmdb_and_memory_agree_and_aborts_change_nothing) {
       BOOST_REQUIRE(!apply_transaction(st, mem.params, stx.root()));
     }
     BOOST_TEST((*st.state_root() == *mem.st.state_root()));
+    auto e = st.get_escrow(job);
+    BOOST_REQUIRE(e && e->has_value());
+    BOOST_TEST((**e == **mem.st.get_escrow(job)));
+    BOOST_TEST((*e)->slashed.size() == 1u);
+    BOOST_TEST((*e)->rewarded);
     BOOST_REQUIRE(!t->commit());
   }
   hash256 committed;

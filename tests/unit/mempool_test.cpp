@@ -15,7 +15,7 @@ aicon::identity wallet(uint8_t n) {
 
 aicon::envelope pay(const aicon::identity& from, uint64_t nonce, uint64_t amount = 1) {
   auto to = wallet(50);
-  return ledger::make_signed_transaction(from, nonce, [&](auto body) {
+  return ledger::make_signed_transaction(from, ledger::hash256{}, nonce, [&](auto body) {
     auto t = body.initTransfer();
     t.setTo(kj::arrayPtr(to.id().bytes.data(), 32));
     t.setAmount(amount);

@@ -4,6 +4,8 @@
 // usable.
 #include <boost/test/unit_test.hpp>
 
+#include <chrono>
+
 #include <lua.hpp>
 
 #include "actors/script/sandbox.hpp"
@@ -129,6 +131,105 @@ BOOST_AUTO_TEST_CASE(a_runaway_loop_and_a_memory_bomb_are_stopped_and_the_state_
   BOOST_REQUIRE_EQUAL(r.size(), 1u);
   BOOST_TEST(r[0] == "block\t3");
   BOOST_TEST(b->memory_in_use() <= (4ull << 20));
+}
+
+BOOST_AUTO_TEST_CASE(pcall_cannot_swallow_the_budget) {
+  // Once the budget is spent every instruction raises: a handler that
+  // catches the error and loops again is stopped all the same, having run
+  // hardly more than its budget.
+  auto b = make_box(4ull << 20, 200'000);
+  BOOST_TEST(set(*b, "block", "function(h) local n = 0; "
+                              "for i = 1, 1000 do n = n + 1; pcall(function() while true do end "
+                              "end) end; return n end") == "");
+  auto t0 = std::chrono::steady_clock::now();
+  b->call("block", ints({1}));
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - t0).count();
+  auto lines = b->take_lines();
+  BOOST_REQUIRE_EQUAL(lines.size(), 1u);
+  BOOST_TEST(lines[0].find("ran over its budget of instructions") != std::string::npos, lines[0]);
+  BOOST_TEST(b->take_replies().empty()); // n never came back
+  BOOST_TEST(ms < 2000, ms << " ms for 200,000 instructions");
+  // The state goes on, with a fresh budget for the next event.
+  BOOST_TEST(set(*b, "peer", "function(x) return x + 1 end") == "");
+  b->call("peer", ints({41}));
+  auto r = b->take_replies();
+  BOOST_REQUIRE_EQUAL(r.size(), 1u);
+  BOOST_TEST(r[0] == "peer\t42");
+}
+
+BOOST_AUTO_TEST_CASE(a_c_function_cannot_hold_the_host) {
+  // Lua's matcher backtracks inside one C call, out of the count hook's
+  // sight: such patterns are refused before they run; a modest one works.
+  auto b = make_box();
+  BOOST_TEST(set(*b, "block", "function(h) if h == 1 then "
+                              "return string.find(string.rep('a', 200), 'a*a*a*a*b') end; "
+                              "if h == 2 then return ('k=v'):match('^(%w+)=(%w+)$') end; "
+                              "if h == 3 then return #string.rep('', 1e15) end; "
+                              "if h == 4 then return select('#', ('x'):rep(200):gsub('x', 'y')) "
+                              "end end") == "");
+  auto t0 = std::chrono::steady_clock::now();
+  for (lua_Integer h : {1, 2, 3, 4})
+    b->call("block", ints({h}));
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - t0).count();
+  BOOST_TEST(ms < 1000, ms << " ms");
+  auto lines = b->take_lines();
+  BOOST_REQUIRE_EQUAL(lines.size(), 1u);
+  BOOST_TEST(lines[0].find("refused: the pattern has 4 repetitions") != std::string::npos,
+             lines[0]);
+  auto r = b->take_replies();
+  BOOST_REQUIRE_EQUAL(r.size(), 3u);
+  BOOST_TEST(r[0] == "block\t\"k\"");
+  BOOST_TEST(r[1] == "block\t0");
+  BOOST_TEST(r[2] == "block\t2");
+}
+
+BOOST_AUTO_TEST_CASE(one_round_has_one_budget_however_many_events) {
+  // A poll carrying 10,000 events runs its handlers under one budget: the
+  // round stops when it is spent and says how the rest went.
+  auto b = make_box(4ull << 20, 200'000);
+  BOOST_TEST(set(*b, "progress", "function(p) local x = 0; for i = 1, 20000 do x = x + i end; "
+                                 "return p end") == "");
+  auto t0 = std::chrono::steady_clock::now();
+  b->begin_round();
+  for (lua_Integer i = 0; i < 10000; ++i)
+    b->call("progress", ints({i}));
+  b->end_round();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - t0).count();
+  BOOST_TEST(ms < 2000, ms << " ms");
+  auto replies = b->take_replies();
+  BOOST_TEST(replies.size() < 10u, replies.size() << " events ran in one round");
+  auto lines = b->take_lines();
+  BOOST_REQUIRE_EQUAL(lines.size(), 2u);
+  BOOST_TEST(lines[0].find("ran over its budget of instructions") != std::string::npos, lines[0]);
+  BOOST_TEST(lines[1].find("further events are skipped") != std::string::npos, lines[1]);
+  // A new round starts with a full budget.
+  b->begin_round();
+  b->call("progress", ints({7}));
+  b->end_round();
+  auto again = b->take_replies();
+  BOOST_REQUIRE_EQUAL(again.size(), 1u);
+  BOOST_TEST(again[0] == "progress\t7");
+}
+
+BOOST_AUTO_TEST_CASE(the_wall_clock_stops_a_slow_handler) {
+  // Plenty of instructions, little time: the deadline stops it.
+  sandbox::options o;
+  o.instructions_max = 4'000'000'000;
+  o.wall_ms_max = 100;
+  auto b = sandbox::make(o);
+  BOOST_REQUIRE(b);
+  BOOST_TEST(set(**b, "block", "function() while true do end end") == "");
+  auto t0 = std::chrono::steady_clock::now();
+  (*b)->call("block", ints({}));
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - t0).count();
+  BOOST_TEST(ms < 1000, ms << " ms");
+  auto lines = (*b)->take_lines();
+  BOOST_REQUIRE_EQUAL(lines.size(), 1u);
+  BOOST_TEST(lines[0].find("ran past its time") != std::string::npos, lines[0]);
 }
 
 BOOST_AUTO_TEST_CASE(output_is_bounded_and_what_was_dropped_is_counted) {

@@ -113,6 +113,60 @@ BOOST_AUTO_TEST_CASE(a_trickling_client_is_cut_at_the_handshake_deadline) {
   ::close(bulk);
 }
 
+BOOST_AUTO_TEST_CASE(a_fresh_connection_is_not_taken_for_an_old_one) {
+  // Each socket's age is its own (kept by inode): a connection that starts
+  // its handshake now is not cut because an older one has been open for
+  // longer than the handshake deadline (it once shared the oldest's age).
+  listener l;
+  limits lim;
+  lim.idle_connection_ms = 60000;
+  lim.handshake_bytes_min = 600;
+  lim.handshake_deadline_ms = 500;
+  lim.watchdog_period_ms = 100000; // scan by hand
+  int old_conn = connect_to(l.port);
+  int old_srv = l.accept_one();
+  std::string kib(2048, 'k');
+  BOOST_REQUIRE(::write(old_conn, kib.data(), kib.size()) == static_cast<ssize_t>(kib.size()));
+  std::vector<char> sink(kib.size());
+  BOOST_REQUIRE(::recv(old_srv, sink.data(), sink.size(), MSG_WAITALL) == 2048);
+  conn_watchdog dog{l.port, lim};
+  BOOST_TEST(dog.scan() == 0u);
+  std::this_thread::sleep_for(700ms); // the old one is now past the deadline
+  int fresh = connect_to(l.port);
+  l.accept_one();
+  BOOST_REQUIRE(::write(fresh, "hello", 5) == 5); // a handshake just begun
+  BOOST_TEST(dog.scan() == 0u);
+  BOOST_TEST(!closed_by_peer(fresh, 50ms));
+  std::this_thread::sleep_for(700ms); // now it is past the deadline itself
+  BOOST_TEST(dog.scan() == 1u);
+  BOOST_TEST(closed_by_peer(fresh, 500ms));
+  BOOST_TEST(!closed_by_peer(old_conn, 50ms));
+  ::close(fresh);
+  ::close(old_conn);
+}
+
+BOOST_AUTO_TEST_CASE(without_a_completed_tls_handshake_bytes_alone_do_not_keep_a_connection) {
+  // A host requires the TLS handshake to finish by the deadline: a client
+  // that sends kilobytes but never completes one (parked inside a record)
+  // is cut all the same.
+  listener l;
+  limits lim;
+  lim.idle_connection_ms = 60000;
+  lim.handshake_bytes_min = 600;
+  lim.handshake_deadline_ms = 400;
+  lim.watchdog_period_ms = 100000; // scan by hand
+  int parked = connect_to(l.port);
+  l.accept_one();
+  std::string kib(2048, 'k');
+  BOOST_REQUIRE(::write(parked, kib.data(), kib.size()) == static_cast<ssize_t>(kib.size()));
+  conn_watchdog dog{l.port, lim, true};
+  BOOST_TEST(dog.scan() == 0u); // still within the deadline
+  std::this_thread::sleep_for(600ms);
+  BOOST_TEST(dog.scan() == 1u);
+  BOOST_TEST(closed_by_peer(parked, 500ms));
+  ::close(parked);
+}
+
 BOOST_AUTO_TEST_CASE(connections_over_the_per_address_bound_are_cut) {
   listener l;
   limits lim;
