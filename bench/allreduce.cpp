@@ -50,6 +50,7 @@ std::string human(uint64_t bytes) {
 /// The mesh plus a ring-only session over it.
 struct ring_cluster : trainer_mesh {
   std::array<uint8_t, 32> session{};
+  std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
 };
 
 /// A fresh ring-only session over the mesh with `transport`; joins retry
@@ -57,6 +58,7 @@ struct ring_cluster : trainer_mesh {
 caf::error join_session(ring_cluster& rc, uint32_t n, const allreduce_options& o,
                         const std::string& transport) {
   randombytes_buf(rc.session.data(), 32);
+  randombytes_buf(rc.token.data(), 32);
   std::array<uint8_t, 32> key;
   randombytes_buf(key.data(), 32);
   std::vector<envelope> acks;
@@ -68,6 +70,7 @@ caf::error join_session(ring_cluster& rc, uint32_t n, const allreduce_options& o
         b.setRank(r);
         b.setSize(n);
         b.setRight(kj::arrayPtr(rc.ids[(r + 1) % n].bytes.data(), 32));
+        b.setToken(kj::arrayPtr(rc.token.data(), 32));
         auto cfg = b.initConfig();
         cfg.setChunkBytes(o.chunk_bytes);
         cfg.setCredits(o.credits);
@@ -84,7 +87,7 @@ caf::error join_session(ring_cluster& rc, uint32_t n, const allreduce_options& o
     acks.push_back(*ack);
   }
   if (transport != "actor")
-    return train::link_streams(*rc.c, rc.session, rc.roles, acks);
+    return train::link_streams(*rc.c, rc.session, rc.token, rc.roles, acks);
   return caf::none;
 }
 
@@ -94,6 +97,7 @@ void drop_session(ring_cluster& rc) {
     (void) rc.c->request(rc.roles[r], make_envelope<schema::TrainQuery>([&](auto q) {
                            q.setSession(kj::arrayPtr(rc.session.data(), 32));
                            q.setRank(r);
+                           q.setToken(kj::arrayPtr(rc.token.data(), 32));
                            q.setDrop();
                          }),
                          std::chrono::seconds(10));
@@ -112,6 +116,7 @@ caf::expected<cell> ring_cell(ring_cluster& rc, uint64_t bytes, uint32_t iterati
       auto run = make_envelope<schema::RingRun>([&](schema::RingRun::Builder b) {
         b.setSession(kj::arrayPtr(rc.session.data(), 32));
         b.setRank(r);
+        b.setToken(kj::arrayPtr(rc.token.data(), 32));
         b.setFloats(bytes / 4);
         b.setIterations(iterations);
         b.setWarmup(1);

@@ -339,6 +339,9 @@ int main(int argc, char** argv) {
   wallet_transfer_cmd->add_option("--to", wo.to, "recipient wallet id")->required();
   wallet_transfer_cmd->add_option("--amount", wo.amount, "amount (smallest unit)")->required();
   wallet_transfer_cmd->add_option("--wait", wo.wait_s, "seconds to wait for a final block (0: do not wait; default 30)");
+  wallet_transfer_cmd->add_option("--nonce", wo.nonce,
+                                  "retry a transfer whose outcome was unknown: the same nonce "
+                                  "signs the same transaction, which can be final only once");
   for (auto* sub : {wallet_balance_cmd, wallet_transfer_cmd}) {
     sub->add_option("--connect", wo.connect, "host:port of a host with ledger and block_generator")->required();
     sub->add_option("--node", wo.node, "expected NodeId of that host");

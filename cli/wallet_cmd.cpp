@@ -132,7 +132,18 @@ int wallet_transfer(const wallet_options& opts) {
   auto before = s->account(key->id());
   if (!before)
     return fail(before.error());
-  auto nonce = before->nonce + 1;
+  auto nonce = opts.nonce ? opts.nonce : before->nonce + 1;
+  if (opts.nonce && before->nonce >= opts.nonce) {
+    // Idempotent: that nonce is final already, so nothing is sent again.
+    std::printf("final already: nonce %llu of %s is committed (balance %llu); nothing sent\n",
+                static_cast<unsigned long long>(nonce), key->id().short_hex().c_str(),
+                static_cast<unsigned long long>(before->balance));
+    return 0;
+  }
+  if (opts.nonce > before->nonce + 1)
+    return fail(make_error(errc::invalid_argument,
+                           fmt::format("--nonce {} skips ahead: the next nonce of {} is {}",
+                                       opts.nonce, key->id().short_hex(), before->nonce + 1)));
   auto chain = train::chain_id_of([&](envelope q) { return s->ask("ledger", std::move(q)); });
   if (!chain)
     return fail(chain.error());
@@ -143,27 +154,42 @@ int wallet_transfer(const wallet_options& opts) {
     t.setAmount(opts.amount);
   });
   auto ack = s->ask("block_generator", stx);
-  if (!ack)
-    return fail(ack.error());
-  std::printf("submitted transfer of %llu to %s (nonce %llu)\n",
+  bool pending_already = !ack && what_of(ack.error()).find("already pending") != std::string::npos;
+  if (!ack && !pending_already) {
+    // Not accepted, or no answer: say which, and how to retry safely.
+    std::fprintf(stderr, "aicon: the transfer (nonce %llu) may not have been submitted: %s\n"
+                         "aicon: retry with --nonce %llu: the same transfer, final at most once\n",
+                 static_cast<unsigned long long>(nonce), describe(ack.error()).c_str(),
+                 static_cast<unsigned long long>(nonce));
+    return 1;
+  }
+  std::printf("%s transfer of %llu to %s (nonce %llu)\n",
+              pending_already ? "already pending:" : "submitted", 
               static_cast<unsigned long long>(opts.amount), to->short_hex().c_str(),
               static_cast<unsigned long long>(nonce));
   if (opts.wait_s <= 0)
     return 0;
   auto deadline = std::chrono::steady_clock::now()
                   + std::chrono::milliseconds(static_cast<int64_t>(opts.wait_s * 1000));
+  std::string last_error;
   while (std::chrono::steady_clock::now() < deadline) {
     auto now = s->account(key->id());
     if (now && now->nonce >= nonce) {
       std::printf("final: balance %llu\n", static_cast<unsigned long long>(now->balance));
       return 0;
     }
+    last_error = now ? std::string{} : describe(now.error());
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  return fail(make_error(errc::timeout,
-                         fmt::format("no final block holds the transfer after {} s (blocks need "
-                                     "verified work; is a training session running?)",
-                                     opts.wait_s)));
+  // Submitted, outcome unknown: never report that as a failure to retry.
+  std::printf("submitted, not final after %g s: %s\n"
+              "do not send it again as a new transfer; `aicon wallet transfer --nonce %llu ...` "
+              "re-submits this same one (final at most once) or says it is final\n",
+              opts.wait_s,
+              last_error.empty() ? "still pending (blocks need verified work)"
+                                 : ("the ledger cannot be asked: " + last_error).c_str(),
+              static_cast<unsigned long long>(nonce));
+  return 3;
 }
 
 int work_receipt(const wallet_options& opts) {

@@ -17,6 +17,7 @@ struct wallet_options {
   std::string to;         ///< transfer recipient
   uint64_t amount = 0;
   double wait_s = 30;     ///< transfer: wait this long for the block (0 = do not wait)
+  uint64_t nonce = 0;     ///< transfer: 0 = the next; else re-submit exactly that transfer
   // `aicon chain receipt`
   std::string trainer_key, verifier_key;
   std::string session = "manual";

@@ -26,6 +26,8 @@ struct RateRequest {
   model @11 :Data;          # asset id of the model the job used (empty: none registered)
   signature @12 :Data;      # ed25519 by payer over "aicon-rate-v1" ‖ chain id ‖
                             # canonical(this request with signature unset)
+  token @13 :Data;          # the session's token (TrainerJoin.token), so the rater may
+                            # read the trainers' digests and evidence
 }
 
 struct RankVerdict {

@@ -59,6 +59,10 @@ struct TrainerJoin {
   right @3 :Data;          # NodeId of the host of rank + 1 (may be this host)
   config @4 :TrainConfig;
   checkpoint @5 :Data;     # a saved checkpoint to resume from (empty: fresh)
+  token @6 :Data;          # 32 random bytes per ring from its coordinator: the session's
+                           # capability. Every later TrainStep, RingLink, RingRun and
+                           # TrainQuery for the session must carry it (refused otherwise);
+                           # the coordinator hands it to the job's rater and no one else
 }
 
 struct JoinAck {
@@ -80,6 +84,7 @@ struct RingLink {
   port @3 :UInt16;
   ncclId @4 :Data;         # nccl transport instead: rank 0's unique id, to every rank,
                            # which then calls ncclCommInitRank (all ranks at once)
+  token @5 :Data;          # the session's token (TrainerJoin.token)
 }
 
 struct TrainStep {
@@ -88,6 +93,7 @@ struct TrainStep {
   step @2 :UInt64;         # global step number (from 0)
   epoch @3 :UInt64;        # whose permutation the batch is drawn from
   cursor @4 :UInt64;       # first position of the global batch in it
+  token @5 :Data;          # the session's token (TrainerJoin.token)
 }
 
 struct StepDone {
@@ -104,6 +110,8 @@ struct TrainQuery {
   session @0 :Data;
   rank @1 :UInt32;
   verifier @8 :Data;       # finish: the rater (NodeId) the work receipt names
+  token @9 :Data;          # the session's token (TrainerJoin.token): only the coordinator
+                           # and the job's rater finish, drop or read a trainer
   union {
     checkpoint @2 :Void;   # -> CheckpointData
     evaluate @3 :Void;     # -> EvalResult on the held-out rows
@@ -160,6 +168,7 @@ struct RingRun {
   floats @2 :UInt64;
   iterations @3 :UInt32;
   warmup @4 :UInt32;
+  token @5 :Data;          # the session's token (TrainerJoin.token)
 }
 
 struct RingTimes {

@@ -44,6 +44,7 @@ envelope make_rate_request(const job_options& o, const job_result& r, const iden
       b.setDataset(kj::arrayPtr(d->data(), 32));
     auto m = model_asset_of(o);
     b.setModel(kj::arrayPtr(m.data(), 32));
+    b.setToken(kj::arrayPtr(r.token.data(), 32));
   });
   return sign_rate_request(payer, chain, opened<schema::RateRequest>{unsigned_req}.root());
 }

@@ -28,6 +28,7 @@ struct rank_place {
 struct ring_state {
   std::array<uint8_t, 32> session{};
   std::array<uint8_t, 32> link_key{};
+  std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
   std::vector<rank_place> ranks;
   uint64_t train_rows = 0;
 };
@@ -81,6 +82,7 @@ envelope query(const ring_state& ring, uint32_t rank, schema::TrainQuery::Which 
   return make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
     b.setSession(kj::arrayPtr(ring.session.data(), 32));
     b.setRank(rank);
+    b.setToken(kj::arrayPtr(ring.token.data(), 32));
     switch (what) {
       case schema::TrainQuery::CHECKPOINT: b.setCheckpoint(); break;
       case schema::TrainQuery::EVALUATE: b.setEvaluate(); break;
@@ -129,6 +131,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
   ring_state ring;
   randombytes_buf(ring.session.data(), 32);
   randombytes_buf(ring.link_key.data(), 32);
+  randombytes_buf(ring.token.data(), 32);
   for (auto& [h, role] : hosts) {
     auto it = counts.find(h);
     auto per_host = it == counts.end() ? o.trainers_per_host : it->second;
@@ -146,6 +149,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
       b.setRank(r);
       b.setSize(n);
       b.setRight(kj::arrayPtr(right.bytes.data(), 32));
+      b.setToken(kj::arrayPtr(ring.token.data(), 32));
       fill_config(b.initConfig(), o, ring.link_key);
       if (!checkpoint.empty())
         b.setCheckpoint(kj::arrayPtr(checkpoint.data(), checkpoint.size()));
@@ -177,7 +181,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
     std::vector<envelope> ok;
     for (auto& a : acks)
       ok.push_back(*a);
-    if (auto err = link_streams(c, ring.session, dst, ok))
+    if (auto err = link_streams(c, ring.session, ring.token, dst, ok))
       return err;
   }
   return ring;
@@ -192,6 +196,7 @@ void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs,
     reqs.push_back(make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
       b.setSession(kj::arrayPtr(ring.session.data(), 32));
       b.setRank(r);
+      b.setToken(kj::arrayPtr(ring.token.data(), 32));
       b.setFinish();
       if (verifier)
         b.setVerifier(kj::arrayPtr(verifier->bytes.data(), 32));
@@ -310,6 +315,7 @@ std::vector<node_id> hosts_of(const host_counts& counts) {
 } // namespace
 
 caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
+                        const std::array<uint8_t, 32>& token,
                         const std::vector<caf::actor>& roles, const std::vector<envelope>& acks) {
   auto n = static_cast<uint32_t>(roles.size());
   std::vector<envelope> reqs;
@@ -325,6 +331,7 @@ caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
       reqs.push_back(make_envelope<schema::RingLink>([&](schema::RingLink::Builder b) {
         b.setSession(kj::arrayPtr(session.data(), 32));
         b.setRank(r);
+        b.setToken(kj::arrayPtr(token.data(), 32));
         b.setNcclId(first->getNcclId());
       }));
   }
@@ -339,6 +346,7 @@ caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
     reqs.push_back(make_envelope<schema::RingLink>([&](schema::RingLink::Builder b) {
       b.setSession(kj::arrayPtr(session.data(), 32));
       b.setRank(r);
+      b.setToken(kj::arrayPtr(token.data(), 32));
       b.setHost(right->getLinkHost());
       b.setPort(right->getLinkPort());
     }));
@@ -483,6 +491,7 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
       reqs.push_back(make_envelope<schema::TrainStep>([&](schema::TrainStep::Builder b) {
         b.setSession(kj::arrayPtr(ring->session.data(), 32));
         b.setRank(r);
+        b.setToken(kj::arrayPtr(ring->token.data(), 32));
         b.setStep(step);
         b.setEpoch(epoch);
         b.setCursor(cursor);
@@ -583,6 +592,7 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
   result.steps = step;
   finish_ring(c, *ring, &result.logs, o.verifier);
   result.session = ring->session;
+  result.token = ring->token;
   for (auto& r : ring->ranks)
     result.rank_hosts.push_back(r.host);
   result.train_rows = ring->train_rows;

@@ -105,6 +105,7 @@ struct job_result {
   double seconds = 0;
   // The last ring, for the rater: its session and each rank's host.
   std::array<uint8_t, 32> session{};
+  std::array<uint8_t, 32> token{}; ///< the session's capability, for the rater only
   std::vector<node_id> rank_hosts;
   uint64_t train_rows = 0;
   uint32_t preemptions = 0;
@@ -116,7 +117,9 @@ using progress_fn = std::function<void(const step_report&)>;
 /// trainer role roles[r]) to dial rank r + 1 at the address of its JoinAck;
 /// nccl: sends rank 0's unique id to every rank at once. The error names
 /// the rank that could not link.
+/// `token` is the session's TrainerJoin.token.
 caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
+                        const std::array<uint8_t, 32>& token,
                         const std::vector<caf::actor>& roles, const std::vector<envelope>& acks);
 
 caf::expected<job_result> run_job(client& c, const job_options& o, const progress_fn& progress = {});

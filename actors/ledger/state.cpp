@@ -219,6 +219,23 @@ caf::error credit(touched_accounts& accts, const node_id& to, uint64_t amount) {
   return caf::none;
 }
 
+/// The escrow a transaction names by `id` (its `field`): the job id and
+/// its record, or the refusal (malformed, unknown_escrow with `missing`).
+caf::expected<std::pair<hash256, escrow_entry>> named_escrow(state_store& st,
+                                                              capnp::Data::Reader id,
+                                                              const char* field,
+                                                              const char* missing) {
+  auto job = hash_field(id, field);
+  if (!job)
+    return job.error();
+  auto e = st.get_escrow(*job);
+  if (!e)
+    return e.error();
+  if (!*e)
+    return refuse(rule::unknown_escrow, missing);
+  return std::make_pair(*job, **e);
+}
+
 /// Sums payouts, checking sizes and overflow.
 caf::expected<uint64_t> sum_payouts(capnp::List<schema::Payout>::Reader payouts) {
   uint64_t total = 0;
@@ -575,66 +592,61 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
     }
     case schema::Transaction::Body::SETTLE: {
       auto s = body.getSettle();
-      auto job = hash_field(s.getJobId(), "settle.jobId");
-      if (!job)
-        return job.error();
-      auto e = st.get_escrow(*job);
-      if (!e)
-        return e.error();
-      if (!*e)
-        return refuse(rule::unknown_escrow, "no escrow for this job");
-      if ((*e)->settled)
+      auto named = named_escrow(st, s.getJobId(), "settle.jobId", "no escrow for this job");
+      if (!named)
+        return named.error();
+      auto& [job, escrow] = *named;
+      auto* e = &escrow;
+      if (e->settled)
         return refuse(rule::escrow_settled, "this job's escrow was already settled");
-      if ((*e)->payer != *author)
+      if (e->payer != *author)
         return refuse(rule::not_escrow_payer,
-                      fmt::format("the escrow belongs to {}, not {}", (*e)->payer.short_hex(),
+                      fmt::format("the escrow belongs to {}, not {}", e->payer.short_hex(),
                                   author->short_hex()));
       auto total = sum_payouts(s.getPayouts());
       if (!total)
         return total.error();
-      if (*total > (*e)->amount)
+      if (*total > e->amount)
         return refuse(rule::settle_exceeds_escrow,
-                      fmt::format("payouts {} exceed the escrow {}", *total, (*e)->amount));
+                      fmt::format("payouts {} exceed the escrow {}", *total, e->amount));
       for (auto p : s.getPayouts())
         if (auto err = credit(accts, *key_field(p.getTo(), "payout.to"), p.getAmount()))
           return err;
-      if (auto err = credit(accts, *author, (*e)->amount - *total)) // the refund
+      if (auto err = credit(accts, *author, e->amount - *total)) // the refund
         return err;
       (*me)->nonce = nonce;
       if (auto err = accts.write_back())
         return err;
-      auto done = **e;
+      auto done = *e;
       done.amount = 0;
       done.settled = true;
-      return st.put_escrow(*job, done);
+      return st.put_escrow(job, done);
     }
     case schema::Transaction::Body::MINT_REWARD: {
       if (!params.authorities.count(*author))
         return refuse(rule::not_authority,
                       fmt::format("{} may not mint rewards", author->short_hex()));
       auto m = body.getMintReward();
-      auto job = hash_field(m.getJobId(), "mintReward.jobId");
-      if (!job)
-        return job.error();
-      auto e = st.get_escrow(*job);
-      if (!e)
-        return e.error();
-      if (!*e)
-        return refuse(rule::unknown_escrow, "a reward is minted only for an escrowed job");
-      if ((*e)->rewarded)
+      auto named = named_escrow(st, m.getJobId(), "mintReward.jobId",
+                                "a reward is minted only for an escrowed job");
+      if (!named)
+        return named.error();
+      auto& [job, escrow] = *named;
+      auto* e = &escrow;
+      if (e->rewarded)
         return refuse(rule::already_rewarded, "this job's reward was already minted");
       auto total = sum_payouts(m.getPayouts());
       if (!total)
         return total.error();
-      auto allowed = static_cast<uint64_t>(static_cast<unsigned __int128>((*e)->locked)
+      auto allowed = static_cast<uint64_t>(static_cast<unsigned __int128>(e->locked)
                                            * params.reward_percent / 100);
       if (*total > allowed)
         return refuse(rule::reward_exceeds_rule,
                       fmt::format("a reward of {} exceeds {}% of the job's escrow {} ({})",
-                                  *total, params.reward_percent, (*e)->locked, allowed));
-      auto marked = **e;
+                                  *total, params.reward_percent, e->locked, allowed));
+      auto marked = *e;
       marked.rewarded = true;
-      if (auto err = st.put_escrow(*job, marked))
+      if (auto err = st.put_escrow(job, marked))
         return err;
       if (add_overflows(totals->supply, *total, totals->supply)
           || add_overflows(totals->minted, *total, totals->minted))
@@ -704,19 +716,15 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       auto target = key_field(s.getTarget(), "slash.target");
       if (!target)
         return target.error();
-      auto job = hash_field(s.getJobId(), "slash.jobId");
-      if (!job)
-        return job.error();
       if (s.getAmount() != 0)
         return refuse(rule::slash_not_by_rule,
                       fmt::format("slash.amount is {}: it must be 0, the chain cuts {}% of "
                                   "the target's stake", s.getAmount(), params.slash_percent));
-      auto e = st.get_escrow(*job);
-      if (!e)
-        return e.error();
-      if (!*e)
-        return refuse(rule::unknown_escrow, "a slash names an escrowed job");
-      auto& done = (*e)->slashed;
+      auto named = named_escrow(st, s.getJobId(), "slash.jobId", "a slash names an escrowed job");
+      if (!named)
+        return named.error();
+      auto& [job, escrow] = *named;
+      auto& done = escrow.slashed;
       if (std::find(done.begin(), done.end(), *target) != done.end())
         return refuse(rule::already_slashed,
                       fmt::format("{} was already slashed for this job", target->short_hex()));
@@ -735,9 +743,9 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
         return refuse(rule::slash_exceeds_stake,
                       fmt::format("slash of {} exceeds the stake {} of {}", cut,
                                   (*victim)->stake, target->short_hex()));
-      auto marked = **e;
+      auto marked = escrow;
       marked.slashed.push_back(*target);
-      if (auto err = st.put_escrow(*job, marked))
+      if (auto err = st.put_escrow(job, marked))
         return err;
       (*victim)->stake -= cut;
       totals->supply -= cut;

@@ -164,11 +164,14 @@ struct rater_state {
     return std::make_pair(a->getNonce(), a->getStake());
   }
 
+  hash256 token{}; ///< the session's token from the rate request being served
+
   envelope trainer_query(const hash256& session, uint32_t rank,
                          const std::function<void(schema::TrainQuery::Builder)>& f) {
     return make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
       b.setSession(kj::arrayPtr(session.data(), 32));
       b.setRank(rank);
+      b.setToken(kj::arrayPtr(token.data(), 32));
       f(b);
     });
   }
@@ -187,6 +190,11 @@ struct rater_state {
     auto escrowed = admit(req, job);
     if (!escrowed)
       return escrowed.error();
+    if (req.getToken().size() != 32)
+      return make_error(errc::invalid_argument,
+                        "RateRequest.token must be 32 bytes: the session's token, without "
+                        "which its trainers show the rater nothing");
+    std::memcpy(token.data(), req.getToken().begin(), 32);
     auto cfg = req.getConfig();
     auto spec = train::parse_spec(cfg.getModel().cStr());
     if (!spec)

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <unistd.h>
@@ -593,7 +594,14 @@ struct slot {
   caf::actor member;
   bool finished = false; ///< training over; kept only as evidence for the rater
   uint64_t seq = 0;      ///< join order, to drop the oldest finished first
+  std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
 };
+
+/// Whether `given` is the slot's token (constant time).
+bool holds_token(const slot& s, capnp::Data::Reader given) {
+  return given.size() == s.token.size()
+         && sodium_memcmp(given.begin(), s.token.data(), s.token.size()) == 0;
+}
 
 /// Finished sessions a host keeps as evidence, per trainer slot: the rater
 /// of each has them; beyond, the oldest go first (each holds up to 512 MiB
@@ -636,6 +644,15 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   if (!right)
     return make_error(errc::invalid_argument, "TrainerJoin.right: " + what_of(right.error()));
   auto key = session_key{*session, j.getRank()};
+  if (j.getToken().size() != 32)
+    return make_error(errc::invalid_argument,
+                      "TrainerJoin.token must be 32 bytes: the session's capability, which its "
+                      "later requests carry");
+  if (auto old = st.slots->find(key); old != st.slots->end() && !holds_token(old->second, j.getToken()))
+    return make_error(errc::forbidden,
+                      fmt::format("TrainerJoin: rank {} of that session runs here for another "
+                                  "coordinator (the token differs); it is not replaced",
+                                  j.getRank()));
   // trainer_slots is what this host offers: a join beyond it is refused
   // (retry later) before anything is made, whoever sends it.
   size_t training = 0;
@@ -707,7 +724,9 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   auto member = link.member;
   auto worker = self->system().spawn<caf::detached>(trainer_worker, st.ctx, *session, j.getRank(),
                                                     j.getSize(), std::move(link), ropts);
-  (*st.slots)[key] = slot{worker, member, false, ++st.joins};
+  slot made{worker, member, false, ++st.joins, {}};
+  std::memcpy(made.token.data(), j.getToken().begin(), made.token.size());
+  (*st.slots)[key] = made;
   auto rp = self->make_response_promise<envelope>();
   auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
   auto join_timeout = std::chrono::minutes(5); // loading the data
@@ -752,8 +771,12 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   return rp;
 }
 
+/// The trainer of (session, rank), for a request that must carry the
+/// session's token (`token`: nullopt for RingChunk, which travels between
+/// the ring's own members and is authenticated by the ring itself).
 caf::expected<caf::actor> target(role_actor* self, capnp::Data::Reader session, uint32_t rank,
-                                 bool member) {
+                                 bool member, std::optional<capnp::Data::Reader> token,
+                                 const char* what) {
   auto id = session_of(session);
   if (!id)
     return id.error();
@@ -762,6 +785,11 @@ caf::expected<caf::actor> target(role_actor* self, capnp::Data::Reader session, 
     return make_error(errc::not_found,
                       fmt::format("no trainer of rank {} for session {} on this host", rank,
                                   to_hex({id->data(), 32}).substr(0, 16)));
+  if (token && !holds_token(it->second, *token))
+    return make_error(errc::forbidden,
+                      fmt::format("{}: not the session's token; only its coordinator and the "
+                                  "job's rater may steer, finish, drop or read this trainer",
+                                  what));
   return member ? it->second.member : it->second.worker;
 }
 
@@ -775,7 +803,7 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   });
   st.table->on<schema::RingChunk>([self](const envelope& env, schema::RingChunk::Reader c)
                                     -> caf::result<envelope> {
-    auto dst = target(self, c.getRing(), c.getRank(), true);
+    auto dst = target(self, c.getRing(), c.getRank(), true, std::nullopt, "RingChunk");
     if (!dst)
       return dst.error();
     if (!*dst)
@@ -785,21 +813,21 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   });
   st.table->on<schema::TrainStep>([self, long_wait](const envelope& env, schema::TrainStep::Reader s)
                                     -> caf::result<envelope> {
-    auto dst = target(self, s.getSession(), s.getRank(), false);
+    auto dst = target(self, s.getSession(), s.getRank(), false, s.getToken(), "TrainStep");
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, long_wait);
   });
   st.table->on<schema::RingLink>([self](const envelope& env, schema::RingLink::Reader l)
                                    -> caf::result<envelope> {
-    auto dst = target(self, l.getSession(), l.getRank(), false);
+    auto dst = target(self, l.getSession(), l.getRank(), false, l.getToken(), "RingLink");
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, std::chrono::seconds(30));
   });
   st.table->on<schema::RingRun>([self, long_wait](const envelope& env, schema::RingRun::Reader r)
                                   -> caf::result<envelope> {
-    auto dst = target(self, r.getSession(), r.getRank(), false);
+    auto dst = target(self, r.getSession(), r.getRank(), false, r.getToken(), "RingRun");
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, long_wait);
@@ -810,7 +838,7 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     auto id = session_of(q.getSession());
     if (!id)
       return id.error();
-    auto dst = target(self, q.getSession(), q.getRank(), false);
+    auto dst = target(self, q.getSession(), q.getRank(), false, q.getToken(), "TrainQuery");
     if (!dst)
       return dst.error();
     if (q.which() == schema::TrainQuery::DROP)

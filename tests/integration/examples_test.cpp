@@ -86,6 +86,46 @@ BOOST_AUTO_TEST_CASE(chain_quick_start) {
       break;
   }
   BOOST_REQUIRE_MESSAGE(balance.find("balance  25") != std::string::npos, balance);
+  // Retrying a transfer whose outcome was unknown never pays twice: the
+  // same nonce signs the same transaction, final at most once.
+  auto wallet_transfer = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{aicon_binary(), "wallet", "transfer", "--key",
+                                  (dir / "wallets/alice.key").string(), "--to", bob,
+                                  "--connect", addr, "--data-dir", client_dir};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_command(args);
+  };
+  auto retry = wallet_transfer({"--amount", "25", "--nonce", "1", "--wait", "0"});
+  BOOST_TEST(retry.exit_code == 0, retry.output);
+  BOOST_TEST(retry.output.find("final already: nonce 1") != std::string::npos, retry.output);
+  auto ahead = wallet_transfer({"--amount", "5", "--nonce", "9", "--wait", "0"});
+  BOOST_TEST(ahead.exit_code != 0);
+  BOOST_TEST(ahead.output.find("--nonce 9 skips ahead") != std::string::npos, ahead.output);
+  auto slow = wallet_transfer({"--amount", "5", "--wait", "1"});
+  BOOST_TEST((slow.exit_code == 3 || slow.exit_code == 0), slow.output);
+  if (slow.exit_code == 3)
+    BOOST_TEST(slow.output.find("--nonce 2") != std::string::npos, slow.output);
+  for (int i = 0; i < 2; ++i) { // the retries a worried user makes
+    auto again = wallet_transfer({"--amount", "5", "--nonce", "2", "--wait", "0"});
+    BOOST_TEST(again.exit_code == 0, again.output);
+    BOOST_TEST((again.output.find("already pending") != std::string::npos
+                || again.output.find("final already") != std::string::npos),
+               again.output);
+  }
+  deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    run_command({aicon_binary(), "chain", "receipt", "--trainer-key",
+                 (dir / "keys/trainer.key").string(), "--verifier-key",
+                 (dir / "keys/rater.key").string(), "--units", "100", "--connect",
+                 fmt::format("127.0.0.1:{}", ports[1]), "--data-dir", client_dir});
+    balance = run_command({aicon_binary(), "wallet", "balance", bob, "--connect",
+                           fmt::format("127.0.0.1:{}", ports[2]), "--data-dir", client_dir})
+                .output;
+    if (balance.find("nonce    0") != std::string::npos
+        && balance.find("balance  30") != std::string::npos)
+      break;
+  }
+  BOOST_TEST(balance.find("balance  30") != std::string::npos, balance); // 25 + 5, once
   // A transfer with no funds behind it is refused by name.
   auto broke = run_command({aicon_binary(), "wallet", "transfer", "--key",
                             (dir / "wallets/bob.key").string(), "--to", read("wallets/alice.id"),

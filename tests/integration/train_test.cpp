@@ -163,12 +163,19 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   auto host = tc.nodes[0].id;
   auto dst = tc.c->lookup("trainer@" + host.hex());
   BOOST_REQUIRE_MESSAGE(dst, why(dst));
+  auto fresh = [] {
+    std::array<uint8_t, 32> s;
+    randombytes_buf(s.data(), s.size());
+    return s;
+  };
+  auto token = fresh(); // this coordinator's capability for its sessions
   auto join = [&](const std::array<uint8_t, 32>& session, const std::string& data) {
     return make_envelope<schema::TrainerJoin>([&](schema::TrainerJoin::Builder j) {
       j.setSession(kj::arrayPtr(session.data(), 32));
       j.setRank(0);
       j.setSize(1);
       j.setRight(kj::arrayPtr(host.bytes.data(), 32));
+      j.setToken(kj::arrayPtr(token.data(), 32));
       auto c = j.initConfig();
       c.setModel("mlp:64-64-10");
       c.setSeed(1);
@@ -179,11 +186,7 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
       c.setTransport("actor");
     });
   };
-  auto fresh = [] {
-    std::array<uint8_t, 32> s;
-    randombytes_buf(s.data(), s.size());
-    return s;
-  };
+
   auto threads = [&] {
     size_t n = 0;
     for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(
@@ -216,14 +219,55 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
                != std::string::npos,
              describe(third.error()));
   BOOST_TEST((code_of(third.error()) == errc::busy));
-  auto finish = [&](const std::array<uint8_t, 32>& s) {
+  auto ask = [&](const std::array<uint8_t, 32>& s, const std::array<uint8_t, 32>& with,
+                 auto set) {
     return tc.c->request(*dst, make_envelope<schema::TrainQuery>([&](auto q) {
                            q.setSession(kj::arrayPtr(s.data(), 32));
                            q.setRank(0);
-                           q.setFinish();
+                           q.setToken(kj::arrayPtr(with.data(), 32));
+                           set(q);
                          }),
                          20s);
   };
+  auto finish = [&](const std::array<uint8_t, 32>& s) {
+    return ask(s, token, [](auto q) { q.setFinish(); });
+  };
+  // Another admitted peer that knows the session and rank (they are not
+  // secret) but not its token may not finish, drop or read that trainer,
+  // nor take its place with a join of its own.
+  auto thief = fresh();
+  for (auto* what : {"finish", "drop", "checkpoint", "evidence", "digests"}) {
+    auto r = ask(s1, thief, [what](auto q) {
+      std::string w = what;
+      if (w == "finish")
+        q.setFinish();
+      else if (w == "drop")
+        q.setDrop();
+      else if (w == "checkpoint")
+        q.setCheckpoint();
+      else if (w == "evidence")
+        q.setEvidence(0);
+      else
+        q.setDigests();
+    });
+    BOOST_REQUIRE_MESSAGE(!r, what << " without the token was answered");
+    BOOST_TEST(describe(r.error()).find("not the session's token") != std::string::npos,
+               describe(r.error()));
+    BOOST_TEST((code_of(r.error()) == errc::forbidden));
+  }
+  {
+    auto mine = token;
+    token = thief;
+    auto replaced = tc.c->request(*dst, join(s1, digits_csv().string()), 60s);
+    token = mine;
+    BOOST_REQUIRE(!replaced);
+    BOOST_TEST(describe(replaced.error()).find("runs here for another coordinator")
+                 != std::string::npos,
+               describe(replaced.error()));
+  }
+  // The coordinator's own requests still work: the trainer is still there.
+  auto checkpoint = ask(s1, token, [](auto q) { q.setCheckpoint(); });
+  BOOST_TEST(static_cast<bool>(checkpoint), (checkpoint ? std::string{} : describe(checkpoint.error())));
   BOOST_REQUIRE(finish(s1));
   auto now_free = tc.c->request(*dst, join(s3, digits_csv().string()), 60s);
   BOOST_TEST(static_cast<bool>(now_free), (now_free ? std::string{} : describe(now_free.error())));
