@@ -698,6 +698,7 @@ int l_train(lua_State* L) {
     if (escrowed)
       raise(L, fn, escrowed);
     o.allocator = allocators[0];
+    o.payer = s.cluster ? &s.cluster->payer() : &s.c->self(); // whoever escrowed
     o.trainers = k;
     o.max_price = per_step;
     o.priority = priority ? static_cast<uint32_t>(*priority) : 0;

@@ -136,6 +136,7 @@ int run_demo(const demo_options& opts) {
   // 4. Allocation and training.
   train::job_options o;
   o.allocator = net.chain_host();
+  o.payer = &net.payer();
   o.trainers = trainers;
   o.max_price = price;
   o.data_site = "west";

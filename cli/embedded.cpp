@@ -139,6 +139,9 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
     cfg.roles = roles[i];
     cfg.site = i == 3 ? "east" : "west";
     cfg.genesis = genesis;
+    // In-process hosts of the user's own playground: its jobs name the
+    // user's files (the demo's data set, a script's data = path).
+    cfg.data_files = {"/"};
     cfg.allow.push_back(client_id);
     for (size_t k = 0; k < names.size(); ++k)
       if (k != i)

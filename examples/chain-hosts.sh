@@ -18,7 +18,8 @@
 # Ports: AICON_PORT_BASE (default 7200) for a, +1 for b, +2 for c; or each
 # one with AICON_PORT_A, AICON_PORT_B, AICON_PORT_C.
 set -euo pipefail
-aicon=${AICON:-$(cd "$(dirname "$0")/.." && pwd)/build/aicon}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+aicon=${AICON:-$repo/build/aicon}
 dir=${1:-chain-hosts}
 base=${AICON_PORT_BASE:-7200}
 mkdir -p "$dir/wallets" "$dir/keys"
@@ -82,6 +83,7 @@ data_dir = "$n"
 listen = "127.0.0.1:${port[$n]}"
 site = "site-$n"
 roles = ["directory", "ledger", "block_generator", "data_node", "trainer", "script"]
+data_files = ["$repo/tests/data"]   # the only local files a job may name (TrainConfig.dataFile)
 
 [peers]
 allow = [$allow]

@@ -144,8 +144,21 @@ public:
       auto tbl = host->as_table();
       if (!tbl)
         return fail(host, "host", "expected a table");
-      if (auto err = check_keys(*tbl, "host", {"data_dir", "listen", "roles", "site"}))
+      if (auto err = check_keys(*tbl, "host", {"data_dir", "listen", "roles", "site", "data_files"}))
         return err;
+      if (auto files = tbl->get("data_files")) {
+        auto arr = files->as_array();
+        if (!arr)
+          return fail(files, "host.data_files", "expected an array of directories");
+        for (size_t i = 0; i < arr->size(); ++i) {
+          auto dir = (*arr)[i].value<std::string>();
+          if (!dir || dir->empty())
+            return fail(&(*arr)[i], fmt::format("host.data_files[{}]", i),
+                        "expected a directory name");
+          std::filesystem::path p{*dir};
+          cfg.data_files.push_back(p.is_absolute() ? p : base_ / p);
+        }
+      }
       std::string data_dir;
       if (auto err = get(*tbl, "host", "data_dir", data_dir))
         return err;

@@ -42,6 +42,11 @@ struct host_config {
   std::vector<peer_entry> connect;  ///< peers to dial (implicitly allowed)
   bool dev_open = false;            ///< unauthenticated TLS, anyone admitted
   std::filesystem::path genesis;    ///< [chain] genesis: the chain's genesis.toml
+  /// [host] data_files: the only directories whose files a trainer or the
+  /// rater reads when a request names a local TrainConfig.dataFile (none by
+  /// default: datasets come from data nodes). A peer can never make a host
+  /// read, or probe for, any other file.
+  std::vector<std::filesystem::path> data_files;
   /// [[site_rtt]] a = "west", b = "east", ms = 40: round trips between sites
   /// the allocator scores trainers by (until they are measured).
   std::vector<std::tuple<std::string, std::string, double>> site_rtts;

@@ -89,7 +89,7 @@ caf::error load_envelope(caf::deserializer& f, envelope& x) {
     x.type_id = oversize_type_id;
     x.words.assign(1, capnp::word{});
     uint64_t size = n;
-    std::memcpy(x.words.data(), &size, sizeof(size));
+    std::memcpy(static_cast<void*>(x.words.data()), &size, sizeof(size));
     return f.end_sequence();
   }
   if (n % sizeof(capnp::word) != 0)
@@ -217,7 +217,7 @@ caf::error oversize_error(const envelope& env) {
   if (env.type_id != oversize_type_id || env.words.size() != 1)
     return caf::none;
   uint64_t size = 0;
-  std::memcpy(&size, env.words.data(), sizeof(size));
+  std::memcpy(&size, static_cast<const void*>(env.words.data()), sizeof(size));
   return make_error(errc::message_too_large,
                     fmt::format("an envelope of {} bytes exceeds envelope_bytes_max ({} bytes); "
                                 "it was dropped unread",

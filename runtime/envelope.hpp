@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -260,5 +261,25 @@ envelope make_error_reply(const caf::error& err);
 /// If `env` is an ErrorReply, the error it carries (a malformed ErrorReply is
 /// itself reported as malformed_message); none otherwise.
 caf::error error_of_reply(const envelope& env);
+
+/// What the signer of a request that carries its own signature field signs:
+/// `tag` ‖ `chain` (the chain id the request counts on) ‖ canonical(`r` with
+/// its `signature` unset). Used by RateRequest and AllocAsk.
+template <class T>
+std::vector<uint8_t> request_signing_bytes(std::string_view tag,
+                                           std::span<const uint8_t, 32> chain,
+                                           typename T::Reader r) {
+  capnp::MallocMessageBuilder m;
+  m.setRoot(r);
+  auto b = m.getRoot<T>();
+  if (b.hasSignature())
+    b.disownSignature();
+  auto canonical = capnp::canonicalize(b.asReader());
+  auto bytes = canonical.asBytes();
+  std::vector<uint8_t> out(tag.begin(), tag.end());
+  out.insert(out.end(), chain.begin(), chain.end());
+  out.insert(out.end(), bytes.begin(), bytes.end());
+  return out;
+}
 
 } // namespace aicon

@@ -70,6 +70,7 @@ caf::expected<std::unique_ptr<host>> host::start(
   ctx.site_rtts = cfg.site_rtts;
   ctx.data_dir = cfg.data_dir;
   ctx.genesis = cfg.genesis;
+  ctx.data_files = cfg.data_files;
   h->directory_ = spawn_directory(sys, ctx);
   ctx.directory = h->directory_;
   for (auto& name : cfg.roles) {

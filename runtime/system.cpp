@@ -1,6 +1,8 @@
 #include "runtime/system.hpp"
 
+#include <algorithm>
 #include <csignal>
+#include <filesystem>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -42,6 +44,29 @@ void configure_system(caf::actor_system_config& cfg, const system_options& opts)
 void harden_system(caf::actor_system& sys) {
   sys.registry().erase(caf::atom("SpawnServ"));
   sys.registry().erase(caf::atom("ConfigServ"));
+}
+
+caf::error check_data_file(const std::vector<std::filesystem::path>& dirs,
+                           const std::string& file) {
+  std::error_code ec;
+  auto real = std::filesystem::weakly_canonical(file, ec);
+  if (!ec)
+    for (auto& d : dirs) {
+      auto dir = std::filesystem::weakly_canonical(d, ec);
+      if (ec)
+        continue;
+      auto [end, _] = std::mismatch(dir.begin(), dir.end(), real.begin(), real.end());
+      if (end == dir.end())
+        return caf::none;
+    }
+  std::string allowed;
+  for (auto& d : dirs)
+    allowed += (allowed.empty() ? "" : ", ") + d.string();
+  return make_error(errc::forbidden,
+                    "TrainConfig.dataFile '" + file + "': this host reads local data files only "
+                      + (dirs.empty() ? std::string{"from none ([host] data_files is empty: "
+                                                    "datasets come from data nodes)"}
+                                      : "under " + allowed + " ([host] data_files)"));
 }
 
 } // namespace aicon

@@ -68,7 +68,14 @@ struct role_context {
   /// (empty when the host runs no chain role).
   std::filesystem::path data_dir;
   std::filesystem::path genesis;
+  /// [host] data_files: directories a TrainConfig.dataFile may name.
+  std::vector<std::filesystem::path> data_files;
 };
+
+/// Whether `file` lies inside one of `dirs` (after resolving `..` and
+/// links); the error names the file and the directories that are allowed.
+caf::error check_data_file(const std::vector<std::filesystem::path>& dirs,
+                           const std::string& file);
 
 /// Spawns one role; the table of these is the plug point between runtime/
 /// (mechanism) and actors/ (policy).

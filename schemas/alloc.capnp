@@ -35,6 +35,10 @@ struct AllocAsk {
   priority @7 :UInt32;
   deadlineMs @8 :UInt32;  # from now; 0 = wait as long as needed
   leaseMs @9 :UInt32;
+  token @10 :Data;        # 32 random bytes: the job's allocation capability; renew,
+                          # release and replace must carry it (AllocQuery.token)
+  signature @11 :Data;    # ed25519 by the job's escrow payer over "aicon-alloc-v1" ‖
+                          # chain id ‖ canonical(this ask with signature unset)
 }
 
 struct LeaseInfo {
@@ -57,6 +61,8 @@ struct AllocReply {
 
 struct AllocQuery {
   job @0 :Data;
+  token @6 :Data;         # renew, release, replace: the AllocAsk's token (status and
+                          # book are open to any admitted peer)
   union {
     status @1 :Void;      # -> AllocReply
     renew @2 :UInt32;     # lease ms -> AllocReply (granted: the renewed leases)

@@ -15,6 +15,7 @@ packages=(
   libeigen3-dev
   libcli11-dev libtomlplusplus-dev libfmt-dev zlib1g-dev
   iproute2                     # tests only: the netns + netem federation run
+  python3                      # tests only: a TLS 1.2 client outside aicon's process
   openmpi-bin libopenmpi-dev   # bench only: the MPI_Allreduce baseline
 )
 

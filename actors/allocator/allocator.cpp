@@ -6,6 +6,7 @@
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/hashing.hpp"
@@ -19,6 +20,14 @@
 namespace aicon {
 
 namespace {
+
+/// Whether the stored AllocAsk `ask` carried `token` (constant time).
+bool same_token(const envelope& ask, capnp::Data::Reader token) {
+  opened<schema::AllocAsk> a{ask};
+  return a && a->getToken().size() == 32 && token.size() == 32
+         && sodium_memcmp(a->getToken().begin(), token.begin(), 32) == 0;
+}
+
 
 using tick_atom = caf::atom_constant<caf::atom("alloctick")>;
 
@@ -364,6 +373,24 @@ struct allocator_state {
                                     "max price {} x {} steps)",
                                     ledger::short_hex(*job), have, static_cast<uint64_t>(need),
                                     r.getK(), r.getMaxPrice(), r.getSteps()));
+    // Only the payer its escrow names may ask, for this chain, and the first
+    // ask's token binds the job's leases to its coordinator.
+    auto sig = r.getSignature();
+    if (sig.size() != 64
+        || !verify_signature((*e)->payer,
+                             request_signing_bytes<schema::AllocAsk>("aicon-alloc-v1",
+                                                                      chain->chain_id(), r),
+                             {sig.begin(), sig.size()}))
+      return make_error(errc::bad_signature,
+                        fmt::format("AllocAsk: not signed by job {}'s payer {} for this chain",
+                                    ledger::short_hex(*job), (*e)->payer.short_hex()));
+    if (r.getToken().size() != 32)
+      return make_error(errc::invalid_argument, "AllocAsk.token must be 32 bytes");
+    if (auto held = asks.find(*job); held != asks.end() && !same_token(held->second, r.getToken()))
+      return make_error(errc::forbidden,
+                        fmt::format("AllocAsk: job {} is already asked for by another "
+                                    "coordinator (its token differs)",
+                                    ledger::short_hex(*job)));
     auto now = wall_ms();
     auto d = pool.allocate(ask_of(r, *job, now), now);
     if (d.what == alloc::decision::kind::granted || d.what == alloc::decision::kind::waiting)
@@ -408,6 +435,20 @@ struct allocator_state {
     auto job = job_of(q.getJob(), "AllocQuery");
     if (!job)
       return job.error();
+    // Renew, release and replace change a job's leases: only the holder of
+    // the token its ask carried may.
+    if (q.which() != schema::AllocQuery::STATUS) {
+      auto ask = asks.find(*job);
+      if (ask == asks.end())
+        return make_error(errc::not_found,
+                          fmt::format("AllocQuery: no ask of job {} is known",
+                                      ledger::short_hex(*job)));
+      if (!same_token(ask->second, q.getToken()))
+        return make_error(errc::forbidden,
+                          fmt::format("AllocQuery: not job {}'s token; only its coordinator "
+                                      "renews, releases or replaces its leases",
+                                      ledger::short_hex(*job)));
+    }
     auto now = wall_ms();
     auto held = [&]() {
       alloc::decision d;
@@ -563,6 +604,16 @@ caf::expected<caf::actor> spawn_allocator(caf::actor_system& sys, const role_con
     return hs.error();
   // Detached: every change is an LMDB write with fsync.
   return sys.spawn<caf::detached>(allocator_role, ctx, std::move(hs->env), std::move(hs->chain));
+}
+
+envelope sign_alloc_ask(const identity& payer, const std::array<uint8_t, 32>& chain,
+                        schema::AllocAsk::Reader ask) {
+  capnp::MallocMessageBuilder tmp;
+  tmp.setRoot(ask);
+  auto b = tmp.getRoot<schema::AllocAsk>();
+  auto sig = payer.sign(request_signing_bytes<schema::AllocAsk>("aicon-alloc-v1", chain, b.asReader()));
+  b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  return copy_envelope<schema::AllocAsk>(b.asReader());
 }
 
 envelope make_signed_offer(const identity& self, const alloc::offer& o, uint32_t ttl_ms,

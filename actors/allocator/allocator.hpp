@@ -26,6 +26,7 @@
 #include "runtime/envelope.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/system.hpp"
+#include "schemas/alloc.capnp.h"
 
 namespace aicon {
 
@@ -41,6 +42,10 @@ caf::expected<caf::actor> spawn_allocator(caf::actor_system& sys, const role_con
 /// A signed offer of `self` (a trainer host): the trainer role's heartbeat.
 envelope make_signed_offer(const identity& self, const alloc::offer& o, uint32_t ttl_ms,
                            uint64_t time_ms);
+
+/// `ask` signed by the job's escrow payer for the chain `chain`.
+envelope sign_alloc_ask(const identity& payer, const std::array<uint8_t, 32>& chain,
+                        schema::AllocAsk::Reader ask);
 
 /// The pool's view of an AllocReply's leases (for jobs).
 std::vector<alloc::lease> leases_of(const envelope& reply);

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "actors/allocator/allocator.hpp"
+#include "actors/job/economy.hpp"
 #include "actors/trainer/model.hpp"
 #include "schemas/alloc.capnp.h"
 #include "runtime/error.hpp"
@@ -214,12 +215,14 @@ struct allocation {
   caf::actor allocator;
   envelope ask;
   std::array<uint8_t, 32> job{};
+  std::array<uint8_t, 32> token{}; ///< the ask's capability, for renew/release/replace
   host_counts counts;
   clock_type::time_point renewed = clock_type::now();
 
   caf::expected<envelope> query(client& c, const std::function<void(schema::AllocQuery::Builder)>& f) {
     auto q = make_envelope<schema::AllocQuery>([&](schema::AllocQuery::Builder b) {
       b.setJob(kj::arrayPtr(job.data(), 32));
+      b.setToken(kj::arrayPtr(token.data(), 32));
       f(b);
     });
     return c.request(allocator, q, std::chrono::seconds(10));
@@ -381,10 +384,24 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
     auto a = c.lookup("allocator@" + o.allocator->hex());
     if (!a)
       return make_error(code_of(a.error()), "allocator: " + what_of(a.error()));
+    if (!o.payer)
+      return make_error(errc::invalid_argument,
+                        "a job with an allocator needs its payer's key (job_options.payer): "
+                        "the allocator takes only asks the escrow's payer signed");
+    auto ledger = c.lookup("ledger@" + o.allocator->hex());
+    if (!ledger)
+      return make_error(code_of(ledger.error()), "the allocator's ledger: " + what_of(ledger.error()));
+    auto chain = chain_id_of([&](envelope q) {
+      return c.request(*ledger, std::move(q), std::chrono::seconds(10));
+    });
+    if (!chain)
+      return chain.error();
     alloc_state.emplace();
     alloc_state->allocator = *a;
     alloc_state->job = o.job;
-    alloc_state->ask = make_envelope<schema::AllocAsk>([&](schema::AllocAsk::Builder b) {
+    randombytes_buf(alloc_state->token.data(), 32);
+    auto unsigned_ask = make_envelope<schema::AllocAsk>([&](schema::AllocAsk::Builder b) {
+      b.setToken(kj::arrayPtr(alloc_state->token.data(), 32));
       b.setJob(kj::arrayPtr(o.job.data(), 32));
       b.setK(o.trainers);
       b.setDevice(o.device);
@@ -395,6 +412,8 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
       b.setDeadlineMs(o.alloc_deadline_ms);
       b.setLeaseMs(o.lease_ms);
     });
+    alloc_state->ask = sign_alloc_ask(*o.payer, *chain,
+                                      opened<schema::AllocAsk>{unsigned_ask}.root());
     if (auto err = alloc_state->acquire(c, o, result))
       return err;
     o.hosts = hosts_of(alloc_state->counts);

@@ -44,6 +44,9 @@ struct job_options {
   /// leases while training, ask for replacements when a host is lost, yield
   /// when preempted (checkpoint, release, wait, resume) and release at the end.
   std::optional<node_id> allocator;
+  /// With an allocator: the escrow's payer, who signs the ask (the
+  /// allocator refuses any other); it must outlive the job.
+  const identity* payer = nullptr;
   uint32_t trainers = 0;
   uint32_t priority = 0;
   uint64_t max_price = 0;      ///< per trainer per step (0: any)

@@ -203,6 +203,8 @@ struct rater_state {
       return make_error(errc::invalid_argument,
                         "RateRequest: the rater re-executes jobs on a data file readable here "
                         "(config.dataFile); a dataset from data nodes is not supported yet");
+    if (auto err = check_data_file(ctx.data_files, cfg.getDataFile().cStr()))
+      return err;
     data::csv_options csv;
     auto t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
     if (!t)
@@ -581,18 +583,7 @@ caf::expected<caf::actor> spawn_rater(caf::actor_system& sys, const role_context
 
 std::vector<uint8_t> rate_request_signing_bytes(const std::array<uint8_t, 32>& chain,
                                                 schema::RateRequest::Reader req) {
-  static constexpr std::string_view tag = "aicon-rate-v1";
-  capnp::MallocMessageBuilder m;
-  m.setRoot(req);
-  auto b = m.getRoot<schema::RateRequest>();
-  if (b.hasSignature())
-    b.disownSignature();
-  auto canonical = capnp::canonicalize(b.asReader());
-  auto bytes = canonical.asBytes();
-  std::vector<uint8_t> out(tag.begin(), tag.end());
-  out.insert(out.end(), chain.begin(), chain.end());
-  out.insert(out.end(), bytes.begin(), bytes.end());
-  return out;
+  return request_signing_bytes<schema::RateRequest>("aicon-rate-v1", chain, req);
 }
 
 envelope sign_rate_request(const identity& payer, const std::array<uint8_t, 32>& chain,

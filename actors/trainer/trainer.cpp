@@ -683,6 +683,11 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     st.slots->erase(oldest);
   }
   auto cfg = j.getConfig();
+  // A local file only from where this host's operator allows: no peer may
+  // make it read, or probe for, any other.
+  if (cfg.getDataFile().size() > 0)
+    if (auto err = check_data_file(st.ctx.data_files, cfg.getDataFile().cStr()))
+      return err;
   train::ring_options ropts;
   if (cfg.getChunkBytes())
     ropts.chunk_bytes = cfg.getChunkBytes();

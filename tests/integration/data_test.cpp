@@ -118,10 +118,12 @@ struct data_cluster {
     return write_file(
       root.path(), name(i) + ".toml",
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
+                  "data_files = [\"{}/tests/data\"]\n"
                   "[peers]\nallow = [\"{}\"]\nconnect = [\n{}]\n[chain]\ngenesis = \"{}\"\n"
                   "[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
                   "ledger_sync_ms = 300\nstorage_challenge_ms = 300\n",
-                  name(i), ports[i], roles, cli.id.hex(), connect, genesis.string()));
+                  name(i), ports[i], roles, AICON_SOURCE_DIR, cli.id.hex(), connect,
+                  genesis.string()));
   }
 
   caf::expected<envelope> ask(size_t i, const std::string& role, envelope req) {

@@ -169,11 +169,12 @@ struct economy_cluster {
     return write_file(
       root.path(), names[i] + ".toml",
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
-                  "site = \"{}\"\n[peers]\nallow = [{}]\nconnect = [\n{}]\n[chain]\ngenesis = "
+                  "site = \"{}\"\ndata_files = [\"{}/tests/data\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n[chain]\ngenesis = "
                   "\"{}\"\n[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
                   "ledger_sync_ms = 300\noffer_heartbeat_ms = 300\ntrainer_slots = 2\n"
                   "trainer_price = 1\n{}{}",
-                  names[i], ports[i], roles[i], site(i), allow, connect, genesis.string(),
+                  names[i], ports[i], roles[i], site(i), AICON_SOURCE_DIR, allow, connect,
+                  genesis.string(),
                   wan ? "ping_ms = 300\ngossip_ms = 200\n"
                       : "\n[[site_rtt]]\na = \"west\"\nb = \"east\"\nms = 40\n",
                   i == cheater_node ? "\n[faults]\ntrainer_cheat_percent = 20\n" : ""));
@@ -289,8 +290,15 @@ struct economy_cluster {
     return out;
   }
 
-  envelope alloc_ask(const std::array<uint8_t, 32>& job, uint32_t k, uint64_t steps) {
-    return make_envelope<schema::AllocAsk>([&](schema::AllocAsk::Builder b) {
+  /// The coordinator's token of the asks this test makes by hand.
+  std::array<uint8_t, 32> alloc_token = random_job();
+
+  /// An AllocAsk signed by `who` (the payer unless said) with `token`.
+  envelope alloc_ask(const std::array<uint8_t, 32>& job, uint32_t k, uint64_t steps,
+                     const identity* who = nullptr,
+                     const std::array<uint8_t, 32>* token = nullptr) {
+    auto unsigned_ask = make_envelope<schema::AllocAsk>([&](schema::AllocAsk::Builder b) {
+      b.setToken(kj::arrayPtr((token ? *token : alloc_token).data(), 32));
       b.setJob(kj::arrayPtr(job.data(), 32));
       b.setK(k);
       b.setDevice("cpu");
@@ -299,6 +307,19 @@ struct economy_cluster {
       b.setDataSite("west");
       b.setLeaseMs(60000);
     });
+    return sign_alloc_ask(who ? *who : payer, chain,
+                          opened<schema::AllocAsk>{unsigned_ask}.root());
+  }
+
+  /// An AllocQuery of `job` carrying `token`; `set` picks the case.
+  template <class F>
+  caf::expected<envelope> alloc_query(const std::array<uint8_t, 32>& job,
+                                      const std::array<uint8_t, 32>& token, F set) {
+    return ask(0, "allocator", make_envelope<schema::AllocQuery>([&](auto q) {
+                 q.setJob(kj::arrayPtr(job.data(), 32));
+                 q.setToken(kj::arrayPtr(token.data(), 32));
+                 set(q);
+               }));
   }
 
   /// A digits job of 4 trainers from c0's allocator at price 1, data in the
@@ -306,6 +327,7 @@ struct economy_cluster {
   train::job_options allocated_job(const std::array<uint8_t, 32>& job, uint64_t steps) {
     train::job_options o;
     o.allocator = nodes[0].id;
+    o.payer = &payer;
     o.trainers = 4;
     o.max_price = 1;
     o.data_site = "west";
@@ -436,11 +458,30 @@ BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
   for (auto& l : kept)
     kept_slots += l.count;
   BOOST_TEST(kept_slots == 4u);
-  // Released, the trainers go to B when it asks again.
-  auto rel = ec.ask(0, "allocator", make_envelope<schema::AllocQuery>([&](auto q) {
-                      q.setJob(kj::arrayPtr(a.data(), 32));
-                      q.setRelease();
-                    }));
+  // Another admitted peer knows A's job id (block headers carry job ids)
+  // but not its token: it may not release, renew or replace A's leases,
+  // nor ask for A itself, signed or unsigned; A keeps all four trainers.
+  auto thief = random_job();
+  auto stranger = identity::generate();
+  auto refused_by = [&](caf::expected<envelope> r, const std::string& words) {
+    BOOST_REQUIRE_MESSAGE(!r, "answered a request that should say: " << words);
+    BOOST_TEST(what_of(r.error()).find(words) != std::string::npos, what_of(r.error()));
+  };
+  refused_by(ec.alloc_query(a, thief, [](auto q) { q.setRelease(); }), "not job");
+  refused_by(ec.alloc_query(a, thief, [](auto q) { q.setRenew(60000); }), "not job");
+  refused_by(ec.alloc_query(a, thief, [&](auto q) {
+               q.setReplace(kj::arrayPtr(ec.nodes[2].id.bytes.data(), 32));
+             }),
+             "not job");
+  refused_by(ec.ask(0, "allocator", ec.alloc_ask(a, 4, 100, &stranger)), "not signed by job");
+  refused_by(ec.ask(0, "allocator", ec.alloc_ask(a, 4, 100, nullptr, &thief)),
+             "already asked for by another coordinator");
+  kept_slots = 0;
+  for (auto& l : ec.leases_of_job(a))
+    kept_slots += l.count;
+  BOOST_TEST(kept_slots == 4u);
+  // Released by its coordinator, the trainers go to B when it asks again.
+  auto rel = ec.alloc_query(a, ec.alloc_token, [](auto q) { q.setRelease(); });
   BOOST_REQUIRE_MESSAGE(rel, why(rel));
   auto b_again = ec.ask(0, "allocator", ec.alloc_ask(b, 2, 100));
   BOOST_REQUIRE_MESSAGE(b_again, why(b_again));
@@ -855,10 +896,7 @@ BOOST_AUTO_TEST_CASE(a_ring_across_two_sites_is_placed_by_measured_round_trips) 
   for (auto& l : leases)
     BOOST_TEST((l.trainer == ec.nodes[2].id || l.trainer == ec.nodes[4].id),
                "a trainer across the WAN was chosen: " << l.trainer.short_hex());
-  auto rel = ec.ask(0, "allocator", make_envelope<schema::AllocQuery>([&](auto q) {
-                      q.setJob(kj::arrayPtr(small.data(), 32));
-                      q.setRelease();
-                    }));
+  auto rel = ec.alloc_query(small, ec.alloc_token, [](auto q) { q.setRelease(); });
   BOOST_REQUIRE_MESSAGE(rel, why(rel));
   // A job that needs all six trainers gets one ring across both sites.
   auto o = ec.allocated_job(big, 150);

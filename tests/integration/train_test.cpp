@@ -63,9 +63,10 @@ struct train_cluster {
         }
       auto cfg = write_file(root.path(), names[i] + ".toml",
                             fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
-                                        "roles = [\"directory\", \"trainer\"]\n[peers]\n"
+                                        "roles = [\"directory\", \"trainer\"]\n"
+                                        "data_files = [\"{}/tests/data\"]\n[peers]\n"
                                         "allow = [{}]\nconnect = [\n{}]\n",
-                                        names[i], ports[i], allow, connect));
+                                        names[i], ports[i], AICON_SOURCE_DIR, allow, connect));
       hosts.push_back(start_host(cfg, root / (names[i] + ".log"), {"-v"}));
     }
     for (size_t i = 0; i < nodes.size(); ++i)
@@ -196,10 +197,20 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   };
   auto before = threads();
   for (int i = 0; i < 50; ++i) {
-    auto r = tc.c->request(*dst, join(fresh(), "/nonexistent/aicon-data.csv"), 20s);
+    auto r = tc.c->request(*dst, join(fresh(), digits_csv().parent_path() / "no-such-data.csv"),
+                           20s);
     BOOST_REQUIRE(!r);
     if (i == 0)
       BOOST_TEST_MESSAGE("a failing join: " << describe(r.error()));
+  }
+  // A file outside the host's [host] data_files is refused before anything
+  // reads it (no existence oracle, no content echoed).
+  for (auto* probe : {"/etc/passwd", "/nonexistent/aicon-data.csv"}) {
+    auto r = tc.c->request(*dst, join(fresh(), probe), 20s);
+    BOOST_REQUIRE(!r);
+    BOOST_TEST(describe(r.error()).find("reads local data files only under") != std::string::npos,
+               describe(r.error()));
+    BOOST_TEST(describe(r.error()).find("root:") == std::string::npos);
   }
   // Every failed join's thread is gone again (a few of CAF's own may come
   // and go).
