@@ -191,13 +191,10 @@ envelope make_error_reply(const caf::error& err) {
   });
 }
 
-caf::error error_of_reply(const envelope& env) {
-  if (!holds<schema::ErrorReply>(env))
-    return caf::none;
-  opened<schema::ErrorReply> reply{env};
-  if (!reply)
-    return reply.error();
-  auto wire = reply->getCode();
+namespace {
+
+caf::error error_of_checked_reply(schema::ErrorReply::Reader reply) {
+  auto wire = reply.getCode();
   auto code = wire == schema::ErrorCode::NOT_FOUND        ? errc::not_found
               : wire == schema::ErrorCode::BUSY           ? errc::busy
               : wire == schema::ErrorCode::CANCELLED      ? errc::cancelled
@@ -205,12 +202,30 @@ caf::error error_of_reply(const envelope& env) {
               : static_cast<uint16_t>(wire) <= static_cast<uint16_t>(schema::ErrorCode::INTERNAL)
                 ? static_cast<errc>(wire)
                 : errc::internal; // a code this build does not know
-  std::string text = reply->getMessage().cStr();
+  std::string text = reply.getMessage().cStr();
   // The remote side rendered "code: what"; keep only "what".
   auto prefix = std::string{to_string(code)} + ": ";
   if (text.rfind(prefix, 0) == 0)
     text.erase(0, prefix.size());
   return make_error(code, std::move(text));
+}
+
+} // namespace
+
+caf::error error_of_reply(const envelope& env) {
+  if (!holds<schema::ErrorReply>(env))
+    return caf::none;
+  opened<schema::ErrorReply> reply{env};
+  if (!reply)
+    return reply.error();
+  // The answer comes from a peer: a field of the wrong kind throws when read
+  // (found by fuzz/envelope_fuzz.cpp); it is a malformed answer, not a crash.
+  try {
+    return error_of_checked_reply(reply.root());
+  } catch (const kj::Exception& e) {
+    return make_error(errc::malformed_message,
+                      fmt::format("a malformed ErrorReply: {}", e.getDescription().cStr()));
+  }
 }
 
 caf::error oversize_error(const envelope& env) {

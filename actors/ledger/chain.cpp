@@ -626,6 +626,18 @@ caf::expected<uint64_t> chain::difficulty_for(uint64_t height) {
 }
 
 caf::error chain::append(const envelope& block_env) {
+  // A block comes from a peer: a field of the wrong kind makes Cap'n Proto
+  // throw when it is read. That is bad input, named, never a crash (found by
+  // fuzz/block_fuzz.cpp: a list pointer where a struct was expected).
+  try {
+    return append_checked(block_env);
+  } catch (const kj::Exception& e) {
+    return make_error(errc::malformed_message,
+                      fmt::format("block: {}", e.getDescription().cStr()));
+  }
+}
+
+caf::error chain::append_checked(const envelope& block_env) {
   opened<schema::Block> block{block_env};
   if (!block)
     return block.error();
@@ -827,7 +839,12 @@ caf::error chain::check_transaction(const envelope& stx) {
   if (!t)
     return t.error();
   lmdb_store st{*t};
-  return apply_transaction(st, params_, o.root()); // dropped unchanged with `t`
+  try {
+    return apply_transaction(st, params_, o.root()); // dropped unchanged with `t`
+  } catch (const kj::Exception& e) {
+    return make_error(errc::malformed_message,
+                      fmt::format("transaction: {}", e.getDescription().cStr()));
+  }
 }
 
 caf::expected<account> chain::account_of(const node_id& who) {

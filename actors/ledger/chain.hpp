@@ -157,6 +157,7 @@ private:
   chain() = default;
   caf::error check_header(store::txn& t, schema::Block::Reader block, const tip_info& tip,
                           hash256& hash_out);
+  caf::error append_checked(const envelope& block);
 
   genesis_config genesis_;
   hash256 chain_id_{};

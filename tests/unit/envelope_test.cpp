@@ -426,6 +426,16 @@ BOOST_AUTO_TEST_CASE(deserializer_refuses_unaligned_length_and_short_input) {
   BOOST_TEST(static_cast<bool>(source2(out)));
 }
 
+BOOST_AUTO_TEST_CASE(an_error_reply_with_fields_of_the_wrong_kind_is_malformed_not_thrown) {
+  // Found by fuzz/envelope_fuzz.cpp: an answer labelled ErrorReply whose
+  // message pointer is a struct made reading it throw in the requester.
+  auto stx = make_envelope<schema::SignedTransaction>([](auto b) { b.initTx().setNonce(1); });
+  auto fake = envelope_from_bytes(stx.bytes(), capnp::typeId<schema::ErrorReply>());
+  auto err = error_of_reply(fake);
+  BOOST_REQUIRE(err);
+  BOOST_TEST((code_of(err) == errc::malformed_message), describe(err));
+}
+
 BOOST_AUTO_TEST_CASE(error_reply_carries_code_and_sentence) {
   auto reply = make_error_reply(make_error(errc::peer_down, "link to abcd lost"));
   auto err = error_of_reply(reply);
