@@ -27,8 +27,12 @@ void open_as(const envelope& env) {
   if (!o)
     return;
   try {
-    auto text = capnp::prettyPrint(o.root()).flatten(); // touches every field
-    (void) text;
+    // Every field read through the schema (a pointer of the wrong kind
+    // throws here); large ones only sized, so the harness stays fast.
+    if (env.size_bytes() <= (8u << 10))
+      (void) capnp::prettyPrint(o.root()).flatten();
+    else
+      (void) o.root().totalSize();
   } catch (const kj::Exception&) {
     // A reader past its traversal limit throws; the roles catch it the same way.
   }

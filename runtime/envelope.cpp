@@ -87,7 +87,8 @@ caf::error load_envelope(caf::deserializer& f, envelope& x) {
     log_warning("dropped an envelope of {} bytes (type {:016x}) unread: over "
                 "envelope_bytes_max ({} bytes)", n, x.type_id, max);
     x.type_id = oversize_type_id;
-    x.words.assign(1, capnp::word{});
+    x.words.clear();
+    x.words.resize(1); // capnp::word cannot be copied by assignment
     uint64_t size = n;
     std::memcpy(static_cast<void*>(x.words.data()), &size, sizeof(size));
     return f.end_sequence();

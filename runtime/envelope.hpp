@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <memory>
 #include <optional>
@@ -44,7 +45,12 @@ struct default_init_allocator : std::allocator<T> {
   }
   template <class U, class... Args>
   void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    if constexpr (std::is_same_v<U, capnp::word> && sizeof...(Args) == 1)
+      // capnp::word forbids copying by constructor; it is 8 plain bytes
+      // (clang instantiates this for a copied word vector, gcc does not).
+      [p](const auto& w) { std::memcpy(static_cast<void*>(p), &w, sizeof(U)); }(args...);
+    else
+      ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
   }
 };
 
