@@ -62,6 +62,22 @@ struct envelope {
   uint64_t type_id = 0; ///< capnp::typeId<T>() of the root struct
   word_vector words;    ///< segment table followed by the segments
 
+  envelope() = default;
+  envelope(const envelope&) = default;
+  envelope(envelope&&) noexcept = default;
+  envelope& operator=(envelope&&) noexcept = default;
+  /// By bytes: capnp::word has no copy assignment under every compiler.
+  envelope& operator=(const envelope& other) {
+    if (this != &other) {
+      type_id = other.type_id;
+      words.resize(other.words.size());
+      if (!words.empty())
+        std::memcpy(static_cast<void*>(words.data()), static_cast<const void*>(other.words.data()),
+                    other.size_bytes());
+    }
+    return *this;
+  }
+
   size_t size_bytes() const {
     return words.size() * sizeof(capnp::word);
   }

@@ -465,8 +465,9 @@ caf::expected<hash256> lmdb_store::state_root() {
   root_hasher h;
   for (auto [which, tag] : {std::pair{store::db::accounts, 'A'}, std::pair{store::db::escrow, 'E'},
                             std::pair{store::db::assets, 'S'}}) {
-    if (auto err = txn_.for_each(which, [&](auto k, auto v) {
-          h.update(tag, k, v);
+    char table = tag; // clang 14 cannot capture a structured binding
+    if (auto err = txn_.for_each(which, [&h, table](auto k, auto v) {
+          h.update(table, k, v);
           return true;
         }))
       return err;
