@@ -381,7 +381,11 @@ void challenge_round(data_node_actor* self) {
             live.emplace_back(ds, n);
         if (live.empty())
           return;
-        auto [dataset, node] = live[randombytes_uniform(static_cast<uint32_t>(live.size()))];
+        // Plain copies, not a structured binding: the answer's lambda
+        // captures them (clang 14 cannot capture a binding).
+        auto picked = live[randombytes_uniform(static_cast<uint32_t>(live.size()))];
+        auto dataset = picked.first;
+        auto node = picked.second;
         auto m = data::find_dataset(*st.env, to_hex({dataset.data(), 32}));
         if (!m)
           return;
