@@ -88,7 +88,9 @@ void pump(member_actor* self) {
     auto s = st.outbox.front();
     st.outbox.pop_front();
     auto seg = st.seg_of(s.phase, s.step, true);
-    auto [begin, len] = st.span_of(seg, s.chunk);
+    auto span = st.span_of(seg, s.chunk); // no structured binding: captured below
+    auto begin = span.first;
+    auto len = span.second;
     auto right_rank = (st.rank + 1) % st.size;
     auto msg = make_envelope<schema::RingChunk>([&](schema::RingChunk::Builder b) {
       b.setRing(kj::arrayPtr(st.ring.data(), 32));

@@ -314,7 +314,10 @@ struct worker_state {
     auto idx = train::batch_slice(perm, s.getCursor(), global_batch, rank, size);
     auto rows = idx.size();
     auto t0 = clock_type::now();
-    auto [grad, loss] = train::local_gradient(*model, data.train, idx, global_batch);
+    // No structured binding: `loss` is captured below (clang 14 cannot).
+    auto computed = train::local_gradient(*model, data.train, idx, global_batch);
+    auto& grad = computed.first;
+    auto loss = computed.second;
     if (cheat_percent > 0) {
       // A dishonest provider: skips the work on some steps and sends noise.
       train::rng dice{seed * 7919 + s.getStep()};
