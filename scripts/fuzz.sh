@@ -8,9 +8,8 @@
 # directory (add it to fuzz/corpus/TARGET as a regression seed once fixed).
 # ctest runs the same targets for a few seconds each through the ordinary
 # build's replay driver (no clang needed).
-# Known: clang 14 stops in actors/data_node/data_node.cpp (a lambda that
-# captures a structured binding, C++20 that clang 14 lacks); rewrite those
-# captures to get the libFuzzer build through.
+# clang 14 cannot capture a structured binding in a lambda (C++20): keep
+# such captures as plain variables, or this build stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-all}
