@@ -47,8 +47,6 @@ struct TrainConfig {
                            # (RingChunk messages over the hosts' TLS links) or "nccl"
                            # (ncclAllReduce on each trainer host's GPU)
   linkKey @17 :Data;       # 32 random bytes per ring, from the coordinator (stream)
-  # (No fault injection here: a cheating trainer for tests is its own host's
-  # [faults] setting, never something a peer can ask for.)
 }
 
 struct TrainerJoin {
