@@ -425,8 +425,6 @@ BOOST_AUTO_TEST_CASE(a_host_killed_twenty_times_verifies_and_catches_up) {
     if (feeder.joinable())
       feeder.join();
   };
-  uint64_t last_height = 0;
-  int rounds_with_new_blocks = 0;
   try {
     for (int round = 0; round < 20; ++round) {
       auto victim = static_cast<size_t>(rng() % 3);
@@ -459,11 +457,26 @@ BOOST_AUTO_TEST_CASE(a_host_killed_twenty_times_verifies_and_catches_up) {
       BOOST_REQUIRE_MESSAGE(mine >= others->height,
                             "round " << round << ": host " << victim << " stuck at " << mine
                                      << " < " << others->height << "\n" << cc.logs());
-      BOOST_TEST_MESSAGE("round " << round << ": killed host " << victim << ", caught up to "
-                                  << mine);
-      if (mine > last_height)
-        ++rounds_with_new_blocks;
-      last_height = std::max(last_height, mine);
+      // And the chain moves on with it: a block made after the restart
+      // reaches the restarted host. The bound covers the worst stall the
+      // round rules allow (two validators locked on different proposals
+      // until vote_lock_ms = 4 s runs out, then two takeovers of 1 s), with
+      // room for a loaded machine; a round's own length (random, as short
+      // as 0.3 s) is no measure, as work arrives in bursts.
+      auto target = std::max(mine, others->height) + 1;
+      deadline = std::chrono::steady_clock::now() + 20s;
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto t = cc.tip(*cc.c, victim);
+        if (t && (mine = t->height) >= target)
+          break;
+        std::this_thread::sleep_for(100ms);
+      }
+      BOOST_REQUIRE_MESSAGE(mine >= target, "round " << round << " (seed " << seed << "): no block "
+                                                     << target << " within 20 s of host "
+                                                     << victim << " restarting\n"
+                                                     << cc.logs());
+      BOOST_TEST_MESSAGE("round " << round << ": killed host " << victim
+                                  << ", caught up, then saw block " << mine);
     }
   } catch (...) {
     stop_feeding();
@@ -481,8 +494,6 @@ BOOST_AUTO_TEST_CASE(a_host_killed_twenty_times_verifies_and_catches_up) {
     final_tip = again;
   }
   BOOST_TEST_MESSAGE("final tip " << final_tip.height);
-  // Blocks kept coming while hosts were being killed.
-  BOOST_TEST(rounds_with_new_blocks >= 15, rounds_with_new_blocks << " of 20 rounds saw new blocks");
   for (size_t i = 0; i < 3; ++i) {
     auto v = run_command({aicon_binary(), "chain", "verify", "--data-dir",
                           cc.nodes[i].dir.string(), "--genesis", cc.genesis.string()},
