@@ -8,6 +8,7 @@
 #include "actors/rater/rater.hpp"
 #include "actors/script/script.hpp"
 #include "actors/trainer/trainer.hpp"
+#include "runtime/directory.hpp"
 
 namespace aicon {
 
@@ -32,6 +33,17 @@ std::set<std::string> known_roles() {
   for (auto& [name, _] : role_table())
     names.insert(name);
   return names;
+}
+
+std::span<const role_access> access_table() {
+  static const role_access roles[] = {
+    {"directory", directory_access},       {"echo", echo_access},
+    {"ledger", ledger_access},             {"block_generator", block_generator_access},
+    {"allocator", allocator_access},       {"trainer", trainer_access},
+    {"rater", rater_access},               {"data_node", data_node_access},
+    {"script", script_access},
+  };
+  return roles;
 }
 
 } // namespace aicon

@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "runtime/access.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
@@ -15,5 +16,9 @@ const std::map<std::string, role_factory>& role_table();
 
 /// Names a host.toml may list in host.roles.
 std::set<std::string> known_roles();
+
+/// Every role's authorization rows, in the order of the README's table
+/// ("Who may send what"); `aicon authz` prints them.
+std::span<const role_access> access_table();
 
 } // namespace aicon

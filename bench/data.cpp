@@ -137,7 +137,7 @@ int run_data(const data_options& opts_in) {
   auto t = synthetic(opts.megabytes);
   data::put_options po;
   po.name = "bench";
-  auto built = data::build_dataset(client_id->id(), t, data::transform{}, po);
+  auto built = data::build_dataset(*client_id, t, data::transform{}, po);
   if (!built)
     return fail(built.error());
   auto holders = data::upload_dataset(**c, host_id->id(), *built, 1, 8ull << 20,

@@ -409,7 +409,7 @@ int l_dataset_put(lua_State* L) {
   auto targets = nodes_with(L, "data_node");
   if (targets.empty())
     luaL_error(L, "%s: none of the connected hosts runs the data_node role", fn);
-  auto built = data::build_dataset(s.c->self().id(), *t, tr, po);
+  auto built = data::build_dataset(s.c->self(), *t, tr, po);
   if (!built)
     raise(L, fn, built.error());
   auto holders = data::upload_dataset(*s.c, targets[0], *built, replicas, s.c->lim().upload_batch_bytes,

@@ -212,7 +212,7 @@ int data_put(const data_cmd_options& o) {
     auto key = key_of(o);
     if (!key)
       return fail(key.error());
-    auto built = data::build_dataset(key->id(), *t, tr, po);
+    auto built = data::build_dataset(*key, *t, tr, po);
     if (!built)
       return fail(built.error());
     auto r = remote::open(o);
@@ -245,7 +245,7 @@ int data_put(const data_cmd_options& o) {
   auto env = open_store(o);
   if (!env)
     return fail(env.error());
-  auto m = data::put_dataset(**env, owner->id(), *t, tr, po);
+  auto m = data::put_dataset(**env, *owner, *t, tr, po);
   if (!m)
     return fail(m.error());
   opened<schema::DatasetManifest> man{*m};

@@ -301,6 +301,7 @@ int main(int argc, char** argv) {
   auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
   bench::add_data_flags(*bench_data, bdo);
 
+  auto authz_cmd = app.add_subcommand("authz", "who may send each message to each role, and what proves it (the README's table, from the code)");
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
   wallet_options wo;
@@ -473,6 +474,10 @@ int main(int argc, char** argv) {
     return bench::run_verify(bvo);
   if (*bench_fed)
     return bench::run_federation(bfo);
+  if (*authz_cmd) {
+    std::cout << access_table_markdown(access_table());
+    return 0;
+  }
   if (*gpu_cmd)
     return cmd_gpu();
   if (*demo)

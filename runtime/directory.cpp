@@ -389,7 +389,7 @@ struct directory_state {
 caf::behavior directory(caf::stateful_actor<directory_state>* self, role_context ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
-  st.table = std::make_unique<message_table>("directory");
+  st.table = std::make_unique<message_table>("directory", directory_access);
   st.table->on<schema::HelloRequest>([self](schema::HelloRequest::Reader req)
                                        -> caf::result<envelope> {
     auto& st = self->state;

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/access.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/system.hpp"
 
@@ -69,5 +70,14 @@ std::vector<uint8_t> member_signing_bytes(const node_id& node, const member_fiel
 
 /// Splits "role@node" into its parts; node is empty for a local name.
 std::pair<std::string, std::string> split_name(const std::string& name);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row directory_access[] = {
+  {"HelloRequest", "any admitted peer", "(public) the answer is this host's signature over the asker's nonce", "-"},
+  {"StatusRequest", "any admitted peer", "(public) counters, peers and roles an operator sees", "-"},
+  {"Gossip", "any admitted peer", "(public) membership only steers lookups; every link is still admitted by its own certificate", "-"},
+  {"Ping", "any admitted peer", "(public)", "-"},
+};
 
 } // namespace aicon

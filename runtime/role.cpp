@@ -7,6 +7,25 @@
 
 namespace aicon {
 
+const access_row& message_table::row_of(const std::string& name) const {
+  for (auto& r : rows_)
+    if (r.message == name)
+      return r;
+  throw std::logic_error(fmt::format("role '{}' handles {} but its access table has no row for it "
+                                     "(declare who may send it beside the role)",
+                                     role_, name));
+}
+
+std::string access_table_markdown(std::span<const role_access> roles) {
+  std::string out = "| role | message | who may send it | what proves it | otherwise |\n"
+                    "|---|---|---|---|---|\n";
+  for (auto& r : roles)
+    for (auto& row : r.rows)
+      out += fmt::format("| {} | {} | {} | {} | {} |\n", r.role, row.message, row.who, row.proof,
+                         row.otherwise);
+  return out;
+}
+
 caf::result<envelope> message_table::dispatch(caf::local_actor* self, const envelope& env,
                                               host_counters* counters) const {
   bool is_request = self->current_message_id().is_request();
@@ -23,13 +42,26 @@ caf::result<envelope> message_table::dispatch(caf::local_actor* self, const enve
                                  detail::type_name_of(env.type_id)));
   } else {
     try {
-      auto res = i->second.fn(env);
-      if (res.flag != caf::rt_error) {
+      if (i->second.guard)
+        if (auto refused = i->second.guard(env)) {
+          // A refusal of the sender names the row; anything else (no such
+          // session, a malformed field) is answered as it is.
+          auto c = code_of(refused);
+          err = c != errc::forbidden && c != errc::bad_signature
+                  ? std::move(refused)
+                  : make_error(c, fmt::format("{}: {} may be sent only by {}: {}", role_,
+                                              i->second.name, i->second.row->who,
+                                              what_of(refused)));
+        }
+      if (err)
+        ; // refused by the row's guard: the handler never sees it
+      else if (auto res = i->second.fn(env); res.flag != caf::rt_error) {
         if (!is_request && res.flag == caf::rt_value)
           return caf::delegated<envelope>{}; // a one-way message gets no answer
         return res;
+      } else {
+        err = std::move(res.err);
       }
-      err = std::move(res.err);
     } catch (const kj::Exception& e) {
       err = make_error(errc::malformed_message,
                        fmt::format("{}: {}", i->second.name, e.getDescription().cStr()));

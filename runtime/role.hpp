@@ -7,6 +7,8 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -16,6 +18,7 @@
 #include <caf/local_actor.hpp>
 #include <caf/result.hpp>
 
+#include "runtime/access.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/system.hpp"
@@ -25,27 +28,37 @@ namespace aicon {
 class message_table {
 public:
   using handler = std::function<caf::result<envelope>(const envelope&)>;
+  using guard_fn = std::function<caf::error(const envelope&)>;
 
-  explicit message_table(std::string role_name) : role_(std::move(role_name)) {
+  /// `rows`: the role's authorization table (static storage, declared
+  /// beside the role); every type given to `on` must have a row there.
+  message_table(std::string role_name, std::span<const access_row> rows)
+    : role_(std::move(role_name)), rows_(rows) {
   }
 
   /// Adds a handler `f(typename T::Reader) -> caf::result<envelope>`, or
   /// `f(const envelope&, typename T::Reader)` when it needs the words too
-  /// (e.g. to store them).
+  /// (e.g. to store them). Throws std::logic_error (at start-up, a bug) if
+  /// the role's table has no row for T.
   template <class T, class F>
   message_table& on(F f) {
-    entries_[capnp::typeId<T>()] = entry{
-      capnp::Schema::from<T>().getShortDisplayName().cStr(),
-      [f = std::move(f)](const envelope& env) -> caf::result<envelope> {
-        opened<T> msg{env};
-        if (!msg)
-          return msg.error();
-        if constexpr (std::is_invocable_v<F&, const envelope&, typename T::Reader>)
-          return f(env, msg.root());
-        else
-          return f(msg.root());
-      }};
-    return *this;
+    return add<T>(nullptr, std::move(f));
+  }
+
+  /// As `on(f)`, with the row's guard: `g(typename T::Reader) -> caf::error`
+  /// checks the proof the row names (a token, a signature) before `f`
+  /// runs; its error is the answer (`forbidden` and `bad_signature` worded
+  /// "ROLE: MESSAGE may be sent only by WHO: what was wrong"), and `f`
+  /// never sees the message.
+  template <class T, class G, class F>
+  message_table& on(G g, F f) {
+    guard_fn guard = [g = std::move(g)](const envelope& env) -> caf::error {
+      opened<T> msg{env};
+      if (!msg)
+        return msg.error();
+      return g(msg.root());
+    };
+    return add<T>(std::move(guard), std::move(f));
   }
 
   /// Runs the handler for `env`. For a request, an error becomes an
@@ -61,9 +74,32 @@ public:
 private:
   struct entry {
     std::string name;
+    const access_row* row;
+    guard_fn guard;
     handler fn;
   };
+
+  const access_row& row_of(const std::string& name) const;
+
+  template <class T, class F>
+  message_table& add(guard_fn guard, F f) {
+    std::string name = capnp::Schema::from<T>().getShortDisplayName().cStr();
+    const access_row& row = row_of(name);
+    entries_[capnp::typeId<T>()] = entry{
+      name, &row, std::move(guard), [f = std::move(f)](const envelope& env) -> caf::result<envelope> {
+        opened<T> msg{env};
+        if (!msg)
+          return msg.error();
+        if constexpr (std::is_invocable_v<F&, const envelope&, typename T::Reader>)
+          return f(env, msg.root());
+        else
+          return f(msg.root());
+      }};
+    return *this;
+  }
+
   std::string role_;
+  std::span<const access_row> rows_;
   std::map<uint64_t, entry> entries_;
 };
 

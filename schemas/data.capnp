@@ -27,7 +27,7 @@ struct PreviewRow {
 }
 
 struct DatasetManifest {
-  datasetId @0 :Data;         # BLAKE2b-256 of this manifest with datasetId empty
+  datasetId @0 :Data;         # BLAKE2b-256 of this manifest with datasetId and ownerSignature empty
   owner @1 :Data;             # owner's wallet / NodeId (32 bytes)
   name @2 :Text;
   rows @3 :UInt64;
@@ -41,6 +41,8 @@ struct DatasetManifest {
   shards @11 :List(ShardRef);
   preview @12 :List(PreviewRow); # k random rows anyone may read before paying
   source @13 :Text;           # file name it was ingested from (for people)
+  ownerSignature @14 :Data;   # ed25519 by `owner` over "aicon-dataset-owner-v1" ‖ datasetId
+                              # (not part of the id): no one else may name the owner
 }
 
 struct ShardData {

@@ -15,6 +15,9 @@ struct RingChunk {
   step @4 :UInt32;      # 0 .. ranks-2 within the phase
   chunk @5 :UInt32;     # index of the chunk within its segment
   values @6 :Data;      # float32, little-endian
+  token @7 :Data;       # the session's 32-byte token (TrainerJoin.token): only
+                        # the ring's members hold it, so no one else can feed
+                        # a rank chunks
 }
 
 struct RingAck {

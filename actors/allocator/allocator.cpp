@@ -405,6 +405,27 @@ struct allocator_state {
     return reply(*job, d);
   }
 
+  /// The AllocQuery row's guard: renew, release and replace change a job's
+  /// leases, so only the holder of the token its ask carried may send them.
+  caf::error check_query(schema::AllocQuery::Reader q) const {
+    if (q.which() == schema::AllocQuery::BOOK || q.which() == schema::AllocQuery::STATUS)
+      return {};
+    auto job = job_of(q.getJob(), "AllocQuery");
+    if (!job)
+      return job.error();
+    auto ask = asks.find(*job);
+    if (ask == asks.end())
+      return make_error(errc::not_found,
+                        fmt::format("AllocQuery: no ask of job {} is known",
+                                    ledger::short_hex(*job)));
+    if (!same_token(ask->second, q.getToken()))
+      return make_error(errc::forbidden,
+                        fmt::format("not job {}'s token (renew, release and replace change "
+                                    "its leases)",
+                                    ledger::short_hex(*job)));
+    return {};
+  }
+
   caf::expected<envelope> on_query(schema::AllocQuery::Reader q) {
     if (q.which() == schema::AllocQuery::BOOK)
       return make_envelope<schema::AllocBook>([&](schema::AllocBook::Builder b) {
@@ -435,20 +456,6 @@ struct allocator_state {
     auto job = job_of(q.getJob(), "AllocQuery");
     if (!job)
       return job.error();
-    // Renew, release and replace change a job's leases: only the holder of
-    // the token its ask carried may.
-    if (q.which() != schema::AllocQuery::STATUS) {
-      auto ask = asks.find(*job);
-      if (ask == asks.end())
-        return make_error(errc::not_found,
-                          fmt::format("AllocQuery: no ask of job {} is known",
-                                      ledger::short_hex(*job)));
-      if (!same_token(ask->second, q.getToken()))
-        return make_error(errc::forbidden,
-                          fmt::format("AllocQuery: not job {}'s token; only its coordinator "
-                                      "renews, releases or replaces its leases",
-                                      ledger::short_hex(*job)));
-    }
     auto now = wall_ms();
     auto held = [&]() {
       alloc::decision d;
@@ -543,7 +550,7 @@ caf::behavior allocator_role(allocator_actor* self, role_context ctx,
     st.pool.set_rtt(a, b, ms);
   if (auto err = st.restore())
     log_error("allocator: the stored book is unreadable, starting empty: {}", describe(err));
-  st.table = std::make_unique<message_table>("allocator");
+  st.table = std::make_unique<message_table>("allocator", allocator_access);
   st.table->on<schema::SignedOffer>([self](schema::SignedOffer::Reader r) -> caf::result<envelope> {
     auto out = self->state.on_offer(r);
     if (!out)
@@ -557,7 +564,9 @@ caf::behavior allocator_role(allocator_actor* self, role_context ctx,
       return out.error();
     return *out;
   });
-  st.table->on<schema::AllocQuery>([self](schema::AllocQuery::Reader r) -> caf::result<envelope> {
+  st.table->on<schema::AllocQuery>(
+    [self](schema::AllocQuery::Reader r) { return self->state.check_query(r); },
+    [self](schema::AllocQuery::Reader r) -> caf::result<envelope> {
     auto out = self->state.on_query(r);
     if (!out)
       return out.error();

@@ -23,6 +23,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/allocator/pool.hpp"
+#include "runtime/access.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/system.hpp"
@@ -49,5 +50,13 @@ envelope sign_alloc_ask(const identity& payer, const std::array<uint8_t, 32>& ch
 
 /// The pool's view of an AllocReply's leases (for jobs).
 std::vector<alloc::lease> leases_of(const envelope& reply);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row allocator_access[] = {
+  {"SignedOffer", "the trainer host it names", "its ed25519 signature, a fresh clock", "refused by name"},
+  {"AllocAsk", "the payer the job's escrow names (through its coordinator)", "ed25519 over chain id + ask; the escrow on the chain; the first ask's token", "`bad_signature` / `forbidden`"},
+  {"AllocQuery", "status, book: any admitted peer; renew, release, replace: the job's coordinator", "the AllocAsk's 32-byte token", "`forbidden`, leases unchanged"},
+};
 
 } // namespace aicon

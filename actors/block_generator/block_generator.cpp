@@ -312,7 +312,7 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.chain = std::move(chain);
-  st.table = std::make_unique<message_table>("block_generator");
+  st.table = std::make_unique<message_table>("block_generator", block_generator_access);
   st.table->on<schema::SignedTransaction>([self](const envelope& env,
                                                  schema::SignedTransaction::Reader stx)
                                             -> caf::result<envelope> {

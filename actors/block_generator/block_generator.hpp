@@ -25,11 +25,20 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "runtime/access.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
 
 /// Shares the host's chain with its ledger role (see shared_chain).
 caf::expected<caf::actor> spawn_block_generator(caf::actor_system& sys, const role_context& ctx);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row block_generator_access[] = {
+  {"SignedTransaction", "anyone relaying it for its author", "ed25519 by the author over chain id + tx; every ledger rule", "the rule's name (`bad_signature`, `wrong_chain`, ...)"},
+  {"SignedWorkReceipt", "anyone relaying it", "the trainer's and a genesis authority's signatures", "refused by name"},
+  {"Block", "the height's committee (a proposal)", "the generator's signature; a committee member's vote, once per height", "refused by name, no vote"},
+};
 
 } // namespace aicon

@@ -441,12 +441,14 @@ caf::behavior data_node_role(data_node_actor* self, role_context ctx,
   st.chain = std::move(chain);
   if (auto n = data::abort_all_uploads(*st.env); n && *n > 0)
     log_warning("data node: rolled back {} upload(s) left unfinished by the last run", *n);
-  st.table = std::make_unique<message_table>("data_node");
+  st.table = std::make_unique<message_table>("data_node", data_node_access);
   auto& t = *st.table;
   t.on<schema::DataQuery>([self](schema::DataQuery::Reader q) -> caf::result<envelope> {
     return self->state.answer(q);
   });
-  t.on<schema::UploadBegin>([self](schema::UploadBegin::Reader b) -> caf::result<envelope> {
+  t.on<schema::UploadBegin>(
+    [](schema::UploadBegin::Reader b) { return data::check_manifest(b.getManifest()); },
+    [self](schema::UploadBegin::Reader b) -> caf::result<envelope> {
     auto& st = self->state;
     auto m = copy_envelope<schema::DatasetManifest>(b.getManifest());
     auto complete = data::upload_begin(*st.env, m);

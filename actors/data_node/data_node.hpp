@@ -14,10 +14,24 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "runtime/access.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
 
 caf::expected<caf::actor> spawn_data_node(caf::actor_system& sys, const role_context& ctx);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row data_node_access[] = {
+  {"DataQuery", "any admitted peer", "(public) listings, manifests, previews", "-"},
+  {"UploadBegin", "the owner the manifest names, or a data node pushing the owner's replica", "ed25519 by the owner over the dataset id", "`bad_signature`, nothing staged"},
+  {"UploadShares", "anyone completing a begun upload", "every share against its address in the signed manifest", "refused by name, the upload rolled back"},
+  {"UploadCommit", "anyone completing a begun upload", "every share present and checked", "refused by name, the upload rolled back"},
+  {"FetchShares", "any admitted peer", "(public) shares are ciphertext; at most `stream_credits` per request", "-"},
+  {"ShareReport", "any admitted peer", "the node re-checks its own copy", "-"},
+  {"KeyRequest", "a trainer holding an unexpired lease for the dataset (and, if priced, an escrow of at least the price)", "ed25519 by the trainer over the dated request; the lease; the escrow", "refused by the rule's name"},
+  {"StorageChallenge", "any admitted peer", "(public) a hash of one share with the asker's nonce", "-"},
+};
 
 } // namespace aicon

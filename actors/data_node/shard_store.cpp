@@ -49,6 +49,7 @@ hash256 manifest_id(schema::DatasetManifest::Reader m) {
   copy.setRoot(m);
   auto b = copy.getRoot<schema::DatasetManifest>();
   b.disownDatasetId(); // absent, as when the id was computed
+  b.disownOwnerSignature();
   kj::Array<capnp::word> keep;
   return ledger::blake2b("aicon-dataset-v1", ledger::canonical_bytes(b.asReader(), keep));
 }
@@ -62,6 +63,14 @@ caf::error check_manifest(schema::DatasetManifest::Reader m) {
                       "manifest: datasetId is not the hash of the manifest (altered or forged)");
   if (m.getOwner().size() != 32)
     return make_error(errc::invalid_argument, "manifest: owner must be 32 bytes");
+  auto owner = node_id::from_bytes({m.getOwner().begin(), 32});
+  auto sig = m.getOwnerSignature();
+  if (!owner || sig.size() != 64
+      || !verify_signature(*owner, owner_signing_bytes(*id), {sig.begin(), sig.size()}))
+    return make_error(errc::bad_signature,
+                      fmt::format("manifest: ownerSignature is not by the owner it names ({}): "
+                                  "only a dataset's owner may upload it under that name",
+                                  owner ? owner->short_hex() : "?"));
   if (m.getFeatures() == 0 || m.getRows() == 0)
     return make_error(errc::invalid_argument, "manifest: no rows or no features");
   uint64_t next = 0;
@@ -88,8 +97,16 @@ caf::error check_manifest(schema::DatasetManifest::Reader m) {
   return caf::none;
 }
 
-caf::expected<built_dataset> build_dataset(const node_id& owner, const table& t,
+std::vector<uint8_t> owner_signing_bytes(const hash256& dataset) {
+  static constexpr std::string_view tag = "aicon-dataset-owner-v1";
+  std::vector<uint8_t> out(tag.begin(), tag.end());
+  out.insert(out.end(), dataset.begin(), dataset.end());
+  return out;
+}
+
+caf::expected<built_dataset> build_dataset(const identity& owner_key, const table& t,
                                            const transform& tr, const put_options& opts) {
+  const node_id& owner = owner_key.id();
   if (t.rows == 0 || t.features == 0)
     return make_error(errc::invalid_argument, "put: the dataset has no rows or no features");
   uint64_t row_bytes = t.features * 4 + (t.y.empty() ? 0 : 4);
@@ -186,6 +203,8 @@ caf::expected<built_dataset> build_dataset(const node_id& owner, const table& t,
   out.manifest = make_envelope<schema::DatasetManifest>([&](schema::DatasetManifest::Builder m) {
     fill(m);
     m.setDatasetId(kj::arrayPtr(id.data(), 32));
+    auto sig = owner_key.sign(owner_signing_bytes(id));
+    m.setOwnerSignature(kj::arrayPtr(sig.data(), sig.size()));
   });
   for (auto& s : shards) {
     out.shares.push_back(std::move(s.share));
@@ -218,7 +237,7 @@ caf::error store_dataset(store::environment& env, const built_dataset& d) {
   return txn->commit(); // shares, keys and manifest together or not at all
 }
 
-caf::expected<envelope> put_dataset(store::environment& env, const node_id& owner,
+caf::expected<envelope> put_dataset(store::environment& env, const identity& owner,
                                     const table& t, const transform& tr, const put_options& opts) {
   auto d = build_dataset(owner, t, tr, opts);
   if (!d)

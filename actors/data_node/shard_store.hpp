@@ -47,23 +47,28 @@ struct built_dataset {
   std::vector<shard_key> keys;              ///< one per share
 };
 
-/// Shards and encrypts `t` (already transformed by `tr`) owned by `owner`.
+/// Shards and encrypts `t` (already transformed by `tr`) owned by `owner`,
+/// who signs the manifest's id (DatasetManifest.ownerSignature).
 /// Errors: invalid_argument (empty table, shard_bytes too small for one row).
-caf::expected<built_dataset> build_dataset(const node_id& owner, const table& t,
+caf::expected<built_dataset> build_dataset(const identity& owner, const table& t,
                                            const transform& tr, const put_options& opts);
 
 /// Stores a built dataset (shares, keys, manifest) in ONE write transaction.
 caf::error store_dataset(store::environment& env, const built_dataset& d);
 
+/// What a dataset's owner signs: "aicon-dataset-owner-v1" ‖ dataset id.
+std::vector<uint8_t> owner_signing_bytes(const hash256& dataset);
+
 /// build_dataset then store_dataset; returns the manifest.
-caf::expected<envelope> put_dataset(store::environment& env, const node_id& owner,
+caf::expected<envelope> put_dataset(store::environment& env, const identity& owner,
                                     const table& t, const transform& tr, const put_options& opts);
 
 /// The id a manifest must carry: BLAKE2b-256 ("aicon-dataset-v1") of its
 /// canonical form without the id.
 hash256 manifest_id(schema::DatasetManifest::Reader m);
 
-/// Checks a manifest from elsewhere: its id matches its contents, every
+/// Checks a manifest from elsewhere: its id matches its contents, its owner
+/// signed that id (bad_signature otherwise), every
 /// shard hash is 32 bytes, shards cover rows 0..rows-1 in order, the
 /// transform has one entry per feature. Errors name the first problem.
 caf::error check_manifest(schema::DatasetManifest::Reader m);

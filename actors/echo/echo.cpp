@@ -51,7 +51,7 @@ caf::result<envelope> forward(self_ptr self, schema::EchoRequest::Reader req) {
 
 caf::behavior echo(self_ptr self, role_context ctx) {
   self->state.ctx = std::move(ctx);
-  self->state.table = std::make_unique<message_table>("echo");
+  self->state.table = std::make_unique<message_table>("echo", echo_access);
   self->state.table->on<schema::EchoRequest>(
     [self](schema::EchoRequest::Reader req) -> caf::result<envelope> {
       auto& st = self->state;

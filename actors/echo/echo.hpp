@@ -7,6 +7,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
+#include "runtime/access.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/system.hpp"
 #include "schemas/echo.capnp.h"
@@ -19,5 +20,11 @@ caf::actor spawn_echo(caf::actor_system& sys, const role_context& ctx);
 /// payloads are referenced, not copied into the builder), and the answering
 /// NodeId when given.
 envelope make_echo_response(schema::EchoRequest::Reader req, const node_id* answered_by);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row echo_access[] = {
+  {"EchoRequest", "any admitted peer", "(public)", "-"},
+};
 
 } // namespace aicon

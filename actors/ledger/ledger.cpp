@@ -243,7 +243,7 @@ caf::behavior ledger_role(ledger_actor* self, role_context ctx, std::shared_ptr<
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.store = std::move(opened);
-  st.table = std::make_unique<message_table>("ledger");
+  st.table = std::make_unique<message_table>("ledger", ledger_access);
   st.table->on<schema::LedgerQuery>([self](schema::LedgerQuery::Reader q)
                                       -> caf::result<envelope> {
     return self->state.answer(q);

@@ -14,6 +14,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/ledger/chain.hpp"
+#include "runtime/access.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
@@ -34,5 +35,12 @@ struct host_store {
 caf::expected<host_store> open_host_store(const role_context& ctx);
 
 caf::expected<caf::actor> spawn_ledger(caf::actor_system& sys, const role_context& ctx);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row ledger_access[] = {
+  {"LedgerQuery", "any admitted peer", "(public, like the chain)", "-"},
+  {"Block", "anyone relaying a final block", "generator and quorum vote signatures of the height's committee; every ledger rule", "refused by the rule's name, the chain unchanged"},
+};
 
 } // namespace aicon

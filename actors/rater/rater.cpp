@@ -542,7 +542,7 @@ caf::behavior rater_role(rater_actor* self, role_context ctx, ledger::genesis_co
   st.genesis = std::move(genesis);
   st.env = std::move(env);
   st.sys = &self->system();
-  st.table = std::make_unique<message_table>("rater");
+  st.table = std::make_unique<message_table>("rater", rater_access);
   st.table->on<schema::RateRequest>([self](schema::RateRequest::Reader r) -> caf::result<envelope> {
     auto out = self->state.rate(r);
     if (!out)

@@ -28,6 +28,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "runtime/access.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/system.hpp"
@@ -45,5 +46,11 @@ std::vector<uint8_t> rate_request_signing_bytes(const std::array<uint8_t, 32>& c
 /// `req` with payer = `payer`'s key and its signature for `chain`.
 envelope sign_rate_request(const identity& payer, const std::array<uint8_t, 32>& chain,
                            schema::RateRequest::Reader req);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row rater_access[] = {
+  {"RateRequest", "the payer the job's escrow names, once per job", "ed25519 over chain id + request; the escrow on the rater's chain; `rated_jobs`", "refused by name, nothing rated"},
+};
 
 } // namespace aicon

@@ -197,7 +197,7 @@ void watch_peers(self_ptr self) {
 caf::behavior script_role(self_ptr self, role_context ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
-  st.table = std::make_unique<message_table>("script");
+  st.table = std::make_unique<message_table>("script", script_access);
   st.table->on<schema::ScriptHandler>([self](schema::ScriptHandler::Reader req)
                                         -> caf::result<envelope> {
     auto& st = self->state;

@@ -11,10 +11,20 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "runtime/access.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
 
 caf::expected<caf::actor> spawn_script(caf::actor_system& sys, const role_context& ctx);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row script_access[] = {
+  {"ScriptHandler", "the console that opened the session", "the 16-byte session id, a secret capability (random, never listed whole)", "`not_found`"},
+  {"ScriptPoll", "the console that opened the session", "the session id", "`not_found`"},
+  {"ScriptClose", "the console that opened the session", "the session id", "`not_found`"},
+  {"ScriptList", "any admitted peer", "(public) 4 bytes of each session id, its events and use", "-"},
+};
 
 } // namespace aicon

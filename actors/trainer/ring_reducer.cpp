@@ -100,6 +100,7 @@ void pump(member_actor* self) {
       b.setStep(s.step);
       b.setChunk(s.chunk);
       b.setValues(kj::arrayPtr(reinterpret_cast<const kj::byte*>(st.data + begin), len * 4));
+      b.setToken(kj::arrayPtr(st.opts.token.data(), st.opts.token.size()));
     });
     ++st.in_flight;
     auto coll = st.collective;

@@ -33,6 +33,9 @@ struct ring_options {
   /// handshake (no AES-GCM), for networks the operator trusts (as NCCL and
   /// Gloo always do). Both ends must agree; a frame says which it is.
   bool plain = false;
+  /// Actor transport: the session's token, carried in every RingChunk and
+  /// checked by the receiving host's trainer role.
+  std::array<uint8_t, 32> token{};
 };
 
 using ring_id = std::array<uint8_t, 32>;

@@ -692,6 +692,7 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     if (auto err = check_data_file(st.ctx.data_files, cfg.getDataFile().cStr()))
       return err;
   train::ring_options ropts;
+  std::memcpy(ropts.token.data(), j.getToken().begin(), ropts.token.size()); // size checked
   if (cfg.getChunkBytes())
     ropts.chunk_bytes = cfg.getChunkBytes();
   if (cfg.getCredits())
@@ -779,12 +780,10 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   return rp;
 }
 
-/// The trainer of (session, rank), for a request that must carry the
-/// session's token (`token`: nullopt for RingChunk, which travels between
-/// the ring's own members and is authenticated by the ring itself).
-caf::expected<caf::actor> target(role_actor* self, capnp::Data::Reader session, uint32_t rank,
-                                 bool member, std::optional<capnp::Data::Reader> token,
-                                 const char* what) {
+/// The guard of every row whose proof is the session token: `token` is
+/// the token of the trainer of (session, rank) on this host.
+caf::error check_token(role_actor* self, capnp::Data::Reader session, uint32_t rank,
+                       capnp::Data::Reader token) {
   auto id = session_of(session);
   if (!id)
     return id.error();
@@ -793,60 +792,78 @@ caf::expected<caf::actor> target(role_actor* self, capnp::Data::Reader session, 
     return make_error(errc::not_found,
                       fmt::format("no trainer of rank {} for session {} on this host", rank,
                                   to_hex({id->data(), 32}).substr(0, 16)));
-  if (token && !holds_token(it->second, *token))
-    return make_error(errc::forbidden,
-                      fmt::format("{}: not the session's token; only its coordinator and the "
-                                  "job's rater may steer, finish, drop or read this trainer",
-                                  what));
+  if (!holds_token(it->second, token))
+    return make_error(errc::forbidden, "not the session's token");
+  return {};
+}
+
+/// The trainer (or, `member`, its ring member) of (session, rank); the
+/// row's guard has checked the token.
+caf::expected<caf::actor> target(role_actor* self, capnp::Data::Reader session, uint32_t rank,
+                                 bool member) {
+  auto id = session_of(session);
+  if (!id)
+    return id.error();
+  auto it = self->state.slots->find({*id, rank});
+  if (it == self->state.slots->end())
+    return make_error(errc::not_found,
+                      fmt::format("no trainer of rank {} for session {} on this host", rank,
+                                  to_hex({id->data(), 32}).substr(0, 16)));
   return member ? it->second.member : it->second.worker;
 }
 
 caf::behavior trainer_role(role_actor* self, role_context ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
-  st.table = std::make_unique<message_table>("trainer");
+  st.table = std::make_unique<message_table>("trainer", trainer_access);
   auto long_wait = std::chrono::minutes(10);
   st.table->on<schema::TrainerJoin>([self](const envelope& env, schema::TrainerJoin::Reader j) {
     return on_join(self, env, j);
   });
-  st.table->on<schema::RingChunk>([self](const envelope& env, schema::RingChunk::Reader c)
-                                    -> caf::result<envelope> {
-    auto dst = target(self, c.getRing(), c.getRank(), true, std::nullopt, "RingChunk");
-    if (!dst)
-      return dst.error();
-    if (!*dst)
-      return make_error(errc::invalid_argument,
-                        "RingChunk: this session's ring uses the stream transport");
-    return relay_to(self, *dst, env, std::chrono::minutes(1));
-  });
-  st.table->on<schema::TrainStep>([self, long_wait](const envelope& env, schema::TrainStep::Reader s)
-                                    -> caf::result<envelope> {
-    auto dst = target(self, s.getSession(), s.getRank(), false, s.getToken(), "TrainStep");
+  auto guard = [self](auto msg) { return check_token(self, msg.getSession(), msg.getRank(), msg.getToken()); };
+  st.table->on<schema::RingChunk>(
+    [self](schema::RingChunk::Reader c) {
+      return check_token(self, c.getRing(), c.getRank(), c.getToken());
+    },
+    [self](const envelope& env, schema::RingChunk::Reader c) -> caf::result<envelope> {
+      auto dst = target(self, c.getRing(), c.getRank(), true);
+      if (!dst)
+        return dst.error();
+      if (!*dst)
+        return make_error(errc::invalid_argument,
+                          "RingChunk: this session's ring uses the stream transport");
+      return relay_to(self, *dst, env, std::chrono::minutes(1));
+    });
+  st.table->on<schema::TrainStep>(guard, [self, long_wait](const envelope& env,
+                                                           schema::TrainStep::Reader s)
+                                           -> caf::result<envelope> {
+    auto dst = target(self, s.getSession(), s.getRank(), false);
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, long_wait);
   });
-  st.table->on<schema::RingLink>([self](const envelope& env, schema::RingLink::Reader l)
-                                   -> caf::result<envelope> {
-    auto dst = target(self, l.getSession(), l.getRank(), false, l.getToken(), "RingLink");
+  st.table->on<schema::RingLink>(guard, [self](const envelope& env, schema::RingLink::Reader l)
+                                          -> caf::result<envelope> {
+    auto dst = target(self, l.getSession(), l.getRank(), false);
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, std::chrono::seconds(30));
   });
-  st.table->on<schema::RingRun>([self, long_wait](const envelope& env, schema::RingRun::Reader r)
-                                  -> caf::result<envelope> {
-    auto dst = target(self, r.getSession(), r.getRank(), false, r.getToken(), "RingRun");
+  st.table->on<schema::RingRun>(guard, [self, long_wait](const envelope& env,
+                                                         schema::RingRun::Reader r)
+                                         -> caf::result<envelope> {
+    auto dst = target(self, r.getSession(), r.getRank(), false);
     if (!dst)
       return dst.error();
     return relay_to(self, *dst, env, long_wait);
   });
-  st.table->on<schema::TrainQuery>([self, long_wait](const envelope& env,
-                                                     schema::TrainQuery::Reader q)
-                                     -> caf::result<envelope> {
+  st.table->on<schema::TrainQuery>(guard, [self, long_wait](const envelope& env,
+                                                            schema::TrainQuery::Reader q)
+                                            -> caf::result<envelope> {
     auto id = session_of(q.getSession());
     if (!id)
       return id.error();
-    auto dst = target(self, q.getSession(), q.getRank(), false, q.getToken(), "TrainQuery");
+    auto dst = target(self, q.getSession(), q.getRank(), false);
     if (!dst)
       return dst.error();
     if (q.which() == schema::TrainQuery::DROP)

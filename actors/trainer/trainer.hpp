@@ -14,10 +14,22 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include "runtime/access.hpp"
 #include "runtime/system.hpp"
 
 namespace aicon {
 
 caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_context& ctx);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row trainer_access[] = {
+  {"TrainerJoin", "any admitted peer, within `trainer_slots`, files only under `data_files`; replacing a running rank: its coordinator", "the session token (for a replacement)", "`busy` / `forbidden`"},
+  {"RingChunk", "the ring's members", "the session token", "`forbidden`"},
+  {"TrainStep", "the session's coordinator", "the session token", "`forbidden`"},
+  {"RingLink", "the session's coordinator", "the session token", "`forbidden`"},
+  {"RingRun", "the session's coordinator", "the session token", "`forbidden`"},
+  {"TrainQuery", "the session's coordinator and the job's rater", "the session token", "`forbidden`, the trainer untouched"},
+};
 
 } // namespace aicon

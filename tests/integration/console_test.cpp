@@ -323,6 +323,26 @@ BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
   auto polled = poll();
   BOOST_REQUIRE_MESSAGE(polled, why(polled));
   BOOST_TEST(opened<schema::ScriptOutput>{*polled}.ok());
+  // The session id is the console's capability: ScriptList (open to any
+  // admitted peer) shows 4 of its 16 bytes, and a peer that knows those
+  // but not the rest can neither poll nor close it.
+  auto listed = ask(make_envelope<schema::ScriptList>([](auto) {}));
+  BOOST_REQUIRE_MESSAGE(listed, why(listed));
+  opened<schema::ScriptSessions> sessions{*listed};
+  BOOST_REQUIRE(sessions);
+  BOOST_REQUIRE_EQUAL(sessions->getSessions().size(), 1u);
+  BOOST_TEST(std::string{sessions->getSessions()[0].getId().cStr()} == "07070707");
+  auto guessed = key;
+  guessed[15] ^= 1;
+  refused(ask(make_envelope<schema::ScriptClose>([&](schema::ScriptClose::Builder b) {
+            b.setSession(kj::arrayPtr(guessed.data(), guessed.size()));
+          })),
+          "no such script session");
+  refused(ask(make_envelope<schema::ScriptPoll>([&](schema::ScriptPoll::Builder b) {
+            b.setSession(kj::arrayPtr(guessed.data(), guessed.size()));
+          })),
+          "no script session");
+  BOOST_REQUIRE_MESSAGE(poll(), "the console's own session is still there");
   auto closed = ask(make_envelope<schema::ScriptClose>([&](schema::ScriptClose::Builder b) {
     b.setSession(kj::arrayPtr(key.data(), key.size()));
   }));

@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "actors/data_node/remote.hpp"
+#include "actors/data_node/shard_store.hpp"
 #include "actors/job/job.hpp"
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/work.hpp"
@@ -221,6 +222,51 @@ BOOST_AUTO_TEST_SUITE(data_nodes)
 BOOST_AUTO_TEST_CASE(replicas_leases_repair_and_challenges) {
   data_cluster dc;
   auto trainer_key = (dc.nodes[2].dir / "node.key").string();
+
+  // No admitted peer may upload a dataset in another's name (its owner is
+  // paid by every job that uses it): a manifest naming alice but signed by
+  // mallory, and one with no signature, are refused by name; nothing is
+  // staged or listed.
+  {
+    data::table t;
+    t.rows = 20;
+    t.features = 2;
+    t.x.assign(40, 0.5f);
+    auto mallory = aicon::identity::generate();
+    auto built = data::build_dataset(mallory, t, data::transform{}, data::put_options{});
+    BOOST_REQUIRE_MESSAGE(built, why(built));
+    opened<schema::DatasetManifest> honest{built->manifest};
+    auto claim = [&](bool sign) {
+      return make_envelope<schema::UploadBegin>([&](schema::UploadBegin::Builder b) {
+        b.setManifest(honest.root());
+        auto m = b.getManifest();
+        m.setOwner(kj::arrayPtr(dc.alice.id().bytes.data(), 32));
+        auto id = data::manifest_id(m.asReader()); // a true id: only the signature is wrong
+        m.setDatasetId(kj::arrayPtr(id.data(), 32));
+        if (sign) {
+          auto sig = mallory.sign(data::owner_signing_bytes(id));
+          m.setOwnerSignature(kj::arrayPtr(sig.data(), sig.size()));
+        } else {
+          m.disownOwnerSignature();
+        }
+      });
+    };
+    for (bool sign : {true, false}) {
+      auto r = dc.ask(0, "data_node", claim(sign));
+      BOOST_REQUIRE(!r);
+      BOOST_TEST(code_of(r.error()) == errc::bad_signature);
+      BOOST_TEST(describe(r.error()).find("UploadBegin may be sent only by the owner the "
+                                          "manifest names")
+                   != std::string::npos,
+                 describe(r.error()));
+      BOOST_TEST(describe(r.error()).find("ownerSignature is not by the owner it names")
+                   != std::string::npos,
+                 describe(r.error()));
+    }
+    auto list = dc.ask(0, "data_node", make_envelope<schema::DataQuery>([](auto q) { q.setList(); }));
+    BOOST_REQUIRE_MESSAGE(list, why(list));
+    BOOST_TEST(opened<schema::DatasetList>{*list}->getManifests().size() == 0u);
+  }
 
   // Put through d1 (64 KiB shards: 8 of them), replicated to d2.
   auto put = dc.cli_run({"data", "put", digits_csv().string(), "--standardize", "--price", "10",

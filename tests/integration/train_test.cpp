@@ -266,6 +266,35 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
                describe(r.error()));
     BOOST_TEST((code_of(r.error()) == errc::forbidden));
   }
+  // Nor steer it, nor feed its ring chunks (RingChunk travels between the
+  // ring's members, who hold the token).
+  {
+    auto refused = [&](const char* what, envelope req) {
+      auto r = tc.c->request(*dst, std::move(req), 20s);
+      BOOST_REQUIRE_MESSAGE(!r, what << " without the token was answered");
+      BOOST_TEST(describe(r.error()).find(std::string{what} + " may be sent only by")
+                   != std::string::npos,
+                 describe(r.error()));
+      BOOST_TEST((code_of(r.error()) == errc::forbidden));
+    };
+    refused("TrainStep", make_envelope<schema::TrainStep>([&](auto q) {
+              q.setSession(kj::arrayPtr(s1.data(), 32));
+              q.setToken(kj::arrayPtr(thief.data(), 32));
+            }));
+    refused("RingLink", make_envelope<schema::RingLink>([&](auto q) {
+              q.setSession(kj::arrayPtr(s1.data(), 32));
+              q.setToken(kj::arrayPtr(thief.data(), 32));
+            }));
+    refused("RingRun", make_envelope<schema::RingRun>([&](auto q) {
+              q.setSession(kj::arrayPtr(s1.data(), 32));
+              q.setToken(kj::arrayPtr(thief.data(), 32));
+            }));
+    refused("RingChunk", make_envelope<schema::RingChunk>([&](auto q) {
+              q.setRing(kj::arrayPtr(s1.data(), 32));
+              q.setToken(kj::arrayPtr(thief.data(), 32));
+              q.setCollective(1);
+            }));
+  }
   {
     auto mine = token;
     token = thief;

@@ -40,7 +40,7 @@ struct fixture {
     put_options o;
     o.price = 7;
     o.shard_bytes = 16 * 30; // 30 rows a shard: 4 shards
-    auto b = build_dataset(owner.id(), t, transform{}, o);
+    auto b = build_dataset(owner, t, transform{}, o);
     BOOST_REQUIRE_MESSAGE(b, test::why(b));
     d = std::move(*b);
     std::memcpy(id.data(), opened<schema::DatasetManifest>{d.manifest}->getDatasetId().begin(), 32);

@@ -17,7 +17,7 @@ namespace {
 struct fixture {
   test::temp_dir dir;
   std::unique_ptr<store::environment> env;
-  node_id owner = aicon::identity::generate().id();
+  aicon::identity owner = aicon::identity::generate();
   fixture() {
     auto e = store::environment::open(dir.path());
     BOOST_REQUIRE_MESSAGE(e, test::why(e));
