@@ -271,10 +271,18 @@ void tick(generator_actor* self) {
     return;
   ledger::block_draft draft;
   draft.receipts = st.pick_work(*difficulty);
-  if (draft.receipts.empty())
-    return; // not enough verified work yet
-  draft.transactions = st.pool.take(st.ctx.lim.block_txs_max, st.nonces());
   draft.time_ms = wall_ms();
+  if (draft.receipts.empty()) {
+    // Not enough verified work: an idle block, if transactions wait and
+    // the target interval has passed since the tip (the rule validators
+    // check), so transfers are final on a chain where no one trains.
+    auto interval = st.chain->genesis().difficulty.target_interval_ms;
+    if (st.pool.size() == 0 || draft.time_ms < tip->time_ms + interval)
+      return;
+  }
+  draft.transactions = st.pool.take(st.ctx.lim.block_txs_max, st.nonces());
+  if (draft.receipts.empty() && draft.transactions.empty())
+    return; // the waiting transactions are not their authors' next yet
   std::vector<std::pair<size_t, caf::error>> refused;
   auto blk = st.chain->propose(*st.ctx.self, draft, &refused);
   for (auto& [i, err] : refused) {

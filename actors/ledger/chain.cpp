@@ -167,8 +167,6 @@ caf::error check_signatures_parallel(capnp::List<schema::SignedTransaction>::Rea
 caf::error check_receipts(const genesis_config& g, schema::Block::Reader block) {
   auto h = block.getHeader();
   auto rs = block.getReceipts();
-  if (rs.size() == 0)
-    return refuse_block("it carries no work receipt (Proof of Value needs verified work)");
   if (!equals(h.getReceiptRoot(), receipt_root(rs)))
     return refuse_block("receiptRoot does not match the receipts");
   uint64_t total = 0;
@@ -214,9 +212,27 @@ caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Re
   if (h.getDifficulty() != *diff)
     return refuse_block(fmt::format("difficulty {} is not the expected {}", h.getDifficulty(),
                                     *diff));
-  if (h.getWorkUnits() < *diff)
+  if (block.getReceipts().size() == 0) {
+    // An idle block: no training ran, transactions waited. It earns no
+    // Proof of Value, names no session, and comes no faster than the
+    // target rate, so the chain moves without work but never outpaces it.
+    hash256 zero{};
+    if (h.getWorkUnits() != 0 || !equals(h.getSessionId(), zero) || !equals(h.getJobId(), zero)
+        || !equals(h.getModelId(), zero))
+      return refuse_block("an idle block (no work receipt) must claim no work units and name no "
+                          "session, job or model");
+    if (block.getTransactions().size() == 0)
+      return refuse_block("it carries no work receipt and no transaction (an idle block exists "
+                          "only to commit waiting transactions)");
+    if (h.getTimeMs() < tip.time_ms + g.difficulty.target_interval_ms)
+      return refuse_block(fmt::format("an idle block comes at most every target_interval_ms "
+                                      "({} ms): time {} is {} ms after the tip",
+                                      g.difficulty.target_interval_ms, h.getTimeMs(),
+                                      h.getTimeMs() - tip.time_ms));
+  } else if (h.getWorkUnits() < *diff) {
     return refuse_block(fmt::format("{} verified work units do not reach the difficulty {}",
                                     h.getWorkUnits(), *diff));
+  }
   if (!equals(h.getTxRoot(), tx_root(block.getTransactions())))
     return refuse_block("txRoot does not match the transactions");
   if (auto err = check_receipts(g, block))
@@ -669,9 +685,10 @@ caf::error chain::append_checked(const envelope& block_env) {
 
 caf::expected<envelope> chain::propose(const identity& generator, const block_draft& draft,
                                        std::vector<std::pair<size_t, caf::error>>* refused) {
-  if (draft.receipts.empty())
+  if (draft.receipts.empty() && draft.transactions.empty())
     return make_error(errc::invalid_argument,
-                      "a block needs verified work: the draft has no work receipt");
+                      "a block needs verified work or waiting transactions: the draft has "
+                      "neither");
   auto t = store::txn::begin(*env_, true); // never committed
   if (!t)
     return t.error();
@@ -718,6 +735,10 @@ caf::expected<envelope> chain::propose(const identity& generator, const block_dr
     }
     accepted.push_back(i);
   }
+  if (receipts.empty() && accepted.empty())
+    return make_error(errc::invalid_argument,
+                      "an idle block needs a transaction: every transaction of the draft was "
+                      "refused");
   auto root = st.state_root();
   if (!root)
     return root.error();
@@ -729,15 +750,23 @@ caf::expected<envelope> chain::propose(const identity& generator, const block_dr
     auto rs = b.initReceipts(static_cast<unsigned>(receipts.size()));
     for (unsigned k = 0; k < receipts.size(); ++k)
       rs.setWithCaveats(k, receipts[k].root());
-    auto first = receipts[0]->getReceipt();
     auto h = b.initHeader();
     h.setHeight(tip->height + 1);
     h.setPrevHash(kj_bytes(tip->hash));
-    h.setTimeMs(std::max(draft.time_ms, tip->time_ms + 1));
     h.setGenerator(kj::arrayPtr(generator.id().bytes.data(), 32));
-    h.setSessionId(first.getSessionId());
-    h.setJobId(first.getJobId());
-    h.setModelId(first.getModelId());
+    if (receipts.empty()) { // idle: at the target rate at most, naming no session
+      hash256 zero{};
+      h.setTimeMs(std::max(draft.time_ms, tip->time_ms + genesis_.difficulty.target_interval_ms));
+      h.setSessionId(kj_bytes(zero));
+      h.setJobId(kj_bytes(zero));
+      h.setModelId(kj_bytes(zero));
+    } else {
+      auto first = receipts[0]->getReceipt();
+      h.setTimeMs(std::max(draft.time_ms, tip->time_ms + 1));
+      h.setSessionId(first.getSessionId());
+      h.setJobId(first.getJobId());
+      h.setModelId(first.getModelId());
+    }
     h.setWorkUnits(work);
     h.setDifficulty(*diff);
     h.setTxRoot(kj_bytes(tx_root(txs.asReader())));

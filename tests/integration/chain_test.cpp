@@ -390,6 +390,101 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
   BOOST_TEST(more.height >= agreed.height + 2);
 }
 
+BOOST_AUTO_TEST_CASE(an_idle_chain_commits_transfers_at_the_target_rate) {
+  // No one trains: no work receipt ever arrives. A transfer is still final
+  // on every host within a few target intervals (500 ms here), in an idle
+  // block that claims no work; no block is made while nothing waits, and
+  // idle blocks never come faster than the target interval.
+  chain_cluster cc;
+  auto block_at = [&](uint64_t height) {
+    auto reply = cc.ask(*cc.c, 0, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                          q.setBlockAt(height);
+                        }));
+    BOOST_REQUIRE_MESSAGE(reply, why(reply));
+    return *reply;
+  };
+  auto final_within = [&](uint64_t nonce, uint64_t bob_wants) {
+    auto sent = std::chrono::steady_clock::now();
+    auto ack = cc.ask(*cc.c, nonce % 3, "block_generator", cc.transfer(nonce, 25));
+    BOOST_REQUIRE_MESSAGE(ack, why(ack));
+    auto deadline = sent + 10s;
+    for (;;) {
+      bool everywhere = true;
+      for (size_t i = 0; i < 3; ++i)
+        everywhere = everywhere && cc.balance(i, cc.bob.id()) == bob_wants;
+      if (everywhere)
+        break;
+      BOOST_REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                            "transfer " << nonce << " not final on every host within 10 s\n"
+                                        << cc.logs());
+      std::this_thread::sleep_for(50ms);
+    }
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - sent);
+    BOOST_TEST_MESSAGE("transfer " << nonce << " final everywhere after " << took.count() << " ms");
+  };
+  std::this_thread::sleep_for(1500ms); // three intervals with nothing waiting
+  BOOST_TEST(cc.tip(*cc.c, 0)->height == 0u);
+  final_within(1, 25);
+  final_within(2, 50);
+  auto tip = cc.wait_agreed(2, 10s);
+  BOOST_TEST(tip.height == 2u);
+  uint64_t prev_time = 0;
+  for (uint64_t h = 1; h <= 2; ++h) {
+    opened<schema::Block> b{block_at(h)};
+    BOOST_REQUIRE(b);
+    BOOST_TEST(b->getReceipts().size() == 0u);
+    BOOST_TEST(b->getHeader().getWorkUnits() == 0u);
+    BOOST_TEST(b->getTransactions().size() == 1u);
+    if (prev_time)
+      BOOST_TEST(b->getHeader().getTimeMs() >= prev_time + 500, "idle blocks " << h - 1 << " and "
+                                                               << h << " closer than 500 ms");
+    prev_time = b->getHeader().getTimeMs();
+  }
+  // Nothing waits: no more blocks.
+  std::this_thread::sleep_for(1500ms);
+  BOOST_TEST(cc.tip(*cc.c, 0)->height == 2u);
+  // An idle block that comes too soon, claims work, or carries nothing is
+  // refused by every ledger.
+  auto scratch = ledger::chain::open(cc.root / "idle-scratch", cc.g);
+  BOOST_REQUIRE_MESSAGE(scratch, why(scratch));
+  for (uint64_t h = 1; h <= 2; ++h)
+    BOOST_REQUIRE(!(*scratch)->append(block_at(h)));
+  ledger::block_draft d;
+  d.transactions = {cc.transfer(3, 1)};
+  d.time_ms = prev_time + 1;
+  auto keys = std::vector<aicon::identity>{};
+  for (auto& n : cc.nodes)
+    keys.push_back(cc.key_of(n.id));
+  auto proposed = (*scratch)->propose(keys[0], d);
+  BOOST_REQUIRE_MESSAGE(proposed, why(proposed));
+  opened<schema::Block> p{*proposed};
+  BOOST_TEST(p->getHeader().getTimeMs() >= prev_time + 500); // propose keeps the rate itself
+  auto too_soon = ledger::rebuild_block(*proposed, [&](schema::Block::Builder b) {
+    b.getHeader().setTimeMs(prev_time + 100);
+  });
+  auto claims_work = ledger::rebuild_block(*proposed, [&](schema::Block::Builder b) {
+    b.getHeader().setWorkUnits(1000);
+  });
+  auto with_votes = [&](envelope blk) {
+    opened<schema::Block> o{blk};
+    auto hash = ledger::header_hash(o->getHeader());
+    auto sig = keys[0].sign(ledger::block_signing_bytes(hash));
+    auto b = ledger::rebuild_block(blk, [&](schema::Block::Builder nb) {
+      nb.setGeneratorSignature(kj::arrayPtr(sig.data(), sig.size()));
+      nb.initVotes(0);
+    });
+    for (auto& k : keys)
+      b = ledger::chain::add_vote(b, k);
+    return b;
+  };
+  auto r1 = refusal(cc, 1, with_votes(too_soon));
+  BOOST_TEST(r1.find("an idle block comes at most every target_interval_ms") != std::string::npos, r1);
+  auto r2 = refusal(cc, 1, with_votes(claims_work));
+  BOOST_TEST(r2.find("must claim no work units") != std::string::npos, r2);
+  BOOST_TEST(cc.tip(*cc.c, 1)->height == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(a_host_killed_twenty_times_verifies_and_catches_up) {
   chain_cluster cc;
   uint64_t seed = std::random_device{}();

@@ -304,7 +304,7 @@ BOOST_AUTO_TEST_CASE(work_receipts_earn_one_block_each_and_must_be_verified) {
     b.initReceipts(0);
     b.getHeader().setReceiptRoot(kj::arrayPtr(hash256{}.data(), 32));
   });
-  expect_refused(resign(no_work), "carries no work receipt");
+  expect_refused(resign(no_work), "an idle block (no work receipt) must claim no work units");
   // The untouched block still goes in; replay from genesis agrees.
   BOOST_REQUIRE(!c->append(fresh));
   auto tip = *c->tip();
