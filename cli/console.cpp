@@ -668,8 +668,7 @@ int l_train(lua_State* L) {
     caf::error escrowed;
     if (s.cluster) {
       escrowed = s.cluster->payer_tx(
-        [&](uint64_t n) { return train::make_escrow_lock(s.cluster->payer(), s.cluster->chain_id(), n, job, amount); },
-        true);
+        [&](uint64_t n) { return train::make_escrow_lock(s.cluster->payer(), s.cluster->chain_id(), n, job, amount); });
     } else {
       auto nonce = submit_tx(L, fn, [&](schema::Transaction::Body::Builder b) {
         auto e = b.initEscrowLock();

@@ -102,16 +102,14 @@ int run_demo(const demo_options& opts) {
         [&](uint64_t n) {
           return train::make_asset_register(net.data_owner(), net.chain_id(), n, *dataset_id, "dataset",
                                             *dataset_id, dataset_price);
-        },
-        true))
+        }))
     return fail("registering the dataset", err);
   if (auto err = net.tx(
         net.model_owner(),
         [&](uint64_t n) {
           return train::make_asset_register(net.model_owner(), net.chain_id(), n, model_asset, "model",
                                             model_asset, model_price);
-        },
-        true))
+        }))
     return fail("registering the model", err);
   std::printf("assets    dataset %s (%s) owned by %s, %llu per job; model %s (%s) owned by %s, "
               "%llu per job\n",
@@ -127,7 +125,7 @@ int run_demo(const demo_options& opts) {
   const uint64_t trainers = 4, price = 1;
   const uint64_t escrow = trainers * opts.steps * price + dataset_price + model_price + 1000;
   if (auto err = net.payer_tx(
-        [&](uint64_t n) { return train::make_escrow_lock(net.payer(), net.chain_id(), n, job, escrow); }, true))
+        [&](uint64_t n) { return train::make_escrow_lock(net.payer(), net.chain_id(), n, job, escrow); }))
     return fail("escrow", err);
   std::printf("escrow    payer %s locked %llu for job %s (final at height %llu)\n",
               short_id(net.payer().id()).c_str(), static_cast<unsigned long long>(escrow),
@@ -247,14 +245,13 @@ int run_demo(const demo_options& opts) {
   if (!plan.why.empty())
     return fail("settlement", make_error(errc::invalid_argument, plan.why));
   if (auto err = net.payer_tx(
-        [&](uint64_t n) { return train::make_settle(net.payer(), net.chain_id(), n, job, plan); }, true))
+        [&](uint64_t n) { return train::make_settle(net.payer(), net.chain_id(), n, job, plan); }))
     return fail("settlement", err);
   std::array<uint8_t, 32> asset{};
   if (auto err = net.payer_tx(
         [&](uint64_t n) {
           return train::make_model_asset(net.payer(), net.chain_id(), n, result->checkpoint, &asset);
-        },
-        true))
+        }))
     return fail("model asset", err);
   std::printf("settled   escrow %llu: trainers %llu (%llu per step each), dataset owner %llu, "
               "model owner %llu, %llu refunded to the payer; PoV reward %llu minted by score "

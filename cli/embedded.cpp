@@ -110,7 +110,7 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
   g.initial_difficulty = 100;
   g.difficulty.target_interval_ms = 1000;
   g.difficulty.window_blocks = 5;
-  g.authorities = {ec->ids_[0], ec->bootstrap_.id()};
+  g.authorities = {ec->ids_[0]};
   g.allocations = {{ec->payer_.id(), o.payer_funds, 0},
                    {ec->ids_[2], 0, o.trainer_stake},
                    {ec->ids_[3], 0, o.trainer_stake}};
@@ -225,27 +225,16 @@ uint64_t embedded_cluster::height() {
   return t ? t->getHeight() : 0;
 }
 
-caf::error embedded_cluster::payer_tx(const std::function<envelope(uint64_t)>& make,
-                                      bool bootstrap) {
-  return tx(payer_, make, bootstrap);
+caf::error embedded_cluster::payer_tx(const std::function<envelope(uint64_t)>& make) {
+  return tx(payer_, make);
 }
 
 caf::error embedded_cluster::tx(const identity& who,
-                                const std::function<envelope(uint64_t)>& make, bool bootstrap) {
+                                const std::function<envelope(uint64_t)>& make) {
   auto nonce = ++nonces_[who.id()];
   auto ack = ask(0, "block_generator", make(nonce), 10s);
   if (!ack)
     return ack.error();
-  if (bootstrap) {
-    ledger::work_facts f;
-    randombytes_buf(f.session.data(), 32);
-    f.model[0] = 1;
-    f.seq = 1;
-    f.units = 1000;
-    auto r = ask(0, "block_generator", ledger::make_work_receipt(worker_, bootstrap_, f), 10s);
-    if (!r)
-      return r.error();
-  }
   auto deadline = std::chrono::steady_clock::now() + 60s;
   while (std::chrono::steady_clock::now() < deadline) {
     // Final on both chain hosts: the allocator (host 0) must see an escrow

@@ -70,13 +70,11 @@ public:
   }
 
   /// Submits the payer's next signed transaction to c0's block generator
-  /// and waits (bounded) until both chain hosts applied it. When nothing
-  /// else would make a block, `bootstrap` adds a work receipt of the
-  /// genesis bootstrap authority (a fresh PoV chain has no work yet).
-  caf::error payer_tx(const std::function<envelope(uint64_t nonce)>& make, bool bootstrap);
+  /// and waits (bounded) until both chain hosts applied it (in a block
+  /// with work, or an idle one when no one trains).
+  caf::error payer_tx(const std::function<envelope(uint64_t nonce)>& make);
   /// The same for any wallet this process holds the key of.
-  caf::error tx(const identity& who, const std::function<envelope(uint64_t nonce)>& make,
-                bool bootstrap);
+  caf::error tx(const identity& who, const std::function<envelope(uint64_t nonce)>& make);
   /// Two more wallets: the owners of the demo's dataset and model assets.
   const identity& data_owner() const {
     return data_owner_;
@@ -102,8 +100,6 @@ private:
   std::vector<std::unique_ptr<host>> hosts_;
   std::unique_ptr<client> client_;
   identity payer_ = identity::generate();
-  identity bootstrap_ = identity::generate();
-  identity worker_ = identity::generate();
   identity data_owner_ = identity::generate();
   identity model_owner_ = identity::generate();
   std::map<node_id, uint64_t> nonces_;

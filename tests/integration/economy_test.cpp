@@ -70,7 +70,7 @@ struct economy_cluster {
   std::vector<running_host> hosts;
   node_dir cli;
   aicon::identity payer = aicon::identity::generate();
-  aicon::identity bootstrap = aicon::identity::generate(); // an authority for the first block
+
   aicon::identity worker = aicon::identity::generate();
   std::filesystem::path genesis;
   std::array<uint8_t, 32> chain{}; ///< the chain's id, what every transaction names
@@ -111,7 +111,7 @@ struct economy_cluster {
     g.initial_difficulty = 100;
     g.difficulty.target_interval_ms = 500;
     g.difficulty.window_blocks = 5;
-    g.authorities = {nodes[0].id, bootstrap.id()}; // c0 runs the rater
+    g.authorities = {nodes[0].id}; // c0 runs the rater
     g.allocations = {{payer.id(), payer_funds, 0},
                      {nodes[2].id, 0, trainer_stake},
                      {nodes[3].id, 0, trainer_stake}};
@@ -226,37 +226,17 @@ struct economy_cluster {
   }
 
   /// Submits the payer's next transaction and waits until both chain hosts
-  /// applied it; a bootstrap work receipt makes a block when nothing else
-  /// would.
-  void payer_tx(const std::function<envelope(uint64_t)>& make, bool bootstrap_block) {
+  /// applied it. No work receipt is fed: with no training running, an idle
+  /// block commits it (at most one per target interval).
+  void payer_tx(const std::function<envelope(uint64_t)>& make) {
     auto nonce = ++payer_nonce;
     auto ack = ask(0, "block_generator", make(nonce));
     BOOST_REQUIRE_MESSAGE(ack, why(ack));
-    auto work = [&] {
-      ledger::work_facts f;
-      randombytes_buf(f.session.data(), 32);
-      f.model[0] = 2;
-      f.seq = 1;
-      f.units = 1000;
-      auto r = ask(0, "block_generator", ledger::make_work_receipt(worker, bootstrap, f));
-      BOOST_REQUIRE_MESSAGE(r, why(r));
-    };
-    if (bootstrap_block)
-      work();
-    auto start = std::chrono::steady_clock::now();
-    auto deadline = start + 60s, more_work = start + 15s;
+    auto deadline = std::chrono::steady_clock::now() + 60s;
     while (std::chrono::steady_clock::now() < deadline) {
       if (std::get<1>(account(0, payer.id())) >= nonce
           && std::get<1>(account(1, payer.id())) >= nonce)
         return;
-      // A chain with no training makes no block by itself (the liveness
-      // issue); once seen under heavy load, a first bootstrap block never
-      // came. More work then, and the hosts' logs if even that fails.
-      if (bootstrap_block && std::chrono::steady_clock::now() > more_work) {
-        BOOST_TEST_MESSAGE("payer tx " << nonce << " not final after 15 s: more bootstrap work");
-        work();
-        more_work += 15s;
-      }
       std::this_thread::sleep_for(100ms);
     }
     BOOST_FAIL("the payer's transaction " << nonce << " never became final on both chain hosts"
@@ -402,7 +382,7 @@ BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
   auto ack = ec.ask(0, "block_generator", train::make_escrow_lock(ec.payer, ec.chain, 1, a, 400));
   BOOST_REQUIRE_MESSAGE(ack, why(ack));
   ec.payer_nonce = 1;
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, b, 400); }, true);
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, b, 400); });
   auto granted = ec.ask(0, "allocator", ec.alloc_ask(a, 4, 100));
   BOOST_REQUIRE_MESSAGE(granted, why(granted));
   auto leases = leases_of(*granted);
@@ -510,7 +490,7 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   }
   const uint64_t steps = 150, escrow = 4 * steps * 1 + 500;
   const uint64_t reward = escrow * ledger::genesis_config{}.reward_percent / 100; // the rule's
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); }, true);
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
   auto [payer_before, pn, ps] = ec.account(0, ec.payer.id());
   BOOST_TEST(payer_before == economy_cluster::payer_funds - escrow);
 
@@ -558,7 +538,7 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   // logs, and t0 with a garbage log: every rank fails, nobody is slashed
   // (none signed anything for that job) and nothing is minted.
   auto decoy = random_job();
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, decoy, 100); }, true);
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, decoy, 100); });
   auto garbage = tampered(honest, [&](auto b) {
     b.setJob(kj::arrayPtr(decoy.data(), 32));
     auto l = b.getLogs()[0];
@@ -582,7 +562,7 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
     return ledger::make_signed_transaction(ec.payer, ec.chain, n, [&](auto b) {
       b.initSettle().setJobId(kj::arrayPtr(decoy.data(), 32)); // all refunded
     });
-  }, true);
+  });
 
   // Verification by the rater on c0.
   auto height_before = ec.height(0);
@@ -642,10 +622,9 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   BOOST_REQUIRE(plan.why.empty());
   BOOST_TEST(plan.trainers == 4 * steps);
   BOOST_TEST(plan.refund == escrow - 4 * steps - dataset_price - model_price);
-  ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, ec.chain, n, job, plan); }, true);
+  ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, ec.chain, n, job, plan); });
   std::array<uint8_t, 32> asset{};
-  ec.payer_tx([&](uint64_t n) { return train::make_model_asset(ec.payer, ec.chain, n, r->checkpoint, &asset); },
-              true);
+  ec.payer_tx([&](uint64_t n) { return train::make_model_asset(ec.payer, ec.chain, n, r->checkpoint, &asset); });
   auto owner = ec.ask(1, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
                         q.setAsset(kj::arrayPtr(asset.data(), 32));
                       }));
@@ -695,8 +674,7 @@ BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weigh
     auto ack = ec.ask(0, "block_generator", train::make_escrow_lock(ec.payer, ec.chain, ++ec.payer_nonce, *j, 10'000));
     BOOST_REQUIRE_MESSAGE(ack, why(ack));
   }
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, reference, 10'000); },
-              true);
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, reference, 10'000); });
   auto options = [&](const std::array<uint8_t, 32>& job, uint32_t priority, uint64_t steps) {
     auto o = ec.allocated_job(job, steps);
     o.priority = priority;
@@ -749,7 +727,7 @@ BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
   auto job = random_job();
   const uint64_t steps = 150, escrow = 4 * steps + 500;
   const uint64_t reward = escrow * ledger::genesis_config{}.reward_percent / 100; // the rule's
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); }, true);
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
   auto o = ec.allocated_job(job, steps);
   auto r = train::run_job(*ec.c, o);
   BOOST_REQUIRE_MESSAGE(r, why(r));
@@ -780,7 +758,7 @@ BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
   // Settled: the cheater's rank earns nothing; its host keeps what its honest
   // rank earned; half its stake is gone, and so is that much supply.
   auto plan = train::plan_settlement(escrow, *rating, steps, 1, ec.payer.id());
-  ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, ec.chain, n, job, plan); }, true);
+  ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, ec.chain, n, job, plan); });
   std::map<node_id, uint64_t> ranks_passed, reward_of;
   for (auto& v : rating->verdicts)
     ranks_passed[v.trainer] += v.passed ? 1 : 0;
@@ -812,8 +790,7 @@ BOOST_AUTO_TEST_CASE(a_lost_trainer_host_is_replaced_by_the_allocator) {
   ec.wait_offers(3);
   auto job = random_job();
   const uint64_t steps = 300;
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, 4 * steps); },
-              true);
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, 4 * steps); });
   auto o = ec.allocated_job(job, steps);
   o.checkpoint_every = 10;
   o.ring_timeout_ms = 2000;
@@ -886,7 +863,7 @@ BOOST_AUTO_TEST_CASE(a_ring_across_two_sites_is_placed_by_measured_round_trips) 
   auto ack = ec.ask(0, "block_generator",
                     train::make_escrow_lock(ec.payer, ec.chain, ++ec.payer_nonce, small, 10'000));
   BOOST_REQUIRE_MESSAGE(ack, why(ack));
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, big, 10'000); }, true);
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, big, 10'000); });
   // At equal price and rating, a job with its data in the west gets west
   // trainers.
   auto granted = ec.ask(0, "allocator", ec.alloc_ask(small, 2, 100));
