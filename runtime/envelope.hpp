@@ -216,6 +216,20 @@ envelope copy_envelope(typename T::Reader r) {
   return b.finish();
 }
 
+/// Words a reader of a message of `words` words may traverse: a fixed
+/// multiple of its size (validation walks it once, handlers read fields a
+/// few times more), never above `lim.traversal_words_max`. Cap'n Proto
+/// charges each element of a list of zero-size structs as one word, so a
+/// 40-byte message claiming a list of 16 M empty structs (found by the
+/// envelope fuzzer: seconds of a handler's loop) is cut at this bound
+/// instead of the largest envelope's.
+inline constexpr uint64_t traversal_words_per_word = 8;
+inline constexpr uint64_t traversal_words_floor = 8192;
+inline uint64_t traversal_words_for(size_t words, const reader_limits& lim) {
+  return std::min<uint64_t>(lim.traversal_words_max,
+                            traversal_words_per_word * words + traversal_words_floor);
+}
+
 /// A checked view of an envelope as a T. Construction never throws: check
 /// `ok()` (or bool conversion) and `error()` first. The envelope must outlive
 /// the view; a view never crosses a mailbox.
@@ -229,7 +243,7 @@ public:
     if (err_)
       return;
     capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = lim.traversal_words_max;
+    opts.traversalLimitInWords = traversal_words_for(env.words.size(), lim);
     opts.nestingLimit = static_cast<int>(lim.nesting_max);
     try {
       reader_.emplace(kj::ArrayPtr<const capnp::word>(env.words.data(),

@@ -358,6 +358,27 @@ BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
   refused(ask(std::move(junk)), "ScriptPoll");
   // The host is still there.
   BOOST_TEST(static_cast<bool>(ask(handler(key, "peer", "function() end"))));
+  // 56 bytes claiming 8 M empty progress events for an open session: cut
+  // by the traversal bound, which scales with the message, when the list is
+  // read (before, the bound was the largest envelope's, and any handler
+  // that walked such a list walked 8 M elements).
+  {
+    envelope amplified;
+    amplified.type_id = capnp::typeId<schema::ScriptPoll>();
+    amplified.words.resize(7);
+    uint64_t w[7] = {uint64_t{6} << 32,               // one segment of 6 words
+                     uint64_t{2} << 48,               // root: 0 data words, 2 pointers
+                     (uint64_t{(16 << 3) | 2} << 32) | (1 << 2) | 1, // session: 16 bytes
+                     (uint64_t{7} << 32) | (2 << 2) | 1,             // progress: inline composite
+                     0, 0,                            // the session's 16 bytes
+                     uint64_t{1} << 25};              // tag: 2^23 structs of 0 words
+    std::memcpy(static_cast<void*>(&w[4]), key.data(), 16);
+    std::memcpy(static_cast<void*>(amplified.words.data()), w, sizeof w);
+    auto r = ask(std::move(amplified));
+    refused(r, "traversal limit");
+    if (!r)
+      BOOST_TEST((code_of(r.error()) == errc::malformed_message));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(without_connect_scripts_run_on_an_embedded_cluster) {

@@ -1,5 +1,6 @@
 #include <boost/test/unit_test.hpp>
 
+#include <cstring>
 #include <random>
 
 #include <caf/binary_deserializer.hpp>
@@ -357,6 +358,50 @@ BOOST_AUTO_TEST_CASE(traversal_limit_is_enforced) {
   opened<schema::EchoRequest> m{env, lim};
   BOOST_REQUIRE(!m.ok());
   BOOST_TEST(code_of(m.error()) == errc::malformed_message);
+}
+
+BOOST_AUTO_TEST_CASE(a_tiny_message_cannot_claim_millions_of_empty_structs) {
+  // ScriptPoll { session = null, progress = a list of 2^24 structs of zero
+  // words }: 40 bytes that a handler's loop would otherwise walk 16 M
+  // times (the envelope fuzzer's find). The traversal bound scales with
+  // the message, so reading the list throws (a role's dispatch answers it
+  // as malformed_message) instead of handing a loop 16 M elements.
+  auto poll = [](uint64_t count) {
+    aicon::envelope env;
+    env.type_id = capnp::typeId<schema::ScriptPoll>();
+    env.words.resize(5);
+    uint64_t w[5] = {
+      uint64_t{4} << 32,           // segment table: one segment of 4 words
+      uint64_t{2} << 48,           // root: struct, 0 data words, 2 pointers
+      0,                           // session: null
+      (uint64_t{7} << 32) | 1,     // progress: list, inline composite, 0 words
+      (count << 2),                // tag: `count` elements of 0 data, 0 pointers
+    };
+    std::memcpy(static_cast<void*>(env.words.data()), w, sizeof w);
+    return env;
+  };
+  opened<schema::ScriptPoll> huge{poll(uint64_t{1} << 24)};
+  BOOST_REQUIRE(huge.ok()); // its words are all there
+  BOOST_CHECK_THROW(huge->getProgress(), kj::Exception);
+  // Under the old bound (the largest envelope's) it was read whole.
+  auto lim = current_reader_limits();
+  BOOST_TEST(traversal_words_for(5, lim) < (uint64_t{1} << 24));
+  BOOST_TEST(traversal_words_for(size_t{1} << 30, lim) == lim.traversal_words_max);
+  opened<schema::ScriptPoll> few{poll(100)};
+  BOOST_REQUIRE_MESSAGE(few.ok(), describe(few.error()));
+  BOOST_TEST(few->getProgress().size() == 100u);
+  // An honest message as large as a console ever sends still opens.
+  auto big = make_envelope<schema::ScriptPoll>([](auto b) {
+    auto l = b.initProgress(10000);
+    for (unsigned i = 0; i < l.size(); ++i)
+      l[i].setJob("job-with-a-name");
+  });
+  opened<schema::ScriptPoll> honest{big};
+  BOOST_REQUIRE_MESSAGE(honest.ok(), describe(honest.error()));
+  size_t n = 0;
+  for (auto e : honest->getProgress())
+    n += e.getJob().size();
+  BOOST_TEST(n == 150000u);
 }
 
 BOOST_AUTO_TEST_CASE(deserializer_refuses_huge_declared_length_before_allocating) {
