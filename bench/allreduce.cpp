@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "actors/job/job.hpp"
+#include "actors/trainer/trainer.hpp"
 #include "bench/host_process.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
@@ -78,7 +79,12 @@ caf::error join_session(ring_cluster& rc, uint32_t n, const allreduce_options& o
         cfg.setTransport(transport);
         cfg.setLinkKey(kj::arrayPtr(key.data(), 32));
       });
-      ack = rc.c->request(rc.roles[r], std::move(join), std::chrono::seconds(10));
+      auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
+      ack = rc.c->request(rc.roles[r],
+                          sign_trainer_join(rc.c->self(), opened<schema::TrainerJoin>{join}.root(), now),
+                          std::chrono::seconds(10));
       if (!ack)
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }

@@ -105,9 +105,9 @@ caf::error start_trainer_mesh(trainer_mesh& rc, const std::filesystem::path& dir
     auto cfg = dir / fmt::format("h{}.toml", i);
     std::ofstream{cfg} << fmt::format(
       "[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [\"directory\", \"trainer\"]\n"
-      "data_files = [\"{}\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n",
+      "data_files = [\"{}\"]\ntrainer_clients = [\"{}\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n",
       dirs[i].string(), ports[i], (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data").string(),
-      allow, connect);
+      me->id().hex(), allow, connect);
     rc.hosts.emplace_back();
     if (auto err = start_host(rc.hosts.back(), cfg, dir / fmt::format("h{}.log", i)))
       return err;

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include "actors/data_node/ingest.hpp"
 #include "actors/data_node/remote.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
@@ -210,9 +211,11 @@ constexpr const char* help_text =
                      price=, replicas=})      ingest and store on a data node; returns the id
   dataset.list()                   every dataset on the connected data nodes
   dataset.preview(id)              manifest and public preview rows
-  train{model="mlp:64-64-10", data=path | dataset=id, job=hex64, trainers=K, steps=N |
+  train{model="mlp:64-64-10", data=path | dataset=id, trainers=K, steps=N |
         epochs=E, batch=B, lr=, momentum=, holdout=0.2, seed=, transport=,
-        budget=, priority=}   (budget: escrowed, trainers from the allocator)
+        budget=, priority=}   (budget: escrowed, trainers from the allocator;
+                                   without: K spread over the trainer hosts, and
+                                   dataset= only for datasets this console owns)
                                    starts a job; returns j with j:wait{progress=true},
                                    j:status(), j:cancel(), j:metrics()
   chain.tip()                      {height, hash}
@@ -604,22 +607,38 @@ int l_train(lua_State* L) {
   if (hosts.empty())
     luaL_error(L, "%s: none of the connected hosts runs the trainer role", fn);
   auto k = static_cast<uint32_t>(opt_number(L, 1, fn, "trainers").value_or(hosts.size()));
-  if (k == 0 || k % hosts.size() != 0)
-    luaL_error(L, "%s: trainers must be a multiple of the %d trainer hosts (got %d)", fn,
-               static_cast<int>(hosts.size()), static_cast<int>(k));
+  if (k == 0)
+    luaL_error(L, "%s: trainers must be at least 1", fn);
+  auto budget = opt_number(L, 1, fn, "budget");
+  auto priority = opt_number(L, 1, fn, "priority");
+  // Without a budget the trainers are spread over the trainer hosts in
+  // turn (the first hosts get one more when K does not divide evenly);
+  // with one, the allocator places them.
   o.hosts = hosts;
-  o.trainers_per_host = k / static_cast<uint32_t>(hosts.size());
+  o.trainers_per_host = 1;
+  for (uint32_t i = 0; i < k && !budget; ++i)
+    o.per_host[hosts[i % hosts.size()]] += 1;
+  if (!budget && k < hosts.size())
+    o.hosts.resize(k);
   uint64_t rows = 0;
+  uint64_t price = 0;
+  std::optional<node_id> owner;
+  auto job = opt_string(L, 1, fn, "job");
   if (data) {
+    if (job)
+      luaL_error(L, "%s: job= names the job a dataset's stored leases are for; data= needs none", fn);
     o.data_file = std::filesystem::absolute(*data).string();
   } else {
-    auto job = opt_string(L, 1, fn, "job");
-    if (!job)
-      luaL_error(L, "%s: a dataset needs job= (the job id its leases are for, 64 hex digits)", fn);
-    auto job_id = node_id::from_hex(*job);
-    if (!job_id)
-      luaL_error(L, "%s: job: %s", fn, what_of(job_id.error()).c_str());
-    std::memcpy(o.job.data(), job_id->bytes.data(), 32);
+    // The job id is the system's: a budget's escrow names it; otherwise a
+    // fresh one. job= is for leases an operator wrote on the data nodes.
+    if (job) {
+      auto job_id = node_id::from_hex(*job);
+      if (!job_id)
+        luaL_error(L, "%s: job: %s", fn, what_of(job_id.error()).c_str());
+      std::memcpy(o.job.data(), job_id->bytes.data(), 32);
+    } else {
+      randombytes_buf(o.job.data(), 32);
+    }
     o.data_nodes = nodes_with(L, "data_node");
     auto found = data::find_replicas(*s.c, o.data_nodes, *dataset);
     if (!found)
@@ -627,24 +646,44 @@ int l_train(lua_State* L) {
     opened<schema::DatasetManifest> m{found->second};
     o.dataset = to_hex({m->getDatasetId().begin(), 32});
     rows = m->getRows();
+    price = m->getPrice();
+    if (auto o_id = node_id::from_bytes({m->getOwner().begin(), m->getOwner().size()}))
+      owner = *o_id;
   }
   auto steps = opt_number(L, 1, fn, "steps");
   auto epochs = opt_number(L, 1, fn, "epochs");
   if (steps && epochs)
     luaL_error(L, "%s: give steps or epochs, not both", fn);
   if (epochs) {
-    if (rows == 0)
-      luaL_error(L, "%s: epochs needs a dataset (its rows are known); give steps with data=", fn);
+    if (*epochs <= 0)
+      luaL_error(L, "%s: epochs must be > 0 (got %f)", fn, *epochs);
+    if (rows == 0) {
+      // A local file: its rows as the trainers will read them.
+      data::csv_options csv;
+      auto t = data::read_any(o.data_file, std::nullopt, csv, std::nullopt);
+      if (!t)
+        raise(L, fn, t.error());
+      rows = t->rows;
+    }
     auto train_rows = rows - rows * o.test_percent / 100;
-    o.steps = static_cast<uint64_t>(*epochs * static_cast<double>(train_rows) / o.global_batch);
+    o.steps = std::max<uint64_t>(
+      1, static_cast<uint64_t>(*epochs * static_cast<double>(train_rows) / o.global_batch));
   } else {
     o.steps = static_cast<uint64_t>(steps.value_or(100));
   }
+  if (dataset && !job && !budget) {
+    // No escrow: only the dataset's owner may grant its keys to a job.
+    if (!owner || !(*owner == s.c->self().id()))
+      luaL_error(L, "%s",
+                 fmt::format("{}: dataset {} belongs to {}: give budget= (its price, {}, is "
+                             "escrowed with the job and paid to its owner)",
+                             fn, o.dataset.substr(0, 16), owner ? owner->short_hex() : "?", price)
+                   .c_str());
+    o.payer = &s.c->self();
+  }
   // With a budget the job goes through the allocator: the budget is escrowed
   // on the chain and the allocator grants K trainers (gang) at most
-  // budget / (K x steps) each per step.
-  auto budget = opt_number(L, 1, fn, "budget");
-  auto priority = opt_number(L, 1, fn, "priority");
+  // (budget - the dataset's price) / (K x steps) each per step.
   if (priority && !budget)
     luaL_error(L, "%s: priority needs budget= (jobs with a budget go through the allocator)", fn);
   if (budget) {
@@ -653,7 +692,13 @@ int l_train(lua_State* L) {
     if (priority && (*priority < 0 || *priority > 1000))
       luaL_error(L, "%s: priority must be in 0..1000 (got %f)", fn, *priority);
     auto amount = static_cast<uint64_t>(*budget);
-    auto per_step = amount / (uint64_t{k} * o.steps);
+    if (amount <= price)
+      luaL_error(L, "%s",
+                 fmt::format("{}: insufficient budget: {} does not cover the dataset's price {} "
+                             "and any training",
+                             fn, amount, price)
+                   .c_str());
+    auto per_step = (amount - price) / (uint64_t{k} * o.steps);
     if (per_step == 0)
       luaL_error(L, "%s",
                  fmt::format("{}: insufficient budget: {} does not pay {} trainers x {} steps at a "
@@ -663,8 +708,10 @@ int l_train(lua_State* L) {
     auto allocators = nodes_with(L, "allocator");
     if (allocators.empty())
       luaL_error(L, "%s: budget needs a connected host running the allocator role", fn);
-    std::array<uint8_t, 32> job;
-    randombytes_buf(job.data(), 32);
+    if (job)
+      luaL_error(L, "%s: job= and budget= exclude each other (a budget's escrow names its own job)", fn);
+    randombytes_buf(o.job.data(), 32);
+    auto& job = o.job;
     caf::error escrowed;
     if (s.cluster) {
       escrowed = s.cluster->payer_tx(
@@ -675,11 +722,10 @@ int l_train(lua_State* L) {
         e.setJobId(kj::arrayPtr(job.data(), 32));
         e.setAmount(amount);
       });
-      // Final once the console's nonce is on the chain (blocks need verified work).
+      // Final once the console's nonce is on the chain (an idle block
+      // commits it within the target interval).
       escrowed = make_error(errc::timeout,
-                            fmt::format("the escrow of {} was not final within 30 s (a PoV chain "
-                                        "makes blocks only from verified work)",
-                                        amount));
+                            fmt::format("the escrow of {} was not final within 30 s", amount));
       for (int i = 0; i < 150; ++i) {
         auto r = ledger_query(L, fn, [&](auto q) {
           q.setAccount(kj::arrayPtr(s.c->self().id().bytes.data(), 32));
@@ -701,7 +747,6 @@ int l_train(lua_State* L) {
     o.trainers = k;
     o.max_price = per_step;
     o.priority = priority ? static_cast<uint32_t>(*priority) : 0;
-    o.job = job;
   }
   auto* j = new job_handle;
   o.cancel = j->cancel;

@@ -143,6 +143,9 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
     // user's files (the demo's data set, a script's data = path).
     cfg.data_files = {"/"};
     cfg.allow.push_back(client_id);
+    // The user is the operator here: its jobs without a budget (no
+    // allocator, so no lease) may still use the trainers.
+    cfg.trainer_clients.push_back(client_id);
     for (size_t k = 0; k < names.size(); ++k)
       if (k != i)
         cfg.connect.push_back(peer_entry{net_address{"127.0.0.1", ports[k]}, ec->ids_[k]});

@@ -84,6 +84,7 @@ listen = "127.0.0.1:${port[$n]}"
 site = "site-$n"
 roles = ["directory", "ledger", "block_generator", "data_node", "trainer", "script"]
 data_files = ["$repo/tests/data"]   # the only local files a job may name (TrainConfig.dataFile)
+trainer_clients = ["${id[client]}"]  # the operator's client: its unpaid jobs need no allocator's lease
 
 [peers]
 allow = [$allow]

@@ -79,6 +79,30 @@ public:
     return caf::none;
   }
 
+  /// tbl[key] as an array of NodeIds (64 hex digits each), appended to `out`.
+  caf::error node_list(const toml::table& tbl, const char* prefix, const char* key,
+                       std::vector<node_id>& out) {
+    auto node = tbl.get(key);
+    if (!node)
+      return caf::none;
+    auto full = fmt::format("{}.{}", prefix, key);
+    auto arr = node->as_array();
+    if (!arr)
+      return fail(node, full, "expected an array of NodeIds");
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto& item = (*arr)[i];
+      auto item_key = fmt::format("{}[{}]", full, i);
+      auto text = item.value<std::string>();
+      if (!item.is_string() || !text)
+        return fail(&item, item_key, "expected a NodeId (64 hex digits)");
+      auto id = node_id::from_hex(*text);
+      if (!id)
+        return fail(&item, item_key, what_of(id.error()));
+      out.push_back(*id);
+    }
+    return caf::none;
+  }
+
   caf::error check_keys(const toml::table& tbl, const std::string& prefix,
                         std::initializer_list<const char*> allowed) {
     for (auto& [k, v] : tbl) {
@@ -144,7 +168,11 @@ public:
       auto tbl = host->as_table();
       if (!tbl)
         return fail(host, "host", "expected a table");
-      if (auto err = check_keys(*tbl, "host", {"data_dir", "listen", "roles", "site", "data_files"}))
+      if (auto err = check_keys(*tbl, "host",
+                                {"data_dir", "listen", "roles", "site", "data_files",
+                                 "trainer_clients"}))
+        return err;
+      if (auto err = node_list(*tbl, "host", "trainer_clients", cfg.trainer_clients))
         return err;
       if (auto files = tbl->get("data_files")) {
         auto arr = files->as_array();
@@ -210,22 +238,8 @@ public:
         return err;
       if (auto err = get(*tbl, "peers", "dev_open", cfg.dev_open))
         return err;
-      if (auto allow = tbl->get("allow")) {
-        auto arr = allow->as_array();
-        if (!arr)
-          return fail(allow, "peers.allow", "expected an array of NodeIds");
-        for (size_t i = 0; i < arr->size(); ++i) {
-          auto& item = (*arr)[i];
-          auto key = fmt::format("peers.allow[{}]", i);
-          auto text = item.value<std::string>();
-          if (!item.is_string() || !text)
-            return fail(&item, key, "expected a NodeId (64 hex digits)");
-          auto id = node_id::from_hex(*text);
-          if (!id)
-            return fail(&item, key, what_of(id.error()));
-          cfg.allow.push_back(*id);
-        }
-      }
+      if (auto err = node_list(*tbl, "peers", "allow", cfg.allow))
+        return err;
       if (auto connect = tbl->get("connect")) {
         auto arr = connect->as_array();
         if (!arr)

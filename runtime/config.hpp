@@ -47,6 +47,12 @@ struct host_config {
   /// default: datasets come from data nodes). A peer can never make a host
   /// read, or probe for, any other file.
   std::vector<std::filesystem::path> data_files;
+  /// [host] trainer_clients: the clients (NodeIds) whose own signed
+  /// TrainerJoins this host's trainers take without an allocator's lease:
+  /// its operator's keys, for unpaid jobs on its own hosts. None by default:
+  /// then every join must carry a lease from an allocator this host offers
+  /// its trainers to.
+  std::vector<node_id> trainer_clients;
   /// [[site_rtt]] a = "west", b = "east", ms = 40: round trips between sites
   /// the allocator scores trainers by (until they are measured).
   std::vector<std::tuple<std::string, std::string, double>> site_rtts;

@@ -71,6 +71,7 @@ caf::expected<std::unique_ptr<host>> host::start(
   ctx.data_dir = cfg.data_dir;
   ctx.genesis = cfg.genesis;
   ctx.data_files = cfg.data_files;
+  ctx.trainer_clients = cfg.trainer_clients;
   h->directory_ = spawn_directory(sys, ctx);
   ctx.directory = h->directory_;
   for (auto& name : cfg.roles) {

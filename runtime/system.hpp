@@ -70,6 +70,9 @@ struct role_context {
   std::filesystem::path genesis;
   /// [host] data_files: directories a TrainConfig.dataFile may name.
   std::vector<std::filesystem::path> data_files;
+  /// [host] trainer_clients: clients whose own signed joins this host's
+  /// trainers take without an allocator's lease.
+  std::vector<node_id> trainer_clients;
 };
 
 /// Whether `file` lies inside one of `dirs` (after resolving `..` and

@@ -43,9 +43,16 @@ struct AllocAsk {
 
 struct LeaseInfo {
   trainer @0 :Data;
-  count @1 :UInt32;
+  count @1 :UInt32;       # trainers of this host the job holds (in a reply: all of
+                          # them, those granted before on the same host included)
   price @2 :UInt64;
   expiresMs @3 :UInt64;   # the allocator's clock
+  job @4 :Data;           # the job the lease is for (32 bytes)
+  allocator @5 :Data;     # NodeId of the allocator host that granted it
+  signature @6 :Data;     # ed25519 by `allocator` over "aicon-lease-v1" ‖
+                          # canonical(this lease with signature unset): a trainer
+                          # host admits a TrainerJoin that carries it (the
+                          # allocator must be one it offers its trainers to)
 }
 
 struct AllocReply {

@@ -123,12 +123,26 @@ struct Lease {
   expiresMs @3 :UInt64;
 }
 
+struct DataGrant {
+  # The payer's permission for one trainer host to receive one dataset's
+  # keys for one job: a lease no one has to write to the data nodes. A data
+  # node honours it when the job's escrow on its chain names this payer and
+  # covers the dataset's price, the chain is its own and it has not expired.
+  jobId @0 :Data;       # 32 bytes
+  trainer @1 :Data;     # NodeId of the trainer host the keys are sealed to
+  datasetId @2 :Data;   # 32 bytes
+  expiresMs @3 :UInt64; # wall clock (ms since the epoch)
+  chain @4 :Data;       # the chain id the escrow is on (32 bytes)
+  signature @5 :Data;   # ed25519 by the escrow's payer over "aicon-grant-v1" ‖ canonical(grant without it)
+}
+
 struct KeyRequest {
   datasetId @0 :Data;
   jobId @1 :Data;
   trainer @2 :Data;     # NodeId the keys are sealed to
   timeMs @3 :UInt64;    # must be within clock_skew_ms_max of the node's clock
   signature @4 :Data;   # ed25519 by trainer over "aicon-keyreq-v1" ‖ canonical(request without it)
+  grant @5 :DataGrant;  # the payer's grant, when the node holds no lease for the trainer
 }
 
 struct KeyRelease {

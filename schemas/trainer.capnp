@@ -50,6 +50,8 @@ struct TrainConfig {
                            # (RingChunk messages over the hosts' TLS links) or "nccl"
                            # (ncclAllReduce on each trainer host's GPU)
   linkKey @17 :Data;       # 32 random bytes per ring, from the coordinator (stream)
+  dataGrant @18 :import "data.capnp".DataGrant; # with a dataset: the payer's grant for this trainer's host
+                           # (set per join), carried in its KeyRequest
 }
 
 struct TrainerJoin {
@@ -64,6 +66,20 @@ struct TrainerJoin {
                            # capability. Every later TrainStep, RingLink, RingRun and
                            # TrainQuery for the session must carry it (refused otherwise);
                            # the coordinator hands it to the job's rater and no one else
+  lease @7 :import "alloc.capnp".LeaseInfo;
+                           # the allocator's signed lease of this host for config.job: what
+                           # entitles the join to one of the host's trainer slots
+  auth @8 :JoinAuth;       # without a lease: the client's own signature, honoured only when
+                           # the host's operator lists that client in [host] trainer_clients
+}
+
+struct JoinAuth {
+  # A client's signature over a TrainerJoin that carries no lease (an
+  # operator's own, unpaid job on its own hosts).
+  signer @0 :Data;         # the client's NodeId (ed25519 public key)
+  timeMs @1 :UInt64;       # its clock; must be within clock_skew_ms_max of the host's
+  signature @2 :Data;      # ed25519 by signer over "aicon-join-v1" ‖ canonical(the join
+                           # with auth.signature unset)
 }
 
 struct JoinAck {

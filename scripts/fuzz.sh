@@ -2,7 +2,7 @@
 # libFuzzer runs of aicon's fuzz targets (fuzz/), built with Debian's clang
 # and AddressSanitizer in their own build directory:
 #   scripts/fuzz.sh [TARGET|all] [SECONDS]      (default: all, 60 s each)
-# Targets: envelope ingest config checkpoint lua block. Each starts from the
+# Targets: envelope ingest config checkpoint lua block stream. Each starts from the
 # seed corpus in fuzz/corpus/TARGET and keeps what it finds in
 # build-fuzz/corpus/TARGET; a crash is written as crash-* in the current
 # directory (add it to fuzz/corpus/TARGET as a regression seed once fixed).
@@ -20,7 +20,7 @@ if [[ ! -f "$build/build.ninja" ]]; then
   CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DAICON_FUZZ=ON
 fi
-targets=(envelope ingest config checkpoint lua block)
+targets=(envelope ingest config checkpoint lua block stream)
 [[ "$target" != all ]] && targets=("$target")
 for t in "${targets[@]}"; do
   cmake --build "$build" --target "fuzz_$t"

@@ -78,14 +78,47 @@ void fill_lease(schema::LeaseInfo::Builder b, const alloc::lease& l) {
   b.setExpiresMs(static_cast<uint64_t>(l.expires_ms));
 }
 
-envelope reply(const alloc::job_id& job, const alloc::decision& d, bool preempted = false) {
+std::vector<uint8_t> lease_signing_bytes(schema::LeaseInfo::Reader l) {
+  capnp::MallocMessageBuilder copy;
+  copy.setRoot(l);
+  auto b = copy.getRoot<schema::LeaseInfo>();
+  b.disownSignature();
+  return ledger::tagged_canonical("aicon-lease-v1", b.asReader());
+}
+
+/// The lease as a trainer host sees it: for `l.job`, granted and signed by
+/// this allocator host `self`.
+void fill_signed_lease(schema::LeaseInfo::Builder b, const alloc::lease& l, const identity& self) {
+  fill_lease(b, l);
+  b.setJob(kj::arrayPtr(l.job.data(), 32));
+  b.setAllocator(kj::arrayPtr(self.id().bytes.data(), 32));
+  auto sig = self.sign(lease_signing_bytes(b.asReader()));
+  b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+}
+
+/// `d` as the job sees it. Each granted lease is signed with the job's
+/// whole count on that host (a replacement on a host that already runs
+/// some of the job's trainers covers them all), so the one lease a
+/// TrainerJoin carries entitles every trainer of the job there.
+envelope reply(const identity& self, const alloc::pool& pool, const alloc::job_id& job,
+               const alloc::decision& d, bool preempted = false) {
   return make_envelope<schema::AllocReply>([&](schema::AllocReply::Builder b) {
     b.setJob(kj::arrayPtr(job.data(), 32));
     switch (d.what) {
       case alloc::decision::kind::granted: {
+        auto held = pool.leases();
         auto l = b.initGranted(static_cast<unsigned>(d.leases.size()));
-        for (unsigned i = 0; i < d.leases.size(); ++i)
-          fill_lease(l[i], d.leases[i]);
+        for (unsigned i = 0; i < d.leases.size(); ++i) {
+          auto whole = d.leases[i];
+          uint32_t total = 0;
+          for (auto& h : held)
+            if (h.job == job && h.trainer == whole.trainer) {
+              total += h.count;
+              whole.expires_ms = std::min(whole.expires_ms, h.expires_ms);
+            }
+          whole.count = std::max(total, whole.count);
+          fill_signed_lease(l[i], whole, self);
+        }
         break;
       }
       case alloc::decision::kind::waiting: b.setWaiting(d.why); break;
@@ -348,7 +381,7 @@ struct allocator_state {
     if (changed)
       if (auto err = persist_offer(x))
         return err;
-    return reply({}, alloc::decision{alloc::decision::kind::granted, {}, {}, {}});
+    return reply(*ctx.self, pool, {}, alloc::decision{alloc::decision::kind::granted, {}, {}, {}});
   }
 
   caf::expected<envelope> on_ask(const envelope& env, schema::AllocAsk::Reader r) {
@@ -402,7 +435,7 @@ struct allocator_state {
     log_info("allocator: job {} asks {} x {}: {}", ledger::short_hex(*job), r.getK(),
              r.getDevice().size() ? r.getDevice().cStr() : "cpu",
              d.what == alloc::decision::kind::granted ? "granted" : d.why);
-    return reply(*job, d);
+    return reply(*ctx.self, pool, *job, d);
   }
 
   /// The AllocQuery row's guard: renew, release and replace change a job's
@@ -473,7 +506,7 @@ struct allocator_state {
                                     : alloc::decision::kind::refused;
           d.why = asks.count(*job) ? "waiting for trainers" : "no ask of this job is known";
         }
-        return reply(*job, d, preempted.count(*job) > 0);
+        return reply(*ctx.self, pool, *job, d, preempted.count(*job) > 0);
       }
       case schema::AllocQuery::RENEW: {
         auto n = pool.renew(*job, now, q.getRenew() ? q.getRenew() : 10000);
@@ -485,7 +518,7 @@ struct allocator_state {
           d.why = "lost a trainer";
         if (auto err = persist())
           return err;
-        return reply(*job, d, preempted.count(*job) > 0);
+        return reply(*ctx.self, pool, *job, d, preempted.count(*job) > 0);
       }
       case schema::AllocQuery::RELEASE: {
         auto ev = pool.release(*job, now);
@@ -496,7 +529,7 @@ struct allocator_state {
         preempted.erase(*job);
         if (auto err = persist())
           return err;
-        return reply(*job, alloc::decision{alloc::decision::kind::refused, {}, {}, "released"});
+        return reply(*ctx.self, pool, *job, alloc::decision{alloc::decision::kind::refused, {}, {}, "released"});
       }
       case schema::AllocQuery::REPLACE: {
         auto lost = node_id::from_bytes({q.getReplace().begin(), q.getReplace().size()});
@@ -505,7 +538,7 @@ struct allocator_state {
         auto d = pool.replace(*job, *lost, now);
         if (auto err = persist())
           return err;
-        return reply(*job, d);
+        return reply(*ctx.self, pool, *job, d);
       }
       case schema::AllocQuery::BOOK: break;
     }
@@ -632,6 +665,38 @@ envelope make_signed_offer(const identity& self, const alloc::offer& o, uint32_t
     auto sig = self.sign(offer_signing_bytes(b.getOffer().asReader()));
     b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
   });
+}
+
+caf::expected<signed_lease> verified_lease(schema::LeaseInfo::Reader l) {
+  if (l.getJob().size() != 32 || l.getTrainer().size() != 32)
+    return make_error(errc::invalid_argument, "lease: job and trainer must be 32 bytes");
+  auto allocator = node_id::from_bytes({l.getAllocator().begin(), l.getAllocator().size()});
+  if (!allocator)
+    return make_error(errc::invalid_argument, "lease.allocator: " + what_of(allocator.error()));
+  auto sig = l.getSignature();
+  if (!verify_signature(*allocator, lease_signing_bytes(l), {sig.begin(), sig.size()}))
+    return make_error(errc::bad_signature,
+                      fmt::format("lease: not signed by the allocator it names ({})",
+                                  allocator->short_hex()));
+  signed_lease out;
+  out.allocator = *allocator;
+  std::memcpy(out.lease.job.data(), l.getJob().begin(), 32);
+  std::memcpy(out.lease.trainer.bytes.data(), l.getTrainer().begin(), 32);
+  out.lease.count = l.getCount();
+  out.lease.price = l.getPrice();
+  out.lease.expires_ms = static_cast<int64_t>(l.getExpiresMs());
+  return out;
+}
+
+std::map<node_id, envelope> signed_leases_of(const envelope& r) {
+  std::map<node_id, envelope> out;
+  opened<schema::AllocReply> a{r};
+  if (!a || a->which() != schema::AllocReply::GRANTED)
+    return out;
+  for (auto li : a->getGranted())
+    if (auto id = node_id::from_bytes({li.getTrainer().begin(), li.getTrainer().size()}))
+      out.insert_or_assign(*id, copy_envelope<schema::LeaseInfo>(li));
+  return out;
 }
 
 std::vector<alloc::lease> leases_of(const envelope& r) {

@@ -22,6 +22,8 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include <map>
+
 #include "actors/allocator/pool.hpp"
 #include "runtime/access.hpp"
 #include "runtime/envelope.hpp"
@@ -50,6 +52,21 @@ envelope sign_alloc_ask(const identity& payer, const std::array<uint8_t, 32>& ch
 
 /// The pool's view of an AllocReply's leases (for jobs).
 std::vector<alloc::lease> leases_of(const envelope& reply);
+
+/// An AllocReply's granted leases as signed LeaseInfo envelopes, by trainer
+/// host: what a job's TrainerJoin for that host carries (TrainerJoin.lease).
+std::map<node_id, envelope> signed_leases_of(const envelope& reply);
+
+/// A lease as its allocator signed it.
+struct signed_lease {
+  alloc::lease lease; ///< job, trainer, count, price, expires_ms (allocator's clock)
+  node_id allocator;  ///< the allocator host that signed it
+};
+
+/// `l` with its signature checked against the allocator it names.
+/// Errors: invalid_argument (sizes), bad_signature. Whether that allocator
+/// is one to honour is the trainer host's call (the allocators it offers to).
+caf::expected<signed_lease> verified_lease(schema::LeaseInfo::Reader l);
 
 /// Who may send each message this role accepts (README "Who may send
 /// what"); message_table refuses a handler without a row here.

@@ -349,15 +349,66 @@ std::vector<uint8_t> key_request_bytes(schema::KeyRequest::Reader req) {
   return ledger::tagged_canonical("aicon-keyreq-v1", b.asReader());
 }
 
+std::vector<uint8_t> grant_bytes(schema::DataGrant::Reader g) {
+  capnp::MallocMessageBuilder copy;
+  copy.setRoot(g);
+  auto b = copy.getRoot<schema::DataGrant>();
+  b.disownSignature();
+  return ledger::tagged_canonical("aicon-grant-v1", b.asReader());
+}
+
+bool same32(capnp::Data::Reader d, const uint8_t* bytes) {
+  return d.size() == 32 && std::memcmp(d.begin(), bytes, 32) == 0;
+}
+
+/// The grant's own rules, before the escrow is read: it names this
+/// request's job, trainer and dataset, this node's chain, and is current.
+caf::error check_grant(schema::DataGrant::Reader g, schema::KeyRequest::Reader req,
+                       const std::optional<hash256>& chain, uint64_t now_ms) {
+  if (g.getJobId() != req.getJobId() || g.getTrainer() != req.getTrainer())
+    return make_error(errc::forbidden,
+                      "key request refused: the grant is for another job or trainer");
+  if (g.getDatasetId() != req.getDatasetId())
+    return make_error(errc::forbidden, "key request refused: the grant is for another dataset");
+  if (!chain || !same32(g.getChain(), chain->data()))
+    return make_error(errc::forbidden,
+                      "key request refused: the grant names another chain than this node's");
+  if (g.getExpiresMs() <= now_ms)
+    return make_error(errc::forbidden,
+                      fmt::format("key request refused: the grant expired {} ms ago",
+                                  now_ms - g.getExpiresMs()));
+  return {};
+}
+
 } // namespace
 
+envelope make_data_grant(const identity& payer, const hash256& chain, const hash256& job,
+                         const node_id& trainer, const hash256& dataset, uint64_t expires_ms) {
+  auto fill = [&](schema::DataGrant::Builder b) {
+    b.setJobId(kj::arrayPtr(job.data(), 32));
+    b.setTrainer(kj::arrayPtr(trainer.bytes.data(), 32));
+    b.setDatasetId(kj::arrayPtr(dataset.data(), 32));
+    b.setExpiresMs(expires_ms);
+    b.setChain(kj::arrayPtr(chain.data(), 32));
+  };
+  auto unsigned_grant = make_envelope<schema::DataGrant>(fill);
+  auto sig = payer.sign(grant_bytes(opened<schema::DataGrant>{unsigned_grant}.root()));
+  return make_envelope<schema::DataGrant>([&](schema::DataGrant::Builder b) {
+    fill(b);
+    b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  });
+}
+
 envelope make_key_request(const identity& trainer, const hash256& dataset, const hash256& job,
-                          uint64_t now_ms) {
+                          uint64_t now_ms, const envelope* grant) {
   auto fill = [&](schema::KeyRequest::Builder b) {
     b.setDatasetId(kj::arrayPtr(dataset.data(), 32));
     b.setJobId(kj::arrayPtr(job.data(), 32));
     b.setTrainer(kj::arrayPtr(trainer.id().bytes.data(), 32));
     b.setTimeMs(now_ms);
+    if (grant)
+      if (opened<schema::DataGrant> g{*grant})
+        b.setGrant(g.root());
   };
   auto unsigned_req = make_envelope<schema::KeyRequest>(fill);
   auto sig = trainer.sign(key_request_bytes(opened<schema::KeyRequest>{unsigned_req}.root()));
@@ -369,7 +420,8 @@ envelope make_key_request(const identity& trainer, const hash256& dataset, const
 
 caf::expected<envelope> release_keys(store::environment& env, schema::KeyRequest::Reader req,
                                      uint64_t now_ms, uint64_t skew_ms,
-                                     const escrow_lookup& escrow) {
+                                     const escrow_lookup& escrow,
+                                     const std::optional<hash256>& chain) {
   auto dataset = hash_of(req.getDatasetId(), "KeyRequest.datasetId");
   if (!dataset)
     return dataset.error();
@@ -405,44 +457,89 @@ caf::expected<envelope> release_keys(store::environment& env, schema::KeyRequest
   auto lv = txn->get(store::db::leases, concat<64>(span_of(*job), trainer->bytes));
   if (!lv)
     return lv.error();
-  if (!*lv)
-    return make_error(errc::forbidden,
-                      fmt::format("key request refused: trainer {} holds no lease for job {}",
-                                  trainer->short_hex(), short_hex(*job)));
-  auto lease_env = envelope_of<schema::Lease>(**lv);
-  opened<schema::Lease> l{lease_env};
-  if (!l)
-    return l.error();
-  if (l->getDatasetId() != req.getDatasetId())
-    return make_error(errc::forbidden,
-                      fmt::format("key request refused: the lease of trainer {} for job {} is "
-                                  "for another dataset",
-                                  trainer->short_hex(), short_hex(*job)));
-  if (l->getExpiresMs() <= now_ms)
-    return make_error(errc::forbidden,
-                      fmt::format("key request refused: the lease of trainer {} for job {} "
-                                  "expired {} ms ago",
-                                  trainer->short_hex(), short_hex(*job),
-                                  now_ms - l->getExpiresMs()));
-  auto price = m->getPrice();
-  if (price > 0) {
+  // A lease written here (by an operator or a test), or else the payer's
+  // grant carried in the request; the escrow is read once for either.
+  std::optional<escrow_facts> escrowed;
+  bool escrow_read = false;
+  auto read_escrow = [&]() -> caf::error {
+    if (escrow_read)
+      return {};
+    escrow_read = true;
     if (!escrow)
       return make_error(errc::forbidden,
                         "key request refused: this data node keeps no chain to check the "
                         "job's escrow against (run the ledger role beside it)");
-    auto amount = escrow(*job);
-    if (!amount)
-      return amount.error();
-    if (!*amount)
+    auto e = escrow(*job);
+    if (!e)
+      return e.error();
+    escrowed = *e;
+    return {};
+  };
+  if (*lv) {
+    auto lease_env = envelope_of<schema::Lease>(**lv);
+    opened<schema::Lease> l{lease_env};
+    if (!l)
+      return l.error();
+    if (l->getDatasetId() != req.getDatasetId())
+      return make_error(errc::forbidden,
+                        fmt::format("key request refused: the lease of trainer {} for job {} is "
+                                    "for another dataset",
+                                    trainer->short_hex(), short_hex(*job)));
+    if (l->getExpiresMs() <= now_ms)
+      return make_error(errc::forbidden,
+                        fmt::format("key request refused: the lease of trainer {} for job {} "
+                                    "expired {} ms ago",
+                                    trainer->short_hex(), short_hex(*job),
+                                    now_ms - l->getExpiresMs()));
+  }
+  bool owner_grant = false;
+  if (!*lv && req.hasGrant()) {
+    auto g = req.getGrant();
+    if (auto err = check_grant(g, req, chain, now_ms))
+      return err;
+    // The dataset's owner may grant its own data to any job of its own
+    // (no escrow: it would pay itself).
+    auto owner = node_id::from_bytes({m->getOwner().begin(), m->getOwner().size()});
+    auto gsig = g.getSignature();
+    owner_grant = owner && verify_signature(*owner, grant_bytes(g), {gsig.begin(), gsig.size()});
+  }
+  if (*lv || owner_grant) {
+    // a lease here, or the owner's own grant (unpriced for it): keys below
+  } else if (req.hasGrant()) {
+    auto g = req.getGrant();
+    if (auto err = read_escrow())
+      return err;
+    if (!escrowed)
+      return make_error(errc::forbidden,
+                        fmt::format("key request refused: job {} has no escrow on the chain, so "
+                                    "no payer can grant its trainers a dataset",
+                                    short_hex(*job)));
+    auto sig = g.getSignature();
+    if (!verify_signature(escrowed->payer, grant_bytes(g), {sig.begin(), sig.size()}))
+      return make_error(errc::bad_signature,
+                        fmt::format("key request refused: the grant is not signed by job {}'s "
+                                    "payer {}",
+                                    short_hex(*job), escrowed->payer.short_hex()));
+  } else {
+    return make_error(errc::forbidden,
+                      fmt::format("key request refused: trainer {} holds no lease for job {} "
+                                  "(and carries no grant from its payer)",
+                                  trainer->short_hex(), short_hex(*job)));
+  }
+  auto price = m->getPrice();
+  if (price > 0 && !owner_grant) {
+    if (auto err = read_escrow())
+      return err;
+    if (!escrowed)
       return make_error(errc::forbidden,
                         fmt::format("key request refused: job {} has escrowed nothing on the "
                                     "chain (the dataset costs {})",
                                     short_hex(*job), price));
-    if (**amount < price)
+    if (escrowed->amount < price)
       return make_error(errc::forbidden,
                         fmt::format("key request refused: job {} escrowed {}, below the "
                                     "dataset's price {}",
-                                    short_hex(*job), **amount, price));
+                                    short_hex(*job), escrowed->amount, price));
   }
   std::vector<std::vector<uint8_t>> sealed;
   for (auto ref : m->getShards()) {

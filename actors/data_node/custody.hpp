@@ -73,21 +73,41 @@ struct lease {
 /// Writes (or replaces) the lease of `l.trainer` for `l.job`.
 caf::error put_lease(store::environment& env, const lease& l);
 
-/// A trainer's signed request for the keys of `dataset` for `job`.
-envelope make_key_request(const identity& trainer, const hash256& dataset, const hash256& job,
-                          uint64_t now_ms);
+/// A DataGrant signed by `payer`: `trainer` may receive `dataset`'s keys
+/// for `job` until `expires_ms`. Honoured when `payer` is the job's escrow's
+/// payer on chain `chain` (the escrow covering the price), or the
+/// dataset's owner (its own data, no escrow needed).
+envelope make_data_grant(const identity& payer, const hash256& chain, const hash256& job,
+                         const node_id& trainer, const hash256& dataset, uint64_t expires_ms);
 
-/// How the data node learns what a job escrowed: amount, or nullopt when
-/// the job has no escrow. Empty when the host keeps no chain.
-using escrow_lookup = std::function<caf::expected<std::optional<uint64_t>>(const hash256& job)>;
+/// A trainer's signed request for the keys of `dataset` for `job`,
+/// carrying the payer's DataGrant when it has one (`grant`: a DataGrant
+/// envelope, or null).
+envelope make_key_request(const identity& trainer, const hash256& dataset, const hash256& job,
+                          uint64_t now_ms, const envelope* grant = nullptr);
+
+/// What a data node needs to know of a job's escrow.
+struct escrow_facts {
+  uint64_t amount = 0; ///< still locked
+  node_id payer;       ///< who locked it
+};
+
+/// How the data node learns what a job escrowed, or nullopt when the job
+/// has no escrow. Empty when the host keeps no chain.
+using escrow_lookup = std::function<caf::expected<std::optional<escrow_facts>>(const hash256& job)>;
 
 /// Answers a KeyRequest with a KeyRelease whose keys are sealed to the
 /// trainer, or a refusal naming the rule: bad signature, stale time, no
-/// such dataset, no lease, lease for another dataset or expired, no
-/// escrow or less than the price, no chain to check the escrow against.
+/// such dataset, no lease (neither stored nor a valid payer's grant), a
+/// lease or grant for another dataset, job or trainer, expired, a grant
+/// signed by neither the dataset's owner nor the escrow's payer, or for
+/// another chain (`chain`: this
+/// node's chain id), no escrow or less than the price, no chain to check
+/// the escrow against.
 caf::expected<envelope> release_keys(store::environment& env, schema::KeyRequest::Reader req,
                                      uint64_t now_ms, uint64_t skew_ms,
-                                     const escrow_lookup& escrow);
+                                     const escrow_lookup& escrow,
+                                     const std::optional<hash256>& chain = std::nullopt);
 
 /// The keys of a KeyRelease opened by the trainer it was sealed to, in the
 /// manifest's shard order. Errors: a key missing or sealed to someone else.

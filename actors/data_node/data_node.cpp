@@ -77,13 +77,13 @@ struct data_node_state {
   data::escrow_lookup escrow() {
     if (!chain)
       return {};
-    return [c = chain](const hash256& job) -> caf::expected<std::optional<uint64_t>> {
+    return [c = chain](const hash256& job) -> caf::expected<std::optional<data::escrow_facts>> {
       auto e = c->escrow_of(job);
       if (!e)
         return e.error();
       if (!*e)
-        return std::optional<uint64_t>{};
-      return std::optional<uint64_t>{(*e)->amount};
+        return std::optional<data::escrow_facts>{};
+      return std::optional<data::escrow_facts>{data::escrow_facts{(*e)->amount, (*e)->payer}};
     };
   }
 
@@ -479,7 +479,9 @@ caf::behavior data_node_role(data_node_actor* self, role_context ctx,
   t.on<schema::KeyRequest>([self](schema::KeyRequest::Reader r) -> caf::result<envelope> {
     auto& st = self->state;
     auto out = data::release_keys(*st.env, r, wall_ms(), st.ctx.lim.clock_skew_ms_max,
-                                  st.escrow());
+                                  st.escrow(),
+                                  st.chain ? std::optional<hash256>{st.chain->chain_id()}
+                                           : std::nullopt);
     if (!out)
       log_info("data node: {}", describe(out.error()));
     return out;

@@ -318,7 +318,8 @@ caf::expected<table> fetch_dataset(const requester& c, const std::vector<replica
 
 caf::expected<std::vector<shard_key>> request_keys(const requester& c, const replica& r,
                                                    const identity& trainer,
-                                                   const envelope& manifest, const hash256& job) {
+                                                   const envelope& manifest, const hash256& job,
+                                                   const envelope* grant) {
   opened<schema::DatasetManifest> m{manifest};
   if (!m)
     return m.error();
@@ -327,7 +328,8 @@ caf::expected<std::vector<shard_key>> request_keys(const requester& c, const rep
   auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
-  auto reply = c.request(r.actor, make_key_request(trainer, dataset, job, now), timeout_of(c));
+  auto reply = c.request(r.actor, make_key_request(trainer, dataset, job, now, grant),
+                         timeout_of(c));
   if (!reply)
     return reply.error();
   opened<schema::KeyRelease> rel{*reply};

@@ -94,10 +94,12 @@ caf::expected<table> fetch_dataset(const requester& c, const std::vector<replica
                                    uint32_t credits, fetch_stats& stats,
                                    const progress_fn& progress = {});
 
-/// Asks `r` for the keys of `manifest` for `job`, signed by `trainer`, and
-/// opens them. Errors: the node's refusal (no lease, no escrow, ...).
+/// Asks `r` for the keys of `manifest` for `job`, signed by `trainer`
+/// (carrying the payer's DataGrant `grant`, if any), and opens them.
+/// Errors: the node's refusal (no lease, no escrow, ...).
 caf::expected<std::vector<shard_key>> request_keys(const requester& c, const replica& r,
                                                    const identity& trainer,
-                                                   const envelope& manifest, const hash256& job);
+                                                   const envelope& manifest, const hash256& job,
+                                                   const envelope* grant = nullptr);
 
 } // namespace aicon::data

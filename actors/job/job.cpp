@@ -9,8 +9,10 @@
 #include <sodium.h>
 
 #include "actors/allocator/allocator.hpp"
+#include "actors/data_node/custody.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/trainer.hpp"
 #include "schemas/alloc.capnp.h"
 #include "runtime/error.hpp"
 #include "schemas/trainer.capnp.h"
@@ -128,7 +130,23 @@ using host_counts = std::map<node_id, uint32_t>;
 caf::expected<ring_state> form_ring(client& c, const job_options& o,
                                     const std::vector<std::pair<node_id, caf::actor>>& hosts,
                                     const std::vector<uint8_t>& checkpoint,
-                                    const host_counts& counts) {
+                                    const host_counts& counts,
+                                    const std::map<node_id, envelope>& leases) {
+  // With a dataset and an escrow: each trainer host gets the payer's grant
+  // for its keys (the data nodes check it against the escrow).
+  std::map<node_id, envelope> grants;
+  if (!o.dataset.empty() && o.payer && o.chain) {
+    std::array<uint8_t, 32> dataset{}, chain{};
+    for (size_t i = 0; i < 32; ++i)
+      dataset[i] = static_cast<uint8_t>(std::stoi(o.dataset.substr(2 * i, 2), nullptr, 16));
+    std::memcpy(chain.data(), o.chain->data(), 32);
+    auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
+    for (auto& [h, role] : hosts)
+      grants.emplace(h, data::make_data_grant(*o.payer, chain, o.job, h, dataset,
+                                              now + o.grant_ms));
+  }
   ring_state ring;
   randombytes_buf(ring.session.data(), 32);
   randombytes_buf(ring.link_key.data(), 32);
@@ -142,19 +160,34 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
   auto n = static_cast<uint32_t>(ring.ranks.size());
   std::vector<caf::actor> dst;
   std::vector<envelope> reqs;
+  auto now_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
   for (uint32_t r = 0; r < n; ++r) {
     auto& right = ring.ranks[(r + 1) % n].host;
     dst.push_back(ring.ranks[r].role);
-    reqs.push_back(make_envelope<schema::TrainerJoin>([&](schema::TrainerJoin::Builder b) {
+    // A join spends one of the host's trainer slots: it carries the
+    // allocator's lease of that host, or else this client's own signature
+    // (taken by hosts whose operator lists this client).
+    auto lease = leases.find(ring.ranks[r].host);
+    auto join = make_envelope<schema::TrainerJoin>([&](schema::TrainerJoin::Builder b) {
       b.setSession(kj::arrayPtr(ring.session.data(), 32));
       b.setRank(r);
       b.setSize(n);
       b.setRight(kj::arrayPtr(right.bytes.data(), 32));
       b.setToken(kj::arrayPtr(ring.token.data(), 32));
       fill_config(b.initConfig(), o, ring.link_key);
+      if (auto g = grants.find(ring.ranks[r].host); g != grants.end())
+        b.getConfig().setDataGrant(opened<schema::DataGrant>{g->second}.root());
       if (!checkpoint.empty())
         b.setCheckpoint(kj::arrayPtr(checkpoint.data(), checkpoint.size()));
-    }));
+      if (lease != leases.end())
+        b.setLease(opened<schema::LeaseInfo>{lease->second}.root());
+    });
+    reqs.push_back(lease != leases.end()
+                     ? join
+                     : sign_trainer_join(c.self(), opened<schema::TrainerJoin>{join}.root(),
+                                         now_ms));
   }
   // Hosts that have just started may not be linked to each other yet: a
   // join that cannot find its right neighbour is retried for a while.
@@ -217,6 +250,7 @@ struct allocation {
   std::array<uint8_t, 32> job{};
   std::array<uint8_t, 32> token{}; ///< the ask's capability, for renew/release/replace
   host_counts counts;
+  std::map<node_id, envelope> leases; ///< the allocator's signed lease per host
   clock_type::time_point renewed = clock_type::now();
 
   caf::expected<envelope> query(client& c, const std::function<void(schema::AllocQuery::Builder)>& f) {
@@ -242,7 +276,8 @@ struct allocation {
       if (a->which() == schema::AllocReply::GRANTED) {
         counts.clear();
         for (auto& l : leases_of(*r))
-          counts[l.trainer] += l.count;
+          counts[l.trainer] = l.count; // the job's whole count on that host
+        leases = signed_leases_of(*r);
         result.events.push_back(fmt::format("allocator granted {} trainers on {} hosts",
                                             o.trainers, counts.size()));
         renewed = clock_type::now();
@@ -276,6 +311,8 @@ struct allocation {
     opened<schema::AllocReply> a{*r};
     if (!a)
       return a.error();
+    for (auto& [host, lease] : signed_leases_of(*r)) // later expiries
+      leases.insert_or_assign(host, lease);
     // Preempted, or the leases lapsed (a renewal came too late): either way
     // the trainers are no longer this job's; it yields and asks again.
     return a->getPreempted() || a->which() != schema::AllocReply::GRANTED;
@@ -286,19 +323,22 @@ struct allocation {
     std::vector<node_id> got;
     auto n = counts.count(lost) ? counts[lost] : 1;
     counts.erase(lost);
+    leases.erase(lost);
     for (uint32_t i = 0; i < n; ++i) {
       auto r = query(c, [&](schema::AllocQuery::Builder b) {
         b.setReplace(kj::arrayPtr(lost.bytes.data(), 32));
       });
       if (!r)
         break;
-      auto leases = leases_of(*r);
-      if (leases.empty())
+      auto granted = leases_of(*r);
+      if (granted.empty())
         break;
-      for (auto& l : leases) {
-        counts[l.trainer] += l.count;
+      for (auto& l : granted) {
+        counts[l.trainer] = l.count; // the job's whole count on that host
         got.push_back(l.trainer);
       }
+      for (auto& [host, lease] : signed_leases_of(*r))
+        leases.insert_or_assign(host, lease);
     }
     return got;
   }
@@ -396,6 +436,8 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
     });
     if (!chain)
       return chain.error();
+    o.chain.emplace();
+    std::memcpy(o.chain->data(), chain->data(), 32);
     alloc_state.emplace();
     alloc_state->allocator = *a;
     alloc_state->job = o.job;
@@ -427,12 +469,35 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
         a->release(c);
     }
   } release_at_end{c, alloc_state};
-  auto counts = [&]() { return alloc_state ? alloc_state->counts : host_counts{}; };
+  // A dataset without an allocator: the payer's grants (the dataset's
+  // owner's, for its own data) name the data nodes' chain.
+  if (!o.chain && !o.dataset.empty() && o.payer) {
+    caf::expected<std::array<uint8_t, 32>> chain =
+      make_error(errc::not_found, "no data node of the job keeps a chain (ledger role)");
+    for (auto& dn : o.data_nodes) {
+      auto ledger = c.lookup("ledger@" + dn.hex());
+      if (!ledger)
+        continue;
+      chain = chain_id_of([&](envelope q) {
+        return c.request(*ledger, std::move(q), std::chrono::seconds(10));
+      });
+      if (chain)
+        break;
+    }
+    if (!chain)
+      return make_error(code_of(chain.error()),
+                        "the dataset's grants need the data nodes' chain id: " + what_of(chain.error()));
+    o.chain = *chain;
+  }
+  auto counts = [&]() { return alloc_state ? alloc_state->counts : host_counts{o.per_host}; };
+  auto leases = [&]() {
+    return alloc_state ? alloc_state->leases : std::map<node_id, envelope>{};
+  };
   auto hosts = live_hosts(c, o.hosts);
   if (hosts.empty())
     return make_error(errc::peer_down, "no host with the trainer role answers");
   std::vector<uint8_t> checkpoint; // the last one taken (empty: start fresh)
-  auto ring = form_ring(c, o, hosts, checkpoint, counts());
+  auto ring = form_ring(c, o, hosts, checkpoint, counts(), leases());
   if (!ring)
     return ring.error();
   result.events.push_back(fmt::format("ring of {} trainers on {} hosts", ring->ranks.size(),
@@ -488,7 +553,7 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
           return err;
         o.hosts = hosts_of(alloc_state->counts);
         hosts = live_hosts(c, o.hosts);
-        auto again = form_ring(c, o, hosts, checkpoint, counts());
+        auto again = form_ring(c, o, hosts, checkpoint, counts(), leases());
         if (!again)
           return again.error();
         ring = std::move(again);
@@ -577,7 +642,7 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
       }
       if (hosts.empty())
         return make_error(errc::peer_down, "every trainer host is gone: " + failed);
-      auto again = form_ring(c, o, hosts, checkpoint, counts());
+      auto again = form_ring(c, o, hosts, checkpoint, counts(), leases());
       if (!again)
         return again.error();
       ring = std::move(again);

@@ -35,6 +35,9 @@ struct job_options {
   /// a live spare in its place (and without one if none is left).
   std::vector<node_id> spare_hosts;
   uint32_t trainers_per_host = 1;
+  /// Without an allocator: trainers on each host, where it differs from
+  /// trainers_per_host (K spread unevenly over the hosts).
+  std::map<node_id, uint32_t> per_host;
   uint64_t steps = 100;
   uint32_t checkpoint_every = 10;
   std::filesystem::path checkpoint_file; ///< also written here when set
@@ -68,9 +71,15 @@ struct job_options {
   float weight_decay = 1e-4f;
   std::string data_file;
   /// Instead of data_file: a dataset pulled by every trainer from these
-  /// data nodes, with keys released under `job`'s leases.
+  /// data nodes, with keys released under `job`'s leases. With an
+  /// allocator (and so an escrow and its payer), each trainer host gets the
+  /// payer's DataGrant in its join instead: no lease need be written.
   std::string dataset;               ///< 64 hex digits
   std::vector<node_id> data_nodes;
+  uint64_t grant_ms = 6 * 3600 * 1000; ///< how long a DataGrant is valid
+  /// The chain the escrow is on (run_job learns it from the allocator's
+  /// ledger; the payer's grants name it).
+  std::optional<std::array<uint8_t, 32>> chain;
   /// With data_file: the dataset's asset id on the chain, when registered
   /// (file_asset_id); its owner is paid its price at settlement.
   std::optional<std::array<uint8_t, 32>> dataset_asset;

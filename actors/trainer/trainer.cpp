@@ -109,9 +109,12 @@ caf::expected<data::table> fetch_from_data_nodes(caf::actor_system& sys, const r
     return found.error();
   hash256 job;
   std::memcpy(job.data(), cfg.getJob().begin(), 32);
+  std::optional<envelope> grant;
+  if (cfg.hasDataGrant())
+    grant = copy_envelope<schema::DataGrant>(cfg.getDataGrant());
   caf::expected<std::vector<data::shard_key>> keys = make_error(errc::internal, "no replica");
   for (auto& r : found->first) {
-    keys = data::request_keys(rq, r, *ctx.self, found->second, job);
+    keys = data::request_keys(rq, r, *ctx.self, found->second, job, grant ? &*grant : nullptr);
     if (keys || code_of(keys.error()) == errc::forbidden)
       break;
   }
@@ -598,6 +601,7 @@ struct slot {
   bool finished = false; ///< training over; kept only as evidence for the rater
   uint64_t seq = 0;      ///< join order, to drop the oldest finished first
   std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
+  std::array<uint8_t, 32> job{};   ///< TrainConfig.job: what its lease (if any) is for
 };
 
 /// Whether `given` is the slot's token (constant time).
@@ -615,6 +619,9 @@ struct trainer_role_state {
   role_context ctx;
   alloc::offer offer;            ///< what this host advertises to allocators
   std::set<std::string> refused; ///< allocators that refused an offer (logged once)
+  /// Allocators that took this host's offer: the only ones whose leases
+  /// entitle a join to a trainer slot here.
+  std::set<node_id> allocators;
   /// Shared with the exit functor, which outlives the state.
   std::shared_ptr<std::map<session_key, slot>> slots = std::make_shared<std::map<session_key, slot>>();
   uint64_t joins = 0;
@@ -632,6 +639,79 @@ caf::result<envelope> relay_to(role_actor* self, const caf::actor& dst, envelope
     .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
+}
+
+std::vector<uint8_t> join_signing_bytes(schema::TrainerJoin::Reader j) {
+  capnp::MallocMessageBuilder copy;
+  copy.setRoot(j);
+  auto b = copy.getRoot<schema::TrainerJoin>();
+  b.getAuth().disownSignature();
+  return ledger::tagged_canonical("aicon-join-v1", b.asReader());
+}
+
+/// The TrainerJoin row's guard: a join spends one of this host's trainer
+/// slots, so it must carry a lease for this host, signed by an allocator
+/// this host offers to, for the job it configures (at most the lease's
+/// count of trainers per job), or else be signed by a client the operator
+/// lists in [host] trainer_clients. `key`: the slot the join would take.
+caf::error check_join(const trainer_role_state& st, schema::TrainerJoin::Reader j,
+                      const session_key& key) {
+  auto now = wall_ms();
+  auto skew = static_cast<int64_t>(st.ctx.lim.clock_skew_ms_max);
+  if (j.hasLease()) {
+    auto l = verified_lease(j.getLease());
+    if (!l)
+      return l.error();
+    if (!st.allocators.count(l->allocator))
+      return make_error(errc::forbidden,
+                        fmt::format("the lease is from allocator {}, to which this host does not "
+                                    "offer its trainers",
+                                    l->allocator.short_hex()));
+    if (!(l->lease.trainer == st.ctx.self->id()))
+      return make_error(errc::forbidden,
+                        fmt::format("the lease is for trainer host {}, not this one",
+                                    l->lease.trainer.short_hex()));
+    auto job = j.getConfig().getJob();
+    if (job.size() != 32 || std::memcmp(job.begin(), l->lease.job.data(), 32) != 0)
+      return make_error(errc::forbidden, "the lease is for another job than the join's config");
+    if (l->lease.expires_ms + skew <= now)
+      return make_error(errc::forbidden,
+                        fmt::format("the lease expired {} ms ago", now - l->lease.expires_ms));
+    uint32_t running = 0;
+    for (auto& [k, s] : *st.slots)
+      if (!s.finished && !(k == key) && s.job == l->lease.job)
+        ++running;
+    if (running >= l->lease.count)
+      return make_error(errc::forbidden,
+                        fmt::format("the lease is for {} trainer(s) of this host and {} run "
+                                    "for its job already",
+                                    l->lease.count, running));
+    return {};
+  }
+  if (!j.hasAuth())
+    return make_error(errc::forbidden,
+                      "no lease from an allocator this host offers to, and not signed by a "
+                      "client in its [host] trainer_clients");
+  auto a = j.getAuth();
+  auto signer = node_id::from_bytes({a.getSigner().begin(), a.getSigner().size()});
+  if (!signer)
+    return make_error(errc::invalid_argument, "TrainerJoin.auth.signer: " + what_of(signer.error()));
+  if (std::find(st.ctx.trainer_clients.begin(), st.ctx.trainer_clients.end(), *signer)
+      == st.ctx.trainer_clients.end())
+    return make_error(errc::forbidden,
+                      fmt::format("client {} is not in this host's [host] trainer_clients, and "
+                                  "the join carries no lease",
+                                  signer->short_hex()));
+  auto t = static_cast<int64_t>(a.getTimeMs());
+  if (t > now + skew || t + skew < now)
+    return make_error(errc::forbidden,
+                      fmt::format("the join is dated {} ms from this host's clock (at most {})",
+                                  t - now, skew));
+  auto sig = a.getSignature();
+  if (!verify_signature(*signer, join_signing_bytes(j), {sig.begin(), sig.size()}))
+    return make_error(errc::bad_signature,
+                      fmt::format("the join is not signed by client {}", signer->short_hex()));
+  return {};
 }
 
 caf::result<envelope> on_join(role_actor* self, const envelope& env,
@@ -733,8 +813,10 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   auto member = link.member;
   auto worker = self->system().spawn<caf::detached>(trainer_worker, st.ctx, *session, j.getRank(),
                                                     j.getSize(), std::move(link), ropts);
-  slot made{worker, member, false, ++st.joins, {}};
+  slot made{worker, member, false, ++st.joins, {}, {}};
   std::memcpy(made.token.data(), j.getToken().begin(), made.token.size());
+  if (cfg.getJob().size() == 32)
+    std::memcpy(made.job.data(), cfg.getJob().begin(), 32);
   (*st.slots)[key] = made;
   auto rp = self->make_response_promise<envelope>();
   auto timeout = std::chrono::milliseconds{st.ctx.lim.request_timeout_ms};
@@ -817,9 +899,14 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   st.ctx = std::move(ctx);
   st.table = std::make_unique<message_table>("trainer", trainer_access);
   auto long_wait = std::chrono::minutes(10);
-  st.table->on<schema::TrainerJoin>([self](const envelope& env, schema::TrainerJoin::Reader j) {
-    return on_join(self, env, j);
-  });
+  st.table->on<schema::TrainerJoin>(
+    [self](schema::TrainerJoin::Reader j) -> caf::error {
+      auto session = session_of(j.getSession());
+      if (!session)
+        return session.error();
+      return check_join(self->state, j, session_key{*session, j.getRank()});
+    },
+    [self](const envelope& env, schema::TrainerJoin::Reader j) { return on_join(self, env, j); });
   auto guard = [self](auto msg) { return check_token(self, msg.getSession(), msg.getRank(), msg.getToken()); };
   st.table->on<schema::RingChunk>(
     [self](schema::RingChunk::Reader c) {
@@ -909,37 +996,47 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       auto& st = self->state;
       auto hb = st.ctx.lim.offer_heartbeat_ms;
       self->delayed_send(self, std::chrono::milliseconds{hb}, offer_atom::value);
-      auto send_to = [self](caf::actor allocator, std::string who) {
+      auto send_to = [self](caf::actor allocator, node_id who_id) {
+        auto who = who_id == self->state.ctx.self->id() ? std::string{"local"}
+                                                         : who_id.short_hex();
         auto& st = self->state;
         auto hb = st.ctx.lim.offer_heartbeat_ms;
         auto env = make_signed_offer(*st.ctx.self, st.offer, 3 * hb,
                                      static_cast<uint64_t>(wall_ms()));
         self->request(allocator, std::chrono::milliseconds{hb}, std::move(env))
           .then(
-            [self, who](envelope& reply) {
+            [self, who, who_id](envelope& reply) {
               auto& st = self->state;
               if (auto err = error_of_reply(reply)) {
+                st.allocators.erase(who_id);
                 if (st.refused.insert(who).second)
                   log_warning("trainer: allocator {} refused this host's offer: {}", who,
                               describe(err));
-              } else if (st.refused.erase(who)) {
-                log_info("trainer: allocator {} takes this host's offer again", who);
+              } else {
+                st.allocators.insert(who_id);
+                if (st.refused.erase(who))
+                  log_info("trainer: allocator {} takes this host's offer again", who);
               }
             },
             [](caf::error&) {}); // a missed heartbeat; the next one follows
       };
       self->request(st.ctx.directory, std::chrono::milliseconds{hb}, lookup_atom::value,
                     std::string{"allocator"})
-        .then([send_to](caf::actor& a) { send_to(a, "local"); }, [](caf::error&) {});
+        .then([self, send_to](caf::actor& a) { send_to(a, self->state.ctx.self->id()); },
+              [](caf::error&) {});
       self->request(st.ctx.directory, std::chrono::milliseconds{hb}, peers_atom::value,
                     std::string{"allocator"})
         .then(
           [self, send_to, hb](std::vector<std::string>& peers) {
-            for (auto& p : peers)
+            for (auto& p : peers) {
+              auto id = node_id::from_hex(p);
+              if (!id)
+                continue;
               self->request(self->state.ctx.directory, std::chrono::milliseconds{hb},
                             lookup_atom::value, "allocator@" + p)
-                .then([send_to, p](caf::actor& a) { send_to(a, p.substr(0, 8)); },
+                .then([send_to, peer = *id](caf::actor& a) { send_to(a, peer); },
                       [](caf::error&) {});
+            }
           },
           [](caf::error&) {});
     },
@@ -957,6 +1054,19 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
 
 caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_context& ctx) {
   return sys.spawn(trainer_role, ctx);
+}
+
+envelope sign_trainer_join(const identity& client, schema::TrainerJoin::Reader join,
+                           uint64_t now_ms) {
+  capnp::MallocMessageBuilder tmp;
+  tmp.setRoot(join);
+  auto b = tmp.getRoot<schema::TrainerJoin>();
+  auto a = b.initAuth();
+  a.setSigner(kj::arrayPtr(client.id().bytes.data(), 32));
+  a.setTimeMs(now_ms);
+  auto sig = client.sign(join_signing_bytes(b.asReader()));
+  b.getAuth().setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  return copy_envelope<schema::TrainerJoin>(b.asReader());
 }
 
 } // namespace aicon

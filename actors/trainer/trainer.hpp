@@ -15,16 +15,23 @@
 #include <caf/expected.hpp>
 
 #include "runtime/access.hpp"
+#include "runtime/envelope.hpp"
 #include "runtime/system.hpp"
+#include "schemas/trainer.capnp.h"
 
 namespace aicon {
 
 caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_context& ctx);
 
+/// `join` (a TrainerJoin without a lease) signed by `client` at `now_ms`
+/// (wall clock): taken by hosts whose [host] trainer_clients list `client`.
+envelope sign_trainer_join(const identity& client, schema::TrainerJoin::Reader join,
+                           uint64_t now_ms);
+
 /// Who may send each message this role accepts (README "Who may send
 /// what"); message_table refuses a handler without a row here.
 inline constexpr access_row trainer_access[] = {
-  {"TrainerJoin", "any admitted peer, within `trainer_slots`, files only under `data_files`; replacing a running rank: its coordinator", "the session token (for a replacement)", "`busy` / `forbidden`"},
+  {"TrainerJoin", "the job holding a lease for this host from an allocator it offers to (at most the lease's count), or a client in its `[host] trainer_clients`; within `trainer_slots`, files only under `data_files`; replacing a running rank: its coordinator", "the allocator's signed lease (`TrainerJoin.lease`), or the client's dated signature (`TrainerJoin.auth`); the session token (for a replacement)", "`forbidden` / `bad_signature` / `busy`, nothing started"},
   {"RingChunk", "the ring's members", "the session token", "`forbidden`"},
   {"TrainStep", "the session's coordinator", "the session token", "`forbidden`"},
   {"RingLink", "the session's coordinator", "the session token", "`forbidden`"},

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "fixtures.hpp"
+#include "site_proxy.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/system.hpp"
 
@@ -158,6 +159,68 @@ BOOST_AUTO_TEST_CASE(plain_clients_and_raw_bytes_are_cut_off_without_hanging_the
   auto echo = c->lookup("echo@" + hp.a.id.hex());
   BOOST_REQUIRE(echo);
   BOOST_TEST(static_cast<bool>(c->request(*echo, echo_request(1, ""), 5s)));
+}
+
+BOOST_AUTO_TEST_CASE(admitted_clients_behind_a_delay_link_and_a_trickler_is_cut) {
+  // The watchdog judges each socket by its own age and by whether its TLS
+  // handshake completed: a slow honest handshake (behind 120 ms each way,
+  // several round trips) is never cut for another socket's age, and stays
+  // linked past the handshake deadline; a stranger that keeps its
+  // connection busy with a byte every 200 ms (never idle, never a
+  // handshake) is cut at the deadline.
+  host_pair hp{"[limits]\nidle_connection_ms = 1500\nhandshake_deadline_ms = 3000\n"};
+  site_proxy wan{hp.ha.port, 120ms};
+  std::vector<std::unique_ptr<client>> clients;
+  std::vector<caf::actor> echoes;
+  for (int i = 0; i < 6; ++i) {
+    client::options opts;
+    opts.data_dir = hp.b.dir;
+    opts.threads = 1;
+    auto c = client::start(opts);
+    BOOST_REQUIRE_MESSAGE(c, why(c));
+    auto t0 = std::chrono::steady_clock::now();
+    auto node = (*c)->connect(fmt::format("127.0.0.1:{}", wan.port()), hp.a.id);
+    BOOST_REQUIRE_MESSAGE(node, "client " << i << " behind the delay: " << why(node) << "\n"
+                                          << hp.ha.proc->log_text());
+    BOOST_TEST_MESSAGE("client " << i << " linked through the delay in "
+                                 << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::steady_clock::now() - t0)
+                                      .count()
+                                 << " ms");
+    auto echo = (*c)->lookup("echo@" + hp.a.id.hex());
+    BOOST_REQUIRE_MESSAGE(echo, why(echo));
+    echoes.push_back(*echo);
+    clients.push_back(std::move(*c));
+  }
+  // The trickler, straight to the host.
+  int fd = tcp_connect(hp.ha.port);
+  BOOST_REQUIRE(fd >= 0);
+  auto t0 = std::chrono::steady_clock::now();
+  bool cut = false;
+  // Bounded: the deadline is 3 s, the watchdog looks every 500 ms.
+  // A well-formed TLS record header announcing a 16 KiB handshake record,
+  // then its body one byte at a time: OpenSSL waits for the whole record.
+  const unsigned char header[] = {0x16, 0x03, 0x01, 0x40, 0x00};
+  size_t sent = 0;
+  while (!cut && std::chrono::steady_clock::now() - t0 < 8s) {
+    char byte = sent < sizeof header ? static_cast<char>(header[sent]) : 0;
+    ++sent;
+    if (::send(fd, &byte, 1, MSG_NOSIGNAL) != 1)
+      cut = true;
+    else
+      cut = closed_within(fd, 200ms);
+  }
+  auto lived = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  BOOST_TEST(cut, "a trickling stranger was never cut");
+  BOOST_TEST((lived >= 2500ms), "the trickler was cut before the handshake deadline, after "
+                                  << std::chrono::duration_cast<std::chrono::milliseconds>(lived).count()
+                                  << " ms (by idleness?)");
+  // Every delayed client, older than the deadline by now, is still served.
+  for (size_t i = 0; i < clients.size(); ++i) {
+    auto r = clients[i]->request(echoes[i], echo_request(i, ""), 10s);
+    BOOST_TEST(static_cast<bool>(r), "client " << i << " after the deadline: " << why(r));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(only_tls_1_3_is_spoken) {

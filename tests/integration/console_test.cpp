@@ -125,7 +125,11 @@ fails("train: priority needs budget=", train, {data = "x", priority = 3})
 fails("train: transport must be 'stream', 'stream-plain', 'actor' or 'nccl' (got 'pigeon')", train,
       {data = "x", transport = "pigeon"})
 fails("train: give either data=path or dataset=id", train, {model = "mlp:64-64-10"})
-fails("train: trainers must be a multiple of the 2 trainer hosts (got 3)", train, {data = "x", trainers = 3})
+fails("train: trainers must be at least 1", train, {data = "x", trainers = 0})
+fails("train: job= names the job a dataset's stored leases are for", train,
+      {data = "x", job = string.rep("ab", 32)})
+fails("train: epochs must be > 0", train, {data = "x", epochs = 0})
+fails("nowhere.csv: cannot open", train, {data = "nowhere.csv", epochs = 2})
 fails("train: holdout must be in [0, 1)", train, {data = "x", holdout = 1.5})
 fails("no data node holds dataset 'feedfacefeed'", dataset.preview, "feedfacefeed")
 fails("missing.csv: cannot open", dataset.put, "missing.csv")

@@ -119,11 +119,11 @@ struct data_cluster {
     return write_file(
       root.path(), name(i) + ".toml",
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
-                  "data_files = [\"{}/tests/data\"]\n"
+                  "data_files = [\"{}/tests/data\"]\ntrainer_clients = [\"{}\"]\n"
                   "[peers]\nallow = [\"{}\"]\nconnect = [\n{}]\n[chain]\ngenesis = \"{}\"\n"
                   "[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
                   "ledger_sync_ms = 300\nstorage_challenge_ms = 300\n",
-                  name(i), ports[i], roles, AICON_SOURCE_DIR, cli.id.hex(), connect,
+                  name(i), ports[i], roles, AICON_SOURCE_DIR, cli.id.hex(), cli.id.hex(), connect,
                   genesis.string()));
   }
 
@@ -374,6 +374,24 @@ BOOST_AUTO_TEST_CASE(replicas_leases_repair_and_challenges) {
     BOOST_REQUIRE(!refused_job);
     BOOST_TEST(describe(refused_job.error()).find("holds no lease") != std::string::npos,
                describe(refused_job.error()));
+    // No stored lease, but a DataGrant in each join: signed by a payer
+    // with no escrow for the job, refused; signed by the dataset's owner
+    // (its own data, nothing to pay), the trainers get the keys and learn.
+    auto stranger = identity::generate();
+    auto granted = o;
+    granted.job[0] ^= 2;
+    granted.steps = 60;
+    granted.payer = &stranger;
+    auto no_escrow = train::run_job(*dc.c, granted);
+    BOOST_REQUIRE(!no_escrow);
+    BOOST_TEST(describe(no_escrow.error()).find("has no escrow") != std::string::npos,
+               describe(no_escrow.error()));
+    auto owner = load_key_file(dc.owner_key);
+    BOOST_REQUIRE(owner);
+    granted.payer = &*owner;
+    auto by_owner = train::run_job(*dc.c, granted);
+    BOOST_REQUIRE_MESSAGE(by_owner, why(by_owner));
+    BOOST_TEST(by_owner->accuracy >= 0.8);
   }
 
   // Disk faults: share 2 corrupted on d1, share 5 gone on d2.

@@ -32,6 +32,7 @@
 #include "schemas/alloc.capnp.h"
 #include "schemas/chain.capnp.h"
 #include "schemas/rater.capnp.h"
+#include "schemas/trainer.capnp.h"
 
 using namespace aicon;
 using namespace aicon::test;
@@ -391,6 +392,72 @@ BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
     slots += l.count;
   BOOST_TEST(slots == 4u);
   BOOST_TEST(leases.size() == 2u); // both trainer hosts, 2 each
+  // A lease entitles its job to that host's leased slots and nothing else:
+  // not another host, not another job, not a third trainer.
+  {
+    auto signed_leases = signed_leases_of(*granted);
+    BOOST_REQUIRE_EQUAL(signed_leases.size(), 2u);
+    auto first = signed_leases.begin(), second = std::next(first);
+    auto token = random_job();
+    auto join = [&](const node_id& host, const envelope& lease, const std::array<uint8_t, 32>& job,
+                    const std::array<uint8_t, 32>& session) {
+      auto dst = ec.c->lookup("trainer@" + host.hex());
+      BOOST_REQUIRE_MESSAGE(dst, why(dst));
+      return ec.c->request(*dst, make_envelope<schema::TrainerJoin>([&](schema::TrainerJoin::Builder j) {
+                             j.setSession(kj::arrayPtr(session.data(), 32));
+                             j.setSize(1);
+                             j.setRight(kj::arrayPtr(host.bytes.data(), 32));
+                             j.setToken(kj::arrayPtr(token.data(), 32));
+                             auto c = j.initConfig();
+                             c.setModel("mlp:64-64-10");
+                             c.setGlobalBatch(32);
+                             c.setLr(0.1f);
+                             c.setTestPercent(20);
+                             c.setTransport("actor");
+                             c.setJob(kj::arrayPtr(job.data(), 32));
+                             c.setDataFile((std::filesystem::path{AICON_SOURCE_DIR}
+                                            / "tests/data/digits.csv.gz").string());
+                             j.setLease(opened<schema::LeaseInfo>{lease}.root());
+                           }),
+                           60s);
+    };
+    auto refused_join = [&](caf::expected<envelope> r, const std::string& words) {
+      BOOST_REQUIRE_MESSAGE(!r, "a join was taken that should be refused: " << words);
+      BOOST_TEST(what_of(r.error()).find("TrainerJoin may be sent only by") != std::string::npos,
+                 what_of(r.error()));
+      BOOST_TEST(what_of(r.error()).find(words) != std::string::npos, what_of(r.error()));
+    };
+    refused_join(join(second->first, first->second, a, random_job()), "not this one");
+    refused_join(join(first->first, first->second, b, random_job()), "for another job");
+    // A lease whose count is raised after the allocator signed it.
+    {
+      capnp::MallocMessageBuilder mb;
+      mb.setRoot(opened<schema::LeaseInfo>{first->second}.root());
+      mb.getRoot<schema::LeaseInfo>().setCount(100);
+      refused_join(join(first->first,
+                        copy_envelope<schema::LeaseInfo>(mb.getRoot<schema::LeaseInfo>().asReader()),
+                        a, random_job()),
+                   "not signed by the allocator it names");
+    }
+    std::vector<std::array<uint8_t, 32>> sessions;
+    for (int i = 0; i < 2; ++i) {
+      sessions.push_back(random_job());
+      auto ok = join(first->first, first->second, a, sessions.back());
+      BOOST_REQUIRE_MESSAGE(ok, why(ok));
+    }
+    refused_join(join(first->first, first->second, a, random_job()), "run for its job already");
+    auto dst = ec.c->lookup("trainer@" + first->first.hex());
+    BOOST_REQUIRE(dst);
+    for (auto& s : sessions) {
+      auto done = ec.c->request(*dst, make_envelope<schema::TrainQuery>([&](auto q) {
+                                  q.setSession(kj::arrayPtr(s.data(), 32));
+                                  q.setToken(kj::arrayPtr(token.data(), 32));
+                                  q.setDrop();
+                                }),
+                                20s);
+      BOOST_TEST(static_cast<bool>(done), why(done));
+    }
+  }
   // The operator's view of the allocator's host.
   auto status = run_command({aicon_binary(), "status", "--connect",
                              fmt::format("127.0.0.1:{}", ec.ports[0]), "--data-dir",

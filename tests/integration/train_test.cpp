@@ -13,6 +13,9 @@
 #include <sodium.h>
 
 #include "actors/job/job.hpp"
+#include "actors/ledger/hashing.hpp"
+#include "actors/trainer/trainer.hpp"
+#include "schemas/alloc.capnp.h"
 #include "gpu/device.hpp"
 #include "actors/trainer/model.hpp"
 #include "fixtures.hpp"
@@ -64,9 +67,11 @@ struct train_cluster {
       auto cfg = write_file(root.path(), names[i] + ".toml",
                             fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
                                         "roles = [\"directory\", \"trainer\"]\n"
-                                        "data_files = [\"{}/tests/data\"]\n[peers]\n"
+                                        "data_files = [\"{}/tests/data\"]\n"
+                                        "trainer_clients = [\"{}\"]\n[peers]\n"
                                         "allow = [{}]\nconnect = [\n{}]\n",
-                                        names[i], ports[i], AICON_SOURCE_DIR, allow, connect));
+                                        names[i], ports[i], AICON_SOURCE_DIR, cli.id.hex(),
+                                        allow, connect));
       hosts.push_back(start_host(cfg, root / (names[i] + ".log"), {"-v"}));
     }
     for (size_t i = 0; i < nodes.size(); ++i)
@@ -170,7 +175,7 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
     return s;
   };
   auto token = fresh(); // this coordinator's capability for its sessions
-  auto join = [&](const std::array<uint8_t, 32>& session, const std::string& data) {
+  auto unsigned_join = [&](const std::array<uint8_t, 32>& session, const std::string& data) {
     return make_envelope<schema::TrainerJoin>([&](schema::TrainerJoin::Builder j) {
       j.setSession(kj::arrayPtr(session.data(), 32));
       j.setRank(0);
@@ -187,6 +192,72 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
       c.setTransport("actor");
     });
   };
+  auto now_ms = [] {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+  };
+  // This client is the host's operator's ([host] trainer_clients): its own
+  // signed joins need no lease.
+  auto join = [&](const std::array<uint8_t, 32>& session, const std::string& data) {
+    auto j = unsigned_join(session, data);
+    return sign_trainer_join(tc.c->self(), opened<schema::TrainerJoin>{j}.root(), now_ms());
+  };
+  // An admitted peer that holds no lease and is not the operator's client
+  // gets no trainer slot, however it dresses its join up; nothing starts.
+  {
+    auto refused = [&](const char* what, envelope req, const char* expect) {
+      auto r = tc.c->request(*dst, std::move(req), 20s);
+      BOOST_REQUIRE_MESSAGE(!r, what << ": the join was taken");
+      BOOST_TEST(describe(r.error()).find("TrainerJoin may be sent only by") != std::string::npos,
+                 describe(r.error()));
+      BOOST_TEST(describe(r.error()).find(expect) != std::string::npos,
+                 what << ": " << describe(r.error()));
+    };
+    auto data = digits_csv().string();
+    refused("neither lease nor signature", unsigned_join(fresh(), data), "no lease from an allocator");
+    auto mallory = identity::generate();
+    refused("signed by a client the operator does not list",
+            sign_trainer_join(mallory, opened<schema::TrainerJoin>{unsigned_join(fresh(), data)}.root(),
+                              now_ms()),
+            "is not in this host's [host] trainer_clients");
+    // The operator's signature over another join (a captured one, changed).
+    auto signed_join = join(fresh(), data);
+    capnp::MallocMessageBuilder mb;
+    mb.setRoot(opened<schema::TrainerJoin>{signed_join}.root());
+    mb.getRoot<schema::TrainerJoin>().getConfig().setLr(9.0f);
+    refused("an operator's join, altered",
+            copy_envelope<schema::TrainerJoin>(mb.getRoot<schema::TrainerJoin>().asReader()),
+            "is not signed by client");
+    refused("an operator's join dated an hour ago",
+            sign_trainer_join(tc.c->self(),
+                              opened<schema::TrainerJoin>{unsigned_join(fresh(), data)}.root(),
+                              now_ms() - 3'600'000),
+            "ms from this host's clock");
+    // A lease signed by an "allocator" this host never offered to.
+    auto rogue = identity::generate();
+    auto leased = [&] {
+      capnp::MallocMessageBuilder lb;
+      auto l = lb.initRoot<schema::LeaseInfo>();
+      auto job = fresh();
+      l.setTrainer(kj::arrayPtr(host.bytes.data(), 32));
+      l.setCount(2);
+      l.setExpiresMs(now_ms() + 60'000);
+      l.setJob(kj::arrayPtr(job.data(), 32));
+      l.setAllocator(kj::arrayPtr(rogue.id().bytes.data(), 32));
+      auto sig = rogue.sign(ledger::tagged_canonical("aicon-lease-v1", l.asReader()));
+      l.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+      auto j = unsigned_join(fresh(), data);
+      capnp::MallocMessageBuilder jb;
+      jb.setRoot(opened<schema::TrainerJoin>{j}.root());
+      auto jr = jb.getRoot<schema::TrainerJoin>();
+      jr.getConfig().setJob(kj::arrayPtr(job.data(), 32));
+      jr.setLease(l.asReader());
+      return copy_envelope<schema::TrainerJoin>(jr.asReader());
+    }();
+    refused("a lease from an allocator the host does not offer to", leased,
+            "to which this host does not offer its trainers");
+  }
 
   auto threads = [&] {
     size_t n = 0;

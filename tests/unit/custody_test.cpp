@@ -73,12 +73,19 @@ struct fixture {
     BOOST_REQUIRE(upload_commit(*env, id));
   }
 
+  aicon::identity payer = aicon::identity::generate();
+  hash256 chain{};
+
   caf::expected<envelope> release(const envelope& req, uint64_t now,
                                   std::optional<uint64_t> escrowed) {
-    escrow_lookup lookup = [escrowed](const hash256&) -> caf::expected<std::optional<uint64_t>> {
-      return escrowed;
+    escrow_lookup lookup = [this, escrowed](const hash256&)
+      -> caf::expected<std::optional<escrow_facts>> {
+      if (!escrowed)
+        return std::optional<escrow_facts>{};
+      return std::optional<escrow_facts>{escrow_facts{*escrowed, payer.id()}};
     };
-    return release_keys(*env, opened<schema::KeyRequest>{req}.root(), now, 10'000, lookup);
+    return release_keys(*env, opened<schema::KeyRequest>{req}.root(), now, 10'000, lookup,
+                        chain);
   }
 };
 
@@ -288,6 +295,82 @@ BOOST_AUTO_TEST_CASE(sealed_boxes_open_only_for_their_key) {
   (*box)[box->size() - 1] ^= 1;
   BOOST_TEST(!trainer.unseal(*box));
   BOOST_TEST(!trainer.unseal(std::vector<uint8_t>(10)));
+}
+
+BOOST_AUTO_TEST_CASE(a_payers_grant_stands_in_for_a_lease_and_is_checked_rule_by_rule) {
+  store_complete();
+  chain[0] = 7;
+  auto now = uint64_t{1'700'000'000'000};
+  auto ask = [&](const envelope& grant) {
+    return release(make_key_request(trainer, id, job, now, &grant), now, 7);
+  };
+  auto grant = [&](const aicon::identity& by, const hash256& on, const node_id& to,
+                   const hash256& dataset, uint64_t expires) {
+    return make_data_grant(by, on, job, to, dataset, expires);
+  };
+  // Signed by someone who is not the escrow's payer.
+  auto mallory = aicon::identity::generate();
+  auto r = ask(grant(mallory, chain, trainer.id(), id, now + 60'000));
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(code_of(r.error()) == errc::bad_signature, text(r.error()));
+  BOOST_TEST(text(r.error()).find("not signed by job") != std::string::npos, text(r.error()));
+  // For another chain, another trainer, another dataset, or expired.
+  hash256 elsewhere{};
+  elsewhere[0] = 9;
+  r = ask(grant(payer, elsewhere, trainer.id(), id, now + 60'000));
+  BOOST_TEST(text(r.error()).find("another chain") != std::string::npos, text(r.error()));
+  r = ask(grant(payer, chain, mallory.id(), id, now + 60'000));
+  BOOST_TEST(text(r.error()).find("another job or trainer") != std::string::npos, text(r.error()));
+  r = ask(grant(payer, chain, trainer.id(), elsewhere, now + 60'000));
+  BOOST_TEST(text(r.error()).find("another dataset") != std::string::npos, text(r.error()));
+  r = ask(grant(payer, chain, trainer.id(), id, now - 1));
+  BOOST_TEST(text(r.error()).find("expired") != std::string::npos, text(r.error()));
+  // No escrow for the job at all: no payer to grant anything.
+  auto good = grant(payer, chain, trainer.id(), id, now + 60'000);
+  r = release(make_key_request(trainer, id, job, now, &good), now, std::nullopt);
+  BOOST_TEST(text(r.error()).find("has no escrow") != std::string::npos, text(r.error()));
+  // The payer's own grant, escrow above the price: the keys, for the trainer only.
+  r = ask(good);
+  BOOST_REQUIRE_MESSAGE(r, test::why(r));
+  opened<schema::KeyRelease> rel{*r};
+  opened<schema::DatasetManifest> m{d.manifest};
+  auto keys = open_keys(trainer, rel.root(), m.root());
+  BOOST_REQUIRE_MESSAGE(keys, test::why(keys));
+  BOOST_TEST(*keys == d.keys);
+  // The same grant in mallory's request: her signature does not make her the trainer.
+  r = release(make_key_request(mallory, id, job, now, &good), now, 7);
+  BOOST_TEST(code_of(r.error()) == errc::forbidden, text(r.error()));
+}
+
+BOOST_AUTO_TEST_CASE(the_owner_grants_its_own_dataset_without_an_escrow) {
+  store_complete();
+  chain[0] = 7;
+  auto now = uint64_t{1'700'000'000'000};
+  // The owner's grant: no escrow needed (it would pay itself the price).
+  auto own = make_data_grant(owner, chain, job, trainer.id(), id, now + 60'000);
+  auto r = release(make_key_request(trainer, id, job, now, &own), now, std::nullopt);
+  BOOST_REQUIRE_MESSAGE(r, test::why(r));
+  auto keys = open_keys(trainer, opened<schema::KeyRelease>{*r}.root(),
+                        opened<schema::DatasetManifest>{d.manifest}.root());
+  BOOST_REQUIRE_MESSAGE(keys, test::why(keys));
+  BOOST_TEST(*keys == d.keys);
+  // Its checks still hold: expired, another chain.
+  auto stale = make_data_grant(owner, chain, job, trainer.id(), id, now - 1);
+  r = release(make_key_request(trainer, id, job, now, &stale), now, std::nullopt);
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(text(r.error()).find("expired") != std::string::npos, text(r.error()));
+  hash256 elsewhere{};
+  elsewhere[0] = 9;
+  auto other = make_data_grant(owner, elsewhere, job, trainer.id(), id, now + 60'000);
+  r = release(make_key_request(trainer, id, job, now, &other), now, std::nullopt);
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(text(r.error()).find("another chain") != std::string::npos, text(r.error()));
+  // Anyone else's grant without an escrow: refused.
+  auto mallory = aicon::identity::generate();
+  auto forged = make_data_grant(mallory, chain, job, trainer.id(), id, now + 60'000);
+  r = release(make_key_request(trainer, id, job, now, &forged), now, std::nullopt);
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(text(r.error()).find("has no escrow") != std::string::npos, text(r.error()));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
