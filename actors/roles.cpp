@@ -4,6 +4,7 @@
 #include "actors/block_generator/block_generator.hpp"
 #include "actors/data_node/data_node.hpp"
 #include "actors/echo/echo.hpp"
+#include "actors/job/job_role.hpp"
 #include "actors/ledger/ledger.hpp"
 #include "actors/rater/rater.hpp"
 #include "actors/script/script.hpp"
@@ -24,6 +25,7 @@ const std::map<std::string, role_factory>& role_table() {
     {"allocator", spawn_allocator},
     {"rater", spawn_rater},
     {"script", spawn_script},
+    {"job", spawn_job_role},
   };
   return table;
 }
@@ -41,7 +43,7 @@ std::span<const role_access> access_table() {
     {"ledger", ledger_access},             {"block_generator", block_generator_access},
     {"allocator", allocator_access},       {"trainer", trainer_access},
     {"rater", rater_access},               {"data_node", data_node_access},
-    {"script", script_access},
+    {"script", script_access},             {"job", job_access},
   };
   return roles;
 }

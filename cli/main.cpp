@@ -24,6 +24,7 @@
 #include "cli/peer_cmd.hpp"
 #include "cli/status_cmd.hpp"
 #include "cli/train_cmd.hpp"
+#include "cli/job_cmd.hpp"
 #include "cli/wallet_cmd.hpp"
 #include "gpu/device.hpp"
 #include "runtime/client.hpp"
@@ -442,7 +443,67 @@ int main(int argc, char** argv) {
   demo->add_option("--model", dopts.model, "model spec (default mlp:64-64-10)");
   demo->add_option("--steps", dopts.steps, "training steps (default 400)")->check(CLI::Range(1, 1000000));
 
+  job_cmd_options jo;
+  auto job_cmd = app.add_subcommand("job", "jobs a job host runs for you while you are offline");
+  job_cmd->require_subcommand(1);
+  auto job_common = [&](CLI::App* c) {
+    c->add_option("--connect", jo.connect, "the job host, host:port")->required();
+    c->add_option("--node", jo.node, "expected NodeId of that host");
+    c->add_option("--data-dir", jo.data_dir, "this client's identity (the payer) and trusted peers")
+      ->required();
+    c->add_flag("--dev-open", jo.dev_open, "talk to a host in dev mode");
+  };
+  auto job_submit_cmd = job_cmd->add_subcommand("submit", "submit a job; prints its id last");
+  job_common(job_submit_cmd);
+  job_submit_cmd->add_option("--model", jo.model, "model spec (default mlp:64-64-10)");
+  job_submit_cmd->add_option("--dataset", jo.dataset, "a dataset on the data nodes (id or prefix)");
+  job_submit_cmd->add_option("--data", jo.data, "or a data file on the trainer hosts");
+  job_submit_cmd->add_option("--trainers", jo.trainers, "K trainers (default 1)")->check(CLI::Range(1, 1024));
+  job_submit_cmd->add_option("--steps", jo.steps, "steps");
+  job_submit_cmd->add_option("--epochs", jo.epochs, "or epochs");
+  job_submit_cmd->add_option("--batch", jo.batch, "global batch (default 32)");
+  job_submit_cmd->add_option("--lr", jo.lr, "learning rate (default 0.05)");
+  job_submit_cmd->add_option("--momentum", jo.momentum, "momentum (default 0.9)");
+  job_submit_cmd->add_option("--holdout", jo.holdout, "held-out fraction (default 0.2)");
+  job_submit_cmd->add_option("--seed", jo.seed, "seed (default 1)");
+  job_submit_cmd->add_option("--transport", jo.transport, "stream, stream-plain, actor or nccl");
+  job_submit_cmd->add_option("--budget", jo.budget,
+                             "escrowed first, naming the job host its agent; trainers from the allocator");
+  job_submit_cmd->add_option("--priority", jo.priority, "0..1000 (with a budget)");
+  job_submit_cmd->add_flag("--verify", jo.verify, "the rater verifies the work before settlement");
+  job_submit_cmd->add_option("--deadline", jo.deadline_s,
+                             "seconds the job host has to settle (default 6 h); then only a refund");
+  std::map<std::string, CLI::App*> job_subs;
+  for (auto [name, what] : std::initializer_list<std::pair<const char*, const char*>>{
+         {"status", "a job's phase, progress and result"},
+         {"logs", "a job's events (--follow: until it ends)"},
+         {"wait", "wait for a job to end: exit 0 and its metrics when done"},
+         {"cancel", "stop a job (its payer only); the budget is refunded"}}) {
+    auto c = job_cmd->add_subcommand(name, what);
+    job_common(c);
+    c->add_option("job", jo.job, "job id (or 8+ hex digits of it)")->required();
+    job_subs[name] = c;
+  }
+  job_subs["logs"]->add_flag("--follow", jo.follow, "until the job ends");
+  job_subs["wait"]->add_option("--timeout", jo.timeout_s, "give up after this many seconds");
+  auto job_ls_cmd = job_cmd->add_subcommand("ls", "the jobs of a job host");
+  job_common(job_ls_cmd);
+
   CLI11_PARSE(app, argc, argv);
+  if (*job_cmd)
+    set_log_level(log_level::warning); // the link's INFO lines stay out of it
+  if (*job_submit_cmd)
+    return job_submit(jo);
+  if (*job_ls_cmd)
+    return job_ls(jo);
+  if (*job_subs["status"])
+    return job_status(jo);
+  if (*job_subs["logs"])
+    return job_logs(jo);
+  if (*job_subs["wait"])
+    return job_wait(jo);
+  if (*job_subs["cancel"])
+    return job_cancel(jo);
   // Commands that dial hosts as clients keep their output to what they were
   // asked for: the link's own INFO lines ("peer up ...") stay out of it.
   for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd, data_fetch_cmd,

@@ -39,6 +39,7 @@ const char* to_string(db which) {
     case db::alloc_asks: return "alloc_asks";
     case db::ratings: return "ratings";
     case db::rated_jobs: return "rated_jobs";
+    case db::jobs: return "jobs";
     case db::shares: return "shares";
     case db::shard_keys: return "shard_keys";
   }

@@ -44,8 +44,9 @@ enum class db : uint8_t {
   alloc_asks,    ///< job (32) -> AllocAsk of a job holding leases (for replacements)
   ratings,       ///< trainer NodeId (32) -> rating (8-byte IEEE double, little-endian)
   rated_jobs,    ///< job id (32) -> session (32) ‖ ms since epoch it was rated (8, big-endian)
+  jobs,          ///< job id (32) -> JobRecord of a job host's job (flat Cap'n Proto words)
 };
-inline constexpr size_t db_count = 19;
+inline constexpr size_t db_count = 20;
 const char* to_string(db which);
 
 struct options {

@@ -15,6 +15,21 @@ struct EscrowLock {
   # A job submission: the payer locks the job's budget.
   jobId @0 :Data;     # 32 bytes, unique per escrow
   amount @1 :UInt64;  # > 0
+  terms @2 :EscrowTerms; # optional: a job host runs the job for the payer (agent)
+}
+
+struct EscrowTerms {
+  # What the payer allows the job host that runs its job (the agent) to do
+  # with the escrow while the payer is offline. The chain enforces them: the
+  # agent may settle once, before the deadline, paying trainers at most
+  # maxPrice x units in all and each listed asset's owner its registered
+  # price; the rest returns to the payer. Until the deadline only the agent
+  # may settle; after it only the payer, and only as a full refund.
+  agent @0 :Data;        # NodeId (wallet) of the job host (32 bytes)
+  maxPrice @1 :UInt64;   # per trainer per step
+  units @2 :UInt64;      # trainer-steps signed for (K x steps); maxPrice x units <= amount
+  deadlineMs @3 :UInt64; # block time (ms since the epoch) the agent must settle by
+  assets @4 :List(Data); # asset ids (32 bytes) the job uses: dataset, model
 }
 
 struct Payout {
@@ -24,7 +39,8 @@ struct Payout {
 
 struct Settle {
   # Pays trainers, data owner and model owner from a job's escrow; whatever
-  # is left goes back to the payer. Only the escrow's payer may settle it.
+  # is left goes back to the payer. Only the escrow's payer may settle it,
+  # or, for an escrow with terms, its agent within them (EscrowTerms).
   jobId @0 :Data;
   payouts @1 :List(Payout); # total must not exceed the escrow
 }
@@ -183,4 +199,8 @@ struct EscrowInfo {
   job @0 :Data;
   payer @1 :Data;
   amount @2 :UInt64;      # still locked (0 once settled: the query then answers notFound)
+  agent @3 :Data;         # EscrowTerms.agent (empty when the escrow has no terms)
+  maxPrice @4 :UInt64;    # EscrowTerms.maxPrice
+  units @5 :UInt64;       # EscrowTerms.units
+  deadlineMs @6 :UInt64;  # EscrowTerms.deadlineMs
 }

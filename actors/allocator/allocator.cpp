@@ -409,14 +409,30 @@ struct allocator_state {
     // Only the payer its escrow names may ask, for this chain, and the first
     // ask's token binds the job's leases to its coordinator.
     auto sig = r.getSignature();
-    if (sig.size() != 64
-        || !verify_signature((*e)->payer,
-                             request_signing_bytes<schema::AllocAsk>("aicon-alloc-v1",
-                                                                      chain->chain_id(), r),
-                             {sig.begin(), sig.size()}))
+    auto signed_by = [&](const node_id& who) {
+      return sig.size() == 64
+             && verify_signature(who,
+                                 request_signing_bytes<schema::AllocAsk>("aicon-alloc-v1",
+                                                                          chain->chain_id(), r),
+                                 {sig.begin(), sig.size()});
+    };
+    auto& terms = (*e)->terms;
+    bool by_agent = terms && !signed_by((*e)->payer) && signed_by(terms->agent);
+    if (!by_agent && !signed_by((*e)->payer))
       return make_error(errc::bad_signature,
-                        fmt::format("AllocAsk: not signed by job {}'s payer {} for this chain",
-                                    ledger::short_hex(*job), (*e)->payer.short_hex()));
+                        fmt::format("AllocAsk: not signed by job {}'s payer {}{} for this chain",
+                                    ledger::short_hex(*job), (*e)->payer.short_hex(),
+                                    terms ? " nor its agent " + terms->agent.short_hex()
+                                          : std::string{}));
+    // The agent asks within the payer's terms.
+    if (by_agent
+        && (r.getMaxPrice() > terms->max_price
+            || static_cast<unsigned __int128>(r.getK()) * r.getSteps() > terms->units))
+      return make_error(errc::forbidden,
+                        fmt::format("AllocAsk: the agent asks {} x {} steps at {} but the "
+                                    "payer's terms allow {} units at {}",
+                                    r.getK(), r.getSteps(), r.getMaxPrice(), terms->units,
+                                    terms->max_price));
     if (r.getToken().size() != 32)
       return make_error(errc::invalid_argument, "AllocAsk.token must be 32 bytes");
     if (auto held = asks.find(*job); held != asks.end() && !same_token(held->second, r.getToken()))

@@ -515,11 +515,16 @@ caf::expected<envelope> release_keys(store::environment& env, schema::KeyRequest
                                     "no payer can grant its trainers a dataset",
                                     short_hex(*job)));
     auto sig = g.getSignature();
-    if (!verify_signature(escrowed->payer, grant_bytes(g), {sig.begin(), sig.size()}))
+    auto signed_by = [&](const node_id& who) {
+      return verify_signature(who, grant_bytes(g), {sig.begin(), sig.size()});
+    };
+    if (!signed_by(escrowed->payer) && !(escrowed->agent && signed_by(*escrowed->agent)))
       return make_error(errc::bad_signature,
                         fmt::format("key request refused: the grant is not signed by job {}'s "
-                                    "payer {}",
-                                    short_hex(*job), escrowed->payer.short_hex()));
+                                    "payer {}{}",
+                                    short_hex(*job), escrowed->payer.short_hex(),
+                                    escrowed->agent ? " nor its agent " + escrowed->agent->short_hex()
+                                                    : std::string{}));
   } else {
     return make_error(errc::forbidden,
                       fmt::format("key request refused: trainer {} holds no lease for job {} "

@@ -90,6 +90,7 @@ envelope make_key_request(const identity& trainer, const hash256& dataset, const
 struct escrow_facts {
   uint64_t amount = 0; ///< still locked
   node_id payer;       ///< who locked it
+  std::optional<node_id> agent; ///< the job host its terms name (it grants for the payer)
 };
 
 /// How the data node learns what a job escrowed, or nullopt when the job

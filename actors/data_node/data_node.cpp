@@ -83,7 +83,10 @@ struct data_node_state {
         return e.error();
       if (!*e)
         return std::optional<data::escrow_facts>{};
-      return std::optional<data::escrow_facts>{data::escrow_facts{(*e)->amount, (*e)->payer}};
+      data::escrow_facts f{(*e)->amount, (*e)->payer, std::nullopt};
+      if ((*e)->terms)
+        f.agent = (*e)->terms->agent;
+      return std::optional<data::escrow_facts>{f};
     };
   }
 

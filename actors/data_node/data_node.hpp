@@ -30,7 +30,7 @@ inline constexpr access_row data_node_access[] = {
   {"UploadCommit", "anyone completing a begun upload", "every share present and checked", "refused by name, the upload rolled back"},
   {"FetchShares", "any admitted peer", "(public) shares are ciphertext; at most `stream_credits` per request", "-"},
   {"ShareReport", "any admitted peer", "the node re-checks its own copy", "-"},
-  {"KeyRequest", "a trainer holding an unexpired lease, its payer's grant or the dataset owner's grant for the dataset (with a lease or payer's grant, if priced: an escrow of at least the price)", "ed25519 by the trainer over the dated request; the stored lease, or the DataGrant signed by the payer the job's escrow names or by the manifest's owner; the escrow", "refused by the rule's name"},
+  {"KeyRequest", "a trainer holding an unexpired lease, its payer's (or the escrow's agent's) grant or the dataset owner's grant for the dataset (with a lease or payer's grant, if priced: an escrow of at least the price)", "ed25519 by the trainer over the dated request; the stored lease, or the DataGrant signed by the payer the job's escrow names or by the manifest's owner; the escrow", "refused by the rule's name"},
   {"StorageChallenge", "any admitted peer", "(public) a hash of one share with the asker's nonce", "-"},
 };
 

@@ -205,6 +205,24 @@ envelope make_escrow_lock(const identity& payer, const std::array<uint8_t, 32>& 
   });
 }
 
+envelope make_escrow_lock(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
+                          const std::array<uint8_t, 32>& job, uint64_t amount,
+                          const agent_terms& terms) {
+  return ledger::make_signed_transaction(payer, chain, nonce, [&](schema::Transaction::Body::Builder b) {
+    auto e = b.initEscrowLock();
+    e.setJobId(kj::arrayPtr(job.data(), 32));
+    e.setAmount(amount);
+    auto t = e.initTerms();
+    t.setAgent(kj::arrayPtr(terms.agent.bytes.data(), 32));
+    t.setMaxPrice(terms.max_price);
+    t.setUnits(terms.units);
+    t.setDeadlineMs(terms.deadline_ms);
+    auto a = t.initAssets(static_cast<unsigned>(terms.assets.size()));
+    for (unsigned i = 0; i < terms.assets.size(); ++i)
+      a.set(i, kj::arrayPtr(terms.assets[i].data(), 32));
+  });
+}
+
 envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                              const std::array<uint8_t, 32>& id, const std::string& kind,
                              const std::array<uint8_t, 32>& metadata, uint64_t price) {

@@ -88,6 +88,18 @@ envelope make_settle(const identity& payer, const std::array<uint8_t, 32>& chain
                      const settle_plan& plan);
 envelope make_escrow_lock(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::array<uint8_t, 32>& job, uint64_t amount);
+/// EscrowTerms: a job host (`agent`) runs the job for the payer and may
+/// settle it within them (schemas/chain.capnp).
+struct agent_terms {
+  node_id agent;
+  uint64_t max_price = 0;   ///< per trainer per step
+  uint64_t units = 0;       ///< K x steps
+  uint64_t deadline_ms = 0; ///< wall clock
+  std::vector<std::array<uint8_t, 32>> assets;
+};
+envelope make_escrow_lock(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
+                          const std::array<uint8_t, 32>& job, uint64_t amount,
+                          const agent_terms& terms);
 /// Registers asset `id` (kind "dataset", "model", ...) owned by `owner`.
 envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                              const std::array<uint8_t, 32>& id, const std::string& kind,

@@ -67,7 +67,7 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o,
 }
 
 /// Sends every request at once (one thread each) and waits for all.
-std::vector<caf::expected<envelope>> ask_all(client& c, const std::vector<caf::actor>& dst,
+std::vector<caf::expected<envelope>> ask_all(const job_link& c, const std::vector<caf::actor>& dst,
                                              const std::vector<envelope>& reqs,
                                              std::chrono::milliseconds timeout) {
   std::vector<std::future<caf::expected<envelope>>> futures;
@@ -99,7 +99,7 @@ envelope query(const ring_state& ring, uint32_t rank, schema::TrainQuery::Which 
 
 /// Hosts that still answer, nearest first (round trip of a trainer-role
 /// query that names no session).
-std::vector<std::pair<node_id, caf::actor>> live_hosts(client& c, const std::vector<node_id>& hosts) {
+std::vector<std::pair<node_id, caf::actor>> live_hosts(const job_link& c, const std::vector<node_id>& hosts) {
   std::vector<std::tuple<double, node_id, caf::actor>> found;
   for (auto& h : hosts) {
     auto role = c.lookup("trainer@" + h.hex());
@@ -127,7 +127,7 @@ std::vector<std::pair<node_id, caf::actor>> live_hosts(client& c, const std::vec
 
 using host_counts = std::map<node_id, uint32_t>;
 
-caf::expected<ring_state> form_ring(client& c, const job_options& o,
+caf::expected<ring_state> form_ring(const job_link& c, const job_options& o,
                                     const std::vector<std::pair<node_id, caf::actor>>& hosts,
                                     const std::vector<uint8_t>& checkpoint,
                                     const host_counts& counts,
@@ -221,7 +221,7 @@ caf::expected<ring_state> form_ring(client& c, const job_options& o,
   return ring;
 }
 
-void finish_ring(client& c, const ring_state& ring, std::vector<envelope>* logs,
+void finish_ring(const job_link& c, const ring_state& ring, std::vector<envelope>* logs,
                  const std::optional<node_id>& verifier = std::nullopt) {
   std::vector<caf::actor> dst;
   std::vector<envelope> reqs;
@@ -253,7 +253,7 @@ struct allocation {
   std::map<node_id, envelope> leases; ///< the allocator's signed lease per host
   clock_type::time_point renewed = clock_type::now();
 
-  caf::expected<envelope> query(client& c, const std::function<void(schema::AllocQuery::Builder)>& f) {
+  caf::expected<envelope> query(const job_link& c, const std::function<void(schema::AllocQuery::Builder)>& f) {
     auto q = make_envelope<schema::AllocQuery>([&](schema::AllocQuery::Builder b) {
       b.setJob(kj::arrayPtr(job.data(), 32));
       b.setToken(kj::arrayPtr(token.data(), 32));
@@ -263,7 +263,7 @@ struct allocation {
   }
 
   /// Asks and waits until granted; fills `counts`.
-  caf::error acquire(client& c, const job_options& o, job_result& result) {
+  caf::error acquire(const job_link& c, const job_options& o, job_result& result) {
     auto r = c.request(allocator, ask, std::chrono::seconds(10));
     auto deadline = clock_type::now() + std::chrono::milliseconds(o.alloc_deadline_ms);
     std::string last_why;
@@ -303,7 +303,7 @@ struct allocation {
   }
 
   /// Renews the leases; true when the allocator asks this job to yield.
-  caf::expected<bool> renew(client& c, const job_options& o) {
+  caf::expected<bool> renew(const job_link& c, const job_options& o) {
     renewed = clock_type::now();
     auto r = query(c, [&](schema::AllocQuery::Builder b) { b.setRenew(o.lease_ms); });
     if (!r)
@@ -319,7 +319,7 @@ struct allocation {
   }
 
   /// Replacement trainers for a lost host (as many as it had).
-  std::vector<node_id> replace(client& c, const node_id& lost) {
+  std::vector<node_id> replace(const job_link& c, const node_id& lost) {
     std::vector<node_id> got;
     auto n = counts.count(lost) ? counts[lost] : 1;
     counts.erase(lost);
@@ -343,7 +343,7 @@ struct allocation {
     return got;
   }
 
-  void release(client& c) {
+  void release(const job_link& c) {
     (void)query(c, [](schema::AllocQuery::Builder b) { b.setRelease(); });
   }
 };
@@ -357,7 +357,7 @@ std::vector<node_id> hosts_of(const host_counts& counts) {
 
 } // namespace
 
-caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
+caf::error link_streams(const job_link& c, const std::array<uint8_t, 32>& session,
                         const std::array<uint8_t, 32>& token,
                         const std::vector<caf::actor>& roles, const std::vector<envelope>& acks) {
   auto n = static_cast<uint32_t>(roles.size());
@@ -403,7 +403,7 @@ caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
   return caf::none;
 }
 
-caf::expected<job_result> run_job(client& c, const job_options& o_in, const progress_fn& progress) {
+caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, const progress_fn& progress) {
   auto o = o_in;
   if (!o.allocator && (o.hosts.empty() || o.trainers_per_host == 0))
     return make_error(errc::invalid_argument, "a job needs at least one host and one trainer");
@@ -441,7 +441,10 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
     alloc_state.emplace();
     alloc_state->allocator = *a;
     alloc_state->job = o.job;
-    randombytes_buf(alloc_state->token.data(), 32);
+    if (o.alloc_token)
+      alloc_state->token = *o.alloc_token;
+    else
+      randombytes_buf(alloc_state->token.data(), 32);
     auto unsigned_ask = make_envelope<schema::AllocAsk>([&](schema::AllocAsk::Builder b) {
       b.setToken(kj::arrayPtr(alloc_state->token.data(), 32));
       b.setJob(kj::arrayPtr(o.job.data(), 32));
@@ -462,7 +465,7 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
   }
   // Whatever happens from here, an allocation is given back.
   struct releaser {
-    client& c;
+    const job_link& c;
     std::optional<allocation>& a;
     ~releaser() {
       if (a)
@@ -496,7 +499,10 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
   auto hosts = live_hosts(c, o.hosts);
   if (hosts.empty())
     return make_error(errc::peer_down, "no host with the trainer role answers");
-  std::vector<uint8_t> checkpoint; // the last one taken (empty: start fresh)
+  std::vector<uint8_t> checkpoint = o.resume; // the last one taken (empty: start fresh)
+  if (!checkpoint.empty())
+    if (auto cp = parse_checkpoint(checkpoint, "the checkpoint to resume from"); !cp)
+      return cp.error();
   auto ring = form_ring(c, o, hosts, checkpoint, counts(), leases());
   if (!ring)
     return ring.error();
@@ -519,6 +525,8 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
       if (auto err = save_checkpoint(o.checkpoint_file, *parsed))
         return err;
     }
+    if (o.on_checkpoint)
+      o.on_checkpoint(checkpoint);
     return caf::none;
   };
   auto resume_from_checkpoint = [&]() {
@@ -531,6 +539,9 @@ caf::expected<job_result> run_job(client& c, const job_options& o_in, const prog
       cursor = cp->cursor;
     }
   };
+  resume_from_checkpoint();
+  if (!checkpoint.empty())
+    result.events.push_back(fmt::format("resumed from the checkpoint of step {}", step));
   while (step < o.steps) {
     if (o.cancel && o.cancel->load()) {
       finish_ring(c, *ring, nullptr);

@@ -25,6 +25,7 @@
 
 #include <caf/expected.hpp>
 
+#include "actors/data_node/remote.hpp"
 #include "runtime/client.hpp"
 
 namespace aicon::train {
@@ -41,6 +42,14 @@ struct job_options {
   uint64_t steps = 100;
   uint32_t checkpoint_every = 10;
   std::filesystem::path checkpoint_file; ///< also written here when set
+  /// Called with every checkpoint taken (a job host keeps it in LMDB).
+  std::function<void(const std::vector<uint8_t>&)> on_checkpoint;
+  /// Start from this checkpoint (its step, epoch and cursor) instead of
+  /// step 0: a job host resuming a job after a restart.
+  std::vector<uint8_t> resume;
+  /// The allocation's capability (AllocAsk.token) to use instead of a
+  /// fresh one: a resumed job keeps the leases of the job it continues.
+  std::optional<std::array<uint8_t, 32>> alloc_token;
   uint32_t max_reforms = 3;
   /// Instead of `hosts`: ask the allocator on this host for `trainers`
   /// trainers (gang), under the job's escrow `job` (see AllocAsk); renew the
@@ -125,15 +134,44 @@ struct job_result {
 
 using progress_fn = std::function<void(const step_report&)>;
 
+/// How a job reaches the hosts and whose key its own signatures use: a
+/// client's directory and key (the CLI, the console, tests), or inside a
+/// host its directory through blocking requests and the host's key (the
+/// job role).
+class job_link {
+public:
+  job_link(data::requester rq, const identity& self) : rq_(std::move(rq)), self_(&self) {
+  }
+  job_link(client& c) : rq_(c), self_(&c.self()) { // NOLINT(google-explicit-constructor)
+  }
+  caf::expected<caf::actor> lookup(const std::string& name) const {
+    return rq_.lookup(name);
+  }
+  caf::expected<envelope> request(const caf::actor& dst, envelope req,
+                                  std::chrono::milliseconds timeout) const {
+    return rq_.request(dst, std::move(req), timeout);
+  }
+  const identity& self() const {
+    return *self_;
+  }
+  const data::requester& requester() const {
+    return rq_;
+  }
+
+private:
+  data::requester rq_;
+  const identity* self_;
+};
+
 /// Stream transport: once every rank of `session` joined, tells rank r (on
 /// trainer role roles[r]) to dial rank r + 1 at the address of its JoinAck;
 /// nccl: sends rank 0's unique id to every rank at once. The error names
 /// the rank that could not link.
 /// `token` is the session's TrainerJoin.token.
-caf::error link_streams(client& c, const std::array<uint8_t, 32>& session,
+caf::error link_streams(const job_link& c, const std::array<uint8_t, 32>& session,
                         const std::array<uint8_t, 32>& token,
                         const std::vector<caf::actor>& roles, const std::vector<envelope>& acks);
 
-caf::expected<job_result> run_job(client& c, const job_options& o, const progress_fn& progress = {});
+caf::expected<job_result> run_job(const job_link& c, const job_options& o, const progress_fn& progress = {});
 
 } // namespace aicon::train

@@ -285,7 +285,8 @@ caf::error apply_block_body(state_store& st, const chain_params& params,
   }
   auto txs = block.getTransactions();
   for (unsigned i = 0; i < txs.size(); ++i)
-    if (auto err = apply_transaction(st, params, txs[i], signatures_checked))
+    if (auto err = apply_transaction(st, params, txs[i], signatures_checked,
+                                     std::max<uint64_t>(block.getHeader().getTimeMs(), 1)))
       return refuse_block(fmt::format("transaction {}: {}", i, describe(err)));
   auto root = st.state_root();
   if (!root)
@@ -724,10 +725,17 @@ caf::expected<envelope> chain::propose(const identity& generator, const block_dr
     if (err)
       return make_error(code_of(err), fmt::format("draft receipt {}: {}", i, what_of(err)));
   }
+  // The block's time (idle: at the target rate at most); the transactions'
+  // deadlines are judged by it.
+  auto block_time = receipts.empty()
+                      ? std::max(draft.time_ms, tip->time_ms + genesis_.difficulty.target_interval_ms)
+                      : std::max(draft.time_ms, tip->time_ms + 1);
   std::vector<size_t> accepted;
   for (size_t i = 0; i < draft.transactions.size(); ++i) {
     opened<schema::SignedTransaction> stx{draft.transactions[i]};
-    caf::error err = stx ? apply_transaction(st, params_, stx.root()) : stx.error();
+    caf::error err = stx ? apply_transaction(st, params_, stx.root(), false,
+                                             std::max<uint64_t>(block_time, 1))
+                         : stx.error();
     if (err) {
       if (refused)
         refused->emplace_back(i, std::move(err));
@@ -756,13 +764,13 @@ caf::expected<envelope> chain::propose(const identity& generator, const block_dr
     h.setGenerator(kj::arrayPtr(generator.id().bytes.data(), 32));
     if (receipts.empty()) { // idle: at the target rate at most, naming no session
       hash256 zero{};
-      h.setTimeMs(std::max(draft.time_ms, tip->time_ms + genesis_.difficulty.target_interval_ms));
+      h.setTimeMs(block_time);
       h.setSessionId(kj_bytes(zero));
       h.setJobId(kj_bytes(zero));
       h.setModelId(kj_bytes(zero));
     } else {
       auto first = receipts[0]->getReceipt();
-      h.setTimeMs(std::max(draft.time_ms, tip->time_ms + 1));
+      h.setTimeMs(block_time);
       h.setSessionId(first.getSessionId());
       h.setJobId(first.getJobId());
       h.setModelId(first.getModelId());

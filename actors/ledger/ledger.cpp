@@ -101,6 +101,12 @@ struct ledger_state {
           b.setJob(kj::arrayPtr(job.data(), 32));
           b.setPayer(kj::arrayPtr((*e)->payer.bytes.data(), 32));
           b.setAmount((*e)->amount);
+          if (auto& t = (*e)->terms) {
+            b.setAgent(kj::arrayPtr(t->agent.bytes.data(), 32));
+            b.setMaxPrice(t->max_price);
+            b.setUnits(t->units);
+            b.setDeadlineMs(t->deadline_ms);
+          }
         });
       }
       case schema::LedgerQuery::BLOCK_AT:

@@ -1,5 +1,7 @@
 #include "actors/ledger/state.hpp"
 
+#include <chrono>
+
 #include <algorithm>
 #include <cstring>
 
@@ -37,12 +39,22 @@ std::vector<uint8_t> encode(const account& a) {
 }
 
 std::vector<uint8_t> encode(const escrow_entry& e) {
-  // payer, amount, locked, flags (bit 0 settled, bit 1 rewarded), then the
-  // slashed targets, 32 bytes each.
+  // payer, amount, locked, flags (bit 0 settled, bit 1 rewarded, bit 2
+  // terms), [terms: agent, max price, units, deadline, asset count, assets,]
+  // then the slashed targets, 32 bytes each.
   std::vector<uint8_t> out(e.payer.bytes.begin(), e.payer.bytes.end());
   put_u64(out, e.amount);
   put_u64(out, e.locked);
-  put_u64(out, (e.settled ? 1u : 0u) | (e.rewarded ? 2u : 0u));
+  put_u64(out, (e.settled ? 1u : 0u) | (e.rewarded ? 2u : 0u) | (e.terms ? 4u : 0u));
+  if (e.terms) {
+    out.insert(out.end(), e.terms->agent.bytes.begin(), e.terms->agent.bytes.end());
+    put_u64(out, e.terms->max_price);
+    put_u64(out, e.terms->units);
+    put_u64(out, e.terms->deadline_ms);
+    put_u64(out, e.terms->assets.size());
+    for (auto& a : e.terms->assets)
+      out.insert(out.end(), a.begin(), a.end());
+  }
   for (auto& t : e.slashed)
     out.insert(out.end(), t.bytes.begin(), t.bytes.end());
   return out;
@@ -76,18 +88,40 @@ caf::expected<account> decode_account(std::span<const uint8_t> v) {
 }
 
 caf::expected<escrow_entry> decode_escrow(std::span<const uint8_t> v) {
-  if (v.size() < 56 || (v.size() - 56) % 32 != 0)
+  if (v.size() < 56)
     return corrupt("escrow", v.size());
   escrow_entry e;
   std::memcpy(e.payer.bytes.data(), v.data(), 32);
   e.amount = get_u64(v, 32);
   e.locked = get_u64(v, 40);
   auto flags = get_u64(v, 48);
-  if (flags > 3)
+  if (flags > 7)
     return corrupt("escrow flags", flags);
   e.settled = flags & 1;
   e.rewarded = flags & 2;
-  for (size_t off = 56; off < v.size(); off += 32) {
+  size_t off = 56;
+  if (flags & 4) {
+    if (v.size() < off + 64)
+      return corrupt("escrow terms", v.size());
+    escrow_terms t;
+    std::memcpy(t.agent.bytes.data(), v.data() + off, 32);
+    t.max_price = get_u64(v, off + 32);
+    t.units = get_u64(v, off + 40);
+    t.deadline_ms = get_u64(v, off + 48);
+    auto n = get_u64(v, off + 56);
+    off += 64;
+    if (n > (v.size() - off) / 32)
+      return corrupt("escrow terms' assets", v.size());
+    for (uint64_t i = 0; i < n; ++i, off += 32) {
+      hash256 a;
+      std::memcpy(a.data(), v.data() + off, 32);
+      t.assets.push_back(a);
+    }
+    e.terms = std::move(t);
+  }
+  if ((v.size() - off) % 32 != 0)
+    return corrupt("escrow", v.size());
+  for (; off < v.size(); off += 32) {
     node_id t;
     std::memcpy(t.bytes.data(), v.data() + off, 32);
     e.slashed.push_back(t);
@@ -275,6 +309,11 @@ const char* to_string(rule r) {
     case rule::already_slashed: return "already_slashed";
     case rule::slash_not_by_rule: return "slash_not_by_rule";
     case rule::wrong_chain: return "wrong_chain";
+    case rule::terms_exceed_escrow: return "terms_exceed_escrow";
+    case rule::settle_exceeds_terms: return "settle_exceeds_terms";
+    case rule::escrow_expired: return "escrow_expired";
+    case rule::refund_only: return "refund_only";
+    case rule::escrow_has_agent: return "escrow_has_agent";
   }
   return "unknown";
 }
@@ -284,7 +323,7 @@ std::optional<rule> rule_of(const caf::error& err) {
   if (text.rfind("rule ", 0) != 0)
     return std::nullopt;
   auto name = text.substr(5, text.find(':') - 5);
-  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::wrong_chain); ++i)
+  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::escrow_has_agent); ++i)
     if (name == to_string(static_cast<rule>(i)))
       return static_cast<rule>(i);
   return std::nullopt;
@@ -519,7 +558,12 @@ caf::error check_signature(schema::SignedTransaction::Reader stx) {
 }
 
 caf::error apply_transaction(state_store& st, const chain_params& params,
-                             schema::SignedTransaction::Reader stx, bool signature_checked) {
+                             schema::SignedTransaction::Reader stx, bool signature_checked,
+                             uint64_t time_ms) {
+  if (time_ms == 0)
+    time_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
   if (!signature_checked)
     if (auto err = check_signature(stx))
       return err;
@@ -581,6 +625,39 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
         return existing.error();
       if (*existing)
         return refuse(rule::escrow_exists, "this job already has an escrow");
+      std::optional<escrow_terms> terms;
+      if (l.hasTerms()) {
+        auto t = l.getTerms();
+        auto agent = key_field(t.getAgent(), "escrowLock.terms.agent");
+        if (!agent)
+          return agent.error();
+        escrow_terms et;
+        et.agent = *agent;
+        et.max_price = t.getMaxPrice();
+        et.units = t.getUnits();
+        et.deadline_ms = t.getDeadlineMs();
+        if (t.getAssets().size() > 16)
+          return refuse(rule::malformed, "escrowLock.terms.assets: at most 16");
+        for (auto a : t.getAssets()) {
+          auto id = hash_field(a, "escrowLock.terms.assets[]");
+          if (!id)
+            return id.error();
+          et.assets.push_back(*id);
+        }
+        uint64_t trainers = 0;
+        if (et.max_price == 0 || et.units == 0
+            || __builtin_mul_overflow(et.max_price, et.units, &trainers)
+            || trainers > l.getAmount())
+          return refuse(rule::terms_exceed_escrow,
+                        fmt::format("terms pay trainers maxPrice {} x units {}: that must be "
+                                    "more than 0 and at most the amount {}",
+                                    et.max_price, et.units, l.getAmount()));
+        if (et.deadline_ms <= time_ms)
+          return refuse(rule::terms_exceed_escrow,
+                        fmt::format("terms' deadline {} is not after the block time {}",
+                                    et.deadline_ms, time_ms));
+        terms = std::move(et);
+      }
       if (auto err = spend(l.getAmount(), "escrow lock"))
         return err;
       (*me)->nonce = nonce;
@@ -589,6 +666,7 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       escrow_entry e;
       e.payer = *author;
       e.amount = e.locked = l.getAmount();
+      e.terms = std::move(terms);
       return st.put_escrow(*job, e);
     }
     case schema::Transaction::Body::SETTLE: {
@@ -600,9 +678,11 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       auto* e = &escrow;
       if (e->settled)
         return refuse(rule::escrow_settled, "this job's escrow was already settled");
-      if (e->payer != *author)
+      bool by_agent = e->terms && e->terms->agent == *author && e->payer != *author;
+      if (e->payer != *author && !by_agent)
         return refuse(rule::not_escrow_payer,
-                      fmt::format("the escrow belongs to {}, not {}", e->payer.short_hex(),
+                      fmt::format("the escrow belongs to {}{}, not {}", e->payer.short_hex(),
+                                  e->terms ? " (agent " + e->terms->agent.short_hex() + ")" : "",
                                   author->short_hex()));
       auto total = sum_payouts(s.getPayouts());
       if (!total)
@@ -610,10 +690,54 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       if (*total > e->amount)
         return refuse(rule::settle_exceeds_escrow,
                       fmt::format("payouts {} exceed the escrow {}", *total, e->amount));
+      if (e->terms) {
+        bool expired = time_ms > e->terms->deadline_ms;
+        if (by_agent && expired)
+          return refuse(rule::escrow_expired,
+                        fmt::format("the agent's deadline {} has passed (block time {}): only "
+                                    "the payer's refund is left",
+                                    e->terms->deadline_ms, time_ms));
+        if (!by_agent && !expired)
+          return refuse(rule::escrow_has_agent,
+                        fmt::format("agent {} settles this escrow until {} (block time {})",
+                                    e->terms->agent.short_hex(), e->terms->deadline_ms, time_ms));
+        if (!by_agent && *total > 0)
+          return refuse(rule::refund_only,
+                        "after the agent's deadline the escrow can only be refunded whole");
+        if (by_agent) {
+          // Each listed asset's owner may get its registered price; every
+          // other payout counts as trainers' pay, capped by the terms.
+          std::map<node_id, uint64_t> asset_allowance;
+          for (auto& id : e->terms->assets) {
+            auto a = st.get_asset(id);
+            if (!a)
+              return a.error();
+            if (*a) {
+              auto& allow = asset_allowance[(*a)->owner];
+              if (add_overflows(allow, (*a)->price, allow))
+                allow = UINT64_MAX;
+            }
+          }
+          uint64_t trainers = 0;
+          for (auto p : s.getPayouts()) {
+            auto to = *key_field(p.getTo(), "payout.to");
+            auto& allow = asset_allowance[to];
+            auto from_asset = std::min(allow, p.getAmount());
+            allow -= from_asset;
+            trainers += p.getAmount() - from_asset; // <= total, no overflow
+          }
+          auto cap = e->terms->max_price * e->terms->units; // checked at the lock
+          if (trainers > cap)
+            return refuse(rule::settle_exceeds_terms,
+                          fmt::format("the agent pays {} beyond the listed assets' prices, above "
+                                      "the terms' maxPrice {} x units {} = {}",
+                                      trainers, e->terms->max_price, e->terms->units, cap));
+        }
+      }
       for (auto p : s.getPayouts())
         if (auto err = credit(accts, *key_field(p.getTo(), "payout.to"), p.getAmount()))
           return err;
-      if (auto err = credit(accts, *author, e->amount - *total)) // the refund
+      if (auto err = credit(accts, e->payer, e->amount - *total)) // the refund
         return err;
       (*me)->nonce = nonce;
       if (auto err = accts.write_back())

@@ -33,6 +33,16 @@ struct account {
 /// A job's escrow. The record outlives its settlement (amount 0, settled)
 /// so the chain can still tell which jobs were escrowed, for how much, and
 /// whether their reward was minted or a trainer slashed for them.
+/// EscrowTerms: what the payer lets its job's agent (a job host) do.
+struct escrow_terms {
+  node_id agent;
+  uint64_t max_price = 0;   ///< per trainer per step
+  uint64_t units = 0;       ///< trainer-steps signed for
+  uint64_t deadline_ms = 0; ///< block time the agent must settle by
+  std::vector<hash256> assets;
+  bool operator==(const escrow_terms&) const = default;
+};
+
 struct escrow_entry {
   node_id payer;
   uint64_t amount = 0;  ///< still locked
@@ -40,6 +50,7 @@ struct escrow_entry {
   bool settled = false;
   bool rewarded = false;             ///< its PoV reward was minted
   std::vector<node_id> slashed;      ///< targets slashed for this job, in order
+  std::optional<escrow_terms> terms; ///< set when an agent runs the job
   bool operator==(const escrow_entry&) const = default;
 };
 
@@ -171,6 +182,11 @@ enum class rule : uint8_t {
   already_slashed,       ///< a second slash of the same target for the same job
   slash_not_by_rule,     ///< a slash that names its own amount
   wrong_chain,           ///< a transaction signed for another chain
+  terms_exceed_escrow,   ///< escrow terms that pay more than the lock (or pay nothing)
+  settle_exceeds_terms,  ///< an agent's settle above maxPrice x units or an asset's price
+  escrow_expired,        ///< an agent settling after the terms' deadline
+  refund_only,           ///< a payer paying others from an agent's escrow after the deadline
+  escrow_has_agent,      ///< a payer settling an agent's escrow before the deadline
 };
 
 const char* to_string(rule r);
@@ -203,9 +219,11 @@ envelope make_signed_transaction(const identity& author, const hash256& chain, u
 /// "rule <name>: <what>".
 /// `signature_checked`: the caller already verified the signature (block
 /// application verifies a whole block's signatures on all cores first).
+/// `time_ms`: the block's time (deadlines of escrow terms are judged by
+/// it); 0 for the wall clock (checking a transaction for the pool).
 caf::error apply_transaction(state_store& st, const chain_params& params,
                              schema::SignedTransaction::Reader stx,
-                             bool signature_checked = false);
+                             bool signature_checked = false, uint64_t time_ms = 0);
 
 /// Only the signature rule of `stx` (malformed fields or bad_signature).
 caf::error check_signature(schema::SignedTransaction::Reader stx);

@@ -89,10 +89,12 @@ struct rater_state {
     return t->commit();
   }
 
-  /// Who may ask, and for what: the payer its escrow names, signing for this
-  /// chain, for a job escrowed and not yet rated; no amount is the
-  /// requester's. Answers the escrowed amount.
-  caf::expected<uint64_t> admit(schema::RateRequest::Reader req, const hash256& job) {
+  /// Who may ask, and for what: the payer its escrow names (or the agent
+  /// its terms name), signing for this chain, for a job escrowed and not
+  /// yet rated; no amount is the requester's. Answers the escrowed amount;
+  /// `escrow_payer`: who locked it.
+  caf::expected<uint64_t> admit(schema::RateRequest::Reader req, const hash256& job,
+                                node_id& escrow_payer) {
     if (req.getReward() != 0)
       return refused(fmt::format("reward is {}: the reward is not the requester's to set "
                                  "(the chain mints {}% of the job's escrow)",
@@ -127,10 +129,16 @@ struct rater_state {
     opened<schema::EscrowInfo> ei{*e};
     if (!ei)
       return ei.error();
-    if (ei->getPayer().size() != 32
-        || std::memcmp(ei->getPayer().begin(), payer.bytes.data(), 32) != 0)
-      return refused(fmt::format("job {} was escrowed by another payer, not {}",
+    if (ei->getPayer().size() != 32)
+      return make_error(errc::malformed_message, "EscrowInfo.payer must be 32 bytes");
+    bool is_payer = std::memcmp(ei->getPayer().begin(), payer.bytes.data(), 32) == 0;
+    bool is_agent = ei->getAgent().size() == 32
+                    && std::memcmp(ei->getAgent().begin(), payer.bytes.data(), 32) == 0;
+    if (!is_payer && !is_agent)
+      return refused(fmt::format("job {} was escrowed by another payer, not {} (nor names it "
+                                 "its agent)",
                                  ledger::short_hex(job), payer.short_hex()));
+    std::memcpy(escrow_payer.bytes.data(), ei->getPayer().begin(), 32);
     auto before = rated(job);
     if (!before)
       return before.error();
@@ -187,7 +195,8 @@ struct rater_state {
     hash256 job, session;
     std::memcpy(job.data(), req.getJob().begin(), 32);
     std::memcpy(session.data(), req.getSession().begin(), 32);
-    auto escrowed = admit(req, job);
+    node_id escrow_payer;
+    auto escrowed = admit(req, job, escrow_payer);
     if (!escrowed)
       return escrowed.error();
     if (req.getToken().size() != 32)
@@ -353,9 +362,8 @@ struct rater_state {
     auto me = account(ctx.self->id());
     uint64_t nonce_next = me ? me->first + 1 : 1;
     std::vector<rater::trainer_result> results;
-    rater::wallet payer{};
-    if (req.getPayer().size() == 32)
-      std::memcpy(payer.data(), req.getPayer().begin(), 32);
+    rater::wallet payer{}; // the escrow's, also when its agent asked
+    std::memcpy(payer.data(), escrow_payer.bytes.data(), 32);
     std::map<rater::wallet, uint64_t> verified_units;
     std::set<node_id> slashed_hosts;
     for (unsigned r = 0; r < n; ++r) {

@@ -22,6 +22,7 @@
 #include "actors/allocator/allocator.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
+#include "actors/job/job_role.hpp"
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/state.hpp"
 #include "actors/ledger/work.hpp"
@@ -31,6 +32,7 @@
 #include "site_proxy.hpp"
 #include "schemas/alloc.capnp.h"
 #include "schemas/chain.capnp.h"
+#include "schemas/job.capnp.h"
 #include "schemas/rater.capnp.h"
 #include "schemas/trainer.capnp.h"
 
@@ -163,7 +165,7 @@ struct economy_cluster {
         allow += fmt::format(", \"{}\"", nodes[k].id.hex());
       }
     const char* roles[] = {R"("directory", "ledger", "block_generator", "allocator", "rater")",
-                           R"("directory", "ledger", "block_generator")",
+                           R"("directory", "ledger", "block_generator", "job")",
                            R"("directory", "ledger", "trainer")",
                            R"("directory", "ledger", "trainer")",
                            R"("directory", "ledger", "trainer")"};
@@ -731,6 +733,145 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   }
   BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake
                         + rating->minted - rating->slashed);
+}
+
+BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_client_gone) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  // The client's own key is the payer here: fund its wallet.
+  const uint64_t funds = 100'000;
+  ec.payer_tx([&](uint64_t n) {
+    return ledger::make_signed_transaction(ec.payer, ec.chain, n, [&](schema::Transaction::Body::Builder b) {
+      auto t = b.initTransfer();
+      t.setTo(kj::arrayPtr(ec.cli.id.bytes.data(), 32));
+      t.setAmount(funds);
+    });
+  });
+  auto host = fmt::format("127.0.0.1:{}", ec.ports[1]); // c1 runs the job role
+  auto aicon = [&](std::vector<std::string> args, std::chrono::milliseconds timeout = 60s) {
+    args.insert(args.begin(), aicon_binary());
+    for (auto a : {"--connect", host.c_str(), "--data-dir"})
+      args.emplace_back(a);
+    args.push_back(ec.cli.dir.string());
+    auto r = run_command(args, timeout);
+    BOOST_TEST_MESSAGE("aicon " << args[1] << " " << args[2] << " -> " << r.exit_code << "\n"
+                                << r.output);
+    return r;
+  };
+  auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  auto last_line = [](const std::string& out) {
+    auto end = out.find_last_not_of('\n');
+    auto start = out.rfind('\n', end);
+    return out.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+  };
+  auto jobs_listed = [&] {
+    auto r = ec.ask(1, "job", make_envelope<schema::JobQuery>([](auto q) { q.setList(); }));
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    return opened<schema::JobList>{*r}->getJobs().size();
+  };
+
+  // Refused by the job host by name, nothing started: a bad field, a
+  // signature that is not the payer's, a budget whose escrow does not name
+  // this host its agent.
+  {
+    capnp::MallocMessageBuilder mb;
+    auto spec = mb.initRoot<schema::JobSpec>();
+    spec.setModel("mlp:64-64-10");
+    spec.setDataFile(digits);
+    spec.setTrainers(2);
+    spec.setSteps(10);
+    spec.setBatch(32);
+    spec.setLr(0.05f);
+    spec.setMomentum(0.9f);
+    spec.setHoldoutPercent(20);
+    spec.setTransport("stream");
+    auto refused = [&](envelope submit, const std::string& words) {
+      auto r = ec.ask(1, "job", std::move(submit));
+      BOOST_REQUIRE_MESSAGE(!r, "a submission was taken that should be refused: " << words);
+      BOOST_TEST(describe(r.error()).find(words) != std::string::npos, describe(r.error()));
+    };
+    spec.setLr(0);
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.lr");
+    spec.setLr(0.05f);
+    spec.setTransport("pigeon");
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.transport");
+    spec.setTransport("stream");
+    spec.setSteps(0);
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.steps");
+    spec.setSteps(10);
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms() - 3'600'000),
+            "stale or replayed");
+    {
+      auto forged = sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms());
+      capnp::MallocMessageBuilder fb;
+      fb.setRoot(opened<schema::JobSubmit>{forged}.root());
+      fb.getRoot<schema::JobSubmit>().getSpec().setSteps(100000);
+      refused(copy_envelope<schema::JobSubmit>(fb.getRoot<schema::JobSubmit>().asReader()),
+              "not signed by the payer it names");
+    }
+    auto plain = random_job(); // escrowed, but with no terms naming c1
+    ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, plain, 1000); });
+    spec.setBudget(1000);
+    refused(sign_job_submit(ec.payer, spec.asReader(), plain, now_ms()), "its agent");
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "has no escrow");
+    BOOST_TEST(jobs_listed() == 0u);
+  }
+
+  // Submit: the budget is escrowed with terms naming c1 its agent, the
+  // job is handed over, and the submitting process is gone.
+  auto submit = aicon({"job", "submit", "--data", digits, "--trainers", "2", "--steps", "120",
+                       "--budget", "5000", "--verify"},
+                      120s);
+  BOOST_REQUIRE_EQUAL(submit.exit_code, 0);
+  auto id = last_line(submit.output);
+  BOOST_REQUIRE_EQUAL(id.size(), 64u);
+  // Another process waits for it and reads the result.
+  auto wait = aicon({"job", "wait", id, "--timeout", "240"}, 300s);
+  BOOST_REQUIRE_MESSAGE(wait.exit_code == 0, wait.output << "\n--- c1:\n" << ec.hosts[1].proc->log_text());
+  BOOST_TEST(wait.output.find("phase     done") != std::string::npos, wait.output);
+  BOOST_TEST(wait.output.find("accuracy  0.9") != std::string::npos, wait.output);
+  BOOST_TEST(wait.output.find("verified  2/2 trainers passed") != std::string::npos, wait.output);
+  // 2 trainers x 120 steps at the terms' price cap, 5000 / 240 = 20: 4800
+  // paid, 200 back to the payer; settled once by the agent.
+  BOOST_TEST(wait.output.find("budget    5000: trainers paid 4800, refunded 200") != std::string::npos,
+             wait.output);
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - 4800);
+  std::array<uint8_t, 32> job{};
+  for (size_t i = 0; i < 32; ++i)
+    job[i] = static_cast<uint8_t>(std::stoi(id.substr(2 * i, 2), nullptr, 16));
+  auto escrow = ec.ask(0, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                         q.setEscrow(kj::arrayPtr(job.data(), 32));
+                       }));
+  BOOST_TEST(!escrow, "the escrow is still open after settlement");
+  auto logs = aicon({"job", "logs", id.substr(0, 16)});
+  BOOST_TEST(logs.exit_code == 0);
+  BOOST_TEST(logs.output.find("allocator granted 2 trainers") != std::string::npos, logs.output);
+  BOOST_TEST(logs.output.find("settled: trainers 4800") != std::string::npos, logs.output);
+  auto ls = aicon({"job", "ls"});
+  BOOST_TEST(ls.output.find(id.substr(0, 16) + " done") != std::string::npos, ls.output);
+
+  // Cancel: only the payer; then the job stops and the whole escrow returns.
+  auto before = std::get<0>(ec.account(0, ec.cli.id));
+  auto long_job = aicon({"job", "submit", "--data", digits, "--trainers", "2", "--steps", "20000",
+                         "--budget", "40000"},
+                        120s);
+  BOOST_REQUIRE_EQUAL(long_job.exit_code, 0);
+  auto long_id = last_line(long_job.output);
+  std::array<uint8_t, 32> long_bytes{};
+  for (size_t i = 0; i < 32; ++i)
+    long_bytes[i] = static_cast<uint8_t>(std::stoi(long_id.substr(2 * i, 2), nullptr, 16));
+  auto mallory = identity::generate();
+  auto stolen = ec.ask(1, "job", sign_job_cancel(mallory, long_bytes, now_ms()));
+  BOOST_REQUIRE(!stolen);
+  BOOST_TEST(describe(stolen.error()).find("may be cancelled only by its payer") != std::string::npos,
+             describe(stolen.error()));
+  auto cancel = aicon({"job", "cancel", long_id});
+  BOOST_TEST(cancel.exit_code == 0, cancel.output);
+  auto ended = aicon({"job", "wait", long_id, "--timeout", "120"}, 180s);
+  BOOST_TEST(ended.exit_code == 1, ended.output);
+  BOOST_TEST(ended.output.find("phase     cancelled") != std::string::npos, ended.output);
+  BOOST_TEST(ended.output.find("refunded 40000") != std::string::npos, ended.output);
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == before);
 }
 
 BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weights) {

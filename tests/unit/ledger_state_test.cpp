@@ -38,6 +38,7 @@ struct chain {
   chain_params params;
   aicon::identity alice = wallet(1), bob = wallet(2), carol = wallet(3), rater = wallet(9);
   std::map<node_id, uint64_t> nonces;
+  uint64_t time_ms = 1'000'000; ///< the block time transactions are applied at
 
   chain() {
     params.authorities = {rater.id()};
@@ -54,7 +55,7 @@ struct chain {
   caf::error apply(const aicon::envelope& env) {
     opened<schema::SignedTransaction> stx{env};
     BOOST_REQUIRE(stx.ok());
-    auto err = apply_transaction(st, params, stx.root());
+    auto err = apply_transaction(st, params, stx.root(), false, time_ms);
     if (!err) {
       auto author = node_id::from_bytes({stx->getTx().getAuthor().begin(), 32});
       nonces[*author] = stx->getTx().getNonce();
@@ -262,6 +263,85 @@ BOOST_AUTO_TEST_CASE(mint_and_slash_follow_the_genesis_rules_not_the_authority) 
   BOOST_TEST(!c.apply(c.tx(c.alice, [](auto b) { b.initStake().setAmount(100); })));
   BOOST_TEST(c.st.get_account(c.alice.id())->stake == 100u);
   c.expect_refused(c.tx(c.alice, [](auto b) { b.initStake().setAmount(5000); }), rule::overdraft);
+}
+
+BOOST_AUTO_TEST_CASE(an_agent_settles_within_the_payers_terms_and_only_before_the_deadline) {
+  chain c;
+  // alice pays, carol's job host runs the job (the agent), bob trains; the
+  // dataset (asset 5) is registered by bob at price 30.
+  auto& agent = c.carol;
+  auto dataset = id32(5);
+  BOOST_TEST(!c.apply(c.tx(c.bob, [&](schema::Transaction::Body::Builder b) {
+    auto r = b.initAssetRegister();
+    auto meta = id32(105);
+    r.setAssetId(bytes(dataset));
+    r.setMetadataHash(bytes(meta));
+    r.setKind("dataset");
+    r.setPrice(30);
+  })));
+  auto lock = [&](const hash256& job, uint64_t amount, uint64_t max_price, uint64_t units,
+                  uint64_t deadline) {
+    return [&, job, amount, max_price, units, deadline](schema::Transaction::Body::Builder b) {
+      auto l = b.initEscrowLock();
+      l.setJobId(bytes(job));
+      l.setAmount(amount);
+      auto t = l.initTerms();
+      t.setAgent(bytes(agent.id()));
+      t.setMaxPrice(max_price);
+      t.setUnits(units);
+      t.setDeadlineMs(deadline);
+      t.initAssets(1).set(0, bytes(dataset));
+    };
+  };
+  auto settle = [&](const hash256& job, std::vector<std::pair<const aicon::identity*, uint64_t>> pays) {
+    return [&, job, pays](schema::Transaction::Body::Builder b) {
+      auto s = b.initSettle();
+      s.setJobId(bytes(job));
+      auto p = s.initPayouts(static_cast<unsigned>(pays.size()));
+      for (unsigned i = 0; i < pays.size(); ++i) {
+        p[i].setTo(bytes(pays[i].first->id()));
+        p[i].setAmount(pays[i].second);
+      }
+    };
+  };
+  auto job = id32(1);
+  // Terms that pay more than the lock, nothing, or end before they begin.
+  c.expect_refused(c.tx(c.alice, lock(job, 100, 11, 10, c.time_ms + 5000)),
+                   rule::terms_exceed_escrow);
+  c.expect_refused(c.tx(c.alice, lock(job, 100, 0, 10, c.time_ms + 5000)),
+                   rule::terms_exceed_escrow);
+  c.expect_refused(c.tx(c.alice, lock(job, 100, 5, 10, c.time_ms)), rule::terms_exceed_escrow);
+  BOOST_TEST(!c.apply(c.tx(c.alice, lock(job, 200, 10, 10, c.time_ms + 5000))));
+  BOOST_TEST(c.st.get_escrow(job)->value().terms->agent == agent.id());
+  // Until the deadline: only the agent settles (not the payer, not bob).
+  c.expect_refused(c.tx(c.alice, settle(job, {})), rule::escrow_has_agent);
+  c.expect_refused(c.tx(c.bob, settle(job, {{&c.bob, 10}})), rule::not_escrow_payer);
+  // Trainers' pay above maxPrice x units (100): refused, even though the
+  // escrow (200) could cover it; bob's 30 as the dataset's owner is allowed.
+  c.expect_refused(c.tx(agent, settle(job, {{&c.bob, 131}})), rule::settle_exceeds_terms);
+  c.expect_refused(c.tx(agent, settle(job, {{&c.bob, 120}, {&agent, 11}})),
+                   rule::settle_exceeds_terms);
+  auto alice_before = c.balance(c.alice), bob_before = c.balance(c.bob);
+  BOOST_TEST(!c.apply(c.tx(agent, settle(job, {{&c.bob, 130}}))));
+  BOOST_TEST(c.balance(c.bob) == bob_before + 130);
+  BOOST_TEST(c.balance(c.alice) == alice_before + 70); // the rest to the payer, not the agent
+  BOOST_TEST(c.balance(agent) == 0u);
+  c.expect_refused(c.tx(agent, settle(job, {})), rule::escrow_settled);
+  // Past the deadline: the agent can no longer settle, the payer only
+  // refund the whole escrow.
+  auto late = id32(2);
+  BOOST_TEST(!c.apply(c.tx(c.alice, lock(late, 100, 10, 10, c.time_ms + 5000))));
+  c.time_ms += 5001;
+  c.expect_refused(c.tx(agent, settle(late, {{&c.bob, 10}})), rule::escrow_expired);
+  c.expect_refused(c.tx(c.alice, settle(late, {{&c.bob, 10}})), rule::refund_only);
+  alice_before = c.balance(c.alice);
+  BOOST_TEST(!c.apply(c.tx(c.alice, settle(late, {}))));
+  BOOST_TEST(c.balance(c.alice) == alice_before + 100);
+  BOOST_TEST(c.st.get_totals()->supply == 1600u);
+  // The terms survive the store's encoding (LMDB and memory agree on it).
+  auto e = c.st.get_escrow(late)->value();
+  BOOST_TEST(e.terms->max_price == 10u);
+  BOOST_TEST(e.terms->assets.size() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(assets_belong_to_whoever_registered_or_received_them) {

@@ -1,0 +1,818 @@
+#include "actors/job/job_role.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <sodium.h>
+#include <fmt/format.h>
+
+#include "actors/data_node/ingest.hpp"
+#include "actors/data_node/remote.hpp"
+#include "actors/job/economy.hpp"
+#include "actors/job/job.hpp"
+#include "actors/ledger/hashing.hpp"
+#include "actors/ledger/ledger.hpp"
+#include "actors/trainer/model.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/directory.hpp"
+#include "runtime/error.hpp"
+#include "runtime/log.hpp"
+#include "runtime/role.hpp"
+#include "schemas/chain.capnp.h"
+#include "schemas/data.capnp.h"
+
+namespace aicon {
+
+namespace {
+
+using hash256 = std::array<uint8_t, 32>;
+using namespace std::chrono_literals;
+
+uint64_t wall_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count());
+}
+
+std::vector<uint8_t> submit_signing_bytes(schema::JobSubmit::Reader s) {
+  capnp::MallocMessageBuilder copy;
+  copy.setRoot(s);
+  auto b = copy.getRoot<schema::JobSubmit>();
+  b.disownSignature();
+  return ledger::tagged_canonical("aicon-job-v1", b.asReader());
+}
+
+std::vector<uint8_t> query_signing_bytes(schema::JobQuery::Reader q) {
+  capnp::MallocMessageBuilder copy;
+  copy.setRoot(q);
+  auto b = copy.getRoot<schema::JobQuery>();
+  b.disownSignature();
+  return ledger::tagged_canonical("aicon-jobq-v1", b.asReader());
+}
+
+caf::error bad_field(const char* field, const std::string& why) {
+  return make_error(errc::invalid_argument, fmt::format("spec.{}: {}", field, why));
+}
+
+bool final_phase(const std::string& phase) {
+  return phase == "done" || phase == "failed" || phase == "cancelled";
+}
+
+/// One job of this host: its signed submission and what it has come to.
+/// Guarded by registry::mtx.
+struct job_entry {
+  envelope submit; ///< JobSubmit
+  hash256 id{};
+  node_id payer;
+  std::string phase = "queued", error, verified;
+  uint64_t step = 0, steps = 0, budget = 0, paid_trainers = 0, refunded = 0;
+  uint64_t created_ms = 0, finished_ms = 0;
+  double loss = 0, samples_per_s = 0, accuracy = 0, test_loss = 0;
+  uint32_t trainers = 0;
+  hash256 session{};
+  std::vector<std::string> events;
+  std::vector<uint8_t> checkpoint;  ///< the last one taken
+  hash256 alloc_token{};            ///< kept across restarts
+  std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
+  std::thread runner;
+};
+
+/// Shared by the role and its jobs' threads.
+struct registry {
+  std::mutex mtx;
+  std::map<hash256, std::shared_ptr<job_entry>> jobs;
+  std::shared_ptr<store::environment> env;
+  std::shared_ptr<ledger::chain> chain; ///< null when the host keeps no chain
+};
+
+void fill_info(schema::JobInfo::Builder b, const job_entry& j, uint32_t since, bool with_events) {
+  b.setJobId(kj::arrayPtr(j.id.data(), 32));
+  b.setPayer(kj::arrayPtr(j.payer.bytes.data(), 32));
+  b.setPhase(j.phase);
+  b.setError(j.error);
+  b.setStep(j.step);
+  b.setSteps(j.steps);
+  b.setLoss(j.loss);
+  b.setSamplesPerS(j.samples_per_s);
+  b.setTrainers(j.trainers);
+  b.setAccuracy(j.accuracy);
+  b.setTestLoss(j.test_loss);
+  opened<schema::JobSubmit> s{j.submit};
+  b.setModel(s->getSpec().getModel());
+  b.setBudget(j.budget);
+  b.setPaidTrainers(j.paid_trainers);
+  b.setRefunded(j.refunded);
+  b.setSession(kj::arrayPtr(j.session.data(), 32));
+  b.setEventCount(static_cast<uint32_t>(j.events.size()));
+  b.setCreatedMs(j.created_ms);
+  b.setFinishedMs(j.finished_ms);
+  b.setVerified(j.verified);
+  if (with_events && since < j.events.size()) {
+    auto ev = b.initEvents(static_cast<unsigned>(j.events.size() - since));
+    for (size_t i = since; i < j.events.size(); ++i)
+      ev.set(static_cast<unsigned>(i - since), j.events[i]);
+  }
+}
+
+envelope info_of(const job_entry& j, uint32_t since = 0, bool with_events = false) {
+  return make_envelope<schema::JobInfo>(
+    [&](schema::JobInfo::Builder b) { fill_info(b, j, since, with_events); });
+}
+
+/// Writes `j` (under reg.mtx) to the host's LMDB: the submission, its info
+/// with every event, the last checkpoint and the allocation token.
+caf::error persist(registry& reg, const job_entry& j) {
+  auto rec = make_envelope<schema::JobRecord>([&](schema::JobRecord::Builder b) {
+    b.setSubmit(opened<schema::JobSubmit>{j.submit}.root());
+    fill_info(b.initInfo(), j, 0, true);
+    b.setCheckpoint(kj::arrayPtr(j.checkpoint.data(), j.checkpoint.size()));
+    b.setAllocToken(kj::arrayPtr(j.alloc_token.data(), 32));
+  });
+  auto t = store::txn::begin(*reg.env, true);
+  if (!t)
+    return t.error();
+  if (auto err = t->put(store::db::jobs, {j.id.data(), 32}, rec.bytes()))
+    return err;
+  return t->commit();
+}
+
+struct job_role_state {
+  role_context ctx;
+  std::shared_ptr<registry> reg = std::make_shared<registry>();
+  std::unique_ptr<message_table> table;
+  caf::actor_system* sys = nullptr;
+  static inline const char* name = "aicon.job";
+
+  ~job_role_state() {
+    stopping = true;
+    // Stop every job after its current step; what it reached stays in LMDB
+    // (a job stopped with its host resumes when the host comes back).
+    std::vector<std::shared_ptr<job_entry>> all;
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      for (auto& [_, j] : reg->jobs)
+        all.push_back(j);
+    }
+    for (auto& j : all)
+      j->cancel->store(true);
+    for (auto& j : all)
+      if (j->runner.joinable())
+        j->runner.join();
+  }
+
+  std::chrono::milliseconds timeout() const {
+    return std::chrono::milliseconds{ctx.lim.request_timeout_ms};
+  }
+
+  data::requester requester() const {
+    auto* s = sys;
+    auto dir = ctx.directory;
+    auto t = timeout();
+    return data::requester{
+      [s, dir, t](const std::string& n) { return lookup_blocking(*s, dir, n, t); },
+      [s](const caf::actor& dst, envelope req, std::chrono::milliseconds to) {
+        return request_blocking(*s, dst, std::move(req), to);
+      },
+      t};
+  }
+
+  /// Hosts (this one first, then peers) that run `role`.
+  std::vector<node_id> hosts_with(const std::string& role) const {
+    std::vector<node_id> out;
+    if (lookup_blocking(*sys, ctx.directory, role, timeout()))
+      out.push_back(ctx.self->id());
+    caf::scoped_actor self{*sys};
+    self->request(ctx.directory, timeout(), peers_atom::value, role)
+      .receive(
+        [&](std::vector<std::string>& peers) {
+          for (auto& p : peers)
+            if (auto id = node_id::from_hex(p))
+              out.push_back(*id);
+        },
+        [](caf::error&) {});
+    return out;
+  }
+
+  caf::expected<caf::actor> role_at(const std::string& role, const node_id& host) const {
+    if (host == ctx.self->id())
+      return lookup_blocking(*sys, ctx.directory, role, timeout());
+    return lookup_blocking(*sys, ctx.directory, role + "@" + host.hex(), timeout());
+  }
+
+  // ---- the lifecycle, on the job's own thread ------------------------------
+
+  void event(job_entry& j, std::string what) {
+    log_info("job {}: {}", ledger::short_hex(j.id), what);
+    std::lock_guard<std::mutex> lk{reg->mtx};
+    j.events.push_back(std::move(what));
+  }
+
+  void set_phase(job_entry& j, const std::string& phase, const std::string& error = {}) {
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.phase = phase;
+      if (!error.empty())
+        j.error = error;
+      if (final_phase(phase))
+        j.finished_ms = wall_ms();
+      if (auto err = persist(*reg, j))
+        log_warning("job {}: not written to the store: {}", ledger::short_hex(j.id), describe(err));
+    }
+    log_info("job {}: {}{}", ledger::short_hex(j.id), phase, error.empty() ? "" : ": " + error);
+  }
+
+  /// Signs `make(nonce)` as this host (the escrow's agent), submits it to a
+  /// block generator and waits until the chain has it (its nonce applied).
+  caf::error agent_tx(const std::function<envelope(uint64_t)>& make) {
+    auto acct = reg->chain->account_of(ctx.self->id());
+    if (!acct)
+      return acct.error();
+    auto nonce = acct->nonce + 1;
+    auto tx = make(nonce);
+    caf::error last = make_error(errc::not_found, "no block generator answers");
+    for (auto& h : hosts_with("block_generator")) {
+      auto bg = role_at("block_generator", h);
+      if (!bg)
+        continue;
+      auto ack = request_blocking(*sys, *bg, tx, timeout());
+      if (ack) {
+        last = caf::none;
+        break;
+      }
+      last = ack.error();
+    }
+    if (last)
+      return last;
+    for (int i = 0; i < 600; ++i) {
+      auto a = reg->chain->account_of(ctx.self->id());
+      if (a && a->nonce >= nonce)
+        return caf::none;
+      std::this_thread::sleep_for(100ms);
+    }
+    return make_error(errc::timeout, fmt::format("transaction {} of this job host was not final "
+                                                 "within 60 s",
+                                                 nonce));
+  }
+
+  /// The escrow of job `id` with its terms, as this host's chain has it.
+  caf::expected<ledger::escrow_entry> escrow(const hash256& id) const {
+    if (!reg->chain)
+      return make_error(errc::forbidden, "a job with a budget needs a job host that keeps the "
+                                         "chain ([chain] genesis, the ledger role)");
+    auto e = reg->chain->escrow_of(id);
+    if (!e)
+      return e.error();
+    if (!*e)
+      return make_error(errc::forbidden,
+                        fmt::format("job {} has no escrow on this host's chain (lock the budget "
+                                    "first, naming this host its agent)",
+                                    ledger::short_hex(id)));
+    return **e;
+  }
+
+  /// Refunds a budgeted job's whole escrow (nothing earned, or cancelled).
+  void refund(job_entry& j) {
+    if (j.budget == 0 || !reg->chain)
+      return;
+    auto chain_id = reg->chain->chain_id();
+    train::settle_plan none;
+    auto err = agent_tx([&](uint64_t n) {
+      return train::make_settle(*ctx.self, chain_id, n, j.id, none);
+    });
+    if (err)
+      event(j, "refund failed: " + describe(err));
+    else {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.refunded = j.budget;
+      j.events.push_back(fmt::format("escrow of {} refunded to the payer", j.budget));
+    }
+  }
+
+  /// A budgeted job that cannot go on: its escrow back to the payer, then
+  /// the final phase (so whoever waits sees the refund with it).
+  void fail_and_refund(job_entry& j, const std::string& why) {
+    refund(j);
+    set_phase(j, "failed", why);
+  }
+
+  void run(std::shared_ptr<job_entry> jp) {
+    auto& j = *jp;
+    opened<schema::JobSubmit> sub{j.submit};
+    auto spec = sub->getSpec();
+    train::job_options o;
+    o.model = spec.getModel();
+    o.global_batch = spec.getBatch();
+    o.lr = spec.getLr();
+    o.momentum = spec.getMomentum();
+    o.test_percent = spec.getHoldoutPercent();
+    o.seed = spec.getSeed();
+    o.transport = spec.getTransport();
+    o.job = j.id;
+    o.cancel = j.cancel;
+    o.payer = ctx.self.get(); // the agent signs asks and grants for the payer
+    auto k = spec.getTrainers();
+    uint64_t rows = 0;
+    if (spec.getDataset().size() == 32) {
+      o.dataset = to_hex({spec.getDataset().begin(), 32});
+      o.data_nodes = hosts_with("data_node");
+      auto found = data::find_replicas(requester(), o.data_nodes, o.dataset);
+      if (!found)
+        return fail_and_refund(j, "the dataset: " + describe(found.error()));
+      rows = opened<schema::DatasetManifest>{found->second}->getRows();
+    } else {
+      o.data_file = spec.getDataFile();
+      if (spec.getEpochs() > 0) {
+        data::csv_options csv;
+        auto t = data::read_any(o.data_file, std::nullopt, csv, std::nullopt);
+        if (!t)
+          return fail_and_refund(j, "epochs: the data file's rows: " + describe(t.error()));
+        rows = t->rows;
+      }
+    }
+    o.steps = spec.getSteps();
+    if (spec.getEpochs() > 0) {
+      auto train_rows = rows - rows * o.test_percent / 100;
+      o.steps = std::max<uint64_t>(
+        1, static_cast<uint64_t>(spec.getEpochs() * static_cast<double>(train_rows) / o.global_batch));
+    }
+    std::optional<ledger::escrow_entry> esc;
+    if (j.budget > 0) {
+      auto e = escrow(j.id);
+      if (!e)
+        return fail_and_refund(j, describe(e.error()));
+      esc = *e;
+      auto allocators = hosts_with("allocator");
+      if (allocators.empty()) {
+        return fail_and_refund(j, "no allocator answers");
+      }
+      o.allocator = allocators[0];
+      o.trainers = k;
+      o.max_price = esc->terms->max_price;
+      o.priority = spec.getPriority();
+      o.chain = reg->chain->chain_id();
+      o.alloc_token = j.alloc_token;
+      if (spec.getVerify()) {
+        auto raters = hosts_with("rater");
+        if (raters.empty()) {
+          return fail_and_refund(j, "verification asked for, but no rater answers");
+        }
+        o.verifier = raters[0];
+      }
+    } else {
+      auto trainers = hosts_with("trainer");
+      if (trainers.empty())
+        return fail_and_refund(j, "no host with the trainer role answers");
+      o.hosts = trainers;
+      for (uint32_t i = 0; i < k; ++i)
+        o.per_host[trainers[i % trainers.size()]] += 1;
+      if (k < trainers.size())
+        o.hosts.resize(k);
+    }
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.steps = o.steps;
+      o.resume = j.checkpoint;
+    }
+    o.on_checkpoint = [this, jp](const std::vector<uint8_t>& cp) {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      jp->checkpoint = cp;
+      if (auto err = persist(*reg, *jp))
+        log_warning("job {}: checkpoint not written: {}", ledger::short_hex(jp->id), describe(err));
+    };
+    set_phase(j, "training");
+    auto r = train::run_job(train::job_link{requester(), *ctx.self}, o,
+                            [this, jp](const train::step_report& rep) {
+                              std::lock_guard<std::mutex> lk{reg->mtx};
+                              jp->step = rep.step + 1;
+                              jp->loss = rep.loss;
+                              jp->samples_per_s = rep.samples_per_s;
+                              jp->trainers = rep.trainers;
+                            });
+    if (!r) {
+      bool cancelled = code_of(r.error()) == errc::cancelled;
+      if (cancelled && stopping)
+        return; // the host is stopping: resumed from the checkpoint when it is back
+      refund(j);
+      return set_phase(j, cancelled ? "cancelled" : "failed", what_of(r.error()));
+    }
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.accuracy = r->accuracy;
+      j.test_loss = r->test_loss;
+      j.session = r->session;
+      j.step = r->steps;
+      for (auto& e : r->events)
+        j.events.push_back(e);
+      j.events.push_back(fmt::format("trained: held-out accuracy {:.4f}, test loss {:.4f}",
+                                     r->accuracy, r->test_loss));
+    }
+    if (!esc)
+      return set_phase(j, "done");
+    // Verification, then settlement within the payer's terms.
+    train::rating rating;
+    if (o.verifier) {
+      set_phase(j, "verifying");
+      auto rater = role_at("rater", *o.verifier);
+      caf::expected<envelope> rated =
+        rater ? request_blocking(*sys, *rater,
+                                 train::make_rate_request(o, *r, *ctx.self, reg->chain->chain_id()),
+                                 std::chrono::minutes(2))
+              : caf::expected<envelope>{rater.error()};
+      auto parsed = rated ? train::parse_rating(*rated) : caf::expected<train::rating>{rated.error()};
+      if (!parsed) {
+        return fail_and_refund(j, "verification: " + describe(parsed.error()));
+      }
+      rating = std::move(*parsed);
+      size_t passed = 0;
+      for (auto& v : rating.verdicts)
+        passed += v.passed ? 1 : 0;
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.verified = fmt::format("{}/{} trainers passed", passed, rating.verdicts.size());
+      j.events.push_back("verified: " + j.verified);
+    } else {
+      for (uint32_t rank = 0; rank < r->rank_hosts.size(); ++rank)
+        rating.verdicts.push_back({rank, r->rank_hosts[rank], true, {}, 0});
+    }
+    set_phase(j, "settling");
+    auto ledger_ask = [this](envelope q) -> caf::expected<envelope> {
+      auto l = lookup_blocking(*sys, ctx.directory, "ledger", timeout());
+      if (!l)
+        return l.error();
+      return request_blocking(*sys, *l, std::move(q), timeout());
+    };
+    std::optional<train::asset_terms> dataset_terms, model_terms;
+    if (auto id = train::dataset_asset_of(o))
+      if (auto t = train::terms_of(ledger_ask, *id))
+        dataset_terms = *t;
+    if (auto t = train::terms_of(ledger_ask, train::model_asset_of(o)))
+      model_terms = *t;
+    auto plan = train::plan_settlement(esc->locked, rating, r->steps, o.max_price, esc->payer,
+                                       dataset_terms, model_terms);
+    if (!plan.why.empty()) {
+      return fail_and_refund(j, "settlement: " + plan.why);
+    }
+    auto chain_id = reg->chain->chain_id();
+    if (auto err = agent_tx([&](uint64_t n) {
+          return train::make_settle(*ctx.self, chain_id, n, j.id, plan);
+        }))
+      return fail_and_refund(j, "settlement: " + describe(err));
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.paid_trainers = plan.trainers;
+      j.refunded = plan.refund;
+      j.events.push_back(fmt::format("settled: trainers {}, dataset owner {}, model owner {}, "
+                                     "{} refunded to the payer",
+                                     plan.trainers, plan.dataset, plan.model, plan.refund));
+    }
+    set_phase(j, "done");
+  }
+
+  std::atomic<bool> stopping{false};
+
+  void start(const std::shared_ptr<job_entry>& j) {
+    j->runner = std::thread([this, j] { run(j); });
+  }
+
+  // ---- requests --------------------------------------------------------------
+
+  caf::expected<envelope> on_submit(schema::JobSubmit::Reader s) {
+    auto payer = node_id::from_bytes({s.getPayer().begin(), s.getPayer().size()});
+    if (!payer)
+      return make_error(errc::invalid_argument, "JobSubmit.payer: " + what_of(payer.error()));
+    auto sig = s.getSignature();
+    if (!verify_signature(*payer, submit_signing_bytes(s), {sig.begin(), sig.size()}))
+      return make_error(errc::bad_signature,
+                        fmt::format("JobSubmit: not signed by the payer it names ({})",
+                                    payer->short_hex()));
+    auto now = static_cast<int64_t>(wall_ms());
+    auto t = static_cast<int64_t>(s.getTimeMs());
+    auto skew = static_cast<int64_t>(ctx.lim.clock_skew_ms_max);
+    if (t > now + skew || t + skew < now)
+      return make_error(errc::forbidden,
+                        fmt::format("JobSubmit: dated {} ms from this host's clock (at most {}): "
+                                    "stale or replayed",
+                                    t - now, skew));
+    if (s.getJobId().size() != 32)
+      return make_error(errc::invalid_argument, "JobSubmit.jobId must be 32 bytes");
+    hash256 id;
+    std::memcpy(id.data(), s.getJobId().begin(), 32);
+    if (auto err = check_job_spec(s.getSpec()))
+      return err;
+    auto spec = s.getSpec();
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      if (auto it = reg->jobs.find(id); it != reg->jobs.end()) {
+        opened<schema::JobSubmit> known{it->second->submit};
+        if (known->getSignature() == s.getSignature())
+          return info_of(*it->second); // the same submission again: its state
+        return make_error(errc::already_exists,
+                          fmt::format("JobSubmit: job {} is already here", ledger::short_hex(id)));
+      }
+    }
+    if (spec.getBudget() == 0 && spec.getDataset().size() == 32)
+      return make_error(errc::invalid_argument,
+                        "spec.dataset: a job host grants a dataset's keys only as the agent of "
+                        "an escrow; give a budget (or train on it from the console, which "
+                        "grants its own datasets)");
+    if (spec.getBudget() == 0 && spec.getVerify())
+      return bad_field("verify", "verification is paid from the budget; give one");
+    if (spec.getBudget() > 0) {
+      auto e = escrow(id);
+      if (!e)
+        return e.error();
+      if (!(e->payer == *payer))
+        return make_error(errc::forbidden,
+                          fmt::format("JobSubmit: job {} was escrowed by {}, not {}",
+                                      ledger::short_hex(id), e->payer.short_hex(),
+                                      payer->short_hex()));
+      if (e->settled)
+        return make_error(errc::forbidden, "JobSubmit: the job's escrow is already settled");
+      if (!e->terms || !(e->terms->agent == ctx.self->id()))
+        return make_error(errc::forbidden,
+                          fmt::format("JobSubmit: the escrow of job {} does not name this host "
+                                      "({}) its agent",
+                                      ledger::short_hex(id), ctx.self->id().short_hex()));
+      if (e->locked != spec.getBudget())
+        return bad_field("budget", fmt::format("{}, but the escrow locked {}", spec.getBudget(),
+                                               e->locked));
+      if (spec.getSteps() > 0
+          && static_cast<unsigned __int128>(spec.getTrainers()) * spec.getSteps() > e->terms->units)
+        return bad_field("trainers", fmt::format("{} x {} steps is more than the {} units the "
+                                                 "escrow's terms allow",
+                                                 spec.getTrainers(), spec.getSteps(),
+                                                 e->terms->units));
+      if (e->terms->deadline_ms <= wall_ms())
+        return make_error(errc::forbidden, "JobSubmit: the escrow's deadline has passed");
+    }
+    auto j = std::make_shared<job_entry>();
+    j->submit = copy_envelope<schema::JobSubmit>(s);
+    j->id = id;
+    j->payer = *payer;
+    j->budget = spec.getBudget();
+    j->created_ms = wall_ms();
+    randombytes_buf(j->alloc_token.data(), 32);
+    j->events.push_back(fmt::format("submitted by {}: {} x {} on {}", payer->short_hex(),
+                                    spec.getTrainers(), spec.getModel().cStr(),
+                                    spec.getDataset().size() == 32
+                                      ? "dataset " + to_hex({spec.getDataset().begin(), 8})
+                                      : std::string{spec.getDataFile().cStr()}));
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      if (auto err = persist(*reg, *j))
+        return err;
+      reg->jobs.emplace(id, j);
+    }
+    start(j);
+    std::lock_guard<std::mutex> lk{reg->mtx};
+    return info_of(*j);
+  }
+
+  caf::expected<envelope> on_query(schema::JobQuery::Reader q) {
+    auto find = [&](capnp::Data::Reader d) -> caf::expected<std::shared_ptr<job_entry>> {
+      if (d.size() < 4 || d.size() > 32)
+        return make_error(errc::invalid_argument, "JobQuery: give a job id (or a prefix of 4+ bytes)");
+      std::shared_ptr<job_entry> hit;
+      for (auto& [id, j] : reg->jobs)
+        if (std::memcmp(id.data(), d.begin(), d.size()) == 0) {
+          if (hit)
+            return make_error(errc::invalid_argument, "JobQuery: the prefix names several jobs");
+          hit = j;
+        }
+      if (!hit)
+        return make_error(errc::not_found,
+                          fmt::format("no job {} on this host", to_hex({d.begin(), d.size()})));
+      return hit;
+    };
+    std::lock_guard<std::mutex> lk{reg->mtx};
+    switch (q.which()) {
+      case schema::JobQuery::LIST:
+        return make_envelope<schema::JobList>([&](schema::JobList::Builder b) {
+          auto l = b.initJobs(static_cast<unsigned>(reg->jobs.size()));
+          unsigned i = 0;
+          for (auto& [_, j] : reg->jobs)
+            fill_info(l[i++], *j, 0, false);
+        });
+      case schema::JobQuery::STATUS: {
+        auto j = find(q.getStatus());
+        if (!j)
+          return j.error();
+        return info_of(**j);
+      }
+      case schema::JobQuery::LOGS: {
+        auto j = find(q.getLogs());
+        if (!j)
+          return j.error();
+        return info_of(**j, q.getSince(), true);
+      }
+      case schema::JobQuery::CANCEL: {
+        auto j = find(q.getCancel());
+        if (!j)
+          return j.error();
+        auto signer = node_id::from_bytes({q.getSigner().begin(), q.getSigner().size()});
+        if (!signer || !((*j)->payer == *signer))
+          return make_error(errc::forbidden,
+                            fmt::format("JobQuery: job {} may be cancelled only by its payer {}",
+                                        ledger::short_hex((*j)->id), (*j)->payer.short_hex()));
+        auto sig = q.getSignature();
+        if (!verify_signature(*signer, query_signing_bytes(q), {sig.begin(), sig.size()}))
+          return make_error(errc::bad_signature, "JobQuery: the cancel is not signed by the payer");
+        auto now = static_cast<int64_t>(wall_ms());
+        auto t = static_cast<int64_t>(q.getTimeMs());
+        auto skew = static_cast<int64_t>(ctx.lim.clock_skew_ms_max);
+        if (t > now + skew || t + skew < now)
+          return make_error(errc::forbidden, "JobQuery: the cancel is stale or replayed");
+        if (!final_phase((*j)->phase)) {
+          (*j)->cancel->store(true);
+          (*j)->events.push_back("cancel asked by the payer");
+        }
+        return info_of(**j);
+      }
+    }
+    return make_error(errc::invalid_argument, "JobQuery has an unknown case");
+  }
+
+  /// Jobs in the store: finished ones are listed, unfinished ones resumed
+  /// from their last checkpoint with their allocation token.
+  caf::error load() {
+    std::vector<std::shared_ptr<job_entry>> resume;
+    {
+      auto t = store::txn::begin(*reg->env, false);
+      if (!t)
+        return t.error();
+      caf::error bad;
+      auto err = t->for_each(store::db::jobs, [&](std::span<const uint8_t> key,
+                                                  std::span<const uint8_t> value) {
+        auto env = envelope_from_bytes(value, capnp::typeId<schema::JobRecord>());
+        opened<schema::JobRecord> rec{env};
+        if (!rec || key.size() != 32) {
+          bad = make_error(errc::internal, "a stored job record is corrupt");
+          return false;
+        }
+        auto j = std::make_shared<job_entry>();
+        j->submit = copy_envelope<schema::JobSubmit>(rec->getSubmit());
+        std::memcpy(j->id.data(), key.data(), 32);
+        auto info = rec->getInfo();
+        if (auto p = node_id::from_bytes({info.getPayer().begin(), info.getPayer().size()}))
+          j->payer = *p;
+        j->phase = info.getPhase();
+        j->error = info.getError();
+        j->verified = info.getVerified();
+        j->step = info.getStep();
+        j->steps = info.getSteps();
+        j->budget = info.getBudget();
+        j->paid_trainers = info.getPaidTrainers();
+        j->refunded = info.getRefunded();
+        j->created_ms = info.getCreatedMs();
+        j->finished_ms = info.getFinishedMs();
+        j->loss = info.getLoss();
+        j->accuracy = info.getAccuracy();
+        j->test_loss = info.getTestLoss();
+        j->trainers = info.getTrainers();
+        if (info.getSession().size() == 32)
+          std::memcpy(j->session.data(), info.getSession().begin(), 32);
+        for (auto e : info.getEvents())
+          j->events.emplace_back(e.cStr());
+        j->checkpoint.assign(rec->getCheckpoint().begin(), rec->getCheckpoint().end());
+        if (rec->getAllocToken().size() == 32)
+          std::memcpy(j->alloc_token.data(), rec->getAllocToken().begin(), 32);
+        reg->jobs.emplace(j->id, j);
+        if (!final_phase(j->phase))
+          resume.push_back(j);
+        return true;
+      });
+      if (err)
+        return err;
+      if (bad)
+        return bad;
+    }
+    for (auto& j : resume) {
+      j->events.push_back(fmt::format("job host restarted: resuming from {}",
+                                      j->checkpoint.empty() ? std::string{"the start"}
+                                                            : fmt::format("the checkpoint of step {}", j->step)));
+      log_info("job {}: resumed after a restart ({} steps done)", ledger::short_hex(j->id), j->step);
+      start(j);
+    }
+    return caf::none;
+  }
+};
+
+using job_actor = caf::stateful_actor<job_role_state>;
+
+caf::behavior job_role(job_actor* self, role_context ctx, host_store hs) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.sys = &self->system();
+  st.reg->env = std::move(hs.env);
+  st.reg->chain = std::move(hs.chain);
+  st.table = std::make_unique<message_table>("job", job_access);
+  st.table->on<schema::JobSubmit>(
+    [self](schema::JobSubmit::Reader s) -> caf::result<envelope> {
+      auto r = self->state.on_submit(s);
+      if (!r)
+        return r.error();
+      return *r;
+    });
+  st.table->on<schema::JobQuery>([self](schema::JobQuery::Reader q) -> caf::result<envelope> {
+    auto r = self->state.on_query(q);
+    if (!r)
+      return r.error();
+    return *r;
+  });
+  if (auto err = st.load())
+    log_warning("job: the stored jobs could not be read: {}", describe(err));
+  self->attach_functor([self] { self->state.stopping = true; });
+  self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
+    return drop_unexpected(self, x, self->state.ctx.counters.get());
+  });
+  return {
+    [self](const envelope& env) -> caf::result<envelope> {
+      return self->state.table->dispatch(self, env, self->state.ctx.counters.get());
+    },
+  };
+}
+
+} // namespace
+
+caf::error check_job_spec(schema::JobSpec::Reader s) {
+  auto spec = train::parse_spec(s.getModel().cStr());
+  if (!spec)
+    return bad_field("model", what_of(spec.error()));
+  bool has_dataset = s.getDataset().size() > 0;
+  bool has_file = s.getDataFile().size() > 0;
+  if (has_dataset == has_file)
+    return bad_field("dataset", "give either a dataset (32 bytes) or a dataFile");
+  if (has_dataset && s.getDataset().size() != 32)
+    return bad_field("dataset", fmt::format("must be 32 bytes (got {})", s.getDataset().size()));
+  if (has_file && s.getDataFile().cStr()[0] != '/')
+    return bad_field("dataFile", "must be an absolute path (on the trainer hosts)");
+  if (s.getTrainers() == 0 || s.getTrainers() > 1024)
+    return bad_field("trainers", fmt::format("must be in 1..1024 (got {})", s.getTrainers()));
+  bool has_epochs = s.getEpochs() != 0;
+  if (has_epochs && !(std::isfinite(s.getEpochs()) && s.getEpochs() > 0 && s.getEpochs() <= 10000))
+    return bad_field("epochs", fmt::format("must be in (0, 10000] (got {})", s.getEpochs()));
+  if ((s.getSteps() > 0) == has_epochs)
+    return bad_field("steps", "give steps or epochs (one of them, > 0)");
+  if (s.getSteps() > 100'000'000)
+    return bad_field("steps", fmt::format("at most 10^8 (got {})", s.getSteps()));
+  if (s.getBatch() == 0 || s.getBatch() > 65536)
+    return bad_field("batch", fmt::format("must be in 1..65536 (got {})", s.getBatch()));
+  if (!(std::isfinite(s.getLr()) && s.getLr() > 0 && s.getLr() <= 10))
+    return bad_field("lr", fmt::format("must be in (0, 10] (got {})", s.getLr()));
+  if (!(std::isfinite(s.getMomentum()) && s.getMomentum() >= 0 && s.getMomentum() < 1))
+    return bad_field("momentum", fmt::format("must be in [0, 1) (got {})", s.getMomentum()));
+  if (s.getHoldoutPercent() >= 100)
+    return bad_field("holdoutPercent", fmt::format("must be in 0..99 (got {})", s.getHoldoutPercent()));
+  std::string transport = s.getTransport();
+  if (transport != "stream" && transport != "stream-plain" && transport != "actor"
+      && transport != "nccl")
+    return bad_field("transport", fmt::format("must be stream, stream-plain, actor or nccl (got "
+                                              "'{}')",
+                                              transport));
+  if (s.getPriority() > 1000)
+    return bad_field("priority", fmt::format("must be in 0..1000 (got {})", s.getPriority()));
+  if (s.getPriority() > 0 && s.getBudget() == 0)
+    return bad_field("priority", "needs a budget (priorities are between paying jobs)");
+  return caf::none;
+}
+
+caf::expected<caf::actor> spawn_job_role(caf::actor_system& sys, const role_context& ctx) {
+  auto hs = open_host_store(ctx);
+  if (!hs)
+    return hs.error();
+  // Detached: submissions check the chain, and jobs' threads are joined
+  // when the role stops.
+  return sys.spawn<caf::detached>(job_role, ctx, std::move(*hs));
+}
+
+envelope sign_job_submit(const identity& payer, schema::JobSpec::Reader spec,
+                         const std::array<uint8_t, 32>& job, uint64_t now_ms) {
+  capnp::MallocMessageBuilder tmp;
+  auto b = tmp.initRoot<schema::JobSubmit>();
+  b.setSpec(spec);
+  b.setJobId(kj::arrayPtr(job.data(), 32));
+  b.setPayer(kj::arrayPtr(payer.id().bytes.data(), 32));
+  b.setTimeMs(now_ms);
+  auto sig = payer.sign(submit_signing_bytes(b.asReader()));
+  b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  return copy_envelope<schema::JobSubmit>(b.asReader());
+}
+
+envelope sign_job_cancel(const identity& payer, const std::array<uint8_t, 32>& job,
+                         uint64_t now_ms) {
+  capnp::MallocMessageBuilder tmp;
+  auto b = tmp.initRoot<schema::JobQuery>();
+  b.setCancel(kj::arrayPtr(job.data(), 32));
+  b.setSigner(kj::arrayPtr(payer.id().bytes.data(), 32));
+  b.setTimeMs(now_ms);
+  auto sig = payer.sign(query_signing_bytes(b.asReader()));
+  b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  return copy_envelope<schema::JobQuery>(b.asReader());
+}
+
+} // namespace aicon

@@ -1,0 +1,48 @@
+// The job role: a job host runs researchers' jobs for them, with the
+// researcher offline. A client submits a signed JobSpec (JobSubmit); the
+// host checks every field, and with a budget the escrow that names this
+// host its agent (EscrowTerms), keeps the job in its LMDB (db jobs) and runs
+// the whole lifecycle on a thread of its own: allocation (asks signed by the
+// agent, within the payer's terms), training with checkpoints, verification
+// by the rater, settlement within the terms (refund on failure or cancel).
+// A host restarted with jobs unfinished resumes each from its last
+// checkpoint, with the same allocation token.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/access.hpp"
+#include "runtime/envelope.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/system.hpp"
+#include "schemas/job.capnp.h"
+
+namespace aicon {
+
+caf::expected<caf::actor> spawn_job_role(caf::actor_system& sys, const role_context& ctx);
+
+/// A JobSubmit of `spec` for job `job` signed by `payer` at `now_ms`.
+envelope sign_job_submit(const identity& payer, schema::JobSpec::Reader spec,
+                         const std::array<uint8_t, 32>& job, uint64_t now_ms);
+
+/// A JobQuery cancelling `job`, signed by its payer at `now_ms`.
+envelope sign_job_cancel(const identity& payer, const std::array<uint8_t, 32>& job,
+                         uint64_t now_ms);
+
+/// Every field of a spec, checked: the first bad one refused by its name
+/// (invalid_argument "spec.FIELD: ...").
+caf::error check_job_spec(schema::JobSpec::Reader s);
+
+/// Who may send each message this role accepts (README "Who may send
+/// what"); message_table refuses a handler without a row here.
+inline constexpr access_row job_access[] = {
+  {"JobSubmit", "any admitted client, for itself; with a budget: the payer of an escrow whose terms name this host its agent", "ed25519 by the payer over the dated submission; the escrow and its terms on this host's chain", "refused by the field's or rule's name, nothing allocated or started"},
+  {"JobQuery", "list, status, logs: any admitted peer; cancel: the job's payer", "cancel: ed25519 by the payer over the dated query", "`forbidden` / `bad_signature`, the job unchanged"},
+};
+
+} // namespace aicon

@@ -1,0 +1,84 @@
+# The job role: a job host runs a researcher's job for it (allocation,
+# training, verification, settlement) with the researcher offline. Sizes:
+# NodeIds, job ids and signatures are raw bytes.
+@0xc7d1e0a3b52f9e41;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("aicon::schema");
+
+struct JobSpec {
+  model @0 :Text;            # "mlp:64-64-10", ...
+  dataset @1 :Data;          # 32 bytes: a dataset on the data nodes, or empty with dataFile
+  dataFile @2 :Text;         # a file under the trainer hosts' [host] data_files
+  trainers @3 :UInt32;       # K >= 1
+  steps @4 :UInt64;          # steps, or 0 with epochs
+  epochs @5 :Float64;        # passes over the training rows (with a dataset), or 0
+  batch @6 :UInt32;          # global batch
+  lr @7 :Float32;
+  momentum @8 :Float32;
+  holdoutPercent @9 :UInt32; # rows held out for the accuracy (0..99)
+  seed @10 :UInt64;
+  transport @11 :Text;       # "stream", "stream-plain", "actor", "nccl"
+  budget @12 :UInt64;        # 0: unpaid, on trainer hosts that list this job host in
+                             # [host] trainer_clients; else the escrow of jobId
+  priority @13 :UInt32;
+  verify @14 :Bool;          # with a budget: have the rater verify before settling
+}
+
+struct JobSubmit {
+  spec @0 :JobSpec;
+  jobId @1 :Data;            # 32 bytes; with a budget, the escrow that names this host its agent
+  payer @2 :Data;            # the submitter's NodeId (the escrow's payer)
+  timeMs @3 :UInt64;         # within clock_skew_ms_max of the job host's clock
+  signature @4 :Data;        # ed25519 by payer over "aicon-job-v1" ‖ canonical(submit without it)
+}
+
+struct JobQuery {
+  union {
+    list @0 :Void;
+    status @1 :Data;         # job id
+    cancel @2 :Data;         # job id: only its payer, signed
+    logs @3 :Data;           # job id: its events, from `since`
+  }
+  since @4 :UInt32;          # logs: the first event index wanted
+  signer @5 :Data;           # cancel: the payer's NodeId
+  timeMs @6 :UInt64;         # cancel: fresh
+  signature @7 :Data;        # cancel: ed25519 by signer over "aicon-jobq-v1" ‖ canonical(query without it)
+}
+
+struct JobInfo {
+  jobId @0 :Data;
+  payer @1 :Data;
+  phase @2 :Text;            # queued, training, verifying, settling, done, failed, cancelled
+  error @3 :Text;            # why it failed
+  step @4 :UInt64;           # last step reported
+  steps @5 :UInt64;
+  loss @6 :Float64;
+  samplesPerS @7 :Float64;
+  trainers @8 :UInt32;
+  accuracy @9 :Float64;      # held-out, once done
+  testLoss @10 :Float64;
+  model @11 :Text;
+  budget @12 :UInt64;
+  paidTrainers @13 :UInt64;  # settled: paid to trainers
+  refunded @14 :UInt64;      # settled: returned to the payer
+  session @15 :Data;         # the last ring's session (blocks carry it)
+  events @16 :List(Text);    # logs: from `since`; status: empty
+  eventCount @17 :UInt32;
+  createdMs @18 :UInt64;
+  finishedMs @19 :UInt64;
+  verified @20 :Text;        # "3/4 trainers passed", or "" without verification
+}
+
+struct JobList {
+  jobs @0 :List(JobInfo);
+}
+
+struct JobRecord {
+  # What the job host keeps in LMDB (db jobs): the signed submission, and
+  # the job's info as last written.
+  submit @0 :JobSubmit;
+  info @1 :JobInfo;
+  checkpoint @2 :Data;       # the last checkpoint taken (resumed from after a restart)
+  allocToken @3 :Data;       # the allocation's capability (AllocAsk.token), kept across restarts
+}
