@@ -300,7 +300,7 @@ public:
                                  "vote_lock_ms", "block_txs_max", "receipt_pool_max",
                                  "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max", "sync_window",
                                  "data_replicas", "stream_credits", "upload_batch_bytes",
-                                 "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots",
+                                 "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots", "trainer_idle_ms",
                                  "trainer_price", "gossip_ms", "member_down_ms", "ping_ms",
                                  "script_sessions_max", "script_memory_bytes",
                                  "script_instructions_max", "script_wall_ms_max",
@@ -340,6 +340,7 @@ public:
           || (err = get(*tbl, p, "storage_challenge_ms", l.storage_challenge_ms))
           || (err = get(*tbl, p, "offer_heartbeat_ms", l.offer_heartbeat_ms))
           || (err = get(*tbl, p, "trainer_slots", l.trainer_slots))
+          || (err = get(*tbl, p, "trainer_idle_ms", l.trainer_idle_ms))
           || (err = get(*tbl, p, "trainer_price", l.trainer_price))
           || (err = get(*tbl, p, "gossip_ms", l.gossip_ms))
           || (err = get(*tbl, p, "member_down_ms", l.member_down_ms))
@@ -361,8 +362,8 @@ public:
       if (l.gossip_ms == 0 || l.ping_ms == 0 || l.member_down_ms < 2 * l.gossip_ms)
         return fail(tbl, "limits", "gossip_ms and ping_ms must be > 0 and member_down_ms at "
                                    "least twice gossip_ms");
-      if (l.offer_heartbeat_ms == 0 || l.trainer_slots == 0)
-        return fail(tbl, "limits", "offer_heartbeat_ms and trainer_slots must be > 0");
+      if (l.offer_heartbeat_ms == 0 || l.trainer_slots == 0 || l.trainer_idle_ms == 0)
+        return fail(tbl, "limits", "offer_heartbeat_ms, trainer_slots and trainer_idle_ms must be > 0");
       if (l.data_replicas == 0 || l.stream_credits == 0 || l.storage_challenge_ms == 0)
         return fail(tbl, "limits", "data_replicas, stream_credits and storage_challenge_ms must "
                                    "be > 0");

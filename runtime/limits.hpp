@@ -126,6 +126,9 @@ struct limits {
   /// job step.
   uint32_t trainer_slots = 2;
   uint64_t trainer_price = 1;
+  /// A running trainer whose coordinator sent nothing for this long (it
+  /// died, or its client did) is dropped and its slot freed.
+  uint32_t trainer_idle_ms = 120000;
 
   /// Membership: every `gossip_ms` a host bumps its own signed heartbeat
   /// and swaps views with one random up peer; a member whose heartbeat has

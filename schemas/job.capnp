@@ -81,4 +81,7 @@ struct JobRecord {
   info @1 :JobInfo;
   checkpoint @2 :Data;       # the last checkpoint taken (resumed from after a restart)
   allocToken @3 :Data;       # the allocation's capability (AllocAsk.token), kept across restarts
+  ringSession @4 :Data;      # the last ring formed: its session,
+  ringToken @5 :Data;        # its token,
+  ringHosts @6 :List(Data);  # and each rank's host (dropped when the job resumes)
 }

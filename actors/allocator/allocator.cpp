@@ -101,7 +101,7 @@ void fill_signed_lease(schema::LeaseInfo::Builder b, const alloc::lease& l, cons
 /// some of the job's trainers covers them all), so the one lease a
 /// TrainerJoin carries entitles every trainer of the job there.
 envelope reply(const identity& self, const alloc::pool& pool, const alloc::job_id& job,
-               const alloc::decision& d, bool preempted = false) {
+               const alloc::decision& d, bool preempted = false, bool signed_leases = true) {
   return make_envelope<schema::AllocReply>([&](schema::AllocReply::Builder b) {
     b.setJob(kj::arrayPtr(job.data(), 32));
     switch (d.what) {
@@ -117,7 +117,10 @@ envelope reply(const identity& self, const alloc::pool& pool, const alloc::job_i
               whole.expires_ms = std::min(whole.expires_ms, h.expires_ms);
             }
           whole.count = std::max(total, whole.count);
-          fill_signed_lease(l[i], whole, self);
+          if (signed_leases)
+            fill_signed_lease(l[i], whole, self);
+          else
+            fill_lease(l[i], whole);
         }
         break;
       }
@@ -522,7 +525,11 @@ struct allocator_state {
                                     : alloc::decision::kind::refused;
           d.why = asks.count(*job) ? "waiting for trainers" : "no ask of this job is known";
         }
-        return reply(*ctx.self, pool, *job, d, preempted.count(*job) > 0);
+        // A signed lease entitles its bearer to the trainers: only to the
+        // job's coordinator (its token); anyone else sees the leases bare.
+        auto ask = asks.find(*job);
+        bool coordinator = ask != asks.end() && same_token(ask->second, q.getToken());
+        return reply(*ctx.self, pool, *job, d, preempted.count(*job) > 0, coordinator);
       }
       case schema::AllocQuery::RENEW: {
         auto n = pool.renew(*job, now, q.getRenew() ? q.getRenew() : 10000);

@@ -73,7 +73,7 @@ caf::expected<signed_lease> verified_lease(schema::LeaseInfo::Reader l);
 inline constexpr access_row allocator_access[] = {
   {"SignedOffer", "the trainer host it names", "its ed25519 signature, a fresh clock", "refused by name"},
   {"AllocAsk", "the payer the job's escrow names (through its coordinator), or the agent its terms name, within them", "ed25519 over chain id + ask; the escrow on the chain; the first ask's token", "`bad_signature` / `forbidden`"},
-  {"AllocQuery", "status, book: any admitted peer; renew, release, replace: the job's coordinator", "the AllocAsk's 32-byte token", "`forbidden`, leases unchanged"},
+  {"AllocQuery", "status, book: any admitted peer (signed leases: only the coordinator); renew, release, replace: the job's coordinator", "the AllocAsk's 32-byte token", "`forbidden`, leases unchanged"},
 };
 
 } // namespace aicon

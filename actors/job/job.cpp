@@ -201,6 +201,12 @@ caf::expected<ring_state> form_ring(const job_link& c, const job_options& o,
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
+  if (o.on_ring) {
+    std::vector<node_id> rank_hosts;
+    for (auto& r : ring.ranks)
+      rank_hosts.push_back(r.host);
+    o.on_ring(ring.session, ring.token, rank_hosts);
+  }
   for (uint32_t r = 0; r < n; ++r) {
     if (!acks[r])
       return make_error(code_of(acks[r].error()),
@@ -264,7 +270,16 @@ struct allocation {
 
   /// Asks and waits until granted; fills `counts`.
   caf::error acquire(const job_link& c, const job_options& o, job_result& result) {
-    auto r = c.request(allocator, ask, std::chrono::seconds(10));
+    // A job resumed with its token may still hold its leases: take them.
+    caf::expected<envelope> r = make_error(errc::not_found, "not asked yet");
+    if (o.alloc_token) {
+      auto held = query(c, [](schema::AllocQuery::Builder b) { b.setStatus(); });
+      if (held && opened<schema::AllocReply>{*held}.ok()
+          && opened<schema::AllocReply>{*held}->which() == schema::AllocReply::GRANTED)
+        r = std::move(held);
+    }
+    if (!r)
+      r = c.request(allocator, ask, std::chrono::seconds(10));
     auto deadline = clock_type::now() + std::chrono::milliseconds(o.alloc_deadline_ms);
     std::string last_why;
     for (;;) {

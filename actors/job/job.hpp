@@ -50,6 +50,12 @@ struct job_options {
   /// The allocation's capability (AllocAsk.token) to use instead of a
   /// fresh one: a resumed job keeps the leases of the job it continues.
   std::optional<std::array<uint8_t, 32>> alloc_token;
+  /// Called with each ring formed (its session, token and each rank's
+  /// host): a job host keeps it, to drop that ring's trainers (TrainQuery
+  /// drop) if it restarts before the job ends.
+  std::function<void(const std::array<uint8_t, 32>& session, const std::array<uint8_t, 32>& token,
+                     const std::vector<node_id>& rank_hosts)>
+    on_ring;
   uint32_t max_reforms = 3;
   /// Instead of `hosts`: ask the allocator on this host for `trainers`
   /// trainers (gang), under the job's escrow `job` (see AllocAsk); renew the

@@ -26,6 +26,7 @@
 #include "runtime/role.hpp"
 #include "schemas/chain.capnp.h"
 #include "schemas/data.capnp.h"
+#include "schemas/trainer.capnp.h"
 
 namespace aicon {
 
@@ -79,6 +80,8 @@ struct job_entry {
   std::vector<std::string> events;
   std::vector<uint8_t> checkpoint;  ///< the last one taken
   hash256 alloc_token{};            ///< kept across restarts
+  hash256 ring_session{}, ring_token{}; ///< the last ring formed
+  std::vector<node_id> ring_hosts;      ///< its ranks' hosts (empty: none yet)
   std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
   std::thread runner;
 };
@@ -133,6 +136,13 @@ caf::error persist(registry& reg, const job_entry& j) {
     fill_info(b.initInfo(), j, 0, true);
     b.setCheckpoint(kj::arrayPtr(j.checkpoint.data(), j.checkpoint.size()));
     b.setAllocToken(kj::arrayPtr(j.alloc_token.data(), 32));
+    if (!j.ring_hosts.empty()) {
+      b.setRingSession(kj::arrayPtr(j.ring_session.data(), 32));
+      b.setRingToken(kj::arrayPtr(j.ring_token.data(), 32));
+      auto hs = b.initRingHosts(static_cast<unsigned>(j.ring_hosts.size()));
+      for (unsigned i = 0; i < j.ring_hosts.size(); ++i)
+        hs.set(i, kj::arrayPtr(j.ring_hosts[i].bytes.data(), 32));
+    }
   });
   auto t = store::txn::begin(*reg.env, true);
   if (!t)
@@ -197,6 +207,18 @@ struct job_role_state {
         },
         [](caf::error&) {});
     return out;
+  }
+
+  /// hosts_with(role), waiting up to 30 s for one (a host that just
+  /// started, resuming its jobs, links to its peers first).
+  std::vector<node_id> wait_hosts_with(const std::string& role) const {
+    for (int i = 0; i < 60; ++i) {
+      auto out = hosts_with(role);
+      if (!out.empty() || stopping)
+        return out;
+      std::this_thread::sleep_for(500ms);
+    }
+    return {};
   }
 
   caf::expected<caf::actor> role_at(const std::string& role, const node_id& host) const {
@@ -320,7 +342,7 @@ struct job_role_state {
     uint64_t rows = 0;
     if (spec.getDataset().size() == 32) {
       o.dataset = to_hex({spec.getDataset().begin(), 32});
-      o.data_nodes = hosts_with("data_node");
+      o.data_nodes = wait_hosts_with("data_node");
       auto found = data::find_replicas(requester(), o.data_nodes, o.dataset);
       if (!found)
         return fail_and_refund(j, "the dataset: " + describe(found.error()));
@@ -347,7 +369,7 @@ struct job_role_state {
       if (!e)
         return fail_and_refund(j, describe(e.error()));
       esc = *e;
-      auto allocators = hosts_with("allocator");
+      auto allocators = wait_hosts_with("allocator");
       if (allocators.empty()) {
         return fail_and_refund(j, "no allocator answers");
       }
@@ -358,14 +380,14 @@ struct job_role_state {
       o.chain = reg->chain->chain_id();
       o.alloc_token = j.alloc_token;
       if (spec.getVerify()) {
-        auto raters = hosts_with("rater");
+        auto raters = wait_hosts_with("rater");
         if (raters.empty()) {
           return fail_and_refund(j, "verification asked for, but no rater answers");
         }
         o.verifier = raters[0];
       }
     } else {
-      auto trainers = hosts_with("trainer");
+      auto trainers = wait_hosts_with("trainer");
       if (trainers.empty())
         return fail_and_refund(j, "no host with the trainer role answers");
       o.hosts = trainers;
@@ -379,6 +401,40 @@ struct job_role_state {
       j.steps = o.steps;
       o.resume = j.checkpoint;
     }
+    // A ring of this job from before a restart still holds its trainers'
+    // slots: drop it (its token proves the job host is its coordinator).
+    std::vector<node_id> stale;
+    hash256 stale_session{}, stale_token{};
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      stale = j.ring_hosts;
+      stale_session = j.ring_session;
+      stale_token = j.ring_token;
+    }
+    for (uint32_t rank = 0; rank < stale.size(); ++rank) {
+      auto t = role_at("trainer", stale[rank]);
+      if (!t)
+        continue;
+      auto dropped = request_blocking(*sys, *t, make_envelope<schema::TrainQuery>([&](auto q) {
+                                        q.setSession(kj::arrayPtr(stale_session.data(), 32));
+                                        q.setRank(rank);
+                                        q.setToken(kj::arrayPtr(stale_token.data(), 32));
+                                        q.setDrop();
+                                      }),
+                                      timeout());
+      event(j, fmt::format("the ring from before the restart: rank {} on {} {}", rank,
+                           stale[rank].short_hex(),
+                           dropped ? "dropped" : "not dropped: " + what_of(dropped.error())));
+    }
+    o.on_ring = [this, jp](const hash256& session, const hash256& token,
+                           const std::vector<node_id>& hosts) {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      jp->ring_session = session;
+      jp->ring_token = token;
+      jp->ring_hosts = hosts;
+      if (auto err = persist(*reg, *jp))
+        log_warning("job {}: ring not written: {}", ledger::short_hex(jp->id), describe(err));
+    };
     o.on_checkpoint = [this, jp](const std::vector<uint8_t>& cp) {
       std::lock_guard<std::mutex> lk{reg->mtx};
       jp->checkpoint = cp;
@@ -681,6 +737,13 @@ struct job_role_state {
         j->checkpoint.assign(rec->getCheckpoint().begin(), rec->getCheckpoint().end());
         if (rec->getAllocToken().size() == 32)
           std::memcpy(j->alloc_token.data(), rec->getAllocToken().begin(), 32);
+        if (rec->getRingSession().size() == 32 && rec->getRingToken().size() == 32) {
+          std::memcpy(j->ring_session.data(), rec->getRingSession().begin(), 32);
+          std::memcpy(j->ring_token.data(), rec->getRingToken().begin(), 32);
+          for (auto h : rec->getRingHosts())
+            if (auto id = node_id::from_bytes({h.begin(), h.size()}))
+              j->ring_hosts.push_back(*id);
+        }
         reg->jobs.emplace(j->id, j);
         if (!final_phase(j->phase))
           resume.push_back(j);

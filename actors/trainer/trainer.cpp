@@ -602,6 +602,9 @@ struct slot {
   uint64_t seq = 0;      ///< join order, to drop the oldest finished first
   std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
   std::array<uint8_t, 32> job{};   ///< TrainConfig.job: what its lease (if any) is for
+  /// Last request of its coordinator (join, step, link, run, query): a
+  /// running slot silent for trainer_idle_ms is dropped.
+  std::chrono::steady_clock::time_point seen = std::chrono::steady_clock::now();
 };
 
 /// Whether `given` is the slot's token (constant time).
@@ -876,6 +879,7 @@ caf::error check_token(role_actor* self, capnp::Data::Reader session, uint32_t r
                                   to_hex({id->data(), 32}).substr(0, 16)));
   if (!holds_token(it->second, token))
     return make_error(errc::forbidden, "not the session's token");
+  it->second.seen = std::chrono::steady_clock::now();
   return {};
 }
 
@@ -996,6 +1000,23 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       auto& st = self->state;
       auto hb = st.ctx.lim.offer_heartbeat_ms;
       self->delayed_send(self, std::chrono::milliseconds{hb}, offer_atom::value);
+      // Trainers whose coordinator went silent (it died, or its client
+      // did) give their slots back.
+      auto now = std::chrono::steady_clock::now();
+      for (auto it = st.slots->begin(); it != st.slots->end();) {
+        auto& s = it->second;
+        if (!s.finished && now - s.seen > std::chrono::milliseconds{st.ctx.lim.trainer_idle_ms}) {
+          log_warning("trainer: rank {} of session {} idle for {} ms: dropped, its slot freed",
+                      it->first.second, to_hex({it->first.first.data(), 8}),
+                      st.ctx.lim.trainer_idle_ms);
+          caf::anon_send_exit(s.worker, caf::exit_reason::user_shutdown);
+          if (s.member)
+            caf::anon_send_exit(s.member, caf::exit_reason::user_shutdown);
+          it = st.slots->erase(it);
+        } else {
+          ++it;
+        }
+      }
       auto send_to = [self](caf::actor allocator, node_id who_id) {
         auto who = who_id == self->state.ctx.self->id() ? std::string{"local"}
                                                          : who_id.short_hex();

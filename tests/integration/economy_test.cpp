@@ -874,6 +874,77 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == before);
 }
 
+BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_pays_once) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  const uint64_t funds = 100'000;
+  ec.payer_tx([&](uint64_t n) {
+    return ledger::make_signed_transaction(ec.payer, ec.chain, n, [&](schema::Transaction::Body::Builder b) {
+      auto t = b.initTransfer();
+      t.setTo(kj::arrayPtr(ec.cli.id.bytes.data(), 32));
+      t.setAmount(funds);
+    });
+  });
+  auto host = fmt::format("127.0.0.1:{}", ec.ports[1]);
+  auto aicon = [&](std::vector<std::string> args, std::chrono::milliseconds timeout = 60s) {
+    args.insert(args.begin(), aicon_binary());
+    for (auto a : {"--connect", host.c_str(), "--data-dir"})
+      args.emplace_back(a);
+    args.push_back(ec.cli.dir.string());
+    auto r = run_command(args, timeout);
+    BOOST_TEST_MESSAGE("aicon " << args[1] << " " << args[2] << " -> " << r.exit_code << "\n"
+                                << r.output);
+    return r;
+  };
+  auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  const uint64_t steps = 4000, budget = 2 * steps; // price cap 1 per trainer-step
+  auto submit = aicon({"job", "submit", "--data", digits, "--trainers", "2", "--steps",
+                       std::to_string(steps), "--budget", std::to_string(budget)},
+                      120s);
+  BOOST_REQUIRE_EQUAL(submit.exit_code, 0);
+  auto end = submit.output.find_last_not_of('\n');
+  auto id = submit.output.substr(submit.output.rfind('\n', end) + 1, 64);
+  // Let it train a while, then kill the job host outright.
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  uint64_t reached = 0;
+  while (reached < 300 && std::chrono::steady_clock::now() < deadline) {
+    auto st = aicon({"job", "status", id});
+    auto at = st.output.find("step ");
+    if (at != std::string::npos)
+      reached = std::stoull(st.output.substr(at + 5));
+    if (reached < 300)
+      std::this_thread::sleep_for(200ms);
+  }
+  BOOST_REQUIRE_MESSAGE(reached >= 300 && reached < steps, "the job did not get to step 300 in time: "
+                                                               << reached);
+  BOOST_TEST(ec.hosts[1].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
+  ec.hosts[1] = start_host(ec.root / "c1.toml", ec.root / "c1-restart.log", {"-v"});
+  BOOST_REQUIRE_MESSAGE(ec.hosts[1].proc->wait_for_log("resumed after a restart", 30s),
+                        ec.hosts[1].proc->log_text());
+  auto wait = aicon({"job", "wait", id, "--timeout", "240"}, 300s);
+  BOOST_REQUIRE_MESSAGE(wait.exit_code == 0, wait.output << "\n--- c1:\n" << ec.hosts[1].proc->log_text());
+  BOOST_TEST(wait.output.find("accuracy  0.9") != std::string::npos, wait.output);
+  BOOST_TEST(wait.output.find(fmt::format("budget    {}: trainers paid {}, refunded 0", budget,
+                                          budget)) != std::string::npos,
+             wait.output);
+  auto logs = aicon({"job", "logs", id});
+  BOOST_TEST(logs.output.find("job host restarted: resuming from the checkpoint of step")
+               != std::string::npos,
+             logs.output);
+  BOOST_TEST(logs.output.find("resumed from the checkpoint of step") != std::string::npos,
+             logs.output);
+  BOOST_TEST(logs.output.find("the ring from before the restart: rank 0") != std::string::npos,
+             logs.output);
+  // Paid once, to the unit: the trainers got 2 x steps, the payer paid
+  // exactly that, and the supply is the genesis' (nothing minted here).
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - budget);
+  uint64_t trainers = std::get<0>(ec.account(0, ec.nodes[2].id)) + std::get<0>(ec.account(0, ec.nodes[3].id));
+  BOOST_TEST(trainers == budget);
+  uint64_t total = std::get<0>(ec.account(0, ec.payer.id())) + std::get<0>(ec.account(0, ec.cli.id))
+                   + trainers + 2 * economy_cluster::trainer_stake;
+  BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake);
+}
+
 BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weights) {
   economy_cluster ec;
   ec.wait_offers(2);
