@@ -23,11 +23,13 @@
 #include "actors/data_node/remote.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
+#include "actors/job/job_role.hpp"
 #include "actors/ledger/state.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
 #include "schemas/chain.capnp.h"
 #include "schemas/data.capnp.h"
+#include "schemas/job.capnp.h"
 
 namespace aicon {
 
@@ -213,11 +215,15 @@ constexpr const char* help_text =
   dataset.preview(id)              manifest and public preview rows
   train{model="mlp:64-64-10", data=path | dataset=id, trainers=K, steps=N |
         epochs=E, batch=B, lr=, momentum=, holdout=0.2, seed=, transport=,
-        budget=, priority=}   (budget: escrowed, trainers from the allocator;
-                                   without: K spread over the trainer hosts, and
-                                   dataset= only for datasets this console owns)
-                                   starts a job; returns j with j:wait{progress=true},
+        budget=, priority=}   (budget: escrowed, trainers from the allocator,
+                                   and a connected job host runs it to settlement
+                                   even if this console goes away; without: K
+                                   spread over the trainer hosts, and dataset= only
+                                   for datasets this console owns)
+                                   starts a job; returns j with j.id, j:wait{progress=true},
                                    j:status(), j:cancel(), j:metrics()
+  job.list()                       the jobs of the connected job hosts
+  job.attach(id)                   a handle (as train{} returns) to a job a job host runs
   chain.tip()                      {height, hash}
   chain.block(h)                   {height, hash, generator, session, work, txs, receipts}
   wallet.balance(id)               {balance, stake, nonce}
@@ -485,7 +491,89 @@ struct job_handle {
   bool finished = false;
   std::string failure;
   train::job_result result;
+  std::string id; ///< j.id: the job id (64 hex digits), or local-N for an unpaid local job
+  // A job that a job host runs (budgeted jobs, job.attach): polled there.
+  std::optional<node_id> host;
+  std::array<uint8_t, 32> job{};
+  const identity* payer = nullptr; ///< signs a cancel
+  std::string phase;               ///< the job host's word for it
+  uint64_t paid = 0, refunded = 0;
+  std::string verified;
 };
+
+/// Polls job host `j.host` for the job until it ends (a cancel asked here
+/// is signed and sent once); posts each new step to the on("progress")
+/// handlers as a local job does.
+void poll_remote(job_handle* j, client* c, session* sp) {
+  auto ask = [&](envelope req) -> caf::expected<envelope> {
+    auto dst = c->lookup("job@" + j->host->hex());
+    if (!dst)
+      return dst.error();
+    return c->request(*dst, std::move(req), std::chrono::seconds(15));
+  };
+  bool cancel_sent = false;
+  uint64_t posted = 0;
+  int misses = 0;
+  for (;;) {
+    if (j->cancel->load() && !cancel_sent && j->payer) {
+      cancel_sent = true;
+      auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+      (void) ask(sign_job_cancel(*j->payer, j->job, now));
+    }
+    auto r = ask(make_envelope<schema::JobQuery>([&](auto q) {
+      q.setStatus(kj::arrayPtr(j->job.data(), 32));
+    }));
+    if (!r) {
+      // A job host that restarts is back within seconds; one that stays
+      // away ends the wait (the job itself may still go on there).
+      if (++misses < 150) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        continue;
+      }
+      std::lock_guard<std::mutex> lk{j->mtx};
+      j->failure = "the job host does not answer: " + describe(r.error());
+      j->finished = true;
+      return;
+    }
+    misses = 0;
+    opened<schema::JobInfo> info{*r};
+    if (!info)
+      continue;
+    std::string phase = info->getPhase();
+    bool final = phase == "done" || phase == "failed" || phase == "cancelled";
+    {
+      std::lock_guard<std::mutex> lk{j->mtx};
+      j->phase = phase;
+      j->steps = info->getSteps();
+      if (info->getStep() > 0)
+        j->last.step = info->getStep() - 1;
+      j->last.loss = info->getLoss();
+      j->last.samples_per_s = info->getSamplesPerS();
+      j->last.trainers = info->getTrainers();
+      j->paid = info->getPaidTrainers();
+      j->refunded = info->getRefunded();
+      j->verified = info->getVerified();
+      if (final) {
+        j->result.steps = info->getStep();
+        j->result.accuracy = info->getAccuracy();
+        j->result.test_loss = info->getTestLoss();
+        if (phase != "done")
+          j->failure = info->getError().size() ? info->getError().cStr() : phase;
+        j->finished = true;
+      }
+    }
+    if (info->getStep() > posted) {
+      posted = info->getStep();
+      sp->handlers->post({j->id, posted, info->getLoss(), info->getSamplesPerS(),
+                          info->getTrainers()});
+    }
+    if (final)
+      return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
 
 job_handle* check_job(lua_State* L) {
   auto** h = static_cast<job_handle**>(luaL_checkudata(L, 1, "aicon.job"));
@@ -518,17 +606,24 @@ void push_metrics(lua_State* L, job_handle& j) {
     set_field(L, "seconds", j.result.seconds);
     set_int(L, "reforms", static_cast<uint64_t>(j.result.reforms));
   }
+  if (j.host) {
+    set_field(L, "phase", j.phase);
+    set_int(L, "paid", j.paid);
+    set_int(L, "refunded", j.refunded);
+    set_field(L, "verified", j.verified);
+  }
 }
 
 int l_job_status(lua_State* L) {
   auto* j = check_job(L);
   std::lock_guard<std::mutex> lk{j->mtx};
   if (!j->finished)
-    lua_pushstring(L, "running");
+    lua_pushstring(L, j->host && !j->phase.empty() && j->phase != "training" ? j->phase.c_str()
+                                                                               : "running");
   else if (j->failure.empty())
     lua_pushstring(L, "done");
   else
-    lua_pushstring(L, ("failed: " + j->failure).c_str());
+    lua_pushstring(L, ((j->host ? j->phase : std::string{"failed"}) + ": " + j->failure).c_str());
   return 1;
 }
 
@@ -540,6 +635,80 @@ int l_job_cancel(lua_State* L) {
 int l_job_metrics(lua_State* L) {
   push_metrics(L, *check_job(L));
   return 1;
+}
+
+/// j.id, or j's methods (the method table is upvalue 1).
+int l_job_index(lua_State* L) {
+  auto* j = check_job(L);
+  if (lua_type(L, 2) == LUA_TSTRING && std::string{lua_tostring(L, 2)} == "id") {
+    lua_pushstring(L, j->id.c_str());
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_gettable(L, lua_upvalueindex(1));
+  return 1;
+}
+
+/// job.list(): every job of the connected job hosts, {id, host, phase, step,
+/// steps, model, budget, accuracy}.
+int l_job_list(lua_State* L) {
+  lua_newtable(L);
+  int i = 1;
+  for (auto& h : nodes_with(L, "job")) {
+    auto r = ask(L, h, "job", make_envelope<schema::JobQuery>([](auto q) { q.setList(); }));
+    if (!r)
+      raise(L, "job.list", r.error());
+    opened<schema::JobList> l{*r};
+    if (!l)
+      raise(L, "job.list", l.error());
+    for (auto info : l->getJobs()) {
+      lua_newtable(L);
+      set_field(L, "id", to_hex({info.getJobId().begin(), info.getJobId().size()}));
+      set_field(L, "host", h.hex());
+      set_field(L, "phase", std::string{info.getPhase().cStr()});
+      set_int(L, "step", info.getStep());
+      set_int(L, "steps", info.getSteps());
+      set_field(L, "model", std::string{info.getModel().cStr()});
+      set_int(L, "budget", info.getBudget());
+      set_field(L, "accuracy", info.getAccuracy());
+      lua_rawseti(L, -2, i++);
+    }
+  }
+  return 1;
+}
+
+/// job.attach(id): a handle to a job a job host runs (started by any
+/// console); j:wait{}, j:status(), j:metrics() as for one's own, j:cancel()
+/// if this console's key paid for it.
+int l_job_attach(lua_State* L) {
+  std::string id = luaL_checkstring(L, 1);
+  if (id.size() != 64 || id.find_first_not_of("0123456789abcdef") != std::string::npos)
+    luaL_error(L, "job.attach: give the job id (64 hex digits), got '%s'", id.c_str());
+  std::array<uint8_t, 32> job{};
+  for (size_t i = 0; i < 32; ++i)
+    job[i] = static_cast<uint8_t>(std::stoi(id.substr(2 * i, 2), nullptr, 16));
+  auto& s = session_of(L);
+  for (auto& h : nodes_with(L, "job")) {
+    auto r = ask(L, h, "job", make_envelope<schema::JobQuery>([&](auto q) {
+                   q.setStatus(kj::arrayPtr(job.data(), 32));
+                 }));
+    if (!r)
+      continue;
+    auto* j = new job_handle;
+    j->id = id;
+    j->host = h;
+    j->job = job;
+    j->payer = s.cluster ? &s.cluster->payer() : &s.c->self();
+    j->steps = opened<schema::JobInfo>{*r}->getSteps();
+    j->phase = opened<schema::JobInfo>{*r}->getPhase().cStr();
+    auto** ud = static_cast<job_handle**>(lua_newuserdatauv(L, sizeof(job_handle*), 0));
+    *ud = j;
+    luaL_setmetatable(L, "aicon.job");
+    j->runner = std::thread([j, c = s.c, sp = &s] { poll_remote(j, c, sp); });
+    return 1;
+  }
+  luaL_error(L, "job.attach: no connected job host knows job %s", id.substr(0, 16).c_str());
+  return 0;
 }
 
 int l_job_wait(lua_State* L) {
@@ -579,6 +748,107 @@ caf::expected<envelope> ledger_query(lua_State* L, const char* fn,
                                      const std::function<void(schema::LedgerQuery::Builder)>& f);
 uint64_t submit_tx(lua_State* L, const char* fn,
                    const std::function<void(schema::Transaction::Body::Builder)>& fill);
+
+node_id ledger_node(lua_State* L, const char* fn);
+
+/// A budgeted job handed to job host `agent`: the budget is escrowed with
+/// terms naming it the agent (at most `per_step` per trainer-step for K x
+/// steps), the signed spec submitted; the handle polls the job host. The
+/// job goes on if this console goes away.
+int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id& agent,
+                       uint64_t amount, uint64_t per_step, uint32_t k) {
+  const char* fn = "train";
+  auto& s = session_of(L);
+  const identity& payer = s.cluster ? s.cluster->payer() : s.c->self();
+  auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
+  train::agent_terms terms;
+  terms.agent = agent;
+  terms.max_price = per_step;
+  terms.units = uint64_t{k} * o.steps;
+  terms.deadline_ms = now + 6 * 3600 * 1000;
+  std::array<uint8_t, 32> dataset{};
+  if (!o.dataset.empty()) {
+    for (size_t i = 0; i < 32; ++i)
+      dataset[i] = static_cast<uint8_t>(std::stoi(o.dataset.substr(2 * i, 2), nullptr, 16));
+    terms.assets.push_back(dataset);
+  }
+  terms.assets.push_back(train::model_asset_of(o));
+  caf::error escrowed;
+  if (s.cluster) {
+    escrowed = s.cluster->payer_tx([&](uint64_t n) {
+      return train::make_escrow_lock(payer, s.cluster->chain_id(), n, o.job, amount, terms);
+    });
+  } else {
+    auto chain = train::chain_id_of(
+      [&](envelope q) { return ask(L, ledger_node(L, fn), "ledger", std::move(q)); });
+    if (!chain)
+      raise(L, fn, chain.error());
+    uint64_t nonce = 0;
+    {
+      auto r = ledger_query(L, fn, [&](auto q) {
+        q.setAccount(kj::arrayPtr(payer.id().bytes.data(), 32));
+      });
+      if (!r)
+        raise(L, fn, r.error());
+      nonce = opened<schema::AccountInfo>{*r}->getNonce() + 1;
+    }
+    auto bg = nodes_with(L, "block_generator");
+    if (bg.empty())
+      luaL_error(L, "%s: none of the connected hosts runs the block_generator role", fn);
+    auto ack = ask(L, bg[0], "block_generator",
+                   train::make_escrow_lock(payer, *chain, nonce, o.job, amount, terms));
+    if (!ack)
+      raise(L, fn, ack.error());
+    escrowed = make_error(errc::timeout,
+                          fmt::format("the escrow of {} was not final within 30 s", amount));
+    for (int i = 0; i < 150; ++i) {
+      auto r = ledger_query(L, fn, [&](auto q) {
+        q.setAccount(kj::arrayPtr(payer.id().bytes.data(), 32));
+      });
+      if (r && opened<schema::AccountInfo>{*r}->getNonce() >= nonce) {
+        escrowed = caf::none;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  if (escrowed)
+    raise(L, fn, escrowed);
+  capnp::MallocMessageBuilder mb;
+  auto spec = mb.initRoot<schema::JobSpec>();
+  spec.setModel(o.model);
+  if (!o.dataset.empty())
+    spec.setDataset(kj::arrayPtr(dataset.data(), 32));
+  else
+    spec.setDataFile(o.data_file);
+  spec.setTrainers(k);
+  spec.setSteps(o.steps);
+  spec.setBatch(o.global_batch);
+  spec.setLr(o.lr);
+  spec.setMomentum(o.momentum);
+  spec.setHoldoutPercent(o.test_percent);
+  spec.setSeed(o.seed);
+  spec.setTransport(o.transport);
+  spec.setBudget(amount);
+  spec.setPriority(o.priority);
+  spec.setVerify(!nodes_with(L, "rater").empty());
+  auto submitted = ask(L, agent, "job", sign_job_submit(payer, spec.asReader(), o.job, now));
+  if (!submitted)
+    raise(L, fn, submitted.error());
+  auto* j = new job_handle;
+  j->steps = o.steps;
+  j->id = to_hex({o.job.data(), 32});
+  j->host = agent;
+  j->job = o.job;
+  j->payer = &payer;
+  auto** ud = static_cast<job_handle**>(lua_newuserdatauv(L, sizeof(job_handle*), 0));
+  *ud = j;
+  luaL_setmetatable(L, "aicon.job");
+  j->runner = std::thread([j, c = s.c, sp = &s] { poll_remote(j, c, sp); });
+  return 1;
+}
 
 int l_train(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -712,6 +982,10 @@ int l_train(lua_State* L) {
       luaL_error(L, "%s: job= and budget= exclude each other (a budget's escrow names its own job)", fn);
     randombytes_buf(o.job.data(), 32);
     auto& job = o.job;
+    o.priority = priority ? static_cast<uint32_t>(*priority) : 0;
+    auto job_hosts = nodes_with(L, "job");
+    if (!job_hosts.empty())
+      return submit_to_job_host(L, o, job_hosts[0], amount, per_step, k);
     caf::error escrowed;
     if (s.cluster) {
       escrowed = s.cluster->payer_tx(
@@ -757,6 +1031,7 @@ int l_train(lua_State* L) {
   auto* sp = &s;
   auto job_name = budget ? to_hex({o.job.data(), o.job.size()})
                          : fmt::format("local-{}", ++s.local_jobs);
+  j->id = job_name;
   j->runner = std::thread([j, o, c = s.c, sp, job_name] {
     auto r = train::run_job(*c, o, [j, sp, &job_name](const train::step_report& rep) {
       {
@@ -986,6 +1261,7 @@ lua_State* new_state(session& s) {
                                          {nullptr, nullptr}};
   lua_newtable(L);
   luaL_setfuncs(L, job_methods, 0);
+  lua_pushcclosure(L, l_job_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, l_job_gc);
   lua_setfield(L, -2, "__gc");
@@ -1001,6 +1277,8 @@ lua_State* new_state(session& s) {
                                          {"preview", l_dataset_preview},
                                          {nullptr, nullptr}};
   register_table(L, "dataset", dataset_fns);
+  static const luaL_Reg job_fns[] = {{"list", l_job_list}, {"attach", l_job_attach}, {nullptr, nullptr}};
+  register_table(L, "job", job_fns);
   static const luaL_Reg chain_fns[] = {{"tip", l_chain_tip}, {"block", l_chain_block}, {nullptr, nullptr}};
   register_table(L, "chain", chain_fns);
   static const luaL_Reg wallet_fns[] = {{"balance", l_wallet_balance},

@@ -129,7 +129,7 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
   }
   const std::vector<std::vector<std::string>> roles{
     {"directory", "ledger", "block_generator", "data_node", "allocator", "rater", "script"},
-    {"directory", "ledger", "block_generator", "data_node"},
+    {"directory", "ledger", "block_generator", "data_node", "job"},
     {"directory", "ledger", "trainer"},
     {"directory", "ledger", "trainer"}};
   for (size_t i = 0; i < names.size(); ++i) {
@@ -146,6 +146,7 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
     // The user is the operator here: its jobs without a budget (no
     // allocator, so no lease) may still use the trainers.
     cfg.trainer_clients.push_back(client_id);
+    cfg.trainer_clients.push_back(ec->ids_[1]); // the job host, for unpaid jobs
     for (size_t k = 0; k < names.size(); ++k)
       if (k != i)
         cfg.connect.push_back(peer_entry{net_address{"127.0.0.1", ports[k]}, ec->ids_[k]});

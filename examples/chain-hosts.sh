@@ -82,9 +82,10 @@ for n in "${names[@]}"; do
 data_dir = "$n"
 listen = "127.0.0.1:${port[$n]}"
 site = "site-$n"
-roles = ["directory", "ledger", "block_generator", "data_node", "trainer", "script"]
+roles = ["directory", "ledger", "block_generator", "data_node", "trainer", "script", "job"]
 data_files = ["$repo/tests/data"]   # the only local files a job may name (TrainConfig.dataFile)
-trainer_clients = ["${id[client]}"]  # the operator's client: its unpaid jobs need no allocator's lease
+# The operator's client and its job hosts: their unpaid jobs need no allocator's lease.
+trainer_clients = ["${id[client]}", "${id[a]}", "${id[b]}", "${id[c]}"]
 
 [peers]
 allow = [$allow]

@@ -396,18 +396,36 @@ BOOST_AUTO_TEST_CASE(without_connect_scripts_run_on_an_embedded_cluster) {
   BOOST_TEST(r.output.find("held-out accuracy") != std::string::npos);
   BOOST_TEST(r.output.find("allocator,rater") != std::string::npos);
   BOOST_TEST(r.output.find("] step 300 loss ") != std::string::npos, r.output);
-  // A job with a budget: escrowed, trainers from the allocator.
+  // A job with a budget: escrowed with terms naming the cluster's job host
+  // its agent, which runs it (trainers from the allocator), has the rater
+  // verify it and settles: 4 x 200 steps at 2 = 1600 to the trainers, 400
+  // back. Another handle attaches to it by id.
   auto budget = write_file(std::filesystem::temp_directory_path(), "aicon-budget-test.lua", R"lua(
 local j = train{model = "mlp:64-64-10", data = arg[1], trainers = 4, steps = 200, budget = 2000,
                 priority = 1}
+assert(#j.id == 64, "j.id: " .. tostring(j.id))
 local m = j:wait{}
 print(("budgeted job: accuracy %.4f after %d steps"):format(m.accuracy, m.steps))
+print(("phase %s, paid %d, refunded %d, %s"):format(m.phase, m.paid, m.refunded, m.verified))
 assert(m.accuracy >= 0.95)
+local listed = false
+for _, x in ipairs(job.list()) do
+  if x.id == j.id then listed = x.phase == "done" end
+end
+assert(listed, "job.list() does not show the job done")
+local again = job.attach(j.id)
+print(("attached: %s, accuracy %.4f"):format(again:status(), again:wait{}.accuracy))
+print(select(2, pcall(job.attach, string.rep("ab", 32))))
 )lua");
   auto b = run_command({aicon_binary(), "run", budget.string(), "--", digits()}, 180s);
   std::filesystem::remove(budget);
   BOOST_TEST(b.exit_code == 0, b.output);
   BOOST_TEST(b.output.find("budgeted job: accuracy") != std::string::npos, b.output);
+  BOOST_TEST(b.output.find("phase done, paid 1600, refunded 400, 4/4 trainers passed") != std::string::npos,
+             b.output);
+  BOOST_TEST(b.output.find("attached: done, accuracy 0.9") != std::string::npos, b.output);
+  BOOST_TEST(b.output.find("job.attach: no connected job host knows job abababab") != std::string::npos,
+             b.output);
   // With --connect, the client's own key is needed.
   auto no_dir = run_command({aicon_binary(), "run",
                              (std::filesystem::path{AICON_SOURCE_DIR} / "examples/train-digits.lua").string(),
