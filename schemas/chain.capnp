@@ -79,6 +79,15 @@ struct Slash {
   jobId @3 :Data;        # 32 bytes: the job whose verification the target failed
 }
 
+struct DoubleVote {
+  # Evidence: two votes signed by one committee member for different blocks
+  # at one height. Anyone may submit it; the chain cuts the genesis
+  # slash_percent of the voter's stake (it leaves the supply), once per
+  # (voter, height). The author earns nothing.
+  a @0 :Vote;
+  b @1 :Vote;
+}
+
 struct Transaction {
   author @0 :Data;       # signer's wallet (32-byte ed25519 public key)
   nonce @1 :UInt64;      # exactly the author's previous nonce + 1
@@ -91,6 +100,7 @@ struct Transaction {
     assetTransfer @7 :AssetTransfer;
     stake @8 :Stake;
     slash @9 :Slash;
+    doubleVote @11 :DoubleVote;
   }
   chain @10 :Data;       # 32 bytes: the chain id (TipInfo.chainId) it is for; signed
                          # with the rest, so it never counts on another chain

@@ -49,9 +49,11 @@ struct round_state {
   bool done = false;            ///< appended (or given up); wait for the next tip
 };
 
+/// What this host promised at a height: written to LMDB (vote_locks)
+/// before the vote leaves the host, so a restart cannot forget it.
 struct vote_lock {
   hash256 hash{};
-  clock_type::time_point at;
+  uint64_t at_ms = 0; ///< wall clock
 };
 
 /// A receipt in the pool with what picking work needs, decoded once on entry.
@@ -69,6 +71,11 @@ struct generator_state {
   std::vector<hash256> receipt_order;     ///< arrival order of `receipts`
   round_state round;
   std::map<uint64_t, vote_lock> locks;    ///< height -> the block this host voted for
+  /// Votes this host collected, by height and voter, until the height is
+  /// final: a final block carrying another vote of the same voter at that
+  /// height is evidence of a double vote (DoubleVote).
+  std::map<uint64_t, std::map<node_id, envelope>> seen_votes;
+  uint64_t evidence_nonce = 0; ///< the last nonce this host used for evidence
   std::unique_ptr<message_table> table;
   static inline const char* name = "aicon.block_generator";
 
@@ -86,16 +93,71 @@ struct generator_state {
   }
 
   /// The height's vote lock allows voting for `hash`.
-  bool may_vote_for(uint64_t height, const hash256& hash, clock_type::time_point now) const {
+  bool may_vote_for(uint64_t height, const hash256& hash, uint64_t now_ms) const {
     auto l = locks.find(height);
     return l == locks.end() || l->second.hash == hash
-           || now - l->second.at >= std::chrono::milliseconds{ctx.lim.vote_lock_ms};
+           || now_ms >= l->second.at_ms + ctx.lim.vote_lock_ms;
   }
 
-  void lock(uint64_t height, const hash256& hash, clock_type::time_point now) {
+  static std::array<uint8_t, 8> height_key(uint64_t height) {
+    std::array<uint8_t, 8> k{};
+    for (int i = 0; i < 8; ++i)
+      k[i] = static_cast<uint8_t>(height >> (56 - 8 * i));
+    return k;
+  }
+
+  /// Locks `height` to `hash`, durably (fsync'd) before the caller lets
+  /// the vote out. An error: no vote.
+  caf::error lock(uint64_t height, const hash256& hash, uint64_t now_ms) {
     auto& l = locks[height];
-    if (l.hash != hash)
-      l = vote_lock{hash, now};
+    if (l.hash == hash && l.at_ms != 0)
+      return {};
+    auto t = store::txn::begin(chain->env(), true);
+    if (!t)
+      return t.error();
+    std::vector<uint8_t> v(hash.begin(), hash.end());
+    for (int i = 0; i < 8; ++i)
+      v.push_back(static_cast<uint8_t>(now_ms >> (56 - 8 * i)));
+    auto k = height_key(height);
+    if (auto err = t->put(store::db::vote_locks, {k.data(), 8}, v))
+      return err;
+    if (auto err = t->commit())
+      return err;
+    l = vote_lock{hash, now_ms};
+    return {};
+  }
+
+  /// The locks of heights above the tip, as the store has them (a
+  /// restarted host keeps its promises); older ones are deleted.
+  void load_locks(uint64_t tip_height) {
+    auto t = store::txn::begin(chain->env(), true);
+    if (!t)
+      return;
+    std::vector<std::array<uint8_t, 8>> stale;
+    (void) t->for_each(store::db::vote_locks, [&](std::span<const uint8_t> k,
+                                                  std::span<const uint8_t> v) {
+      if (k.size() != 8 || v.size() != 40)
+        return true;
+      uint64_t h = 0, at = 0;
+      for (int i = 0; i < 8; ++i) {
+        h = (h << 8) | k[i];
+        at = (at << 8) | v[32 + i];
+      }
+      if (h <= tip_height) {
+        stale.push_back(height_key(h));
+        return true;
+      }
+      vote_lock l;
+      std::memcpy(l.hash.data(), v.data(), 32);
+      l.at_ms = at;
+      locks[h] = l;
+      return true;
+    });
+    for (auto& k : stale)
+      (void) t->del(store::db::vote_locks, {k.data(), 8});
+    (void) t->commit();
+    if (!locks.empty())
+      log_info("block_generator: {} vote lock(s) restored from the store", locks.size());
   }
 
   /// Drops receipts that a block has used since they arrived.
@@ -227,9 +289,57 @@ void request_votes(generator_actor* self) {
                  return;
                }
                r.votes.emplace(member, *v);
+               st.seen_votes[height + 1][member] = *v;
                if (r.votes.size() >= ledger::quorum(static_cast<uint32_t>(r.committee.size())))
                  finalize(self);
              });
+  }
+}
+
+/// Final blocks up to `tip_height` against the votes this host collected
+/// at their heights: a voter that signed another block there double voted;
+/// the evidence goes to the pool (and the peers) as this host's DoubleVote.
+void check_double_votes(generator_actor* self, uint64_t tip_height) {
+  auto& st = self->state;
+  while (!st.seen_votes.empty() && st.seen_votes.begin()->first <= tip_height) {
+    auto node = st.seen_votes.extract(st.seen_votes.begin());
+    auto height = node.key();
+    auto blk = st.chain->block_at(height);
+    if (!blk)
+      continue;
+    opened<schema::Block> b{*blk};
+    if (!b)
+      continue;
+    for (auto v : b->getVotes()) {
+      auto voter = node_id::from_bytes({v.getVoter().begin(), v.getVoter().size()});
+      if (!voter)
+        continue;
+      auto seen = node.mapped().find(*voter);
+      if (seen == node.mapped().end())
+        continue;
+      opened<schema::Vote> mine{seen->second};
+      if (!mine || mine->getBlockHash() == v.getBlockHash())
+        continue;
+      auto committed = st.committed_nonce(st.ctx.self->id());
+      st.evidence_nonce = std::max(st.evidence_nonce, committed) + 1;
+      auto tx = ledger::make_signed_transaction(
+        *st.ctx.self, st.chain->chain_id(), st.evidence_nonce,
+        [&](schema::Transaction::Body::Builder body) {
+          auto d = body.initDoubleVote();
+          d.setA(mine.root());
+          d.setB(v);
+        });
+      log_warning("block_generator: {} voted for two blocks at height {}: evidence submitted",
+                  voter->short_hex(), height);
+      auto balance = [&st](const node_id& who) -> uint64_t {
+        auto a = st.chain->account_of(who);
+        return a ? a->balance : 0;
+      };
+      if (auto err = st.pool.add(tx, st.nonces(), balance))
+        log_warning("block_generator: the evidence was not pooled: {}", describe(err));
+      else
+        gossip(self, tx);
+    }
   }
 }
 
@@ -251,6 +361,7 @@ void tick(generator_actor* self) {
     st.prune_receipts();
     for (auto l = st.locks.begin(); l != st.locks.end() && l->first <= tip->height;)
       l = st.locks.erase(l);
+    check_double_votes(self, tip->height);
   }
   if (r.done)
     return;
@@ -301,9 +412,12 @@ void tick(generator_actor* self) {
     return;
   }
   auto hash = ledger::header_hash(opened<schema::Block>{*blk}->getHeader());
-  if (!st.may_vote_for(tip->height + 1, hash, now))
+  if (!st.may_vote_for(tip->height + 1, hash, wall_ms()))
     return; // this host already voted for another block at this height
-  st.lock(tip->height + 1, hash, now);
+  if (auto err = st.lock(tip->height + 1, hash, wall_ms())) {
+    log_warning("block_generator: vote lock not written, no proposal: {}", describe(err));
+    return;
+  }
   r.proposal = *blk;
   r.proposal_hash = hash;
   r.votes.emplace(st.ctx.self->id(), ledger::chain::make_vote(*blk, *st.ctx.self));
@@ -321,6 +435,8 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
   st.ctx = std::move(ctx);
   st.chain = std::move(chain);
   st.table = std::make_unique<message_table>("block_generator", block_generator_access);
+  if (auto tip = st.chain->tip())
+    st.load_locks(tip->height);
   st.table->on<schema::SignedTransaction>([self](const envelope& env,
                                                  schema::SignedTransaction::Reader stx)
                                             -> caf::result<envelope> {
@@ -399,13 +515,13 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
                         fmt::format("this host is not in the committee of block {}",
                                     h.getHeight()));
     auto hash = ledger::header_hash(h);
-    auto now = clock_type::now();
-    if (!st.may_vote_for(h.getHeight(), hash, now))
+    if (!st.may_vote_for(h.getHeight(), hash, wall_ms()))
       return make_error(errc::invalid_argument,
                         fmt::format("already voted for block {} at height {}",
                                     ledger::hex(st.locks[h.getHeight()].hash).substr(0, 16),
                                     h.getHeight()));
-    st.lock(h.getHeight(), hash, now);
+    if (auto err = st.lock(h.getHeight(), hash, wall_ms()))
+      return err; // no durable promise, no vote
     return ledger::chain::make_vote(env, *st.ctx.self);
   });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {

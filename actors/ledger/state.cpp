@@ -1,4 +1,6 @@
 #include "actors/ledger/state.hpp"
+#include "actors/ledger/chain.hpp"
+#include "actors/ledger/hashing.hpp"
 
 #include <chrono>
 
@@ -314,6 +316,8 @@ const char* to_string(rule r) {
     case rule::escrow_expired: return "escrow_expired";
     case rule::refund_only: return "refund_only";
     case rule::escrow_has_agent: return "escrow_has_agent";
+    case rule::bad_evidence: return "bad_evidence";
+    case rule::already_punished: return "already_punished";
   }
   return "unknown";
 }
@@ -323,7 +327,7 @@ std::optional<rule> rule_of(const caf::error& err) {
   if (text.rfind("rule ", 0) != 0)
     return std::nullopt;
   auto name = text.substr(5, text.find(':') - 5);
-  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::escrow_has_agent); ++i)
+  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::already_punished); ++i)
     if (name == to_string(static_cast<rule>(i)))
       return static_cast<rule>(i);
   return std::nullopt;
@@ -871,6 +875,57 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       auto marked = escrow;
       marked.slashed.push_back(*target);
       if (auto err = st.put_escrow(job, marked))
+        return err;
+      (*victim)->stake -= cut;
+      totals->supply -= cut;
+      totals->slashed += cut;
+      totals_changed = true;
+      break;
+    }
+    case schema::Transaction::Body::DOUBLE_VOTE: {
+      auto d = body.getDoubleVote();
+      auto a = d.getA(), b = d.getB();
+      auto voter = key_field(a.getVoter(), "doubleVote.a.voter");
+      if (!voter)
+        return voter.error();
+      auto other = key_field(b.getVoter(), "doubleVote.b.voter");
+      if (!other)
+        return other.error();
+      auto ha = hash_field(a.getBlockHash(), "doubleVote.a.blockHash");
+      if (!ha)
+        return ha.error();
+      auto hb = hash_field(b.getBlockHash(), "doubleVote.b.blockHash");
+      if (!hb)
+        return hb.error();
+      if (*voter != *other || a.getHeight() != b.getHeight())
+        return refuse(rule::bad_evidence, "the votes are by different voters or at different heights");
+      if (*ha == *hb)
+        return refuse(rule::bad_evidence, "the votes are for the same block");
+      for (auto v : {a, b})
+        if (!verify_signature(*voter, vote_signing_bytes(v.getHeight(), *hash_field(v.getBlockHash(), "")),
+                              {v.getSignature().begin(), v.getSignature().size()}))
+          return refuse(rule::bad_evidence,
+                        fmt::format("a vote is not signed by {}", voter->short_hex()));
+      std::vector<uint8_t> mark_bytes(voter->bytes.begin(), voter->bytes.end());
+      for (int i = 0; i < 8; ++i)
+        mark_bytes.push_back(static_cast<uint8_t>(a.getHeight() >> (8 * i)));
+      auto mark = blake2b("aicon-double-vote-v1", mark_bytes);
+      auto used = st.receipt_used(mark);
+      if (!used)
+        return used.error();
+      if (*used)
+        return refuse(rule::already_punished,
+                      fmt::format("{} was already punished for height {}", voter->short_hex(),
+                                  a.getHeight()));
+      auto victim = accts.get(*voter);
+      if (!victim)
+        return victim.error();
+      auto cut = static_cast<uint64_t>(static_cast<unsigned __int128>((*victim)->stake)
+                                       * params.slash_percent / 100);
+      if (cut == 0)
+        return refuse(rule::zero_amount,
+                      fmt::format("{} has no stake to slash", voter->short_hex()));
+      if (auto err = st.mark_receipt(mark, a.getHeight()))
         return err;
       (*victim)->stake -= cut;
       totals->supply -= cut;

@@ -187,6 +187,8 @@ enum class rule : uint8_t {
   escrow_expired,        ///< an agent settling after the terms' deadline
   refund_only,           ///< a payer paying others from an agent's escrow after the deadline
   escrow_has_agent,      ///< a payer settling an agent's escrow before the deadline
+  bad_evidence,          ///< a DoubleVote whose votes do not conflict or are not signed
+  already_punished,      ///< a second DoubleVote for the same voter and height
 };
 
 const char* to_string(rule r);

@@ -44,8 +44,12 @@ struct chain_cluster {
   std::filesystem::path genesis;
   std::unique_ptr<client> c;
   std::atomic<uint64_t> seq{0};
+  uint32_t vote_lock_ms = 4000;
+  static constexpr uint64_t validator_stake = 1000;
 
-  chain_cluster() {
+  /// `lock_ms`: the hosts' vote_lock_ms; `staked`: each validator holds
+  /// validator_stake (what a double vote puts at risk).
+  explicit chain_cluster(uint32_t lock_ms = 4000, bool staked = false) : vote_lock_ms(lock_ms) {
     for (auto name : {"a", "b", "c"}) {
       nodes.push_back(make_node(root, name));
       ports.push_back(free_port());
@@ -67,6 +71,9 @@ struct chain_cluster {
     g.difficulty.window_blocks = 5;
     g.authorities = {rater.id()};
     g.allocations = {{alice.id(), 1'000'000, 0}};
+    if (staked)
+      for (auto& n : nodes)
+        g.allocations.push_back({n.id, 0, validator_stake});
     genesis = write_file(root.path(), "genesis.toml", ledger::to_toml(g));
     hosts.resize(3);
     starts.assign(3, 0);
@@ -102,10 +109,10 @@ struct chain_cluster {
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
                   "roles = [\"directory\", \"ledger\", \"block_generator\"]\n"
                   "[peers]\nallow = [\"{}\"]\nconnect = [\n{}]\n[chain]\ngenesis = \"{}\"\n"
-                  "[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
+                  "[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = {}\n"
                   "ledger_sync_ms = 300\n",
                   nodes[i].dir.filename().string(), ports[i], cli.id.hex(), connect,
-                  genesis.string()));
+                  genesis.string(), vote_lock_ms));
   }
 
   void start(size_t i) {
@@ -483,6 +490,79 @@ BOOST_AUTO_TEST_CASE(an_idle_chain_commits_transfers_at_the_target_rate) {
   auto r2 = refusal(cc, 1, with_votes(claims_work));
   BOOST_TEST(r2.find("must claim no work units") != std::string::npos, r2);
   BOOST_TEST(cc.tip(*cc.c, 1)->height == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_vote_lock_survives_a_kill_and_a_double_vote_costs_stake) {
+  // Locks that outlast the test (10 min): whatever a validator promised
+  // holds across SIGKILL and restart.
+  chain_cluster cc{600'000, true};
+  auto sent = cc.ask(*cc.c, 0, "block_generator", cc.transfer(1, 10));
+  BOOST_REQUIRE_MESSAGE(sent, why(sent));
+  auto agreed = cc.wait_agreed(1, 30s);
+  auto scratch = ledger::chain::open(cc.root / "scratch", cc.g);
+  BOOST_REQUIRE_MESSAGE(scratch, why(scratch));
+  for (uint64_t h = 1; h <= agreed.height; ++h) {
+    auto blk = cc.ask(*cc.c, 0, "ledger",
+                      make_envelope<schema::LedgerQuery>([h](auto q) { q.setBlockAt(h); }));
+    BOOST_REQUIRE_MESSAGE(blk, why(blk));
+    BOOST_REQUIRE(!(*scratch)->append(*blk));
+  }
+  auto tip = (*scratch)->tip();
+  auto committee = ledger::select_committee(tip->hash, cc.g.candidates, cc.g.committee_size);
+  auto proposer = cc.key_of(committee[0]);
+  ledger::block_draft d;
+  d.receipts = {cc.receipt(1000)};
+  d.time_ms = chain_cluster::now_ms();
+  auto first = (*scratch)->propose(proposer, d);
+  BOOST_REQUIRE_MESSAGE(first, why(first));
+  d.time_ms += 1;
+  auto second = (*scratch)->propose(proposer, d);
+  BOOST_REQUIRE_MESSAGE(second, why(second));
+  auto vote = cc.ask(*cc.c, 0, "block_generator", *first);
+  BOOST_REQUIRE_MESSAGE(vote, why(vote));
+  // Killed and restarted, host a still will not vote for the other block.
+  BOOST_TEST(cc.hosts[0].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
+  cc.start(0);
+  BOOST_REQUIRE_MESSAGE(cc.hosts[0].proc->wait_for_log("vote lock(s) restored", 20s),
+                        cc.hosts[0].proc->log_text());
+  auto relinked = cc.make_client();
+  auto again = cc.ask(*relinked, 0, "block_generator", *second);
+  BOOST_REQUIRE_MESSAGE(!again, "host a voted for a second block at one height after a restart");
+  BOOST_TEST(describe(again.error()).find("already voted") != std::string::npos,
+             describe(again.error()));
+
+  // A validator that signs both (its key used outside its host): anyone may
+  // submit the two votes as evidence; the chain cuts half its stake, once.
+  auto cheat = cc.key_of(committee[1]);
+  auto evidence = [&](uint64_t nonce) {
+    auto va = ledger::chain::make_vote(*first, cheat);
+    auto vb = ledger::chain::make_vote(*second, cheat);
+    return ledger::make_signed_transaction(cc.alice, ledger::chain_id(cc.g), nonce,
+                                           [&](schema::Transaction::Body::Builder b) {
+                                             auto dv = b.initDoubleVote();
+                                             dv.setA(opened<schema::Vote>{va}.root());
+                                             dv.setB(opened<schema::Vote>{vb}.root());
+                                           });
+  };
+  auto stake_of = [&](size_t i, const node_id& who) {
+    auto r = cc.ask(*relinked, i, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                      q.setAccount(kj::arrayPtr(who.bytes.data(), 32));
+                    }));
+    return r ? opened<schema::AccountInfo>{*r}->getStake() : uint64_t{0};
+  };
+  BOOST_TEST(stake_of(1, committee[1]) == chain_cluster::validator_stake);
+  auto ack = cc.ask(*relinked, 1, "block_generator", evidence(2));
+  BOOST_REQUIRE_MESSAGE(ack, why(ack));
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (stake_of(1, committee[1]) == chain_cluster::validator_stake
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  for (size_t i = 1; i < 3; ++i)
+    BOOST_TEST(stake_of(i, committee[1]) == chain_cluster::validator_stake / 2, "host " << i);
+  auto twice = cc.ask(*relinked, 2, "block_generator", evidence(3));
+  BOOST_REQUIRE(!twice);
+  BOOST_TEST(describe(twice.error()).find("already_punished") != std::string::npos,
+             describe(twice.error()));
 }
 
 BOOST_AUTO_TEST_CASE(a_host_killed_twenty_times_verifies_and_catches_up) {

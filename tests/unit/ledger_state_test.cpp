@@ -3,11 +3,16 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cstring>
+#include <functional>
 #include <random>
 
 #include "actors/ledger/state.hpp"
 #include "chain_util.hpp"
 #include "test_util.hpp"
+
+namespace aicon::ledger { // actors/ledger/chain.hpp (its `chain` would shadow this file's)
+std::vector<uint8_t> vote_signing_bytes(uint64_t height, const hash256& block_hash);
+} // namespace aicon::ledger
 
 using namespace aicon;
 using namespace aicon::ledger;
@@ -342,6 +347,50 @@ BOOST_AUTO_TEST_CASE(an_agent_settles_within_the_payers_terms_and_only_before_th
   auto e = c.st.get_escrow(late)->value();
   BOOST_TEST(e.terms->max_price == 10u);
   BOOST_TEST(e.terms->assets.size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_double_vote_is_evidence_and_slashes_the_voter_once) {
+  chain c;
+  auto vote = [&](const aicon::identity& signer, const node_id& voter, uint64_t height,
+                  const hash256& block) {
+    return [&signer, voter, height, block](schema::Vote::Builder v) {
+      v.setHeight(height);
+      v.setBlockHash(kj::arrayPtr(block.data(), 32));
+      v.setVoter(kj::arrayPtr(voter.bytes.data(), 32));
+      auto sig = signer.sign(vote_signing_bytes(height, block));
+      v.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+    };
+  };
+  using vote_fn = std::function<void(schema::Vote::Builder)>;
+  auto evidence = [&](vote_fn a, vote_fn b) {
+    return [a, b](schema::Transaction::Body::Builder body) {
+      auto d = body.initDoubleVote();
+      a(d.initA());
+      b(d.initB());
+    };
+  };
+  auto x = id32(0x11), y = id32(0x22);
+  auto& bob = c.bob; // a validator with stake 100
+  c.expect_refused(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x), vote(bob, bob.id(), 7, x))),
+                   rule::bad_evidence); // the same block twice
+  c.expect_refused(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x), vote(bob, bob.id(), 8, y))),
+                   rule::bad_evidence); // two heights
+  c.expect_refused(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x), vote(c.carol, bob.id(), 7, y))),
+                   rule::bad_evidence); // one vote forged in bob's name
+  c.expect_refused(c.tx(c.alice, evidence(vote(c.carol, c.carol.id(), 7, x),
+                                          vote(c.carol, c.carol.id(), 7, y))),
+                   rule::zero_amount); // carol has no stake
+  auto supply = c.st.get_totals()->supply;
+  BOOST_TEST(!c.apply(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x), vote(bob, bob.id(), 7, y)))));
+  BOOST_TEST(c.st.get_account(bob.id())->stake == 50u); // slash_percent 50
+  BOOST_TEST(c.st.get_totals()->supply == supply - 50);
+  BOOST_TEST(c.st.get_totals()->slashed == 50u);
+  BOOST_TEST(c.balance(c.alice) == 1000u); // the reporter earns nothing
+  // Once per (voter, height), whoever reports it, in whichever order.
+  c.expect_refused(c.tx(c.carol, evidence(vote(bob, bob.id(), 7, y), vote(bob, bob.id(), 7, x))),
+                   rule::already_punished);
+  BOOST_TEST(!c.apply(c.tx(c.alice, evidence(vote(bob, bob.id(), 9, x), vote(bob, bob.id(), 9, y)))));
+  BOOST_TEST(c.st.get_account(bob.id())->stake == 25u);
 }
 
 BOOST_AUTO_TEST_CASE(assets_belong_to_whoever_registered_or_received_them) {
