@@ -111,6 +111,9 @@ struct TrainStep {
   epoch @3 :UInt64;        # whose permutation the batch is drawn from
   cursor @4 :UInt64;       # first position of the global batch in it
   token @5 :Data;          # the session's token (TrainerJoin.token)
+  count @6 :UInt32;        # steps to run from here on their own (0 or 1: this one): the
+                           # ring's collective is the barrier; the schedule moves on by
+                           # the global batch, to the next epoch at the end of the rows
 }
 
 struct StepDone {
@@ -121,6 +124,8 @@ struct StepDone {
   computeUs @4 :UInt64;
   allreduceUs @5 :UInt64;
   digest @6 :Data;         # BLAKE2b of (weights before, batch indices, local gradient)
+  lossSums @7 :List(Float64);   # with TrainStep.count > 1: each step's lossSum, in order
+  allreduceUsEach @8 :List(UInt64); # and each step's allreduce time
 }
 
 struct TrainQuery {

@@ -594,6 +594,11 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
       cursor = 0;
     }
     auto n = static_cast<uint32_t>(ring->ranks.size());
+    // The trainers run up to the next checkpoint on their own: one request
+    // per rank for all those steps, the ring's allreduce their barrier.
+    auto count = static_cast<uint32_t>(std::min<uint64_t>(
+      {o.steps - step, o.checkpoint_every - step % o.checkpoint_every,
+       std::max<uint32_t>(o.steps_per_request, 1)}));
     std::vector<caf::actor> dst;
     std::vector<envelope> reqs;
     for (uint32_t r = 0; r < n; ++r) {
@@ -605,16 +610,18 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         b.setStep(step);
         b.setEpoch(epoch);
         b.setCursor(cursor);
+        b.setCount(count);
       }));
     }
     auto t0 = clock_type::now();
     auto done = ask_all(c, dst, reqs,
-                        std::chrono::milliseconds(o.ring_timeout_ms * 4 + 60'000));
+                        std::chrono::milliseconds((o.ring_timeout_ms * 4 + 60'000) * count));
     double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
     std::string failed;
     step_report rep;
     rep.step = step;
     rep.trainers = n;
+    std::vector<step_report> reps(count, rep);
     for (uint32_t r = 0; r < n; ++r) {
       if (!done[r]) {
         failed += fmt::format("{}rank {} on {}: {}", failed.empty() ? "" : "; ", r,
@@ -626,8 +633,18 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         failed += fmt::format("{}rank {}: {}", failed.empty() ? "" : "; ", r, what_of(d.error()));
         continue;
       }
-      rep.loss += d->getLossSum();
-      rep.allreduce_ms = std::max(rep.allreduce_ms, d->getAllreduceUs() / 1000.0);
+      if (count == 1) {
+        reps[0].loss += d->getLossSum();
+        reps[0].allreduce_ms = std::max(reps[0].allreduce_ms, d->getAllreduceUs() / 1000.0);
+      } else if (d->getLossSums().size() != count || d->getAllreduceUsEach().size() != count) {
+        failed += fmt::format("{}rank {}: {} step results for {} steps", failed.empty() ? "" : "; ",
+                              r, d->getLossSums().size(), count);
+      } else {
+        for (uint32_t i = 0; i < count; ++i) {
+          reps[i].loss += d->getLossSums()[i];
+          reps[i].allreduce_ms = std::max(reps[i].allreduce_ms, d->getAllreduceUsEach()[i] / 1000.0);
+        }
+      }
     }
     if (!failed.empty()) {
       // Elastic: drop the hosts that no longer answer, re-form from the last
@@ -678,11 +695,22 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
                                           ring->ranks.size(), hosts.size(), step));
       continue;
     }
-    rep.loss /= o.global_batch;
-    rep.samples_per_s = secs > 0 ? o.global_batch / secs : 0;
-    if (progress)
-      progress(rep);
-    ++step;
+    for (uint32_t i = 0; i < count; ++i) {
+      auto& r = reps[i];
+      r.step = step + i;
+      r.loss /= o.global_batch;
+      r.samples_per_s = secs > 0 ? o.global_batch * count / secs : 0;
+      if (progress)
+        progress(r);
+      if (i + 1 < count) { // the schedule the trainers followed on their own
+        cursor += o.global_batch;
+        if (cursor + o.global_batch > ring->train_rows) {
+          ++epoch;
+          cursor = 0;
+        }
+      }
+    }
+    step += count;
     cursor += o.global_batch;
     if (step % o.checkpoint_every == 0 || step == o.steps)
       if (auto err = take_checkpoint())

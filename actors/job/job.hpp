@@ -41,6 +41,9 @@ struct job_options {
   std::map<node_id, uint32_t> per_host;
   uint64_t steps = 100;
   uint32_t checkpoint_every = 10;
+  /// Steps the trainers run on their own per request (at most up to the
+  /// next checkpoint): 1 sends a TrainStep per step, as a debugger would.
+  uint32_t steps_per_request = 1000;
   std::filesystem::path checkpoint_file; ///< also written here when set
   /// Called with every checkpoint taken (a job host keeps it in LMDB).
   std::function<void(const std::vector<uint8_t>&)> on_checkpoint;

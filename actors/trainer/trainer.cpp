@@ -306,50 +306,97 @@ struct worker_state {
     return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
   }
 
-  caf::expected<envelope> run_step(schema::TrainStep::Reader s) {
-    if (!model)
-      return make_error(errc::invalid_argument, "TrainStep before TrainerJoin");
-    auto& perm = permutation_of(s.getEpoch());
-    if (s.getCursor() + global_batch > perm.size())
+  struct step_stats {
+    double loss = 0;
+    size_t rows = 0;
+    uint64_t compute_us = 0, allreduce_us = 0;
+    train::digest digest{};
+  };
+
+  /// One step of the schedule at (epoch, cursor): local gradient, its log
+  /// entry and evidence, the ring's allreduce, the optimizer step.
+  caf::expected<step_stats> one_step(uint64_t at, uint64_t ep, uint64_t cur) {
+    auto& perm = permutation_of(ep);
+    if (cur + global_batch > perm.size())
       return make_error(errc::invalid_argument,
-                        fmt::format("TrainStep: cursor {} + batch {} is past the {} rows",
-                                    s.getCursor(), global_batch, perm.size()));
-    auto idx = train::batch_slice(perm, s.getCursor(), global_batch, rank, size);
-    auto rows = idx.size();
+                        fmt::format("TrainStep: cursor {} + batch {} is past the {} rows", cur,
+                                    global_batch, perm.size()));
+    auto idx = train::batch_slice(perm, cur, global_batch, rank, size);
+    step_stats out;
+    out.rows = idx.size();
     auto t0 = clock_type::now();
     // No structured binding: `loss` is captured below (clang 14 cannot).
     auto computed = train::local_gradient(*model, data.train, idx, global_batch);
     auto& grad = computed.first;
-    auto loss = computed.second;
+    out.loss = computed.second;
     if (cheat_percent > 0) {
       // A dishonest provider: skips the work on some steps and sends noise.
-      train::rng dice{seed * 7919 + s.getStep()};
+      train::rng dice{seed * 7919 + at};
       if (dice.uniform() * 100 < cheat_percent)
         for (auto& v : grad)
           v = static_cast<float>(dice.uniform() - 0.5) * 1e-3f;
     }
     // The work log: what a verifier needs to re-execute this step. The
     // weights before the step are kept as evidence for the rater.
-    auto digest = train::step_digest(model->params(), idx, grad);
-    keep_evidence(s.getStep(), s.getEpoch(), s.getCursor());
-    auto compute_us = us_since(t0);
+    out.digest = train::step_digest(model->params(), idx, grad);
+    keep_evidence(at, ep, cur);
+    out.compute_us = us_since(t0);
     auto t1 = clock_type::now();
     if (auto err = reducer->allreduce(grad, gpu::reduce_op::sum); !err.empty())
       return make_error(errc::peer_down, "allreduce: " + err);
-    auto allreduce_us = us_since(t1);
+    out.allreduce_us = us_since(t1);
     opt.step(model->params(), grad);
-    log.push_back(digest);
-    step = s.getStep() + 1;
-    epoch = s.getEpoch();
-    cursor = s.getCursor() + global_batch;
+    log.push_back(out.digest);
+    step = at + 1;
+    epoch = ep;
+    cursor = cur + global_batch;
+    return out;
+  }
+
+  /// TrainStep: one step, or `count` steps on their own (the ring's
+  /// allreduce is the barrier; no message from the coordinator between them).
+  caf::expected<envelope> run_step(schema::TrainStep::Reader s) {
+    if (!model)
+      return make_error(errc::invalid_argument, "TrainStep before TrainerJoin");
+    auto count = std::max<uint32_t>(s.getCount(), 1);
+    if (count > 100000)
+      return make_error(errc::invalid_argument, "TrainStep.count: at most 100000 steps at once");
+    auto at = s.getStep();
+    auto ep = s.getEpoch(), cur = s.getCursor();
+    std::vector<step_stats> done;
+    for (uint32_t i = 0; i < count; ++i) {
+      if (i > 0 && cur + global_batch > data.train.rows) {
+        ++ep;
+        cur = 0;
+      }
+      auto st = one_step(at + i, ep, cur);
+      if (!st)
+        return st.error();
+      done.push_back(*st);
+      cur += global_batch;
+    }
+    auto& last = done.back();
     return make_envelope<schema::StepDone>([&](schema::StepDone::Builder b) {
       b.setRank(rank);
-      b.setStep(s.getStep());
-      b.setLossSum(loss);
-      b.setRows(static_cast<uint32_t>(rows));
-      b.setComputeUs(compute_us);
-      b.setAllreduceUs(allreduce_us);
-      b.setDigest(kj::arrayPtr(digest.data(), 32));
+      b.setStep(at + count - 1);
+      b.setLossSum(last.loss);
+      b.setRows(static_cast<uint32_t>(last.rows));
+      uint64_t compute = 0, reduce = 0;
+      for (auto& d : done) {
+        compute += d.compute_us;
+        reduce += d.allreduce_us;
+      }
+      b.setComputeUs(compute);
+      b.setAllreduceUs(reduce);
+      b.setDigest(kj::arrayPtr(last.digest.data(), 32));
+      if (count > 1) {
+        auto l = b.initLossSums(count);
+        auto a = b.initAllreduceUsEach(count);
+        for (uint32_t i = 0; i < count; ++i) {
+          l.set(i, done[i].loss);
+          a.set(i, done[i].allreduce_us);
+        }
+      }
     });
   }
 
