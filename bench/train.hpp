@@ -14,7 +14,7 @@ struct train_options {
   std::string data;                  ///< default: the source tree's tests/data/digits.csv.gz
   std::string models = "mlp:64-64-10,mlp:64-512-512-10";
   uint64_t steps = 200;
-  uint32_t batch = 64;
+  std::string batches = "64,256"; ///< global batches, comma-separated
   bool quick = false;
   std::string csv;
 };

@@ -636,13 +636,19 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
       if (count == 1) {
         reps[0].loss += d->getLossSum();
         reps[0].allreduce_ms = std::max(reps[0].allreduce_ms, d->getAllreduceUs() / 1000.0);
-      } else if (d->getLossSums().size() != count || d->getAllreduceUsEach().size() != count) {
-        failed += fmt::format("{}rank {}: {} step results for {} steps", failed.empty() ? "" : "; ",
-                              r, d->getLossSums().size(), count);
       } else {
-        for (uint32_t i = 0; i < count; ++i) {
-          reps[i].loss += d->getLossSums()[i];
-          reps[i].allreduce_ms = std::max(reps[i].allreduce_ms, d->getAllreduceUsEach()[i] / 1000.0);
+        // Each list read once: every get counts against the reader's
+        // traversal limit.
+        auto losses = d->getLossSums();
+        auto reduce = d->getAllreduceUsEach();
+        if (losses.size() != count || reduce.size() != count) {
+          failed += fmt::format("{}rank {}: {} step results for {} steps",
+                                failed.empty() ? "" : "; ", r, losses.size(), count);
+        } else {
+          for (uint32_t i = 0; i < count; ++i) {
+            reps[i].loss += losses[i];
+            reps[i].allreduce_ms = std::max(reps[i].allreduce_ms, reduce[i] / 1000.0);
+          }
         }
       }
     }
