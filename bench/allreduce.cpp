@@ -76,7 +76,7 @@ caf::error join_session(ring_cluster& rc, uint32_t n, const allreduce_options& o
         cfg.setChunkBytes(o.chunk_bytes);
         cfg.setCredits(o.credits);
         cfg.setRingTimeoutMs(10000);
-        cfg.setTransport(transport);
+        cfg.setTransport(*train::parse_transport(transport)); // checked by run_allreduce
         cfg.setLinkKey(kj::arrayPtr(key.data(), 32));
       });
       auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -864,11 +864,13 @@ int l_train(lua_State* L) {
   o.lr = static_cast<float>(opt_number(L, 1, fn, "lr").value_or(o.lr));
   o.momentum = static_cast<float>(opt_number(L, 1, fn, "momentum").value_or(o.momentum));
   o.seed = static_cast<uint64_t>(opt_number(L, 1, fn, "seed").value_or(1));
-  o.transport = opt_string(L, 1, fn, "transport").value_or(o.transport);
-  if (o.transport != "stream" && o.transport != "stream-plain" && o.transport != "actor"
-      && o.transport != "nccl")
-    luaL_error(L, "%s: transport must be 'stream', 'stream-plain', 'actor' or 'nccl' (got '%s')",
-               fn, o.transport.c_str());
+  if (auto name = opt_string(L, 1, fn, "transport")) {
+    auto t = train::parse_transport(*name);
+    if (!t)
+      luaL_error(L, "%s: transport must be 'stream', 'stream-plain', 'actor' or 'nccl' (got '%s')",
+                 fn, name->c_str());
+    o.transport = *t;
+  }
   auto holdout = opt_number(L, 1, fn, "holdout").value_or(0.2);
   if (holdout < 0 || holdout >= 1)
     luaL_error(L, "%s: holdout must be in [0, 1) (got %f)", fn, holdout);

@@ -12,6 +12,7 @@
 #include "actors/job/economy.hpp"
 #include "actors/job/job_role.hpp"
 #include "actors/ledger/state.hpp"
+#include "actors/trainer/transport.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
 #include "schemas/chain.capnp.h"
@@ -193,7 +194,11 @@ int job_submit(const job_cmd_options& o) {
   spec.setMomentum(o.momentum);
   spec.setHoldoutPercent(holdout);
   spec.setSeed(o.seed);
-  spec.setTransport(o.transport);
+  auto transport = train::parse_transport(o.transport);
+  if (!transport)
+    return fail(make_error(errc::invalid_argument,
+                           fmt::format("--transport '{}': use {}", o.transport, train::transport_names)));
+  spec.setTransport(*transport);
   spec.setBudget(o.budget);
   spec.setPriority(o.priority);
   spec.setVerify(o.verify);

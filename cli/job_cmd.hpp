@@ -26,7 +26,7 @@ struct job_cmd_options {
   float momentum = 0.9f;
   double holdout = 0.2;
   uint64_t seed = 1;
-  std::string transport = "stream";
+  std::string transport = "stream"; ///< stream, stream-plain, actor or nccl
   uint64_t budget = 0;
   uint32_t priority = 0;
   bool verify = false;

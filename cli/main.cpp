@@ -402,11 +402,16 @@ int main(int argc, char** argv) {
   train_cmd_app->add_option("--batch", tco.job.global_batch, "global batch (default 32)");
   train_cmd_app->add_option("--trainers-per-host", tco.job.trainers_per_host, "trainers on each host (default 1)")->check(CLI::Range(1, 64));
   train_cmd_app->add_option("--lr", tco.job.lr, "learning rate (default 0.05)");
+  static const std::map<std::string, train::transport> transports{
+    {"stream", train::transport::STREAM},
+    {"stream-plain", train::transport::STREAM_PLAIN},
+    {"actor", train::transport::ACTOR},
+    {"nccl", train::transport::NCCL}};
   train_cmd_app->add_option("--transport", tco.job.transport,
                             "ring chunks over 'stream' (direct TCP, AES-GCM sealed; default), "
                             "'stream-plain' (in clear after an authenticated handshake: trusted "
                             "networks only), 'actor' (messages over the TLS links) or 'nccl' (GPU hosts)")
-    ->check(CLI::IsMember({"stream", "stream-plain", "actor", "nccl"}));
+    ->transform(CLI::CheckedTransformer(transports));
   train_cmd_app->add_option("--momentum", tco.job.momentum, "momentum (default 0.9)");
   train_cmd_app->add_option("--weight-decay", tco.job.weight_decay, "L2 weight decay (default 1e-4)");
   train_cmd_app->add_option("--seed", tco.job.seed, "initialization and shuffle seed (default 1)");

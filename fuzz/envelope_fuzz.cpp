@@ -11,6 +11,7 @@
 #include "schemas/chain.capnp.h"
 #include "schemas/common.capnp.h"
 #include "schemas/data.capnp.h"
+#include "schemas/job.capnp.h"
 #include "schemas/echo.capnp.h"
 #include "schemas/host.capnp.h"
 #include "schemas/rater.capnp.h"
@@ -63,7 +64,7 @@ using accepted = types<
   schema::RingChunk, schema::ScriptHandler, schema::ScriptPoll, schema::ScriptClose,
   schema::ScriptList, schema::DataQuery, schema::FetchShares, schema::KeyRequest,
   schema::ShareReport, schema::StorageChallenge, schema::UploadBegin, schema::UploadShares,
-  schema::UploadCommit, schema::ErrorReply>;
+  schema::UploadCommit, schema::JobSubmit, schema::JobQuery, schema::ErrorReply>;
 
 } // namespace
 

@@ -18,7 +18,7 @@ struct JobSpec {
   momentum @8 :Float32;
   holdoutPercent @9 :UInt32; # rows held out for the accuracy (0..99)
   seed @10 :UInt64;
-  transport @11 :Text;       # "stream", "stream-plain", "actor", "nccl"
+  transport @11 :import "trainer.capnp".Transport;
   budget @12 :UInt64;        # 0: unpaid, on trainer hosts that list this job host in
                              # [host] trainer_clients; else the escrow of jobId
   priority @13 :UInt32;

@@ -44,14 +44,19 @@ struct TrainConfig {
                            # its manifest's transform is already applied
   dataNodes @14 :List(Data); # NodeIds of data nodes that may hold it (nearest is used)
   job @15 :Data;           # the job the trainers' leases are for (32 bytes)
-  transport @16 :Text;     # how ring chunks travel: "stream" (default: one direct TCP
-                           # stream per ring link, authenticated with linkKey, AES-GCM
-                           # frames), "stream-plain" (frames in clear), "actor"
-                           # (RingChunk messages over the hosts' TLS links) or "nccl"
-                           # (ncclAllReduce on each trainer host's GPU)
+  transportName @16 :Text; # unused (the transport by name, before `transport`)
   linkKey @17 :Data;       # 32 random bytes per ring, from the coordinator (stream)
   dataGrant @18 :import "data.capnp".DataGrant; # with a dataset: the payer's grant for this trainer's host
                            # (set per join), carried in its KeyRequest
+  transport @19 :Transport; # how ring chunks travel
+}
+
+enum Transport {
+  stream @0;       # default: one direct TCP stream per ring link, authenticated with
+                   # linkKey, AES-256-GCM frames
+  streamPlain @1;  # the same, frames in clear (trusted networks, benchmarks)
+  actor @2;        # RingChunk messages over the hosts' TLS links
+  nccl @3;         # ncclAllReduce on each trainer host's GPU
 }
 
 struct TrainerJoin {

@@ -39,7 +39,7 @@ struct ring_state {
 void fill_config(schema::TrainConfig::Builder b, const job_options& o,
                  const std::array<uint8_t, 32>& link_key) {
   b.setTransport(o.transport);
-  if (o.transport != "actor")
+  if (o.transport != transport::ACTOR)
     b.setLinkKey(kj::arrayPtr(link_key.data(), 32));
   b.setModel(o.model);
   b.setSeed(o.seed);
@@ -217,7 +217,7 @@ caf::expected<ring_state> form_ring(const job_link& c, const job_options& o,
       return a.error();
     ring.train_rows = a->getTrainRows();
   }
-  if (o.transport != "actor" && (n > 1 || o.transport == "nccl")) {
+  if (o.transport != transport::ACTOR && (n > 1 || o.transport == transport::NCCL)) {
     std::vector<envelope> ok;
     for (auto& a : acks)
       ok.push_back(*a);

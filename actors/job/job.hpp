@@ -26,6 +26,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/data_node/remote.hpp"
+#include "actors/trainer/transport.hpp"
 #include "runtime/client.hpp"
 
 namespace aicon::train {
@@ -110,7 +111,7 @@ struct job_options {
   /// handshake: trusted networks only) or "actor" (RingChunk messages over
   /// the hosts' TLS links); see stream_ring.hpp. "nccl": ncclAllReduce on
   /// each trainer host's GPU (rank 0's unique id sent to all in RingLink).
-  std::string transport = "stream";
+  train::transport transport = train::transport::STREAM;
   uint32_t chunk_bytes = 256 << 10;
   uint32_t credits = 4;
   uint32_t ring_timeout_ms = 5000;

@@ -831,12 +831,10 @@ caf::error check_job_spec(schema::JobSpec::Reader s) {
     return bad_field("momentum", fmt::format("must be in [0, 1) (got {})", s.getMomentum()));
   if (s.getHoldoutPercent() >= 100)
     return bad_field("holdoutPercent", fmt::format("must be in 0..99 (got {})", s.getHoldoutPercent()));
-  std::string transport = s.getTransport();
-  if (transport != "stream" && transport != "stream-plain" && transport != "actor"
-      && transport != "nccl")
-    return bad_field("transport", fmt::format("must be stream, stream-plain, actor or nccl (got "
-                                              "'{}')",
-                                              transport));
+  auto transport = static_cast<uint16_t>(s.getTransport());
+  if (transport > static_cast<uint16_t>(schema::Transport::NCCL))
+    return bad_field("transport", fmt::format("must be {} (got enumerant {})",
+                                              train::transport_names, transport));
   if (s.getPriority() > 1000)
     return bad_field("priority", fmt::format("must be in 0..1000 (got {})", s.getPriority()));
   if (s.getPriority() > 0 && s.getBudget() == 0)

@@ -1,4 +1,5 @@
 #include "actors/trainer/trainer.hpp"
+#include "actors/trainer/transport.hpp"
 
 #include <chrono>
 #include <cstring>
@@ -829,10 +830,10 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     ropts.credits = cfg.getCredits();
   if (cfg.getRingTimeoutMs())
     ropts.timeout_ms = cfg.getRingTimeoutMs();
-  std::string transport = cfg.getTransport().size() ? cfg.getTransport().cStr() : "stream";
+  auto transport = cfg.getTransport();
   ring_link link;
-  if (transport == "stream" || transport == "stream-plain") {
-    ropts.plain = transport == "stream-plain";
+  if (transport == train::transport::STREAM || transport == train::transport::STREAM_PLAIN) {
+    ropts.plain = transport == train::transport::STREAM_PLAIN;
     if (cfg.getLinkKey().size() != 32)
       return make_error(errc::invalid_argument,
                         "TrainConfig.linkKey must be 32 bytes with the stream transport");
@@ -843,7 +844,7 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     if (!s)
       return s.error();
     link.stream = std::move(*s);
-  } else if (transport == "nccl") {
+  } else if (transport == train::transport::NCCL) {
     auto report = gpu::query_devices();
     if (report.devices.empty())
       return make_error(errc::invalid_argument,
@@ -853,12 +854,13 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     if (j.getRank() == 0)
       if (auto why = gpu::nccl_unique_id(link.nccl_id); !why.empty())
         return make_error(errc::internal, "transport nccl: " + why);
-  } else if (transport == "actor") {
+  } else if (transport == train::transport::ACTOR) {
     link.member = train::spawn_ring_member(self->system(), *session, j.getRank(), j.getSize(),
                                            ropts);
   } else {
     return make_error(errc::invalid_argument,
-                      fmt::format("TrainConfig.transport '{}': use stream, stream-plain, actor or nccl", transport));
+                      fmt::format("TrainConfig.transport: enumerant {} is none of {}",
+                                  static_cast<uint16_t>(transport), train::transport_names));
   }
   auto member = link.member;
   auto worker = self->system().spawn<caf::detached>(trainer_worker, st.ctx, *session, j.getRank(),

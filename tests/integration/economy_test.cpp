@@ -415,7 +415,7 @@ BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
                              c.setGlobalBatch(32);
                              c.setLr(0.1f);
                              c.setTestPercent(20);
-                             c.setTransport("actor");
+                             c.setTransport(train::transport::ACTOR);
                              c.setJob(kj::arrayPtr(job.data(), 32));
                              c.setDataFile((std::filesystem::path{AICON_SOURCE_DIR}
                                             / "tests/data/digits.csv.gz").string());
@@ -784,7 +784,7 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
     spec.setLr(0.05f);
     spec.setMomentum(0.9f);
     spec.setHoldoutPercent(20);
-    spec.setTransport("stream");
+    spec.setTransport(train::transport::STREAM);
     auto refused = [&](envelope submit, const std::string& words) {
       auto r = ec.ask(1, "job", std::move(submit));
       BOOST_REQUIRE_MESSAGE(!r, "a submission was taken that should be refused: " << words);
@@ -793,9 +793,9 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
     spec.setLr(0);
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.lr");
     spec.setLr(0.05f);
-    spec.setTransport("pigeon");
+    spec.setTransport(static_cast<schema::Transport>(9)); // an enumerant this build lacks
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.transport");
-    spec.setTransport("stream");
+    spec.setTransport(train::transport::STREAM);
     spec.setSteps(0);
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.steps");
     spec.setSteps(10);

@@ -142,7 +142,7 @@ BOOST_AUTO_TEST_CASE(four_trainers_on_two_hosts_match_one_and_learn_digits) {
   // streams: the ring schedule fixes the order of every sum, so the weights
   // are the same bits.
   auto via_actor_opts = tc.job({tc.nodes[0].id, tc.nodes[1].id}, 2, 50);
-  via_actor_opts.transport = "actor";
+  via_actor_opts.transport = train::transport::ACTOR;
   auto via_actor = train::run_job(*tc.c, via_actor_opts);
   BOOST_REQUIRE_MESSAGE(via_actor, why(via_actor));
   auto pa = params_of(via_actor->checkpoint);
@@ -189,7 +189,7 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
       c.setLr(0.1f);
       c.setDataFile(data);
       c.setTestPercent(20);
-      c.setTransport("actor");
+      c.setTransport(train::transport::ACTOR);
     });
   };
   auto now_ms = [] {
@@ -389,7 +389,7 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
 BOOST_AUTO_TEST_CASE(the_nccl_transport_needs_a_gpu_and_matches_the_ring) {
   train_cluster tc;
   auto o = tc.job({tc.nodes[0].id}, 1, 20);
-  o.transport = "nccl";
+  o.transport = train::transport::NCCL;
   auto r = train::run_job(*tc.c, o);
   auto report = gpu::query_devices();
   if (report.devices.empty()) {
