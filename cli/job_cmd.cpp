@@ -137,6 +137,9 @@ void print_info(schema::JobInfo::Reader j) {
     std::printf("verified  %s\n", j.getVerified().cStr());
   if (j.getPhase() == "done")
     std::printf("accuracy  %.4f (test loss %.4f)\n", j.getAccuracy(), j.getTestLoss());
+  if (j.getModelAsset().size() == 32)
+    std::printf("asset     %s (the trained model), owned by the payer\n",
+                to_hex({j.getModelAsset().begin(), 32}).c_str());
 }
 
 } // namespace

@@ -58,6 +58,10 @@ struct AssetRegister {
   kind @1 :Text;         # "dataset", "model", "trained-model", ...
   metadataHash @2 :Data; # BLAKE2b-256 of the asset's manifest
   price @3 :UInt64;      # per use: what each job that uses it pays the owner at settlement
+  forJob @4 :Data;       # optional (32 bytes): registered for the payer of this job's
+                         # escrow, who owns it; only by the agent its terms name, only
+                         # kind "trained-model", once per job (the job host registers
+                         # the weights it trained for an offline payer)
 }
 
 struct AssetTransfer {

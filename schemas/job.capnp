@@ -68,6 +68,7 @@ struct JobInfo {
   createdMs @18 :UInt64;
   finishedMs @19 :UInt64;
   verified @20 :Text;        # "3/4 trainers passed", or "" without verification
+  modelAsset @21 :Data;      # the trained weights' asset id (owned by the payer), once registered
 }
 
 struct JobList {

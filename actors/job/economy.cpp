@@ -237,7 +237,8 @@ envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32
 
 envelope make_model_asset(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::vector<uint8_t>& checkpoint,
-                          std::array<uint8_t, 32>* asset_id) {
+                          std::array<uint8_t, 32>* asset_id,
+                          const std::array<uint8_t, 32>* for_job) {
   std::array<uint8_t, 32> id;
   crypto_generichash(id.data(), 32, checkpoint.data(), checkpoint.size(), nullptr, 0);
   if (asset_id)
@@ -247,6 +248,8 @@ envelope make_model_asset(const identity& payer, const std::array<uint8_t, 32>& 
     a.setAssetId(kj::arrayPtr(id.data(), 32));
     a.setKind("trained-model");
     a.setMetadataHash(kj::arrayPtr(id.data(), 32));
+    if (for_job)
+      a.setForJob(kj::arrayPtr(for_job->data(), 32));
   });
 }
 

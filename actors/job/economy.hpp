@@ -105,8 +105,10 @@ envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32
                              const std::array<uint8_t, 32>& id, const std::string& kind,
                              const std::array<uint8_t, 32>& metadata, uint64_t price);
 /// The trained weights as an asset: id = BLAKE2b-256 of the checkpoint.
+/// `for_job`: signed by that job's escrow agent, registered for its payer.
 envelope make_model_asset(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::vector<uint8_t>& checkpoint,
-                          std::array<uint8_t, 32>* asset_id = nullptr);
+                          std::array<uint8_t, 32>* asset_id = nullptr,
+                          const std::array<uint8_t, 32>* for_job = nullptr);
 
 } // namespace aicon::train

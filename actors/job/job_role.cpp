@@ -77,6 +77,7 @@ struct job_entry {
   double loss = 0, samples_per_s = 0, accuracy = 0, test_loss = 0;
   uint32_t trainers = 0;
   hash256 session{};
+  hash256 model_asset{}; ///< zero until registered
   std::vector<std::string> events;
   std::vector<uint8_t> checkpoint;  ///< the last one taken
   hash256 alloc_token{};            ///< kept across restarts
@@ -116,6 +117,8 @@ void fill_info(schema::JobInfo::Builder b, const job_entry& j, uint32_t since, b
   b.setCreatedMs(j.created_ms);
   b.setFinishedMs(j.finished_ms);
   b.setVerified(j.verified);
+  if (j.model_asset != hash256{})
+    b.setModelAsset(kj::arrayPtr(j.model_asset.data(), 32));
   if (with_events && since < j.events.size()) {
     auto ev = b.initEvents(static_cast<unsigned>(j.events.size() - since));
     for (size_t i = since; i < j.events.size(); ++i)
@@ -526,6 +529,19 @@ struct job_role_state {
                                      "{} refunded to the payer",
                                      plan.trainers, plan.dataset, plan.model, plan.refund));
     }
+    // The trained weights: an asset of the payer, registered by its agent.
+    hash256 asset{};
+    if (auto err = agent_tx([&](uint64_t n) {
+          return train::make_model_asset(*ctx.self, chain_id, n, r->checkpoint, &asset, &j.id);
+        }))
+      event(j, "the trained model was not registered: " + describe(err));
+    else {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.model_asset = asset;
+      j.events.push_back(fmt::format("trained model registered as asset {} (trained-model), "
+                                     "owned by the payer",
+                                     ledger::short_hex(asset)));
+    }
     set_phase(j, "done");
   }
 
@@ -732,6 +748,8 @@ struct job_role_state {
         j->trainers = info.getTrainers();
         if (info.getSession().size() == 32)
           std::memcpy(j->session.data(), info.getSession().begin(), 32);
+        if (info.getModelAsset().size() == 32)
+          std::memcpy(j->model_asset.data(), info.getModelAsset().begin(), 32);
         for (auto e : info.getEvents())
           j->events.emplace_back(e.cStr());
         j->checkpoint.assign(rec->getCheckpoint().begin(), rec->getCheckpoint().end());

@@ -42,12 +42,13 @@ std::vector<uint8_t> encode(const account& a) {
 
 std::vector<uint8_t> encode(const escrow_entry& e) {
   // payer, amount, locked, flags (bit 0 settled, bit 1 rewarded, bit 2
-  // terms), [terms: agent, max price, units, deadline, asset count, assets,]
+  // terms, bit 3 model registered), [terms: agent, max price, units, deadline, asset count, assets,]
   // then the slashed targets, 32 bytes each.
   std::vector<uint8_t> out(e.payer.bytes.begin(), e.payer.bytes.end());
   put_u64(out, e.amount);
   put_u64(out, e.locked);
-  put_u64(out, (e.settled ? 1u : 0u) | (e.rewarded ? 2u : 0u) | (e.terms ? 4u : 0u));
+  put_u64(out, (e.settled ? 1u : 0u) | (e.rewarded ? 2u : 0u) | (e.terms ? 4u : 0u)
+                 | (e.model_registered ? 8u : 0u));
   if (e.terms) {
     out.insert(out.end(), e.terms->agent.bytes.begin(), e.terms->agent.bytes.end());
     put_u64(out, e.terms->max_price);
@@ -97,10 +98,11 @@ caf::expected<escrow_entry> decode_escrow(std::span<const uint8_t> v) {
   e.amount = get_u64(v, 32);
   e.locked = get_u64(v, 40);
   auto flags = get_u64(v, 48);
-  if (flags > 7)
+  if (flags > 15)
     return corrupt("escrow flags", flags);
   e.settled = flags & 1;
   e.rewarded = flags & 2;
+  e.model_registered = flags & 8;
   size_t off = 56;
   if (flags & 4) {
     if (v.size() < off + 64)
@@ -318,6 +320,7 @@ const char* to_string(rule r) {
     case rule::escrow_has_agent: return "escrow_has_agent";
     case rule::bad_evidence: return "bad_evidence";
     case rule::already_punished: return "already_punished";
+    case rule::not_escrow_agent: return "not_escrow_agent";
   }
   return "unknown";
 }
@@ -327,7 +330,7 @@ std::optional<rule> rule_of(const caf::error& err) {
   if (text.rfind("rule ", 0) != 0)
     return std::nullopt;
   auto name = text.substr(5, text.find(':') - 5);
-  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::already_punished); ++i)
+  for (uint8_t i = 0; i <= static_cast<uint8_t>(rule::not_escrow_agent); ++i)
     if (name == to_string(static_cast<rule>(i)))
       return static_cast<rule>(i);
   return std::nullopt;
@@ -801,10 +804,31 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
         return existing.error();
       if (*existing)
         return refuse(rule::asset_exists, "this asset id is already registered");
+      auto owner = *author;
+      if (r.hasForJob()) {
+        auto named = named_escrow(st, r.getForJob(), "assetRegister.forJob",
+                                  "no escrow for that job");
+        if (!named)
+          return named.error();
+        auto& [job, e] = *named;
+        if (!e.terms || e.terms->agent != *author)
+          return refuse(rule::not_escrow_agent,
+                        fmt::format("{} is not the agent of that job's escrow", author->short_hex()));
+        if (std::string_view{r.getKind().cStr()} != "trained-model")
+          return refuse(rule::not_escrow_agent,
+                        "an agent registers only the job's \"trained-model\" for its payer");
+        if (e.model_registered)
+          return refuse(rule::not_escrow_agent, "that job's trained model is already registered");
+        auto marked = e;
+        marked.model_registered = true;
+        if (auto err = st.put_escrow(job, marked))
+          return err;
+        owner = e.payer;
+      }
       (*me)->nonce = nonce;
       if (auto err = accts.write_back())
         return err;
-      return st.put_asset(*id, asset_entry{*author, r.getKind().cStr(), *meta, r.getPrice()});
+      return st.put_asset(*id, asset_entry{owner, r.getKind().cStr(), *meta, r.getPrice()});
     }
     case schema::Transaction::Body::ASSET_TRANSFER: {
       auto t = body.getAssetTransfer();

@@ -51,6 +51,7 @@ struct escrow_entry {
   bool rewarded = false;             ///< its PoV reward was minted
   std::vector<node_id> slashed;      ///< targets slashed for this job, in order
   std::optional<escrow_terms> terms; ///< set when an agent runs the job
+  bool model_registered = false;     ///< its agent registered the trained model for the payer
   bool operator==(const escrow_entry&) const = default;
 };
 
@@ -189,6 +190,7 @@ enum class rule : uint8_t {
   escrow_has_agent,      ///< a payer settling an agent's escrow before the deadline
   bad_evidence,          ///< a DoubleVote whose votes do not conflict or are not signed
   already_punished,      ///< a second DoubleVote for the same voter and height
+  not_escrow_agent,      ///< registering for a job's payer without being its agent (or twice)
 };
 
 const char* to_string(rule r);

@@ -843,6 +843,16 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
                          q.setEscrow(kj::arrayPtr(job.data(), 32));
                        }));
   BOOST_TEST(!escrow, "the escrow is still open after settlement");
+  // The trained weights are the payer's asset, registered by its agent.
+  auto asset_at = wait.output.find("asset     ");
+  BOOST_REQUIRE_MESSAGE(asset_at != std::string::npos, wait.output);
+  std::array<uint8_t, 32> asset{};
+  for (size_t i = 0; i < 32; ++i)
+    asset[i] = static_cast<uint8_t>(std::stoi(wait.output.substr(asset_at + 10 + 2 * i, 2), nullptr, 16));
+  auto terms = train::terms_of([&](envelope q) { return ec.ask(0, "ledger", std::move(q)); }, asset);
+  BOOST_REQUIRE_MESSAGE(terms && *terms, "the trained model is not registered");
+  BOOST_TEST(((*terms)->owner == ec.cli.id));
+  BOOST_TEST((*terms)->kind == "trained-model");
   auto logs = aicon({"job", "logs", id.substr(0, 16)});
   BOOST_TEST(logs.exit_code == 0);
   BOOST_TEST(logs.output.find("allocator granted 2 trainers") != std::string::npos, logs.output);

@@ -332,6 +332,23 @@ BOOST_AUTO_TEST_CASE(an_agent_settles_within_the_payers_terms_and_only_before_th
   BOOST_TEST(c.balance(c.alice) == alice_before + 70); // the rest to the payer, not the agent
   BOOST_TEST(c.balance(agent) == 0u);
   c.expect_refused(c.tx(agent, settle(job, {})), rule::escrow_settled);
+  // The agent registers the trained model for the payer, once; no one
+  // else may register in the payer's name.
+  auto model_asset = [&](uint8_t n, const char* kind) {
+    return [&, n, kind](schema::Transaction::Body::Builder b) {
+      auto r = b.initAssetRegister();
+      auto id = id32(n);
+      r.setAssetId(bytes(id));
+      r.setMetadataHash(bytes(id));
+      r.setKind(kind);
+      r.setForJob(bytes(job));
+    };
+  };
+  c.expect_refused(c.tx(c.bob, model_asset(40, "trained-model")), rule::not_escrow_agent);
+  c.expect_refused(c.tx(agent, model_asset(40, "dataset")), rule::not_escrow_agent);
+  BOOST_TEST(!c.apply(c.tx(agent, model_asset(40, "trained-model"))));
+  BOOST_TEST(c.st.get_asset(id32(40))->value().owner == c.alice.id());
+  c.expect_refused(c.tx(agent, model_asset(41, "trained-model")), rule::not_escrow_agent);
   // Past the deadline: the agent can no longer settle, the payer only
   // refund the whole escrow.
   auto late = id32(2);
