@@ -13,6 +13,7 @@
 #include "actors/data_node/ingest.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
+#include "actors/job/job_role.hpp"
 #include "actors/ledger/hashing.hpp"
 #include "actors/trainer/work.hpp"
 #include "cli/embedded.hpp"
@@ -20,6 +21,7 @@
 #include "runtime/error.hpp"
 #include "runtime/log.hpp"
 #include "schemas/chain.capnp.h"
+#include "schemas/job.capnp.h"
 
 #ifndef AICON_SOURCE_DIR
 #define AICON_SOURCE_DIR "."
@@ -81,7 +83,7 @@ int run_demo(const demo_options& opts) {
   auto& net = **cl;
   std::printf("cluster   4 hosts in this process, own keys, mutual TLS on 127.0.0.1:\n");
   const char* what[] = {"ledger, block generator, allocator, rater (site west)",
-                        "ledger, block generator (site west)", "ledger, 2 trainers (site west)",
+                        "ledger, block generator, job host (site west)", "ledger, 2 trainers (site west)",
                         "ledger, 2 trainers (site east)"};
   for (size_t i = 0; i < 4; ++i)
     std::printf("          %s %s  %s\n", net.names()[i].c_str(), short_id(net.ids()[i]).c_str(),
@@ -124,88 +126,137 @@ int run_demo(const demo_options& opts) {
   randombytes_buf(job.data(), 32);
   const uint64_t trainers = 4, price = 1;
   const uint64_t escrow = trainers * opts.steps * price + dataset_price + model_price + 1000;
-  if (auto err = net.payer_tx(
-        [&](uint64_t n) { return train::make_escrow_lock(net.payer(), net.chain_id(), n, job, escrow); }))
+  // The job runs on the cluster's job host (c1) as the payer's agent: the
+  // escrow's terms cap what it may pay trainers and list the assets whose
+  // owners it may pay, and give it an hour to settle.
+  const size_t job_host = 1;
+  train::agent_terms terms;
+  terms.agent = net.ids()[job_host];
+  terms.max_price = price;
+  terms.units = trainers * opts.steps;
+  terms.deadline_ms = static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch() + std::chrono::hours(1))
+      .count());
+  terms.assets = {*dataset_id, model_asset};
+  if (auto err = net.payer_tx([&](uint64_t n) {
+        return train::make_escrow_lock(net.payer(), net.chain_id(), n, job, escrow, terms);
+      }))
     return fail("escrow", err);
-  std::printf("escrow    payer %s locked %llu for job %s (final at height %llu)\n",
+  std::printf("escrow    payer %s locked %llu for job %s (final at height %llu); agent: job host "
+              "%s %s, trainers at most %llu per step each\n",
               short_id(net.payer().id()).c_str(), static_cast<unsigned long long>(escrow),
-              ledger::short_hex(job).c_str(), static_cast<unsigned long long>(net.height()));
+              ledger::short_hex(job).c_str(), static_cast<unsigned long long>(net.height()),
+              net.names()[job_host].c_str(), short_id(terms.agent).c_str(),
+              static_cast<unsigned long long>(price));
 
-  // 4. Allocation and training.
-  train::job_options o;
-  o.allocator = net.chain_host();
-  o.payer = &net.payer();
-  o.trainers = trainers;
-  o.max_price = price;
-  o.data_site = "west";
-  o.job = job;
-  o.verifier = net.chain_host();
-  o.model = opts.model;
-  o.steps = opts.steps;
-  o.global_batch = opts.batch;
-  o.data_file = std::filesystem::absolute(data).string();
-  o.dataset_asset = *dataset_id;
-  std::vector<train::step_report> curve;
-  double step_seconds = 0, allreduce_seconds = 0;
+  // 4. The job, handed to the job host: it allocates, trains, has the work
+  // verified, settles and registers the model; this process only watches.
+  capnp::MallocMessageBuilder mb;
+  auto spec_b = mb.initRoot<schema::JobSpec>();
+  spec_b.setModel(opts.model);
+  spec_b.setDataFile(std::filesystem::absolute(data).string());
+  spec_b.setTrainers(trainers);
+  spec_b.setSteps(opts.steps);
+  spec_b.setBatch(opts.batch);
+  spec_b.setLr(0.05f);
+  spec_b.setMomentum(0.9f);
+  spec_b.setHoldoutPercent(20);
+  spec_b.setSeed(1);
+  spec_b.setBudget(escrow);
+  spec_b.setVerify(true);
+  auto now_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+  auto submitted = net.ask(job_host, "job", sign_job_submit(net.payer(), spec_b.asReader(), job, now_ms), 30s);
+  if (!submitted)
+    return fail("submitting the job", submitted.error());
+  std::printf("job       submitted to job host %s: %s x %llu steps on %llu trainers, verified, "
+              "budget %llu\n",
+              net.names()[job_host].c_str(), opts.model.c_str(),
+              static_cast<unsigned long long>(opts.steps), static_cast<unsigned long long>(trainers),
+              static_cast<unsigned long long>(escrow));
+  std::vector<double> losses;
+  std::string settled_event; // the job host's own account of what it paid
+  uint32_t events_seen = 0;
   auto t_train = clock_type::now();
   uint64_t per_epoch = table->rows * 8 / 10 / opts.batch;
-  auto progress = [&](const train::step_report& s) {
-    curve.push_back(s);
-    step_seconds += s.samples_per_s > 0 ? opts.batch / s.samples_per_s : 0;
-    allreduce_seconds += s.allreduce_ms / 1000.0;
-    if (s.step % 10 == 0 || s.step + 1 == opts.steps) {
+  std::optional<opened<schema::JobInfo>> last;
+  envelope last_env;
+  std::string phase;
+  bool progress_open = false;
+  for (;;) {
+    auto r = net.ask(job_host, "job", make_envelope<schema::JobQuery>([&](auto q) {
+                       q.setLogs(kj::arrayPtr(job.data(), 32));
+                       q.setSince(events_seen);
+                       q.setWithLosses(true);
+                       q.setLossesSince(static_cast<uint32_t>(losses.size()));
+                     }),
+                     30s);
+    if (!r)
+      return fail("watching the job", r.error());
+    last_env = *r;
+    opened<schema::JobInfo> info{last_env};
+    if (!info)
+      return fail("watching the job", info.error());
+    if (info->getLossesFrom() == losses.size())
+      for (auto l : info->getLosses())
+        losses.push_back(l);
+    for (auto e : info->getEvents()) {
+      std::string text = e.cStr();
+      if (text.rfind("settled: ", 0) == 0)
+        settled_event = text.substr(9);
+      if (text.rfind("allocator", 0) == 0 || text.rfind("ring", 0) == 0) {
+        if (progress_open)
+          std::fprintf(stderr, "\n");
+        progress_open = false;
+        std::printf("allocate  %s\n", text.c_str());
+      }
+    }
+    events_seen += info->getEvents().size();
+    phase = info->getPhase().cStr();
+    if (phase == "training" && info->getStep() > 0) {
       double elapsed = std::chrono::duration<double>(clock_type::now() - t_train).count();
-      double rate = elapsed > 0 ? (s.step + 1) * opts.batch / elapsed : 0;
-      double eta = rate > 0 ? (opts.steps - s.step - 1) * opts.batch / rate : 0;
+      double rate = elapsed > 0 ? info->getStep() * opts.batch / elapsed : 0;
+      double eta = rate > 0 ? (opts.steps - info->getStep()) * opts.batch / rate : 0;
       std::fprintf(stderr, "\rtrain     epoch %.2f  step %llu/%llu  loss %.4f  %.0f samples/s  "
                            "ETA %.0f s   ",
-                   per_epoch ? static_cast<double>(s.step + 1) / per_epoch : 0.0,
-                   static_cast<unsigned long long>(s.step + 1),
-                   static_cast<unsigned long long>(opts.steps), s.loss, rate, eta);
+                   per_epoch ? static_cast<double>(info->getStep()) / per_epoch : 0.0,
+                   static_cast<unsigned long long>(info->getStep()),
+                   static_cast<unsigned long long>(opts.steps), info->getLoss(), rate, eta);
+      progress_open = true;
     }
-  };
-  auto result = train::run_job(net.c(), o, progress);
-  std::fprintf(stderr, "\n");
-  if (!result)
-    return fail("training", result.error());
-  for (auto& e : result->events)
-    if (e.rfind("allocator", 0) == 0)
-      std::printf("allocate  %s\n", e.c_str());
+    if (phase == "done" || phase == "failed" || phase == "cancelled")
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  if (progress_open)
+    std::fprintf(stderr, "\n");
+  opened<schema::JobInfo> info{last_env};
+  if (phase != "done")
+    return fail("the job", make_error(errc::internal, phase + ": " + info->getError().cStr()));
   double train_s = std::chrono::duration<double>(clock_type::now() - t_train).count();
-  double sps = train_s > 0 ? result->steps * opts.batch / train_s : 0;
-  std::printf("trained   %s: held-out accuracy %.4f, test loss %.4f, %llu steps in %.1f s, "
-              "%.0f samples/s, allreduce %.0f%% of step time\n",
-              opts.model.c_str(), result->accuracy, result->test_loss,
-              static_cast<unsigned long long>(result->steps), train_s, sps,
-              step_seconds > 0 ? 100 * allreduce_seconds / step_seconds : 0.0);
+  std::printf("trained   %s: held-out accuracy %.4f, test loss %.4f, %llu steps; the job took "
+              "%.1f s from submission to settlement\n",
+              opts.model.c_str(), info->getAccuracy(), info->getTestLoss(),
+              static_cast<unsigned long long>(info->getStep()), train_s);
 
-  // 5. Verification by the rater.
-  auto height_before = net.height();
-  auto chain = train::chain_id_of([&](envelope q) { return net.ask(0, "ledger", std::move(q), 10s); });
-  if (!chain)
-    return fail("verification: the chain id", chain.error());
-  auto rated = net.ask(0, "rater", train::make_rate_request(o, *result, net.payer(), *chain), 120s);
-  if (!rated)
-    return fail("verification", rated.error());
-  auto rating = train::parse_rating(*rated);
-  if (!rating)
-    return fail("verification", rating.error());
-  size_t passed = 0;
-  for (auto& v : rating->verdicts)
-    passed += v.passed ? 1 : 0;
-  std::printf("verified  %zu/%zu trainers passed: %u steps each re-executed from their evidence "
-              "(detects 10%% faked steps with p >= 0.99) in %llu ms; %u receipts countersigned\n",
-              passed, rating->verdicts.size(), rating->samples_per_trainer,
-              static_cast<unsigned long long>(rating->verify_ms), rating->receipts);
-  for (auto& v : rating->verdicts)
-    if (!v.passed)
-      std::printf("          rank %u on %s FAILED: %s\n", v.rank, short_id(v.trainer).c_str(),
-                  v.why.c_str());
+  // 5. Verification by the rater (asked by the job host).
+  std::printf("verified  %s: steps of each re-executed from their evidence (detects 10%% faked "
+              "steps with p >= 0.99); receipts countersigned\n",
+              info->getVerified().cStr());
+  std::string verified = info->getVerified().cStr();
+  bool all_passed = !verified.empty()
+                    && verified.substr(0, verified.find('/'))
+                         == verified.substr(verified.find('/') + 1,
+                                            verified.find(' ') - verified.find('/') - 1);
 
   // 6. The PoV blocks those receipts earn.
+  std::array<uint8_t, 32> session{};
+  std::memcpy(session.data(), info->getSession().begin(), 32);
   std::vector<std::pair<uint64_t, uint64_t>> session_blocks; // height, work units
   auto deadline = clock_type::now() + 60s;
-  uint64_t scanned = height_before;
+  uint64_t scanned = 0;
   while (session_blocks.empty() && clock_type::now() < deadline) {
     for (auto h = scanned + 1; h <= net.height(); ++h) {
       auto blk = net.ask(1, "ledger", make_envelope<schema::LedgerQuery>([h](auto q) {
@@ -217,7 +268,7 @@ int run_demo(const demo_options& opts) {
       scanned = h;
       opened<schema::Block> b{*blk};
       if (b && b->getHeader().getSessionId().size() == 32
-          && std::memcmp(b->getHeader().getSessionId().begin(), result->session.data(), 32) == 0)
+          && std::memcmp(b->getHeader().getSessionId().begin(), session.data(), 32) == 0)
         session_blocks.emplace_back(h, b->getHeader().getWorkUnits());
     }
     if (session_blocks.empty())
@@ -227,94 +278,58 @@ int run_demo(const demo_options& opts) {
     return fail("blocks", make_error(errc::timeout, "no block carried the session within 60 s"));
   for (auto [h, units] : session_blocks)
     std::printf("block     #%llu final: session %s, job %s, model %s, %llu verified work units\n",
-                static_cast<unsigned long long>(h), ledger::short_hex(result->session).c_str(),
-                ledger::short_hex(job).c_str(),
-                ledger::short_hex(model_asset).c_str(),
+                static_cast<unsigned long long>(h), ledger::short_hex(session).c_str(),
+                ledger::short_hex(job).c_str(), ledger::short_hex(model_asset).c_str(),
                 static_cast<unsigned long long>(units));
 
-  // 7. Settlement and the trained model.
-  auto ledger_of_c1 = [&](envelope q) { return net.ask(1, "ledger", std::move(q), 10s); };
-  auto dataset_terms = train::terms_of(ledger_of_c1, *dataset_id);
-  if (!dataset_terms)
-    return fail("settlement: the dataset's terms", dataset_terms.error());
-  auto model_terms = train::terms_of(ledger_of_c1, model_asset);
-  if (!model_terms)
-    return fail("settlement: the model's terms", model_terms.error());
-  auto plan = train::plan_settlement(escrow, *rating, result->steps, price, net.payer().id(),
-                                     *dataset_terms, *model_terms);
-  if (!plan.why.empty())
-    return fail("settlement", make_error(errc::invalid_argument, plan.why));
-  if (auto err = net.payer_tx(
-        [&](uint64_t n) { return train::make_settle(net.payer(), net.chain_id(), n, job, plan); }))
-    return fail("settlement", err);
-  std::array<uint8_t, 32> asset{};
-  if (auto err = net.payer_tx(
-        [&](uint64_t n) {
-          return train::make_model_asset(net.payer(), net.chain_id(), n, result->checkpoint, &asset);
-        }))
-    return fail("model asset", err);
-  std::printf("settled   escrow %llu: trainers %llu (%llu per step each), dataset owner %llu, "
-              "model owner %llu, %llu refunded to the payer; PoV reward %llu minted by score "
-              "(80%% trainers by verified work, 10%% dataset, 10%% model)\n",
-              static_cast<unsigned long long>(escrow), static_cast<unsigned long long>(plan.trainers),
-              static_cast<unsigned long long>(price), static_cast<unsigned long long>(plan.dataset),
-              static_cast<unsigned long long>(plan.model),
-              static_cast<unsigned long long>(plan.refund),
-              static_cast<unsigned long long>(rating->minted));
-  std::map<node_id, uint64_t> reward_of;
-  for (auto& [w, a] : rating->rewards)
-    reward_of[w] += a;
-  std::map<node_id, uint64_t> paid_of;
-  for (auto& [w, a] : plan.payouts)
-    paid_of[w] += a;
+  // 7. Settlement (by the job host, within the terms) and the trained model.
+  std::printf("settled   escrow %llu by the agent: %s; PoV reward minted by score (80%% "
+              "trainers by verified work, 10%% dataset, 10%% model)\n",
+              static_cast<unsigned long long>(escrow), settled_event.c_str());
   for (size_t i = 2; i < 4; ++i) {
     auto acct = net.account(net.ids()[i]);
-    std::printf("          %s %s: work %llu + reward %llu = balance %llu (stake %llu)\n",
+    std::printf("          %s %s: balance %llu (work and reward), stake %llu\n",
                 net.names()[i].c_str(), short_id(net.ids()[i]).c_str(),
-                static_cast<unsigned long long>(paid_of[net.ids()[i]]),
-                static_cast<unsigned long long>(reward_of[net.ids()[i]]),
                 static_cast<unsigned long long>(acct ? std::get<0>(*acct) : 0),
                 static_cast<unsigned long long>(acct ? std::get<2>(*acct) : 0));
   }
   for (auto* owner : {&net.data_owner(), &net.model_owner()}) {
     auto acct = net.account(owner->id());
-    std::printf("          %s owner %s: price %llu + reward %llu = balance %llu\n",
+    std::printf("          %s owner %s: balance %llu (price and reward)\n",
                 owner == &net.data_owner() ? "dataset" : "model  ",
                 short_id(owner->id()).c_str(),
-                static_cast<unsigned long long>(paid_of[owner->id()]),
-                static_cast<unsigned long long>(reward_of[owner->id()]),
                 static_cast<unsigned long long>(acct ? std::get<0>(*acct) : 0));
   }
   auto payer_acct = net.account(net.payer().id());
   std::printf("          payer %s: balance %llu\n", short_id(net.payer().id()).c_str(),
               static_cast<unsigned long long>(payer_acct ? std::get<0>(*payer_acct) : 0));
-  std::printf("model     trained weights registered as asset %s (trained-model), owned by the "
-              "payer\n",
-              ledger::short_hex(asset).c_str());
+  if (info->getModelAsset().size() == 32) {
+    std::array<uint8_t, 32> asset{};
+    std::memcpy(asset.data(), info->getModelAsset().begin(), 32);
+    std::printf("model     trained weights registered as asset %s (trained-model) by the job "
+                "host, owned by the payer\n",
+                ledger::short_hex(asset).c_str());
+  }
 
   // 8. The loss curve.
   auto csv_path = std::filesystem::path{opts.out} / "loss.csv";
   auto svg_path = std::filesystem::path{opts.out} / "loss.svg";
   {
     std::ofstream f{csv_path};
-    f << "step,loss,samples_per_s,allreduce_ms,trainers\n";
-    for (auto& s : curve)
-      f << fmt::format("{},{:.6f},{:.1f},{:.3f},{}\n", s.step, s.loss, s.samples_per_s,
-                       s.allreduce_ms, s.trainers);
+    f << "step,loss\n";
+    for (size_t i = 0; i < losses.size(); ++i)
+      f << fmt::format("{},{:.6f}\n", i, losses[i]);
     if (!f.flush())
       return fail("writing " + csv_path.string(), make_error(errc::io_error, "write failed"));
   }
-  std::vector<double> losses;
-  for (auto& s : curve)
-    losses.push_back(s.loss);
   if (auto err = write_loss_svg(svg_path.string(), losses))
     return fail("writing " + svg_path.string(), err);
   std::printf("wrote     %s and %s\n", csv_path.c_str(), svg_path.c_str());
   double total = std::chrono::duration<double>(clock_type::now() - t_start).count();
-  bool ok = result->accuracy >= 0.95 && passed == rating->verdicts.size();
+  bool ok = info->getAccuracy() >= 0.95 && all_passed;
   exit_code = ok ? 0 : 1;
   std::printf("%s in %.1f s: held-out accuracy %.4f %s 0.95\n", ok ? "done" : "FAILED", total,
-              result->accuracy, result->accuracy >= 0.95 ? ">=" : "<");
+              info->getAccuracy(), info->getAccuracy() >= 0.95 ? ">=" : "<");
   return ok ? 0 : 1;
 }
 

@@ -44,6 +44,8 @@ struct JobQuery {
   signer @5 :Data;           # cancel: the payer's NodeId
   timeMs @6 :UInt64;         # cancel: fresh
   signature @7 :Data;        # cancel: ed25519 by signer over "aicon-jobq-v1" ‖ canonical(query without it)
+  lossesSince @8 :UInt32;    # logs with withLosses: the per-step losses from this step on
+  withLosses @9 :Bool;
 }
 
 struct JobInfo {
@@ -69,6 +71,8 @@ struct JobInfo {
   finishedMs @19 :UInt64;
   verified @20 :Text;        # "3/4 trainers passed", or "" without verification
   modelAsset @21 :Data;      # the trained weights' asset id (owned by the payer), once registered
+  losses @22 :List(Float32); # logs: each step's loss from JobQuery.lossesSince (the loss curve)
+  lossesFrom @23 :UInt32;    # the step of losses[0]
 }
 
 struct JobList {

@@ -78,6 +78,7 @@ struct job_entry {
   uint32_t trainers = 0;
   hash256 session{};
   hash256 model_asset{}; ///< zero until registered
+  std::vector<float> losses; ///< per step of this run (the loss curve; at most 1M kept)
   std::vector<std::string> events;
   std::vector<uint8_t> checkpoint;  ///< the last one taken
   hash256 alloc_token{};            ///< kept across restarts
@@ -95,7 +96,8 @@ struct registry {
   std::shared_ptr<ledger::chain> chain; ///< null when the host keeps no chain
 };
 
-void fill_info(schema::JobInfo::Builder b, const job_entry& j, uint32_t since, bool with_events) {
+void fill_info(schema::JobInfo::Builder b, const job_entry& j, uint32_t since, bool with_events,
+               uint32_t losses_since = UINT32_MAX) {
   b.setJobId(kj::arrayPtr(j.id.data(), 32));
   b.setPayer(kj::arrayPtr(j.payer.bytes.data(), 32));
   b.setPhase(j.phase);
@@ -119,6 +121,13 @@ void fill_info(schema::JobInfo::Builder b, const job_entry& j, uint32_t since, b
   b.setVerified(j.verified);
   if (j.model_asset != hash256{})
     b.setModelAsset(kj::arrayPtr(j.model_asset.data(), 32));
+  if (losses_since < j.losses.size()) {
+    auto n = std::min<size_t>(j.losses.size() - losses_since, 100000); // bounded per answer
+    auto l = b.initLosses(static_cast<unsigned>(n));
+    for (size_t i = 0; i < n; ++i)
+      l.set(static_cast<unsigned>(i), j.losses[losses_since + i]);
+    b.setLossesFrom(losses_since);
+  }
   if (with_events && since < j.events.size()) {
     auto ev = b.initEvents(static_cast<unsigned>(j.events.size() - since));
     for (size_t i = since; i < j.events.size(); ++i)
@@ -126,9 +135,10 @@ void fill_info(schema::JobInfo::Builder b, const job_entry& j, uint32_t since, b
   }
 }
 
-envelope info_of(const job_entry& j, uint32_t since = 0, bool with_events = false) {
+envelope info_of(const job_entry& j, uint32_t since = 0, bool with_events = false,
+                 uint32_t losses_since = UINT32_MAX) {
   return make_envelope<schema::JobInfo>(
-    [&](schema::JobInfo::Builder b) { fill_info(b, j, since, with_events); });
+    [&](schema::JobInfo::Builder b) { fill_info(b, j, since, with_events, losses_since); });
 }
 
 /// Writes `j` (under reg.mtx) to the host's LMDB: the submission, its info
@@ -352,6 +362,10 @@ struct job_role_state {
       rows = opened<schema::DatasetManifest>{found->second}->getRows();
     } else {
       o.data_file = spec.getDataFile();
+      // A registered data file is an asset too: its owner is paid its price.
+      if (std::filesystem::is_regular_file(o.data_file))
+        if (auto id = train::file_asset_id(o.data_file))
+          o.dataset_asset = *id;
       if (spec.getEpochs() > 0) {
         data::csv_options csv;
         auto t = data::read_any(o.data_file, std::nullopt, csv, std::nullopt);
@@ -452,6 +466,8 @@ struct job_role_state {
                               jp->loss = rep.loss;
                               jp->samples_per_s = rep.samples_per_s;
                               jp->trainers = rep.trainers;
+                              if (rep.step == jp->losses.size() && jp->losses.size() < 1'000'000)
+                                jp->losses.push_back(static_cast<float>(rep.loss));
                             });
     if (!r) {
       bool cancelled = code_of(r.error()) == errc::cancelled;
@@ -680,7 +696,8 @@ struct job_role_state {
         auto j = find(q.getLogs());
         if (!j)
           return j.error();
-        return info_of(**j, q.getSince(), true);
+        return info_of(**j, q.getSince(), true,
+                       q.getWithLosses() ? q.getLossesSince() : UINT32_MAX);
       }
       case schema::JobQuery::CANCEL: {
         auto j = find(q.getCancel());
