@@ -955,6 +955,85 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
   BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake);
 }
 
+BOOST_AUTO_TEST_CASE(a_console_killed_mid_job_leaves_the_job_to_its_host) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  const uint64_t funds = 100'000;
+  ec.payer_tx([&](uint64_t n) {
+    return ledger::make_signed_transaction(ec.payer, ec.chain, n, [&](schema::Transaction::Body::Builder b) {
+      auto t = b.initTransfer();
+      t.setTo(kj::arrayPtr(ec.cli.id.bytes.data(), 32));
+      t.setAmount(funds);
+    });
+  });
+  std::string connect;
+  for (auto p : ec.ports)
+    connect += (connect.empty() ? "" : ",") + fmt::format("127.0.0.1:{}", p);
+  auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  auto budget = write_file(ec.root.path(), "budget.lua", R"lua(
+local j = train{model = "mlp:64-64-10", data = arg[1], trainers = 2, steps = 3000, budget = 6000}
+print("job " .. j.id)
+io.stdout:flush()
+j:wait{}
+print("not reached: the console is killed first")
+)lua");
+  process console({aicon_binary(), "run", budget.string(), "--connect", connect, "--data-dir",
+                   ec.cli.dir.string(), "--", digits},
+                  ec.root / "console.log");
+  auto line = console.wait_for_log("job ", 90s);
+  BOOST_REQUIRE_MESSAGE(line, console.log_text());
+  auto id = line->substr(line->find("job ") + 4, 64);
+  std::array<uint8_t, 32> job{};
+  for (size_t i = 0; i < 32; ++i)
+    job[i] = static_cast<uint8_t>(std::stoi(id.substr(2 * i, 2), nullptr, 16));
+  auto status = [&] {
+    auto r = ec.ask(1, "job", make_envelope<schema::JobQuery>([&](auto q) {
+                      q.setStatus(kj::arrayPtr(job.data(), 32));
+                    }));
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    return *r;
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (opened<schema::JobInfo>{status()}->getStep() < 100 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  BOOST_TEST(console.stop(SIGKILL, 10s) == 128 + SIGKILL);
+  BOOST_TEST(console.log_text().find("not reached") == std::string::npos);
+  // A second console attaches by id and reads the result.
+  auto attach = write_file(ec.root.path(), "attach.lua", R"lua(
+local j = job.attach(arg[1])
+local m = j:wait{}
+print(("attached: %s, accuracy %.4f, paid %d, refunded %d, %s"):format(j:status(), m.accuracy,
+      m.paid, m.refunded, m.verified))
+)lua");
+  auto second = run_command({aicon_binary(), "run", attach.string(), "--connect", connect,
+                             "--data-dir", ec.cli.dir.string(), "--", id},
+                            180s);
+  BOOST_TEST_MESSAGE("second console -> " << second.exit_code << "\n" << second.output);
+  BOOST_REQUIRE_EQUAL(second.exit_code, 0);
+  BOOST_TEST(second.output.find("attached: done, accuracy 0.9") != std::string::npos, second.output);
+  // 6000 / (2 x 3000) = 1 per trainer-step: all of it to the trainers.
+  BOOST_TEST(second.output.find("paid 6000, refunded 0, 2/2 trainers passed") != std::string::npos,
+             second.output);
+  // Verified work earned blocks that carry the session; the escrow is
+  // settled; the trained model is the payer's.
+  opened<schema::JobInfo> info{status()};
+  BOOST_REQUIRE_EQUAL(info->getSession().size(), 32u);
+  bool carried = false;
+  for (uint64_t h = 1; h <= ec.height(0) && !carried; ++h) {
+    auto blk = ec.ask(0, "ledger", make_envelope<schema::LedgerQuery>([h](auto q) { q.setBlockAt(h); }));
+    if (blk)
+      carried = opened<schema::Block>{*blk}->getHeader().getSessionId() == info->getSession();
+  }
+  BOOST_TEST(carried, "no block carries the job's session");
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - 6000);
+  BOOST_REQUIRE_EQUAL(info->getModelAsset().size(), 32u);
+  std::array<uint8_t, 32> asset{};
+  std::memcpy(asset.data(), info->getModelAsset().begin(), 32);
+  auto terms = train::terms_of([&](envelope q) { return ec.ask(0, "ledger", std::move(q)); }, asset);
+  BOOST_REQUIRE(terms && *terms);
+  BOOST_TEST(((*terms)->owner == ec.cli.id));
+}
+
 BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weights) {
   economy_cluster ec;
   ec.wait_offers(2);
