@@ -817,6 +817,18 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
     BOOST_TEST(jobs_listed() == 0u);
   }
 
+  // A bad field through the CLI: refused by name before anything is
+  // escrowed (the same check_job_spec the host runs).
+  for (auto [flag, value, words] : {std::tuple{"--lr", "0", "spec.lr"},
+                                    std::tuple{"--transport", "pigeon", "--transport 'pigeon'"},
+                                    std::tuple{"--trainers", "0", "--trainers"}}) {
+    auto bad = aicon({"job", "submit", "--data", digits, "--steps", "10", "--budget", "5000", flag,
+                      value});
+    BOOST_TEST(bad.exit_code != 0);
+    BOOST_TEST(bad.output.find(words) != std::string::npos, bad.output);
+  }
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds); // nothing escrowed
+
   // Submit: the budget is escrowed with terms naming c1 its agent, the
   // job is handed over, and the submitting process is gone.
   auto submit = aicon({"job", "submit", "--data", digits, "--trainers", "2", "--steps", "120",
