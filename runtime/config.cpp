@@ -300,7 +300,7 @@ public:
                                  "vote_lock_ms", "block_txs_max", "receipt_pool_max",
                                  "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max", "sync_window",
                                  "data_replicas", "stream_credits", "upload_batch_bytes",
-                                 "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots", "trainer_idle_ms",
+                                 "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots", "trainer_idle_ms", "jobs_running_max",
                                  "trainer_price", "gossip_ms", "member_down_ms", "ping_ms",
                                  "script_sessions_max", "script_memory_bytes",
                                  "script_instructions_max", "script_wall_ms_max",
@@ -341,6 +341,7 @@ public:
           || (err = get(*tbl, p, "offer_heartbeat_ms", l.offer_heartbeat_ms))
           || (err = get(*tbl, p, "trainer_slots", l.trainer_slots))
           || (err = get(*tbl, p, "trainer_idle_ms", l.trainer_idle_ms))
+          || (err = get(*tbl, p, "jobs_running_max", l.jobs_running_max))
           || (err = get(*tbl, p, "trainer_price", l.trainer_price))
           || (err = get(*tbl, p, "gossip_ms", l.gossip_ms))
           || (err = get(*tbl, p, "member_down_ms", l.member_down_ms))

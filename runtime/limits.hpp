@@ -129,6 +129,9 @@ struct limits {
   /// A running trainer whose coordinator sent nothing for this long (it
   /// died, or its client did) is dropped and its slot freed.
   uint32_t trainer_idle_ms = 120000;
+  /// Jobs a job host runs at once (each has a thread of its own); more are
+  /// refused `busy`.
+  uint32_t jobs_running_max = 16;
 
   /// Membership: every `gossip_ms` a host bumps its own signed heartbeat
   /// and swaps views with one random up peer; a member whose heartbeat has

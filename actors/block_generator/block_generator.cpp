@@ -482,7 +482,7 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
     if (st.receipts.count(hash))
       return make_error(errc::invalid_argument, "receipt: duplicate, already pending");
     if (st.receipts.size() >= st.ctx.lim.receipt_pool_max)
-      return make_error(errc::invalid_argument,
+      return make_error(errc::busy,
                         fmt::format("receipt pool full ({} receipts); retry later",
                                     st.receipts.size()));
     pending_receipt p{env, {}, r.getReceipt().getUnits()};

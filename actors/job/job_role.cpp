@@ -603,6 +603,27 @@ struct job_role_state {
                           fmt::format("JobSubmit: job {} is already here", ledger::short_hex(id)));
       }
     }
+    // An unpaid job spends the trainers of hosts that trust this job host
+    // ([host] trainer_clients there): only this host's operator's clients
+    // may ask for one.
+    if (spec.getBudget() == 0
+        && std::find(ctx.trainer_clients.begin(), ctx.trainer_clients.end(), *payer)
+             == ctx.trainer_clients.end())
+      return make_error(errc::forbidden,
+                        fmt::format("JobSubmit: an unpaid job is only for this host's operator's "
+                                    "clients ([host] trainer_clients); {} is not one: give a budget",
+                                    payer->short_hex()));
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      size_t running = 0;
+      for (auto& [_, j] : reg->jobs)
+        running += final_phase(j->phase) ? 0 : 1;
+      if (running >= ctx.lim.jobs_running_max)
+        return make_error(errc::busy,
+                          fmt::format("JobSubmit: this job host runs {} jobs already "
+                                      "(jobs_running_max); retry when one ends",
+                                      running));
+    }
     if (spec.getBudget() == 0 && spec.getDataset().size() == 32)
       return make_error(errc::invalid_argument,
                         "spec.dataset: a job host grants a dataset's keys only as the agent of "

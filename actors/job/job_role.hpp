@@ -41,7 +41,7 @@ caf::error check_job_spec(schema::JobSpec::Reader s);
 /// Who may send each message this role accepts (README "Who may send
 /// what"); message_table refuses a handler without a row here.
 inline constexpr access_row job_access[] = {
-  {"JobSubmit", "any admitted client, for itself; with a budget: the payer of an escrow whose terms name this host its agent", "ed25519 by the payer over the dated submission; the escrow and its terms on this host's chain", "refused by the field's or rule's name, nothing allocated or started"},
+  {"JobSubmit", "with a budget: the payer of an escrow whose terms name this host its agent; without: a client in this host's `[host] trainer_clients`; at most `jobs_running_max` at once", "ed25519 by the payer over the dated submission; the escrow and its terms on this host's chain", "refused by the field's or rule's name, nothing allocated or started"},
   {"JobQuery", "list, status, logs: any admitted peer; cancel: the job's payer", "cancel: ed25519 by the payer over the dated query", "`forbidden` / `bad_signature`, the job unchanged"},
 };
 

@@ -809,6 +809,10 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
       refused(copy_envelope<schema::JobSubmit>(fb.getRoot<schema::JobSubmit>().asReader()),
               "not signed by the payer it names");
     }
+    // Unpaid: it would spend the trainers of hosts that trust c1; the
+    // payer is not among c1's operator's clients.
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()),
+            "an unpaid job is only for this host's operator's clients");
     auto plain = random_job(); // escrowed, but with no terms naming c1
     ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, plain, 1000); });
     spec.setBudget(1000);
