@@ -12,7 +12,7 @@
 #include "actors/job/economy.hpp"
 #include "actors/job/job_role.hpp"
 #include "actors/ledger/state.hpp"
-#include "actors/trainer/transport.hpp"
+#include "transport/transport.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
 #include "schemas/chain.capnp.h"

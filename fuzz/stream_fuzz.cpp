@@ -1,4 +1,4 @@
-// The ring stream (actors/trainer/stream_ring.hpp) as its left neighbour's
+// The ring stream (transport/stream_ring.hpp) as its left neighbour's
 // bytes reach it: a rank-1 listener of a 2-rank ring on 127.0.0.1 takes the
 // input either as the handshake answer (first byte even: whatever it
 // says, no link may come up without the link key) or, after an honest
@@ -25,7 +25,7 @@
 
 #include <sodium.h>
 
-#include "actors/trainer/stream_ring.hpp"
+#include "transport/stream_ring.hpp"
 #include "fuzz/fuzz.hpp"
 
 using namespace aicon;

@@ -1,5 +1,5 @@
 // One interface for every allreduce a trainer uses: the actor ring on CPU
-// (actors/trainer/ring_reducer) and NCCL on GPU (gpu/nccl_reducer). Depends
+// (transport/ring_reducer, transport/stream_ring) and NCCL on GPU (gpu/nccl_reducer). Depends
 // on neither CAF nor Cap'n Proto: it takes spans and returns a status.
 #pragma once
 

@@ -26,7 +26,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/data_node/remote.hpp"
-#include "actors/trainer/transport.hpp"
+#include "transport/transport.hpp"
 #include "runtime/client.hpp"
 
 namespace aicon::train {

@@ -1,5 +1,5 @@
 #include "actors/trainer/trainer.hpp"
-#include "actors/trainer/transport.hpp"
+#include "transport/transport.hpp"
 
 #include <chrono>
 #include <cstring>
@@ -22,8 +22,8 @@
 #include "actors/allocator/allocator.hpp"
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/work.hpp"
-#include "actors/trainer/ring_reducer.hpp"
-#include "actors/trainer/stream_ring.hpp"
+#include "transport/ring_reducer.hpp"
+#include "transport/stream_ring.hpp"
 #include "gpu/device.hpp"
 #include "gpu/nccl_reducer.hpp"
 #include "runtime/log.hpp"

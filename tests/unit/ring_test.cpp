@@ -15,7 +15,7 @@
 #include <caf/all.hpp>
 
 #include "actors/trainer/model.hpp"
-#include "actors/trainer/ring_reducer.hpp"
+#include "transport/ring_reducer.hpp"
 #include "runtime/envelope.hpp"
 #include "runtime/error.hpp"
 #include "runtime/system.hpp"

@@ -21,7 +21,7 @@
 #include <sodium.h>
 
 #include "actors/trainer/model.hpp"
-#include "actors/trainer/stream_ring.hpp"
+#include "transport/stream_ring.hpp"
 #include "runtime/error.hpp"
 
 using namespace aicon;

@@ -1,4 +1,4 @@
-#include "actors/trainer/ring_reducer.hpp"
+#include "transport/ring_reducer.hpp"
 
 #include <algorithm>
 #include <cstring>

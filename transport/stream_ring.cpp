@@ -1,4 +1,4 @@
-#include "actors/trainer/stream_ring.hpp"
+#include "transport/stream_ring.hpp"
 
 #include <cerrno>
 #include <chrono>

@@ -36,7 +36,7 @@
 
 #include <caf/expected.hpp>
 
-#include "actors/trainer/ring_reducer.hpp"
+#include "transport/ring_reducer.hpp"
 
 namespace aicon::train {
 
