@@ -307,30 +307,15 @@ void check_double_votes(generator_actor* self, uint64_t tip_height) {
     auto blk = st.chain->block_at(height);
     if (!blk)
       continue;
-    opened<schema::Block> b{*blk};
-    if (!b)
-      continue;
-    for (auto v : b->getVotes()) {
-      auto voter = node_id::from_bytes({v.getVoter().begin(), v.getVoter().size()});
-      if (!voter)
-        continue;
-      auto seen = node.mapped().find(*voter);
-      if (seen == node.mapped().end())
-        continue;
-      opened<schema::Vote> mine{seen->second};
-      if (!mine || mine->getBlockHash() == v.getBlockHash())
-        continue;
+    for (auto& [mine, theirs] : ledger::double_votes(node.mapped(), *blk)) {
+      opened<schema::Vote> v{mine};
+      auto voter = node_id::from_bytes({v->getVoter().begin(), v->getVoter().size()});
       auto committed = st.committed_nonce(st.ctx.self->id());
       st.evidence_nonce = std::max(st.evidence_nonce, committed) + 1;
-      auto tx = ledger::make_signed_transaction(
-        *st.ctx.self, st.chain->chain_id(), st.evidence_nonce,
-        [&](schema::Transaction::Body::Builder body) {
-          auto d = body.initDoubleVote();
-          d.setA(mine.root());
-          d.setB(v);
-        });
+      auto tx = ledger::make_double_vote(*st.ctx.self, st.chain->chain_id(), st.evidence_nonce,
+                                         mine, theirs);
       log_warning("block_generator: {} voted for two blocks at height {}: evidence submitted",
-                  voter->short_hex(), height);
+                  voter ? voter->short_hex() : std::string{"?"}, height);
       auto balance = [&st](const node_id& who) -> uint64_t {
         auto a = st.chain->account_of(who);
         return a ? a->balance : 0;

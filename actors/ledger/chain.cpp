@@ -818,6 +818,42 @@ envelope chain::make_vote(const envelope& block_env, const identity& voter) {
   });
 }
 
+std::vector<std::pair<envelope, envelope>> double_votes(const std::map<node_id, envelope>& seen,
+                                                        const envelope& final_block) {
+  std::vector<std::pair<envelope, envelope>> out;
+  opened<schema::Block> b{final_block};
+  if (!b)
+    return out;
+  auto height = b->getHeader().getHeight();
+  for (auto v : b->getVotes()) {
+    auto voter = node_id::from_bytes({v.getVoter().begin(), v.getVoter().size()});
+    if (!voter || v.getHeight() != height || v.getBlockHash().size() != 32)
+      continue;
+    auto mine = seen.find(*voter);
+    if (mine == seen.end())
+      continue;
+    opened<schema::Vote> m{mine->second};
+    if (!m || m->getHeight() != height || m->getBlockHash() == v.getBlockHash())
+      continue;
+    hash256 h;
+    std::memcpy(h.data(), v.getBlockHash().begin(), 32);
+    if (!verify_signature(*voter, vote_signing_bytes(height, h),
+                          {v.getSignature().begin(), v.getSignature().size()}))
+      continue;
+    out.emplace_back(mine->second, copy_envelope<schema::Vote>(v));
+  }
+  return out;
+}
+
+envelope make_double_vote(const identity& reporter, const hash256& chain, uint64_t nonce,
+                          const envelope& a, const envelope& b) {
+  return make_signed_transaction(reporter, chain, nonce, [&](schema::Transaction::Body::Builder body) {
+    auto d = body.initDoubleVote();
+    d.setA(opened<schema::Vote>{a}.root());
+    d.setB(opened<schema::Vote>{b}.root());
+  });
+}
+
 envelope chain::with_votes(const envelope& block_env, const std::vector<envelope>& votes) {
   std::deque<opened<schema::Vote>> added;
   for (auto& v : votes)

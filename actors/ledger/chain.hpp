@@ -3,6 +3,8 @@
 // (`aicon chain verify`).
 #pragma once
 
+#include <map>
+
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -55,6 +57,18 @@ hash256 tx_root(capnp::List<schema::SignedTransaction>::Reader txs);
 
 std::vector<uint8_t> block_signing_bytes(const hash256& block_hash);
 std::vector<uint8_t> vote_signing_bytes(uint64_t height, const hash256& block_hash);
+
+/// Evidence in a final block: each of its votes whose voter signed another
+/// block at the same height among `seen` (votes a generator collected,
+/// already checked), as the pair (seen vote, the block's vote). Votes in
+/// `seen` for another height, and the block's votes not signed by the
+/// voter they name, are ignored.
+std::vector<std::pair<envelope, envelope>> double_votes(const std::map<node_id, envelope>& seen,
+                                                        const envelope& final_block);
+
+/// A DoubleVote transaction of `reporter` with votes `a` and `b`.
+envelope make_double_vote(const identity& reporter, const hash256& chain, uint64_t nonce,
+                          const envelope& a, const envelope& b);
 
 /// The committee for the block after `prev_hash`: a weighted draw without
 /// replacement, seeded by the previous block hash (nobody can choose it);
