@@ -2,7 +2,9 @@
 
 #include <dlfcn.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -103,10 +105,56 @@ extern "C" int SSL_accept(SSL* ssl) {
   return rc;
 }
 
+namespace {
+
+/// When each dialed session's handshake began (CAF calls SSL_connect again
+/// on its non-blocking socket until it completes).
+std::mutex dials_mtx;
+std::map<const SSL*, std::chrono::steady_clock::time_point>& dials() {
+  static std::map<const SSL*, std::chrono::steady_clock::time_point> m;
+  return m;
+}
+
+} // namespace
+
+using free_fn = void (*)(SSL*);
+
+// A session freed mid-handshake leaves no entry behind (its address may be
+// the next session's).
+extern "C" void SSL_free(SSL* ssl) {
+  static auto real = real_function<free_fn>("SSL_free");
+  {
+    std::lock_guard<std::mutex> lk{dials_mtx};
+    dials().erase(ssl);
+  }
+  real(ssl);
+}
+
 extern "C" int SSL_connect(SSL* ssl) {
   static auto real = real_function<handshake_fn>("SSL_connect");
   ERR_clear_error();
+  // CAF 0.17 retries the handshake of a dialed connection from its
+  // multiplexer loop for as long as the other end stays silent (a stale
+  // peer address now someone else's, a proxy whose upstream is gone), and
+  // the actor system cannot stop while it does. A handshake older than
+  // tls_handshake_timeout_s fails: its socket is shut down, CAF drops it.
+  auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> lk{dials_mtx};
+    auto [it, fresh] = dials().try_emplace(ssl, now);
+    if (!fresh && now - it->second > std::chrono::seconds(aicon::tls_handshake_timeout_s)) {
+      dials().erase(it);
+      if (int fd = SSL_get_fd(ssl); fd >= 0)
+        ::shutdown(fd, SHUT_RDWR);
+      return -1;
+    }
+  }
   int rc = real(ssl);
+  if (rc == 1 || SSL_get_error(ssl, rc) != SSL_ERROR_WANT_READ) {
+    std::lock_guard<std::mutex> lk{dials_mtx};
+    if (SSL_get_error(ssl, rc) != SSL_ERROR_WANT_WRITE)
+      dials().erase(ssl);
+  }
   if (rc == 1)
     note_link(ssl);
   return rc;

@@ -16,6 +16,11 @@
 // certificate the other end presented (CAF never says which node is on a
 // link). `aicon peer rm` uses that to cut a removed peer's connections at
 // once, including ones it dialed to us.
+//
+// SSL_connect also bounds each read and write of a dialed handshake at
+// tls_handshake_timeout_s (CAF dials with a blocking handshake: a listener
+// that accepts and never answers would otherwise hold a host's or client's
+// shutdown).
 #pragma once
 
 #include <array>
@@ -27,6 +32,9 @@ namespace aicon {
 /// Referenced by configure_system so the interposers are always linked in.
 /// Returns true when the real OpenSSL functions were found.
 bool openssl_fix_installed();
+
+/// The longest a dialed TLS handshake waits for any one read or write.
+inline constexpr long tls_handshake_timeout_s = 10;
 
 /// Shuts down (both ways) every TLS connection of this process whose other
 /// end presented a certificate for `node` (its Ed25519 public key) and is

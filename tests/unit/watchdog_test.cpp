@@ -9,7 +9,14 @@
 #include <thread>
 #include <vector>
 
+#include <future>
+
+#include <fmt/format.h>
+
+#include "runtime/client.hpp"
 #include "runtime/conn_watchdog.hpp"
+#include "runtime/error.hpp"
+#include "runtime/identity.hpp"
 #include "test_util.hpp"
 
 using namespace aicon;
@@ -186,6 +193,37 @@ BOOST_AUTO_TEST_CASE(connections_over_the_per_address_bound_are_cut) {
   BOOST_TEST(closed == 2);
   for (int c : clients)
     ::close(c);
+}
+
+BOOST_AUTO_TEST_CASE(a_dial_to_a_silent_listener_never_holds_a_shutdown) {
+  // A port that completes TCP handshakes (its backlog) and never speaks TLS:
+  // a stale peer address now someone else's. Dialing it must fail, and
+  // stopping the dialer's actor system must not wait on it (CAF 0.17's
+  // blocking handshake; bounded by tls_handshake_timeout_s).
+  listener silent;
+  test::temp_dir dir;
+  BOOST_REQUIRE(create_identity(dir.path()));
+  auto t0 = std::chrono::steady_clock::now();
+  auto done = std::async(std::launch::async, [&] {
+    client::options o;
+    o.data_dir = dir.path();
+    o.threads = 1;
+    auto c = client::start(o);
+    if (!c)
+      return "start: " + describe(c.error());
+    auto r = (*c)->connect(fmt::format("127.0.0.1:{}", silent.port));
+    std::string out = r ? std::string{"connected"} : describe(r.error());
+    c->reset(); // the actor system stops here
+    return out;
+  });
+  BOOST_REQUIRE_MESSAGE(done.wait_for(60s) == std::future_status::ready,
+                        "a dial to a silent listener held the client's shutdown for 60 s");
+  auto what = done.get();
+  BOOST_TEST_MESSAGE("dial to a silent listener: " << what << " after "
+                     << std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - t0).count() << " ms");
+  BOOST_TEST(what != "connected");
+  BOOST_TEST(what.find("start:") == std::string::npos, what);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
