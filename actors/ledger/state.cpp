@@ -609,6 +609,31 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
     return caf::none;
   };
   bool totals_changed = false;
+  // A slash by the rules: slash_percent of `who`'s stake, leaving the supply.
+  struct stake_cut_t {
+    account* victim;
+    uint64_t amount;
+  };
+  auto stake_cut = [&](const node_id& who) -> caf::expected<stake_cut_t> {
+    auto victim = accts.get(who);
+    if (!victim)
+      return victim.error();
+    auto cut = static_cast<uint64_t>(static_cast<unsigned __int128>((*victim)->stake)
+                                     * params.slash_percent / 100);
+    if (cut == 0)
+      return refuse(rule::zero_amount, fmt::format("{} has no stake to slash", who.short_hex()));
+    if (cut > (*victim)->stake)
+      return refuse(rule::slash_exceeds_stake,
+                    fmt::format("slash of {} exceeds the stake {} of {}", cut, (*victim)->stake,
+                                who.short_hex()));
+    return stake_cut_t{*victim, cut};
+  };
+  auto apply_cut = [&](const stake_cut_t& c) {
+    c.victim->stake -= c.amount;
+    totals->supply -= c.amount;
+    totals->slashed += c.amount;
+    totals_changed = true;
+  };
   auto body = tx.getBody();
   switch (body.which()) {
     case schema::Transaction::Body::TRANSFER: {
@@ -884,26 +909,14 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       if (done.size() >= slashes_per_job_max)
         return refuse(rule::already_slashed,
                       fmt::format("this job already slashed {} targets", done.size()));
-      auto victim = accts.get(*target);
-      if (!victim)
-        return victim.error();
-      auto cut = static_cast<uint64_t>(static_cast<unsigned __int128>((*victim)->stake)
-                                       * params.slash_percent / 100);
-      if (cut == 0)
-        return refuse(rule::zero_amount,
-                      fmt::format("{} has no stake to slash", target->short_hex()));
-      if (cut > (*victim)->stake)
-        return refuse(rule::slash_exceeds_stake,
-                      fmt::format("slash of {} exceeds the stake {} of {}", cut,
-                                  (*victim)->stake, target->short_hex()));
+      auto cut = stake_cut(*target);
+      if (!cut)
+        return cut.error();
       auto marked = escrow;
       marked.slashed.push_back(*target);
       if (auto err = st.put_escrow(job, marked))
         return err;
-      (*victim)->stake -= cut;
-      totals->supply -= cut;
-      totals->slashed += cut;
-      totals_changed = true;
+      apply_cut(*cut);
       break;
     }
     case schema::Transaction::Body::DOUBLE_VOTE: {
@@ -941,20 +954,12 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
         return refuse(rule::already_punished,
                       fmt::format("{} was already punished for height {}", voter->short_hex(),
                                   a.getHeight()));
-      auto victim = accts.get(*voter);
-      if (!victim)
-        return victim.error();
-      auto cut = static_cast<uint64_t>(static_cast<unsigned __int128>((*victim)->stake)
-                                       * params.slash_percent / 100);
-      if (cut == 0)
-        return refuse(rule::zero_amount,
-                      fmt::format("{} has no stake to slash", voter->short_hex()));
+      auto cut = stake_cut(*voter);
+      if (!cut)
+        return cut.error();
       if (auto err = st.mark_receipt(mark, a.getHeight()))
         return err;
-      (*victim)->stake -= cut;
-      totals->supply -= cut;
-      totals->slashed += cut;
-      totals_changed = true;
+      apply_cut(*cut);
       break;
     }
     default:

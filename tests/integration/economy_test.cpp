@@ -247,6 +247,29 @@ struct economy_cluster {
                << hosts[1].proc->log_text());
   }
 
+  /// The client's own key pays in the job tests: moves `amount` from the
+  /// genesis payer to the client's wallet (final on both chain hosts).
+  void fund_client(uint64_t amount) {
+    payer_tx([&](uint64_t n) {
+      return ledger::make_signed_transaction(payer, chain, n, [&](schema::Transaction::Body::Builder b) {
+        auto t = b.initTransfer();
+        t.setTo(kj::arrayPtr(cli.id.bytes.data(), 32));
+        t.setAmount(amount);
+      });
+    });
+  }
+
+  /// `aicon ARGS --connect c1 --data-dir CLIENT` (c1 runs the job role).
+  command_result job_cli(std::vector<std::string> args, std::chrono::milliseconds timeout) {
+    args.insert(args.begin(), aicon_binary());
+    args.insert(args.end(), {"--connect", fmt::format("127.0.0.1:{}", ports[1]), "--data-dir",
+                             cli.dir.string()});
+    auto r = run_command(args, timeout);
+    BOOST_TEST_MESSAGE("aicon " << args[1] << " " << args[2] << " -> " << r.exit_code << "\n"
+                                << r.output);
+    return r;
+  }
+
   size_t offers() {
     auto r = ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
     if (!r)
@@ -740,23 +763,9 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   ec.wait_offers(2);
   // The client's own key is the payer here: fund its wallet.
   const uint64_t funds = 100'000;
-  ec.payer_tx([&](uint64_t n) {
-    return ledger::make_signed_transaction(ec.payer, ec.chain, n, [&](schema::Transaction::Body::Builder b) {
-      auto t = b.initTransfer();
-      t.setTo(kj::arrayPtr(ec.cli.id.bytes.data(), 32));
-      t.setAmount(funds);
-    });
-  });
-  auto host = fmt::format("127.0.0.1:{}", ec.ports[1]); // c1 runs the job role
+  ec.fund_client(funds);
   auto aicon = [&](std::vector<std::string> args, std::chrono::milliseconds timeout = 60s) {
-    args.insert(args.begin(), aicon_binary());
-    for (auto a : {"--connect", host.c_str(), "--data-dir"})
-      args.emplace_back(a);
-    args.push_back(ec.cli.dir.string());
-    auto r = run_command(args, timeout);
-    BOOST_TEST_MESSAGE("aicon " << args[1] << " " << args[2] << " -> " << r.exit_code << "\n"
-                                << r.output);
-    return r;
+    return ec.job_cli(std::move(args), timeout); // c1 runs the job role
   };
   auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
   auto last_line = [](const std::string& out) {
@@ -904,23 +913,9 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
   economy_cluster ec;
   ec.wait_offers(2);
   const uint64_t funds = 100'000;
-  ec.payer_tx([&](uint64_t n) {
-    return ledger::make_signed_transaction(ec.payer, ec.chain, n, [&](schema::Transaction::Body::Builder b) {
-      auto t = b.initTransfer();
-      t.setTo(kj::arrayPtr(ec.cli.id.bytes.data(), 32));
-      t.setAmount(funds);
-    });
-  });
-  auto host = fmt::format("127.0.0.1:{}", ec.ports[1]);
+  ec.fund_client(funds);
   auto aicon = [&](std::vector<std::string> args, std::chrono::milliseconds timeout = 60s) {
-    args.insert(args.begin(), aicon_binary());
-    for (auto a : {"--connect", host.c_str(), "--data-dir"})
-      args.emplace_back(a);
-    args.push_back(ec.cli.dir.string());
-    auto r = run_command(args, timeout);
-    BOOST_TEST_MESSAGE("aicon " << args[1] << " " << args[2] << " -> " << r.exit_code << "\n"
-                                << r.output);
-    return r;
+    return ec.job_cli(std::move(args), timeout); // c1 runs the job role
   };
   auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
   const uint64_t steps = 4000, budget = 2 * steps; // price cap 1 per trainer-step
@@ -975,13 +970,7 @@ BOOST_AUTO_TEST_CASE(a_console_killed_mid_job_leaves_the_job_to_its_host) {
   economy_cluster ec;
   ec.wait_offers(2);
   const uint64_t funds = 100'000;
-  ec.payer_tx([&](uint64_t n) {
-    return ledger::make_signed_transaction(ec.payer, ec.chain, n, [&](schema::Transaction::Body::Builder b) {
-      auto t = b.initTransfer();
-      t.setTo(kj::arrayPtr(ec.cli.id.bytes.data(), 32));
-      t.setAmount(funds);
-    });
-  });
+  ec.fund_client(funds);
   std::string connect;
   for (auto p : ec.ports)
     connect += (connect.empty() ? "" : ",") + fmt::format("127.0.0.1:{}", p);
@@ -1012,6 +1001,8 @@ print("not reached: the console is killed first")
   auto deadline = std::chrono::steady_clock::now() + 60s;
   while (opened<schema::JobInfo>{status()}->getStep() < 100 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(100ms);
+  BOOST_REQUIRE_MESSAGE(opened<schema::JobInfo>{status()}->getStep() >= 100,
+                        "the job did not reach step 100 within 60 s");
   BOOST_TEST(console.stop(SIGKILL, 10s) == 128 + SIGKILL);
   BOOST_TEST(console.log_text().find("not reached") == std::string::npos);
   // A second console attaches by id and reads the result.
