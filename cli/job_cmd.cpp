@@ -142,6 +142,17 @@ void print_info(schema::JobInfo::Reader j) {
                 to_hex({j.getModelAsset().begin(), 32}).c_str());
 }
 
+/// The session to the job host and the full id of the job `o.job` names.
+caf::expected<std::pair<session, std::array<uint8_t, 32>>> open_job(const job_cmd_options& o) {
+  auto s = session::open(o);
+  if (!s)
+    return s.error();
+  auto id = s->job_id(o.job);
+  if (!id)
+    return id.error();
+  return std::make_pair(std::move(*s), *id);
+}
+
 } // namespace
 
 int job_submit(const job_cmd_options& o) {
@@ -271,13 +282,12 @@ int job_ls(const job_cmd_options& o) {
 }
 
 int job_status(const job_cmd_options& o) {
-  auto s = session::open(o);
-  if (!s)
-    return fail(s.error());
-  auto id = s->job_id(o.job);
-  if (!id)
-    return fail(id.error());
-  auto r = s->query([&](auto q) { q.setStatus(kj::arrayPtr(id->data(), 32)); });
+  auto opened_job = open_job(o);
+  if (!opened_job)
+    return fail(opened_job.error());
+  auto& s = opened_job->first;
+  auto& id = opened_job->second;
+  auto r = s.query([&](auto q) { q.setStatus(kj::arrayPtr(id.data(), 32)); });
   if (!r)
     return fail(r.error());
   print_info(opened<schema::JobInfo>{*r}.root());
@@ -285,16 +295,15 @@ int job_status(const job_cmd_options& o) {
 }
 
 int job_logs(const job_cmd_options& o) {
-  auto s = session::open(o);
-  if (!s)
-    return fail(s.error());
-  auto id = s->job_id(o.job);
-  if (!id)
-    return fail(id.error());
+  auto opened_job = open_job(o);
+  if (!opened_job)
+    return fail(opened_job.error());
+  auto& s = opened_job->first;
+  auto& id = opened_job->second;
   uint32_t since = 0;
   for (;;) {
-    auto r = s->query([&](auto q) {
-      q.setLogs(kj::arrayPtr(id->data(), 32));
+    auto r = s.query([&](auto q) {
+      q.setLogs(kj::arrayPtr(id.data(), 32));
       q.setSince(since);
     });
     if (!r)
@@ -312,16 +321,15 @@ int job_logs(const job_cmd_options& o) {
 }
 
 int job_wait(const job_cmd_options& o) {
-  auto s = session::open(o);
-  if (!s)
-    return fail(s.error());
-  auto id = s->job_id(o.job);
-  if (!id)
-    return fail(id.error());
+  auto opened_job = open_job(o);
+  if (!opened_job)
+    return fail(opened_job.error());
+  auto& s = opened_job->first;
+  auto& id = opened_job->second;
   auto t0 = std::chrono::steady_clock::now();
   uint64_t first_step = UINT64_MAX;
   for (;;) {
-    auto r = s->query([&](auto q) { q.setStatus(kj::arrayPtr(id->data(), 32)); });
+    auto r = s.query([&](auto q) { q.setStatus(kj::arrayPtr(id.data(), 32)); });
     if (!r)
       return fail(r.error());
     opened<schema::JobInfo> j{*r};
@@ -349,13 +357,12 @@ int job_wait(const job_cmd_options& o) {
 }
 
 int job_cancel(const job_cmd_options& o) {
-  auto s = session::open(o);
-  if (!s)
-    return fail(s.error());
-  auto id = s->job_id(o.job);
-  if (!id)
-    return fail(id.error());
-  auto r = s->ask("job", sign_job_cancel(s->c->self(), *id, wall_ms()));
+  auto opened_job = open_job(o);
+  if (!opened_job)
+    return fail(opened_job.error());
+  auto& s = opened_job->first;
+  auto& id = opened_job->second;
+  auto r = s.ask("job", sign_job_cancel(s.c->self(), id, wall_ms()));
   if (!r)
     return fail(r.error());
   std::printf("cancel asked: the job stops after its current step; with a budget, the escrow "
