@@ -17,6 +17,8 @@
 #include "bench/allocator.hpp"
 #include "bench/verify.hpp"
 #include "bench/federation.hpp"
+#include "bench/sim.hpp"
+#include "sim/sim_cmd.hpp"
 #include "cli/chain_cmd.hpp"
 #include "cli/data_cmd.hpp"
 #include "cli/console.hpp"
@@ -302,6 +304,14 @@ int main(int argc, char** argv) {
   auto bench_data = bench_cmd->add_subcommand("data", "shard fetch + verify + decrypt from a data node");
   bench::add_data_flags(*bench_data, bdo);
 
+  bench::sim_bench_options bso;
+  auto bench_sim = bench_cmd->add_subcommand("sim", "simulator events/s and seeds/min; finality latency under no faults, loss, a healed partition");
+  bench::add_sim_flags(*bench_sim, bso);
+
+  sim::sim_cmd_options simo;
+  auto sim_cmd = app.add_subcommand("sim", "deterministic simulation of block finality: seeded faults, byzantine validators, invariants after every event");
+  sim::add_sim_flags(*sim_cmd, simo);
+
   auto authz_cmd = app.add_subcommand("authz", "who may send each message to each role, and what proves it (the README's table, from the code)");
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
@@ -540,6 +550,10 @@ int main(int argc, char** argv) {
     return bench::run_verify(bvo);
   if (*bench_fed)
     return bench::run_federation(bfo);
+  if (*bench_sim)
+    return bench::run_sim_bench(bso);
+  if (*sim_cmd)
+    return sim::run_sim_cmd(simo);
   if (*authz_cmd) {
     std::cout << access_table_markdown(access_table());
     return 0;

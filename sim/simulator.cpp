@@ -1,0 +1,973 @@
+#include "sim/simulator.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <random>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "actors/block_generator/consensus.hpp"
+#include "actors/ledger/chain.hpp"
+#include "actors/ledger/hashing.hpp"
+
+namespace aicon::sim {
+
+namespace {
+
+using consensus::hash256;
+using bytes = std::vector<uint8_t>;
+
+constexpr uint32_t client_base = 1000;    ///< accounts of simulated clients: 1000, 1001, ...
+constexpr uint32_t clients = 8;
+constexpr uint64_t client_balance = 1'000'000;
+constexpr uint64_t validator_stake = 10'000;
+constexpr uint64_t slash_percent = 10;
+constexpr uint64_t clock_skew_ms_max = 1000; ///< a block may be this far ahead of a validator's clock
+constexpr uint32_t block_txs_max = 64;
+constexpr uint64_t tick_ms = 100;         ///< a node looks at its pool this often
+constexpr uint64_t sync_ms = 1000;        ///< and asks a peer for what it lacks this often
+constexpr uint32_t commits_per_answer = 16;
+
+struct transfer {
+  uint32_t from = 0, to = 0;
+  uint64_t amount = 0, nonce = 0;
+  auto operator<=>(const transfer&) const = default;
+};
+
+struct evidence {
+  uint32_t voter = 0;
+  uint64_t height = 0;
+  auto operator<=>(const evidence&) const = default;
+};
+
+struct sim_block {
+  uint64_t height = 0;
+  hash256 prev{};
+  uint32_t proposer = 0;
+  uint64_t time_ms = 0;
+  std::vector<transfer> txs;
+  std::vector<evidence> punish;
+  uint8_t bad = 0; ///< a Byzantine proposer's invalid block
+};
+
+void put64(bytes& b, uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+uint64_t get64(const bytes& b, size_t& at, bool& ok) {
+  if (at + 8 > b.size()) {
+    ok = false;
+    return 0;
+  }
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v |= uint64_t{b[at + i]} << (8 * i);
+  at += 8;
+  return v;
+}
+
+bytes encode(const sim_block& s) {
+  bytes b;
+  put64(b, s.height);
+  b.insert(b.end(), s.prev.begin(), s.prev.end());
+  put64(b, s.proposer);
+  put64(b, s.time_ms);
+  put64(b, s.txs.size());
+  for (auto& t : s.txs) {
+    put64(b, t.from);
+    put64(b, t.to);
+    put64(b, t.amount);
+    put64(b, t.nonce);
+  }
+  put64(b, s.punish.size());
+  for (auto& e : s.punish) {
+    put64(b, e.voter);
+    put64(b, e.height);
+  }
+  b.push_back(s.bad);
+  return b;
+}
+
+std::optional<sim_block> decode(const bytes& b) {
+  sim_block s;
+  size_t at = 0;
+  bool ok = true;
+  s.height = get64(b, at, ok);
+  if (!ok || at + 32 > b.size())
+    return std::nullopt;
+  std::memcpy(s.prev.data(), b.data() + at, 32);
+  at += 32;
+  s.proposer = static_cast<uint32_t>(get64(b, at, ok));
+  s.time_ms = get64(b, at, ok);
+  auto n = get64(b, at, ok);
+  if (!ok || n > block_txs_max)
+    return std::nullopt;
+  for (uint64_t i = 0; i < n; ++i)
+    s.txs.push_back({static_cast<uint32_t>(get64(b, at, ok)), static_cast<uint32_t>(get64(b, at, ok)),
+                     get64(b, at, ok), get64(b, at, ok)});
+  auto m = get64(b, at, ok);
+  if (!ok || m > 64)
+    return std::nullopt;
+  for (uint64_t i = 0; i < m; ++i)
+    s.punish.push_back({static_cast<uint32_t>(get64(b, at, ok)), get64(b, at, ok)});
+  if (!ok || at + 1 != b.size())
+    return std::nullopt;
+  s.bad = b[at];
+  return s;
+}
+
+consensus::value make_value(const sim_block& s) {
+  auto b = std::make_shared<bytes>(encode(s));
+  return {ledger::blake2b("aicon-sim-block", *b), b};
+}
+
+uint64_t get(const std::map<uint32_t, uint64_t>& m, uint32_t k) {
+  auto it = m.find(k);
+  return it == m.end() ? 0 : it->second;
+}
+
+/// The ledger a simulated node keeps: balances, nonces, stakes.
+struct ledger_state {
+  std::map<uint32_t, uint64_t> balance, nonce, stake;
+  std::set<evidence> punished;
+  uint64_t slashed = 0;
+
+  hash256 root() const {
+    bytes b;
+    for (auto* m : {&balance, &nonce, &stake}) {
+      put64(b, m->size());
+      for (auto& [k, v] : *m) {
+        put64(b, k);
+        put64(b, v);
+      }
+    }
+    put64(b, slashed);
+    return ledger::blake2b("aicon-sim-state", b);
+  }
+
+  uint64_t supply() const {
+    uint64_t s = 0;
+    for (auto& [_, v] : balance)
+      s += v;
+    for (auto& [_, v] : stake)
+      s += v;
+    return s;
+  }
+};
+
+/// Every vote any node signed: (voter, height, round, kind) -> ids. What
+/// signatures give the real chain: evidence is checkable, votes unforgeable.
+using vote_registry = std::map<std::tuple<uint32_t, uint64_t, uint32_t, uint8_t>, std::set<hash256>>;
+
+/// Applies `s` to `st` under the chain's rules; false (st untouched) if any fails.
+bool apply(ledger_state& st, const sim_block& s, const vote_registry& reg) {
+  auto next = st;
+  if (s.bad)
+    return false;
+  for (auto& t : s.txs) {
+    if (t.from == t.to || t.amount == 0 || next.nonce[t.from] + 1 != t.nonce
+        || next.balance[t.from] < t.amount)
+      return false;
+    next.nonce[t.from] = t.nonce;
+    next.balance[t.from] -= t.amount;
+    next.balance[t.to] += t.amount;
+  }
+  for (auto& e : s.punish) {
+    if (next.punished.count(e))
+      return false; // already_punished
+    bool conflicting = false;
+    for (auto it = reg.lower_bound({e.voter, e.height, 0, 0});
+         it != reg.end() && std::get<0>(it->first) == e.voter && std::get<1>(it->first) == e.height; ++it)
+      conflicting |= it->second.size() > 1;
+    if (!conflicting)
+      return false; // bad_evidence
+    auto cut = next.stake[e.voter] * slash_percent / 100;
+    next.stake[e.voter] -= cut;
+    next.slashed += cut;
+    next.punished.insert(e);
+  }
+  st = std::move(next);
+  return true;
+}
+
+struct stored_block {
+  sim_block block;
+  consensus::commit cert;
+  hash256 root{};
+};
+
+/// What survives a crash: the chain and the consensus promise.
+struct durable_store {
+  std::vector<stored_block> chain; ///< chain[0] is block 1
+  ledger_state state;
+  std::optional<consensus::promise> promise;
+  hash256 tip_hash{};
+  uint64_t tip_time = 0;
+};
+
+struct message {
+  enum class type : uint8_t { proposal, vote, commit, commit_request, tx };
+  type what = type::tx;
+  uint32_t from = 0;
+  std::shared_ptr<const consensus::proposal> prop;
+  std::shared_ptr<const consensus::vote> v;
+  std::shared_ptr<const consensus::commit> c;
+  uint64_t height = 0;
+  transfer tx;
+};
+
+struct event {
+  enum class type : uint8_t { deliver, timer, tick, sync, crash, restart, partition, heal, client, faults_end };
+  uint64_t t = 0;
+  uint64_t seq = 0;
+  type what = type::deliver;
+  uint32_t node = 0;
+  uint64_t epoch = 0;
+  message msg;
+  consensus::timer_kind timer{};
+  uint64_t height = 0;
+  uint32_t round = 0;
+};
+
+struct later {
+  bool operator()(const event& a, const event& b) const {
+    return std::tie(a.t, a.seq) > std::tie(b.t, b.seq);
+  }
+};
+
+class world;
+
+struct node;
+
+/// consensus::app over a simulated node's store.
+struct node_app : consensus::app {
+  world& w;
+  node& n;
+  node_app(world& w, node& n) : w(w), n(n) {}
+  std::optional<consensus::value> make_block(uint64_t height, uint32_t round) override;
+  bool valid(uint64_t height, const consensus::value& v) override;
+};
+
+struct node {
+  uint32_t idx = 0;
+  node_id id;
+  bool byzantine = false;
+  bool up = true;
+  uint64_t epoch = 0;
+  int64_t clock_offset_ms = 0;
+  double rate = 1.0; ///< timer speed (clock drift)
+  durable_store store;
+  std::unique_ptr<node_app> app;
+  std::unique_ptr<consensus::machine> m;
+  std::map<std::pair<uint32_t, uint64_t>, transfer> pool; ///< (from, nonce) -> tx
+  std::set<evidence> pending_evidence;
+  std::map<uint64_t, consensus::commit> future; ///< commits above the tip, applied in order
+  std::set<std::pair<uint32_t, uint64_t>> answered; ///< laggards told (peer, height)
+};
+
+class world {
+public:
+  explicit world(const sim_options& o) : o_(o), rng_(o.seed) {}
+
+  sim_result run();
+
+  uint64_t clock_of(const node& n) const {
+    auto t = static_cast<int64_t>(now_) + n.clock_offset_ms;
+    return t < 0 ? 0 : static_cast<uint64_t>(t);
+  }
+
+  std::optional<consensus::value> make_block(node& n, uint64_t height) {
+    auto clock = clock_of(n);
+    if ((n.pool.empty() && n.pending_evidence.empty()) || clock < n.store.tip_time + o_.interval_ms)
+      return std::nullopt;
+    sim_block s;
+    s.height = height;
+    s.prev = n.store.tip_hash;
+    s.proposer = n.idx;
+    s.time_ms = std::max(clock, n.store.tip_time + o_.interval_ms);
+    auto st = n.store.state;
+    for (auto& [key, t] : n.pool) {
+      if (s.txs.size() >= block_txs_max)
+        break;
+      if (st.nonce[t.from] + 1 != t.nonce || st.balance[t.from] < t.amount)
+        continue;
+      st.nonce[t.from] = t.nonce;
+      st.balance[t.from] -= t.amount;
+      st.balance[t.to] += t.amount;
+      s.txs.push_back(t);
+    }
+    for (auto& e : n.pending_evidence)
+      if (!n.store.state.punished.count(e) && s.punish.size() < 8)
+        s.punish.push_back(e);
+    if (s.txs.empty() && s.punish.empty())
+      return std::nullopt;
+    return make_value(s);
+  }
+
+  bool valid(node& n, uint64_t height, const consensus::value& v) {
+    if (!v.bytes || ledger::blake2b("aicon-sim-block", *v.bytes) != v.id)
+      return false;
+    auto s = decode(*v.bytes);
+    if (!s || s->height != height || s->prev != n.store.tip_hash
+        || s->time_ms < n.store.tip_time + o_.interval_ms
+        || s->time_ms > clock_of(n) + clock_skew_ms_max || s->proposer >= nodes_.size())
+      return false;
+    auto st = n.store.state;
+    return apply(st, *s, registry_);
+  }
+
+private:
+  void schedule(event e) {
+    e.seq = seq_++;
+    queue_.push(std::move(e));
+  }
+
+  void send(uint32_t from, uint32_t to, message msg) {
+    if (from == to)
+      return;
+    if (in_faults() && (cut_[from] != cut_[to]))
+      return; // partitioned
+    if (in_faults() && chance(o_.loss))
+      return;
+    msg.from = from;
+    int copies = in_faults() && chance(o_.duplicate) ? 2 : 1;
+    for (int i = 0; i < copies; ++i) {
+      event e;
+      e.what = event::type::deliver;
+      e.t = now_ + uniform(o_.delay_ms_min, o_.delay_ms_max)
+            + (in_faults() ? slow_[from * nodes_.size() + to] : 0);
+      // The adversary schedules the network: news of a decision is what it
+      // holds back most (safety must not depend on how fast it spreads).
+      if (in_faults() && msg.what == message::type::commit && chance(0.5))
+        e.t += uniform(0, 3000);
+      e.node = to;
+      e.msg = msg;
+      schedule(std::move(e));
+    }
+  }
+
+  void send_all(uint32_t from, const message& msg) {
+    for (uint32_t j = 0; j < nodes_.size(); ++j)
+      send(from, j, msg);
+  }
+
+  bool in_faults() const {
+    return now_ < o_.fault_ms;
+  }
+
+  bool chance(double p) {
+    return std::uniform_real_distribution<double>(0, 1)(rng_) < p;
+  }
+
+  uint64_t uniform(uint64_t lo, uint64_t hi) {
+    return std::uniform_int_distribution<uint64_t>(lo, std::max(lo, hi))(rng_);
+  }
+
+  uint32_t index_of(const node_id& id) const {
+    return by_id_.at(id);
+  }
+
+  std::vector<node_id> committee_after(const hash256& prev) const {
+    return ledger::select_committee(prev, candidates_, static_cast<uint32_t>(candidates_.size()));
+  }
+
+  void fail(const std::string& what) {
+    if (result_.ok) {
+      result_.ok = false;
+      result_.violation = fmt::format("seed {}: {} (t={} ms, event {})", o_.seed, what, now_,
+                                      result_.events);
+    }
+  }
+
+  void trace(const std::string& line) {
+    if (o_.trace)
+      fmt::print("{:>8} ms #{:<6} {}\n", now_, result_.events, line);
+  }
+
+  void boot(node& n);
+  void carry(node& n, consensus::outputs out);
+  void deliver(node& n, const message& msg);
+  void appended(node& n, const consensus::commit& c);
+  void answer_commits(node& n, uint32_t peer, uint64_t from_height);
+  void byzantine_proposal(node& n, const consensus::proposal& p);
+  void byzantine_vote(node& n, const consensus::vote& v);
+  void crash(node& n);
+  void check_end();
+
+  sim_options o_;
+  std::mt19937_64 rng_;
+  std::priority_queue<event, std::vector<event>, later> queue_;
+  uint64_t seq_ = 0;
+  uint64_t now_ = 0;
+  std::vector<std::unique_ptr<node>> nodes_;
+  std::vector<ledger::committee_member> candidates_;
+  std::map<node_id, uint32_t> by_id_;
+  std::vector<int> cut_; ///< partition side per node (all 0: connected)
+  std::vector<uint64_t> slow_; ///< extra delay per directed link (from * n + to) while faults run
+  vote_registry registry_;
+  std::map<uint64_t, hash256> final_;      ///< height -> the first decided block
+  std::map<uint64_t, hash256> roots_;      ///< height -> its state root
+  std::map<uint64_t, uint64_t> first_proposal_ms_;
+  struct client_state {
+    uint64_t last = 0;                    ///< the last nonce it signed
+    std::map<uint64_t, transfer> unconfirmed; ///< re-sent until final, like a wallet's retries
+  };
+  std::map<uint32_t, client_state> clients_;
+  uint64_t genesis_supply_ = 0;
+  uint64_t height_at_faults_end_ = 0;
+  sim_result result_;
+};
+
+std::optional<consensus::value> node_app::make_block(uint64_t height, uint32_t) {
+  return w.make_block(n, height);
+}
+
+bool node_app::valid(uint64_t height, const consensus::value& v) {
+  return w.valid(n, height, v);
+}
+
+void world::boot(node& n) {
+  n.app = std::make_unique<node_app>(*this, n);
+  consensus::params p;
+  p.propose_ms = 600;
+  p.vote_ms = 300;
+  p.round_delta_ms = 300;
+  p.mutation_ignore_lock = o_.mutation_ignore_lock;
+  n.m = std::make_unique<consensus::machine>(n.id, p, *n.app);
+  n.pool.clear();
+  n.pending_evidence.clear();
+  n.future.clear();
+  n.answered.clear();
+  auto height = n.store.chain.size() + 1;
+  std::optional<consensus::promise> restored;
+  if (n.store.promise && n.store.promise->height == height)
+    restored = n.store.promise;
+  carry(n, n.m->new_height(height, committee_after(n.store.tip_hash), restored));
+  for (auto type : {event::type::tick, event::type::sync}) {
+    event e;
+    e.what = type;
+    e.node = n.idx;
+    e.epoch = n.epoch;
+    e.t = now_ + uniform(1, type == event::type::tick ? tick_ms : sync_ms);
+    schedule(std::move(e));
+  }
+}
+
+void world::crash(node& n) {
+  trace(fmt::format("node {} crashes at height {}", n.idx, n.store.chain.size()));
+  n.up = false;
+  ++n.epoch;
+  n.m.reset();
+  n.app.reset();
+}
+
+void world::carry(node& n, consensus::outputs out) {
+  // A crash may cut a batch short: what was not carried out (a persist, a
+  // message) is lost, as on a host killed mid-handler.
+  size_t crash_at = out.size();
+  if (o_.crashes && in_faults() && !n.byzantine && !out.empty() && chance(0.004))
+    crash_at = uniform(0, out.size() - 1);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (i == crash_at) {
+      crash(n);
+      event e;
+      e.what = event::type::restart;
+      e.node = n.idx;
+      e.t = std::min(now_ + uniform(200, 4000), std::max(now_ + 1, o_.fault_ms));
+      schedule(std::move(e));
+      return;
+    }
+    auto& o = out[i];
+    using t = consensus::output::type;
+    switch (o.what) {
+      case t::persist:
+        n.store.promise = *o.promise;
+        break;
+      case t::broadcast_proposal: {
+        first_proposal_ms_.try_emplace(o.prop->height, now_);
+        trace(fmt::format("node {} proposes {} at {}/{}", n.idx, ledger::short_hex(o.prop->block.id),
+                          o.prop->height, o.prop->round));
+        if (n.byzantine) {
+          byzantine_proposal(n, *o.prop);
+          break;
+        }
+        message msg;
+        msg.what = message::type::proposal;
+        msg.prop = std::make_shared<consensus::proposal>(*o.prop);
+        send_all(n.idx, msg);
+        break;
+      }
+      case t::broadcast_vote: {
+        auto& v = *o.v;
+        trace(fmt::format("node {} {} {} at {}/{}", n.idx,
+                          v.kind == consensus::vote_kind::prevote ? "prevotes" : "precommits",
+                          consensus::is_nil(v.id) ? std::string{"nil"} : ledger::short_hex(v.id),
+                          v.height, v.round));
+        registry_[{n.idx, v.height, v.round, static_cast<uint8_t>(v.kind)}].insert(v.id);
+        if (n.byzantine) {
+          byzantine_vote(n, v);
+          break;
+        }
+        message msg;
+        msg.what = message::type::vote;
+        msg.v = std::make_shared<consensus::vote>(v);
+        send_all(n.idx, msg);
+        break;
+      }
+      case t::send_commit_request: {
+        message msg;
+        msg.what = message::type::commit_request;
+        msg.height = o.height;
+        send(n.idx, index_of(o.peer), msg);
+        break;
+      }
+      case t::start_timer: {
+        event e;
+        e.what = event::type::timer;
+        e.node = n.idx;
+        e.epoch = n.epoch;
+        e.timer = o.timer;
+        e.height = o.height;
+        e.round = o.round;
+        e.t = now_ + static_cast<uint64_t>(static_cast<double>(o.delay_ms) * n.rate);
+        schedule(std::move(e));
+        break;
+      }
+      case t::evidence: {
+        auto& a = *o.conflict.first;
+        n.pending_evidence.insert({index_of(a.voter), a.height});
+        break;
+      }
+      case t::decide:
+        appended(n, *o.decided);
+        return; // appended() started the next height and carried its outputs
+    }
+  }
+}
+
+void world::appended(node& n, const consensus::commit& c) {
+  auto s = decode(*c.block.bytes);
+  if (!s) {
+    fail(fmt::format("node {} decided undecodable bytes at height {}", n.idx, c.height));
+    return;
+  }
+  if (!apply(n.store.state, *s, registry_)) {
+    fail(fmt::format("node {} decided an invalid block at height {}", n.idx, c.height));
+    return;
+  }
+  for (auto& e : s->punish)
+    if (!nodes_[e.voter]->byzantine)
+      fail(fmt::format("honest validator {} punished at height {}", e.voter, c.height));
+  auto root = n.store.state.root();
+  n.store.chain.push_back({*s, c, root});
+  n.store.tip_hash = c.block.id;
+  n.store.tip_time = s->time_ms;
+  // Invariants: one final block per height, the same state root, supply.
+  auto [f, first] = final_.try_emplace(c.height, c.block.id);
+  if (!first && f->second != c.block.id)
+    fail(fmt::format("two blocks final at height {}: {} and {} (node {})", c.height,
+                     ledger::short_hex(f->second), ledger::short_hex(c.block.id), n.idx));
+  auto [r, fresh] = roots_.try_emplace(c.height, root);
+  if (!fresh && r->second != root)
+    fail(fmt::format("state roots differ at height {} (node {})", c.height, n.idx));
+  if (n.store.state.supply() != genesis_supply_ - n.store.state.slashed)
+    fail(fmt::format("supply {} != genesis {} - slashed {} at node {}", n.store.state.supply(),
+                     genesis_supply_, n.store.state.slashed, n.idx));
+  if (first) {
+    result_.heights = std::max(result_.heights, c.height);
+    result_.txs_final += s->txs.size();
+    result_.evidence += s->punish.size();
+    result_.max_round = std::max<uint64_t>(result_.max_round, c.round);
+    auto p = first_proposal_ms_.find(c.height);
+    result_.finality_ms.push_back(p == first_proposal_ms_.end() ? 0 : now_ - p->second);
+    result_.finality_rounds.push_back(c.round);
+    trace(fmt::format("height {} final at node {}: {} (round {}, {} txs)", c.height, n.idx,
+                      ledger::short_hex(c.block.id), c.round, s->txs.size()));
+  }
+  for (auto& t : s->txs)
+    n.pool.erase({t.from, t.nonce});
+  std::erase_if(n.pool, [&](auto& kv) { return kv.second.nonce <= get(n.store.state.nonce, kv.second.from); });
+  for (auto& e : s->punish)
+    n.pending_evidence.erase(e);
+  // Tell the others (the ledger's broadcast of a final block).
+  message msg;
+  msg.what = message::type::commit;
+  msg.c = std::make_shared<consensus::commit>(c);
+  send_all(n.idx, msg);
+  if (!n.m)
+    return;
+  auto height = c.height + 1;
+  std::optional<consensus::promise> restored;
+  if (n.store.promise && n.store.promise->height == height)
+    restored = n.store.promise;
+  carry(n, n.m->new_height(height, committee_after(n.store.tip_hash), restored));
+  if (!n.m)
+    return;
+  auto next = n.future.find(height);
+  if (next != n.future.end()) {
+    auto commit = next->second;
+    n.future.erase(n.future.begin(), std::next(next));
+    carry(n, n.m->on_commit(commit));
+  }
+}
+
+void world::answer_commits(node& n, uint32_t peer, uint64_t from_height) {
+  for (uint64_t h = std::max<uint64_t>(from_height, 1);
+       h <= n.store.chain.size() && h < from_height + commits_per_answer; ++h) {
+    message msg;
+    msg.what = message::type::commit;
+    msg.c = std::make_shared<consensus::commit>(n.store.chain[h - 1].cert);
+    send(n.idx, peer, msg);
+  }
+}
+
+void world::byzantine_proposal(node& n, const consensus::proposal& p) {
+  // Propose another block than the honest rule says (a later time, so
+  // another id; sometimes invalid), to everyone or to half the committee,
+  // without the proof of lock: the locked members must refuse it.
+  auto s = decode(*p.block.bytes);
+  auto other = p;
+  if (s) {
+    s->time_ms += 1 + uniform(0, 50);
+    s->bad = chance(0.2) ? 1 : 0;
+    other.block = make_value(*s);
+    other.pol_round = -1;
+    other.pol.clear();
+  }
+  bool split = chance(0.5);
+  for (uint32_t j = 0; j < nodes_.size(); ++j) {
+    message msg;
+    msg.what = message::type::proposal;
+    msg.prop = std::make_shared<consensus::proposal>(split && chance(0.5) ? p : other);
+    send(n.idx, j, msg);
+  }
+}
+
+void world::byzantine_vote(node& n, const consensus::vote& v) {
+  // Double vote: some peers get the vote, others one for another block.
+  auto other = v;
+  if (consensus::is_nil(v.id)) {
+    // For whatever this node saw proposed at the height, or a made-up block.
+    other.id = ledger::blake2b("aicon-sim-fake", bytes(v.id.begin(), v.id.end()));
+    other.id[0] ^= static_cast<uint8_t>(uniform(1, 255));
+  } else {
+    other.id = hash256{};
+  }
+  // A precommit for a block goes to few (one may decide while the rest
+  // cannot, the setting in which a broken lock forks); other votes to a
+  // random half.
+  bool equivocate = chance(0.5);
+  bool targeted = v.kind == consensus::vote_kind::precommit && !consensus::is_nil(v.id) && chance(0.7);
+  if (equivocate || targeted)
+    registry_[{n.idx, v.height, v.round, static_cast<uint8_t>(v.kind)}].insert(other.id);
+  auto lucky = static_cast<uint32_t>(uniform(0, nodes_.size() - 1));
+  for (uint32_t j = 0; j < nodes_.size(); ++j) {
+    message msg;
+    msg.what = message::type::vote;
+    bool real = targeted ? j == lucky : !(equivocate && chance(0.5));
+    msg.v = std::make_shared<consensus::vote>(real ? v : other);
+    send(n.idx, j, msg);
+  }
+}
+
+void world::deliver(node& n, const message& msg) {
+  switch (msg.what) {
+    case message::type::tx: {
+      auto& t = msg.tx;
+      if (t.nonce <= get(n.store.state.nonce, t.from) || !n.pool.emplace(std::pair{t.from, t.nonce}, t).second)
+        return;
+      message relay = msg;
+      send_all(n.idx, relay);
+      return;
+    }
+    case message::type::commit_request:
+      answer_commits(n, msg.from, msg.height);
+      return;
+    case message::type::commit: {
+      auto& c = *msg.c;
+      // Votes are signed: a certificate holds only votes their voters signed.
+      for (auto& v : c.precommits) {
+        auto it = registry_.find({index_of(v.voter), v.height, v.round, static_cast<uint8_t>(v.kind)});
+        if (it == registry_.end() || !it->second.count(v.id))
+          return;
+      }
+      if (c.height == n.m->height()) {
+        carry(n, n.m->on_commit(c));
+      } else if (c.height > n.m->height()) {
+        n.future.emplace(c.height, c);
+        if (n.future.size() == 1) {
+          message req;
+          req.what = message::type::commit_request;
+          req.height = n.m->height();
+          send(n.idx, msg.from, req);
+        }
+      }
+      return;
+    }
+    case message::type::proposal:
+    case message::type::vote: {
+      uint64_t h = msg.prop ? msg.prop->height : msg.v->height;
+      if (msg.prop)
+        for (auto& v : msg.prop->pol) {
+          auto it = registry_.find({index_of(v.voter), v.height, v.round, static_cast<uint8_t>(v.kind)});
+          if (it == registry_.end() || !it->second.count(v.id))
+            return; // a forged proof of lock: the signature check refuses it
+        }
+      if (h < n.m->height()) {
+        if (n.answered.insert({msg.from, h}).second)
+          answer_commits(n, msg.from, h);
+        return;
+      }
+      carry(n, msg.prop ? n.m->on_proposal(*msg.prop) : n.m->on_vote(*msg.v));
+      return;
+    }
+  }
+}
+
+void world::check_end() {
+  uint64_t top = 0;
+  for (auto& n : nodes_)
+    if (!n->byzantine)
+      top = std::max<uint64_t>(top, n->store.chain.size());
+  std::string nodes;
+  for (auto& n : nodes_)
+    nodes += fmt::format(" [node {}{}: height {} round {}{}, {} txs pending]", n->idx,
+                         n->byzantine ? " byzantine" : "", n->store.chain.size(),
+                         n->m ? n->m->round() : 0, n->up ? "" : " down", n->pool.size());
+  if (top <= height_at_faults_end_)
+    fail(fmt::format("no progress in the {} ms after faults stopped (height {}){}", o_.settle_ms,
+                     top, nodes));
+  for (auto& n : nodes_)
+    if (!n->byzantine && n->store.chain.size() + 2 < top)
+      fail(fmt::format("node {} stuck at height {} while the chain is at {}", n->idx,
+                       n->store.chain.size(), top));
+  // Every honest node's chain is a prefix of the longest: blocks were
+  // checked against final_ as they were appended; check the link too.
+  for (auto& n : nodes_)
+    for (size_t i = 1; i < n->store.chain.size(); ++i)
+      if (n->store.chain[i].block.prev != n->store.chain[i - 1].cert.block.id)
+        fail(fmt::format("node {} has a broken chain at height {}", n->idx, i + 1));
+}
+
+sim_result world::run() {
+  result_.seed = o_.seed;
+  uint32_t n = std::max<uint32_t>(o_.nodes, 1);
+  cut_.assign(n, 0);
+  slow_.assign(size_t{n} * n, 0);
+  std::vector<uint32_t> order(n);
+  for (uint32_t i = 0; i < n; ++i)
+    order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng_);
+  std::set<uint32_t> byz(order.begin(), order.begin() + std::min(o_.byzantine, n));
+  for (uint32_t i = 0; i < n; ++i) {
+    auto nd = std::make_unique<node>();
+    nd->idx = i;
+    std::array<uint8_t, 32> seed{};
+    seed[0] = static_cast<uint8_t>(i);
+    seed[1] = static_cast<uint8_t>(i >> 8);
+    seed[31] = 0x51;
+    nd->id = identity::from_seed(seed).id();
+    nd->byzantine = byz.count(i) > 0;
+    nd->clock_offset_ms = static_cast<int64_t>(uniform(0, 2 * o_.skew_ms_max)) - static_cast<int64_t>(o_.skew_ms_max);
+    nd->rate = 0.95 + 0.1 * std::uniform_real_distribution<double>(0, 1)(rng_);
+    for (uint32_t c = 0; c < clients; ++c)
+      nd->store.state.balance[client_base + c] = client_balance;
+    nd->store.state.stake[i] = 0;
+    by_id_[nd->id] = i;
+    candidates_.push_back({nd->id, 1});
+    nodes_.push_back(std::move(nd));
+  }
+  for (auto& nd : nodes_)
+    for (uint32_t i = 0; i < n; ++i)
+      nd->store.state.stake[i] = validator_stake;
+  genesis_supply_ = nodes_[0]->store.state.supply();
+  for (auto& nd : nodes_)
+    boot(*nd);
+  // Clients submit transfers all along; faults in [0, fault_ms).
+  for (uint64_t t = uniform(1, o_.tx_every_ms); t < o_.fault_ms + o_.settle_ms; t += uniform(1, 2 * o_.tx_every_ms)) {
+    event e;
+    e.what = event::type::client;
+    e.t = t;
+    schedule(std::move(e));
+  }
+  if (o_.partitions)
+    for (uint64_t t = uniform(500, 5000); t < o_.fault_ms; t += uniform(2000, 8000)) {
+      event e;
+      e.what = event::type::partition;
+      e.t = t;
+      schedule(e);
+      e.what = event::type::heal;
+      e.t = std::min(t + uniform(300, 4000), o_.fault_ms);
+      schedule(e);
+    }
+  if (o_.split_ms > 0) {
+    event e;
+    e.what = event::type::partition;
+    e.t = o_.split_ms;
+    e.node = 1; // the fixed split: first half against second half
+    schedule(e);
+    e.what = event::type::heal;
+    e.t = std::max(o_.heal_ms, o_.split_ms + 1);
+    schedule(e);
+  }
+  if (o_.crashes)
+    for (uint64_t t = uniform(500, 4000); t < o_.fault_ms; t += uniform(1000, 6000)) {
+      event e;
+      e.what = event::type::crash;
+      e.t = t;
+      e.node = static_cast<uint32_t>(uniform(0, n - 1));
+      schedule(e);
+    }
+  {
+    event e;
+    e.what = event::type::faults_end;
+    e.t = o_.fault_ms;
+    schedule(e);
+  }
+  const uint64_t end = o_.fault_ms + o_.settle_ms;
+  while (!queue_.empty() && result_.ok) {
+    auto e = queue_.top();
+    queue_.pop();
+    if (e.t > end)
+      break;
+    now_ = e.t;
+    ++result_.events;
+    switch (e.what) {
+      case event::type::deliver: {
+        auto& nd = *nodes_[e.node];
+        if (nd.up)
+          deliver(nd, e.msg);
+        break;
+      }
+      case event::type::timer: {
+        auto& nd = *nodes_[e.node];
+        if (nd.up && nd.epoch == e.epoch)
+          carry(nd, nd.m->on_timeout(e.timer, e.height, e.round));
+        break;
+      }
+      case event::type::tick: {
+        auto& nd = *nodes_[e.node];
+        if (!nd.up || nd.epoch != e.epoch)
+          break;
+        if ((!nd.pool.empty() || !nd.pending_evidence.empty())
+            && clock_of(nd) >= nd.store.tip_time + o_.interval_ms)
+          carry(nd, nd.m->poke());
+        if (nd.up && nd.epoch == e.epoch) {
+          e.t = now_ + tick_ms;
+          schedule(e);
+        }
+        break;
+      }
+      case event::type::sync: {
+        auto& nd = *nodes_[e.node];
+        if (!nd.up || nd.epoch != e.epoch)
+          break;
+        message req;
+        req.what = message::type::commit_request;
+        req.height = nd.store.chain.size() + 1;
+        send(nd.idx, static_cast<uint32_t>(uniform(0, n - 1)), req);
+        carry(nd, nd.m->resend());
+        if (!nd.up)
+          break;
+        e.t = now_ + sync_ms;
+        schedule(e);
+        break;
+      }
+      case event::type::crash: {
+        auto& nd = *nodes_[e.node];
+        if (!nd.up || nd.byzantine)
+          break;
+        crash(nd);
+        event r;
+        r.what = event::type::restart;
+        r.node = nd.idx;
+        r.t = std::min(now_ + uniform(200, 4000), std::max(now_ + 1, o_.fault_ms));
+        schedule(r);
+        break;
+      }
+      case event::type::restart: {
+        auto& nd = *nodes_[e.node];
+        if (nd.up)
+          break;
+        nd.up = true;
+        trace(fmt::format("node {} restarts at height {}", nd.idx, nd.store.chain.size()));
+        boot(nd);
+        break;
+      }
+      case event::type::partition: {
+        for (uint32_t i = 0; i < n; ++i)
+          cut_[i] = e.node == 1 ? (i < n / 2 ? 0 : 1) : static_cast<int>(uniform(0, 1));
+        // Some links also turn slow (an overloaded route): one side learns
+        // what the other decided only much later.
+        if (e.node != 1)
+          for (auto& d : slow_)
+            d = chance(0.2) ? uniform(200, 3000) : 0;
+        trace("partition");
+        break;
+      }
+      case event::type::heal:
+        std::fill(cut_.begin(), cut_.end(), 0);
+        trace("heal");
+        break;
+      case event::type::client: {
+        auto from = client_base + static_cast<uint32_t>(uniform(0, clients - 1));
+        auto& cl = clients_[from];
+        auto first = static_cast<uint32_t>(uniform(0, n - 1));
+        // The wallet asks the host it reaches for its committed nonce, keeps
+        // at most 4 transfers in flight and re-sends those not yet final.
+        auto& asked = *nodes_[first];
+        if (asked.up) {
+          auto done = get(asked.store.state.nonce, from);
+          std::erase_if(cl.unconfirmed, [&](auto& kv) { return kv.first <= done; });
+        }
+        if (cl.unconfirmed.size() < 4) {
+          auto to = client_base + static_cast<uint32_t>(uniform(0, clients - 1));
+          if (to == from)
+            to = client_base + (to - client_base + 1) % clients;
+          ++cl.last;
+          cl.unconfirmed[cl.last] = {from, to, uniform(1, 100), cl.last};
+        }
+        for (uint32_t k = 0; k < 2; ++k) {
+          auto& target = *nodes_[(first + k) % n];
+          if (!target.up)
+            continue;
+          for (auto& [_, t] : cl.unconfirmed) {
+            message msg;
+            msg.what = message::type::tx;
+            msg.tx = t;
+            deliver(target, msg);
+          }
+        }
+        break;
+      }
+      case event::type::faults_end: {
+        std::fill(cut_.begin(), cut_.end(), 0);
+        for (auto& nd : nodes_)
+          if (!nd->byzantine)
+            height_at_faults_end_ = std::max<uint64_t>(height_at_faults_end_, nd->store.chain.size());
+        break;
+      }
+    }
+  }
+  now_ = std::max(now_, end);
+  result_.sim_ms = now_;
+  if (result_.ok)
+    check_end();
+  return result_;
+}
+
+} // namespace
+
+sim_result run(const sim_options& o) {
+  world w{o};
+  return w.run();
+}
+
+} // namespace aicon::sim
