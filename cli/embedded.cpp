@@ -152,7 +152,7 @@ caf::expected<std::unique_ptr<embedded_cluster>> embedded_cluster::start(const e
         cfg.connect.push_back(peer_entry{net_address{"127.0.0.1", ports[k]}, ec->ids_[k]});
     cfg.site_rtts = {{"west", "east", 40.0}};
     cfg.lim.block_takeover_ms = 1000;
-    cfg.lim.vote_lock_ms = 4000;
+    cfg.lim.vote_wait_ms = 500;
     cfg.lim.ledger_sync_ms = 300;
     cfg.lim.offer_heartbeat_ms = 300;
     cfg.lim.trainer_slots = o.slots;

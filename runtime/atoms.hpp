@@ -20,6 +20,7 @@ using peers_atom = caf::atom_constant<caf::atom("peers")>;     ///< up peers run
 using tick_atom = caf::atom_constant<caf::atom("tick")>;       ///< a role's own timer
 using gossip_atom = caf::atom_constant<caf::atom("gossip")>;   ///< directory: a gossip round
 using ping_atom = caf::atom_constant<caf::atom("ping")>;       ///< directory: ping the peers
+using round_timer_atom = caf::atom_constant<caf::atom("rtimer")>; ///< block generator: a consensus timeout
 using rtt_atom = caf::atom_constant<caf::atom("rtt")>;         ///< directory: site round trips
 
 } // namespace aicon

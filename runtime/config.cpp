@@ -297,7 +297,7 @@ public:
                                  "connections_per_address_max", "watchdog_period_ms",
                                  "echo_delay_ms_max", "echo_delayed_max", "handshake_bytes_min",
                                  "handshake_deadline_ms", "block_tick_ms", "block_takeover_ms",
-                                 "vote_lock_ms", "block_txs_max", "receipt_pool_max",
+                                 "vote_wait_ms", "block_txs_max", "receipt_pool_max",
                                  "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max", "sync_window",
                                  "data_replicas", "stream_credits", "upload_batch_bytes",
                                  "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots", "trainer_idle_ms", "jobs_running_max",
@@ -327,7 +327,7 @@ public:
           || (err = get(*tbl, p, "handshake_deadline_ms", l.handshake_deadline_ms))
           || (err = get(*tbl, p, "block_tick_ms", l.block_tick_ms))
           || (err = get(*tbl, p, "block_takeover_ms", l.block_takeover_ms))
-          || (err = get(*tbl, p, "vote_lock_ms", l.vote_lock_ms))
+          || (err = get(*tbl, p, "vote_wait_ms", l.vote_wait_ms))
           || (err = get(*tbl, p, "block_txs_max", l.block_txs_max))
           || (err = get(*tbl, p, "receipt_pool_max", l.receipt_pool_max))
           || (err = get(*tbl, p, "clock_skew_ms_max", l.clock_skew_ms_max))
@@ -374,10 +374,9 @@ public:
       if (l.block_tick_ms == 0 || l.ledger_sync_ms == 0 || l.block_takeover_ms == 0)
         return fail(tbl, "limits", "block_tick_ms, block_takeover_ms and ledger_sync_ms must be "
                                    "> 0");
-      if (l.vote_lock_ms <= l.block_takeover_ms)
-        return fail(tbl, "limits.vote_lock_ms",
-                    "must be greater than block_takeover_ms, or a validator could vote for two "
-                    "blocks of one proposer's round");
+      if (l.vote_wait_ms == 0)
+        return fail(tbl, "limits.vote_wait_ms",
+                    "must be > 0 (rounds need a timeout to move on when votes are missing)");
       if (l.heartbeat_interval_ms == 0 || l.connection_timeout_ms <= l.heartbeat_interval_ms)
         return fail(tbl, "limits.connection_timeout_ms",
                     "must be greater than a non-zero heartbeat_interval_ms");

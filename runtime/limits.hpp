@@ -71,15 +71,16 @@ struct limits {
   /// How often the block generator looks at its round (tip, work, votes).
   uint32_t block_tick_ms = 100;
 
-  /// The committee member of rank k proposes only after k * this since the
-  /// tip arrived, so a silent generator is replaced after this long. Also how
-  /// often a proposer asks the members that have not voted again.
+  /// Consensus round 0 waits this long for its proposer's proposal before
+  /// prevoting nil (a silent proposer is replaced by the next round's);
+  /// also how often a member sends its votes of the height again, since a
+  /// quorum needs every vote eventually and a link may lose some.
   uint32_t block_takeover_ms = 3000;
 
-  /// A validator votes for one block per height; it may vote for another
-  /// at the same height only after this long (the first proposal then had
-  /// its chance: a generator broadcasts a final block within a few ms).
-  uint32_t vote_lock_ms = 12000;
+  /// Once a quorum of a round's votes of one kind arrived, wait this long
+  /// for the rest before moving on; every later round waits this much
+  /// longer again (timeouts grow until messages arrive in time).
+  uint32_t vote_wait_ms = 1000;
 
   /// Most transactions a generator puts in one block.
   uint32_t block_txs_max = 1000;

@@ -45,7 +45,7 @@ enum class db : uint8_t {
   ratings,       ///< trainer NodeId (32) -> rating (8-byte IEEE double, little-endian)
   rated_jobs,    ///< job id (32) -> session (32) ‖ ms since epoch it was rated (8, big-endian)
   jobs,          ///< job id (32) -> JobRecord of a job host's job (flat Cap'n Proto words)
-  vote_locks,    ///< height (8, big-endian) -> block hash (32) ‖ ms since epoch locked (8)
+  vote_locks,    ///< height (8, big-endian) -> ConsensusPromise: this validator's lock and signed votes there
 };
 inline constexpr size_t db_count = 21;
 const char* to_string(db which);

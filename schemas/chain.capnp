@@ -84,8 +84,9 @@ struct Slash {
 }
 
 struct DoubleVote {
-  # Evidence: two votes signed by one committee member for different blocks
-  # at one height. Anyone may submit it; the chain cuts the genesis
+  # Evidence: two votes of one kind signed by one committee member for
+  # different blocks in one round at one height (an honest member signs one
+  # per round and kind, durably). Anyone may submit it; the chain cuts the genesis
   # slash_percent of the voter's stake (it leaves the supply), once per
   # (voter, height). The author earns nothing.
   a @0 :Vote;
@@ -130,18 +131,54 @@ struct BlockHeader {
   receiptRoot @11 :Data;     # Merkle root (BLAKE2b-256) of the work receipts
 }
 
+enum VoteKind {
+  precommit @0;              # the vote a final block carries
+  prevote @1;                # the first of a round's two votes (consensus only)
+}
+
 struct Vote {
   height @0 :UInt64;
-  blockHash @1 :Data;        # BLAKE2b-256 of the header
+  blockHash @1 :Data;        # BLAKE2b-256 of the header; 32 zero bytes: nil (no block)
   voter @2 :Data;            # committee member's NodeId
-  signature @3 :Data;        # over "aicon-vote-v1" ‖ height ‖ blockHash
+  signature @3 :Data;        # over "aicon-vote-v2" ‖ height ‖ round ‖ kind ‖ blockHash
+  round @4 :UInt32;          # the consensus round at this height
+  kind @5 :VoteKind;
+}
+
+struct Proposal {
+  # A committee member's proposal for (height, round), sent to the other
+  # members' block generators (actors/block_generator/consensus.hpp).
+  block @0 :Block;           # without votes; its generator is the round's proposer
+  round @1 :UInt32;
+  polRound @2 :Int32;        # -1, or the earlier round in which a quorum prevoted this block
+  pol @3 :List(Vote);        # with polRound >= 0: those prevotes (the proof of lock)
+  signature @4 :Data;        # by the generator over "aicon-proposal-v1" ‖ round ‖ polRound ‖ blockHash
+}
+
+struct VotedRound {
+  round @0 :UInt32;
+  kind @1 :VoteKind;
+  blockHash @2 :Data;        # 32 bytes; zeros: nil
+}
+
+struct ConsensusPromise {
+  # What a validator promised at a height (LMDB vote_locks, written with
+  # fsync before any vote it protects leaves the host).
+  height @0 :UInt64;
+  round @1 :UInt32;
+  step @2 :UInt8;
+  lockedRound @3 :Int32;
+  locked @4 :Block;          # the locked block (without votes), if lockedRound >= 0
+  validRound @5 :Int32;
+  valid @6 :Block;           # the valid block, if validRound >= 0
+  voted @7 :List(VotedRound); # every vote signed at this height
 }
 
 struct Block {
   header @0 :BlockHeader;
   transactions @1 :List(SignedTransaction);
   generatorSignature @2 :Data; # by header.generator over "aicon-block-v1" ‖ blockHash
-  votes @3 :List(Vote);        # final when >= 2/3 of the committee signed
+  votes @3 :List(Vote);        # final with precommits of one round by >= 2/3 of the committee
   receipts @4 :List(SignedWorkReceipt); # the verified work that earned it:
                                # all of header.sessionId, units summing to workUnits
 }

@@ -489,6 +489,10 @@ void world::carry(node& n, consensus::outputs out) {
     switch (o.what) {
       case t::persist:
         n.store.promise = *o.promise;
+        // A vote promised is a vote this node will sign (a restarted node
+        // re-signs the votes of its promise on the way out).
+        for (auto& [key, id] : o.promise->signed_votes)
+          registry_[{n.idx, o.promise->height, key.first, key.second}].insert(id);
         break;
       case t::broadcast_proposal: {
         first_proposal_ms_.try_emplace(o.prop->height, now_);
@@ -692,12 +696,18 @@ void world::deliver(node& n, const message& msg) {
       return;
     case message::type::commit: {
       auto& c = *msg.c;
+      trace(fmt::format("node {} gets the commit of height {} round {} ({} precommits) from node {}; it is at {}",
+                        n.idx, c.height, c.round, c.precommits.size(), msg.from, n.m->height()));
       // Votes are signed: a certificate holds only votes their voters signed.
       for (auto& v : c.precommits) {
         auto it = registry_.find({index_of(v.voter), v.height, v.round, static_cast<uint8_t>(v.kind)});
-        if (it == registry_.end() || !it->second.count(v.id))
+        if (it == registry_.end() || !it->second.count(v.id)) {
+          trace(fmt::format("  unsigned vote by {} in the commit", index_of(v.voter)));
           return;
+        }
       }
+      if (o_.trace && c.height == n.m->height())
+        trace(fmt::format("  valid here: {}", valid(n, c.height, c.block)));
       if (c.height == n.m->height()) {
         carry(n, n.m->on_commit(c));
       } else if (c.height > n.m->height()) {

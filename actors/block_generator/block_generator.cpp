@@ -3,12 +3,14 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <cstring>
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
 
+#include "actors/block_generator/consensus.hpp"
 #include "actors/block_generator/mempool.hpp"
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/ledger.hpp"
@@ -36,25 +38,35 @@ envelope make_ack(const hash256& hash, size_t pool) {
   });
 }
 
-/// The block being built on one tip.
-struct round_state {
-  uint64_t height = UINT64_MAX; ///< of the tip this round builds on
-  hash256 tip_hash{};
-  clock_type::time_point started;
-  std::vector<node_id> committee;
-  std::optional<envelope> proposal;
-  hash256 proposal_hash{};
-  std::map<node_id, envelope> votes;
-  clock_type::time_point asked; ///< last time the missing votes were requested
-  bool done = false;            ///< appended (or given up); wait for the next tip
-};
+std::shared_ptr<const std::vector<uint8_t>> bytes_of(const envelope& e) {
+  auto b = e.bytes();
+  return std::make_shared<const std::vector<uint8_t>>(b.begin(), b.end());
+}
 
-/// What this host promised at a height: written to LMDB (vote_locks)
-/// before the vote leaves the host, so a restart cannot forget it.
-struct vote_lock {
-  hash256 hash{};
-  uint64_t at_ms = 0; ///< wall clock
-};
+envelope block_of(const consensus::value& v) {
+  return envelope_from_bytes(*v.bytes, capnp::typeId<schema::Block>());
+}
+
+consensus::value value_of(const envelope& block) {
+  return {ledger::header_hash(opened<schema::Block>{block}->getHeader()), bytes_of(block)};
+}
+
+schema::VoteKind wire_kind(consensus::vote_kind k) {
+  return k == consensus::vote_kind::prevote ? schema::VoteKind::PREVOTE : schema::VoteKind::PRECOMMIT;
+}
+
+/// A checked wire vote as the machine counts it (its envelope as proof).
+consensus::vote vote_from(schema::Vote::Reader v, const envelope& env) {
+  consensus::vote out;
+  out.height = v.getHeight();
+  out.round = v.getRound();
+  out.kind = v.getKind() == schema::VoteKind::PREVOTE ? consensus::vote_kind::prevote
+                                                      : consensus::vote_kind::precommit;
+  std::memcpy(out.id.data(), v.getBlockHash().begin(), 32);
+  std::memcpy(out.voter.bytes.data(), v.getVoter().begin(), 32);
+  out.proof = bytes_of(env);
+  return out;
+}
 
 /// A receipt in the pool with what picking work needs, decoded once on entry.
 struct pending_receipt {
@@ -63,18 +75,28 @@ struct pending_receipt {
   uint64_t units = 0;
 };
 
+struct generator_state;
+
+/// The machine's view of the chain store: what to propose, what is valid.
+struct chain_app : consensus::app {
+  generator_state* st = nullptr;
+  std::optional<consensus::value> make_block(uint64_t height, uint32_t round) override;
+  bool valid(uint64_t height, const consensus::value& v) override;
+};
+
 struct generator_state {
   role_context ctx;
   std::shared_ptr<ledger::chain> chain;
   pov::mempool pool;
   std::map<hash256, pending_receipt> receipts; ///< pending work, by receipt hash
   std::vector<hash256> receipt_order;     ///< arrival order of `receipts`
-  round_state round;
-  std::map<uint64_t, vote_lock> locks;    ///< height -> the block this host voted for
-  /// Votes this host collected, by height and voter, until the height is
-  /// final: a final block carrying another vote of the same voter at that
-  /// height is evidence of a double vote (DoubleVote).
-  std::map<uint64_t, std::map<node_id, envelope>> seen_votes;
+  chain_app app;
+  std::unique_ptr<consensus::machine> m;  ///< the round logic; this actor only feeds it
+  uint64_t machine_tip = UINT64_MAX;      ///< the tip height the machine builds on
+  hash256 machine_tip_hash{};
+  std::map<hash256, caf::error> checked;  ///< proposals checked at this height (by block hash)
+  clock_type::time_point resent;          ///< when this member last sent its votes again
+  std::set<std::pair<node_id, uint64_t>> reported; ///< double votes already turned into evidence
   uint64_t evidence_nonce = 0; ///< the last nonce this host used for evidence
   std::unique_ptr<message_table> table;
   static inline const char* name = "aicon.block_generator";
@@ -92,11 +114,31 @@ struct generator_state {
     return std::chrono::milliseconds{ctx.lim.request_timeout_ms};
   }
 
-  /// The height's vote lock allows voting for `hash`.
-  bool may_vote_for(uint64_t height, const hash256& hash, uint64_t now_ms) const {
-    auto l = locks.find(height);
-    return l == locks.end() || l->second.hash == hash
-           || now_ms >= l->second.at_ms + ctx.lim.vote_lock_ms;
+  consensus::params params() const {
+    consensus::params p;
+    p.propose_ms = ctx.lim.block_takeover_ms;
+    p.vote_ms = ctx.lim.vote_wait_ms;
+    p.round_delta_ms = ctx.lim.vote_wait_ms;
+    return p;
+  }
+
+  /// Every rule of the chain for a proposal at the tip (cached per block:
+  /// the handler and the machine ask about the same one).
+  caf::error check(const envelope& block) {
+    auto id = ledger::header_hash(opened<schema::Block>{block}->getHeader());
+    if (auto it = checked.find(id); it != checked.end())
+      return it->second;
+    caf::error err;
+    auto h = opened<schema::Block>{block}->getHeader();
+    if (h.getTimeMs() > wall_ms() + ctx.lim.clock_skew_ms_max)
+      err = make_error(errc::invalid_argument,
+                       fmt::format("block refused: time {} is more than {} ms ahead of this "
+                                   "host's clock",
+                                   h.getTimeMs(), ctx.lim.clock_skew_ms_max));
+    else
+      err = chain->check_proposal(block);
+    checked.emplace(id, err);
+    return err;
   }
 
   static std::array<uint8_t, 8> height_key(uint64_t height) {
@@ -106,58 +148,100 @@ struct generator_state {
     return k;
   }
 
-  /// Locks `height` to `hash`, durably (fsync'd) before the caller lets
-  /// the vote out. An error: no vote.
-  caf::error lock(uint64_t height, const hash256& hash, uint64_t now_ms) {
-    auto& l = locks[height];
-    if (l.hash == hash && l.at_ms != 0)
-      return {};
+  /// Writes what this member promised at its height, with fsync, before the
+  /// caller lets the vote it protects out. An error: no vote.
+  caf::error persist(const consensus::promise& p) {
+    auto env = make_envelope<schema::ConsensusPromise>([&](schema::ConsensusPromise::Builder b) {
+      b.setHeight(p.height);
+      b.setRound(p.round);
+      b.setStep(p.step);
+      b.setLockedRound(p.locked_round);
+      if (p.locked)
+        b.setLocked(opened<schema::Block>{block_of(*p.locked)}.root());
+      b.setValidRound(p.valid_round);
+      if (p.valid)
+        b.setValid(opened<schema::Block>{block_of(*p.valid)}.root());
+      auto voted = b.initVoted(static_cast<unsigned>(p.signed_votes.size()));
+      unsigned i = 0;
+      for (auto& [key, id] : p.signed_votes) {
+        auto v = voted[i++];
+        v.setRound(key.first);
+        v.setKind(wire_kind(static_cast<consensus::vote_kind>(key.second)));
+        v.setBlockHash(kj::arrayPtr(id.data(), 32));
+      }
+    });
     auto t = store::txn::begin(chain->env(), true);
     if (!t)
       return t.error();
-    std::vector<uint8_t> v(hash.begin(), hash.end());
-    for (int i = 0; i < 8; ++i)
-      v.push_back(static_cast<uint8_t>(now_ms >> (56 - 8 * i)));
-    auto k = height_key(height);
-    if (auto err = t->put(store::db::vote_locks, {k.data(), 8}, v))
+    auto k = height_key(p.height);
+    if (auto err = t->put(store::db::vote_locks, {k.data(), 8}, env.bytes()))
       return err;
-    if (auto err = t->commit())
-      return err;
-    l = vote_lock{hash, now_ms};
-    return {};
+    return t->commit();
   }
 
-  /// The locks of heights above the tip, as the store has them (a
-  /// restarted host keeps its promises); older ones are deleted.
-  void load_locks(uint64_t tip_height) {
+  /// The promise stored for `height` (a restarted host keeps it); promises
+  /// of heights at or below the tip are deleted.
+  std::optional<consensus::promise> load_promise(uint64_t height) {
     auto t = store::txn::begin(chain->env(), true);
     if (!t)
-      return;
+      return std::nullopt;
+    std::optional<consensus::promise> out;
     std::vector<std::array<uint8_t, 8>> stale;
     (void) t->for_each(store::db::vote_locks, [&](std::span<const uint8_t> k,
                                                   std::span<const uint8_t> v) {
-      if (k.size() != 8 || v.size() != 40)
+      if (k.size() != 8)
         return true;
-      uint64_t h = 0, at = 0;
-      for (int i = 0; i < 8; ++i) {
+      uint64_t h = 0;
+      for (int i = 0; i < 8; ++i)
         h = (h << 8) | k[i];
-        at = (at << 8) | v[32 + i];
-      }
-      if (h <= tip_height) {
+      if (h < height) {
         stale.push_back(height_key(h));
         return true;
       }
-      vote_lock l;
-      std::memcpy(l.hash.data(), v.data(), 32);
-      l.at_ms = at;
-      locks[h] = l;
+      if (h != height)
+        return true;
+      opened<schema::ConsensusPromise> p{envelope_from_bytes(v, capnp::typeId<schema::ConsensusPromise>())};
+      if (!p) {
+        log_warning("block_generator: the stored promise for height {} is unreadable: {}", h,
+                    describe(p.error()));
+        return true;
+      }
+      consensus::promise pr;
+      pr.height = h;
+      pr.round = p->getRound();
+      pr.step = p->getStep();
+      pr.locked_round = p->getLockedRound();
+      pr.valid_round = p->getValidRound();
+      if (pr.locked_round >= 0 && p->hasLocked())
+        pr.locked = value_of(copy_envelope<schema::Block>(p->getLocked()));
+      if (pr.valid_round >= 0 && p->hasValid())
+        pr.valid = value_of(copy_envelope<schema::Block>(p->getValid()));
+      for (auto v : p->getVoted()) {
+        if (v.getBlockHash().size() != 32)
+          continue;
+        hash256 id;
+        std::memcpy(id.data(), v.getBlockHash().begin(), 32);
+        auto kind = v.getKind() == schema::VoteKind::PREVOTE ? consensus::vote_kind::prevote
+                                                             : consensus::vote_kind::precommit;
+        pr.signed_votes[{v.getRound(), static_cast<uint8_t>(kind)}] = id;
+      }
+      out = std::move(pr);
       return true;
     });
     for (auto& k : stale)
       (void) t->del(store::db::vote_locks, {k.data(), 8});
     (void) t->commit();
-    if (!locks.empty())
-      log_info("block_generator: {} vote lock(s) restored from the store", locks.size());
+    return out;
+  }
+
+  /// The signed Vote envelope of `v`: its proof, or this host's own vote
+  /// signed again (ed25519 is deterministic: the same bytes).
+  std::optional<envelope> signed_vote(const consensus::vote& v) const {
+    if (v.proof)
+      return envelope_from_bytes(*v.proof, capnp::typeId<schema::Vote>());
+    if (v.voter == ctx.self->id())
+      return ledger::sign_vote(*ctx.self, v.height, v.round, wire_kind(v.kind), v.id);
+    return std::nullopt;
   }
 
   /// Drops receipts that a block has used since they arrived.
@@ -196,7 +280,74 @@ struct generator_state {
     }
     return {};
   }
+
+  /// Something to propose: work reaching the difficulty, or transactions
+  /// waiting with the target interval passed since the tip (idle block).
+  bool has_work() {
+    auto tip = chain->tip();
+    if (!tip)
+      return false;
+    auto difficulty = chain->difficulty_for(tip->height + 1);
+    if (difficulty && !pick_work(*difficulty).empty())
+      return true;
+    return pool.size() > 0
+           && wall_ms() >= tip->time_ms + chain->genesis().difficulty.target_interval_ms;
+  }
 };
+
+std::optional<consensus::value> chain_app::make_block(uint64_t height, uint32_t round) {
+  auto& s = *st;
+  auto tip = s.chain->tip();
+  if (!tip || tip->height + 1 != height)
+    return std::nullopt;
+  auto difficulty = s.chain->difficulty_for(height);
+  if (!difficulty)
+    return std::nullopt;
+  ledger::block_draft draft;
+  draft.receipts = s.pick_work(*difficulty);
+  draft.time_ms = std::max(wall_ms(), tip->time_ms + 1);
+  if (draft.receipts.empty()) {
+    // Not enough verified work: an idle block, if transactions wait and
+    // the target interval has passed since the tip (the rule validators
+    // check), so transfers are final on a chain where no one trains.
+    auto interval = s.chain->genesis().difficulty.target_interval_ms;
+    if (s.pool.size() == 0 || draft.time_ms < tip->time_ms + interval)
+      return std::nullopt;
+  }
+  draft.transactions = s.pool.take(s.ctx.lim.block_txs_max, s.nonces());
+  if (draft.receipts.empty() && draft.transactions.empty())
+    return std::nullopt; // the waiting transactions are not their authors' next yet
+  std::vector<std::pair<size_t, caf::error>> refused;
+  auto blk = s.chain->propose(*s.ctx.self, draft, &refused);
+  for (auto& [i, err] : refused) {
+    log_debug("block_generator: left out a transaction: {}", describe(err));
+    s.pool.remove(draft.transactions[i]);
+  }
+  if (!blk) {
+    log_warning("block_generator: cannot propose block {}: {}", height, describe(blk.error()));
+    for (auto& env : draft.receipts) // do not try the same work again
+      if (opened<schema::SignedWorkReceipt> o{env}) {
+        auto h = ledger::receipt_hash(o.root());
+        s.receipts.erase(h);
+        std::erase(s.receipt_order, h);
+      }
+    return std::nullopt;
+  }
+  log_debug("block_generator: proposing block {} in round {} ({} txs)", height, round,
+            draft.transactions.size());
+  auto v = value_of(*blk);
+  s.checked.emplace(v.id, caf::error{});
+  return v;
+}
+
+bool chain_app::valid(uint64_t height, const consensus::value& v) {
+  auto blk = block_of(v);
+  opened<schema::Block> b{blk};
+  if (!b || b->getHeader().getHeight() != height
+      || ledger::header_hash(b->getHeader()) != v.id)
+    return false;
+  return !st->check(blk);
+}
 
 using generator_actor = caf::stateful_actor<generator_state>;
 
@@ -228,190 +379,144 @@ void broadcast(generator_actor* self, const envelope& block) {
       [](caf::error&) {});
 }
 
-/// Appends the proposal with its votes and announces it.
-void finalize(generator_actor* self) {
+/// Sends `env` to every other member of the height's committee.
+void send_members(generator_actor* self, const envelope& env) {
   auto& st = self->state;
-  auto& r = st.round;
-  if (r.done || !r.proposal)
-    return;
-  r.done = true;
-  std::vector<envelope> votes;
-  for (auto& [_, v] : r.votes)
-    votes.push_back(v);
-  auto final_block = ledger::chain::with_votes(*r.proposal, votes);
-  if (auto err = st.chain->append(final_block)) {
-    // Another path (a peer's block, a catch-up) got there first, or the
-    // state moved: the next tip starts a new round.
-    log_warning("block_generator: block {} not appended: {}", r.height + 1, describe(err));
-    return;
-  }
-  opened<schema::Block> b{final_block};
-  log_info("block {} final: {} txs, {} work units from {} receipts, {}/{} votes, hash {}",
-           r.height + 1, b->getTransactions().size(), b->getHeader().getWorkUnits(),
-           b->getReceipts().size(), r.votes.size(), r.committee.size(),
-           ledger::hex(r.proposal_hash).substr(0, 16));
-  broadcast(self, final_block);
-  st.pool.prune(st.nonces());
-  st.prune_receipts();
+  for (auto& member : st.m->committee())
+    if (member != st.ctx.self->id())
+      ask_role(self, st.ctx.directory, "block_generator@" + member.hex(), env, st.timeout(),
+               [](caf::expected<envelope>) {});
 }
 
-/// Asks the committee members that have not voted yet.
-void request_votes(generator_actor* self) {
-  auto& st = self->state;
-  auto& r = st.round;
-  r.asked = clock_type::now();
-  for (auto& member : r.committee) {
-    if (r.votes.count(member))
-      continue;
-    ask_role(self, st.ctx.directory, "block_generator@" + member.hex(), *r.proposal, st.timeout(),
-             [self, member, height = r.height, hash = r.proposal_hash](caf::expected<envelope> v) {
-               auto& st = self->state;
-               auto& r = st.round;
-               if (r.height != height || r.proposal_hash != hash || r.done)
-                 return; // an old round's answer
-               if (!v) {
-                 log_debug("block_generator: no vote from {}: {}", member.short_hex(),
-                           describe(v.error()));
-                 return;
-               }
-               opened<schema::Vote> vote{*v};
-               if (!vote)
-                 return;
-               auto sig = vote->getSignature();
-               if (vote->getHeight() != height + 1 || vote->getVoter().size() != 32
-                   || std::memcmp(vote->getVoter().begin(), member.bytes.data(), 32) != 0
-                   || vote->getBlockHash().size() != 32
-                   || std::memcmp(vote->getBlockHash().begin(), hash.data(), 32) != 0
-                   || !verify_signature(member, ledger::vote_signing_bytes(height + 1, hash),
-                                        {sig.begin(), sig.size()})) {
-                 log_warning("block_generator: {} sent a vote that does not verify",
-                             member.short_hex());
-                 return;
-               }
-               r.votes.emplace(member, *v);
-               st.seen_votes[height + 1][member] = *v;
-               if (r.votes.size() >= ledger::quorum(static_cast<uint32_t>(r.committee.size())))
-                 finalize(self);
-             });
-  }
-}
+void tick(generator_actor* self);
 
-/// Final blocks up to `tip_height` against the votes this host collected
-/// at their heights: a voter that signed another block there double voted;
-/// the evidence goes to the pool (and the peers) as this host's DoubleVote.
-void check_double_votes(generator_actor* self, uint64_t tip_height) {
+/// Carries out the machine's outputs in order. A promise that cannot be
+/// written stops the batch: nothing it protects leaves the host.
+void carry(generator_actor* self, const consensus::outputs& out) {
   auto& st = self->state;
-  while (!st.seen_votes.empty() && st.seen_votes.begin()->first <= tip_height) {
-    auto node = st.seen_votes.extract(st.seen_votes.begin());
-    auto height = node.key();
-    auto blk = st.chain->block_at(height);
-    if (!blk)
-      continue;
-    for (auto& [mine, theirs] : ledger::double_votes(node.mapped(), *blk)) {
-      opened<schema::Vote> v{mine};
-      auto voter = node_id::from_bytes({v->getVoter().begin(), v->getVoter().size()});
-      auto committed = st.committed_nonce(st.ctx.self->id());
-      st.evidence_nonce = std::max(st.evidence_nonce, committed) + 1;
-      auto tx = ledger::make_double_vote(*st.ctx.self, st.chain->chain_id(), st.evidence_nonce,
-                                         mine, theirs);
-      log_warning("block_generator: {} voted for two blocks at height {}: evidence submitted",
-                  voter ? voter->short_hex() : std::string{"?"}, height);
-      auto balance = [&st](const node_id& who) -> uint64_t {
-        auto a = st.chain->account_of(who);
-        return a ? a->balance : 0;
-      };
-      if (auto err = st.pool.add(tx, st.nonces(), balance))
-        log_warning("block_generator: the evidence was not pooled: {}", describe(err));
-      else
-        gossip(self, tx);
+  for (auto& o : out) {
+    using t = consensus::output::type;
+    switch (o.what) {
+      case t::persist:
+        if (auto err = st.persist(*o.promise)) {
+          log_error("block_generator: promise for height {} not written, no vote sent: {}",
+                    o.promise->height, describe(err));
+          return;
+        }
+        break;
+      case t::broadcast_proposal: {
+        std::vector<envelope> pol;
+        for (auto& v : o.prop->pol)
+          if (auto e = st.signed_vote(v))
+            pol.push_back(*e);
+        send_members(self, ledger::make_proposal(block_of(o.prop->block), o.prop->round,
+                                                 o.prop->pol_round, pol, *st.ctx.self));
+        break;
+      }
+      case t::broadcast_vote:
+        send_members(self, *st.signed_vote(*o.v));
+        break;
+      case t::send_commit_request:
+        // The ledger's own catch-up (every ledger_sync_ms, from each peer
+        // in turn) fetches the final blocks this host lacks.
+        break;
+      case t::start_timer:
+        self->delayed_send(self, std::chrono::milliseconds{o.delay_ms}, round_timer_atom::value,
+                           static_cast<uint8_t>(o.timer), o.height, o.round);
+        break;
+      case t::decide: {
+        auto& c = *o.decided;
+        std::vector<envelope> votes;
+        for (auto& v : c.precommits)
+          if (auto e = st.signed_vote(v))
+            votes.push_back(*e);
+        auto final_block = ledger::chain::with_votes(block_of(c.block), votes);
+        auto height = c.height;
+        auto round = c.round;
+        // The ledger is the only writer of the chain: it appends, this role
+        // then tells the peers' ledgers.
+        ask_role(self, st.ctx.directory, "ledger", final_block, st.timeout(),
+                 [self, final_block, height, round, n = votes.size()](caf::expected<envelope> r) {
+                   if (!r) {
+                     log_warning("block_generator: block {} not appended: {}", height,
+                                 describe(r.error()));
+                     return;
+                   }
+                   opened<schema::Block> b{final_block};
+                   log_info("block {} final in round {}: {} txs, {} work units from {} receipts, "
+                            "{}/{} precommits, hash {}",
+                            height, round, b->getTransactions().size(),
+                            b->getHeader().getWorkUnits(), b->getReceipts().size(), n,
+                            self->state.m->committee().size(),
+                            ledger::short_hex(ledger::header_hash(b->getHeader())));
+                   broadcast(self, final_block);
+                   tick(self);
+                 });
+        break;
+      }
+      case t::evidence: {
+        auto& [a, b] = o.conflict;
+        if (!a || !b || !st.reported.insert({a->voter, a->height}).second)
+          break;
+        auto ea = st.signed_vote(*a), eb = st.signed_vote(*b);
+        if (!ea || !eb)
+          break;
+        auto committed = st.committed_nonce(st.ctx.self->id());
+        st.evidence_nonce = std::max(st.evidence_nonce, committed) + 1;
+        auto tx = ledger::make_double_vote(*st.ctx.self, st.chain->chain_id(), st.evidence_nonce,
+                                           *ea, *eb);
+        log_warning("block_generator: {} signed two votes at height {} round {}: evidence "
+                    "submitted",
+                    a->voter.short_hex(), a->height, a->round);
+        auto balance = [&st](const node_id& who) -> uint64_t {
+          auto acc = st.chain->account_of(who);
+          return acc ? acc->balance : 0;
+        };
+        if (auto err = st.pool.add(tx, st.nonces(), balance))
+          log_warning("block_generator: the evidence was not pooled: {}", describe(err));
+        else
+          gossip(self, tx);
+        break;
+      }
     }
   }
 }
 
+/// Starts the machine on the tip's next height when the tip moved (a block
+/// this host decided, or one its ledger received or fetched).
+void follow_tip(generator_actor* self) {
+  auto& st = self->state;
+  auto tip = st.chain->tip();
+  if (!tip || (tip->height == st.machine_tip && tip->hash == st.machine_tip_hash))
+    return;
+  st.machine_tip = tip->height;
+  st.machine_tip_hash = tip->hash;
+  st.checked.clear();
+  st.pool.prune(st.nonces());
+  st.prune_receipts();
+  auto& g = st.chain->genesis();
+  auto committee = ledger::select_committee(tip->hash, g.candidates, g.committee_size);
+  auto restored = st.load_promise(tip->height + 1);
+  if (restored)
+    log_info("block_generator: promise for height {} restored from the store (round {}, locked "
+             "round {}, {} votes signed)",
+             restored->height, restored->round, restored->locked_round,
+             restored->signed_votes.size());
+  carry(self, st.m->new_height(tip->height + 1, std::move(committee), restored));
+}
+
 void tick(generator_actor* self) {
   auto& st = self->state;
-  auto& r = st.round;
-  auto tip = st.chain->tip();
-  if (!tip)
+  follow_tip(self);
+  if (!st.m->member())
     return;
+  if (!st.m->decided() && st.has_work())
+    carry(self, st.m->poke());
   auto now = clock_type::now();
-  if (tip->height != r.height || tip->hash != r.tip_hash) {
-    r = round_state{};
-    r.height = tip->height;
-    r.tip_hash = tip->hash;
-    r.started = now;
-    auto& g = st.chain->genesis();
-    r.committee = ledger::select_committee(tip->hash, g.candidates, g.committee_size);
-    st.pool.prune(st.nonces());
-    st.prune_receipts();
-    for (auto l = st.locks.begin(); l != st.locks.end() && l->first <= tip->height;)
-      l = st.locks.erase(l);
-    check_double_votes(self, tip->height);
+  if (now - st.resent >= std::chrono::milliseconds{st.ctx.lim.block_takeover_ms}) {
+    st.resent = now;
+    carry(self, st.m->resend());
   }
-  if (r.done)
-    return;
-  auto takeover = std::chrono::milliseconds{st.ctx.lim.block_takeover_ms};
-  if (r.proposal) {
-    if (now - r.asked >= takeover)
-      request_votes(self);
-    return;
-  }
-  auto me = std::find(r.committee.begin(), r.committee.end(), st.ctx.self->id());
-  if (me == r.committee.end())
-    return;
-  auto rank = static_cast<int64_t>(me - r.committee.begin());
-  if (now - r.started < rank * takeover)
-    return;
-  auto difficulty = st.chain->difficulty_for(tip->height + 1);
-  if (!difficulty)
-    return;
-  ledger::block_draft draft;
-  draft.receipts = st.pick_work(*difficulty);
-  draft.time_ms = wall_ms();
-  if (draft.receipts.empty()) {
-    // Not enough verified work: an idle block, if transactions wait and
-    // the target interval has passed since the tip (the rule validators
-    // check), so transfers are final on a chain where no one trains.
-    auto interval = st.chain->genesis().difficulty.target_interval_ms;
-    if (st.pool.size() == 0 || draft.time_ms < tip->time_ms + interval)
-      return;
-  }
-  draft.transactions = st.pool.take(st.ctx.lim.block_txs_max, st.nonces());
-  if (draft.receipts.empty() && draft.transactions.empty())
-    return; // the waiting transactions are not their authors' next yet
-  std::vector<std::pair<size_t, caf::error>> refused;
-  auto blk = st.chain->propose(*st.ctx.self, draft, &refused);
-  for (auto& [i, err] : refused) {
-    log_debug("block_generator: left out a transaction: {}", describe(err));
-    st.pool.remove(draft.transactions[i]);
-  }
-  if (!blk) {
-    log_warning("block_generator: cannot propose block {}: {}", tip->height + 1,
-                describe(blk.error()));
-    for (auto& env : draft.receipts) // do not try the same work again
-      if (opened<schema::SignedWorkReceipt> o{env}) {
-        auto h = ledger::receipt_hash(o.root());
-        st.receipts.erase(h);
-        std::erase(st.receipt_order, h);
-      }
-    return;
-  }
-  auto hash = ledger::header_hash(opened<schema::Block>{*blk}->getHeader());
-  if (!st.may_vote_for(tip->height + 1, hash, wall_ms()))
-    return; // this host already voted for another block at this height
-  if (auto err = st.lock(tip->height + 1, hash, wall_ms())) {
-    log_warning("block_generator: vote lock not written, no proposal: {}", describe(err));
-    return;
-  }
-  r.proposal = *blk;
-  r.proposal_hash = hash;
-  r.votes.emplace(st.ctx.self->id(), ledger::chain::make_vote(*blk, *st.ctx.self));
-  log_debug("block_generator: proposing block {} (rank {}, {} txs)", tip->height + 1, rank,
-            draft.transactions.size());
-  if (r.votes.size() >= ledger::quorum(static_cast<uint32_t>(r.committee.size())))
-    finalize(self);
-  else
-    request_votes(self);
 }
 
 caf::behavior block_generator(generator_actor* self, role_context ctx,
@@ -419,9 +524,9 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.chain = std::move(chain);
+  st.app.st = &st;
+  st.m = std::make_unique<consensus::machine>(st.ctx.self->id(), st.params(), st.app);
   st.table = std::make_unique<message_table>("block_generator", block_generator_access);
-  if (auto tip = st.chain->tip())
-    st.load_locks(tip->height);
   st.table->on<schema::SignedTransaction>([self](const envelope& env,
                                                  schema::SignedTransaction::Reader stx)
                                             -> caf::result<envelope> {
@@ -477,37 +582,89 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
     gossip(self, env);
     return make_ack(hash, st.receipts.size());
   });
-  // A proposal from this height's generator: check everything but the
-  // quorum, then vote at most once per height.
-  st.table->on<schema::Block>([self](const envelope& env, schema::Block::Reader b)
-                                -> caf::result<envelope> {
+  // A proposal from the round's proposer: checked (signature, proposer,
+  // every chain rule, its proof of lock), then fed to the machine. The
+  // answer is this member's prevote for it, or why there is none.
+  st.table->on<schema::Proposal>([self](const envelope& env, schema::Proposal::Reader p)
+                                   -> caf::result<envelope> {
     auto& st = self->state;
+    follow_tip(self);
+    auto b = p.getBlock();
     auto h = b.getHeader();
-    if (h.getTimeMs() > wall_ms() + st.ctx.lim.clock_skew_ms_max)
-      return make_error(errc::invalid_argument,
-                        fmt::format("block refused: time {} is more than {} ms ahead of this "
-                                    "host's clock",
-                                    h.getTimeMs(), st.ctx.lim.clock_skew_ms_max));
-    if (auto err = st.chain->check_proposal(env))
-      return err;
-    auto tip = st.chain->tip();
-    if (!tip)
-      return tip.error();
-    auto& g = st.chain->genesis();
-    auto committee = ledger::select_committee(tip->hash, g.candidates, g.committee_size);
-    if (std::find(committee.begin(), committee.end(), st.ctx.self->id()) == committee.end())
-      return make_error(errc::forbidden,
-                        fmt::format("this host is not in the committee of block {}",
-                                    h.getHeight()));
+    auto height = h.getHeight();
+    auto round = p.getRound();
     auto hash = ledger::header_hash(h);
-    if (!st.may_vote_for(h.getHeight(), hash, wall_ms()))
+    auto generator = node_id::from_bytes({h.getGenerator().begin(), h.getGenerator().size()});
+    if (!generator)
+      return make_error(errc::invalid_argument, "proposal: block.header.generator must be 32 bytes");
+    auto sig = p.getSignature();
+    if (!verify_signature(*generator, ledger::proposal_signing_bytes(round, p.getPolRound(), hash),
+                          {sig.begin(), sig.size()}))
+      return make_error(errc::bad_signature, "proposal: the signature does not verify for its generator");
+    if (height != st.m->height())
       return make_error(errc::invalid_argument,
-                        fmt::format("already voted for block {} at height {}",
-                                    ledger::hex(st.locks[h.getHeight()].hash).substr(0, 16),
-                                    h.getHeight()));
-    if (auto err = st.lock(h.getHeight(), hash, wall_ms()))
-      return err; // no durable promise, no vote
-    return ledger::chain::make_vote(env, *st.ctx.self);
+                        fmt::format("proposal for block {}, but this host decides block {}", height,
+                                    st.m->height()));
+    if (!st.m->member())
+      return make_error(errc::forbidden,
+                        fmt::format("this host is not in the committee of block {}", height));
+    if (st.m->proposer(round) != *generator)
+      return make_error(errc::forbidden,
+                        fmt::format("round {} of block {} is {}'s to propose, not {}'s", round,
+                                    height, st.m->proposer(round).short_hex(),
+                                    generator->short_hex()));
+    if (b.getVotes().size() != 0)
+      return make_error(errc::invalid_argument, "proposal: the block must carry no votes");
+    auto block = copy_envelope<schema::Block>(b);
+    if (auto err = st.check(block)) {
+      follow_tip(self); // the ledger may have appended this height meanwhile
+      if (st.m->height() != height)
+        return make_error(errc::invalid_argument,
+                          fmt::format("proposal for block {}, but this host decides block {}",
+                                      height, st.m->height()));
+      return err;
+    }
+    consensus::proposal cp;
+    cp.height = height;
+    cp.round = round;
+    cp.pol_round = p.getPolRound();
+    cp.block = value_of(block);
+    cp.proposer = *generator;
+    for (auto v : p.getPol()) {
+      if (!ledger::vote_verifies(v))
+        return make_error(errc::bad_signature,
+                          "proposal: a vote of its proof of lock does not verify");
+      cp.pol.push_back(vote_from(v, copy_envelope<schema::Vote>(v)));
+    }
+    carry(self, st.m->on_proposal(cp));
+    if (st.m->height() != height)
+      return make_ack(hash, st.pool.size()); // decided at once (a committee of one)
+    if (auto voted = st.m->signed_vote(round, consensus::vote_kind::prevote)) {
+      if (*voted == hash)
+        return ledger::sign_vote(*st.ctx.self, height, round, schema::VoteKind::PREVOTE, hash);
+      return make_error(errc::invalid_argument,
+                        fmt::format("already voted for {} at height {} round {}",
+                                    consensus::is_nil(*voted) ? std::string{"nil"}
+                                                              : ledger::short_hex(*voted),
+                                    height, round));
+    }
+    if (auto held = st.m->proposal_of(round); held && held->block.id != hash)
+      return make_error(errc::invalid_argument,
+                        fmt::format("already voted for {} at height {} round {} (its first proposal)",
+                                    ledger::short_hex(held->block.id), height, round));
+    return make_ack(hash, st.pool.size());
+  });
+  // A member's vote: signature checked here, membership and counting in the machine.
+  st.table->on<schema::Vote>([self](const envelope& env, schema::Vote::Reader v)
+                               -> caf::result<envelope> {
+    auto& st = self->state;
+    if (!ledger::vote_verifies(v))
+      return make_error(errc::bad_signature, "vote: the signature does not verify for its voter");
+    follow_tip(self);
+    carry(self, st.m->on_vote(vote_from(v, env)));
+    hash256 id;
+    std::memcpy(id.data(), v.getBlockHash().begin(), 32);
+    return make_ack(id, st.pool.size());
   });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
     return drop_unexpected(self, x, self->state.ctx.counters.get());
@@ -523,6 +680,11 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
       tick(self);
       self->delayed_send(self, std::chrono::milliseconds{self->state.ctx.lim.block_tick_ms},
                          tick_atom::value);
+    },
+    [self](round_timer_atom, uint8_t kind, uint64_t height, uint32_t round) {
+      if (self->state.ctx.stopping->load())
+        return;
+      carry(self, self->state.m->on_timeout(static_cast<consensus::timer_kind>(kind), height, round));
     },
   };
 }

@@ -6,19 +6,22 @@
 //                                     the peers' generators
 //   SignedWorkReceipt  -> SubmitAck   into the receipt pool (both signatures,
 //                                     an authority verifier, unused), passed on
-//   Block (a proposal) -> Vote        when this host is in the height's
-//                                     committee, the block passes every rule
-//                                     but the quorum, and it has not voted for
-//                                     another block at that height
+//   Proposal           -> Vote        the round proposer's signed block, checked
+//                                     against every chain rule and its proof of
+//                                     lock; the answer is this member's prevote
+//                                     (or why there is none)
+//   Vote               -> SubmitAck   a committee member's prevote or precommit
 //
-// Every block_tick_ms it looks at its round. The committee for the block after
-// the tip is drawn from the tip hash (ledger::select_committee); the member of
-// rank k may propose once k * block_takeover_ms have passed since the tip
-// arrived, so a silent generator is replaced. A proposal needs pending work
-// receipts of one session that reach the difficulty; the proposer votes for
-// it, asks the other members for their votes, appends the block once it holds
-// a quorum (ceil(2/3) of the committee) and sends it to every peer ledger.
-// Runs detached: proposing and voting re-execute a block on the chain store.
+// Finality is the round logic of actors/block_generator/consensus.hpp
+// (Tendermint: propose, prevote, precommit; locks with proof of lock), which
+// this actor only feeds: messages, its timers (round_timer_atom) and a tick
+// every block_tick_ms that follows the ledger's tip to the next height and
+// pokes the machine when work or transactions wait. It writes each promise
+// (lock and signed votes) to LMDB with fsync before the vote leaves, signs
+// and sends proposals and votes to the height's committee, and hands a
+// decided block with its precommits to the ledger role, the only writer of
+// the chain, then to the peers' ledgers.
+// Runs detached: proposing and checking re-execute a block on the chain store.
 #pragma once
 
 #include <caf/actor.hpp>
@@ -38,7 +41,8 @@ caf::expected<caf::actor> spawn_block_generator(caf::actor_system& sys, const ro
 inline constexpr access_row block_generator_access[] = {
   {"SignedTransaction", "anyone relaying it for its author", "ed25519 by the author over chain id + tx; every ledger rule", "the rule's name (`bad_signature`, `wrong_chain`, ...)"},
   {"SignedWorkReceipt", "anyone relaying it", "the trainer's and a genesis authority's signatures", "refused by name"},
-  {"Block", "the height's committee (a proposal)", "the generator's signature; a committee member's vote, once per height", "refused by name, no vote"},
+  {"Proposal", "the round's proposer in the height's committee", "its ed25519 signature over round, proof-of-lock round and block hash; every ledger rule; each proof-of-lock vote's signature", "refused by name, no vote"},
+  {"Vote", "a member of the height's committee (counted only for members)", "the voter's ed25519 signature over height, round, kind and block hash; two for different blocks in one round are evidence", "`bad_signature`; not counted"},
 };
 
 } // namespace aicon

@@ -20,6 +20,18 @@ node_id machine::proposer(uint32_t round) const {
   return committee_[round % committee_.size()];
 }
 
+std::optional<hash256> machine::signed_vote(uint32_t round, vote_kind k) const {
+  auto it = signed_.find({round, static_cast<uint8_t>(k)});
+  if (it == signed_.end())
+    return std::nullopt;
+  return it->second;
+}
+
+const proposal* machine::proposal_of(uint32_t round) const {
+  auto it = proposals_.find(round);
+  return it == proposals_.end() ? nullptr : &it->second;
+}
+
 bool machine::member() const {
   return in_committee(self_);
 }

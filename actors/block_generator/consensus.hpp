@@ -183,6 +183,11 @@ public:
   const std::vector<node_id>& committee() const { return committee_; }
   node_id proposer(uint32_t round) const;
   bool member() const;
+  /// The block this member signed a vote of kind `k` for in `round` of the
+  /// current height, if it did.
+  std::optional<hash256> signed_vote(uint32_t round, vote_kind k) const;
+  /// The proposal held for `round` of the current height, if any.
+  const proposal* proposal_of(uint32_t round) const;
 
 private:
   enum step_t : uint8_t { step_propose = 0, step_prevote = 1, step_precommit = 2 };

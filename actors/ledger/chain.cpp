@@ -246,7 +246,9 @@ caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Re
   if (!verify_signature(*generator, block_signing_bytes(hash), {gsig.begin(), gsig.size()}))
     return refuse_block("the generator signature does not verify");
   std::set<node_id> voted;
-  for (auto v : block.getVotes()) {
+  auto votes = block.getVotes();
+  uint32_t round = votes.size() > 0 ? votes[0].getRound() : 0;
+  for (auto v : votes) {
     auto voter = node_id::from_bytes({v.getVoter().begin(), v.getVoter().size()});
     if (!voter)
       return refuse_block("a vote has a malformed voter");
@@ -254,8 +256,12 @@ caf::error check_block(store::txn& t, const genesis_config& g, schema::Block::Re
       return refuse_block(fmt::format("vote by {}, who is not in the committee", voter->short_hex()));
     if (v.getHeight() != h.getHeight() || !equals(v.getBlockHash(), hash))
       return refuse_block(fmt::format("vote by {} is for another block", voter->short_hex()));
+    if (v.getKind() != schema::VoteKind::PRECOMMIT || v.getRound() != round)
+      return refuse_block(fmt::format("vote by {} is not a precommit of round {} (a block is final "
+                                      "with precommits of one round)",
+                                      voter->short_hex(), round));
     auto sig = v.getSignature();
-    if (!verify_signature(*voter, vote_signing_bytes(h.getHeight(), hash),
+    if (!verify_signature(*voter, vote_signing_bytes(h.getHeight(), round, v.getKind(), hash),
                           {sig.begin(), sig.size()}))
       return refuse_block(fmt::format("vote by {} does not verify", voter->short_hex()));
     voted.insert(*voter);
@@ -353,16 +359,74 @@ std::vector<uint8_t> block_signing_bytes(const hash256& block_hash) {
   return out;
 }
 
-std::vector<uint8_t> vote_signing_bytes(uint64_t height, const hash256& block_hash) {
-  static constexpr std::string_view tag = "aicon-vote-v1";
+std::vector<uint8_t> vote_signing_bytes(uint64_t height, uint32_t round, schema::VoteKind kind,
+                                        const hash256& block_hash) {
+  static constexpr std::string_view tag = "aicon-vote-v2";
   std::vector<uint8_t> out;
-  out.reserve(tag.size() + 40);
+  out.reserve(tag.size() + 45);
   for (char c : tag)
     out.push_back(static_cast<uint8_t>(c));
   for (int i = 0; i < 8; ++i)
     out.push_back(static_cast<uint8_t>(height >> (8 * i)));
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<uint8_t>(round >> (8 * i)));
+  out.push_back(static_cast<uint8_t>(kind));
   out.insert(out.end(), block_hash.begin(), block_hash.end());
   return out;
+}
+
+std::vector<uint8_t> proposal_signing_bytes(uint32_t round, int32_t pol_round,
+                                            const hash256& block_hash) {
+  static constexpr std::string_view tag = "aicon-proposal-v1";
+  std::vector<uint8_t> out;
+  for (char c : tag)
+    out.push_back(static_cast<uint8_t>(c));
+  auto pol = static_cast<uint32_t>(pol_round);
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<uint8_t>(round >> (8 * i)));
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<uint8_t>(pol >> (8 * i)));
+  out.insert(out.end(), block_hash.begin(), block_hash.end());
+  return out;
+}
+
+envelope sign_vote(const identity& voter, uint64_t height, uint32_t round, schema::VoteKind kind,
+                   const hash256& block_hash) {
+  auto sig = voter.sign(vote_signing_bytes(height, round, kind, block_hash));
+  return make_envelope<schema::Vote>([&](schema::Vote::Builder v) {
+    v.setHeight(height);
+    v.setBlockHash(kj::arrayPtr(block_hash.data(), 32));
+    v.setVoter(kj::arrayPtr(voter.id().bytes.data(), 32));
+    v.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+    v.setRound(round);
+    v.setKind(kind);
+  });
+}
+
+bool vote_verifies(schema::Vote::Reader v) {
+  auto voter = node_id::from_bytes({v.getVoter().begin(), v.getVoter().size()});
+  if (!voter || v.getBlockHash().size() != 32)
+    return false;
+  hash256 h;
+  std::memcpy(h.data(), v.getBlockHash().begin(), 32);
+  return verify_signature(*voter, vote_signing_bytes(v.getHeight(), v.getRound(), v.getKind(), h),
+                          {v.getSignature().begin(), v.getSignature().size()});
+}
+
+envelope make_proposal(const envelope& block_env, uint32_t round, int32_t pol_round,
+                       const std::vector<envelope>& pol, const identity& proposer) {
+  opened<schema::Block> block{block_env};
+  auto hash = header_hash(block->getHeader());
+  auto sig = proposer.sign(proposal_signing_bytes(round, pol_round, hash));
+  return make_envelope<schema::Proposal>([&](schema::Proposal::Builder p) {
+    p.setBlock(block.root());
+    p.setRound(round);
+    p.setPolRound(pol_round);
+    auto list = p.initPol(static_cast<unsigned>(pol.size()));
+    for (unsigned i = 0; i < pol.size(); ++i)
+      list.setWithCaveats(i, opened<schema::Vote>{pol[i]}.root());
+    p.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  });
 }
 
 uint32_t quorum(uint32_t committee_size) {
@@ -805,44 +869,10 @@ envelope chain::add_vote(const envelope& block_env, const identity& voter) {
   return with_votes(block_env, {make_vote(block_env, voter)});
 }
 
-envelope chain::make_vote(const envelope& block_env, const identity& voter) {
+envelope chain::make_vote(const envelope& block_env, const identity& voter, uint32_t round) {
   opened<schema::Block> block{block_env};
-  auto height = block->getHeader().getHeight();
-  auto hash = header_hash(block->getHeader());
-  auto sig = voter.sign(vote_signing_bytes(height, hash));
-  return make_envelope<schema::Vote>([&](schema::Vote::Builder v) {
-    v.setHeight(height);
-    v.setBlockHash(kj_bytes(hash));
-    v.setVoter(kj::arrayPtr(voter.id().bytes.data(), 32));
-    v.setSignature(kj::arrayPtr(sig.data(), sig.size()));
-  });
-}
-
-std::vector<std::pair<envelope, envelope>> double_votes(const std::map<node_id, envelope>& seen,
-                                                        const envelope& final_block) {
-  std::vector<std::pair<envelope, envelope>> out;
-  opened<schema::Block> b{final_block};
-  if (!b)
-    return out;
-  auto height = b->getHeader().getHeight();
-  for (auto v : b->getVotes()) {
-    auto voter = node_id::from_bytes({v.getVoter().begin(), v.getVoter().size()});
-    if (!voter || v.getHeight() != height || v.getBlockHash().size() != 32)
-      continue;
-    auto mine = seen.find(*voter);
-    if (mine == seen.end())
-      continue;
-    opened<schema::Vote> m{mine->second};
-    if (!m || m->getHeight() != height || m->getBlockHash() == v.getBlockHash())
-      continue;
-    hash256 h;
-    std::memcpy(h.data(), v.getBlockHash().begin(), 32);
-    if (!verify_signature(*voter, vote_signing_bytes(height, h),
-                          {v.getSignature().begin(), v.getSignature().size()}))
-      continue;
-    out.emplace_back(mine->second, copy_envelope<schema::Vote>(v));
-  }
-  return out;
+  return sign_vote(voter, block->getHeader().getHeight(), round, schema::VoteKind::PRECOMMIT,
+                   header_hash(block->getHeader()));
 }
 
 envelope make_double_vote(const identity& reporter, const hash256& chain, uint64_t nonce,

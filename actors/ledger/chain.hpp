@@ -56,15 +56,23 @@ hash256 header_hash(schema::BlockHeader::Reader header);
 hash256 tx_root(capnp::List<schema::SignedTransaction>::Reader txs);
 
 std::vector<uint8_t> block_signing_bytes(const hash256& block_hash);
-std::vector<uint8_t> vote_signing_bytes(uint64_t height, const hash256& block_hash);
+/// "aicon-vote-v2" ‖ height ‖ round ‖ kind ‖ block hash (zeros: nil).
+std::vector<uint8_t> vote_signing_bytes(uint64_t height, uint32_t round, schema::VoteKind kind,
+                                        const hash256& block_hash);
+/// "aicon-proposal-v1" ‖ round ‖ pol round ‖ block hash.
+std::vector<uint8_t> proposal_signing_bytes(uint32_t round, int32_t pol_round,
+                                            const hash256& block_hash);
 
-/// Evidence in a final block: each of its votes whose voter signed another
-/// block at the same height among `seen` (votes a generator collected,
-/// already checked), as the pair (seen vote, the block's vote). Votes in
-/// `seen` for another height, and the block's votes not signed by the
-/// voter they name, are ignored.
-std::vector<std::pair<envelope, envelope>> double_votes(const std::map<node_id, envelope>& seen,
-                                                        const envelope& final_block);
+/// `voter`'s signed vote (an envelope of schema::Vote).
+envelope sign_vote(const identity& voter, uint64_t height, uint32_t round, schema::VoteKind kind,
+                   const hash256& block_hash);
+/// The vote is well formed (32-byte voter and hash) and signed by its voter.
+bool vote_verifies(schema::Vote::Reader v);
+
+/// A proposal of `block` (without votes) for `round`, signed by `proposer`
+/// (the block's generator), with the proof of lock `pol` for `pol_round`.
+envelope make_proposal(const envelope& block, uint32_t round, int32_t pol_round,
+                       const std::vector<envelope>& pol, const identity& proposer);
 
 /// A DoubleVote transaction of `reporter` with votes `a` and `b`.
 envelope make_double_vote(const identity& reporter, const hash256& chain, uint64_t nonce,
@@ -126,10 +134,10 @@ public:
   caf::expected<envelope> propose(const identity& generator, const block_draft& draft,
                                   std::vector<std::pair<size_t, caf::error>>* refused = nullptr);
 
-  /// `block` with one more committee vote by `voter`.
+  /// `block` with one more committee precommit (round 0) by `voter`.
   static envelope add_vote(const envelope& block, const identity& voter);
-  /// `voter`'s signed Vote for `block`.
-  static envelope make_vote(const envelope& block, const identity& voter);
+  /// `voter`'s signed precommit for `block` in `round`.
+  static envelope make_vote(const envelope& block, const identity& voter, uint32_t round = 0);
   /// `block` with the Vote envelopes `votes` appended (malformed ones skipped;
   /// append checks every vote anyway).
   static envelope with_votes(const envelope& block, const std::vector<envelope>& votes);

@@ -934,13 +934,15 @@ caf::error apply_transaction(state_store& st, const chain_params& params,
       auto hb = hash_field(b.getBlockHash(), "doubleVote.b.blockHash");
       if (!hb)
         return hb.error();
-      if (*voter != *other || a.getHeight() != b.getHeight())
-        return refuse(rule::bad_evidence, "the votes are by different voters or at different heights");
+      if (*voter != *other || a.getHeight() != b.getHeight() || a.getRound() != b.getRound()
+          || a.getKind() != b.getKind())
+        return refuse(rule::bad_evidence, "the votes are by different voters, or at different "
+                                          "heights, rounds or kinds (a member may change its "
+                                          "vote from round to round)");
       if (*ha == *hb)
         return refuse(rule::bad_evidence, "the votes are for the same block");
       for (auto v : {a, b})
-        if (!verify_signature(*voter, vote_signing_bytes(v.getHeight(), *hash_field(v.getBlockHash(), "")),
-                              {v.getSignature().begin(), v.getSignature().size()}))
+        if (!vote_verifies(v))
           return refuse(rule::bad_evidence,
                         fmt::format("a vote is not signed by {}", voter->short_hex()));
       std::vector<uint8_t> mark_bytes(voter->bytes.begin(), voter->bytes.end());

@@ -121,7 +121,7 @@ struct data_cluster {
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
                   "data_files = [\"{}/tests/data\"]\ntrainer_clients = [\"{}\"]\n"
                   "[peers]\nallow = [\"{}\"]\nconnect = [\n{}]\n[chain]\ngenesis = \"{}\"\n"
-                  "[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
+                  "[limits]\nblock_takeover_ms = 1000\nvote_wait_ms = 500\n"
                   "ledger_sync_ms = 300\nstorage_challenge_ms = 300\n",
                   name(i), ports[i], roles, AICON_SOURCE_DIR, cli.id.hex(), cli.id.hex(), connect,
                   genesis.string()));

@@ -173,7 +173,7 @@ struct economy_cluster {
       root.path(), names[i] + ".toml",
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
                   "site = \"{}\"\ndata_files = [\"{}/tests/data\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n[chain]\ngenesis = "
-                  "\"{}\"\n[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
+                  "\"{}\"\n[limits]\nblock_takeover_ms = 1000\nvote_wait_ms = 500\n"
                   "ledger_sync_ms = 300\noffer_heartbeat_ms = 300\ntrainer_slots = 2\n"
                   "trainer_price = 1\n{}{}",
                   names[i], ports[i], roles[i], site(i), AICON_SOURCE_DIR, allow, connect,

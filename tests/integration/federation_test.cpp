@@ -142,7 +142,7 @@ struct two_sites {
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nsite = \"{}\"\n"
                   "roles = [\"directory\", \"ledger\", \"block_generator\"]\n"
                   "[peers]\nallow = [\"{}\"]\nconnect = [\n{}]\n[chain]\ngenesis = \"{}\"\n"
-                  "[limits]\nblock_takeover_ms = 1000\nvote_lock_ms = 4000\n"
+                  "[limits]\nblock_takeover_ms = 1000\nvote_wait_ms = 500\n"
                   "ledger_sync_ms = 300\nreconnect_max_ms = 1000\ngossip_ms = 200\n"
                   "member_down_ms = 2000\nping_ms = 300\n",
                   names[i], ports[i], sites[i], cli.id.hex(), connect, genesis.string()));

@@ -11,7 +11,8 @@
 #include "test_util.hpp"
 
 namespace aicon::ledger { // actors/ledger/chain.hpp (its `chain` would shadow this file's)
-std::vector<uint8_t> vote_signing_bytes(uint64_t height, const hash256& block_hash);
+std::vector<uint8_t> vote_signing_bytes(uint64_t height, uint32_t round, schema::VoteKind kind,
+                                        const hash256& block_hash);
 } // namespace aicon::ledger
 
 using namespace aicon;
@@ -369,12 +370,15 @@ BOOST_AUTO_TEST_CASE(an_agent_settles_within_the_payers_terms_and_only_before_th
 BOOST_AUTO_TEST_CASE(a_double_vote_is_evidence_and_slashes_the_voter_once) {
   chain c;
   auto vote = [&](const aicon::identity& signer, const node_id& voter, uint64_t height,
-                  const hash256& block) {
-    return [&signer, voter, height, block](schema::Vote::Builder v) {
+                  const hash256& block, uint32_t round = 0,
+                  schema::VoteKind kind = schema::VoteKind::PRECOMMIT) {
+    return [&signer, voter, height, block, round, kind](schema::Vote::Builder v) {
       v.setHeight(height);
       v.setBlockHash(kj::arrayPtr(block.data(), 32));
       v.setVoter(kj::arrayPtr(voter.bytes.data(), 32));
-      auto sig = signer.sign(vote_signing_bytes(height, block));
+      v.setRound(round);
+      v.setKind(kind);
+      auto sig = signer.sign(vote_signing_bytes(height, round, kind, block));
       v.setSignature(kj::arrayPtr(sig.data(), sig.size()));
     };
   };
@@ -392,6 +396,11 @@ BOOST_AUTO_TEST_CASE(a_double_vote_is_evidence_and_slashes_the_voter_once) {
                    rule::bad_evidence); // the same block twice
   c.expect_refused(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x), vote(bob, bob.id(), 8, y))),
                    rule::bad_evidence); // two heights
+  c.expect_refused(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x, 0), vote(bob, bob.id(), 7, y, 1))),
+                   rule::bad_evidence); // two rounds: an honest member may change its vote
+  c.expect_refused(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x, 0, schema::VoteKind::PREVOTE),
+                                          vote(bob, bob.id(), 7, y, 0))),
+                   rule::bad_evidence); // a prevote and a precommit
   c.expect_refused(c.tx(c.alice, evidence(vote(bob, bob.id(), 7, x), vote(c.carol, bob.id(), 7, y))),
                    rule::bad_evidence); // one vote forged in bob's name
   c.expect_refused(c.tx(c.alice, evidence(vote(c.carol, c.carol.id(), 7, x),
