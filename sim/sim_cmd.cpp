@@ -20,6 +20,8 @@ std::string replay_command(const sim_options& s, const std::string& mutation) {
     cmd += " --no-crashes";
   if (s.split_ms)
     cmd += fmt::format(" --split-ms {} --heal-ms {}", s.split_ms, s.heal_ms);
+  if (s.real_ledger)
+    cmd += " --ledger";
   if (!mutation.empty())
     cmd += " --mutation " + mutation;
   return cmd;
@@ -44,6 +46,7 @@ void add_sim_flags(CLI::App& app, sim_cmd_options& o) {
   app.add_flag("!--no-crashes", s.crashes, "no crashes and restarts");
   app.add_option("--split-ms", s.split_ms, "one fixed partition (two halves) at this time");
   app.add_option("--heal-ms", s.heal_ms, "healed at this time");
+  app.add_flag("--ledger", s.real_ledger, "each node keeps a real ledger::chain (LMDB, ed25519, every chain rule); ~100x slower");
   app.add_option("--mutation", o.mutation, "plant a bug the checker must find: ignore-lock");
   app.add_flag("--stop", o.stop_at_first, "stop at the first violation");
   app.add_flag("--trace", s.trace, "print every proposal, vote, decision and fault (use with one seed)");
