@@ -14,6 +14,8 @@ packages=(
   liblua5.4-dev libedit-dev
   libeigen3-dev
   libcli11-dev libtomlplusplus-dev libfmt-dev zlib1g-dev
+  libtorch-dev                 # researchers' TorchScript models (CPU; ~130 MB)
+  python3-torch                # tests only: makes the TorchScript test models (/usr/bin/python3)
   iproute2                     # tests only: the netns + netem federation run
   python3                      # tests only: a TLS 1.2 client outside aicon's process
   openmpi-bin libopenmpi-dev   # bench only: the MPI_Allreduce baseline

@@ -1,0 +1,75 @@
+// Researchers' own models: a TorchScript module (libtorch 1.13, CPU) that a
+// trainer steps like the built-in models, over the same flat parameter
+// vector (named_parameters order), so the ring, the optimizer, checkpoints
+// and the rater's re-execution see no difference.
+//
+// The contract a file must meet (checked by `load`, every refusal named):
+//   - TorchScript (torch.jit.script or trace, then save), at most
+//     file_bytes_max bytes and params_max float32 parameters;
+//   - an int attribute `in_features` (F), and
+//     forward(x: float32[B, F]) -> float32[B, C] logits with C >= 2
+//     (classification, cross-entropy), shown on a probe batch;
+//   - forward uses only aten:: and prim:: operators after inlining, none of
+//     them random (dropout, bernoulli, rand*: a verifier could not replay
+//     them) and none that reads files;
+//   - no buffers (BatchNorm's running statistics are not handled yet).
+// Numerics are pinned when a module loads: one intra-op thread and no
+// profiling re-optimization, so a step is the same bits run to run on one
+// host; hosts whose CPU capability or BLAS differ may differ.
+//
+// This is the only header of aicon that names libtorch's work, and
+// torch_model.cpp the only file that includes libtorch (its headers cost
+// about 40 s of compile each). Without libtorch at build time `load`
+// answers that the build has none.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+namespace aicon::train {
+
+struct torch_limits {
+  uint64_t file_bytes_max = 64ull << 20; ///< a larger file is refused before it is parsed
+  uint64_t params_max = 20'000'000;      ///< float32 parameters
+};
+
+/// Whether this build links libtorch.
+bool torch_available();
+
+class torch_module {
+public:
+  /// Loads `file` and checks the contract above. Errors name what is wrong
+  /// (errc::invalid_argument; errc::not_found for a missing file).
+  static caf::expected<std::shared_ptr<torch_module>> load(const std::filesystem::path& file,
+                                                           const torch_limits& lim = {});
+  ~torch_module();
+
+  uint32_t features() const;
+  uint32_t classes() const;
+  size_t param_count() const;
+  /// The file's own parameters, flattened in named_parameters order.
+  std::vector<float> initial_params() const;
+  /// As train::model::accumulate_gradient: adds `scale` x the gradient of
+  /// the summed cross-entropy over x[rows x features], y[rows] at `params`
+  /// to `grad`; returns the summed loss.
+  double accumulate_gradient(std::span<const float> params, const float* x, const int32_t* y,
+                             size_t rows, float scale, std::span<float> grad) const;
+  /// Predicted class (argmax of the logits) of each row at `params`.
+  std::vector<int32_t> predict(std::span<const float> params, const float* x, size_t rows) const;
+  /// The numeric environment a step ran in ("libtorch 1.13.1, 1 thread, cpu
+  /// capability AVX2"): what a verifier must match to expect the same bits.
+  std::string environment() const;
+
+private:
+  struct impl;
+  explicit torch_module(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace aicon::train

@@ -1,0 +1,177 @@
+// Researchers' TorchScript models: the contract check refuses each broken
+// model by name; the CNN made by examples/models/make_models.py steps like a
+// built-in model (4 shards sum to the whole batch's gradient, steps are the
+// same bits run to run) and learns digits to >= 0.97 held-out. Reports
+// itself skipped where the build has no libtorch or /usr/bin/python3 has no
+// torch to make the models with.
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "actors/data_node/ingest.hpp"
+#include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
+#include "test_util.hpp"
+
+using namespace aicon;
+using namespace aicon::train;
+
+namespace {
+
+/// The models of examples/models/make_models.py in a temporary directory,
+/// or why they cannot be made here.
+struct models {
+  test::temp_dir dir;
+  std::string skip;
+
+  models() {
+    if (!torch_available()) {
+      skip = "this build has no libtorch";
+      return;
+    }
+    auto cmd = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
+                           AICON_SOURCE_DIR, dir.path().string(), dir.path().string());
+    if (std::system(cmd.c_str()) != 0)
+      skip = "/usr/bin/python3 cannot make TorchScript models (python3-torch missing?)";
+  }
+
+  std::filesystem::path operator[](const std::string& name) const {
+    return dir.path() / (name + ".pt");
+  }
+};
+
+std::string refusal(const std::filesystem::path& p) {
+  auto m = torch_module::load(p);
+  BOOST_REQUIRE_MESSAGE(!m, "loaded " << p << " which breaks the contract");
+  return describe(m.error());
+}
+
+#define SKIP_WITHOUT_TORCH(m)                                                                      \
+  if (!(m).skip.empty()) {                                                                         \
+    BOOST_TEST_MESSAGE("torch test skipped: " << (m).skip);                                       \
+    return;                                                                                        \
+  }
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(torch_models)
+
+BOOST_AUTO_TEST_CASE(the_contract_refuses_each_broken_model_by_name) {
+  models m;
+  SKIP_WITHOUT_TORCH(m);
+  auto junk = m.dir.path() / "junk.pt";
+  {
+    std::ofstream f{junk};
+    f << "not a zip archive";
+  }
+  BOOST_TEST(refusal(junk).find("not a TorchScript file") != std::string::npos, refusal(junk));
+  auto absent = torch_module::load(m.dir.path() / "absent.pt");
+  BOOST_REQUIRE(!absent);
+  BOOST_TEST(code_of(absent.error()) == errc::not_found);
+  auto r = refusal(m["dropout"]);
+  BOOST_TEST(r.find("outside the allowlist") != std::string::npos, r);
+  BOOST_TEST(r.find("aten::dropout") != std::string::npos, r);
+  r = refusal(m["batchnorm"]);
+  BOOST_TEST(r.find("has buffer") != std::string::npos, r);
+  r = refusal(m["regression"]);
+  BOOST_TEST(r.find("regression models are not supported yet") != std::string::npos, r);
+  r = refusal(m["no_in_features"]);
+  BOOST_TEST(r.find("needs an int attribute in_features") != std::string::npos, r);
+  torch_limits small;
+  small.params_max = 100;
+  auto big = torch_module::load(m["digits_cnn"], small);
+  BOOST_REQUIRE(!big);
+  BOOST_TEST(describe(big.error()).find("over the limit of 100") != std::string::npos,
+             describe(big.error()));
+}
+
+BOOST_AUTO_TEST_CASE(four_shards_sum_to_the_whole_batch_and_steps_repeat_bit_for_bit) {
+  models m;
+  SKIP_WITHOUT_TORCH(m);
+  auto cnn = torch_module::load(m["digits_cnn"]);
+  BOOST_REQUIRE_MESSAGE(cnn, test::why(cnn));
+  auto& t = **cnn;
+  BOOST_TEST(t.features() == 64u);
+  BOOST_TEST(t.classes() == 10u);
+  BOOST_TEST(t.environment().find("1 thread") != std::string::npos, t.environment());
+  auto params = t.initial_params();
+  BOOST_REQUIRE_EQUAL(params.size(), t.param_count());
+  const size_t rows = 64;
+  std::vector<float> x(rows * 64);
+  std::vector<int32_t> y(rows);
+  rng r{7};
+  for (auto& v : x)
+    v = 2 * r.uniform() - 1;
+  for (auto& v : y)
+    v = static_cast<int32_t>(r.next() % 10);
+  std::vector<float> whole(params.size()), parts(params.size());
+  double loss = t.accumulate_gradient(params, x.data(), y.data(), rows, 1.0f / rows, whole);
+  double loss_parts = 0;
+  for (size_t k = 0; k < 4; ++k)
+    loss_parts += t.accumulate_gradient(params, x.data() + k * 16 * 64, y.data() + k * 16, 16,
+                                        1.0f / rows, parts);
+  BOOST_TEST(std::abs(loss - loss_parts) <= 1e-5 * std::abs(loss));
+  double norm = 0, diff = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    norm += double{whole[i]} * whole[i];
+    diff += double{whole[i] - parts[i]} * (whole[i] - parts[i]);
+  }
+  BOOST_TEST(norm > 0);
+  BOOST_TEST(std::sqrt(diff) <= 1e-5 * std::sqrt(norm));
+  // The same step again: the same bits.
+  std::vector<float> again(params.size());
+  (void) t.accumulate_gradient(params, x.data(), y.data(), rows, 1.0f / rows, again);
+  BOOST_TEST(std::memcmp(again.data(), whole.data(), whole.size() * sizeof(float)) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(the_digits_cnn_learns_digits) {
+  models m;
+  SKIP_WITHOUT_TORCH(m);
+  auto cnn = torch_module::load(m["digits_cnn"]);
+  BOOST_REQUIRE_MESSAGE(cnn, test::why(cnn));
+  auto& t = **cnn;
+  auto table = data::read_csv(std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz", {});
+  BOOST_REQUIRE_MESSAGE(table, test::why(table));
+  data::fit_and_apply(*table, data::transform::kind::standardize);
+  auto order = permutation(static_cast<uint32_t>(table->rows), 2026);
+  size_t cut = table->rows * 8 / 10;
+  auto params = t.initial_params();
+  sgd opt;
+  opt.lr = 0.02f;
+  const size_t batch = 32;
+  std::vector<float> g(params.size()), bx(batch * 64);
+  std::vector<int32_t> by(batch);
+  for (uint64_t epoch = 0; epoch < 20; ++epoch) {
+    auto shuffle = permutation(static_cast<uint32_t>(cut), 100 + epoch);
+    for (size_t at = 0; at + batch <= cut; at += batch) {
+      for (size_t i = 0; i < batch; ++i) {
+        auto row = order[shuffle[at + i]];
+        std::memcpy(bx.data() + i * 64, table->x.data() + row * 64, 64 * 4);
+        by[i] = table->y[row];
+      }
+      std::fill(g.begin(), g.end(), 0.0f);
+      t.accumulate_gradient(params, bx.data(), by.data(), batch, 1.0f / batch, g);
+      opt.step(params, g);
+    }
+  }
+  std::vector<float> tx;
+  std::vector<int32_t> ty;
+  for (size_t i = cut; i < table->rows; ++i) {
+    tx.insert(tx.end(), table->x.begin() + order[i] * 64, table->x.begin() + (order[i] + 1) * 64);
+    ty.push_back(table->y[order[i]]);
+  }
+  auto pred = t.predict(params, tx.data(), ty.size());
+  size_t ok = 0;
+  for (size_t i = 0; i < ty.size(); ++i)
+    ok += pred[i] == ty[i] ? 1 : 0;
+  double acc = static_cast<double>(ok) / static_cast<double>(ty.size());
+  BOOST_TEST_MESSAGE("digits CNN held-out accuracy " << acc);
+  BOOST_TEST(acc >= 0.97);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
