@@ -214,6 +214,12 @@ struct rater_state {
                         "(config.dataFile); a dataset from data nodes is not supported yet");
     if (auto err = check_data_file(ctx.data_files, cfg.getDataFile().cStr()))
       return err;
+    if (spec->kind == "torch") {
+      if (auto err = check_data_file(ctx.data_files, spec->file))
+        return err;
+      if (auto err = train::load_torch(*spec))
+        return err;
+    }
     data::csv_options csv;
     auto t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
     if (!t)

@@ -1,5 +1,6 @@
 #define EIGEN_DONT_PARALLELIZE 1
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -57,6 +58,14 @@ caf::expected<model_spec> parse_spec(std::string_view text) {
     return bad("no ':' after the kind");
   model_spec s;
   s.kind = std::string{text.substr(0, colon)};
+  if (s.kind == "torch") {
+    s.file = std::string{text.substr(colon + 1)};
+    if (s.file.empty())
+      return bad("torch: needs the TorchScript file after the ':'");
+    if (s.file.size() > 4096)
+      return bad("the file name is over 4096 characters");
+    return s;
+  }
   if (s.kind != "softmax" && s.kind != "mlp")
     return bad(fmt::format("unknown kind '{}'", s.kind));
   auto rest = text.substr(colon + 1);
@@ -81,7 +90,20 @@ caf::expected<model_spec> parse_spec(std::string_view text) {
   return s;
 }
 
+caf::error load_torch(model_spec& spec) {
+  if (spec.kind != "torch")
+    return {};
+  auto m = torch_module::load(spec.file);
+  if (!m)
+    return m.error();
+  spec.torch = *m;
+  spec.layers = {(*m)->features(), (*m)->classes()};
+  return {};
+}
+
 std::string to_string(const model_spec& spec) {
+  if (spec.kind == "torch")
+    return "torch:" + spec.file;
   std::string out = spec.kind + ":";
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     if (i)
@@ -115,6 +137,8 @@ std::vector<uint32_t> permutation(uint32_t n, uint64_t seed) {
 }
 
 size_t model::param_count(const model_spec& spec) {
+  if (spec.kind == "torch")
+    return spec.torch ? spec.torch->param_count() : 0;
   size_t n = 0;
   for (size_t l = 0; l + 1 < spec.layers.size(); ++l)
     n += static_cast<size_t>(spec.layers[l]) * spec.layers[l + 1] + spec.layers[l + 1];
@@ -124,6 +148,13 @@ size_t model::param_count(const model_spec& spec) {
 model model::init(const model_spec& spec, uint64_t seed) {
   model m;
   m.spec_ = spec;
+  if (spec.kind == "torch") {
+    // The file's own initial weights: the researcher chose them (the seed
+    // still orders the data).
+    if (spec.torch)
+      m.params_ = spec.torch->initial_params();
+    return m;
+  }
   m.params_.assign(param_count(spec), 0.0f);
   rng r{seed};
   for (auto& v : layout(spec)) {
@@ -149,6 +180,8 @@ double model::accumulate_gradient(const float* x, const int32_t* y, size_t rows,
                                   std::span<float> grad) const {
   if (rows == 0)
     return 0;
+  if (spec_.torch)
+    return spec_.torch->accumulate_gradient(params_, x, y, rows, scale, grad);
   auto views = layout(spec_);
   // Forward, keeping every activation.
   std::vector<matrix> acts;
@@ -199,6 +232,8 @@ double model::accumulate_gradient(const float* x, const int32_t* y, size_t rows,
 }
 
 std::vector<int32_t> model::predict(const float* x, size_t rows) const {
+  if (spec_.torch)
+    return spec_.torch->predict(params_, x, rows);
   auto views = layout(spec_);
   matrix a = cmap(x, static_cast<Eigen::Index>(rows), spec_.layers[0]);
   for (size_t l = 0; l < views.size(); ++l) {
@@ -336,7 +371,7 @@ caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const
   reader r{{bytes.data(), bytes.size() - 32}, 8};
   checkpoint c;
   auto len = r.u64();
-  if (!r.ok || len > 256 || r.at + len > r.bytes.size())
+  if (!r.ok || len > 4200 || r.at + len > r.bytes.size())
     return bad("the model spec is cut off");
   auto spec = parse_spec({reinterpret_cast<const char*>(bytes.data() + r.at), len});
   if (!spec)
@@ -351,6 +386,10 @@ caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const
   c.velocity = r.floats();
   if (!r.ok || r.at != r.bytes.size())
     return bad("its sections do not add up to its size");
+  // A torch spec's size is known once its file is loaded: whoever loads it
+  // checks the parameters against it (model::from_params).
+  if (c.spec.kind == "torch")
+    return c;
   auto n = model::param_count(c.spec);
   if (c.params.size() != n || (!c.velocity.empty() && c.velocity.size() != n))
     return bad(fmt::format("{} parameters for {} (needs {})", c.params.size(),

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,15 +21,28 @@
 
 namespace aicon::train {
 
+class torch_module;
+
 struct model_spec {
-  std::string kind;             ///< "softmax" or "mlp"
-  std::vector<uint32_t> layers; ///< widths, input first, classes last
-  bool operator==(const model_spec&) const = default;
+  std::string kind;             ///< "softmax", "mlp" or "torch"
+  std::vector<uint32_t> layers; ///< widths, input first, classes last (torch: {F, C} once loaded)
+  std::string file;             ///< torch: the TorchScript file
+  std::shared_ptr<const torch_module> torch; ///< torch: the loaded module (load_torch)
+  bool operator==(const model_spec& o) const {
+    return kind == o.kind && layers == o.layers && file == o.file;
+  }
 };
 
-/// "softmax:64-10" (no hidden layer) or "mlp:64-64-10" (>= 1 hidden).
-/// Errors name what is wrong with the text.
+/// "softmax:64-10" (no hidden layer), "mlp:64-64-10" (>= 1 hidden) or
+/// "torch:FILE" (a TorchScript file meeting the contract of
+/// torch_model.hpp; nothing is read until load_torch). Errors name what is
+/// wrong with the text.
 caf::expected<model_spec> parse_spec(std::string_view text);
+
+/// For a torch spec: loads and checks its file, and sets layers to
+/// {in_features, classes}. Call only for a file this host may read (a
+/// trainer: under [host] data_files). Other specs: nothing to do.
+caf::error load_torch(model_spec& spec);
 std::string to_string(const model_spec& spec);
 
 /// splitmix64: the one random source of training (initialization, shuffles),

@@ -218,6 +218,14 @@ struct worker_state {
     auto spec = train::parse_spec(cfg.getModel().cStr());
     if (!spec)
       return spec.error();
+    if (spec->kind == "torch") {
+      // A researcher's TorchScript file, only from where this host's
+      // operator allows (as for data files), checked against the contract.
+      if (auto err = check_data_file(ctx.data_files, spec->file))
+        return err;
+      if (auto err = train::load_torch(*spec))
+        return err;
+    }
     auto d = load_split(*sys, ctx, cfg);
     if (!d)
       return d.error();
@@ -254,7 +262,7 @@ struct worker_state {
         return c.error();
       if (!(c->spec == *spec))
         return make_error(errc::invalid_argument, "the checkpoint is of another model");
-      auto m = train::model::from_params(c->spec, c->params);
+      auto m = train::model::from_params(*spec, c->params); // *spec: loaded (torch)
       if (!m)
         return m.error();
       model = std::move(*m);
@@ -821,6 +829,9 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   // make it read, or probe for, any other.
   if (cfg.getDataFile().size() > 0)
     if (auto err = check_data_file(st.ctx.data_files, cfg.getDataFile().cStr()))
+      return err;
+  if (auto spec = train::parse_spec(cfg.getModel().cStr()); spec && spec->kind == "torch")
+    if (auto err = check_data_file(st.ctx.data_files, spec->file))
       return err;
   train::ring_options ropts;
   std::memcpy(ropts.token.data(), j.getToken().begin(), ropts.token.size()); // size checked

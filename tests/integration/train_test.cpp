@@ -8,6 +8,7 @@
 // still reaches >= 0.95.
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <thread>
 
 #include <sodium.h>
@@ -18,6 +19,7 @@
 #include "schemas/alloc.capnp.h"
 #include "gpu/device.hpp"
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
 #include "fixtures.hpp"
 #include "schemas/trainer.capnp.h"
 
@@ -67,11 +69,11 @@ struct train_cluster {
       auto cfg = write_file(root.path(), names[i] + ".toml",
                             fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
                                         "roles = [\"directory\", \"trainer\"]\n"
-                                        "data_files = [\"{}/tests/data\"]\n"
+                                        "data_files = [\"{}/tests/data\", \"{}\"]\n"
                                         "trainer_clients = [\"{}\"]\n[peers]\n"
                                         "allow = [{}]\nconnect = [\n{}]\n",
-                                        names[i], ports[i], AICON_SOURCE_DIR, cli.id.hex(),
-                                        allow, connect));
+                                        names[i], ports[i], AICON_SOURCE_DIR,
+                                        (root / "models").string(), cli.id.hex(), allow, connect));
       hosts.push_back(start_host(cfg, root / (names[i] + ".log"), {"-v"}));
     }
     for (size_t i = 0; i < nodes.size(); ++i)
@@ -432,6 +434,66 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_killed_mid_job_is_survived) {
   BOOST_TEST(replaced);
   BOOST_TEST_MESSAGE("held-out accuracy after losing a host " << r->accuracy);
   BOOST_TEST(r->accuracy >= 0.95);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// Researchers' TorchScript models through the same ring, transports and
+// checkpoints as the built-ins (its own ctest entry: it reports itself
+// skipped where the build has no libtorch or /usr/bin/python3 no torch).
+BOOST_AUTO_TEST_SUITE(torch_training)
+
+BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) {
+  if (!train::torch_available()) {
+    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+    return;
+  }
+  train_cluster tc;
+  auto models = tc.root / "models";
+  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
+                          AICON_SOURCE_DIR, models.string(), tc.root.path().string());
+  if (std::system(make.c_str()) != 0) {
+    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+    return;
+  }
+  auto job = [&](std::vector<node_id> hosts, uint32_t per_host, uint64_t steps) {
+    auto o = tc.job(std::move(hosts), per_host, steps);
+    o.model = "torch:" + (models / "digits_cnn.pt").string();
+    return o;
+  };
+  // 4 trainers on 2 hosts against 1, 50 steps: the same weights within 1e-5.
+  auto ring = train::run_job(*tc.c, job({tc.nodes[0].id, tc.nodes[1].id}, 2, 50));
+  BOOST_REQUIRE_MESSAGE(ring, why(ring));
+  auto single = train::run_job(*tc.c, job({tc.nodes[0].id}, 1, 50));
+  BOOST_REQUIRE_MESSAGE(single, why(single));
+  auto p4 = params_of(ring->checkpoint), p1 = params_of(single->checkpoint);
+  BOOST_REQUIRE_EQUAL(p4.size(), p1.size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < p1.size(); ++i) {
+    diff += (p4[i] - p1[i]) * static_cast<double>(p4[i] - p1[i]);
+    norm += p1[i] * static_cast<double>(p1[i]);
+  }
+  double rel = std::sqrt(diff / norm);
+  BOOST_TEST_MESSAGE("TorchScript CNN, 4 trainers vs 1 after 50 steps: relative difference " << rel);
+  BOOST_TEST(rel <= 1e-5);
+  // Held-out accuracy of 4 trainers on 2 hosts.
+  auto trained = train::run_job(*tc.c, job({tc.nodes[0].id, tc.nodes[1].id}, 2, 600));
+  BOOST_REQUIRE_MESSAGE(trained, why(trained));
+  BOOST_TEST_MESSAGE("TorchScript CNN held-out accuracy " << trained->accuracy);
+  BOOST_TEST(trained->accuracy >= 0.97);
+  // A model file outside the hosts' data_files is refused before it is read.
+  auto outside = job({tc.nodes[0].id}, 1, 5);
+  outside.model = "torch:/etc/passwd";
+  auto refused = train::run_job(*tc.c, outside);
+  BOOST_REQUIRE(!refused);
+  BOOST_TEST(describe(refused.error()).find("data_files") != std::string::npos,
+             describe(refused.error()));
+  // And one that breaks the contract is refused by name.
+  auto broken = job({tc.nodes[0].id}, 1, 5);
+  broken.model = "torch:" + (models / "dropout.pt").string();
+  auto r = train::run_job(*tc.c, broken);
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(describe(r.error()).find("aten::dropout") != std::string::npos, describe(r.error()));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
