@@ -27,6 +27,7 @@
 #include "cli/status_cmd.hpp"
 #include "cli/train_cmd.hpp"
 #include "cli/job_cmd.hpp"
+#include "cli/model_cmd.hpp"
 #include "cli/wallet_cmd.hpp"
 #include "gpu/device.hpp"
 #include "runtime/client.hpp"
@@ -312,6 +313,16 @@ int main(int argc, char** argv) {
   auto sim_cmd = app.add_subcommand("sim", "deterministic simulation of block finality: seeded faults, byzantine validators, invariants after every event");
   sim::add_sim_flags(*sim_cmd, simo);
 
+  model_cmd_options mco;
+  auto model_cmd = app.add_subcommand("model", "researchers' TorchScript models: check the contract, export trained weights");
+  model_cmd->require_subcommand(1);
+  auto model_check = model_cmd->add_subcommand("check", "whether FILE.pt meets the model contract, and what it is");
+  model_check->add_option("file", mco.file, "the TorchScript file")->required();
+  auto model_export = model_cmd->add_subcommand("export", "trained weights from an aicon checkpoint as a TorchScript file");
+  model_export->add_option("--model", mco.model, "torch:FILE, the model the checkpoint is of")->required();
+  model_export->add_option("--checkpoint", mco.checkpoint, "an aicon checkpoint (aicon train --checkpoint)")->required();
+  model_export->add_option("--out", mco.out, "the TorchScript file to write")->required();
+
   auto authz_cmd = app.add_subcommand("authz", "who may send each message to each role, and what proves it (the README's table, from the code)");
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
 
@@ -554,6 +565,10 @@ int main(int argc, char** argv) {
     return bench::run_sim_bench(bso);
   if (*sim_cmd)
     return sim::run_sim_cmd(simo);
+  if (*model_check)
+    return model_check_cmd(mco);
+  if (*model_export)
+    return model_export_cmd(mco);
   if (*authz_cmd) {
     std::cout << access_table_markdown(access_table());
     return 0;

@@ -28,8 +28,10 @@ struct model_spec {
   std::vector<uint32_t> layers; ///< widths, input first, classes last (torch: {F, C} once loaded)
   std::string file;             ///< torch: the TorchScript file
   std::shared_ptr<const torch_module> torch; ///< torch: the loaded module (load_torch)
+  /// The same model: kind and widths, or for torch the same file (its
+  /// widths are known only once loaded).
   bool operator==(const model_spec& o) const {
-    return kind == o.kind && layers == o.layers && file == o.file;
+    return kind == o.kind && file == o.file && (kind == "torch" || layers == o.layers);
   }
 };
 

@@ -253,6 +253,27 @@ std::vector<int32_t> torch_module::predict(std::span<const float> params, const 
   return out;
 }
 
+caf::error torch_module::save(std::span<const float> params, const std::filesystem::path& file) const {
+  if (params.size() != impl_->count)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{} parameters for a model of {}", params.size(), impl_->count));
+  std::lock_guard lock{impl_->mu};
+  impl_->set_params(params);
+  auto tmp = file;
+  tmp += ".tmp";
+  try {
+    impl_->module.save(tmp.string());
+  } catch (const std::exception& e) {
+    return make_error(errc::io_error, fmt::format("writing {}: {}", tmp.string(), first_line(e.what())));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, file, ec);
+  if (ec)
+    return make_error(errc::io_error, fmt::format("renaming {} to {}: {}", tmp.string(),
+                                                  file.string(), ec.message()));
+  return {};
+}
+
 std::string torch_module::environment() const {
   // libtorch picks its CPU kernels (default, avx2, avx512) at start-up from
   // the CPU unless ATEN_CPU_CAPABILITY pins them.
@@ -291,6 +312,9 @@ double torch_module::accumulate_gradient(std::span<const float>, const float*, c
 }
 std::vector<int32_t> torch_module::predict(std::span<const float>, const float*, size_t) const {
   return {};
+}
+caf::error torch_module::save(std::span<const float>, const std::filesystem::path&) const {
+  return make_error(errc::invalid_argument, "this aicon was built without libtorch");
 }
 std::string torch_module::environment() const { return "no libtorch"; }
 

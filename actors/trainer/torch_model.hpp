@@ -62,6 +62,9 @@ public:
                              size_t rows, float scale, std::span<float> grad) const;
   /// Predicted class (argmax of the logits) of each row at `params`.
   std::vector<int32_t> predict(std::span<const float> params, const float* x, size_t rows) const;
+  /// Writes the module with `params` as its weights to `file` (TorchScript,
+  /// atomically): what `torch.jit.load` reads back in Python.
+  caf::error save(std::span<const float> params, const std::filesystem::path& file) const;
   /// The numeric environment a step ran in ("libtorch 1.13.1, 1 thread, cpu
   /// capability AVX2"): what a verifier must match to expect the same bits.
   std::string environment() const;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include <sodium.h>
@@ -481,6 +482,44 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
   BOOST_REQUIRE_MESSAGE(trained, why(trained));
   BOOST_TEST_MESSAGE("TorchScript CNN held-out accuracy " << trained->accuracy);
   BOOST_TEST(trained->accuracy >= 0.97);
+  // The trained weights back as TorchScript (aicon model export): Python's
+  // torch.jit.load predicts exactly what aicon's own model predicts.
+  auto ckpt = tc.root / "trained.ckpt";
+  {
+    auto c = train::parse_checkpoint(trained->checkpoint, "trained");
+    BOOST_REQUIRE_MESSAGE(c, why(c));
+    BOOST_REQUIRE(!train::save_checkpoint(ckpt, *c));
+  }
+  auto pt = tc.root / "trained.pt";
+  auto spec_text = "torch:" + (models / "digits_cnn.pt").string();
+  auto exported = run_command({aicon_binary(), "model", "export", "--model", spec_text,
+                               "--checkpoint", ckpt.string(), "--out", pt.string()});
+  BOOST_REQUIRE_MESSAGE(exported.exit_code == 0, exported.output);
+  auto spec = train::parse_spec(spec_text);
+  BOOST_REQUIRE(spec && !train::load_torch(*spec));
+  auto mine = train::model::from_params(*spec, params_of(trained->checkpoint));
+  BOOST_REQUIRE_MESSAGE(mine, why(mine));
+  std::vector<float> x(200 * 64);
+  train::rng gen{11};
+  for (auto& v : x)
+    v = 4 * gen.uniform() - 2;
+  auto inputs = tc.root / "inputs.f32";
+  {
+    std::ofstream f{inputs, std::ios::binary};
+    f.write(reinterpret_cast<const char*>(x.data()), static_cast<std::streamsize>(x.size() * 4));
+  }
+  auto py = run_command(
+    {"/usr/bin/python3", "-c",
+     "import sys, torch; m = torch.jit.load(sys.argv[1]); "
+     "x = torch.frombuffer(bytearray(open(sys.argv[2], 'rb').read()), dtype=torch.float32).view(-1, 64); "
+     "print(' '.join(str(int(v)) for v in m(x).argmax(1)))",
+     pt.string(), inputs.string()});
+  BOOST_REQUIRE_MESSAGE(py.exit_code == 0, py.output);
+  auto ours = mine->predict(x.data(), 200);
+  std::string expect;
+  for (auto v : ours)
+    expect += (expect.empty() ? "" : " ") + std::to_string(v);
+  BOOST_TEST(py.output.find(expect) != std::string::npos, "python: " << py.output << "\naicon: " << expect);
   // A model file outside the hosts' data_files is refused before it is read.
   auto outside = job({tc.nodes[0].id}, 1, 5);
   outside.model = "torch:/etc/passwd";

@@ -172,6 +172,29 @@ BOOST_AUTO_TEST_CASE(the_digits_cnn_learns_digits) {
   double acc = static_cast<double>(ok) / static_cast<double>(ty.size());
   BOOST_TEST_MESSAGE("digits CNN held-out accuracy " << acc);
   BOOST_TEST(acc >= 0.97);
+
+  // The trained weights saved back as TorchScript: Python's torch.jit.load
+  // reads them and predicts exactly what aicon predicts.
+  auto out = m.dir.path() / "trained.pt";
+  BOOST_REQUIRE(!t.save(params, out));
+  auto inputs = m.dir.path() / "inputs.f32";
+  {
+    std::ofstream f{inputs, std::ios::binary};
+    f.write(reinterpret_cast<const char*>(tx.data()), static_cast<std::streamsize>(tx.size() * 4));
+  }
+  auto preds = m.dir.path() / "preds.txt";
+  auto cmd = fmt::format(
+    "/usr/bin/python3 -c \"import sys, torch; m = torch.jit.load(sys.argv[1]); "
+    "x = torch.frombuffer(bytearray(open(sys.argv[2], 'rb').read()), dtype=torch.float32).view(-1, 64); "
+    "open(sys.argv[3], 'w').write(' '.join(str(int(v)) for v in m(x).argmax(1)))\" {} {} {}",
+    out.string(), inputs.string(), preds.string());
+  BOOST_REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, cmd);
+  std::ifstream pf{preds};
+  std::vector<int32_t> py;
+  for (int32_t v; pf >> v;)
+    py.push_back(v);
+  BOOST_REQUIRE_EQUAL(py.size(), pred.size());
+  BOOST_TEST(py == pred, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
