@@ -71,7 +71,8 @@ caf::error start_host(host_process& h, const std::filesystem::path& config,
 }
 
 
-caf::error start_trainer_mesh(trainer_mesh& rc, const std::filesystem::path& dir, uint32_t n) {
+caf::error start_trainer_mesh(trainer_mesh& rc, const std::filesystem::path& dir, uint32_t n,
+                              const std::vector<std::filesystem::path>& extra_data_dirs) {
   auto client_dir = dir / "client";
   auto me = create_identity(client_dir);
   if (!me)
@@ -103,11 +104,13 @@ caf::error start_trainer_mesh(trainer_mesh& rc, const std::filesystem::path& dir
                                rc.ids[k].hex());
       }
     auto cfg = dir / fmt::format("h{}.toml", i);
+    std::string data_dirs = fmt::format("\"{}\"", (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data").string());
+    for (auto& d : extra_data_dirs)
+      data_dirs += fmt::format(", \"{}\"", d.string());
     std::ofstream{cfg} << fmt::format(
       "[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [\"directory\", \"trainer\"]\n"
-      "data_files = [\"{}\"]\ntrainer_clients = [\"{}\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n",
-      dirs[i].string(), ports[i], (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data").string(),
-      me->id().hex(), allow, connect);
+      "data_files = [{}]\ntrainer_clients = [\"{}\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n",
+      dirs[i].string(), ports[i], data_dirs, me->id().hex(), allow, connect);
     rc.hosts.emplace_back();
     if (auto err = start_host(rc.hosts.back(), cfg, dir / fmt::format("h{}.log", i)))
       return err;

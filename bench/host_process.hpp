@@ -46,6 +46,8 @@ struct trainer_mesh {
   std::vector<caf::actor> roles; ///< trainer@host, through the client
 };
 
-caf::error start_trainer_mesh(trainer_mesh& mesh, const std::filesystem::path& dir, uint32_t n);
+/// `extra_data_dirs`: more [host] data_files directories (a torch model's).
+caf::error start_trainer_mesh(trainer_mesh& mesh, const std::filesystem::path& dir, uint32_t n,
+                              const std::vector<std::filesystem::path>& extra_data_dirs = {});
 
 } // namespace aicon::bench

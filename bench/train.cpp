@@ -1,5 +1,9 @@
 #include "bench/train.hpp"
 
+#include "actors/data_node/ingest.hpp"
+#include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -41,8 +45,17 @@ int run_train(const train_options& opts_in) {
   auto tmp = temp_dir::create("aicon-bench-train");
   if (!tmp)
     return fail(tmp.error());
+  // A torch model's file must be readable by the trainers: its directory
+  // joins their data_files.
+  std::vector<std::filesystem::path> model_dirs;
+  {
+    std::stringstream ms{opts.models};
+    for (std::string m; std::getline(ms, m, ',');)
+      if (auto spec = train::parse_spec(m); spec && spec->kind == "torch")
+        model_dirs.push_back(std::filesystem::absolute(spec->file).parent_path());
+  }
   trainer_mesh mesh;
-  if (auto err = start_trainer_mesh(mesh, tmp->path(), 2))
+  if (auto err = start_trainer_mesh(mesh, tmp->path(), 2, model_dirs))
     return fail(err);
   // The trainers run each chunk of steps on their own (TrainStep.count):
   // the first chunk (joins, warm-up) is left out of the rate; "requests"
@@ -61,8 +74,15 @@ int run_train(const train_options& opts_in) {
     csv.open(opts.csv);
     csv << "model,trainers,hosts,batch,samples_per_s,allreduce_ms,requests_per_step,efficiency\n";
   }
+  auto digits = data::read_any(opts.data, std::nullopt, data::csv_options{}, std::nullopt);
+  if (!digits)
+    return fail(digits.error());
   std::stringstream models{opts.models};
   for (std::string model; std::getline(models, model, ',');) {
+    auto spec = train::parse_spec(model);
+    auto label = spec && spec->kind == "torch"
+                   ? "torch:" + std::filesystem::path{spec->file}.filename().string()
+                   : model;
     std::stringstream batches{opts.batches};
     for (std::string batch_text; std::getline(batches, batch_text, ',');) {
       auto batch = static_cast<uint32_t>(std::stoul(batch_text));
@@ -101,8 +121,19 @@ int run_train(const train_options& opts_in) {
         double eff = base > 0 ? rate / (n * base) : 0;
         double ar = seen > chunk ? allreduce_ms / static_cast<double>(seen - chunk) : 0;
         double req = static_cast<double>(n) / static_cast<double>(chunk);
-        std::printf("%-20s %8u %6u %6u %12.0f %12.2f %9.3f %11.2f\n", model.c_str(), n, hosts,
+        std::printf("%-20s %8u %6u %6u %12.0f %12.2f %9.3f %11.2f\n", label.c_str(), n, hosts,
                     batch, rate, ar, req, eff);
+        if (n == 1 && spec && spec->kind == "torch") {
+          // The baseline: a bare libtorch loop on the same module and data,
+          // in this process, one thread like the trainers.
+          auto bare = train::torch_module::bare_samples_per_s(
+            spec->file, digits->x.data(), digits->y.data(), digits->rows, batch,
+            opts.steps - chunk, 0.02f);
+          if (!bare)
+            return fail(bare.error());
+          std::printf("%-20s %8s %6s %6u %12.0f %12s %9s %11s   aicon / bare = %.2f\n",
+                      "  bare libtorch loop", "1", "-", batch, *bare, "-", "-", "-", rate / *bare);
+        }
         std::fflush(stdout);
         if (csv)
           csv << fmt::format("{},{},{},{},{:.0f},{:.3f},{:.4f},{:.3f}\n", model, n, hosts, batch,

@@ -65,6 +65,13 @@ public:
   /// Writes the module with `params` as its weights to `file` (TorchScript,
   /// atomically): what `torch.jit.load` reads back in Python.
   caf::error save(std::span<const float> params, const std::filesystem::path& file) const;
+  /// The baseline of `aicon bench train --model torch:FILE`: a bare
+  /// libtorch loop over a fresh copy of `file` (forward, backward, p -= lr
+  /// grad in place; no flat copies, no ring, no messages) on consecutive
+  /// batches of x[rows x features]; samples per second over `steps` steps.
+  static caf::expected<double> bare_samples_per_s(const std::filesystem::path& file, const float* x,
+                                                  const int32_t* y, size_t rows, uint32_t batch,
+                                                  uint64_t steps, float lr);
   /// The numeric environment a step ran in ("libtorch 1.13.1, 1 thread, cpu
   /// capability AVX2"): what a verifier must match to expect the same bits.
   std::string environment() const;
