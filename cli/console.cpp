@@ -23,6 +23,7 @@
 #include "actors/data_node/remote.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
+#include "actors/trainer/model.hpp"
 #include "actors/job/job_role.hpp"
 #include "actors/ledger/state.hpp"
 #include "runtime/client.hpp"
@@ -828,6 +829,7 @@ int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id&
   spec.setBatch(o.global_batch);
   spec.setLr(o.lr);
   spec.setMomentum(o.momentum);
+  spec.setOptimizer(o.optimizer == "adamw" ? schema::Optimizer::ADAMW : schema::Optimizer::SGD);
   spec.setHoldoutPercent(o.test_percent);
   spec.setSeed(o.seed);
   spec.setTransport(o.transport);
@@ -863,6 +865,11 @@ int l_train(lua_State* L) {
   o.global_batch = static_cast<uint32_t>(opt_number(L, 1, fn, "batch").value_or(32));
   o.lr = static_cast<float>(opt_number(L, 1, fn, "lr").value_or(o.lr));
   o.momentum = static_cast<float>(opt_number(L, 1, fn, "momentum").value_or(o.momentum));
+  if (auto name = opt_string(L, 1, fn, "optimizer")) {
+    if (!train::parse_optimizer(*name))
+      luaL_error(L, "%s: optimizer must be 'sgd' or 'adamw' (got '%s')", fn, name->c_str());
+    o.optimizer = *name;
+  }
   o.seed = static_cast<uint64_t>(opt_number(L, 1, fn, "seed").value_or(1));
   if (auto name = opt_string(L, 1, fn, "transport")) {
     auto t = train::parse_transport(*name);

@@ -206,6 +206,7 @@ int job_submit(const job_cmd_options& o) {
   spec.setBatch(o.batch);
   spec.setLr(o.lr);
   spec.setMomentum(o.momentum);
+  spec.setOptimizer(o.optimizer == "adamw" ? schema::Optimizer::ADAMW : schema::Optimizer::SGD);
   spec.setHoldoutPercent(holdout);
   spec.setSeed(o.seed);
   auto transport = train::parse_transport(o.transport);

@@ -24,6 +24,7 @@ struct job_cmd_options {
   uint32_t batch = 32;
   float lr = 0.05f;
   float momentum = 0.9f;
+  std::string optimizer = "sgd";
   double holdout = 0.2;
   uint64_t seed = 1;
   std::string transport = "stream"; ///< stream, stream-plain, actor or nccl

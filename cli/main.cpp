@@ -434,6 +434,8 @@ int main(int argc, char** argv) {
                             "networks only), 'actor' (messages over the TLS links) or 'nccl' (GPU hosts)")
     ->transform(CLI::CheckedTransformer(transports));
   train_cmd_app->add_option("--momentum", tco.job.momentum, "momentum (default 0.9)");
+  train_cmd_app->add_option("--optimizer", tco.job.optimizer, "sgd (default) or adamw")
+    ->check(CLI::IsMember({"sgd", "adamw"}));
   train_cmd_app->add_option("--weight-decay", tco.job.weight_decay, "L2 weight decay (default 1e-4)");
   train_cmd_app->add_option("--seed", tco.job.seed, "initialization and shuffle seed (default 1)");
   train_cmd_app->add_option("--test-percent", tco.job.test_percent, "held-out rows (default 20)")->check(CLI::Range(0, 99));
@@ -490,6 +492,8 @@ int main(int argc, char** argv) {
   job_submit_cmd->add_option("--batch", jo.batch, "global batch (default 32)");
   job_submit_cmd->add_option("--lr", jo.lr, "learning rate (default 0.05)");
   job_submit_cmd->add_option("--momentum", jo.momentum, "momentum (default 0.9)");
+  job_submit_cmd->add_option("--optimizer", jo.optimizer, "sgd (default) or adamw")
+    ->check(CLI::IsMember({"sgd", "adamw"}));
   job_submit_cmd->add_option("--holdout", jo.holdout, "held-out fraction (default 0.2)");
   job_submit_cmd->add_option("--seed", jo.seed, "seed (default 1)");
   job_submit_cmd->add_option("--transport", jo.transport, "stream, stream-plain, actor or nccl");

@@ -23,6 +23,7 @@ struct JobSpec {
                              # [host] trainer_clients; else the escrow of jobId
   priority @13 :UInt32;
   verify @14 :Bool;          # with a budget: have the rater verify before settling
+  optimizer @15 :import "trainer.capnp".Optimizer;
 }
 
 struct JobSubmit {

@@ -49,6 +49,13 @@ struct TrainConfig {
   dataGrant @18 :import "data.capnp".DataGrant; # with a dataset: the payer's grant for this trainer's host
                            # (set per join), carried in its KeyRequest
   transport @19 :Transport; # how ring chunks travel
+  optimizer @20 :Optimizer; # how every trainer updates the weights (the same on every rank)
+}
+
+enum Optimizer {
+  sgd @0;          # default: SGD with momentum and weight decay (v = m v + g + wd w; w -= lr v)
+  adamw @1;        # AdamW: Adam's moments (beta1 0.9, beta2 0.999, eps 1e-8) with decoupled
+                   # weight decay (w -= lr (m^ / (sqrt(v^) + eps) + wd w))
 }
 
 enum Transport {

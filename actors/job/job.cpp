@@ -46,6 +46,7 @@ void fill_config(schema::TrainConfig::Builder b, const job_options& o,
   b.setGlobalBatch(o.global_batch);
   b.setLr(o.lr);
   b.setMomentum(o.momentum);
+  b.setOptimizer(o.optimizer == "adamw" ? schema::Optimizer::ADAMW : schema::Optimizer::SGD);
   b.setWeightDecay(o.weight_decay);
   b.setDataFile(o.data_file);
   b.setTestPercent(o.test_percent);

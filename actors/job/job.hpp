@@ -87,6 +87,7 @@ struct job_options {
   uint32_t global_batch = 32;
   float lr = 0.05f;
   float momentum = 0.9f;
+  std::string optimizer = "sgd"; ///< "sgd" or "adamw" (train::parse_optimizer)
   float weight_decay = 1e-4f;
   std::string data_file;
   /// Instead of data_file: a dataset pulled by every trainer from these

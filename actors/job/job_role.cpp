@@ -345,6 +345,7 @@ struct job_role_state {
     o.global_batch = spec.getBatch();
     o.lr = spec.getLr();
     o.momentum = spec.getMomentum();
+    o.optimizer = spec.getOptimizer() == schema::Optimizer::ADAMW ? "adamw" : "sgd";
     o.test_percent = spec.getHoldoutPercent();
     o.seed = spec.getSeed();
     o.transport = spec.getTransport();

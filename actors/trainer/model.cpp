@@ -253,12 +253,43 @@ std::vector<int32_t> model::predict(const float* x, size_t rows) const {
   return out;
 }
 
-void sgd::step(std::span<float> params, std::span<const float> grad) {
+caf::expected<optimizer_kind> parse_optimizer(std::string_view text) {
+  if (text == "sgd")
+    return optimizer_kind::sgd;
+  if (text == "adamw")
+    return optimizer_kind::adamw;
+  return make_error(errc::invalid_argument,
+                    fmt::format("optimizer '{}': expected \"sgd\" or \"adamw\"", text));
+}
+
+std::string to_string(optimizer_kind k) {
+  return k == optimizer_kind::adamw ? "adamw" : "sgd";
+}
+
+void optimizer::step(std::span<float> params, std::span<const float> grad) {
   if (velocity.size() != params.size())
     velocity.assign(params.size(), 0.0f);
-  // The CPU reference of the GPU kernel: the same rounding step by step.
-  gpu::cpu_sgd_momentum(params.data(), velocity.data(), grad.data(), params.size(), lr, momentum,
-                        weight_decay);
+  if (kind == optimizer_kind::sgd) {
+    // The CPU reference of the GPU kernel: the same rounding step by step.
+    gpu::cpu_sgd_momentum(params.data(), velocity.data(), grad.data(), params.size(), lr, momentum,
+                          weight_decay);
+    return;
+  }
+  if (second.size() != params.size())
+    second.assign(params.size(), 0.0f);
+  ++t;
+  // Bias corrections in double, then one float each: the same on every host.
+  auto c1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(t)));
+  auto c2 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(t)));
+  for (size_t i = 0; i < params.size(); ++i) {
+    float g = grad[i];
+    float m = beta1 * velocity[i] + (1.0f - beta1) * g;
+    float v = beta2 * second[i] + (1.0f - beta2) * (g * g);
+    velocity[i] = m;
+    second[i] = v;
+    float update = (m / c1) / (std::sqrt(v / c2) + eps) + weight_decay * params[i];
+    params[i] -= lr * update;
+  }
 }
 
 // ---- Checkpoints -------------------------------------------------------------
@@ -266,6 +297,9 @@ void sgd::step(std::span<float> params, std::span<const float> grad) {
 namespace {
 
 constexpr char magic[8] = {'A', 'I', 'C', 'K', 'P', 'T', '0', '1'};
+/// Version 2 adds the optimizer (kind, t, second moment) after version 1's
+/// sections; an SGD checkpoint is still written as version 1.
+constexpr char magic_v2[8] = {'A', 'I', 'C', 'K', 'P', 'T', '0', '2'};
 
 void put_u64(std::vector<uint8_t>& out, uint64_t v) {
   for (int i = 0; i < 8; ++i)
@@ -310,7 +344,8 @@ struct reader {
 } // namespace
 
 std::vector<uint8_t> checkpoint_bytes(const checkpoint& c) {
-  std::vector<uint8_t> out(magic, magic + 8);
+  bool v2 = c.optimizer != optimizer_kind::sgd;
+  std::vector<uint8_t> out(v2 ? magic_v2 : magic, (v2 ? magic_v2 : magic) + 8);
   auto spec = to_string(c.spec);
   put_u64(out, spec.size());
   out.insert(out.end(), spec.begin(), spec.end());
@@ -320,6 +355,11 @@ std::vector<uint8_t> checkpoint_bytes(const checkpoint& c) {
   put_u64(out, c.seed);
   put_floats(out, c.params);
   put_floats(out, c.velocity);
+  if (v2) {
+    put_u64(out, static_cast<uint64_t>(c.optimizer));
+    put_u64(out, c.adam_steps);
+    put_floats(out, c.second);
+  }
   uint8_t digest[32];
   crypto_generichash(digest, 32, out.data(), out.size(), nullptr, 0);
   out.insert(out.end(), digest, digest + 32);
@@ -362,8 +402,9 @@ caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const
   auto bad = [&](const std::string& why) {
     return make_error(errc::invalid_argument, fmt::format("{}: {}", what, why));
   };
-  if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), magic, 8) != 0)
-    return bad("not an aicon checkpoint (no AICKPT01 magic)");
+  bool v2 = bytes.size() >= 8 && std::memcmp(bytes.data(), magic_v2, 8) == 0;
+  if (bytes.size() < 8 + 32 || (!v2 && std::memcmp(bytes.data(), magic, 8) != 0))
+    return bad("not an aicon checkpoint (no AICKPT01 or AICKPT02 magic)");
   uint8_t digest[32];
   crypto_generichash(digest, 32, bytes.data(), bytes.size() - 32, nullptr, 0);
   if (std::memcmp(digest, bytes.data() + bytes.size() - 32, 32) != 0)
@@ -384,6 +425,14 @@ caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const
   c.seed = r.u64();
   c.params = r.floats();
   c.velocity = r.floats();
+  if (v2) {
+    auto kind = r.u64();
+    if (kind != static_cast<uint64_t>(optimizer_kind::adamw))
+      return bad(fmt::format("unknown optimizer {}", kind));
+    c.optimizer = optimizer_kind::adamw;
+    c.adam_steps = r.u64();
+    c.second = r.floats();
+  }
   if (!r.ok || r.at != r.bytes.size())
     return bad("its sections do not add up to its size");
   // A torch spec's size is known once its file is loaded: whoever loads it
@@ -391,7 +440,8 @@ caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const
   if (c.spec.kind == "torch")
     return c;
   auto n = model::param_count(c.spec);
-  if (c.params.size() != n || (!c.velocity.empty() && c.velocity.size() != n))
+  if (c.params.size() != n || (!c.velocity.empty() && c.velocity.size() != n)
+      || (!c.second.empty() && c.second.size() != n))
     return bad(fmt::format("{} parameters for {} (needs {})", c.params.size(),
                            to_string(c.spec), n));
   return c;

@@ -99,16 +99,37 @@ private:
   std::vector<float> params_;
 };
 
-/// SGD with momentum and (decoupled from the loss, added to the gradient)
-/// L2 weight decay: v = momentum v + (g + wd w); w -= lr v.
-struct sgd {
+/// How the weights are updated, the same on every rank.
+enum class optimizer_kind : uint8_t {
+  /// SGD with momentum and (decoupled from the loss, added to the gradient)
+  /// L2 weight decay: v = momentum v + (g + wd w); w -= lr v.
+  sgd = 0,
+  /// AdamW (Loshchilov and Hutter): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2)
+  /// g^2, w -= lr (m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps) + wd w).
+  /// Float arithmetic in a fixed order, no FMA contraction: the same bits on
+  /// every host built from this tree.
+  adamw = 1,
+};
+
+/// "sgd" or "adamw"; errors name the text.
+caf::expected<optimizer_kind> parse_optimizer(std::string_view text);
+std::string to_string(optimizer_kind k);
+
+struct optimizer {
+  optimizer_kind kind = optimizer_kind::sgd;
   float lr = 0.1f;
-  float momentum = 0.9f;
+  float momentum = 0.9f;      ///< sgd
   float weight_decay = 1e-4f;
-  std::vector<float> velocity;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f; ///< adamw
+  std::vector<float> velocity; ///< sgd: the velocity; adamw: the first moment
+  std::vector<float> second;   ///< adamw: the second moment
+  uint64_t t = 0;              ///< adamw: steps taken (bias correction)
 
   void step(std::span<float> params, std::span<const float> grad);
 };
+
+/// The built-in name the tests and benchmarks grew up with.
+using sgd = optimizer;
 
 /// Everything a trainer needs to resume: weights, optimizer state, step and
 /// the data cursor.
@@ -120,6 +141,9 @@ struct checkpoint {
   uint64_t cursor = 0; ///< rows of the epoch's permutation already consumed
   uint64_t epoch = 0;
   uint64_t seed = 0;
+  optimizer_kind optimizer = optimizer_kind::sgd;
+  std::vector<float> second; ///< adamw's second moment (velocity holds the first)
+  uint64_t adam_steps = 0;   ///< adamw's t
   bool operator==(const checkpoint&) const = default;
 };
 

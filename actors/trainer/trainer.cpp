@@ -255,6 +255,8 @@ struct worker_state {
     opt.lr = cfg.getLr();
     opt.momentum = cfg.getMomentum();
     opt.weight_decay = cfg.getWeightDecay();
+    opt.kind = cfg.getOptimizer() == schema::Optimizer::ADAMW ? train::optimizer_kind::adamw
+                                                               : train::optimizer_kind::sgd;
     if (j.getCheckpoint().size() > 0) {
       auto c = train::parse_checkpoint({j.getCheckpoint().begin(), j.getCheckpoint().size()},
                                        "TrainerJoin.checkpoint");
@@ -266,7 +268,13 @@ struct worker_state {
       if (!m)
         return m.error();
       model = std::move(*m);
+      if (c->optimizer != opt.kind)
+        return make_error(errc::invalid_argument,
+                          fmt::format("the checkpoint is of optimizer {}, the job's is {}",
+                                      train::to_string(c->optimizer), train::to_string(opt.kind)));
       opt.velocity = c->velocity;
+      opt.second = c->second;
+      opt.t = c->adam_steps;
       step = c->step;
       epoch = c->epoch;
       cursor = c->cursor;
@@ -474,6 +482,9 @@ struct worker_state {
       case schema::TrainQuery::CHECKPOINT: {
         train::checkpoint c{model->spec(), {model->params().begin(), model->params().end()},
                             opt.velocity, step, cursor, epoch, seed};
+        c.optimizer = opt.kind;
+        c.second = opt.second;
+        c.adam_steps = opt.t;
         auto bytes = train::checkpoint_bytes(c);
         return make_envelope<schema::CheckpointData>([&](schema::CheckpointData::Builder b) {
           b.setBytes(kj::arrayPtr(bytes.data(), bytes.size()));

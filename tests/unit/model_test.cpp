@@ -191,4 +191,68 @@ BOOST_AUTO_TEST_CASE(an_mlp_learns_digits) {
   BOOST_TEST(acc >= 0.95);
 }
 
+BOOST_AUTO_TEST_CASE(adamw_learns_digits_and_resumes_bit_for_bit_from_its_checkpoint) {
+  BOOST_TEST((*parse_optimizer("adamw") == optimizer_kind::adamw));
+  auto adam = parse_optimizer("adam");
+  BOOST_REQUIRE(!adam);
+  BOOST_TEST(text(adam.error()).find("'adam'") != std::string::npos, text(adam.error()));
+  auto s = digits_split(2026);
+  auto spec = *parse_spec("mlp:64-64-10");
+  const size_t batch = 32;
+  auto run = [&](model& m, optimizer& opt, uint64_t from, uint64_t to) {
+    std::vector<float> g(m.params().size()), bx(batch * 64);
+    std::vector<int32_t> by(batch);
+    for (uint64_t step = from; step < to; ++step) {
+      auto order = permutation(static_cast<uint32_t>(s.train.rows), 100 + step / 40);
+      size_t at = (step % 40) * batch;
+      for (size_t i = 0; i < batch; ++i) {
+        std::memcpy(bx.data() + i * 64, s.train.x.data() + order[at + i] * 64, 64 * 4);
+        by[i] = s.train.y[order[at + i]];
+      }
+      std::fill(g.begin(), g.end(), 0.0f);
+      m.accumulate_gradient(bx.data(), by.data(), batch, 1.0f / batch, g);
+      opt.step(m.params(), g);
+    }
+  };
+  auto adamw = [] {
+    optimizer o;
+    o.kind = optimizer_kind::adamw;
+    o.lr = 0.003f;
+    o.weight_decay = 1e-4f;
+    return o;
+  };
+  // 600 steps straight.
+  auto straight = model::init(spec, 1);
+  auto o1 = adamw();
+  run(straight, o1, 0, 600);
+  auto acc = accuracy(straight, s.test);
+  BOOST_TEST_MESSAGE("adamw digits held-out accuracy " << acc);
+  BOOST_TEST(acc >= 0.95);
+  // 300 steps, a checkpoint through its bytes, 300 more: the same bits.
+  auto half = model::init(spec, 1);
+  auto o2 = adamw();
+  run(half, o2, 0, 300);
+  checkpoint c{spec, {half.params().begin(), half.params().end()}, o2.velocity, 300, 0, 0, 1};
+  c.optimizer = o2.kind;
+  c.second = o2.second;
+  c.adam_steps = o2.t;
+  auto bytes = checkpoint_bytes(c);
+  BOOST_TEST(std::string(bytes.begin(), bytes.begin() + 8) == "AICKPT02");
+  auto back = parse_checkpoint(bytes, "adamw checkpoint");
+  BOOST_REQUIRE_MESSAGE(back, test::why(back));
+  BOOST_TEST((*back == c));
+  auto resumed = *model::from_params(spec, back->params);
+  auto o3 = adamw();
+  o3.velocity = back->velocity;
+  o3.second = back->second;
+  o3.t = back->adam_steps;
+  run(resumed, o3, 300, 600);
+  BOOST_TEST(std::memcmp(resumed.params().data(), straight.params().data(),
+                         straight.params().size() * sizeof(float)) == 0);
+  // An SGD checkpoint keeps the version 1 bytes.
+  checkpoint plain{spec, c.params, c.velocity, 1, 0, 0, 1};
+  auto v1 = checkpoint_bytes(plain);
+  BOOST_TEST(std::string(v1.begin(), v1.begin() + 8) == "AICKPT01");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
