@@ -892,6 +892,9 @@ caf::error check_job_spec(schema::JobSpec::Reader s) {
   if (transport > static_cast<uint16_t>(schema::Transport::NCCL))
     return bad_field("transport", fmt::format("must be {} (got enumerant {})",
                                               train::transport_names, transport));
+  auto opt = static_cast<uint16_t>(s.getOptimizer());
+  if (opt > static_cast<uint16_t>(schema::Optimizer::ADAMW))
+    return bad_field("optimizer", fmt::format("must be sgd or adamw (got enumerant {})", opt));
   if (s.getPriority() > 1000)
     return bad_field("priority", fmt::format("must be in 0..1000 (got {})", s.getPriority()));
   if (s.getPriority() > 0 && s.getBudget() == 0)

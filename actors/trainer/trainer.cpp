@@ -255,6 +255,10 @@ struct worker_state {
     opt.lr = cfg.getLr();
     opt.momentum = cfg.getMomentum();
     opt.weight_decay = cfg.getWeightDecay();
+    if (static_cast<uint16_t>(cfg.getOptimizer()) > static_cast<uint16_t>(schema::Optimizer::ADAMW))
+      return make_error(errc::invalid_argument,
+                        fmt::format("TrainConfig.optimizer: enumerant {} is neither sgd nor adamw",
+                                    static_cast<uint16_t>(cfg.getOptimizer())));
     opt.kind = cfg.getOptimizer() == schema::Optimizer::ADAMW ? train::optimizer_kind::adamw
                                                                : train::optimizer_kind::sgd;
     if (j.getCheckpoint().size() > 0) {

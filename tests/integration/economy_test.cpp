@@ -805,6 +805,9 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
     spec.setTransport(static_cast<schema::Transport>(9)); // an enumerant this build lacks
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.transport");
     spec.setTransport(train::transport::STREAM);
+    spec.setOptimizer(static_cast<schema::Optimizer>(5)); // neither sgd nor adamw
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.optimizer");
+    spec.setOptimizer(schema::Optimizer::SGD);
     spec.setSteps(0);
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.steps");
     spec.setSteps(10);
