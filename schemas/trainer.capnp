@@ -191,6 +191,9 @@ struct SessionLog {
                            # finish with a verifier: this trainer's work receipt
                            # (units = steps x its rows), signed by the trainer host;
                            # the rater countersigns it once the work checks out
+  environment @7 :Text;    # the numeric environment its steps ran in, where it can differ
+                           # between hosts (a torch model: libtorch version, threads, CPU
+                           # kernels); empty for the built-in models (the same on every host)
 }
 
 struct RingRun {

@@ -20,6 +20,7 @@
 #include "actors/ledger/work.hpp"
 #include "actors/rater/scores.hpp"
 #include "actors/rater/verify.hpp"
+#include "actors/trainer/torch_model.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/error.hpp"
 #include "runtime/log.hpp"
@@ -220,6 +221,8 @@ struct rater_state {
       if (auto err = train::load_torch(*spec))
         return err;
     }
+    // The numeric environment this rater re-executes steps in.
+    std::string environment = spec->torch ? spec->torch->environment() : std::string{};
     data::csv_options csv;
     auto t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
     if (!t)
@@ -257,6 +260,9 @@ struct rater_state {
                                     train::worklog_signing_bytes(session, r, l.getSteps(), root),
                                     {sig.begin(), sig.size()}))
         early[r] = "the log's signature is not the trainer's";
+      else if (auto why = rater::environment_mismatch(l.getEnvironment().cStr(), environment);
+               !why.empty())
+        early[r] = why; // signed_by_trainer stays false: no slash for it
       if (!early[r].empty())
         continue;
       if (l.hasReceipt()) {

@@ -61,6 +61,15 @@ std::vector<uint64_t> choose_steps(const hash256& seed, uint32_t rank, uint64_t 
   return out;
 }
 
+std::string environment_mismatch(const std::string& theirs, const std::string& mine) {
+  if (theirs == mine)
+    return {};
+  return fmt::format("its steps ran in \"{}\", this rater's in \"{}\": they cannot be "
+                     "re-executed bit for bit here (neither paid nor slashed)",
+                     theirs.empty() ? "the built-in numerics" : theirs,
+                     mine.empty() ? "the built-in numerics" : mine);
+}
+
 std::string check_step(const step_context& ctx, const train::split_data& data,
                        const step_claim& claim) {
   auto [epoch, cursor] = train::schedule_of(claim.step, data.train.rows, ctx.global_batch);

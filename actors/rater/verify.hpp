@@ -51,6 +51,13 @@ struct step_context {
   uint32_t rank = 0, size = 1;
 };
 
+/// Whether a rater whose numeric environment is `mine` can re-execute, bit
+/// for bit, steps a trainer ran in `theirs` (SessionLog.environment): "" if
+/// so, else why not. Steps from another environment are neither paid nor
+/// slashed by this rater: an honest trainer on other CPU kernels computes
+/// other bits, and a re-execution could not tell it from a cheat.
+std::string environment_mismatch(const std::string& theirs, const std::string& mine);
+
 /// One challenged step: the weights before it (from the trainer) and the
 /// digest the trainer committed for it.
 struct step_claim {

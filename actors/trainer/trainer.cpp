@@ -21,6 +21,7 @@
 #include "schemas/chain.capnp.h"
 #include "actors/allocator/allocator.hpp"
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
 #include "actors/trainer/work.hpp"
 #include "transport/ring_reducer.hpp"
 #include "transport/stream_ring.hpp"
@@ -519,6 +520,8 @@ struct worker_state {
           b.setTrainer(kj::arrayPtr(ctx.self->id().bytes.data(), 32));
           b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
           b.setFirstStep(first_step);
+          if (auto& t = model->spec().torch)
+            b.setEnvironment(t->environment());
           if (q.getVerifier().size() == 32 && !log.empty()) {
             // The work receipt: what this trainer did, for the rater to
             // countersign once it re-executed a sample of it.

@@ -111,6 +111,16 @@ hash256 seed_of(uint64_t i) {
 
 BOOST_AUTO_TEST_SUITE(rater)
 
+BOOST_AUTO_TEST_CASE(steps_from_another_numeric_environment_are_not_judged) {
+  BOOST_TEST(aicon::rater::environment_mismatch("", "").empty()); // built-ins: the same everywhere
+  auto same = "libtorch 1.13.0, 1 thread(s), cpu capability avx2";
+  BOOST_TEST(aicon::rater::environment_mismatch(same, same).empty());
+  auto why = aicon::rater::environment_mismatch("libtorch 1.13.0, 1 thread(s), cpu capability default", same);
+  BOOST_TEST(why.find("cannot be re-executed bit for bit here") != std::string::npos, why);
+  BOOST_TEST(why.find("neither paid nor slashed") != std::string::npos, why);
+  BOOST_TEST(!aicon::rater::environment_mismatch("", same).empty());
+}
+
 BOOST_AUTO_TEST_CASE(the_sample_size_follows_the_formula) {
   BOOST_TEST(sample_size(0.1, 0.99) == 44u);
   BOOST_TEST(detection_probability(0.1, 44) >= 0.99);
