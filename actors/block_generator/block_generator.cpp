@@ -438,8 +438,14 @@ void carry(generator_actor* self, const consensus::outputs& out) {
         ask_role(self, st.ctx.directory, "ledger", final_block, st.timeout(),
                  [self, final_block, height, round, n = votes.size()](caf::expected<envelope> r) {
                    if (!r) {
-                     log_warning("block_generator: block {} not appended: {}", height,
-                                 describe(r.error()));
+                     // Usually a peer's broadcast of the same block got there first.
+                     auto tip = self->state.chain->tip();
+                     if (tip && tip->height >= height)
+                       log_debug("block_generator: block {} is in the chain already", height);
+                     else
+                       log_warning("block_generator: block {} not appended: {}", height,
+                                   describe(r.error()));
+                     tick(self);
                      return;
                    }
                    opened<schema::Block> b{final_block};
