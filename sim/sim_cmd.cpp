@@ -61,6 +61,20 @@ int run_sim_cmd(sim_cmd_options o) {
     fmt::print(stderr, "aicon sim: --nodes and --seeds must be at least 1\n");
     return 2;
   }
+  if (o.sim.byzantine > o.sim.nodes) {
+    fmt::print(stderr, "aicon sim: --byzantine {} is more than the {} nodes\n", o.sim.byzantine,
+               o.sim.nodes);
+    return 2;
+  }
+  for (auto [name, p] : {std::pair{"--loss", o.sim.loss}, std::pair{"--duplicate", o.sim.duplicate}})
+    if (!(p >= 0 && p <= 1)) {
+      fmt::print(stderr, "aicon sim: {} must be a probability in [0, 1] (got {})\n", name, p);
+      return 2;
+    }
+  if (o.sim.delay_ms_max == 0 || (o.sim.split_ms > 0 && o.sim.heal_ms <= o.sim.split_ms)) {
+    fmt::print(stderr, "aicon sim: --delay-max-ms must be > 0 and --heal-ms after --split-ms\n");
+    return 2;
+  }
   o.sim.mutation_ignore_lock = o.mutation == "ignore-lock";
   auto start = std::chrono::steady_clock::now();
   auto last_line = start;

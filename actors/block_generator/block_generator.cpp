@@ -591,7 +591,7 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
   // A proposal from the round's proposer: checked (signature, proposer,
   // every chain rule, its proof of lock), then fed to the machine. The
   // answer is this member's prevote for it, or why there is none.
-  st.table->on<schema::Proposal>([self](const envelope& env, schema::Proposal::Reader p)
+  st.table->on<schema::Proposal>([self](const envelope&, schema::Proposal::Reader p)
                                    -> caf::result<envelope> {
     auto& st = self->state;
     follow_tip(self);
@@ -621,6 +621,14 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
                                     generator->short_hex()));
     if (b.getVotes().size() != 0)
       return make_error(errc::invalid_argument, "proposal: the block must carry no votes");
+    auto pol_round = p.getPolRound();
+    if (pol_round < -1 || pol_round >= static_cast<int64_t>(round))
+      return make_error(errc::invalid_argument,
+                        fmt::format("proposal: polRound {} must be -1 or a round before {}",
+                                    pol_round, round));
+    if ((pol_round == -1) != (p.getPol().size() == 0))
+      return make_error(errc::invalid_argument,
+                        "proposal: a proof of lock (pol) comes with a polRound, and only with one");
     auto block = copy_envelope<schema::Block>(b);
     if (auto err = st.check(block)) {
       follow_tip(self); // the ledger may have appended this height meanwhile
@@ -637,6 +645,13 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
     cp.block = value_of(block);
     cp.proposer = *generator;
     for (auto v : p.getPol()) {
+      if (v.getHeight() != height || static_cast<int64_t>(v.getRound()) != pol_round
+          || v.getKind() != schema::VoteKind::PREVOTE || v.getBlockHash().size() != 32
+          || std::memcmp(v.getBlockHash().begin(), hash.data(), 32) != 0)
+        return make_error(errc::invalid_argument,
+                          fmt::format("proposal: a vote of its proof of lock is not a prevote for "
+                                      "this block in round {}",
+                                      pol_round));
       if (!ledger::vote_verifies(v))
         return make_error(errc::bad_signature,
                           "proposal: a vote of its proof of lock does not verify");
@@ -667,6 +682,12 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
     if (!ledger::vote_verifies(v))
       return make_error(errc::bad_signature, "vote: the signature does not verify for its voter");
     follow_tip(self);
+    auto voter = node_id::from_bytes({v.getVoter().begin(), 32}); // size checked by vote_verifies
+    auto& com = st.m->committee();
+    if (v.getHeight() == st.m->height() && std::find(com.begin(), com.end(), *voter) == com.end())
+      return make_error(errc::forbidden,
+                        fmt::format("vote: {} is not in the committee of block {}",
+                                    voter->short_hex(), v.getHeight()));
     carry(self, st.m->on_vote(vote_from(v, env)));
     hash256 id;
     std::memcpy(id.data(), v.getBlockHash().begin(), 32);

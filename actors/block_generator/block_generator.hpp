@@ -41,8 +41,8 @@ caf::expected<caf::actor> spawn_block_generator(caf::actor_system& sys, const ro
 inline constexpr access_row block_generator_access[] = {
   {"SignedTransaction", "anyone relaying it for its author", "ed25519 by the author over chain id + tx; every ledger rule", "the rule's name (`bad_signature`, `wrong_chain`, ...)"},
   {"SignedWorkReceipt", "anyone relaying it", "the trainer's and a genesis authority's signatures", "refused by name"},
-  {"Proposal", "the round's proposer in the height's committee", "its ed25519 signature over round, proof-of-lock round and block hash; every ledger rule; each proof-of-lock vote's signature", "refused by name, no vote"},
-  {"Vote", "a member of the height's committee (counted only for members)", "the voter's ed25519 signature over height, round, kind and block hash; two for different blocks in one round are evidence", "`bad_signature`; not counted"},
+  {"Proposal", "the round's proposer in the height's committee", "its ed25519 signature over round, proof-of-lock round and block hash; every ledger rule; each proof-of-lock vote a signed prevote for the block in that round", "refused by name, no vote"},
+  {"Vote", "a member of the height's committee", "the voter's ed25519 signature over height, round, kind and block hash; two for different blocks in one round are evidence", "`bad_signature`; `forbidden` for a non-member at this host's height; not counted"},
 };
 
 } // namespace aicon

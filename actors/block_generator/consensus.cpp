@@ -100,12 +100,7 @@ void machine::start_round(uint32_t r, outputs& out) {
     return;
   if (proposer(r) == self_)
     try_propose(out);
-  output t{output::type::start_timer};
-  t.timer = timer_kind::propose;
-  t.height = height_;
-  t.round = r;
-  t.delay_ms = p_.propose_ms + r * p_.round_delta_ms;
-  out.push_back(std::move(t));
+  start_timer(timer_kind::propose, p_.propose_ms + r * p_.round_delta_ms, out);
 }
 
 void machine::try_propose(outputs& out) {
@@ -137,16 +132,39 @@ void machine::try_propose(outputs& out) {
   out.push_back(std::move(o));
 }
 
+void machine::ask_commits(const node_id& peer, outputs& out) {
+  if (!asked_.insert({peer, height_}).second)
+    return;
+  output o{output::type::send_commit_request};
+  o.peer = peer;
+  o.height = height_;
+  out.push_back(std::move(o));
+}
+
+void machine::wake(outputs& out) {
+  if (awake_)
+    return;
+  awake_ = true;
+  start_round(round_, out);
+}
+
+void machine::start_timer(timer_kind t, uint64_t delay_ms, outputs& out) const {
+  output o{output::type::start_timer};
+  o.timer = t;
+  o.height = height_;
+  o.round = round_;
+  o.delay_ms = delay_ms;
+  out.push_back(std::move(o));
+}
+
 outputs machine::poke() {
   outputs out;
   if (decided_ || committee_.empty())
     return out;
-  if (!awake_) {
-    awake_ = true;
-    start_round(round_, out);
-  } else {
+  if (awake_)
     try_propose(out);
-  }
+  else
+    wake(out);
   check_rules(out);
   return out;
 }
@@ -154,12 +172,7 @@ outputs machine::poke() {
 outputs machine::on_proposal(const proposal& p) {
   outputs out;
   if (p.height > height_) {
-    if (asked_.insert({p.proposer, height_}).second) {
-      output o{output::type::send_commit_request};
-      o.peer = p.proposer;
-      o.height = height_;
-      out.push_back(std::move(o));
-    }
+    ask_commits(p.proposer, out);
     return out;
   }
   if (p.height < height_ || decided_ || committee_.empty() || p.proposer != proposer(p.round)
@@ -173,10 +186,7 @@ outputs machine::on_proposal(const proposal& p) {
     if (v.height == height_ && static_cast<int32_t>(v.round) == p.pol_round
         && v.kind == vote_kind::prevote && v.id == p.block.id && in_committee(v.voter))
       add_vote(v, out);
-  if (!awake_) {
-    awake_ = true;
-    start_round(round_, out);
-  }
+  wake(out);
   check_rules(out);
   return out;
 }
@@ -184,21 +194,13 @@ outputs machine::on_proposal(const proposal& p) {
 outputs machine::on_vote(const vote& v) {
   outputs out;
   if (v.height > height_) {
-    if (asked_.insert({v.voter, height_}).second) {
-      output o{output::type::send_commit_request};
-      o.peer = v.voter;
-      o.height = height_;
-      out.push_back(std::move(o));
-    }
+    ask_commits(v.voter, out);
     return out;
   }
   if (v.height < height_ || decided_ || !in_committee(v.voter))
     return out;
   add_vote(v, out);
-  if (!awake_) {
-    awake_ = true;
-    start_round(round_, out);
-  }
+  wake(out);
   check_rules(out);
   return out;
 }
@@ -433,14 +435,8 @@ void machine::check_rules(outputs& out) {
       }
     }
     if (step_ == step_prevote && count_any(round_, vote_kind::prevote) >= quorum_
-        && prevote_timer_.insert(round_).second) {
-      output t{output::type::start_timer};
-      t.timer = timer_kind::prevote;
-      t.height = height_;
-      t.round = round_;
-      t.delay_ms = p_.vote_ms + round_ * p_.round_delta_ms;
-      out.push_back(std::move(t));
-    }
+        && prevote_timer_.insert(round_).second)
+      start_timer(timer_kind::prevote, p_.vote_ms + round_ * p_.round_delta_ms, out);
     if (prop != proposals_.end() && step_ >= step_prevote && !locked_in_.count(round_)) {
       auto& v = prop->second.block;
       if (count(round_, vote_kind::prevote, v.id) >= quorum_ && check_valid(v)) {
@@ -460,14 +456,8 @@ void machine::check_rules(outputs& out) {
       cast(vote_kind::precommit, hash256{}, out);
     }
     if (count_any(round_, vote_kind::precommit) >= quorum_
-        && precommit_timer_.insert(round_).second) {
-      output t{output::type::start_timer};
-      t.timer = timer_kind::precommit;
-      t.height = height_;
-      t.round = round_;
-      t.delay_ms = p_.vote_ms + round_ * p_.round_delta_ms;
-      out.push_back(std::move(t));
-    }
+        && precommit_timer_.insert(round_).second)
+      start_timer(timer_kind::precommit, p_.vote_ms + round_ * p_.round_delta_ms, out);
     if (before == std::make_tuple(round_, step_, locked_round_, valid_round_))
       break;
   }

@@ -193,6 +193,11 @@ private:
   enum step_t : uint8_t { step_propose = 0, step_prevote = 1, step_precommit = 2 };
 
   void start_round(uint32_t r, outputs& out);
+  /// Asks `peer` once per height for the commits this member lacks.
+  void ask_commits(const node_id& peer, outputs& out);
+  /// Round 0's timers start at the first work or message of the height.
+  void wake(outputs& out);
+  void start_timer(timer_kind t, uint64_t delay_ms, outputs& out) const;
   void try_propose(outputs& out);
   void cast(vote_kind k, const hash256& id, outputs& out);
   void add_vote(const vote& v, outputs& out);

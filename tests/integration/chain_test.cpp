@@ -393,11 +393,36 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
       v.setVoter(kj::arrayPtr(cc.key_of(committee[2]).id().bytes.data(), 32));
       v.setSignature(src->getSignature());
     });
+    // Alice's own signature, but she is no committee member.
+    auto outsider = ledger::sign_vote(cc.alice, agreed.height + 1, 0, schema::VoteKind::PREVOTE,
+                                      ledger::header_hash(opened<schema::Block>{*honest}->getHeader()));
     for (size_t i = 0; i < 3; ++i) {
       auto r = cc.ask(*cc.c, i, "block_generator", fv);
       BOOST_REQUIRE(!r);
       BOOST_TEST(describe(r.error()).find("vote: the signature does not verify") != std::string::npos,
                  describe(r.error()));
+      auto o = cc.ask(*cc.c, i, "block_generator", outsider);
+      BOOST_REQUIRE(!o);
+      BOOST_TEST(describe(o.error()).find("is not in the committee of block") != std::string::npos,
+                 describe(o.error()));
+    }
+    // A proposal whose proof of lock names a later round, or carries a vote
+    // of another block, is refused by name.
+    auto bad_pol = ledger::make_proposal(*honest, 0, 0, {}, keys[0]);
+    auto other_vote = ledger::sign_vote(keys[1], agreed.height + 1, 0, schema::VoteKind::PREVOTE,
+                                        ledger::hash256{});
+    auto by_second = (*scratch)->propose(keys[1], d); // round 1 is committee[1]'s
+    BOOST_REQUIRE_MESSAGE(by_second, why(by_second));
+    auto wrong_pol = ledger::make_proposal(*by_second, 1, 0, {other_vote}, keys[1]);
+    for (size_t i = 0; i < 3; ++i) {
+      auto r = cc.ask(*cc.c, i, "block_generator", bad_pol);
+      BOOST_REQUIRE(!r);
+      BOOST_TEST(describe(r.error()).find("polRound 0 must be -1 or a round before 0") != std::string::npos,
+                 describe(r.error()));
+      auto w = cc.ask(*cc.c, i, "block_generator", wrong_pol);
+      BOOST_REQUIRE(!w);
+      BOOST_TEST(describe(w.error()).find("is not a prevote for this block in round 0") != std::string::npos,
+                 describe(w.error()));
     }
   }
   // Validators prevote for a valid proposal of the round's proposer, but

@@ -3,6 +3,8 @@
 // a single-process MLP on digits reaching >= 0.95 held-out accuracy.
 #include <boost/test/unit_test.hpp>
 
+#include <sodium.h>
+
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -44,6 +46,15 @@ split digits_split(uint64_t seed) {
     ++part.rows;
   }
   return s;
+}
+
+/// Rows order[at .. at + batch) of `t` into bx, by (64 features).
+void fill_batch(const data::table& t, const std::vector<uint32_t>& order, size_t at, size_t batch,
+                std::vector<float>& bx, std::vector<int32_t>& by) {
+  for (size_t i = 0; i < batch; ++i) {
+    std::memcpy(bx.data() + i * 64, t.x.data() + order[at + i] * 64, 64 * 4);
+    by[i] = t.y[order[at + i]];
+  }
 }
 
 double accuracy(const model& m, const data::table& t) {
@@ -177,10 +188,7 @@ BOOST_AUTO_TEST_CASE(an_mlp_learns_digits) {
     std::vector<float> bx(batch * 64);
     std::vector<int32_t> by(batch);
     for (size_t at = 0; at + batch <= order.size(); at += batch) {
-      for (size_t i = 0; i < batch; ++i) {
-        std::memcpy(bx.data() + i * 64, s.train.x.data() + order[at + i] * 64, 64 * 4);
-        by[i] = s.train.y[order[at + i]];
-      }
+      fill_batch(s.train, order, at, batch, bx, by);
       std::fill(g.begin(), g.end(), 0.0f);
       m.accumulate_gradient(bx.data(), by.data(), batch, 1.0f / batch, g);
       opt.step(m.params(), g);
@@ -204,11 +212,7 @@ BOOST_AUTO_TEST_CASE(adamw_learns_digits_and_resumes_bit_for_bit_from_its_checkp
     std::vector<int32_t> by(batch);
     for (uint64_t step = from; step < to; ++step) {
       auto order = permutation(static_cast<uint32_t>(s.train.rows), 100 + step / 40);
-      size_t at = (step % 40) * batch;
-      for (size_t i = 0; i < batch; ++i) {
-        std::memcpy(bx.data() + i * 64, s.train.x.data() + order[at + i] * 64, 64 * 4);
-        by[i] = s.train.y[order[at + i]];
-      }
+      fill_batch(s.train, order, (step % 40) * batch, batch, bx, by);
       std::fill(g.begin(), g.end(), 0.0f);
       m.accumulate_gradient(bx.data(), by.data(), batch, 1.0f / batch, g);
       opt.step(m.params(), g);
@@ -249,6 +253,16 @@ BOOST_AUTO_TEST_CASE(adamw_learns_digits_and_resumes_bit_for_bit_from_its_checkp
   run(resumed, o3, 300, 600);
   BOOST_TEST(std::memcmp(resumed.params().data(), straight.params().data(),
                          straight.params().size() * sizeof(float)) == 0);
+  // A version 2 checkpoint naming an optimizer this build lacks (its digest
+  // made to match) is refused by name.
+  auto odd = bytes;
+  size_t kind_at = odd.size() - 32 - (8 + 8 + 8 + 4 * c.second.size());
+  odd[kind_at] = 7;
+  crypto_generichash(odd.data() + odd.size() - 32, 32, odd.data(), odd.size() - 32, nullptr, 0);
+  auto refused = parse_checkpoint(odd, "odd checkpoint");
+  BOOST_REQUIRE(!refused);
+  BOOST_TEST(text(refused.error()).find("unknown optimizer 7") != std::string::npos,
+             text(refused.error()));
   // An SGD checkpoint keeps the version 1 bytes.
   checkpoint plain{spec, c.params, c.velocity, 1, 0, 0, 1};
   auto v1 = checkpoint_bytes(plain);

@@ -7,6 +7,7 @@
 
 #include "actors/block_generator/consensus.hpp"
 #include "actors/ledger/hashing.hpp"
+#include "sim/sim_cmd.hpp"
 #include "sim/simulator.hpp"
 
 using namespace aicon;
@@ -356,6 +357,20 @@ BOOST_AUTO_TEST_CASE(regression_seeds) {
     auto r = aicon::sim::run(o);
     BOOST_TEST(r.ok, r.violation);
   }
+}
+
+BOOST_AUTO_TEST_CASE(bad_flags_are_refused_before_any_seed_runs) {
+  auto refused = [](auto change) {
+    aicon::sim::sim_cmd_options o;
+    change(o);
+    return aicon::sim::run_sim_cmd(o);
+  };
+  BOOST_TEST(refused([](auto& o) { o.sim.nodes = 0; }) == 2);
+  BOOST_TEST(refused([](auto& o) { o.sim.byzantine = 5; }) == 2);
+  BOOST_TEST(refused([](auto& o) { o.sim.loss = 1.5; }) == 2);
+  BOOST_TEST(refused([](auto& o) { o.sim.duplicate = -0.1; }) == 2);
+  BOOST_TEST(refused([](auto& o) { o.mutation = "no-quorum"; }) == 2);
+  BOOST_TEST(refused([](auto& o) { o.sim.split_ms = 5000; o.sim.heal_ms = 1000; }) == 2);
 }
 
 BOOST_AUTO_TEST_CASE(a_seed_replays_exactly) {
