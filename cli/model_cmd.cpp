@@ -14,9 +14,14 @@ int model_check_cmd(const model_cmd_options& o) {
     fmt::print(stderr, "aicon model check: {}\n", describe(m.error()));
     return 1;
   }
+  auto params = (*m)->trainable_count();
+  auto buffers = (*m)->param_count() - params;
   fmt::print("{}: meets the model contract: forward(float32[B, {}]) -> float32[B, {}], {} "
-             "parameters; {}\n",
-             o.file, (*m)->features(), (*m)->classes(), (*m)->param_count(), (*m)->environment());
+             "parameters{}; {}\n",
+             o.file, (*m)->features(), (*m)->classes(), params,
+             buffers ? fmt::format(" and {} buffer values (averaged across ranks each step)", buffers)
+                     : std::string{},
+             (*m)->environment());
   return 0;
 }
 

@@ -145,6 +145,10 @@ size_t model::param_count(const model_spec& spec) {
   return n;
 }
 
+size_t model::trainable_count() const {
+  return spec_.torch ? spec_.torch->trainable_count() : params_.size();
+}
+
 model model::init(const model_spec& spec, uint64_t seed) {
   model m;
   m.spec_ = spec;
@@ -269,9 +273,12 @@ std::string to_string(optimizer_kind k) {
 void optimizer::step(std::span<float> params, std::span<const float> grad) {
   if (velocity.size() != params.size())
     velocity.assign(params.size(), 0.0f);
+  size_t n = std::min(trainable, params.size());
+  for (size_t i = n; i < params.size(); ++i)
+    params[i] += grad[i];
   if (kind == optimizer_kind::sgd) {
     // The CPU reference of the GPU kernel: the same rounding step by step.
-    gpu::cpu_sgd_momentum(params.data(), velocity.data(), grad.data(), params.size(), lr, momentum,
+    gpu::cpu_sgd_momentum(params.data(), velocity.data(), grad.data(), n, lr, momentum,
                           weight_decay);
     return;
   }
@@ -281,7 +288,7 @@ void optimizer::step(std::span<float> params, std::span<const float> grad) {
   // Bias corrections in double, then one float each: the same on every host.
   auto c1 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(t)));
   auto c2 = static_cast<float>(1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(t)));
-  for (size_t i = 0; i < params.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     float g = grad[i];
     float m = beta1 * velocity[i] + (1.0f - beta1) * g;
     float v = beta2 * second[i] + (1.0f - beta2) * (g * g);

@@ -83,6 +83,9 @@ public:
   std::span<const float> params() const {
     return params_;
   }
+  /// The optimizer's part of params(): all of it, but a TorchScript
+  /// model's buffers follow its parameters (torch_model.hpp).
+  size_t trainable_count() const;
 
   /// Adds `scale` x the gradient of the summed cross-entropy over the rows
   /// x[rows x inputs], y[rows] to `grad` (zeroed by the caller) and returns
@@ -124,6 +127,9 @@ struct optimizer {
   std::vector<float> velocity; ///< sgd: the velocity; adamw: the first moment
   std::vector<float> second;   ///< adamw: the second moment
   uint64_t t = 0;              ///< adamw: steps taken (bias correction)
+  /// Entries from here on are buffers, not weights (a TorchScript model's
+  /// running statistics): the step adds their allreduced change as it is.
+  size_t trainable = SIZE_MAX;
 
   void step(std::span<float> params, std::span<const float> grad);
 };

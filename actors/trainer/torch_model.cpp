@@ -1,5 +1,7 @@
 #include "actors/trainer/torch_model.hpp"
 
+#include <cmath>
+#include <cstdio>
 #include <mutex>
 
 #include <dlfcn.h>
@@ -132,8 +134,19 @@ double torch_module::accumulate_gradient(std::span<const float> params, const fl
                                          std::span<float> grad) const {
   if (params.size() != param_count() || grad.size() != param_count())
     return 0; // the callers size both from param_count
-  return impl_->api->accumulate_gradient(impl_->module, params.data(), x, y, rows, scale,
-                                         grad.data());
+  char err[error_bytes] = {};
+  double loss = impl_->api->accumulate_gradient(impl_->module, params.data(), x, y, rows, scale,
+                                                grad.data(), err, sizeof err);
+  if (std::isnan(loss)) {
+    // A NaN loss fails the step where the trainer checks it; say why once.
+    static std::once_flag said;
+    std::call_once(said, [&] { std::fprintf(stderr, "aicon: torch step: %s\n", err); });
+  }
+  return loss;
+}
+
+size_t torch_module::trainable_count() const {
+  return impl_->api->trainable_count(impl_->module);
 }
 
 std::vector<int32_t> torch_module::predict(std::span<const float> params, const float* x,

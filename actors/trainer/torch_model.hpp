@@ -12,7 +12,18 @@
 //   - forward uses only aten:: and prim:: operators after inlining, none of
 //     them random (dropout, bernoulli, rand*: a verifier could not replay
 //     them) and none that reads files;
-//   - no buffers (BatchNorm's running statistics are not handled yet).
+//   - buffers (BatchNorm's running statistics and counter) float32 or
+//     int64. They follow the parameters in the flat state, as floats.
+// The buffer rule: a step runs forward in train mode, so each rank's
+// BatchNorm normalizes with its own shard's statistics (as Horovod and
+// PyTorch DDP do without SyncBatchNorm) and moves its running statistics;
+// the move, weighted by the shard's share of the global batch, rides in
+// the gradient vector, the ring sums it, and every rank adds the same sum
+// (optimizer::trainable: no learning rate, momentum or decay on buffers).
+// So after every step all ranks hold the same buffers: the running mean is
+// exactly what one trainer would get from the mean of the shards' batch
+// means. Evaluation (predict, the held-out accuracy) and the saved file run
+// in eval mode: normalized by the running statistics.
 // Numerics are pinned when a module loads: one intra-op thread and no
 // profiling re-optimization, so a step is the same bits run to run on one
 // host; hosts whose CPU capability or BLAS differ may differ.
@@ -52,15 +63,19 @@ public:
 
   uint32_t features() const;
   uint32_t classes() const;
+  /// The flat state: parameters, then buffers.
   size_t param_count() const;
-  /// The file's own parameters, flattened in named_parameters order.
+  /// The parameters alone (the optimizer's part of the state).
+  size_t trainable_count() const;
+  /// The file's own parameters then buffers, flattened in named_parameters
+  /// and named_buffers order.
   std::vector<float> initial_params() const;
   /// As train::model::accumulate_gradient: adds `scale` x the gradient of
   /// the summed cross-entropy over x[rows x features], y[rows] at `params`
   /// to `grad`; returns the summed loss.
   double accumulate_gradient(std::span<const float> params, const float* x, const int32_t* y,
                              size_t rows, float scale, std::span<float> grad) const;
-  /// Predicted class (argmax of the logits) of each row at `params`.
+  /// Predicted class (argmax of the logits, eval mode) of each row at `params`.
   std::vector<int32_t> predict(std::span<const float> params, const float* x, size_t rows) const;
   /// Writes the module with `params` as its weights to `file` (TorchScript,
   /// atomically): what `torch.jit.load` reads back in Python.

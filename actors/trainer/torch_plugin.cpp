@@ -4,6 +4,7 @@
 #include "actors/trainer/torch_plugin.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -33,9 +34,20 @@ void put_error(int* code, int value, char* err, size_t len, const std::string& t
   }
 }
 
-/// The first line of an exception's text (the rest is a C++ backtrace).
+/// The first line of an exception's text (the rest is a C++ backtrace),
+/// or for the TorchScript interpreter's errors (a script traceback first)
+/// the line that names the error ("RuntimeError: ...").
 std::string first_line(const char* what) {
   std::string s = what ? what : "";
+  if (s.find("TorchScript interpreter") != std::string::npos) {
+    auto at = s.rfind("Error: ");
+    if (at != std::string::npos) {
+      auto from = s.rfind('\n', at);
+      from = from == std::string::npos ? 0 : from + 1;
+      auto to = s.find('\n', at);
+      return s.substr(from, to == std::string::npos ? std::string::npos : to - from);
+    }
+  }
   auto nl = s.find('\n');
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
@@ -72,10 +84,15 @@ struct module_state {
   std::mutex mu; ///< a module's parameters are overwritten per call
   torch::jit::Module module;
   std::vector<at::Tensor> params;
+  /// Buffers (BatchNorm's running statistics and counter) after the
+  /// parameters in the flat state: float32 as they are, int64 as floats.
+  std::vector<at::Tensor> buffers;
   uint32_t features = 0;
   uint32_t classes = 0;
-  size_t count = 0;
+  size_t trainable = 0; ///< parameter floats
+  size_t count = 0;     ///< parameter and buffer floats: the flat state
 
+  /// Sets parameters and buffers from the flat state.
   void set_params(const float* flat) {
     torch::NoGradGuard no_grad;
     size_t at = 0;
@@ -84,6 +101,23 @@ struct module_state {
       std::memcpy(p.data_ptr<float>(), flat + at, n * sizeof(float));
       at += n;
     }
+    for (auto& b : buffers) {
+      auto n = static_cast<size_t>(b.numel());
+      if (b.scalar_type() == torch::kFloat32) {
+        std::memcpy(b.data_ptr<float>(), flat + at, n * sizeof(float));
+      } else {
+        auto* d = b.data_ptr<int64_t>();
+        for (size_t i = 0; i < n; ++i)
+          d[i] = std::llround(flat[at + i]);
+      }
+      at += n;
+    }
+  }
+
+  /// Buffer i's value at `offset` as a float (the flat state's form).
+  static float buffer_value(const at::Tensor& b, size_t i) {
+    return b.scalar_type() == torch::kFloat32 ? b.data_ptr<float>()[i]
+                                              : static_cast<float>(b.data_ptr<int64_t>()[i]);
   }
 
   at::Tensor input(const float* x, size_t rows) const {
@@ -134,10 +168,6 @@ void* load(const char* path, uint64_t file_bytes_max, uint64_t params_max, int* 
       return fail(invalid, "forward uses operators outside the allowlist (aten and prim math, "
                            "nothing random, no files): " + names);
     }
-    for (const auto& b : p->module.named_buffers(true))
-      return fail(invalid, fmt::format("has buffer '{}' (BatchNorm running statistics and other "
-                                       "buffers are not supported yet)",
-                                       b.name));
     if (!p->module.hasattr("in_features") || !p->module.attr("in_features").isInt())
       return fail(invalid, "needs an int attribute in_features (the F of forward(x: float32[B, F]))");
     auto f = p->module.attr("in_features").toInt();
@@ -153,10 +183,25 @@ void* load(const char* path, uint64_t file_bytes_max, uint64_t params_max, int* 
     }
     if (p->count == 0)
       return fail(invalid, "has no parameters");
+    p->trainable = p->count;
+    for (const auto& nb : p->module.named_buffers(true)) {
+      auto type = nb.value.scalar_type();
+      if (type != torch::kFloat32 && type != torch::kInt64)
+        return fail(invalid, fmt::format("buffer '{}' is {}; buffers must be float32 (running "
+                                         "statistics) or int64 (counters)",
+                                         nb.name, std::string{c10::toString(type)}));
+      if (!nb.value.is_contiguous())
+        return fail(invalid, fmt::format("buffer '{}' is not contiguous", nb.name));
+      p->count += static_cast<size_t>(nb.value.numel());
+      p->buffers.push_back(nb.value);
+    }
     if (p->count > params_max)
-      return fail(invalid, fmt::format("{} parameters, over the limit of {}", p->count, params_max));
-    // The probe: forward(float32[2, F]) must give float32[2, C], C >= 2.
+      return fail(invalid, fmt::format("{} parameters and buffer values, over the limit of {}",
+                                       p->count, params_max));
+    // The probe: forward(float32[2, F]) must give float32[2, C], C >= 2. In
+    // eval mode, so that it leaves the running statistics as the file has them.
     torch::NoGradGuard no_grad;
+    p->module.eval();
     auto out = p->module.forward({torch::zeros({2, f}, torch::kFloat32)});
     if (!out.isTensor())
       return fail(invalid, fmt::format("forward returns a {}, not a tensor", out.tagKind()));
@@ -193,6 +238,10 @@ size_t param_count(void* m) {
   return as(m)->count;
 }
 
+size_t trainable_count(void* m) {
+  return as(m)->trainable;
+}
+
 void initial_params(void* m, float* out) {
   auto& p = *as(m);
   std::lock_guard lock{p.mu};
@@ -202,33 +251,54 @@ void initial_params(void* m, float* out) {
     std::memcpy(out + at, c.data_ptr<float>(), static_cast<size_t>(c.numel()) * sizeof(float));
     at += static_cast<size_t>(c.numel());
   }
+  for (auto& b : p.buffers)
+    for (size_t i = 0; i < static_cast<size_t>(b.numel()); ++i)
+      out[at++] = module_state::buffer_value(b, i);
 }
 
 double accumulate_gradient(void* m, const float* params, const float* x, const int32_t* y,
-                           size_t rows, float scale, float* grad) {
+                           size_t rows, float scale, float* grad, char* err, size_t err_len) {
   auto& p = *as(m);
   std::lock_guard lock{p.mu};
-  p.set_params(params);
-  for (auto& t : p.params)
-    if (t.grad().defined())
-      t.mutable_grad().zero_();
-  auto logits = p.module.forward({p.input(x, rows)}).toTensor();
-  std::vector<int64_t> labels(y, y + rows);
-  auto target = torch::from_blob(labels.data(), {static_cast<int64_t>(rows)}, torch::kInt64);
-  auto loss = at::nll_loss(at::log_softmax(logits, 1), target, {}, at::Reduction::Sum);
-  (loss * scale).backward();
-  size_t at = 0;
-  for (auto& t : p.params) {
-    auto n = static_cast<size_t>(t.numel());
-    if (t.grad().defined()) {
-      auto g = t.grad().contiguous();
-      auto* d = g.data_ptr<float>();
-      for (size_t i = 0; i < n; ++i)
-        grad[at + i] += d[i];
+  try {
+    p.set_params(params);
+    for (auto& t : p.params)
+      if (t.grad().defined())
+        t.mutable_grad().zero_();
+    auto logits = p.module.forward({p.input(x, rows)}).toTensor();
+    std::vector<int64_t> labels(y, y + rows);
+    auto target = torch::from_blob(labels.data(), {static_cast<int64_t>(rows)}, torch::kInt64);
+    auto loss = at::nll_loss(at::log_softmax(logits, 1), target, {}, at::Reduction::Sum);
+    (loss * scale).backward();
+    size_t at = 0;
+    for (auto& t : p.params) {
+      auto n = static_cast<size_t>(t.numel());
+      if (t.grad().defined()) {
+        auto g = t.grad().contiguous();
+        auto* d = g.data_ptr<float>();
+        for (size_t i = 0; i < n; ++i)
+          grad[at + i] += d[i];
+      }
+      at += n;
     }
-    at += n;
+    // The buffer rule: forward (train mode) moved the running statistics
+    // from this batch; the change, weighted by this shard's share of the
+    // global batch (rows x scale), rides in the gradient, so the ring's sum
+    // is the mean change over every rank's batch and the optimizer adds it
+    // (optimizer::trainable) on every rank alike.
+    float weight = static_cast<float>(rows) * scale;
+    for (auto& b : p.buffers) {
+      auto n = static_cast<size_t>(b.numel());
+      for (size_t i = 0; i < n; ++i)
+        grad[at + i] += (module_state::buffer_value(b, i) - params[at + i]) * weight;
+      at += n;
+    }
+    return loss.item<double>();
+  } catch (const std::exception& e) {
+    put_error(nullptr, 0, err, err_len, fmt::format("forward or backward failed on {} rows ({})", rows,
+                                                   first_line(e.what())));
+    return std::nan("");
   }
-  return loss.item<double>();
 }
 
 void predict(void* m, const float* params, const float* x, size_t rows, int32_t* out) {
@@ -236,10 +306,19 @@ void predict(void* m, const float* params, const float* x, size_t rows, int32_t*
   std::lock_guard lock{p.mu};
   p.set_params(params);
   torch::NoGradGuard no_grad;
-  auto arg = p.module.forward({p.input(x, rows)}).toTensor().argmax(1).contiguous();
-  auto* d = arg.data_ptr<int64_t>();
-  for (size_t i = 0; i < rows; ++i)
-    out[i] = static_cast<int32_t>(d[i]);
+  // Evaluation mode: BatchNorm normalizes with the running statistics, so a
+  // row's class does not depend on the rows beside it.
+  p.module.eval();
+  try {
+    auto arg = p.module.forward({p.input(x, rows)}).toTensor().argmax(1).contiguous();
+    auto* d = arg.data_ptr<int64_t>();
+    for (size_t i = 0; i < rows; ++i)
+      out[i] = static_cast<int32_t>(d[i]);
+  } catch (const std::exception&) {
+    for (size_t i = 0; i < rows; ++i)
+      out[i] = -1; // counted wrong
+  }
+  p.module.train();
 }
 
 int save(void* m, const float* params, const char* path, char* err, size_t err_len) {
@@ -249,12 +328,17 @@ int save(void* m, const float* params, const char* path, char* err, size_t err_l
   std::filesystem::path file{path};
   auto tmp = file;
   tmp += ".tmp";
+  // Saved in evaluation mode: torch.jit.load gives a module that predicts
+  // as aicon's evaluation does, running statistics and all.
+  p.module.eval();
   try {
     p.module.save(tmp.string());
   } catch (const std::exception& e) {
+    p.module.train();
     put_error(nullptr, 0, err, err_len, fmt::format("writing {}: {}", tmp.string(), first_line(e.what())));
     return io_error;
   }
+  p.module.train();
   std::error_code ec;
   std::filesystem::rename(tmp, file, ec);
   if (ec) {
@@ -303,7 +387,7 @@ void environment(void*, char* out, size_t out_len) {
 
 const aicon_torch_api api = {
   aicon_torch_api_version, load,    release, features, classes, param_count, initial_params,
-  accumulate_gradient,     predict, save,    bare_samples_per_s, environment,
+  accumulate_gradient,     predict, save,    bare_samples_per_s, environment, trainable_count,
 };
 
 } // namespace

@@ -21,18 +21,22 @@ struct aicon_torch_api {
   uint32_t (*classes)(void* module);
   size_t (*param_count)(void* module);
   void (*initial_params)(void* module, float* out);
+  /// NaN with the reason in `err` when forward or backward throws.
   double (*accumulate_gradient)(void* module, const float* params, const float* x,
-                                const int32_t* y, size_t rows, float scale, float* grad);
+                                const int32_t* y, size_t rows, float scale, float* grad, char* err,
+                                size_t err_len);
   void (*predict)(void* module, const float* params, const float* x, size_t rows, int32_t* out);
   int (*save)(void* module, const float* params, const char* path, char* err, size_t err_len);
   double (*bare_samples_per_s)(const char* path, const float* x, const int32_t* y, size_t rows,
                                uint32_t batch, uint64_t steps, float lr, int* code, char* err,
                                size_t err_len);
   void (*environment)(void* module, char* out, size_t out_len);
+  /// The parameters' share of the flat state (param_count adds the buffers).
+  size_t (*trainable_count)(void* module);
 };
 
 /// The plug-in's one symbol.
 const aicon_torch_api* aicon_torch_api_v1();
 }
 
-inline constexpr uint32_t aicon_torch_api_version = 1;
+inline constexpr uint32_t aicon_torch_api_version = 2;

@@ -2,6 +2,7 @@
 #include "transport/transport.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -286,6 +287,7 @@ struct worker_state {
     } else {
       model = train::model::init(*spec, seed);
     }
+    opt.trainable = model->trainable_count();
     return make_envelope<schema::JoinAck>([&](schema::JoinAck::Builder b) {
       b.setRank(rank);
       b.setTrainRows(data.train.rows);
@@ -351,6 +353,11 @@ struct worker_state {
     auto computed = train::local_gradient(*model, data.train, idx, global_batch);
     auto& grad = computed.first;
     out.loss = computed.second;
+    if (model->spec().torch && std::isnan(out.loss))
+      return make_error(errc::invalid_argument,
+                        fmt::format("step {}: the TorchScript model's forward or backward failed "
+                                    "or gave a NaN loss on this rank's {} rows",
+                                    at, idx.size()));
     if (cheat_percent > 0) {
       // A dishonest provider: skips the work on some steps and sends noise.
       train::rng dice{seed * 7919 + at};

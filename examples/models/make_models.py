@@ -6,10 +6,11 @@ imports only with /usr/bin/python3).
 
 OUT_DIR/digits_cnn.pt meets aicon's model contract: an int attribute
 in_features (F = 64: the 8x8 digits as 64 features) and
-forward(x: float32[B, 64]) -> float32[B, 10] logits, parameters only (no
-buffers), nothing random. The other files each break one rule, for the
-tests of the contract check: dropout (a random operator), batchnorm (a
-buffer), regression (one output column), no_in_features.
+forward(x: float32[B, 64]) -> float32[B, 10] logits, parameters only,
+nothing random. OUT_DIR/batchnorm.pt meets it too, with BatchNorm's running
+statistics as buffers. The other files each break one rule, for the tests
+of the contract check: dropout (a random operator), double_buffer (a
+float64 buffer), regression (one output column), no_in_features.
 """
 import os
 import sys
@@ -54,11 +55,25 @@ class WithBatchNorm(nn.Module):
     def __init__(self):
         super().__init__()
         self.in_features = 64
-        self.fc = nn.Linear(64, 10)
-        self.bn = nn.BatchNorm1d(10)
+        self.fc1 = nn.Linear(64, 32)
+        self.bn = nn.BatchNorm1d(32)
+        self.fc2 = nn.Linear(32, 10)
 
     def forward(self, x):
-        return self.bn(self.fc(x))
+        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+
+
+class DoubleBuffer(nn.Module):
+    in_features: int
+
+    def __init__(self):
+        super().__init__()
+        self.in_features = 64
+        self.fc = nn.Linear(64, 10)
+        self.register_buffer("scale", torch.ones(1, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.fc(x) * self.scale.float()
 
 
 class Regression(nn.Module):
@@ -86,7 +101,8 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "."
     os.makedirs(out, exist_ok=True)
     for name, cls in [("digits_cnn", DigitsCNN), ("dropout", WithDropout),
-                      ("batchnorm", WithBatchNorm), ("regression", Regression),
+                      ("batchnorm", WithBatchNorm), ("double_buffer", DoubleBuffer),
+                      ("regression", Regression),
                       ("no_in_features", NoInFeatures)]:
         torch.manual_seed(2026)  # the same initial weights every time
         torch.jit.script(cls()).save(os.path.join(out, name + ".pt"))

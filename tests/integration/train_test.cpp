@@ -556,6 +556,19 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
   for (auto v : ours)
     expect += (expect.empty() ? "" : " ") + std::to_string(v);
   BOOST_TEST(py.output.find(expect) != std::string::npos, "python: " << py.output << "\naicon: " << expect);
+  // BatchNorm, 4 trainers on 2 hosts: each rank normalizes with its own
+  // shard and the ring averages the running statistics' moves (the buffer
+  // rule of torch_model.hpp), so the counter moved once per step and the
+  // held-out accuracy, in eval mode with the running statistics, is high.
+  auto bn = job({tc.nodes[0].id, tc.nodes[1].id}, 2, 400);
+  bn.model = "torch:" + (models / "batchnorm.pt").string();
+  auto bn_trained = train::run_job(*tc.c, bn);
+  BOOST_REQUIRE_MESSAGE(bn_trained, why(bn_trained));
+  BOOST_TEST_MESSAGE("TorchScript BatchNorm model, 4 trainers, held-out accuracy " << bn_trained->accuracy);
+  BOOST_TEST(bn_trained->accuracy >= 0.95);
+  auto bn_params = params_of(bn_trained->checkpoint);
+  BOOST_REQUIRE(!bn_params.empty());
+  BOOST_TEST(bn_params.back() == 400.0f); // num_batches_tracked, the last buffer
   // A model file outside the hosts' data_files is refused before it is read.
   auto outside = job({tc.nodes[0].id}, 1, 5);
   outside.model = "torch:/etc/passwd";
