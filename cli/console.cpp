@@ -7,6 +7,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <cstdio>
@@ -20,10 +22,13 @@
 #include <sodium.h>
 
 #include "actors/data_node/ingest.hpp"
+#include "actors/data_node/model_store.hpp"
 #include "actors/data_node/remote.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
+#include "cli/data_cmd.hpp"
 #include "actors/job/job_role.hpp"
 #include "actors/ledger/state.hpp"
 #include "runtime/client.hpp"
@@ -214,6 +219,9 @@ constexpr const char* help_text =
                      price=, replicas=})      ingest and store on a data node; returns the id
   dataset.list()                   every dataset on the connected data nodes
   dataset.preview(id)              manifest and public preview rows
+  model.put(path, {name=, price=, replicas=})  a TorchScript file onto the data nodes,
+                                   registered as your model asset; returns the id
+                                   (train{model = "torch:" .. id})
   train{model="mlp:64-64-10", data=path | dataset=id, trainers=K, steps=N |
         epochs=E, batch=B, lr=, momentum=, holdout=0.2, seed=, transport=,
         budget=, priority=}   (budget: escrowed, trainers from the allocator,
@@ -428,6 +436,62 @@ int l_dataset_put(lua_State* L) {
     raise(L, fn, holders.error());
   opened<schema::DatasetManifest> m{built->manifest};
   lua_pushstring(L, to_hex({m->getDatasetId().begin(), 32}).c_str());
+  return 1;
+}
+
+// ---- model ---------------------------------------------------------------------
+
+/// model.put(path, {name=, price=, replicas=}): a TorchScript file onto the
+/// data nodes under its hash, registered as this console's model asset
+/// where a connected host runs the block generator; returns the id.
+int l_model_put(lua_State* L) {
+  const char* fn = "model.put";
+  if (lua_type(L, 1) != LUA_TSTRING)
+    luaL_error(L, "%s: path must be a string (got %s)", fn, luaL_typename(L, 1));
+  std::string path = lua_tostring(L, 1);
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2))
+    luaL_checktype(L, 2, LUA_TTABLE);
+  else {
+    lua_newtable(L);
+    lua_replace(L, 2);
+  }
+  auto name = opt_string(L, 2, fn, "name").value_or(std::filesystem::path{path}.filename().string());
+  auto price = opt_number(L, 2, fn, "price").value_or(0);
+  if (price < 0)
+    luaL_error(L, "%s: price must be >= 0", fn);
+  auto replicas = opt_number(L, 2, fn, "replicas").value_or(2);
+  if (replicas < 1 || replicas > 16)
+    luaL_error(L, "%s: replicas must be 1..16", fn);
+  std::ifstream f{path, std::ios::binary};
+  if (!f)
+    luaL_error(L, "%s: cannot read %s", fn, path.c_str());
+  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+  auto& s = session_of(L);
+  if (bytes.size() > s.c->lim().model_bytes_max)
+    luaL_error(L, "%s: %s is %zu bytes, over model_bytes_max (%llu)", fn, path.c_str(), bytes.size(),
+               static_cast<unsigned long long>(s.c->lim().model_bytes_max));
+  if (train::torch_available()) // the contract first: a file no trainer takes is not stored
+    if (auto m = train::torch_module::load(path); !m)
+      raise(L, fn, m.error());
+  auto targets = nodes_with(L, "data_node");
+  if (targets.empty())
+    luaL_error(L, "%s: none of the connected hosts runs the data_node role", fn);
+  auto generators = nodes_with(L, "block_generator");
+  if (generators.empty() && price > 0)
+    luaL_error(L, "%s: price= needs a connected host with the block_generator role to register "
+               "the model", fn);
+  auto put = data::make_model_put(s.c->self(), bytes, name, static_cast<uint32_t>(replicas));
+  auto holders = data::upload_model(*s.c, targets[0], put, std::chrono::minutes(2));
+  if (!holders)
+    raise(L, fn, holders.error());
+  auto id = data::model_hash(bytes);
+  if (!generators.empty())
+    if (auto nonce = register_asset(*s.c, generators[0], s.c->self(), id,
+                                    static_cast<uint64_t>(price), "model");
+        !nonce)
+      raise(L, std::string{fn} + ": stored, but not registered on the chain", nonce.error());
+  lua_pushstring(L, to_hex({id.data(), 32}).c_str());
   return 1;
 }
 
@@ -1286,6 +1350,8 @@ lua_State* new_state(session& s) {
                                          {"preview", l_dataset_preview},
                                          {nullptr, nullptr}};
   register_table(L, "dataset", dataset_fns);
+  static const luaL_Reg model_fns[] = {{"put", l_model_put}, {nullptr, nullptr}};
+  register_table(L, "model", model_fns);
   static const luaL_Reg job_fns[] = {{"list", l_job_list}, {"attach", l_job_attach}, {nullptr, nullptr}};
   register_table(L, "job", job_fns);
   static const luaL_Reg chain_fns[] = {{"tip", l_chain_tip}, {"block", l_chain_block}, {nullptr, nullptr}};

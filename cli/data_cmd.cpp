@@ -7,7 +7,9 @@
 
 #include <fmt/format.h>
 
+#include "actors/data_node/model_store.hpp"
 #include "actors/data_node/remote.hpp"
+#include "actors/trainer/torch_model.hpp"
 #include "actors/data_node/shard_store.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/ledger/state.hpp"
@@ -118,39 +120,15 @@ void print_preview(schema::DatasetManifest::Reader man) {
 }
 
 /// Registers dataset `id` on the chain as an asset owned by `owner`, through
-/// `host`'s block generator.
+/// `host`'s block generator, and says what became of it.
 void register_on_chain(remote& r, const node_id& host, const identity& owner,
-                       const data::hash256& id, uint64_t price) {
-  auto info = r.ask(host, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
-                      q.setAccount(kj::arrayPtr(owner.id().bytes.data(), 32));
-                    }));
-  envelope answer = info ? *info : envelope{};
-  opened<schema::AccountInfo> acct{answer};
-  if (!info || !acct) {
-    std::printf("not registered on the chain: %s\n",
-                info ? "bad ledger answer" : describe(info.error()).c_str());
-    return;
-  }
-  auto nonce = acct->getNonce() + 1;
-  auto chain = train::chain_id_of([&](envelope q) { return r.ask(host, "ledger", std::move(q)); });
-  if (!chain) {
-    std::printf("not registered on the chain: %s\n", describe(chain.error()).c_str());
-    return;
-  }
-  auto tx = ledger::make_signed_transaction(owner, *chain, nonce,
-                                            [&](schema::Transaction::Body::Builder b) {
-    auto a = b.initAssetRegister();
-    a.setAssetId(kj::arrayPtr(id.data(), 32));
-    a.setKind("dataset");
-    a.setMetadataHash(kj::arrayPtr(id.data(), 32)); // the id is the manifest's hash
-    a.setPrice(price);                               // paid by each job that uses it
-  });
-  auto ack = r.ask(host, "block_generator", tx);
-  if (!ack)
-    std::printf("not registered on the chain: %s\n", describe(ack.error()).c_str());
+                       const data::hash256& id, uint64_t price, const char* kind = "dataset") {
+  auto nonce = register_asset(*r.c, host, owner, id, price, kind);
+  if (!nonce)
+    std::printf("not registered on the chain: %s\n", describe(nonce.error()).c_str());
   else
     std::printf("asset registration submitted (owner %s, nonce %llu); final with the next block\n",
-                owner.id().short_hex().c_str(), static_cast<unsigned long long>(nonce));
+                owner.id().short_hex().c_str(), static_cast<unsigned long long>(*nonce));
 }
 
 caf::error write_npy(const std::string& path, const char* descr, uint64_t rows, uint64_t cols,
@@ -456,6 +434,89 @@ int data_challenges(const data_cmd_options& o) {
     }
   }
   return 0;
+}
+
+caf::expected<uint64_t> register_asset(client& c, const node_id& host, const identity& owner,
+                                       const data::hash256& id, uint64_t price,
+                                       const std::string& kind) {
+  auto ask = [&](const std::string& role, envelope req) -> caf::expected<envelope> {
+    auto dst = c.lookup(role + "@" + host.hex());
+    if (!dst)
+      return dst.error();
+    return c.request(*dst, std::move(req), std::chrono::seconds(15));
+  };
+  auto info = ask("ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                    q.setAccount(kj::arrayPtr(owner.id().bytes.data(), 32));
+                  }));
+  if (!info)
+    return info.error();
+  opened<schema::AccountInfo> acct{*info};
+  if (!acct)
+    return make_error(errc::malformed_message, "the ledger's AccountInfo: " + describe(acct.error()));
+  auto nonce = acct->getNonce() + 1;
+  auto chain = train::chain_id_of([&](envelope q) { return ask("ledger", std::move(q)); });
+  if (!chain)
+    return chain.error();
+  auto tx = ledger::make_signed_transaction(owner, *chain, nonce,
+                                            [&](schema::Transaction::Body::Builder b) {
+    auto a = b.initAssetRegister();
+    a.setAssetId(kj::arrayPtr(id.data(), 32));
+    a.setKind(kind);
+    a.setMetadataHash(kj::arrayPtr(id.data(), 32)); // a dataset: its manifest's hash; a model: its file's
+    a.setPrice(price);                               // paid by each job that uses it
+  });
+  auto ack = ask("block_generator", tx);
+  if (!ack)
+    return ack.error();
+  return nonce;
+}
+
+int model_put(const data_cmd_options& o) {
+  if (o.connect.empty())
+    return fail(make_error(errc::invalid_argument, "--connect host:port of a data node is required"));
+  auto key = key_of(o);
+  if (!key)
+    return fail(key.error());
+  std::ifstream f{o.file, std::ios::binary};
+  if (!f)
+    return fail(make_error(errc::not_found, fmt::format("cannot read {}", o.file)));
+  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+  // The contract first, where this client can load libtorch: a file no
+  // trainer would take is not worth storing.
+  if (train::torch_available()) {
+    auto m = train::torch_module::load(o.file);
+    if (!m)
+      return fail(m.error());
+    std::printf("%s meets the model contract: forward(float32[B, %u]) -> float32[B, %u], %zu "
+                "parameters\n",
+                o.file.c_str(), (*m)->features(), (*m)->classes(), (*m)->trainable_count());
+  } else {
+    std::printf("this client has no libtorch: the trainers check the model contract\n");
+  }
+  auto r = remote::open(o);
+  if (!r)
+    return fail(r.error());
+  auto name = o.name.empty() ? std::filesystem::path{o.file}.filename().string() : o.name;
+  auto put = data::make_model_put(*key, bytes, name, o.replicas);
+  if (bytes.size() > r->c->lim().model_bytes_max)
+    return fail(make_error(errc::invalid_argument,
+                           fmt::format("{}: {} bytes, over model_bytes_max ({})", o.file,
+                                       bytes.size(), r->c->lim().model_bytes_max)));
+  auto holders = data::upload_model(*r->c, r->nodes[0], put, std::chrono::minutes(2));
+  if (!holders)
+    return fail(holders.error());
+  auto id = data::model_hash(bytes);
+  std::string names;
+  for (auto& h : *holders)
+    names += " " + h.short_hex();
+  std::printf("stored on %zu of %u data nodes wanted:%s\n", holders->size(), o.replicas,
+              names.c_str());
+  if (o.register_asset)
+    register_on_chain(*r, r->nodes[0], *key, id, o.price, "model");
+  std::printf("train it with --model torch:%s (price %llu per job)\n", to_hex({id.data(), 32}).c_str(),
+              static_cast<unsigned long long>(o.price));
+  std::printf("model %s\n", to_hex({id.data(), 32}).c_str());
+  return holders->size() >= o.replicas ? 0 : 2;
 }
 
 } // namespace aicon

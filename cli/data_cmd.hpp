@@ -4,12 +4,19 @@
 // pull: nearest replica, verified, keys by lease) and `aicon data challenges`.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <caf/expected.hpp>
+
 namespace aicon {
+
+class client;
+class identity;
+struct node_id;
 
 struct data_cmd_options {
   std::string data_dir;
@@ -41,5 +48,15 @@ int data_preview(const data_cmd_options& o);
 int data_verify(const data_cmd_options& o);
 int data_fetch(const data_cmd_options& o);
 int data_challenges(const data_cmd_options& o);
+/// aicon model put FILE: a TorchScript file onto data nodes (content-addressed, replicated) and
+/// registered as a `model` asset of the uploader; prints its id last.
+int model_put(const data_cmd_options& o);
+
+/// Submits an AssetRegister of `id` (kind "dataset" or "model") owned and
+/// signed by `owner`, at `price` per paying job, to `host`'s block
+/// generator; returns the transaction's nonce. Final with the next block.
+caf::expected<uint64_t> register_asset(client& c, const node_id& host, const identity& owner,
+                                       const std::array<uint8_t, 32>& id, uint64_t price,
+                                       const std::string& kind);
 
 } // namespace aicon

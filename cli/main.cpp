@@ -322,6 +322,17 @@ int main(int argc, char** argv) {
   model_export->add_option("--model", mco.model, "torch:FILE, the model the checkpoint is of")->required();
   model_export->add_option("--checkpoint", mco.checkpoint, "an aicon checkpoint (aicon train --checkpoint)")->required();
   model_export->add_option("--out", mco.out, "the TorchScript file to write")->required();
+  data_cmd_options mpo;
+  auto model_put_cmd = model_cmd->add_subcommand("put", "store FILE.pt on data nodes by its BLAKE2b hash and register it as your model asset");
+  model_put_cmd->add_option("file", mpo.file, "the TorchScript file")->required();
+  model_put_cmd->add_option("--name", mpo.name, "model name (default: the file name)");
+  model_put_cmd->add_option("--price", mpo.price, "price per paying job that trains it (paid to you)");
+  model_put_cmd->add_option("--replicas", mpo.replicas, "copies on the network in all (default 2)")->check(CLI::Range(1, 16));
+  model_put_cmd->add_option("--data-dir", mpo.data_dir, "this client's identity and trusted peers")->required();
+  model_put_cmd->add_option("--connect", mpo.connect, "host:port of a data node")->delimiter(',')->required();
+  model_put_cmd->add_option("--key", mpo.key, "owner's key file (default: node.key of --data-dir)");
+  model_put_cmd->add_flag("--dev-open", mpo.dev_open, "talk to hosts in dev mode");
+  model_put_cmd->add_flag("!--no-register", mpo.register_asset, "do not register the model on the chain");
 
   auto authz_cmd = app.add_subcommand("authz", "who may send each message to each role, and what proves it (the README's table, from the code)");
   auto gpu_cmd = app.add_subcommand("gpu", "report CUDA devices and the NCCL version");
@@ -573,6 +584,8 @@ int main(int argc, char** argv) {
     return model_check_cmd(mco);
   if (*model_export)
     return model_export_cmd(mco);
+  if (*model_put_cmd)
+    return model_put(mpo);
   if (*authz_cmd) {
     std::cout << access_table_markdown(access_table());
     return 0;

@@ -64,8 +64,8 @@ using accepted = types<
   schema::RingChunk, schema::ScriptHandler, schema::ScriptPoll, schema::ScriptClose,
   schema::ScriptList, schema::DataQuery, schema::FetchShares, schema::KeyRequest,
   schema::ShareReport, schema::StorageChallenge, schema::UploadBegin, schema::UploadShares,
-  schema::UploadCommit, schema::JobSubmit, schema::JobQuery, schema::ErrorReply, schema::Proposal,
-  schema::Vote>;
+  schema::UploadCommit, schema::JobSubmit, schema::JobQuery, schema::ModelPut, schema::ModelFetch, schema::Proposal,
+  schema::Vote, schema::ErrorReply>;
 
 } // namespace
 

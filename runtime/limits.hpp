@@ -115,6 +115,10 @@ struct limits {
   /// Share bytes per UploadShares message (well under envelope_bytes_max).
   uint64_t upload_batch_bytes = 8ull << 20;
 
+  /// The largest model file a data node stores (`aicon model put`): one
+  /// ModelPut carries the whole file, so at most half of envelope_bytes_max.
+  uint64_t model_bytes_max = 32ull << 20;
+
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.
   uint32_t storage_challenge_ms = 30000;

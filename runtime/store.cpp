@@ -41,6 +41,7 @@ const char* to_string(db which) {
     case db::rated_jobs: return "rated_jobs";
     case db::jobs: return "jobs";
     case db::vote_locks: return "vote_locks";
+    case db::models: return "models";
     case db::shares: return "shares";
     case db::shard_keys: return "shard_keys";
   }

@@ -46,8 +46,9 @@ enum class db : uint8_t {
   rated_jobs,    ///< job id (32) -> session (32) ‖ ms since epoch it was rated (8, big-endian)
   jobs,          ///< job id (32) -> JobRecord of a job host's job (flat Cap'n Proto words)
   vote_locks,    ///< height (8, big-endian) -> ConsensusPromise: this validator's lock and signed votes there
+  models,        ///< model id (32) -> ModelFile: a TorchScript file and its signed manifest
 };
-inline constexpr size_t db_count = 21;
+inline constexpr size_t db_count = 22;
 const char* to_string(db which);
 
 struct options {

@@ -191,3 +191,37 @@ struct VerifyResult {
 struct ChallengeLog {
   records @0 :List(ChallengeRecord);
 }
+
+# ---- Models: TorchScript files as content-addressed assets -------------------
+
+struct ModelManifest {
+  modelId @0 :Data;         # BLAKE2b-256 of the file: its address and its asset id
+  owner @1 :Data;           # the uploader's NodeId (32 bytes)
+  name @2 :Text;            # for people (the file name)
+  bytes @3 :UInt64;         # the file's size
+  ownerSignature @4 :Data;  # ed25519 by owner over "aicon-model-owner-v1" ‖ modelId
+}
+
+struct ModelPut {
+  # Stores a model file on a data node (a client's `aicon model put`, or a
+  # data node pushing a replica). The node checks the file against its id,
+  # the owner's signature and its size limit before writing anything.
+  manifest @0 :ModelManifest;
+  file @1 :Data;
+  replicas @2 :UInt32;      # copies wanted in all (this node included)
+  source @3 :Data;          # NodeId of a data node pushing a replica (empty from a client)
+}
+
+struct ModelStored {
+  modelId @0 :Data;
+  holders @1 :List(Data);   # NodeIds holding the file
+}
+
+struct ModelFetch {
+  modelId @0 :Data;         # 32 bytes
+}
+
+struct ModelFile {
+  manifest @0 :ModelManifest;
+  file @1 :Data;            # the fetcher checks it hashes to manifest.modelId
+}

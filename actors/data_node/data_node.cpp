@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "actors/data_node/custody.hpp"
+#include "actors/data_node/model_store.hpp"
 #include "actors/ledger/ledger.hpp"
 #include "runtime/log.hpp"
 #include "runtime/role.hpp"
@@ -257,6 +258,88 @@ void push_next(data_node_actor* self, std::shared_ptr<push_job> job) {
            });
 }
 
+/// A model file being pushed on to peer data nodes until `needed` more
+/// copies exist.
+struct model_push {
+  hash256 id{};
+  envelope put; ///< the ModelPut forwarded (replicas 1, source this node)
+  std::vector<node_id> holders;
+  uint32_t needed = 0;
+  std::vector<std::string> candidates;
+  size_t next = 0;
+  caf::response_promise rp;
+};
+
+envelope model_stored(const hash256& id, const std::vector<node_id>& holders) {
+  return make_envelope<schema::ModelStored>([&](schema::ModelStored::Builder b) {
+    b.setModelId(kj::arrayPtr(id.data(), 32));
+    auto h = b.initHolders(static_cast<unsigned>(holders.size()));
+    for (unsigned i = 0; i < holders.size(); ++i)
+      h.set(i, kj::arrayPtr(holders[i].bytes.data(), 32));
+  });
+}
+
+void push_model_next(data_node_actor* self, std::shared_ptr<model_push> job) {
+  auto& st = self->state;
+  if (job->needed == 0 || job->next >= job->candidates.size()) {
+    if (job->needed > 0)
+      log_warning("data node: model {} has {} copies, {} wanted (not enough peer data nodes)",
+                  short_hex(job->id), job->holders.size(), job->holders.size() + job->needed);
+    job->rp.deliver(model_stored(job->id, job->holders));
+    return;
+  }
+  auto peer = job->candidates[job->next++];
+  ask_role(self, st.ctx.directory, "data_node@" + peer, job->put, st.timeout(),
+           [self, job, peer](caf::expected<envelope> r) {
+             if (!r) {
+               log_warning("data node: replica of model {} on {} failed: {}", short_hex(job->id),
+                           peer.substr(0, 8), describe(r.error()));
+             } else if (auto who = node_id::from_hex(peer)) {
+               job->holders.push_back(*who);
+               --job->needed;
+               log_info("data node: replica of model {} stored on {}", short_hex(job->id),
+                        peer.substr(0, 8));
+             }
+             push_model_next(self, job);
+           });
+}
+
+/// ModelPut: checks the file against its id and its owner's signature,
+/// stores it, and (from a client) pushes it on until `replicas` copies exist.
+caf::result<envelope> put_model(data_node_actor* self, schema::ModelPut::Reader p) {
+  auto& st = self->state;
+  if (auto err = data::check_model(p.getManifest(), p.getFile(), st.ctx.lim.model_bytes_max))
+    return err;
+  if (auto err = data::store_model(*st.env, p))
+    return err;
+  hash256 id;
+  std::memcpy(id.data(), p.getManifest().getModelId().begin(), 32);
+  log_info("data node: model {} stored ({} bytes)", short_hex(id), p.getFile().size());
+  auto job = std::make_shared<model_push>();
+  job->id = id;
+  job->holders.push_back(st.ctx.self->id());
+  bool from_peer = p.getSource().size() > 0;
+  job->needed = !from_peer && p.getReplicas() > 1 ? p.getReplicas() - 1 : 0;
+  if (job->needed == 0)
+    return model_stored(id, job->holders);
+  job->put = make_envelope<schema::ModelPut>([&](schema::ModelPut::Builder b) {
+    b.setManifest(p.getManifest());
+    b.setFile(p.getFile());
+    b.setReplicas(1);
+    b.setSource(kj::arrayPtr(st.ctx.self->id().bytes.data(), 32));
+  });
+  job->rp = self->make_response_promise<envelope>();
+  auto rp = job->rp;
+  self->request(st.ctx.directory, st.timeout(), peers_atom::value, std::string{"data_node"})
+    .then(
+      [self, job](std::vector<std::string>& peers) {
+        job->candidates = std::move(peers);
+        push_model_next(self, job);
+      },
+      [self, job](caf::error&) { push_model_next(self, job); });
+  return rp;
+}
+
 caf::result<envelope> commit(data_node_actor* self, schema::UploadCommit::Reader c) {
   auto& st = self->state;
   auto id = data::hash_of(c.getDatasetId(), "UploadCommit.datasetId");
@@ -488,6 +571,19 @@ caf::behavior data_node_role(data_node_actor* self, role_context ctx,
     if (!out)
       log_info("data node: {}", describe(out.error()));
     return out;
+  });
+  t.on<schema::ModelPut>([self](schema::ModelPut::Reader p) { return put_model(self, p); });
+  t.on<schema::ModelFetch>([self](schema::ModelFetch::Reader f) -> caf::result<envelope> {
+    auto id = data::hash_of(f.getModelId(), "ModelFetch.modelId");
+    if (!id)
+      return id.error();
+    auto m = data::load_model(*self->state.env, *id);
+    if (!m)
+      return m.error();
+    if (!*m)
+      return make_error(errc::not_found,
+                        fmt::format("model {} is not on this data node", short_hex(*id)));
+    return std::move(**m);
   });
   t.on<schema::StorageChallenge>([self](schema::StorageChallenge::Reader c)
                                    -> caf::result<envelope> {

@@ -4,12 +4,20 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
 
-#include <fmt/format.h>
+#include <unistd.h>
 
+#include <caf/all.hpp>
+#include <fmt/format.h>
+#include <sodium.h>
+
+#include "actors/data_node/model_store.hpp"
+#include "runtime/atoms.hpp"
+#include "runtime/directory.hpp"
 #include "runtime/error.hpp"
 
 namespace aicon::data {
@@ -336,6 +344,159 @@ caf::expected<std::vector<shard_key>> request_keys(const requester& c, const rep
   if (!rel)
     return rel.error();
   return open_keys(trainer, rel.root(), m.root());
+}
+
+requester host_requester(caf::actor_system& sys, const role_context& ctx) {
+  auto timeout = std::chrono::milliseconds{ctx.lim.request_timeout_ms};
+  return requester{
+    [&sys, dir = ctx.directory, timeout, self = "@" + ctx.self->id().hex()](const std::string& name) {
+      auto local = name.size() > self.size() && name.ends_with(self)
+                     ? name.substr(0, name.size() - self.size())
+                     : name;
+      return lookup_blocking(sys, dir, local, timeout);
+    },
+    [&sys](const caf::actor& dst, envelope req, std::chrono::milliseconds t) {
+      return request_blocking(sys, dst, std::move(req), t);
+    },
+    timeout};
+}
+
+std::vector<node_id> hosts_with_role(caf::actor_system& sys, const role_context& ctx,
+                                     const std::string& role) {
+  auto timeout = std::chrono::milliseconds{ctx.lim.request_timeout_ms};
+  std::vector<node_id> out;
+  if (lookup_blocking(sys, ctx.directory, role, timeout))
+    out.push_back(ctx.self->id());
+  caf::scoped_actor self{sys};
+  self->request(ctx.directory, timeout, peers_atom::value, role)
+    .receive(
+      [&](std::vector<std::string>& peers) {
+        for (auto& p : peers)
+          if (auto id = node_id::from_hex(p))
+            out.push_back(*id);
+      },
+      [](caf::error&) {});
+  return out;
+}
+
+caf::expected<std::vector<node_id>> upload_model(const requester& c, const node_id& node,
+                                                 const envelope& put,
+                                                 std::chrono::milliseconds timeout) {
+  auto dst = data_node_of(c, node);
+  if (!dst)
+    return dst.error();
+  auto r = c.request(*dst, put, timeout);
+  if (!r)
+    return r.error();
+  opened<schema::ModelStored> done{*r};
+  if (!done)
+    return done.error();
+  std::vector<node_id> out;
+  for (auto h : done->getHolders())
+    if (auto id = node_id::from_bytes({h.begin(), h.size()}))
+      out.push_back(*id);
+  return out;
+}
+
+namespace {
+
+/// The bytes of `path`, or nullopt when it cannot be read.
+std::optional<std::vector<uint8_t>> read_file(const std::filesystem::path& path) {
+  std::ifstream f{path, std::ios::binary};
+  if (!f)
+    return std::nullopt;
+  std::vector<uint8_t> out{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+  if (f.bad())
+    return std::nullopt;
+  return out;
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file of its own (two
+/// trainers of one host may fetch the same model at once), fsync, rename.
+caf::error write_atomically(const std::filesystem::path& path, capnp::Data::Reader bytes) {
+  auto tmp = path;
+  tmp += fmt::format(".{:08x}.tmp", randombytes_random());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f)
+    return make_error(errc::io_error, fmt::format("cannot write {}: {}", tmp.string(),
+                                                  std::strerror(errno)));
+  int failed = 0;
+  auto step = [&](bool ok) {
+    if (!ok && failed == 0)
+      failed = errno;
+  };
+  step(std::fwrite(bytes.begin(), 1, bytes.size(), f) == bytes.size());
+  step(std::fflush(f) == 0);
+  step(::fsync(::fileno(f)) == 0);
+  step(std::fclose(f) == 0);
+  std::error_code ec;
+  if (failed == 0)
+    std::filesystem::rename(tmp, path, ec);
+  if (failed != 0 || ec) {
+    auto what = ec ? ec.message() : std::string{std::strerror(failed)};
+    std::filesystem::remove(tmp, ec);
+    return make_error(errc::io_error, fmt::format("writing {} failed: {}", path.string(), what));
+  }
+  return caf::none;
+}
+
+} // namespace
+
+caf::expected<std::filesystem::path> fetch_model(const requester& c,
+                                                 const std::vector<node_id>& nodes,
+                                                 const hash256& id,
+                                                 const std::filesystem::path& cache_dir,
+                                                 uint64_t bytes_max) {
+  auto hex = to_hex({id.data(), id.size()});
+  auto path = cache_dir / (hex + ".pt");
+  if (auto cached = read_file(path)) {
+    if (model_hash(*cached) == id)
+      return path;
+    std::error_code ec;
+    std::filesystem::remove(path, ec); // tampered: fetched again below
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(cache_dir, ec);
+  if (ec)
+    return make_error(errc::io_error,
+                      fmt::format("cannot create {}: {}", cache_dir.string(), ec.message()));
+  std::string why;
+  auto req = make_envelope<schema::ModelFetch>(
+    [&](schema::ModelFetch::Builder b) { b.setModelId(kj::arrayPtr(id.data(), 32)); });
+  for (auto& node : nodes) {
+    auto note = [&](const std::string& what) {
+      why += fmt::format("{}{}: {}", why.empty() ? "" : "; ", node.short_hex(), what);
+    };
+    auto dst = data_node_of(c, node);
+    if (!dst) {
+      note(describe(dst.error()));
+      continue;
+    }
+    auto r = c.request(*dst, req, c.timeout);
+    if (!r) {
+      note(describe(r.error()));
+      continue;
+    }
+    opened<schema::ModelFile> f{*r};
+    if (!f) {
+      note(describe(f.error()));
+      continue;
+    }
+    if (f->getManifest().getModelId() != capnp::Data::Reader{id.data(), id.size()}) {
+      note("it answered with another model");
+      continue;
+    }
+    if (auto err = check_model(f->getManifest(), f->getFile(), bytes_max)) {
+      note(describe(err));
+      continue;
+    }
+    if (auto err = write_atomically(path, f->getFile()))
+      return err;
+    return path;
+  }
+  return make_error(errc::not_found,
+                    fmt::format("model {}: no data node gave a copy that hashes to its id ({})",
+                                hex.substr(0, 16), nodes.empty() ? "no data node known" : why));
 }
 
 } // namespace aicon::data

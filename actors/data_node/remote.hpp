@@ -5,6 +5,7 @@
 // next replica (reporting the bad copy), ask for the keys, decrypt.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 
 #include "actors/data_node/custody.hpp"
 #include "runtime/client.hpp"
+#include "runtime/system.hpp"
 
 namespace aicon::data {
 
@@ -101,5 +103,30 @@ caf::expected<std::vector<shard_key>> request_keys(const requester& c, const rep
                                                    const identity& trainer,
                                                    const envelope& manifest, const hash256& job,
                                                    const envelope* grant = nullptr);
+
+/// A requester for a role inside a host: its directory and blocking
+/// requests ("role@<this host>" is the local role).
+requester host_requester(caf::actor_system& sys, const role_context& ctx);
+
+/// This host, if it runs `role`, then its up peers that do.
+std::vector<node_id> hosts_with_role(caf::actor_system& sys, const role_context& ctx,
+                                     const std::string& role);
+
+/// Puts a model file (a ModelPut, make_model_put) on `node`, which pushes it
+/// on until `replicas` copies exist; returns the holders.
+caf::expected<std::vector<node_id>> upload_model(const requester& c, const node_id& node,
+                                                 const envelope& put,
+                                                 std::chrono::milliseconds timeout);
+
+/// The model file `id` as a local file under `cache_dir` (<hex>.pt): the
+/// cached copy if it still hashes to `id`, else fetched from the first of
+/// `nodes` whose copy does (a copy that does not, "hash mismatch", is
+/// skipped and named), written atomically. Errors name every node asked
+/// and why.
+caf::expected<std::filesystem::path> fetch_model(const requester& c,
+                                                 const std::vector<node_id>& nodes,
+                                                 const hash256& id,
+                                                 const std::filesystem::path& cache_dir,
+                                                 uint64_t bytes_max);
 
 } // namespace aicon::data

@@ -13,6 +13,7 @@
 
 #include "actors/allocator/allocator.hpp"
 #include "actors/data_node/ingest.hpp"
+#include "actors/data_node/remote.hpp"
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/hashing.hpp"
 #include "actors/ledger/ledger.hpp"
@@ -216,8 +217,18 @@ struct rater_state {
     if (auto err = check_data_file(ctx.data_files, cfg.getDataFile().cStr()))
       return err;
     if (spec->kind == "torch") {
-      if (auto err = check_data_file(ctx.data_files, spec->file))
+      if (spec->is_asset()) {
+        // A model asset: the same file the trainers fetched, by its id.
+        auto path = data::fetch_model(data::host_requester(*sys, ctx),
+                                      data::hosts_with_role(*sys, ctx, "data_node"),
+                                      train::model_id(*spec), ctx.data_dir / "models",
+                                      ctx.lim.model_bytes_max);
+        if (!path)
+          return path.error();
+        spec->local = path->string();
+      } else if (auto err = check_data_file(ctx.data_files, spec->file)) {
         return err;
+      }
       if (auto err = train::load_torch(*spec))
         return err;
     }

@@ -90,10 +90,21 @@ caf::expected<model_spec> parse_spec(std::string_view text) {
   return s;
 }
 
+bool model_spec::is_asset() const {
+  return kind == "torch" && file.size() == 64
+         && std::all_of(file.begin(), file.end(), [](char c) {
+              return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+            });
+}
+
 caf::error load_torch(model_spec& spec) {
   if (spec.kind != "torch")
     return {};
-  auto m = torch_module::load(spec.file);
+  if (spec.is_asset() && spec.local.empty())
+    return make_error(errc::invalid_argument,
+                      fmt::format("model {}: a model asset must be fetched before it is loaded",
+                                  spec.file.substr(0, 16)));
+  auto m = torch_module::load(spec.local.empty() ? spec.file : spec.local);
   if (!m)
     return m.error();
   spec.torch = *m;

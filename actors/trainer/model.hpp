@@ -26,8 +26,12 @@ class torch_module;
 struct model_spec {
   std::string kind;             ///< "softmax", "mlp" or "torch"
   std::vector<uint32_t> layers; ///< widths, input first, classes last (torch: {F, C} once loaded)
-  std::string file;             ///< torch: the TorchScript file
+  std::string file;             ///< torch: the TorchScript file, or a model asset's id (64 hex)
+  std::string local;            ///< torch asset: where this host keeps the fetched file
   std::shared_ptr<const torch_module> torch; ///< torch: the loaded module (load_torch)
+  /// "torch:<64 hex digits>": a model put on the data nodes (aicon model
+  /// put), fetched by id and checked against it, not a path.
+  bool is_asset() const;
   /// The same model: kind and widths, or for torch the same file (its
   /// widths are known only once loaded).
   bool operator==(const model_spec& o) const {
@@ -41,9 +45,10 @@ struct model_spec {
 /// wrong with the text.
 caf::expected<model_spec> parse_spec(std::string_view text);
 
-/// For a torch spec: loads and checks its file, and sets layers to
-/// {in_features, classes}. Call only for a file this host may read (a
-/// trainer: under [host] data_files). Other specs: nothing to do.
+/// For a torch spec: loads and checks its file (`local` for an asset), and
+/// sets layers to {in_features, classes}. Call only for a file this host
+/// may read (a trainer: under [host] data_files, or an asset it fetched).
+/// Other specs: nothing to do.
 caf::error load_torch(model_spec& spec);
 std::string to_string(const model_spec& spec);
 

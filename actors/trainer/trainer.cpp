@@ -221,10 +221,25 @@ struct worker_state {
     if (!spec)
       return spec.error();
     if (spec->kind == "torch") {
-      // A researcher's TorchScript file, only from where this host's
-      // operator allows (as for data files), checked against the contract.
-      if (auto err = check_data_file(ctx.data_files, spec->file))
+      // A researcher's TorchScript file: a model asset fetched from the
+      // data nodes and checked against its id, or a local file only from
+      // where this host's operator allows (as for data files); then the
+      // contract.
+      if (spec->is_asset()) {
+        auto nodes = data::hosts_with_role(*sys, ctx, "data_node");
+        for (auto n : cfg.getDataNodes())
+          if (auto id = node_id::from_bytes({n.begin(), n.size()}))
+            if (std::find(nodes.begin(), nodes.end(), *id) == nodes.end())
+              nodes.push_back(*id);
+        train::digest id = train::model_id(*spec);
+        auto path = data::fetch_model(data::host_requester(*sys, ctx), nodes, id,
+                                      ctx.data_dir / "models", ctx.lim.model_bytes_max);
+        if (!path)
+          return path.error();
+        spec->local = path->string();
+      } else if (auto err = check_data_file(ctx.data_files, spec->file)) {
         return err;
+      }
       if (auto err = train::load_torch(*spec))
         return err;
     }
@@ -855,7 +870,8 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   if (cfg.getDataFile().size() > 0)
     if (auto err = check_data_file(st.ctx.data_files, cfg.getDataFile().cStr()))
       return err;
-  if (auto spec = train::parse_spec(cfg.getModel().cStr()); spec && spec->kind == "torch")
+  if (auto spec = train::parse_spec(cfg.getModel().cStr());
+      spec && spec->kind == "torch" && !spec->is_asset())
     if (auto err = check_data_file(st.ctx.data_files, spec->file))
       return err;
   train::ring_options ropts;

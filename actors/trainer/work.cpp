@@ -37,6 +37,12 @@ std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& sessio
 }
 
 digest model_id(const model_spec& spec) {
+  if (spec.is_asset()) {
+    // A model put on the data nodes: its asset id is the file's hash.
+    digest d{};
+    sodium_hex2bin(d.data(), d.size(), spec.file.data(), spec.file.size(), nullptr, nullptr, nullptr);
+    return d;
+  }
   auto text = "aicon-model-v1" + to_string(spec);
   digest d;
   crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(text.data()),

@@ -39,7 +39,9 @@ std::vector<uint32_t> epoch_permutation(uint32_t rows, uint64_t seed, uint64_t e
 std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
                                            uint64_t steps, const digest& root);
 
-/// A built-in model's id: BLAKE2b-256 of "aicon-model-v1" ‖ its spec text.
+/// A model's asset id: for a model put on the data nodes ("torch:<hex>")
+/// the file's BLAKE2b-256 (its registered asset); otherwise BLAKE2b-256 of
+/// "aicon-model-v1" ‖ the spec text.
 digest model_id(const model_spec& spec);
 
 /// Rows for learning and rows held out, by a seeded permutation.

@@ -14,6 +14,8 @@
 
 #include <sodium.h>
 
+#include "actors/data_node/model_store.hpp"
+#include "actors/data_node/remote.hpp"
 #include "actors/job/job.hpp"
 #include "actors/ledger/hashing.hpp"
 #include "actors/trainer/trainer.hpp"
@@ -41,7 +43,8 @@ struct train_cluster {
   node_dir cli;
   std::unique_ptr<client> c;
 
-  explicit train_cluster(bool with_spare = false) {
+  /// `roles`: what every host runs, besides directory and trainer.
+  explicit train_cluster(bool with_spare = false, std::string roles = "") {
     std::vector<std::string> names{"a", "b"};
     if (with_spare)
       names.push_back("s");
@@ -69,11 +72,11 @@ struct train_cluster {
         }
       auto cfg = write_file(root.path(), names[i] + ".toml",
                             fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
-                                        "roles = [\"directory\", \"trainer\"]\n"
+                                        "roles = [\"directory\", \"trainer\"{}]\n"
                                         "data_files = [\"{}/tests/data\", \"{}\"]\n"
                                         "trainer_clients = [\"{}\"]\n[peers]\n"
                                         "allow = [{}]\nconnect = [\n{}]\n",
-                                        names[i], ports[i], AICON_SOURCE_DIR,
+                                        names[i], ports[i], roles, AICON_SOURCE_DIR,
                                         (root / "models").string(), cli.id.hex(), allow, connect));
       hosts.push_back(start_host(cfg, root / (names[i] + ".log"), {"-v"}));
     }
@@ -582,6 +585,145 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
   auto r = train::run_job(*tc.c, broken);
   BOOST_REQUIRE(!r);
   BOOST_TEST(describe(r.error()).find("aten::dropout") != std::string::npos, describe(r.error()));
+}
+
+// Models as assets: `aicon model put` stores the file on the data nodes
+// under its BLAKE2b hash, replicated; a job names it torch:<id> and every
+// trainer fetches it and checks it against the id (a tampered cached copy
+// is fetched again); a tampered upload and an unknown id are refused.
+BOOST_AUTO_TEST_CASE(a_model_put_on_the_data_nodes_trains_by_its_id) {
+  if (!train::torch_available()) {
+    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+    return;
+  }
+  train_cluster tc(false, ", \"data_node\"");
+  auto models = tc.root / "models";
+  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
+                          AICON_SOURCE_DIR, models.string(), tc.root.path().string());
+  if (std::system(make.c_str()) != 0) {
+    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+    return;
+  }
+  auto cnn = models / "digits_cnn.pt";
+  std::vector<uint8_t> bytes;
+  {
+    std::ifstream f{cnn, std::ios::binary};
+    bytes.assign(std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{});
+  }
+  auto id = data::model_hash(bytes);
+  auto hex = to_hex({id.data(), 32});
+  auto put = run_command({aicon_binary(), "model", "put", cnn.string(), "--data-dir",
+                          tc.cli.dir.string(), "--connect", fmt::format("127.0.0.1:{}", tc.ports[0]),
+                          "--replicas", "2", "--no-register"});
+  BOOST_REQUIRE_MESSAGE(put.exit_code == 0, put.output);
+  BOOST_TEST(put.output.find("model " + hex) != std::string::npos, put.output);
+  BOOST_TEST(put.output.find("stored on 2 of 2") != std::string::npos, put.output);
+  for (auto& h : tc.hosts)
+    BOOST_TEST(h.proc->wait_for_log("model " + hex.substr(0, 8), 10s).has_value(), h.proc->log_text());
+  // A file that is not TorchScript is refused before it is sent.
+  auto junk = write_file(tc.root.path(), "junk.pt", "not a model");
+  auto refused = run_command({aicon_binary(), "model", "put", junk.string(), "--data-dir",
+                              tc.cli.dir.string(), "--connect",
+                              fmt::format("127.0.0.1:{}", tc.ports[0]), "--no-register"});
+  BOOST_TEST(refused.exit_code == 1, refused.output);
+  BOOST_TEST(refused.output.find("TorchScript") != std::string::npos, refused.output);
+  // The same job by id and by path: the same file, the same weights.
+  auto job = [&](std::vector<node_id> hosts, uint32_t per_host, const std::string& model) {
+    auto o = tc.job(std::move(hosts), per_host, 30);
+    o.model = model;
+    return o;
+  };
+  auto by_id = train::run_job(*tc.c, job({tc.nodes[0].id, tc.nodes[1].id}, 2, "torch:" + hex));
+  BOOST_REQUIRE_MESSAGE(by_id, why(by_id));
+  auto by_path = train::run_job(*tc.c, job({tc.nodes[0].id, tc.nodes[1].id}, 2,
+                                           "torch:" + cnn.string()));
+  BOOST_REQUIRE_MESSAGE(by_path, why(by_path));
+  BOOST_TEST((params_of(by_id->checkpoint) == params_of(by_path->checkpoint)));
+  // Each host keeps its fetched copy; one tampered on disk is not used: it
+  // is fetched again and checked.
+  auto cached = tc.root / "a" / "models" / (hex + ".pt");
+  BOOST_REQUIRE_MESSAGE(std::filesystem::exists(cached), cached.string());
+  {
+    std::fstream f{cached, std::ios::binary | std::ios::in | std::ios::out};
+    f.seekp(static_cast<std::streamoff>(bytes.size() / 2));
+    f.put('\x5a');
+  }
+  auto again = train::run_job(*tc.c, job({tc.nodes[0].id}, 1, "torch:" + hex));
+  BOOST_REQUIRE_MESSAGE(again, why(again));
+  {
+    std::ifstream f{cached, std::ios::binary};
+    std::vector<uint8_t> now{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+    BOOST_TEST((now == bytes));
+  }
+  // An id no data node has is refused by name, naming the nodes asked.
+  auto unknown = train::run_job(*tc.c, job({tc.nodes[0].id}, 1, "torch:" + std::string(64, 'a')));
+  BOOST_REQUIRE(!unknown);
+  BOOST_TEST(describe(unknown.error()).find("not on this data node") != std::string::npos,
+             describe(unknown.error()));
+  // A put whose file is not the one its id names (one byte changed after
+  // signing) is refused by the data node, by name, and not stored.
+  auto forged = data::make_model_put(tc.c->self(), bytes, "cnn.pt", 1);
+  {
+    opened<schema::ModelPut> p{forged};
+    BOOST_REQUIRE(p);
+    auto file = bytes;
+    file[100] ^= 1;
+    forged = make_envelope<schema::ModelPut>([&](schema::ModelPut::Builder b) {
+      b.setManifest(p->getManifest());
+      b.setFile(kj::arrayPtr(file.data(), file.size()));
+      b.setReplicas(1);
+    });
+  }
+  auto tampered = data::upload_model(*tc.c, tc.nodes[1].id, forged, 20s);
+  BOOST_REQUIRE(!tampered);
+  BOOST_TEST(describe(tampered.error()).find("hash mismatch") != std::string::npos,
+             describe(tampered.error()));
+}
+
+// The same from Lua on the embedded cluster: model.put registers the model
+// as the console's asset at its price; a budgeted job trains it by id, the
+// rater fetches it too and passes the trainers, and the escrow pays the
+// model's price besides the trainers' pay.
+BOOST_AUTO_TEST_CASE(model_put_from_lua_and_a_budgeted_job_on_it) {
+  if (!train::torch_available()) {
+    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+    return;
+  }
+  test::temp_dir root;
+  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
+                          AICON_SOURCE_DIR, (root / "models").string(), root.path().string());
+  if (std::system(make.c_str()) != 0) {
+    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+    return;
+  }
+  auto script = write_file(root.path(), "put.lua", R"lua(
+local id = model.put(arg[1], {price = 7})
+assert(#id == 64, "model.put: " .. tostring(id))
+print("model " .. id)
+local owner
+for _ = 1, 100 do -- registered with the next block
+  local ok, o = pcall(asset.owner, id)
+  if ok then owner = o break end
+  sleep(0.1)
+end
+assert(owner == wallet.me(), "owner " .. tostring(owner))
+local j = train{model = "torch:" .. id, data = arg[2], trainers = 2, steps = 60, budget = 1000,
+                lr = 0.05}
+local m = j:wait{}
+print(("phase %s, %s, trainers paid %d, refunded %d, model price %d"):format(
+  m.phase, m.verified, m.paid, m.refunded, 1000 - m.paid - m.refunded))
+print(select(2, pcall(model.put, arg[2])))
+print(select(2, pcall(model.put, arg[1], {price = -1})))
+)lua");
+  auto r = run_command({aicon_binary(), "run", script.string(), "--",
+                        (root / "models" / "digits_cnn.pt").string(), digits_csv().string()},
+                       180s);
+  BOOST_TEST(r.exit_code == 0, r.output);
+  BOOST_TEST(r.output.find("phase done, 2/2 trainers passed") != std::string::npos, r.output);
+  BOOST_TEST(r.output.find("model price 7") != std::string::npos, r.output);
+  BOOST_TEST(r.output.find("model.put: invalid_argument: model ") != std::string::npos, r.output);
+  BOOST_TEST(r.output.find("not a TorchScript file") != std::string::npos, r.output);
+  BOOST_TEST(r.output.find("model.put: price must be >= 0") != std::string::npos, r.output);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

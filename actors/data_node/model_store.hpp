@@ -1,0 +1,52 @@
+// Models as assets: a researcher's TorchScript file, stored whole on data
+// nodes under its BLAKE2b-256 hash (its address and its asset id), with a
+// manifest its owner signed. Unlike datasets, model files are not
+// encrypted: any admitted peer may fetch one by id (the owner is paid its
+// registered price by every paying job that trains it, README "Models as
+// assets"). Whoever fetches a file checks it against its id before using it.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "actors/ledger/hashing.hpp"
+#include "runtime/envelope.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/store.hpp"
+#include "schemas/data.capnp.h"
+
+namespace aicon::data {
+
+using ledger::hash256;
+
+/// A model file's id: BLAKE2b-256 of its bytes.
+hash256 model_hash(std::span<const uint8_t> file);
+
+/// What a model's owner signs: "aicon-model-owner-v1" ‖ model id.
+std::vector<uint8_t> model_owner_signing_bytes(const hash256& model);
+
+/// A ModelPut for `file` owned (and signed) by `owner`, `replicas` copies in all.
+envelope make_model_put(const identity& owner, std::span<const uint8_t> file,
+                        const std::string& name, uint32_t replicas);
+
+/// Checks a manifest and its file: a 32-byte id that is the file's hash
+/// ("hash mismatch" otherwise: a tampered or truncated file), the size it
+/// states, at most `bytes_max`, the owner's signature over the id. Errors
+/// name the first problem.
+caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file,
+                       uint64_t bytes_max);
+
+/// Stores a checked ModelPut's manifest and file in one write transaction
+/// (the same model again: nothing to do).
+caf::error store_model(store::environment& env, schema::ModelPut::Reader put);
+
+/// The ModelFile of `id` here, if any.
+caf::expected<std::optional<envelope>> load_model(store::environment& env, const hash256& id);
+
+} // namespace aicon::data
