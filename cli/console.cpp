@@ -224,11 +224,12 @@ constexpr const char* help_text =
                                    (train{model = "torch:" .. id})
   train{model="mlp:64-64-10", data=path | dataset=id, trainers=K, steps=N |
         epochs=E, batch=B, lr=, momentum=, holdout=0.2, seed=, transport=,
-        budget=, priority=}   (budget: escrowed, trainers from the allocator,
-                                   and a connected job host runs it to settlement
-                                   even if this console goes away; without: K
-                                   spread over the trainer hosts, and dataset= only
-                                   for datasets this console owns)
+        budget=, priority=}   (a connected job host runs it, even if this
+                                   console goes away; budget: escrowed, trainers
+                                   from the allocator, verified and settled;
+                                   without: K spread over the trainer hosts, and
+                                   dataset= only for datasets this console owns,
+                                   coordinated from here)
                                    starts a job; returns j with j.id, j:wait{progress=true},
                                    j:status(), j:cancel(), j:metrics()
   job.list()                       the jobs of the connected job hosts
@@ -587,8 +588,13 @@ void poll_remote(job_handle* j, client* c, session* sp) {
                                           .count());
       (void) ask(sign_job_cancel(*j->payer, j->job, now));
     }
+    // Its state with each step's loss since the last poll (the handlers
+    // see every step, as for a job run from here).
     auto r = ask(make_envelope<schema::JobQuery>([&](auto q) {
-      q.setStatus(kj::arrayPtr(j->job.data(), 32));
+      q.setLogs(kj::arrayPtr(j->job.data(), 32));
+      q.setSince(UINT32_MAX); // no events
+      q.setWithLosses(true);
+      q.setLossesSince(static_cast<uint32_t>(std::min<uint64_t>(posted, UINT32_MAX)));
     }));
     if (!r) {
       // A job host that restarts is back within seconds; one that stays
@@ -629,7 +635,10 @@ void poll_remote(job_handle* j, client* c, session* sp) {
         j->finished = true;
       }
     }
-    if (info->getStep() > posted) {
+    if (info->getLossesFrom() == posted)
+      for (auto loss : info->getLosses())
+        sp->handlers->post({j->id, ++posted, loss, info->getSamplesPerS(), info->getTrainers()});
+    if (info->getStep() > posted) { // steps the job host kept no loss for (a resumed run)
       posted = info->getStep();
       sp->handlers->post({j->id, posted, info->getLoss(), info->getSamplesPerS(),
                           info->getTrainers()});
@@ -816,15 +825,18 @@ uint64_t submit_tx(lua_State* L, const char* fn,
 
 node_id ledger_node(lua_State* L, const char* fn);
 
-/// A budgeted job handed to job host `agent`: the budget is escrowed with
-/// terms naming it the agent (at most `per_step` per trainer-step for K x
-/// steps), the signed spec submitted; the handle polls the job host. The
-/// job goes on if this console goes away.
+/// A job handed to job host `agent`, which runs it whole; the handle polls
+/// it, and the job goes on if this console goes away. With a budget
+/// (`amount` > 0), the budget is first escrowed with terms naming the job
+/// host the agent (at most `per_step` per trainer-step for K x steps);
+/// without, the job host spends the trainers of hosts that trust it for
+/// this console (its [host] trainer_clients); -1 (nothing pushed) when it
+/// refuses to, for the caller to coordinate the job itself.
 int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id& agent,
                        uint64_t amount, uint64_t per_step, uint32_t k) {
   const char* fn = "train";
   auto& s = session_of(L);
-  const identity& payer = s.cluster ? s.cluster->payer() : s.c->self();
+  const identity& payer = s.cluster && amount > 0 ? s.cluster->payer() : s.c->self();
   auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                       std::chrono::system_clock::now().time_since_epoch())
                                       .count());
@@ -841,7 +853,9 @@ int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id&
   }
   terms.assets.push_back(train::model_asset_of(o));
   caf::error escrowed;
-  if (s.cluster) {
+  if (amount == 0) {
+    // Unpaid: nothing to escrow.
+  } else if (s.cluster) {
     escrowed = s.cluster->payer_tx([&](uint64_t n) {
       return train::make_escrow_lock(payer, s.cluster->chain_id(), n, o.job, amount, terms);
     });
@@ -899,8 +913,16 @@ int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id&
   spec.setTransport(o.transport);
   spec.setBudget(amount);
   spec.setPriority(o.priority);
-  spec.setVerify(!nodes_with(L, "rater").empty());
+  spec.setVerify(amount > 0 && !nodes_with(L, "rater").empty()); // verification is paid from the budget
   auto submitted = ask(L, agent, "job", sign_job_submit(payer, spec.asReader(), o.job, now));
+  if (!submitted && amount == 0 && code_of(submitted.error()) == errc::forbidden) {
+    // This console is not one of the job host's own clients: the caller
+    // coordinates the unpaid job itself.
+    std::printf("train: job host %s does not run unpaid jobs for this console (%s); "
+                "coordinating the job from here\n",
+                agent.short_hex().c_str(), what_of(submitted.error()).c_str());
+    return -1;
+  }
   if (!submitted)
     raise(L, fn, submitted.error());
   auto* j = new job_handle;
@@ -1024,9 +1046,9 @@ int l_train(lua_State* L) {
                    .c_str());
     o.payer = &s.c->self();
   }
-  // With a budget the job goes through the allocator: the budget is escrowed
-  // on the chain and the allocator grants K trainers (gang) at most
-  // (budget - the dataset's price) / (K x steps) each per step.
+  // With a budget the job goes to a job host: the budget is escrowed on the
+  // chain naming it the agent, and the allocator grants it K trainers
+  // (gang) at most (budget - the dataset's price) / (K x steps) each per step.
   if (priority && !budget)
     luaL_error(L, "%s: priority needs budget= (jobs with a budget go through the allocator)", fn);
   if (budget) {
@@ -1048,52 +1070,25 @@ int l_train(lua_State* L) {
                              "price of at least 1",
                              fn, amount, k, o.steps)
                    .c_str());
-    auto allocators = nodes_with(L, "allocator");
-    if (allocators.empty())
-      luaL_error(L, "%s: budget needs a connected host running the allocator role", fn);
     if (job)
       luaL_error(L, "%s: job= and budget= exclude each other (a budget's escrow names its own job)", fn);
     randombytes_buf(o.job.data(), 32);
-    auto& job = o.job;
     o.priority = priority ? static_cast<uint32_t>(*priority) : 0;
     auto job_hosts = nodes_with(L, "job");
-    if (!job_hosts.empty())
-      return submit_to_job_host(L, o, job_hosts[0], amount, per_step, k);
-    caf::error escrowed;
-    if (s.cluster) {
-      escrowed = s.cluster->payer_tx(
-        [&](uint64_t n) { return train::make_escrow_lock(s.cluster->payer(), s.cluster->chain_id(), n, job, amount); });
-    } else {
-      auto nonce = submit_tx(L, fn, [&](schema::Transaction::Body::Builder b) {
-        auto e = b.initEscrowLock();
-        e.setJobId(kj::arrayPtr(job.data(), 32));
-        e.setAmount(amount);
-      });
-      // Final once the console's nonce is on the chain (an idle block
-      // commits it within the target interval).
-      escrowed = make_error(errc::timeout,
-                            fmt::format("the escrow of {} was not final within 30 s", amount));
-      for (int i = 0; i < 150; ++i) {
-        auto r = ledger_query(L, fn, [&](auto q) {
-          q.setAccount(kj::arrayPtr(s.c->self().id().bytes.data(), 32));
-        });
-        if (r) {
-          opened<schema::AccountInfo> a{*r};
-          if (a && a->getNonce() >= nonce) {
-            escrowed = caf::none;
-            break;
-          }
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      }
+    if (job_hosts.empty())
+      luaL_error(L, "%s: budget= needs a connected host running the job role (it escrows, "
+                 "verifies and settles the job, with or without this console)", fn);
+    return submit_to_job_host(L, o, job_hosts[0], amount, per_step, k);
+  }
+  // Unpaid, on a file: a connected job host runs it (the job goes on
+  // without this console). A dataset of this console's stays here: its
+  // keys go to the trainers under this console's own grant.
+  if (data) {
+    if (auto job_hosts = nodes_with(L, "job"); !job_hosts.empty()) {
+      randombytes_buf(o.job.data(), 32);
+      if (int pushed = submit_to_job_host(L, o, job_hosts[0], 0, 0, k); pushed >= 0)
+        return pushed;
     }
-    if (escrowed)
-      raise(L, fn, escrowed);
-    o.allocator = allocators[0];
-    o.payer = s.cluster ? &s.cluster->payer() : &s.c->self(); // whoever escrowed
-    o.trainers = k;
-    o.max_price = per_step;
-    o.priority = priority ? static_cast<uint32_t>(*priority) : 0;
   }
   auto* j = new job_handle;
   o.cancel = j->cancel;
@@ -1102,8 +1097,7 @@ int l_train(lua_State* L) {
   *ud = j;
   luaL_setmetatable(L, "aicon.job");
   auto* sp = &s;
-  auto job_name = budget ? to_hex({o.job.data(), o.job.size()})
-                         : fmt::format("local-{}", ++s.local_jobs);
+  auto job_name = fmt::format("local-{}", ++s.local_jobs);
   j->id = job_name;
   j->runner = std::thread([j, o, c = s.c, sp, job_name] {
     auto r = train::run_job(*c, o, [j, sp, &job_name](const train::step_report& rep) {
