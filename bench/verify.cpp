@@ -44,6 +44,11 @@ int run_verify(const verify_options& in) {
     std::fprintf(stderr, "bench verify: %s\n", describe(spec.error()).c_str());
     return 2;
   }
+  // A TorchScript file (torch:FILE): the rater loads it as a trainer does.
+  if (auto err = train::load_torch(*spec)) {
+    std::fprintf(stderr, "bench verify: %s\n", describe(err).c_str());
+    return 2;
+  }
   const uint32_t k = rater::sample_size(0.1, 0.99);
   std::printf("# aicon bench verify: %s on %s, %u trainers, global batch %u; rater samples k = %u "
               "steps per trainer (10%% faked caught with p >= %.4f)\n",
@@ -61,6 +66,7 @@ int run_verify(const verify_options& in) {
     train::sgd opt;
     opt.lr = 0.05f;
     opt.momentum = 0.9f;
+    opt.trainable = m.trainable_count(); // a torch model's buffers follow their own rule
     std::vector<std::vector<float>> weights;
     std::vector<std::vector<train::digest>> log(opts.trainers);
     double train_ms = 0;

@@ -231,7 +231,7 @@ constexpr const char* help_text =
                                    dataset= only for datasets this console owns,
                                    coordinated from here)
                                    starts a job; returns j with j.id, j:wait{progress=true},
-                                   j:status(), j:cancel(), j:metrics()
+                                   j:status(), j:cancel(), j:metrics(), j:save(path)
   job.list()                       the jobs of the connected job hosts
   job.attach(id)                   a handle (as train{} returns) to a job a job host runs
   chain.tip()                      {height, hash}
@@ -704,6 +704,57 @@ int l_job_status(lua_State* L) {
 int l_job_cancel(lua_State* L) {
   check_job(L)->cancel->store(true);
   return 0;
+}
+
+/// j:save(path): the trained weights as an aicon checkpoint file (a job
+/// host's job: asked of it by the payer's signed query, checked against its
+/// trained-model asset); returns the step they are of.
+int l_job_save(lua_State* L) {
+  const char* fn = "job:save";
+  auto* j = check_job(L);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    luaL_error(L, "%s: path must be a string (got %s)", fn, luaL_typename(L, 2));
+  std::string path = lua_tostring(L, 2);
+  std::vector<uint8_t> bytes;
+  bool ready = false, finished = false;
+  {
+    // (no Lua error while the lock is held: it would never be released)
+    std::lock_guard<std::mutex> lk{j->mtx};
+    finished = j->finished;
+    ready = j->finished && (j->failure.empty() || (j->host && j->phase == "cancelled"));
+    if (ready && !j->host)
+      bytes = j->result.checkpoint;
+  }
+  if (!ready)
+    luaL_error(L, "%s: the job is %s: its weights are there once it is done", fn,
+               finished ? "failed" : "still running");
+  if (j->host) {
+    if (!j->payer)
+      luaL_error(L, "%s: only the job's payer may read its weights (job.attach gives no key)", fn);
+    auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+    auto r = ask(L, *j->host, "job", sign_job_weights(*j->payer, j->job, now), std::chrono::seconds(60));
+    if (!r)
+      raise(L, fn, r.error());
+    opened<schema::JobWeights> w{*r};
+    if (!w)
+      raise(L, fn, w.error());
+    bytes.assign(w->getCheckpoint().begin(), w->getCheckpoint().end());
+    if (w->getModelAsset().size() == 32) {
+      std::array<uint8_t, 32> h{};
+      crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size(), nullptr, 0);
+      if (std::memcmp(h.data(), w->getModelAsset().begin(), 32) != 0)
+        luaL_error(L, "%s: the weights do not hash to the job's trained-model asset", fn);
+    }
+  }
+  auto cp = train::parse_checkpoint(bytes, "the job's checkpoint");
+  if (!cp)
+    raise(L, fn, cp.error());
+  if (auto err = train::save_checkpoint(path, *cp))
+    raise(L, fn, err);
+  lua_pushinteger(L, static_cast<lua_Integer>(cp->step));
+  return 1;
 }
 
 int l_job_metrics(lua_State* L) {
@@ -1325,7 +1376,7 @@ lua_State* new_state(session& s) {
   luaL_newmetatable(L, "aicon.job");
   static const luaL_Reg job_methods[] = {{"wait", l_job_wait},       {"status", l_job_status},
                                          {"cancel", l_job_cancel},   {"metrics", l_job_metrics},
-                                         {nullptr, nullptr}};
+                                         {"save", l_job_save},       {nullptr, nullptr}};
   lua_newtable(L);
   luaL_setfuncs(L, job_methods, 0);
   lua_pushcclosure(L, l_job_index, 1);

@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
@@ -12,6 +14,7 @@
 #include "actors/job/economy.hpp"
 #include "actors/job/job_role.hpp"
 #include "actors/ledger/state.hpp"
+#include "actors/trainer/model.hpp"
 #include "transport/transport.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
@@ -135,8 +138,9 @@ void print_info(schema::JobInfo::Reader j) {
                 static_cast<unsigned long long>(j.getRefunded()));
   if (j.getVerified().size())
     std::printf("verified  %s\n", j.getVerified().cStr());
-  if (j.getPhase() == "done")
-    std::printf("accuracy  %.4f (test loss %.4f)\n", j.getAccuracy(), j.getTestLoss());
+  if (j.getPhase() == "done" || (j.getPhase() == "cancelled" && j.getAccuracy() > 0))
+    std::printf("accuracy  %.4f (test loss %.4f)%s\n", j.getAccuracy(), j.getTestLoss(),
+                j.getPhase() == "done" ? "" : " at the step it was cancelled");
   if (j.getModelAsset().size() == 32)
     std::printf("asset     %s (the trained model), owned by the payer\n",
                 to_hex({j.getModelAsset().begin(), 32}).c_str());
@@ -368,6 +372,47 @@ int job_cancel(const job_cmd_options& o) {
     return fail(r.error());
   std::printf("cancel asked: the job stops after its current step; with a budget, the escrow "
               "is refunded\n");
+  return 0;
+}
+
+int job_fetch(const job_cmd_options& o) {
+  auto opened_job = open_job(o);
+  if (!opened_job)
+    return fail(opened_job.error());
+  auto& s = opened_job->first;
+  auto& id = opened_job->second;
+  auto r = s.ask("job", sign_job_weights(s.c->self(), id, wall_ms()), 60s);
+  if (!r)
+    return fail(r.error());
+  opened<schema::JobWeights> w{*r};
+  if (!w)
+    return fail(w.error());
+  auto bytes = w->getCheckpoint();
+  // The asset the chain registered for the payer is the checkpoint's hash:
+  // a job host cannot hand over other weights than it registered.
+  if (w->getModelAsset().size() == 32) {
+    std::array<uint8_t, 32> h{};
+    crypto_generichash(h.data(), h.size(), bytes.begin(), bytes.size(), nullptr, 0);
+    if (std::memcmp(h.data(), w->getModelAsset().begin(), 32) != 0)
+      return fail(make_error(errc::bad_signature,
+                             fmt::format("the weights hash to {}, not to the trained-model asset "
+                                         "{} registered for this job",
+                                         to_hex({h.data(), 8}),
+                                         to_hex({w->getModelAsset().begin(), 8}))));
+  }
+  auto cp = train::parse_checkpoint({bytes.begin(), bytes.size()}, "the job's checkpoint");
+  if (!cp)
+    return fail(cp.error());
+  if (auto err = train::save_checkpoint(o.out, *cp))
+    return fail(err);
+  std::printf("wrote %s: the weights of job %s at step %llu (%s)%s\n", o.out.c_str(),
+              to_hex({id.data(), 8}).c_str(), static_cast<unsigned long long>(w->getStep()),
+              w->getModel().cStr(),
+              w->getModelAsset().size() == 32 ? ", matching its trained-model asset" : "");
+  if (auto spec = train::parse_spec(w->getModel().cStr()); spec && spec->kind == "torch")
+    std::printf("as TorchScript: aicon model export --model %s --checkpoint %s --out trained.pt\n",
+                spec->is_asset() ? "torch:FILE.pt (the file put as that model)" : w->getModel().cStr(),
+                o.out.c_str());
   return 0;
 }
 

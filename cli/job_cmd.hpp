@@ -1,4 +1,4 @@
-// `aicon job submit|ls|status|logs|wait|cancel`: jobs that a job host (the
+// `aicon job submit|ls|status|logs|wait|cancel|fetch`: jobs that a job host (the
 // `job` role) runs for the researcher, who may go offline once `submit`
 // returns. With --budget, `submit` first locks the budget on the chain in
 // an escrow whose terms name the job host its agent.
@@ -36,6 +36,7 @@ struct job_cmd_options {
   std::string job;        ///< job id (or a prefix of 8+ hex digits)
   bool follow = false;    ///< logs: until the job ends
   double timeout_s = 0;   ///< wait: give up after this (0: never)
+  std::string out;        ///< fetch: the checkpoint file to write
 };
 
 int job_submit(const job_cmd_options& o);
@@ -44,5 +45,9 @@ int job_status(const job_cmd_options& o);
 int job_logs(const job_cmd_options& o);
 int job_wait(const job_cmd_options& o);
 int job_cancel(const job_cmd_options& o);
+/// The trained weights of a done (or cancelled) job, for its payer: checked
+/// against the trained-model asset id the chain holds, written as an aicon
+/// checkpoint (aicon model export turns a torch model's into TorchScript).
+int job_fetch(const job_cmd_options& o);
 
 } // namespace aicon

@@ -519,7 +519,8 @@ int main(int argc, char** argv) {
          {"status", "a job's phase, progress and result"},
          {"logs", "a job's events (--follow: until it ends)"},
          {"wait", "wait for a job to end: exit 0 and its metrics when done"},
-         {"cancel", "stop a job (its payer only); the budget is refunded"}}) {
+         {"cancel", "stop a job (its payer only): the steps run are paid, the rest refunded"},
+         {"fetch", "a done job's trained weights (its payer only) as an aicon checkpoint"}}) {
     auto c = job_cmd->add_subcommand(name, what);
     job_common(c);
     c->add_option("job", jo.job, "job id (or 8+ hex digits of it)")->required();
@@ -527,6 +528,7 @@ int main(int argc, char** argv) {
   }
   job_subs["logs"]->add_flag("--follow", jo.follow, "until the job ends");
   job_subs["wait"]->add_option("--timeout", jo.timeout_s, "give up after this many seconds");
+  job_subs["fetch"]->add_option("--out", jo.out, "the checkpoint file to write")->required();
   auto job_ls_cmd = job_cmd->add_subcommand("ls", "the jobs of a job host");
   job_common(job_ls_cmd);
 
@@ -545,6 +547,8 @@ int main(int argc, char** argv) {
     return job_wait(jo);
   if (*job_subs["cancel"])
     return job_cancel(jo);
+  if (*job_subs["fetch"])
+    return job_fetch(jo);
   // Commands that dial hosts as clients keep their output to what they were
   // asked for: the link's own INFO lines ("peer up ...") stay out of it.
   for (auto* sub : {data_put_cmd, data_ls_cmd, data_preview_cmd, data_verify_cmd, data_fetch_cmd,

@@ -1,10 +1,17 @@
 #include "cli/model_cmd.hpp"
 
+#include <array>
+#include <fstream>
+#include <iterator>
+#include <vector>
+
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/torch_model.hpp"
 #include "runtime/error.hpp"
+#include "runtime/identity.hpp"
 
 namespace aicon {
 
@@ -41,7 +48,17 @@ int model_export_cmd(const model_cmd_options& o) {
     fmt::print(stderr, "aicon model export: {}\n", describe(c.error()));
     return 1;
   }
-  if (!(c->spec == *spec)) {
+  bool same = c->spec == *spec;
+  if (!same && c->spec.is_asset() && !spec->is_asset()) {
+    // A checkpoint of a model asset (a job on torch:<id>): the file given
+    // must be that model, its BLAKE2b hash the id.
+    std::ifstream f{spec->file, std::ios::binary};
+    std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+    std::array<uint8_t, 32> h{};
+    crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size(), nullptr, 0);
+    same = to_hex({h.data(), h.size()}) == c->spec.file;
+  }
+  if (!same) {
     fmt::print(stderr, "aicon model export: {} is a checkpoint of {}, not of {}\n", o.checkpoint,
                train::to_string(c->spec), o.model);
     return 1;

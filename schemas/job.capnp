@@ -40,11 +40,12 @@ struct JobQuery {
     status @1 :Data;         # job id
     cancel @2 :Data;         # job id: only its payer, signed
     logs @3 :Data;           # job id: its events, from `since`
+    weights @10 :Data;       # job id: its trained weights (JobWeights), only its payer, signed
   }
   since @4 :UInt32;          # logs: the first event index wanted
-  signer @5 :Data;           # cancel: the payer's NodeId
-  timeMs @6 :UInt64;         # cancel: fresh
-  signature @7 :Data;        # cancel: ed25519 by signer over "aicon-jobq-v1" ‖ canonical(query without it)
+  signer @5 :Data;           # cancel, weights: the payer's NodeId
+  timeMs @6 :UInt64;         # cancel, weights: fresh
+  signature @7 :Data;        # cancel, weights: ed25519 by signer over "aicon-jobq-v1" ‖ canonical(query without it)
   lossesSince @8 :UInt32;    # logs with withLosses: the per-step losses from this step on
   withLosses @9 :Bool;
 }
@@ -74,6 +75,17 @@ struct JobInfo {
   modelAsset @21 :Data;      # the trained weights' asset id (owned by the payer), once registered
   losses @22 :List(Float32); # logs: each step's loss from JobQuery.lossesSince (the loss curve)
   lossesFrom @23 :UInt32;    # the step of losses[0]
+}
+
+struct JobWeights {
+  # A finished (or cancelled) job's trained weights, for its payer: the
+  # last checkpoint (aicon's checkpoint format: weights, optimizer state,
+  # step), whose BLAKE2b-256 is the trained-model asset id once registered.
+  jobId @0 :Data;
+  step @1 :UInt64;
+  checkpoint @2 :Data;
+  modelAsset @3 :Data;       # the registered asset id, or empty
+  model @4 :Text;            # the job's model spec
 }
 
 struct JobList {

@@ -155,6 +155,8 @@ struct TrainQuery {
     digests @6 :Void;      # -> WorkLogDigests
     drop @7 :Void;         # -> RingAck; the finished trainer and its evidence are gone
   }
+  withGradient @10 :Bool;  # evidence: also this rank's local gradient of that step, recomputed
+                           # (a rater in another numeric environment compares within a tolerance)
 }
 
 struct StepEvidence {
@@ -163,6 +165,8 @@ struct StepEvidence {
   cursor @2 :UInt64;
   weights @3 :Data;        # float32 parameters before the step
   indices @4 :List(UInt32);# the training rows this rank used
+  gradient @5 :Data;       # TrainQuery.withGradient: float32 local gradient (must hash, with the
+                           # weights and rows, to the step's committed digest)
 }
 
 struct WorkLogDigests {

@@ -1,5 +1,6 @@
 #include "actors/job/economy.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -150,14 +151,18 @@ caf::expected<rating> parse_rating(const envelope& reply) {
 settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t steps,
                             uint64_t price_per_step, const node_id& payer,
                             const std::optional<asset_terms>& dataset,
-                            const std::optional<asset_terms>& model) {
+                            const std::optional<asset_terms>& model,
+                            const std::map<node_id, uint64_t>& lease_prices) {
   settle_plan plan;
   std::map<node_id, uint64_t> due;
   unsigned __int128 total = 0;
   for (auto& v : verdicts.verdicts)
     if (v.passed) {
-      due[v.trainer] += steps * price_per_step;
-      total += steps * price_per_step;
+      auto leased = lease_prices.find(v.trainer);
+      auto price = leased != lease_prices.end() ? std::min(leased->second, price_per_step)
+                                                : price_per_step;
+      due[v.trainer] += steps * price;
+      total += steps * price;
     }
   plan.trainers = static_cast<uint64_t>(total);
   // An owner that is the payer would pay itself: nothing moves.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -68,7 +69,9 @@ std::optional<std::array<uint8_t, 32>> dataset_asset_of(const job_options& o);
 std::array<uint8_t, 32> model_asset_of(const job_options& o);
 
 /// The payouts of a Settle for `job`: every rank that passed is paid
-/// steps x price for its trainer (ranks of one host add up), failed ranks
+/// steps x price for its trainer (ranks of one host add up): its lease's
+/// price where `lease_prices` names one (never above `price_per_step`, the
+/// terms' cap), else the cap; failed ranks
 /// nothing; the dataset's and the model's owners their prices (when they
 /// are registered assets and not owned by the payer); the rest of `escrow`
 /// returns to the payer.
@@ -81,7 +84,8 @@ struct settle_plan {
 settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t steps,
                             uint64_t price_per_step, const node_id& payer,
                             const std::optional<asset_terms>& dataset = std::nullopt,
-                            const std::optional<asset_terms>& model = std::nullopt);
+                            const std::optional<asset_terms>& model = std::nullopt,
+                            const std::map<node_id, uint64_t>& lease_prices = {});
 
 /// Signed transactions of the payer.
 envelope make_settle(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce, const std::array<uint8_t, 32>& job,

@@ -258,6 +258,7 @@ struct allocation {
   std::array<uint8_t, 32> token{}; ///< the ask's capability, for renew/release/replace
   host_counts counts;
   std::map<node_id, envelope> leases; ///< the allocator's signed lease per host
+  std::map<node_id, uint64_t> prices; ///< each host's lease price per trainer-step
   clock_type::time_point renewed = clock_type::now();
 
   caf::expected<envelope> query(const job_link& c, const std::function<void(schema::AllocQuery::Builder)>& f) {
@@ -291,8 +292,10 @@ struct allocation {
         return a.error();
       if (a->which() == schema::AllocReply::GRANTED) {
         counts.clear();
-        for (auto& l : leases_of(*r))
+        for (auto& l : leases_of(*r)) {
           counts[l.trainer] = l.count; // the job's whole count on that host
+          prices[l.trainer] = l.price;
+        }
         leases = signed_leases_of(*r);
         result.events.push_back(fmt::format("allocator granted {} trainers on {} hosts",
                                             o.trainers, counts.size()));
@@ -351,6 +354,7 @@ struct allocation {
         break;
       for (auto& l : granted) {
         counts[l.trainer] = l.count; // the job's whole count on that host
+        prices[l.trainer] = l.price;
         got.push_back(l.trainer);
       }
       for (auto& [host, lease] : signed_leases_of(*r))
@@ -560,6 +564,16 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
     result.events.push_back(fmt::format("resumed from the checkpoint of step {}", step));
   while (step < o.steps) {
     if (o.cancel && o.cancel->load()) {
+      if (step > 0 && o.finish_on_cancel && o.finish_on_cancel()) {
+        // The steps run so far are the job: their weights, evaluation and
+        // work logs, to be verified and paid for.
+        result.cancelled = true;
+        result.events.push_back(fmt::format("cancelled at step {} of {}", step, o.steps));
+        if (auto err = take_checkpoint())
+          result.events.push_back(fmt::format("checkpoint at step {} failed: {}", step,
+                                              describe(err)));
+        break;
+      }
       finish_ring(c, *ring, nullptr);
       return make_error(errc::cancelled, fmt::format("job cancelled at step {}", step));
     }
@@ -740,6 +754,8 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   result.token = ring->token;
   for (auto& r : ring->ranks)
     result.rank_hosts.push_back(r.host);
+  if (alloc_state)
+    result.lease_prices = alloc_state->prices;
   result.train_rows = ring->train_rows;
   result.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
   return result;

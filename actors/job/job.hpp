@@ -81,6 +81,11 @@ struct job_options {
   std::optional<node_id> verifier;
   /// Set from any thread to stop the job after the current step.
   std::shared_ptr<std::atomic<bool>> cancel;
+  /// Asked when a cancel comes after some steps: true to stop the ring
+  /// there, evaluate and return the result (job_result::cancelled) so the
+  /// steps run can be verified and paid (the job role, for its payers'
+  /// cancels); unset or false: the cancel is an error (errc::cancelled).
+  std::function<bool()> finish_on_cancel;
   // The training itself (schema TrainConfig).
   std::string model = "mlp:64-64-10";
   uint64_t seed = 1;
@@ -139,8 +144,13 @@ struct job_result {
   std::array<uint8_t, 32> session{};
   std::array<uint8_t, 32> token{}; ///< the session's capability, for the rater only
   std::vector<node_id> rank_hosts;
+  /// With an allocator: each trainer host's price per trainer-step, as its
+  /// lease names it (what the host offered; at most the job's cap).
+  std::map<node_id, uint64_t> lease_prices;
   uint64_t train_rows = 0;
   uint32_t preemptions = 0;
+  bool cancelled = false; ///< stopped early by a cancel (finish_on_cancel): `steps` were run
+
 };
 
 using progress_fn = std::function<void(const step_report&)>;

@@ -351,6 +351,9 @@ struct job_role_state {
     o.transport = spec.getTransport();
     o.job = j.id;
     o.cancel = j.cancel;
+    // The payer's cancel after some steps: those steps are verified and
+    // paid, the rest refunded; a stopping host's is no cancel (resumed).
+    o.finish_on_cancel = [this] { return !stopping.load(); };
     o.payer = ctx.self.get(); // the agent signs asks and grants for the payer
     auto k = spec.getTrainers();
     uint64_t rows = 0;
@@ -488,8 +491,9 @@ struct job_role_state {
       j.events.push_back(fmt::format("trained: held-out accuracy {:.4f}, test loss {:.4f}",
                                      r->accuracy, r->test_loss));
     }
+    const char* ended = r->cancelled ? "cancelled" : "done";
     if (!esc)
-      return set_phase(j, "done");
+      return set_phase(j, ended);
     // Verification, then settlement within the payer's terms.
     train::rating rating;
     if (o.verifier) {
@@ -529,7 +533,7 @@ struct job_role_state {
     if (auto t = train::terms_of(ledger_ask, train::model_asset_of(o)))
       model_terms = *t;
     auto plan = train::plan_settlement(esc->locked, rating, r->steps, o.max_price, esc->payer,
-                                       dataset_terms, model_terms);
+                                       dataset_terms, model_terms, r->lease_prices);
     if (!plan.why.empty()) {
       return fail_and_refund(j, "settlement: " + plan.why);
     }
@@ -559,7 +563,7 @@ struct job_role_state {
                                      "owned by the payer",
                                      ledger::short_hex(asset)));
     }
-    set_phase(j, "done");
+    set_phase(j, ended);
   }
 
   std::atomic<bool> stopping{false};
@@ -725,27 +729,61 @@ struct job_role_state {
         auto j = find(q.getCancel());
         if (!j)
           return j.error();
-        auto signer = node_id::from_bytes({q.getSigner().begin(), q.getSigner().size()});
-        if (!signer || !((*j)->payer == *signer))
-          return make_error(errc::forbidden,
-                            fmt::format("JobQuery: job {} may be cancelled only by its payer {}",
-                                        ledger::short_hex((*j)->id), (*j)->payer.short_hex()));
-        auto sig = q.getSignature();
-        if (!verify_signature(*signer, query_signing_bytes(q), {sig.begin(), sig.size()}))
-          return make_error(errc::bad_signature, "JobQuery: the cancel is not signed by the payer");
-        auto now = static_cast<int64_t>(wall_ms());
-        auto t = static_cast<int64_t>(q.getTimeMs());
-        auto skew = static_cast<int64_t>(ctx.lim.clock_skew_ms_max);
-        if (t > now + skew || t + skew < now)
-          return make_error(errc::forbidden, "JobQuery: the cancel is stale or replayed");
+        if (auto err = check_payer(q, **j, "cancelled", "cancel"))
+          return err;
         if (!final_phase((*j)->phase)) {
           (*j)->cancel->store(true);
           (*j)->events.push_back("cancel asked by the payer");
         }
         return info_of(**j);
       }
+      case schema::JobQuery::WEIGHTS: {
+        auto j = find(q.getWeights());
+        if (!j)
+          return j.error();
+        if (auto err = check_payer(q, **j, "read", "weights query"))
+          return err;
+        auto& e = **j;
+        if (e.phase != "done" && e.phase != "cancelled")
+          return make_error(errc::busy,
+                            fmt::format("job {} is {}: its weights are there once it is done",
+                                        ledger::short_hex(e.id), e.phase));
+        if (e.checkpoint.empty())
+          return make_error(errc::not_found,
+                            fmt::format("job {} kept no checkpoint", ledger::short_hex(e.id)));
+        return make_envelope<schema::JobWeights>([&](schema::JobWeights::Builder b) {
+          b.setJobId(kj::arrayPtr(e.id.data(), 32));
+          b.setStep(e.step);
+          b.setCheckpoint(kj::arrayPtr(e.checkpoint.data(), e.checkpoint.size()));
+          if (e.model_asset != hash256{})
+            b.setModelAsset(kj::arrayPtr(e.model_asset.data(), 32));
+          opened<schema::JobSubmit> sub{e.submit};
+          b.setModel(sub->getSpec().getModel());
+        });
+      }
     }
     return make_error(errc::invalid_argument, "JobQuery has an unknown case");
+  }
+
+  /// A query only the job's payer may make (cancel, weights): signed by the
+  /// payer it names, fresh.
+  caf::error check_payer(schema::JobQuery::Reader q, const job_entry& j, const char* verb,
+                         const char* what) {
+    auto signer = node_id::from_bytes({q.getSigner().begin(), q.getSigner().size()});
+    if (!signer || !(j.payer == *signer))
+      return make_error(errc::forbidden,
+                        fmt::format("JobQuery: job {} may be {} only by its payer {}",
+                                    ledger::short_hex(j.id), verb, j.payer.short_hex()));
+    auto sig = q.getSignature();
+    if (!verify_signature(*signer, query_signing_bytes(q), {sig.begin(), sig.size()}))
+      return make_error(errc::bad_signature,
+                        fmt::format("JobQuery: the {} is not signed by the payer", what));
+    auto now = static_cast<int64_t>(wall_ms());
+    auto t = static_cast<int64_t>(q.getTimeMs());
+    auto skew = static_cast<int64_t>(ctx.lim.clock_skew_ms_max);
+    if (t > now + skew || t + skew < now)
+      return make_error(errc::forbidden, fmt::format("JobQuery: the {} is stale or replayed", what));
+    return caf::none;
   }
 
   /// Jobs in the store: finished ones are listed, unfinished ones resumed
@@ -922,6 +960,18 @@ envelope sign_job_submit(const identity& payer, schema::JobSpec::Reader spec,
   auto sig = payer.sign(submit_signing_bytes(b.asReader()));
   b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
   return copy_envelope<schema::JobSubmit>(b.asReader());
+}
+
+envelope sign_job_weights(const identity& payer, const std::array<uint8_t, 32>& job,
+                          uint64_t now_ms) {
+  capnp::MallocMessageBuilder tmp;
+  auto b = tmp.initRoot<schema::JobQuery>();
+  b.setWeights(kj::arrayPtr(job.data(), 32));
+  b.setSigner(kj::arrayPtr(payer.id().bytes.data(), 32));
+  b.setTimeMs(now_ms);
+  auto sig = payer.sign(query_signing_bytes(b.asReader()));
+  b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
+  return copy_envelope<schema::JobQuery>(b.asReader());
 }
 
 envelope sign_job_cancel(const identity& payer, const std::array<uint8_t, 32>& job,

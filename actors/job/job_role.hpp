@@ -30,6 +30,9 @@ caf::expected<caf::actor> spawn_job_role(caf::actor_system& sys, const role_cont
 envelope sign_job_submit(const identity& payer, schema::JobSpec::Reader spec,
                          const std::array<uint8_t, 32>& job, uint64_t now_ms);
 
+/// A JobQuery for `job`'s trained weights (JobWeights), signed by its payer at `now_ms`.
+envelope sign_job_weights(const identity& payer, const std::array<uint8_t, 32>& job,
+                          uint64_t now_ms);
 /// A JobQuery cancelling `job`, signed by its payer at `now_ms`.
 envelope sign_job_cancel(const identity& payer, const std::array<uint8_t, 32>& job,
                          uint64_t now_ms);
@@ -42,7 +45,7 @@ caf::error check_job_spec(schema::JobSpec::Reader s);
 /// what"); message_table refuses a handler without a row here.
 inline constexpr access_row job_access[] = {
   {"JobSubmit", "with a budget: the payer of an escrow whose terms name this host its agent; without: a client in this host's `[host] trainer_clients`; at most `jobs_running_max` at once", "ed25519 by the payer over the dated submission; the escrow and its terms on this host's chain", "refused by the field's or rule's name, nothing allocated or started"},
-  {"JobQuery", "list, status, logs: any admitted peer; cancel: the job's payer", "cancel: ed25519 by the payer over the dated query", "`forbidden` / `bad_signature`, the job unchanged"},
+  {"JobQuery", "list, status, logs: any admitted peer; cancel, weights: the job's payer", "cancel, weights: ed25519 by the payer over the dated query", "`forbidden` / `bad_signature`, the job unchanged, no weights"},
 };
 
 } // namespace aicon

@@ -252,6 +252,7 @@ struct rater_state {
     // Slashable: the trainer signed this log and a receipt for this job; a
     // failure of anything else is not its doing (someone named it).
     std::vector<bool> signed_by_trainer(n, false);
+    std::vector<bool> tolerant(n, false); // another numeric environment than this rater's
     for (unsigned r = 0; r < n; ++r) {
       auto host = node_id::from_bytes({req.getRanks()[r].begin(), req.getRanks()[r].size()});
       if (!host)
@@ -271,11 +272,18 @@ struct rater_state {
                                     train::worklog_signing_bytes(session, r, l.getSteps(), root),
                                     {sig.begin(), sig.size()}))
         early[r] = "the log's signature is not the trainer's";
-      else if (auto why = rater::environment_mismatch(l.getEnvironment().cStr(), environment);
-               !why.empty())
-        early[r] = why; // signed_by_trainer stays false: no slash for it
       if (!early[r].empty())
         continue;
+      // Steps from another numeric environment: compared within a
+      // tolerance, against the gradient the trainer committed to.
+      if (auto why = rater::environment_mismatch(l.getEnvironment().cStr(), environment);
+          !why.empty()) {
+        tolerant[r] = true;
+        log_info("rater: rank {}: {}; comparing its steps within the tolerance (rtol {:.0e}, "
+                 "atol {:.0e})",
+                 r, why, rater::cross_environment_tolerance.rtol,
+                 rater::cross_environment_tolerance.atol);
+      }
       if (l.hasReceipt()) {
         auto sr = l.getReceipt();
         auto rc = sr.getReceipt();
@@ -331,6 +339,7 @@ struct rater_state {
       std::string why;
       uint64_t units = 0;
       uint32_t challenged = 0;
+      double tolerance_used = 0; ///< another environment: the largest share of the tolerance
     };
     std::vector<verdict> verdicts(n);
     for (unsigned r = 0; r < n; ++r) {
@@ -344,8 +353,10 @@ struct rater_state {
       for (auto off : rater::choose_steps(seed, r, digests[r].size(), k)) {
         ++v.challenged;
         auto step = first[r] + off;
-        auto e = ask("trainer@" + hosts[r].hex(), trainer_query(session, r, [step](auto b) {
+        bool within = tolerant[r];
+        auto e = ask("trainer@" + hosts[r].hex(), trainer_query(session, r, [step, within](auto b) {
                        b.setEvidence(step);
+                       b.setWithGradient(within);
                      }));
         if (!e) {
           v.why = fmt::format("step {}: no evidence: {}", step, what_of(e.error()));
@@ -366,11 +377,26 @@ struct rater_state {
         for (auto i : ev->getIndices())
           claim.indices.push_back(i);
         claim.committed = digests[r][off];
-        v.why = rater::check_step(sc, split, claim);
+        if (within) {
+          auto g = ev->getGradient();
+          std::vector<float> gradient(g.size() / 4);
+          std::memcpy(gradient.data(), g.begin(), gradient.size() * 4);
+          double used = 0;
+          v.why = rater::check_step_within(sc, split, claim, gradient,
+                                           rater::cross_environment_tolerance, &used);
+          v.tolerance_used = std::max(v.tolerance_used, used);
+        } else {
+          v.why = rater::check_step(sc, split, claim);
+        }
         if (!v.why.empty())
           break;
       }
       v.passed = v.why.empty();
+      if (tolerant[r])
+        log_info("rater: rank {} ({}) {} within tolerance: {} steps, at most {:.2e} of the "
+                 "tolerance used",
+                 r, hosts[r].short_hex(), v.passed ? "passed" : "failed", v.challenged,
+                 v.tolerance_used);
     }
 
     // Rated once: recorded before any value moves, so a second request for

@@ -1,5 +1,6 @@
 #include "actors/rater/verify.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -65,13 +66,17 @@ std::string environment_mismatch(const std::string& theirs, const std::string& m
   if (theirs == mine)
     return {};
   return fmt::format("its steps ran in \"{}\", this rater's in \"{}\": they cannot be "
-                     "re-executed bit for bit here (neither paid nor slashed)",
+                     "re-executed bit for bit here",
                      theirs.empty() ? "the built-in numerics" : theirs,
                      mine.empty() ? "the built-in numerics" : mine);
 }
 
-std::string check_step(const step_context& ctx, const train::split_data& data,
-                       const step_claim& claim) {
+namespace {
+
+/// The rows and the re-executed gradient of a claimed step, or why the
+/// claim does not fit the job's schedule and model.
+std::string reexecute(const step_context& ctx, const train::split_data& data,
+                      const step_claim& claim, std::vector<float>& grad) {
   auto [epoch, cursor] = train::schedule_of(claim.step, data.train.rows, ctx.global_batch);
   if (epoch != claim.epoch || cursor != claim.cursor)
     return fmt::format("step {}: the trainer says epoch {} cursor {}, the schedule {} and {}",
@@ -88,12 +93,53 @@ std::string check_step(const step_context& ctx, const train::split_data& data,
   auto m = train::model::from_params(ctx.spec, claim.weights);
   if (!m)
     return fmt::format("step {}: the weights do not fit the model", claim.step);
-  auto [grad, loss] = train::local_gradient(*m, data.train, idx, ctx.global_batch);
-  (void)loss;
-  auto d = train::step_digest(claim.weights, idx, grad);
+  grad = train::local_gradient(*m, data.train, idx, ctx.global_batch).first;
+  return {};
+}
+
+} // namespace
+
+std::string check_step(const step_context& ctx, const train::split_data& data,
+                       const step_claim& claim) {
+  std::vector<float> grad;
+  if (auto why = reexecute(ctx, data, claim, grad); !why.empty())
+    return why;
+  auto d = train::step_digest(claim.weights, claim.indices, grad);
   if (d != claim.committed)
     return fmt::format("step {}: re-executed, the gradient differs from the committed digest",
                        claim.step);
+  return {};
+}
+
+std::string check_step_within(const step_context& ctx, const train::split_data& data,
+                              const step_claim& claim, std::span<const float> gradient,
+                              tolerance tol, double* used) {
+  std::vector<float> grad;
+  if (auto why = reexecute(ctx, data, claim, grad); !why.empty())
+    return why;
+  if (gradient.size() != grad.size())
+    return fmt::format("step {}: the trainer's gradient has {} values, the model {}", claim.step,
+                       gradient.size(), grad.size());
+  if (train::step_digest(claim.weights, claim.indices, gradient) != claim.committed)
+    return fmt::format("step {}: the gradient the trainer sent is not the one it committed to "
+                       "(its digest differs)",
+                       claim.step);
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < grad.size(); ++i) {
+    double d = static_cast<double>(gradient[i]) - grad[i];
+    diff += d * d;
+    norm += static_cast<double>(grad[i]) * grad[i];
+  }
+  diff = std::sqrt(diff);
+  double bound = tol.rtol * std::sqrt(norm) + tol.atol * std::sqrt(static_cast<double>(grad.size()));
+  double share = std::isfinite(diff) ? diff / bound : HUGE_VAL;
+  if (used)
+    *used = share;
+  if (!(share <= 1))
+    return fmt::format("step {}: re-executed in this rater's environment, the gradient is {:.3g} "
+                       "away from the trainer's (L2), over the tolerance of {:.3g} (rtol {:.0e} "
+                       "of its norm {:.3g} + atol {:.0e} per value)",
+                       claim.step, diff, bound, tol.rtol, std::sqrt(norm), tol.atol);
   return {};
 }
 

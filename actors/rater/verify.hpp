@@ -53,9 +53,9 @@ struct step_context {
 
 /// Whether a rater whose numeric environment is `mine` can re-execute, bit
 /// for bit, steps a trainer ran in `theirs` (SessionLog.environment): "" if
-/// so, else why not. Steps from another environment are neither paid nor
-/// slashed by this rater: an honest trainer on other CPU kernels computes
-/// other bits, and a re-execution could not tell it from a cheat.
+/// so, else why not. Steps from another environment are compared within a
+/// tolerance instead (check_step_within): an honest trainer on other CPU
+/// kernels computes other bits.
 std::string environment_mismatch(const std::string& theirs, const std::string& mine);
 
 /// One challenged step: the weights before it (from the trainer) and the
@@ -70,5 +70,30 @@ struct step_claim {
 /// "" when the step re-executes to the committed digest, else why not.
 std::string check_step(const step_context& ctx, const train::split_data& data,
                        const step_claim& claim);
+
+/// The tolerance of a step from another numeric environment: the trainer's
+/// gradient g_t and this rater's re-execution g_r may differ by
+///   ||g_t - g_r|| <= rtol ||g_r|| + atol sqrt(n)      (n values, L2 norms).
+/// Other CPU kernels (avx2 against default, another BLAS) round each float32
+/// value differently by a few 1e-8 whatever the gradient's size: measured
+/// here on the digits CNN, ||g_t - g_r|| stays near 1.5e-7 from the first
+/// step (||g|| = 0.14) to step 2000 (||g|| = 2e-6), so a purely relative
+/// bound would flag honest late steps; atol covers that floor with two
+/// orders of magnitude to spare, rtol the steps with large gradients.
+struct tolerance {
+  double rtol = 1e-4;
+  double atol = 1e-7; ///< per value
+};
+constexpr tolerance cross_environment_tolerance{};
+
+/// A step from another numeric environment: `gradient` is the trainer's own
+/// (sent with the evidence); it must hash, with the claim's weights and
+/// rows, to the committed digest (so it is the gradient the trainer
+/// committed to before the challenge), and lie within `tol` of this rater's
+/// re-execution. "" when both hold, else why not; `used` gets the share of
+/// the tolerance the difference takes (<= 1 passes).
+std::string check_step_within(const step_context& ctx, const train::split_data& data,
+                              const step_claim& claim, std::span<const float> gradient,
+                              tolerance tol, double* used = nullptr);
 
 } // namespace aicon::rater

@@ -483,7 +483,20 @@ struct worker_state {
       auto& e = it->second;
       auto perm = train::epoch_permutation(static_cast<uint32_t>(data.train.rows), seed, e.epoch);
       auto idx = train::batch_slice(perm, e.cursor, global_batch, rank, size);
+      // For a rater in another numeric environment: the step's gradient,
+      // recomputed here in this trainer's own (its steps are a pure
+      // function of weights and rows, so these are the bits it committed).
+      std::vector<float> grad;
+      if (q.getWithGradient()) {
+        auto m = train::model::from_params(model->spec(), e.weights);
+        if (!m)
+          return m.error();
+        grad = train::local_gradient(*m, data.train, idx, global_batch).first;
+      }
       return make_envelope<schema::StepEvidence>([&](schema::StepEvidence::Builder b) {
+        if (!grad.empty())
+          b.setGradient(kj::arrayPtr(reinterpret_cast<const kj::byte*>(grad.data()),
+                                     grad.size() * 4));
         b.setStep(it->first);
         b.setEpoch(e.epoch);
         b.setCursor(e.cursor);

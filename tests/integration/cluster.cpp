@@ -153,8 +153,14 @@ std::filesystem::path write_file(const std::filesystem::path& dir, const std::st
 }
 
 running_host start_host(const std::filesystem::path& config, const std::filesystem::path& log,
-                        const std::vector<std::string>& extra_args) {
-  std::vector<std::string> args{aicon_binary(), "host", "--config", config.string()};
+                        const std::vector<std::string>& extra_args,
+                        const std::vector<std::string>& env) {
+  std::vector<std::string> args;
+  if (!env.empty()) {
+    args.push_back("/usr/bin/env");
+    args.insert(args.end(), env.begin(), env.end());
+  }
+  args.insert(args.end(), {aicon_binary(), "host", "--config", config.string()});
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   running_host h;
   h.proc = std::make_unique<process>(args, log);

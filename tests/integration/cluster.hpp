@@ -87,7 +87,9 @@ struct running_host {
   std::unique_ptr<process> proc;
   uint16_t port = 0;
 };
+/// `env`: VAR=value settings for the host process only.
 running_host start_host(const std::filesystem::path& config, const std::filesystem::path& log,
-                        const std::vector<std::string>& extra_args = {});
+                        const std::vector<std::string>& extra_args = {},
+                        const std::vector<std::string>& env = {});
 
 } // namespace aicon::test

@@ -405,8 +405,9 @@ BOOST_AUTO_TEST_CASE(without_connect_scripts_run_on_an_embedded_cluster) {
   BOOST_TEST(r.output.find("] step 300 loss ") != std::string::npos, r.output);
   // A job with a budget: escrowed with terms naming the cluster's job host
   // its agent, which runs it (trainers from the allocator), has the rater
-  // verify it and settles: 4 x 200 steps at 2 = 1600 to the trainers, 400
-  // back. Another handle attaches to it by id.
+  // verify it and settles: 4 x 200 steps at the trainers' lease price 1
+  // (under the terms' cap of 2) = 800 to the trainers, 1200 back. Another
+  // handle attaches to it by id.
   auto budget = write_file(std::filesystem::temp_directory_path(), "aicon-budget-test.lua", R"lua(
 local j = train{model = "mlp:64-64-10", data = arg[1], trainers = 4, steps = 200, budget = 2000,
                 priority = 1}
@@ -428,7 +429,7 @@ print(select(2, pcall(job.attach, string.rep("ab", 32))))
   std::filesystem::remove(budget);
   BOOST_TEST(b.exit_code == 0, b.output);
   BOOST_TEST(b.output.find("budgeted job: accuracy") != std::string::npos, b.output);
-  BOOST_TEST(b.output.find("phase done, paid 1600, refunded 400, 4/4 trainers passed") != std::string::npos,
+  BOOST_TEST(b.output.find("phase done, paid 800, refunded 1200, 4/4 trainers passed") != std::string::npos,
              b.output);
   BOOST_TEST(b.output.find("attached: done, accuracy 0.9") != std::string::npos, b.output);
   BOOST_TEST(b.output.find("job.attach: no connected job host knows job abababab") != std::string::npos,

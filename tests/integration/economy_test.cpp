@@ -28,6 +28,7 @@
 #include "actors/ledger/work.hpp"
 #include "actors/rater/rater.hpp"
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
 #include "fixtures.hpp"
 #include "site_proxy.hpp"
 #include "schemas/alloc.capnp.h"
@@ -90,8 +91,10 @@ struct economy_cluster {
   static constexpr size_t no_cheater = ~size_t{0};
   size_t cheater_node = no_cheater;
 
+  /// `rater_env`: VAR=value settings for c0's process (the rater's).
   explicit economy_cluster(bool third_trainer = false, bool wan_links = false,
-                           size_t cheat_node = no_cheater)
+                           size_t cheat_node = no_cheater,
+                           std::vector<std::string> rater_env = {})
     : wan(wan_links), cheater_node(cheat_node) {
     if (third_trainer)
       names.push_back("t2");
@@ -126,7 +129,8 @@ struct economy_cluster {
       for (size_t i = 0; i < nodes.size(); ++i)
         proxies.push_back(std::make_unique<site_proxy>(ports[i], 15ms));
     for (size_t i = 0; i < nodes.size(); ++i)
-      hosts.push_back(start_host(config(i), root / (names[i] + ".log"), {"-v"}));
+      hosts.push_back(start_host(config(i), root / (names[i] + ".log"), {"-v"},
+                                 i == 0 ? rater_env : std::vector<std::string>{}));
     for (size_t i = 0; i < nodes.size(); ++i)
       wait_linked(i);
     client::options opts;
@@ -172,11 +176,12 @@ struct economy_cluster {
     return write_file(
       root.path(), names[i] + ".toml",
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
-                  "site = \"{}\"\ndata_files = [\"{}/tests/data\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n[chain]\ngenesis = "
+                  "site = \"{}\"\ndata_files = [\"{}/tests/data\", \"{}\"]\n[peers]\nallow = [{}]\nconnect = [\n{}]\n[chain]\ngenesis = "
                   "\"{}\"\n[limits]\nblock_takeover_ms = 1000\nvote_wait_ms = 500\n"
                   "ledger_sync_ms = 300\noffer_heartbeat_ms = 300\ntrainer_slots = 2\n"
                   "trainer_price = 1\n{}{}",
-                  names[i], ports[i], roles[i], site(i), AICON_SOURCE_DIR, allow, connect,
+                  names[i], ports[i], roles[i], site(i), AICON_SOURCE_DIR,
+                  (root / "models").string(), allow, connect,
                   genesis.string(),
                   wan ? "ping_ms = 300\ngossip_ms = 200\n"
                       : "\n[[site_rtt]]\na = \"west\"\nb = \"east\"\nms = 40\n",
@@ -859,11 +864,12 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   BOOST_TEST(wait.output.find("phase     done") != std::string::npos, wait.output);
   BOOST_TEST(wait.output.find("accuracy  0.9") != std::string::npos, wait.output);
   BOOST_TEST(wait.output.find("verified  2/2 trainers passed") != std::string::npos, wait.output);
-  // 2 trainers x 120 steps at the terms' price cap, 5000 / 240 = 20: 4800
-  // paid, 200 back to the payer; settled once by the agent.
-  BOOST_TEST(wait.output.find("budget    5000: trainers paid 4800, refunded 200") != std::string::npos,
+  // 2 trainers x 120 steps at the price their leases name, 1 (the hosts'
+  // trainer_price; the terms' cap is 5000 / 240 = 20): 240 paid, 4760 back
+  // to the payer; settled once by the agent.
+  BOOST_TEST(wait.output.find("budget    5000: trainers paid 240, refunded 4760") != std::string::npos,
              wait.output);
-  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - 4800);
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - 240);
   std::array<uint8_t, 32> job{};
   for (size_t i = 0; i < 32; ++i)
     job[i] = static_cast<uint8_t>(std::stoi(id.substr(2 * i, 2), nullptr, 16));
@@ -881,10 +887,35 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   BOOST_REQUIRE_MESSAGE(terms && *terms, "the trained model is not registered");
   BOOST_TEST(((*terms)->owner == ec.cli.id));
   BOOST_TEST((*terms)->kind == "trained-model");
+  // The payer fetches the trained weights: the checkpoint the chain's
+  // asset id is the hash of; nobody else may.
+  auto weights = (ec.root / "trained.ckpt").string();
+  auto fetched = aicon({"job", "fetch", id, "--out", weights});
+  BOOST_REQUIRE_MESSAGE(fetched.exit_code == 0, fetched.output);
+  BOOST_TEST(fetched.output.find("at step 120 (mlp:64-64-10), matching its trained-model asset")
+               != std::string::npos,
+             fetched.output);
+  {
+    auto cp = train::load_checkpoint(weights);
+    BOOST_REQUIRE_MESSAGE(cp, why(cp));
+    BOOST_TEST(cp->step == 120u);
+    auto m = train::model::from_params(cp->spec, cp->params);
+    BOOST_REQUIRE_MESSAGE(m, why(m));
+  }
+  auto stranger = ec.ask(1, "job", sign_job_weights(identity::generate(), job, now_ms()));
+  BOOST_REQUIRE(!stranger);
+  BOOST_TEST(describe(stranger.error()).find("may be read only by its payer") != std::string::npos,
+             describe(stranger.error()));
+  auto payer_key = load_identity(ec.cli.dir);
+  BOOST_REQUIRE_MESSAGE(payer_key, why(payer_key));
+  auto stale = ec.ask(1, "job", sign_job_weights(*payer_key, job, now_ms() - 3'600'000));
+  BOOST_REQUIRE(!stale);
+  BOOST_TEST(describe(stale.error()).find("the weights query is stale or replayed") != std::string::npos,
+             describe(stale.error()));
   auto logs = aicon({"job", "logs", id.substr(0, 16)});
   BOOST_TEST(logs.exit_code == 0);
   BOOST_TEST(logs.output.find("allocator granted 2 trainers") != std::string::npos, logs.output);
-  BOOST_TEST(logs.output.find("settled: trainers 4800") != std::string::npos, logs.output);
+  BOOST_TEST(logs.output.find("settled: trainers 240") != std::string::npos, logs.output);
   auto ls = aicon({"job", "ls"});
   BOOST_TEST(ls.output.find(id.substr(0, 16) + " done") != std::string::npos, ls.output);
 
@@ -903,13 +934,37 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   BOOST_REQUIRE(!stolen);
   BOOST_TEST(describe(stolen.error()).find("may be cancelled only by its payer") != std::string::npos,
              describe(stolen.error()));
+  // Cancelled once it has run some steps: the steps run are paid at the
+  // trainers' lease price (1), the rest of the budget comes back.
+  auto long_status = [&] {
+    auto r = ec.ask(1, "job", make_envelope<schema::JobQuery>([&](auto q) {
+                      q.setStatus(kj::arrayPtr(long_bytes.data(), 32));
+                    }));
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    return *r;
+  };
+  auto until = std::chrono::steady_clock::now() + 60s;
+  while (opened<schema::JobInfo>{long_status()}->getStep() < 20
+         && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  auto early = aicon({"job", "fetch", long_id, "--out", (ec.root / "early.ckpt").string()});
+  BOOST_TEST(early.exit_code == 1, early.output);
+  BOOST_TEST(early.output.find("its weights are there once it is done") != std::string::npos,
+             early.output);
   auto cancel = aicon({"job", "cancel", long_id});
   BOOST_TEST(cancel.exit_code == 0, cancel.output);
   auto ended = aicon({"job", "wait", long_id, "--timeout", "120"}, 180s);
   BOOST_TEST(ended.exit_code == 1, ended.output);
   BOOST_TEST(ended.output.find("phase     cancelled") != std::string::npos, ended.output);
-  BOOST_TEST(ended.output.find("refunded 40000") != std::string::npos, ended.output);
-  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == before);
+  opened<schema::JobInfo> cancelled{long_status()};
+  auto ran = cancelled->getStep();
+  BOOST_TEST_MESSAGE("cancelled at step " << ran << ": paid " << cancelled->getPaidTrainers()
+                                          << ", refunded " << cancelled->getRefunded());
+  BOOST_TEST(ran >= 20u);
+  BOOST_TEST(ran < 20000u);
+  BOOST_TEST(cancelled->getPaidTrainers() == 2 * ran);
+  BOOST_TEST(cancelled->getRefunded() == 40000 - 2 * ran);
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == before - 2 * ran);
 }
 
 BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_pays_once) {
@@ -1264,6 +1319,59 @@ BOOST_AUTO_TEST_CASE(a_ring_across_two_sites_is_placed_by_measured_round_trips) 
   BOOST_TEST_MESSAGE("cross-site ring of " << r->rank_hosts.size() << " ranks: accuracy "
                                            << r->accuracy);
   BOOST_TEST(r->accuracy >= 0.9);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// A TorchScript job verified across numeric environments: the rater's host
+// pins libtorch's CPU kernels to `default` while the trainers' pick their
+// own (auto-detected), so the rater compares each sampled step within the
+// tolerance (rater/verify.hpp) against the gradient the trainer committed.
+// The honest host's trainers pass; the cheating host's (20% of steps faked)
+// are caught. Its own ctest entry: skipped without libtorch or python3-torch.
+BOOST_AUTO_TEST_SUITE(torch_verification)
+
+BOOST_AUTO_TEST_CASE(a_rater_on_other_cpu_kernels_compares_within_the_tolerance) {
+  if (!train::torch_available()) {
+    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+    return;
+  }
+  economy_cluster ec(false, false, 3, {"ATEN_CPU_CAPABILITY=default"}); // t1 cheats
+  auto models = ec.root / "models";
+  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
+                          AICON_SOURCE_DIR, models.string(), ec.root.path().string());
+  if (std::system(make.c_str()) != 0) {
+    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+    return;
+  }
+  ec.wait_offers(2);
+  ec.fund_client(100'000);
+  auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  auto submit = ec.job_cli({"job", "submit", "--model", "torch:" + (models / "digits_cnn.pt").string(),
+                            "--data", digits, "--trainers", "4", "--steps", "120", "--budget",
+                            "10000", "--verify"},
+                           120s);
+  BOOST_REQUIRE_EQUAL(submit.exit_code, 0);
+  auto end = submit.output.find_last_not_of('\n');
+  auto id = submit.output.substr(end - 63, 64);
+  auto wait = ec.job_cli({"job", "wait", id, "--timeout", "240"}, 300s);
+  BOOST_REQUIRE_MESSAGE(wait.exit_code == 0, wait.output << "\n--- c0:\n" << ec.hosts[0].proc->log_text());
+  // The honest host's two trainers pass, the cheater's two are caught.
+  BOOST_TEST(wait.output.find("verified  2/4 trainers passed") != std::string::npos, wait.output);
+  auto log = ec.hosts[0].proc->log_text();
+  BOOST_TEST(log.find("cannot be re-executed bit for bit here; comparing its steps within the "
+                      "tolerance (rtol 1e-04, atol 1e-07)")
+               != std::string::npos,
+             log);
+  const std::string passed = "passed within tolerance: 44 steps, at most ";
+  auto at = log.find(passed);
+  BOOST_REQUIRE_MESSAGE(at != std::string::npos, log);
+  auto used = std::stod(log.substr(at + passed.size(), 12));
+  BOOST_TEST_MESSAGE("honest steps on auto-detected kernels against a rater on default ones: "
+                     "at most " << used << " of the tolerance used");
+  BOOST_TEST(used < 0.1); // far inside it, not at its edge
+  BOOST_TEST(log.find("failed within tolerance") != std::string::npos, log);
+  BOOST_TEST(log.find("is not the one it committed to") != std::string::npos, log);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -712,13 +712,30 @@ local j = train{model = "torch:" .. id, data = arg[2], trainers = 2, steps = 60,
 local m = j:wait{}
 print(("phase %s, %s, trainers paid %d, refunded %d, model price %d"):format(
   m.phase, m.verified, m.paid, m.refunded, 1000 - m.paid - m.refunded))
+print(("saved the weights of step %d"):format(j:save(arg[3])))
 print(select(2, pcall(model.put, arg[2])))
 print(select(2, pcall(model.put, arg[1], {price = -1})))
 )lua");
+  auto ckpt = root / "trained.ckpt";
   auto r = run_command({aicon_binary(), "run", script.string(), "--",
-                        (root / "models" / "digits_cnn.pt").string(), digits_csv().string()},
+                        (root / "models" / "digits_cnn.pt").string(), digits_csv().string(),
+                        ckpt.string()},
                        180s);
   BOOST_TEST(r.exit_code == 0, r.output);
+  BOOST_TEST(r.output.find("saved the weights of step 60") != std::string::npos, r.output);
+  // The payer's trained weights as TorchScript, from the file it put (its
+  // hash is the model id the checkpoint names); another file is refused.
+  auto pt = root / "trained.pt";
+  auto exported = run_command({aicon_binary(), "model", "export", "--model",
+                               "torch:" + (root / "models" / "digits_cnn.pt").string(),
+                               "--checkpoint", ckpt.string(), "--out", pt.string()});
+  BOOST_TEST(exported.exit_code == 0, exported.output);
+  BOOST_TEST(std::filesystem::exists(pt));
+  auto other = run_command({aicon_binary(), "model", "export", "--model",
+                            "torch:" + (root / "models" / "batchnorm.pt").string(), "--checkpoint",
+                            ckpt.string(), "--out", (root / "other.pt").string()});
+  BOOST_TEST(other.exit_code == 1, other.output);
+  BOOST_TEST(other.output.find("is a checkpoint of torch:") != std::string::npos, other.output);
   BOOST_TEST(r.output.find("phase done, 2/2 trainers passed") != std::string::npos, r.output);
   BOOST_TEST(r.output.find("model price 7") != std::string::npos, r.output);
   BOOST_TEST(r.output.find("model.put: invalid_argument: model ") != std::string::npos, r.output);

@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "actors/data_node/ingest.hpp"
+#include "actors/job/economy.hpp"
 #include "actors/rater/scores.hpp"
 #include "actors/rater/verify.hpp"
 #include "test_util.hpp"
@@ -111,14 +112,116 @@ hash256 seed_of(uint64_t i) {
 
 BOOST_AUTO_TEST_SUITE(rater)
 
-BOOST_AUTO_TEST_CASE(steps_from_another_numeric_environment_are_not_judged) {
+BOOST_AUTO_TEST_CASE(steps_from_another_numeric_environment_are_named) {
   BOOST_TEST(aicon::rater::environment_mismatch("", "").empty()); // built-ins: the same everywhere
   auto same = "libtorch 1.13.0, 1 thread(s), cpu capability avx2";
   BOOST_TEST(aicon::rater::environment_mismatch(same, same).empty());
   auto why = aicon::rater::environment_mismatch("libtorch 1.13.0, 1 thread(s), cpu capability default", same);
   BOOST_TEST(why.find("cannot be re-executed bit for bit here") != std::string::npos, why);
-  BOOST_TEST(why.find("neither paid nor slashed") != std::string::npos, why);
   BOOST_TEST(!aicon::rater::environment_mismatch("", same).empty());
+}
+
+// Another environment: the trainer's committed gradient against the
+// rater's re-execution, within the tolerance. An honest gradient moved by
+// another CPU's rounding passes; a faked one, a gradient that is not the
+// committed one, or one moved beyond the tolerance fails, each named.
+BOOST_AUTO_TEST_CASE(steps_from_another_environment_are_compared_within_the_tolerance) {
+  recorded_run run;
+  auto ctx = run.ctx;
+  ctx.rank = 1;
+  auto gradient_of = [&](uint64_t s) {
+    auto c = run.claim(1, s, {});
+    auto m = train::model::from_params(ctx.spec, c.weights);
+    BOOST_REQUIRE(m);
+    return train::local_gradient(*m, run.data.train, c.indices, ctx.global_batch).first;
+  };
+  // "Another environment": the same gradient with each value's last bits
+  // changed, as other kernels round; committed as the trainer would.
+  auto nudged = [](std::vector<float> g, double rel) {
+    train::rng gen{7};
+    for (auto& v : g)
+      v = static_cast<float>(v * (1 + rel * (2 * gen.uniform() - 1)));
+    return g;
+  };
+  for (uint64_t s : {0ull, 57ull, 199ull}) {
+    auto theirs = nudged(gradient_of(s), 1e-6);
+    auto c = run.claim(1, s, {});
+    c.committed = train::step_digest(c.weights, c.indices, theirs);
+    BOOST_TEST(check_step(ctx, run.data, c).find("differs from the committed digest")
+               != std::string::npos); // not the same bits
+    double used = -1;
+    auto why = check_step_within(ctx, run.data, c, theirs, cross_environment_tolerance, &used);
+    BOOST_TEST(why.empty(), why);
+    BOOST_TEST(used > 0);
+    BOOST_TEST(used < 0.1);
+    // Moved by 1%: beyond the tolerance.
+    auto far = nudged(gradient_of(s), 1e-2);
+    c.committed = train::step_digest(c.weights, c.indices, far);
+    why = check_step_within(ctx, run.data, c, far, cross_environment_tolerance);
+    BOOST_TEST(why.find("away from the trainer's (L2), over the tolerance of") != std::string::npos,
+               why);
+    // A step whose true gradient is tiny (a batch already fit): another
+    // CPU's rounding, a few 1e-8 per value, is within the absolute floor,
+    // though it is far beyond 1e-4 of that gradient's norm.
+    auto tiny = gradient_of(s);
+    for (auto& v : tiny)
+      v *= 1e-5f;
+    auto rounded = tiny;
+    {
+      train::rng gen{11};
+      for (auto& v : rounded)
+        v += static_cast<float>(3e-8 * (2 * gen.uniform() - 1));
+    }
+    aicon::rater::tolerance relative_only{1e-4, 0};
+    double tiny_norm = 0, moved = 0;
+    for (size_t i = 0; i < tiny.size(); ++i) {
+      tiny_norm += double(tiny[i]) * tiny[i];
+      moved += (double(rounded[i]) - tiny[i]) * (double(rounded[i]) - tiny[i]);
+    }
+    BOOST_TEST(std::sqrt(moved) > relative_only.rtol * std::sqrt(tiny_norm));
+    BOOST_TEST(std::sqrt(moved)
+               < cross_environment_tolerance.atol * std::sqrt(double(tiny.size())));
+    // A gradient other than the committed one (the honest one sent for a
+    // step it faked).
+    c.committed = run.random_cheater[s];
+    auto honest = gradient_of(s);
+    if (run.faked_random[s]) {
+      why = check_step_within(ctx, run.data, c, honest, cross_environment_tolerance);
+      BOOST_TEST(why.find("not the one it committed to") != std::string::npos, why);
+    }
+    // The wrong number of values.
+    honest.pop_back();
+    why = check_step_within(ctx, run.data, c, honest, cross_environment_tolerance);
+    BOOST_TEST(why.find("values, the model") != std::string::npos, why);
+  }
+  // Rank 2's faked steps, its noise committed and sent: caught within the
+  // tolerance too, and its honest steps pass.
+  size_t caught = 0, flagged_honest = 0;
+  for (uint64_t s = 0; s < recorded_run::steps; ++s) {
+    auto c = run.claim(2, s, run.random_cheater[s]);
+    auto ctx2 = run.ctx;
+    ctx2.rank = 2;
+    // The cheater's sent gradient: what it committed (recomputed here as it
+    // did: noise on faked steps, the honest gradient otherwise).
+    auto m = train::model::from_params(ctx2.spec, c.weights);
+    BOOST_REQUIRE(m);
+    auto g = train::local_gradient(*m, run.data.train, c.indices, ctx2.global_batch).first;
+    if (run.faked_random[s]) {
+      // Not reproducible here bit for bit (the recorded run's noise): a
+      // fresh noise gradient, committed, stands for it.
+      train::rng gen{s};
+      for (auto& v : g)
+        v = static_cast<float>(gen.uniform() - 0.5) * 1e-2f;
+      c.committed = train::step_digest(c.weights, c.indices, g);
+    }
+    auto why = check_step_within(ctx2, run.data, c, g, cross_environment_tolerance);
+    if (run.faked_random[s])
+      caught += why.empty() ? 0 : 1;
+    else
+      flagged_honest += why.empty() ? 0 : 1;
+  }
+  BOOST_TEST(caught == recorded_run::steps / 10);
+  BOOST_TEST(flagged_honest == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(the_sample_size_follows_the_formula) {
@@ -292,6 +395,33 @@ BOOST_AUTO_TEST_CASE(settlement_pays_verified_work_to_the_unit) {
   BOOST_TEST(short_budget.refund == 0u);
   auto broke = settle_job(100, t, 20, &data_owner, 500, nullptr, 0, 50);
   BOOST_TEST(broke.why.find("does not cover") != std::string::npos);
+}
+
+// Settlement pays each passed rank its host's lease price (what the host
+// offered), never above the terms' cap; a host without a lease the cap; a
+// failed rank nothing; owners their asset prices, unless they are the payer.
+BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
+  auto a = identity::generate().id(), b = identity::generate().id(), c = identity::generate().id();
+  auto payer = identity::generate().id(), owner = identity::generate().id();
+  train::rating r;
+  r.verdicts = {{0, a, true, {}, 0}, {1, a, true, {}, 0}, {2, b, true, {}, 0},
+                {3, c, true, {}, 0}, {4, c, false, "faked", 0}};
+  std::map<node_id, uint64_t> leases{{a, 1}, {b, 5}}; // b offered above the cap of 3
+  auto plan = train::plan_settlement(10'000, r, 100, 3, payer, train::asset_terms{owner, "dataset", 50},
+                                     train::asset_terms{payer, "model", 40}, leases);
+  BOOST_REQUIRE(plan.why.empty());
+  std::map<node_id, uint64_t> paid(plan.payouts.begin(), plan.payouts.end());
+  BOOST_TEST(paid[a] == 2 * 100 * 1u); // two ranks at its lease price
+  BOOST_TEST(paid[b] == 100 * 3u);     // capped
+  BOOST_TEST(paid[c] == 100 * 3u);     // no lease: the cap; its failed rank nothing
+  BOOST_TEST(paid[owner] == 50u);
+  BOOST_TEST(plan.model == 0u);        // the payer's own model: nothing moves
+  BOOST_TEST(plan.trainers == 800u);
+  BOOST_TEST(plan.refund == 10'000u - 800 - 50);
+  // An escrow short of the work: no plan, a reason.
+  auto short_plan = train::plan_settlement(700, r, 100, 3, payer, std::nullopt, std::nullopt, leases);
+  BOOST_TEST(short_plan.why.find("does not cover the verified work (800)") != std::string::npos,
+             short_plan.why);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
