@@ -148,11 +148,12 @@ struct Vote {
 struct Proposal {
   # A committee member's proposal for (height, round), sent to the other
   # members' block generators (actors/block_generator/consensus.hpp).
-  block @0 :Block;           # without votes; its generator is the round's proposer
+  block @0 :Block;           # without votes; built by the round's proposer, or with a proof of
+                             # lock by any member (a locked block proposed again)
   round @1 :UInt32;
   polRound @2 :Int32;        # -1, or the earlier round in which a quorum prevoted this block
   pol @3 :List(Vote);        # with polRound >= 0: those prevotes (the proof of lock)
-  signature @4 :Data;        # by the generator over "aicon-proposal-v1" ‖ round ‖ polRound ‖ blockHash
+  signature @4 :Data;        # by the round's proposer over "aicon-proposal-v1" ‖ round ‖ polRound ‖ blockHash
 }
 
 struct VotedRound {

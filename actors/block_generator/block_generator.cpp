@@ -590,7 +590,12 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
   });
   // A proposal from the round's proposer: checked (signature, proposer,
   // every chain rule, its proof of lock), then fed to the machine. The
-  // answer is this member's prevote for it, or why there is none.
+  // answer is this member's prevote for it, or why there is none. The
+  // signature is the round's proposer's; the block's generator is the
+  // member who built it, the proposer itself for a new block, anyone of
+  // the committee for a re-proposal with a proof of lock (a member locked
+  // on another's block proposes that block again: refusing it once let two
+  // locked members stall a healed partition forever).
   st.table->on<schema::Proposal>([self](const envelope&, schema::Proposal::Reader p)
                                    -> caf::result<envelope> {
     auto& st = self->state;
@@ -603,10 +608,6 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
     auto generator = node_id::from_bytes({h.getGenerator().begin(), h.getGenerator().size()});
     if (!generator)
       return make_error(errc::invalid_argument, "proposal: block.header.generator must be 32 bytes");
-    auto sig = p.getSignature();
-    if (!verify_signature(*generator, ledger::proposal_signing_bytes(round, p.getPolRound(), hash),
-                          {sig.begin(), sig.size()}))
-      return make_error(errc::bad_signature, "proposal: the signature does not verify for its generator");
     if (height != st.m->height())
       return make_error(errc::invalid_argument,
                         fmt::format("proposal for block {}, but this host decides block {}", height,
@@ -614,11 +615,19 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
     if (!st.m->member())
       return make_error(errc::forbidden,
                         fmt::format("this host is not in the committee of block {}", height));
-    if (st.m->proposer(round) != *generator)
+    auto proposer = st.m->proposer(round);
+    auto sig = p.getSignature();
+    if (!verify_signature(proposer, ledger::proposal_signing_bytes(round, p.getPolRound(), hash),
+                          {sig.begin(), sig.size()}))
+      return make_error(errc::bad_signature,
+                        fmt::format("proposal: the signature does not verify for round {}'s "
+                                    "proposer {}",
+                                    round, proposer.short_hex()));
+    if (p.getPolRound() == -1 && proposer != *generator)
       return make_error(errc::forbidden,
-                        fmt::format("round {} of block {} is {}'s to propose, not {}'s", round,
-                                    height, st.m->proposer(round).short_hex(),
-                                    generator->short_hex()));
+                        fmt::format("round {} of block {} is {}'s to propose, and a new block "
+                                    "(no proof of lock) must be its own, not {}'s",
+                                    round, height, proposer.short_hex(), generator->short_hex()));
     if (b.getVotes().size() != 0)
       return make_error(errc::invalid_argument, "proposal: the block must carry no votes");
     auto pol_round = p.getPolRound();
@@ -643,7 +652,7 @@ caf::behavior block_generator(generator_actor* self, role_context ctx,
     cp.round = round;
     cp.pol_round = p.getPolRound();
     cp.block = value_of(block);
-    cp.proposer = *generator;
+    cp.proposer = proposer;
     for (auto v : p.getPol()) {
       if (v.getHeight() != height || static_cast<int64_t>(v.getRound()) != pol_round
           || v.getKind() != schema::VoteKind::PREVOTE || v.getBlockHash().size() != 32

@@ -469,6 +469,55 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
   }
   auto more = cc.produce(2);
   BOOST_TEST(more.height >= after.height + 2);
+
+  // A member locked on another member's block proposes it again in a later
+  // round, with its proof of lock: the block's generator is not the
+  // round's proposer, and that is taken (a partition heal once stalled the
+  // chain for good when it was refused). Without a proof of lock, a block
+  // must be the proposer's own.
+  auto scratch2 = ledger::chain::open(cc.root / "scratch2", cc.g);
+  BOOST_REQUIRE_MESSAGE(scratch2, why(scratch2));
+  for (uint64_t h = 1; h <= more.height; ++h) {
+    auto blk = cc.ask(*cc.c, 0, "ledger",
+                      make_envelope<schema::LedgerQuery>([h](auto q) { q.setBlockAt(h); }));
+    BOOST_REQUIRE_MESSAGE(blk, why(blk));
+    auto err = (*scratch2)->append(*blk);
+    BOOST_REQUIRE_MESSAGE(!err, describe(err));
+  }
+  auto tip2 = (*scratch2)->tip();
+  BOOST_REQUIRE(tip2 && tip2->height == more.height);
+  auto committee2 = ledger::select_committee(tip2->hash, cc.g.candidates, cc.g.committee_size);
+  BOOST_REQUIRE(committee2.size() == 3u);
+  ledger::block_draft d3;
+  d3.receipts = {cc.receipt(1000)};
+  d3.time_ms = chain_cluster::now_ms();
+  auto built = (*scratch2)->propose(cc.key_of(committee2[0]), d3); // round 0's block
+  BOOST_REQUIRE_MESSAGE(built, why(built));
+  auto built_hash = ledger::header_hash(opened<schema::Block>{*built}->getHeader());
+  std::vector<envelope> lock;
+  for (size_t k = 0; k < 2; ++k) // a quorum of 3: two round-0 prevotes
+    lock.push_back(ledger::sign_vote(cc.key_of(committee2[k]), more.height + 1, 0,
+                                     schema::VoteKind::PREVOTE, built_hash));
+  auto& proposer2 = committee2[2]; // round 2's proposer
+  size_t target = 0;
+  for (size_t i = 0; i < 3; ++i)
+    if (cc.nodes[i].id == committee2[1])
+      target = i; // a member other than the proposer
+  auto as_new = cc.ask(*cc.c, target, "block_generator",
+                       ledger::make_proposal(*built, 2, -1, {}, cc.key_of(proposer2)));
+  BOOST_REQUIRE(!as_new);
+  BOOST_TEST(describe(as_new.error()).find("a new block (no proof of lock) must be its own")
+               != std::string::npos,
+             describe(as_new.error()));
+  auto reproposal = ledger::make_proposal(*built, 2, 0, lock, cc.key_of(proposer2));
+  auto reproposed = cc.ask(*cc.c, target, "block_generator", reproposal);
+  BOOST_TEST(static_cast<bool>(reproposed), (reproposed ? std::string{} : describe(reproposed.error())));
+  for (size_t i = 0; i < 3; ++i)
+    if (i != target)
+      (void) cc.ask(*cc.c, i, "block_generator", reproposal);
+  // And the chain goes on with it: the locked block is final everywhere.
+  auto final2 = cc.wait_agreed(more.height + 1, 30s);
+  BOOST_TEST(final2.hash == ledger::hex(built_hash));
 }
 
 BOOST_AUTO_TEST_CASE(an_idle_chain_commits_transfers_at_the_target_rate) {
