@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -382,23 +381,14 @@ struct worker_state {
           v = static_cast<float>(dice.uniform() - 0.5) * 1e-3f;
     }
     // The work log: what a verifier needs to re-execute this step. The
-    // weights before the step are kept as evidence for the rater. The
-    // digest (BLAKE2b over the weights and the local gradient: about 2 ms
-    // per MB x 2 here) is hashed on a thread of its own while the ring
-    // reduces, so it hides in the allreduce's waits; the weights stay
-    // unchanged until it is done (the optimizer steps after).
-    std::vector<float> local(grad.begin(), grad.end()); // the allreduce sums in place
-    auto digest = std::async(std::launch::async, [this, &idx, &local] {
-      return train::step_digest(model->params(), idx, local);
-    });
+    // weights before the step are kept as evidence for the rater.
+    out.digest = train::step_digest(model->params(), idx, grad);
     keep_evidence(at, ep, cur);
     out.compute_us = us_since(t0);
     auto t1 = clock_type::now();
-    auto reduced = reducer->allreduce(grad, gpu::reduce_op::sum);
+    if (auto err = reducer->allreduce(grad, gpu::reduce_op::sum); !err.empty())
+      return make_error(errc::peer_down, "allreduce: " + err);
     out.allreduce_us = us_since(t1);
-    out.digest = digest.get();
-    if (!reduced.empty())
-      return make_error(errc::peer_down, "allreduce: " + reduced);
     opt.step(model->params(), grad);
     log.push_back(out.digest);
     step = at + 1;
