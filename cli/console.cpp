@@ -229,7 +229,7 @@ constexpr const char* help_text =
                                    from the allocator, verified and settled;
                                    without: K spread over the trainer hosts, and
                                    dataset= only for datasets this console owns,
-                                   coordinated from here)
+                                   their keys granted by this console)
                                    starts a job; returns j with j.id, j:wait{progress=true},
                                    j:status(), j:cancel(), j:metrics(), j:save(path)
   job.list()                       the jobs of the connected job hosts
@@ -884,7 +884,8 @@ node_id ledger_node(lua_State* L, const char* fn);
 /// this console (its [host] trainer_clients); -1 (nothing pushed) when it
 /// refuses to, for the caller to coordinate the job itself.
 int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id& agent,
-                       uint64_t amount, uint64_t per_step, uint32_t k) {
+                       uint64_t amount, uint64_t per_step, uint32_t k,
+                       const std::vector<envelope>& grants = {}) {
   const char* fn = "train";
   auto& s = session_of(L);
   const identity& payer = s.cluster && amount > 0 ? s.cluster->payer() : s.c->self();
@@ -965,7 +966,7 @@ int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id&
   spec.setBudget(amount);
   spec.setPriority(o.priority);
   spec.setVerify(amount > 0 && !nodes_with(L, "rater").empty()); // verification is paid from the budget
-  auto submitted = ask(L, agent, "job", sign_job_submit(payer, spec.asReader(), o.job, now));
+  auto submitted = ask(L, agent, "job", sign_job_submit(payer, spec.asReader(), o.job, now, grants));
   if (!submitted && amount == 0 && code_of(submitted.error()) == errc::forbidden) {
     // This console is not one of the job host's own clients: the caller
     // coordinates the unpaid job itself.
@@ -1131,15 +1132,31 @@ int l_train(lua_State* L) {
                  "verifies and settles the job, with or without this console)", fn);
     return submit_to_job_host(L, o, job_hosts[0], amount, per_step, k);
   }
-  // Unpaid, on a file: a connected job host runs it (the job goes on
-  // without this console). A dataset of this console's stays here: its
-  // keys go to the trainers under this console's own grant.
-  if (data) {
-    if (auto job_hosts = nodes_with(L, "job"); !job_hosts.empty()) {
+  // Unpaid: a connected job host runs it (the job goes on without this
+  // console). On a dataset of this console's, the console grants its keys
+  // to each trainer host (signed DataGrants in the submission); with job=
+  // (an operator's stored leases) it is coordinated here.
+  if (auto job_hosts = nodes_with(L, "job"); !job_hosts.empty() && !job) {
+    std::vector<envelope> grants;
+    if (data) {
       randombytes_buf(o.job.data(), 32);
-      if (int pushed = submit_to_job_host(L, o, job_hosts[0], 0, 0, k); pushed >= 0)
-        return pushed;
+    } else {
+      auto chain = train::chain_id_of(
+        [&](envelope q) { return ask(L, ledger_node(L, fn), "ledger", std::move(q)); });
+      if (!chain)
+        raise(L, fn, chain.error());
+      std::array<uint8_t, 32> id{};
+      for (size_t i = 0; i < 32; ++i)
+        id[i] = static_cast<uint8_t>(std::stoi(o.dataset.substr(2 * i, 2), nullptr, 16));
+      auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+      for (auto& h : hosts)
+        grants.push_back(
+          data::make_data_grant(s.c->self(), *chain, o.job, h, id, now + o.grant_ms));
     }
+    if (int pushed = submit_to_job_host(L, o, job_hosts[0], 0, 0, k, grants); pushed >= 0)
+      return pushed;
   }
   auto* j = new job_handle;
   o.cancel = j->cancel;

@@ -32,6 +32,8 @@ struct JobSubmit {
   payer @2 :Data;            # the submitter's NodeId (the escrow's payer)
   timeMs @3 :UInt64;         # within clock_skew_ms_max of the job host's clock
   signature @4 :Data;        # ed25519 by payer over "aicon-job-v1" ‖ canonical(submit without it)
+  grants @5 :List(Data);     # an unpaid job on a dataset: DataGrant messages signed by the payer,
+                             # the dataset's owner, one per trainer host the job may use
 }
 
 struct JobQuery {

@@ -382,6 +382,11 @@ caf::error check_grant(schema::DataGrant::Reader g, schema::KeyRequest::Reader r
 
 } // namespace
 
+bool grant_signed_by(schema::DataGrant::Reader grant, const node_id& signer) {
+  auto sig = grant.getSignature();
+  return sig.size() == 64 && verify_signature(signer, grant_bytes(grant), {sig.begin(), sig.size()});
+}
+
 envelope make_data_grant(const identity& payer, const hash256& chain, const hash256& job,
                          const node_id& trainer, const hash256& dataset, uint64_t expires_ms) {
   auto fill = [&](schema::DataGrant::Builder b) {

@@ -80,6 +80,10 @@ caf::error put_lease(store::environment& env, const lease& l);
 envelope make_data_grant(const identity& payer, const hash256& chain, const hash256& job,
                          const node_id& trainer, const hash256& dataset, uint64_t expires_ms);
 
+/// Whether `grant` is signed by `signer` ("aicon-grant-v1" over the grant
+/// without its signature).
+bool grant_signed_by(schema::DataGrant::Reader grant, const node_id& signer);
+
 /// A trainer's signed request for the keys of `dataset` for `job`,
 /// carrying the payer's DataGrant when it has one (`grant`: a DataGrant
 /// envelope, or null).

@@ -136,7 +136,11 @@ caf::expected<ring_state> form_ring(const job_link& c, const job_options& o,
   // With a dataset and an escrow: each trainer host gets the payer's grant
   // for its keys (the data nodes check it against the escrow).
   std::map<node_id, envelope> grants;
-  if (!o.dataset.empty() && o.payer && o.chain) {
+  if (!o.signed_grants.empty()) {
+    for (auto& [h, role] : hosts)
+      if (auto g = o.signed_grants.find(h); g != o.signed_grants.end())
+        grants.emplace(h, g->second);
+  } else if (!o.dataset.empty() && o.payer && o.chain) {
     std::array<uint8_t, 32> dataset{}, chain{};
     for (size_t i = 0; i < 32; ++i)
       dataset[i] = static_cast<uint8_t>(std::stoi(o.dataset.substr(2 * i, 2), nullptr, 16));

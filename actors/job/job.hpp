@@ -100,6 +100,10 @@ struct job_options {
   /// allocator (and so an escrow and its payer), each trainer host gets the
   /// payer's DataGrant in its join instead: no lease need be written.
   std::string dataset;               ///< 64 hex digits
+  /// DataGrants already signed by the dataset's owner, per trainer host (a
+  /// job host running an unpaid job on its submitter's dataset); when
+  /// given, the trainers get these instead of grants signed by `payer`.
+  std::map<node_id, envelope> signed_grants;
   std::vector<node_id> data_nodes;
   uint64_t grant_ms = 6 * 3600 * 1000; ///< how long a DataGrant is valid
   /// The chain the escrow is on (run_job learns it from the allocator's

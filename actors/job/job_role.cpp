@@ -409,8 +409,20 @@ struct job_role_state {
       }
     } else {
       auto trainers = wait_hosts_with("trainer");
+      // An unpaid job on the payer's dataset: only the trainer hosts it
+      // granted the keys to.
+      for (auto g : sub->getGrants()) {
+        auto env = envelope_from_bytes({g.begin(), g.size()}, capnp::typeId<schema::DataGrant>());
+        opened<schema::DataGrant> dg{env};
+        if (auto who = node_id::from_bytes({dg->getTrainer().begin(), dg->getTrainer().size()}))
+          o.signed_grants.insert_or_assign(*who, env);
+      }
+      if (!o.signed_grants.empty())
+        std::erase_if(trainers, [&](const node_id& h) { return !o.signed_grants.count(h); });
       if (trainers.empty())
-        return fail_and_refund(j, "no host with the trainer role answers");
+        return fail_and_refund(j, o.signed_grants.empty()
+                                    ? "no host with the trainer role answers"
+                                    : "none of the trainer hosts the grants name answers");
       o.hosts = trainers;
       for (uint32_t i = 0; i < k; ++i)
         o.per_host[trainers[i % trainers.size()]] += 1;
@@ -629,11 +641,37 @@ struct job_role_state {
                                       "(jobs_running_max); retry when one ends",
                                       running));
     }
-    if (spec.getBudget() == 0 && spec.getDataset().size() == 32)
+    // An unpaid job on a dataset: the owner (its payer) grants the keys to
+    // the trainer hosts itself; every grant is checked here by name.
+    bool unpaid_dataset = spec.getBudget() == 0 && spec.getDataset().size() == 32;
+    if (!unpaid_dataset && s.getGrants().size() > 0)
       return make_error(errc::invalid_argument,
-                        "spec.dataset: a job host grants a dataset's keys only as the agent of "
-                        "an escrow; give a budget (or train on it from the console, which "
-                        "grants its own datasets)");
+                        "JobSubmit.grants: only an unpaid job on a dataset carries grants (a "
+                        "budget's job host grants for the payer itself)");
+    if (unpaid_dataset && s.getGrants().size() == 0)
+      return make_error(errc::invalid_argument,
+                        "spec.dataset: an unpaid job on a dataset needs its owner's DataGrants "
+                        "(JobSubmit.grants, one per trainer host), or a budget");
+    for (unsigned i = 0; i < s.getGrants().size() && unpaid_dataset; ++i) {
+      auto env = envelope_from_bytes({s.getGrants()[i].begin(), s.getGrants()[i].size()},
+                                     capnp::typeId<schema::DataGrant>());
+      opened<schema::DataGrant> g{env};
+      auto bad = [&](const std::string& why) {
+        return make_error(errc::invalid_argument, fmt::format("JobSubmit.grants[{}]: {}", i, why));
+      };
+      if (!g)
+        return bad(describe(g.error()));
+      if (g->getJobId() != s.getJobId())
+        return bad("names another job");
+      if (g->getDatasetId() != spec.getDataset())
+        return bad("names another dataset");
+      if (g->getTrainer().size() != 32)
+        return bad("trainer must be a 32-byte NodeId");
+      if (!data::grant_signed_by(g.root(), *payer))
+        return make_error(errc::bad_signature,
+                          fmt::format("JobSubmit.grants[{}]: not signed by the payer {}", i,
+                                      payer->short_hex()));
+    }
     if (spec.getBudget() == 0 && spec.getVerify())
       return bad_field("verify", "verification is paid from the budget; give one");
     if (spec.getBudget() > 0) {
@@ -950,10 +988,16 @@ caf::expected<caf::actor> spawn_job_role(caf::actor_system& sys, const role_cont
 }
 
 envelope sign_job_submit(const identity& payer, schema::JobSpec::Reader spec,
-                         const std::array<uint8_t, 32>& job, uint64_t now_ms) {
+                         const std::array<uint8_t, 32>& job, uint64_t now_ms,
+                         const std::vector<envelope>& grants) {
   capnp::MallocMessageBuilder tmp;
   auto b = tmp.initRoot<schema::JobSubmit>();
   b.setSpec(spec);
+  if (!grants.empty()) {
+    auto l = b.initGrants(static_cast<unsigned>(grants.size()));
+    for (unsigned i = 0; i < grants.size(); ++i)
+      l.set(i, kj::arrayPtr(grants[i].bytes().data(), grants[i].bytes().size()));
+  }
   b.setJobId(kj::arrayPtr(job.data(), 32));
   b.setPayer(kj::arrayPtr(payer.id().bytes.data(), 32));
   b.setTimeMs(now_ms);

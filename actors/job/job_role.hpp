@@ -10,6 +10,7 @@
 #pragma once
 
 #include <array>
+#include <vector>
 #include <cstdint>
 
 #include <caf/actor.hpp>
@@ -26,9 +27,12 @@ namespace aicon {
 
 caf::expected<caf::actor> spawn_job_role(caf::actor_system& sys, const role_context& ctx);
 
-/// A JobSubmit of `spec` for job `job` signed by `payer` at `now_ms`.
+/// A JobSubmit of `spec` for job `job` signed by `payer` at `now_ms`;
+/// `grants`: an unpaid job on the payer's own dataset, its DataGrants (one
+/// per trainer host the job may use).
 envelope sign_job_submit(const identity& payer, schema::JobSpec::Reader spec,
-                         const std::array<uint8_t, 32>& job, uint64_t now_ms);
+                         const std::array<uint8_t, 32>& job, uint64_t now_ms,
+                         const std::vector<envelope>& grants = {});
 
 /// A JobQuery for `job`'s trained weights (JobWeights), signed by its payer at `now_ms`.
 envelope sign_job_weights(const identity& payer, const std::array<uint8_t, 32>& job,
@@ -44,7 +48,7 @@ caf::error check_job_spec(schema::JobSpec::Reader s);
 /// Who may send each message this role accepts (README "Who may send
 /// what"); message_table refuses a handler without a row here.
 inline constexpr access_row job_access[] = {
-  {"JobSubmit", "with a budget: the payer of an escrow whose terms name this host its agent; without: a client in this host's `[host] trainer_clients`; at most `jobs_running_max` at once", "ed25519 by the payer over the dated submission; the escrow and its terms on this host's chain", "refused by the field's or rule's name, nothing allocated or started"},
+  {"JobSubmit", "with a budget: the payer of an escrow whose terms name this host its agent; without: a client in this host's `[host] trainer_clients`; at most `jobs_running_max` at once", "ed25519 by the payer over the dated submission; the escrow and its terms on this host's chain; an unpaid job on a dataset: the payer's DataGrants for it (its owner's, checked again by the data nodes)", "refused by the field's or rule's name, nothing allocated or started"},
   {"JobQuery", "list, status, logs: any admitted peer; cancel, weights: the job's payer", "cancel, weights: ed25519 by the payer over the dated query", "`forbidden` / `bad_signature`, the job unchanged, no weights"},
 };
 

@@ -13,7 +13,11 @@
 #include <csignal>
 #include <fstream>
 
+#include "actors/data_node/custody.hpp"
+#include "actors/job/job_role.hpp"
 #include "fixtures.hpp"
+#include "schemas/data.capnp.h"
+#include "schemas/job.capnp.h"
 #include "schemas/script.capnp.h"
 
 using namespace aicon;
@@ -275,6 +279,75 @@ print("second job", k:status())
   BOOST_TEST(has("on(progress) handler: "), out);
   BOOST_TEST(has("stopped: it ran"), out); // out of instructions or of time, whichever is first
   BOOST_TEST(has("second job\tdone"), out);
+}
+
+// An unpaid job on a dataset, handed to a job host, carries its owner's
+// DataGrants (one per trainer host): each is checked by name before
+// anything starts (train{dataset=} from the console signs them; the example
+// script above trains that way).
+BOOST_AUTO_TEST_CASE(a_job_host_checks_the_grants_of_an_unpaid_dataset_job) {
+  chain_hosts ch;
+  client::options opts;
+  opts.data_dir = ch.dir / "client";
+  opts.threads = 2;
+  auto cl = client::start(opts);
+  BOOST_REQUIRE_MESSAGE(cl, why(cl));
+  auto host = (*cl)->connect(fmt::format("127.0.0.1:{}", ch.ports[0]));
+  BOOST_REQUIRE_MESSAGE(host, why(host));
+  auto job_role = (*cl)->lookup("job@" + host->hex());
+  BOOST_REQUIRE_MESSAGE(job_role, why(job_role));
+  auto me = load_identity(ch.dir / "client");
+  BOOST_REQUIRE_MESSAGE(me, why(me));
+  auto now = [] {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+  };
+  std::array<uint8_t, 32> job{}, dataset{}, chain{};
+  job.fill(1);
+  dataset.fill(2);
+  chain.fill(3);
+  capnp::MallocMessageBuilder mb;
+  auto spec = mb.initRoot<schema::JobSpec>();
+  spec.setModel("mlp:64-64-10");
+  spec.setDataset(kj::arrayPtr(dataset.data(), 32));
+  spec.setTrainers(2);
+  spec.setSteps(10);
+  spec.setBatch(32);
+  spec.setLr(0.05f);
+  spec.setMomentum(0.9f);
+  spec.setHoldoutPercent(20);
+  spec.setTransport(schema::Transport::STREAM);
+  auto submit = [&](const std::vector<envelope>& grants) {
+    return (*cl)->request(*job_role, sign_job_submit(*me, spec.asReader(), job, now(), grants), 10s);
+  };
+  auto refused = [&](caf::expected<envelope> r, const std::string& want) {
+    BOOST_TEST(!r, "expected a refusal naming: " << want);
+    if (!r)
+      BOOST_TEST(describe(r.error()).find(want) != std::string::npos, describe(r.error()));
+  };
+  auto grant = [&](const aicon::identity& by, const std::array<uint8_t, 32>& for_job,
+                   const std::array<uint8_t, 32>& of_dataset) {
+    return data::make_data_grant(by, chain, for_job, *host, of_dataset, now() + 3'600'000);
+  };
+  refused(submit({}), "spec.dataset: an unpaid job on a dataset needs its owner's DataGrants");
+  auto other = job;
+  other[0] = 9;
+  refused(submit({grant(*me, other, dataset)}), "JobSubmit.grants[0]: names another job");
+  auto other_set = dataset;
+  other_set[0] = 9;
+  refused(submit({grant(*me, job, other_set)}), "JobSubmit.grants[0]: names another dataset");
+  refused(submit({grant(*me, job, dataset), grant(aicon::identity::generate(), job, dataset)}),
+          "JobSubmit.grants[1]: not signed by the payer");
+  refused(submit({make_envelope<schema::Ping>([](auto) {})}), "JobSubmit.grants[0]: ");
+  spec.setDataFile("/nowhere.csv");
+  spec.setDataset(kj::ArrayPtr<const kj::byte>{});
+  refused(submit({grant(*me, job, dataset)}), "JobSubmit.grants: only an unpaid job on a dataset");
+  // Nothing was taken.
+  auto list = (*cl)->request(*job_role, make_envelope<schema::JobQuery>([](auto q) { q.setList(); }),
+                             10s);
+  BOOST_REQUIRE_MESSAGE(list, why(list));
+  BOOST_TEST(opened<schema::JobList>{*list}->getJobs().size() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
