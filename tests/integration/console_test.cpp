@@ -56,6 +56,26 @@ struct chain_hosts {
     return out;
   }
 
+  /// The script's client (the hosts trust its key), linked to host a, and
+  /// `role` on host a.
+  struct linked {
+    std::unique_ptr<client> c;
+    node_id host;
+    caf::actor role;
+  };
+  linked link_to(const std::string& role) {
+    client::options opts;
+    opts.data_dir = dir / "client";
+    opts.threads = 2;
+    auto cl = client::start(opts);
+    BOOST_REQUIRE_MESSAGE(cl, why(cl));
+    auto id = (*cl)->connect(fmt::format("127.0.0.1:{}", ports[0]));
+    BOOST_REQUIRE_MESSAGE(id, why(id));
+    auto actor = (*cl)->lookup(role + "@" + id->hex());
+    BOOST_REQUIRE_MESSAGE(actor, why(actor));
+    return {std::move(*cl), *id, *actor};
+  }
+
   command_result run(const std::filesystem::path& script, size_t hosts_n = 2,
                      std::vector<std::string> args = {}) {
     std::vector<std::string> cmd{aicon_binary(), "run", script.string(), "--connect",
@@ -287,15 +307,10 @@ print("second job", k:status())
 // script above trains that way).
 BOOST_AUTO_TEST_CASE(a_job_host_checks_the_grants_of_an_unpaid_dataset_job) {
   chain_hosts ch;
-  client::options opts;
-  opts.data_dir = ch.dir / "client";
-  opts.threads = 2;
-  auto cl = client::start(opts);
-  BOOST_REQUIRE_MESSAGE(cl, why(cl));
-  auto host = (*cl)->connect(fmt::format("127.0.0.1:{}", ch.ports[0]));
-  BOOST_REQUIRE_MESSAGE(host, why(host));
-  auto job_role = (*cl)->lookup("job@" + host->hex());
-  BOOST_REQUIRE_MESSAGE(job_role, why(job_role));
+  auto link = ch.link_to("job");
+  auto* cl = &link.c;
+  auto host = &link.host;
+  auto job_role = &link.role;
   auto me = load_identity(ch.dir / "client");
   BOOST_REQUIRE_MESSAGE(me, why(me));
   auto now = [] {
@@ -309,15 +324,8 @@ BOOST_AUTO_TEST_CASE(a_job_host_checks_the_grants_of_an_unpaid_dataset_job) {
   chain.fill(3);
   capnp::MallocMessageBuilder mb;
   auto spec = mb.initRoot<schema::JobSpec>();
-  spec.setModel("mlp:64-64-10");
+  small_job_spec(spec);
   spec.setDataset(kj::arrayPtr(dataset.data(), 32));
-  spec.setTrainers(2);
-  spec.setSteps(10);
-  spec.setBatch(32);
-  spec.setLr(0.05f);
-  spec.setMomentum(0.9f);
-  spec.setHoldoutPercent(20);
-  spec.setTransport(schema::Transport::STREAM);
   auto submit = [&](const std::vector<envelope>& grants) {
     return (*cl)->request(*job_role, sign_job_submit(*me, spec.asReader(), job, now(), grants), 10s);
   };
@@ -352,15 +360,9 @@ BOOST_AUTO_TEST_CASE(a_job_host_checks_the_grants_of_an_unpaid_dataset_job) {
 
 BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
   chain_hosts ch;
-  client::options opts;
-  opts.data_dir = ch.dir / "client";
-  opts.threads = 2;
-  auto cl = client::start(opts);
-  BOOST_REQUIRE_MESSAGE(cl, why(cl));
-  auto id = (*cl)->connect(fmt::format("127.0.0.1:{}", ch.ports[0]));
-  BOOST_REQUIRE_MESSAGE(id, why(id));
-  auto script = (*cl)->lookup("script@" + id->hex());
-  BOOST_REQUIRE_MESSAGE(script, why(script));
+  auto link = ch.link_to("script");
+  auto* cl = &link.c;
+  auto* script = &link.role;
   auto ask = [&](envelope req) { return (*cl)->request(*script, std::move(req), 10s); };
   auto refused = [&](caf::expected<envelope> r, const std::string& want) {
     BOOST_TEST(!r, "expected a refusal naming: " << want);

@@ -790,15 +790,8 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   {
     capnp::MallocMessageBuilder mb;
     auto spec = mb.initRoot<schema::JobSpec>();
-    spec.setModel("mlp:64-64-10");
+    small_job_spec(spec);
     spec.setDataFile(digits);
-    spec.setTrainers(2);
-    spec.setSteps(10);
-    spec.setBatch(32);
-    spec.setLr(0.05f);
-    spec.setMomentum(0.9f);
-    spec.setHoldoutPercent(20);
-    spec.setTransport(train::transport::STREAM);
     auto refused = [&](envelope submit, const std::string& words) {
       auto r = ec.ask(1, "job", std::move(submit));
       BOOST_REQUIRE_MESSAGE(!r, "a submission was taken that should be refused: " << words);

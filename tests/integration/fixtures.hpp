@@ -11,6 +11,7 @@
 #include "runtime/error.hpp"
 #include "schemas/echo.capnp.h"
 #include "schemas/host.capnp.h"
+#include "schemas/job.capnp.h"
 
 namespace aicon::test {
 
@@ -21,6 +22,19 @@ inline std::string why_not(const caf::error& err) {
 template <class T>
 std::string why(const caf::expected<T>& x) {
   return x ? std::string{} : describe(x.error());
+}
+
+/// A small valid job: mlp:64-64-10, 2 trainers, 10 steps of batch 32 (the
+/// data source, budget and the rest left to the test).
+inline void small_job_spec(schema::JobSpec::Builder spec) {
+  spec.setModel("mlp:64-64-10");
+  spec.setTrainers(2);
+  spec.setSteps(10);
+  spec.setBatch(32);
+  spec.setLr(0.05f);
+  spec.setMomentum(0.9f);
+  spec.setHoldoutPercent(20);
+  spec.setTransport(schema::Transport::STREAM);
 }
 
 struct host_pair {
