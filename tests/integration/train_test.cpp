@@ -178,6 +178,24 @@ BOOST_AUTO_TEST_CASE(four_trainers_on_two_hosts_match_one_and_learn_digits) {
   BOOST_REQUIRE_MESSAGE(trained, why(trained));
   BOOST_TEST_MESSAGE("held-out accuracy " << trained->accuracy);
   BOOST_TEST(trained->accuracy >= 0.95);
+
+  // From the console, on these hosts (trainers, no job role): an unpaid job
+  // is coordinated by the console itself; a budget needs a job host to
+  // escrow, verify and settle it, and is refused by name, nothing escrowed.
+  auto script = write_file(tc.root.path(), "console.lua", R"lua(
+local j = train{model = "mlp:64-64-10", data = arg[1], trainers = 2, steps = 20}
+print("unpaid job " .. j.id .. " " .. j:wait{}.steps .. " steps")
+print(select(2, pcall(train, {data = arg[1], trainers = 2, steps = 20, budget = 1000})))
+)lua");
+  auto run = run_command({aicon_binary(), "run", script.string(), "--connect",
+                          fmt::format("127.0.0.1:{},127.0.0.1:{}", tc.ports[0], tc.ports[1]),
+                          "--data-dir", tc.cli.dir.string(), "--", digits_csv().string()},
+                         120s);
+  BOOST_TEST(run.exit_code == 0, run.output);
+  BOOST_TEST(run.output.find("unpaid job local-1 20 steps") != std::string::npos, run.output);
+  BOOST_TEST(run.output.find("train: budget= needs a connected host running the job role")
+               != std::string::npos,
+             run.output);
 }
 
 BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
