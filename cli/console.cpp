@@ -445,6 +445,37 @@ int l_dataset_put(lua_State* L) {
 /// model.put(path, {name=, price=, replicas=}): a TorchScript file onto the
 /// data nodes under its hash, registered as this console's model asset
 /// where a connected host runs the block generator; returns the id.
+/// model.put's work once its arguments are read; every C++ object is gone
+/// before the caller raises a Lua error (a longjmp would skip destructors).
+caf::expected<std::string> put_model_file(session& s, const std::string& path,
+                                          const std::string& name, uint64_t price,
+                                          uint32_t replicas, const std::vector<node_id>& targets,
+                                          const std::vector<node_id>& generators) {
+  std::ifstream f{path, std::ios::binary};
+  if (!f)
+    return make_error(errc::not_found, "cannot read " + path);
+  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+  if (bytes.size() > s.c->lim().model_bytes_max)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{} is {} bytes, over model_bytes_max ({})", path, bytes.size(),
+                                  s.c->lim().model_bytes_max));
+  if (train::torch_available()) // the contract first: a file no trainer takes is not stored
+    if (auto m = train::torch_module::load(path); !m)
+      return m.error();
+  auto put = data::make_model_put(s.c->self(), bytes, name, replicas);
+  auto holders = data::upload_model(*s.c, targets[0], put, std::chrono::minutes(2));
+  if (!holders)
+    return holders.error();
+  auto file_hash = data::model_hash(bytes);
+  auto id = data::model_asset_id(s.c->self().id(), file_hash);
+  if (!generators.empty())
+    if (auto nonce = register_asset(*s.c, generators[0], s.c->self(), id, price, "model", file_hash);
+        !nonce)
+      return make_error(code_of(nonce.error()),
+                        "stored, but not registered on the chain: " + what_of(nonce.error()));
+  return to_hex({id.data(), 32});
+}
+
 int l_model_put(lua_State* L) {
   const char* fn = "model.put";
   if (lua_type(L, 1) != LUA_TSTRING)
@@ -464,17 +495,6 @@ int l_model_put(lua_State* L) {
   auto replicas = opt_number(L, 2, fn, "replicas").value_or(2);
   if (replicas < 1 || replicas > 16)
     luaL_error(L, "%s: replicas must be 1..16", fn);
-  std::ifstream f{path, std::ios::binary};
-  if (!f)
-    luaL_error(L, "%s: cannot read %s", fn, path.c_str());
-  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
-  auto& s = session_of(L);
-  if (bytes.size() > s.c->lim().model_bytes_max)
-    luaL_error(L, "%s: %s is %zu bytes, over model_bytes_max (%llu)", fn, path.c_str(), bytes.size(),
-               static_cast<unsigned long long>(s.c->lim().model_bytes_max));
-  if (train::torch_available()) // the contract first: a file no trainer takes is not stored
-    if (auto m = train::torch_module::load(path); !m)
-      raise(L, fn, m.error());
   auto targets = nodes_with(L, "data_node");
   if (targets.empty())
     luaL_error(L, "%s: none of the connected hosts runs the data_node role", fn);
@@ -482,17 +502,22 @@ int l_model_put(lua_State* L) {
   if (generators.empty() && price > 0)
     luaL_error(L, "%s: price= needs a connected host with the block_generator role to register "
                "the model", fn);
-  auto put = data::make_model_put(s.c->self(), bytes, name, static_cast<uint32_t>(replicas));
-  auto holders = data::upload_model(*s.c, targets[0], put, std::chrono::minutes(2));
-  if (!holders)
-    raise(L, fn, holders.error());
-  auto id = data::model_hash(bytes);
-  if (!generators.empty())
-    if (auto nonce = register_asset(*s.c, generators[0], s.c->self(), id,
-                                    static_cast<uint64_t>(price), "model");
-        !nonce)
-      raise(L, std::string{fn} + ": stored, but not registered on the chain", nonce.error());
-  lua_pushstring(L, to_hex({id.data(), 32}).c_str());
+  std::string out;
+  caf::error failed;
+  if (auto id = put_model_file(session_of(L), path, name, static_cast<uint64_t>(price),
+                               static_cast<uint32_t>(replicas), targets, generators))
+    out = std::move(*id);
+  else
+    failed = id.error();
+  if (failed) {
+    auto text = fmt::format("{}: {}", fn, describe(failed));
+    failed = caf::error{};
+    lua_pushstring(L, text.c_str());
+    text.clear();
+    text.shrink_to_fit();
+    return lua_error(L);
+  }
+  lua_pushstring(L, out.c_str());
   return 1;
 }
 

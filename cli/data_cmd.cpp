@@ -122,8 +122,9 @@ void print_preview(schema::DatasetManifest::Reader man) {
 /// Registers dataset `id` on the chain as an asset owned by `owner`, through
 /// `host`'s block generator, and says what became of it.
 void register_on_chain(remote& r, const node_id& host, const identity& owner,
-                       const data::hash256& id, uint64_t price, const char* kind = "dataset") {
-  auto nonce = register_asset(*r.c, host, owner, id, price, kind);
+                       const data::hash256& id, uint64_t price, const char* kind = "dataset",
+                       const data::hash256* metadata = nullptr) {
+  auto nonce = register_asset(*r.c, host, owner, id, price, kind, metadata ? *metadata : id);
   if (!nonce)
     std::printf("not registered on the chain: %s\n", describe(nonce.error()).c_str());
   else
@@ -438,7 +439,7 @@ int data_challenges(const data_cmd_options& o) {
 
 caf::expected<uint64_t> register_asset(client& c, const node_id& host, const identity& owner,
                                        const data::hash256& id, uint64_t price,
-                                       const std::string& kind) {
+                                       const std::string& kind, const data::hash256& metadata) {
   auto ask = [&](const std::string& role, envelope req) -> caf::expected<envelope> {
     auto dst = c.lookup(role + "@" + host.hex());
     if (!dst)
@@ -462,7 +463,7 @@ caf::expected<uint64_t> register_asset(client& c, const node_id& host, const ide
     auto a = b.initAssetRegister();
     a.setAssetId(kj::arrayPtr(id.data(), 32));
     a.setKind(kind);
-    a.setMetadataHash(kj::arrayPtr(id.data(), 32)); // a dataset: its manifest's hash; a model: its file's
+    a.setMetadataHash(kj::arrayPtr(metadata.data(), 32)); // a dataset: its manifest's hash; a model: its file's
     a.setPrice(price);                               // paid by each job that uses it
   });
   auto ack = ask("block_generator", tx);
@@ -505,14 +506,15 @@ int model_put(const data_cmd_options& o) {
   auto holders = data::upload_model(*r->c, r->nodes[0], put, std::chrono::minutes(2));
   if (!holders)
     return fail(holders.error());
-  auto id = data::model_hash(bytes);
+  auto file_hash = data::model_hash(bytes);
+  auto id = data::model_asset_id(key->id(), file_hash);
   std::string names;
   for (auto& h : *holders)
     names += " " + h.short_hex();
   std::printf("stored on %zu of %u data nodes wanted:%s\n", holders->size(), o.replicas,
               names.c_str());
   if (o.register_asset)
-    register_on_chain(*r, r->nodes[0], *key, id, o.price, "model");
+    register_on_chain(*r, r->nodes[0], *key, id, o.price, "model", &file_hash);
   std::printf("train it with --model torch:%s (price %llu per job)\n", to_hex({id.data(), 32}).c_str(),
               static_cast<unsigned long long>(o.price));
   std::printf("model %s\n", to_hex({id.data(), 32}).c_str());

@@ -53,10 +53,13 @@ int data_challenges(const data_cmd_options& o);
 int model_put(const data_cmd_options& o);
 
 /// Submits an AssetRegister of `id` (kind "dataset" or "model") owned and
-/// signed by `owner`, at `price` per paying job, to `host`'s block
-/// generator; returns the transaction's nonce. Final with the next block.
+/// signed by `owner`, at `price` per paying job, with `metadata` (a
+/// dataset: its manifest hash, the id; a model: its file's hash), to
+/// `host`'s block generator; returns the transaction's nonce. Final with the
+/// next block.
 caf::expected<uint64_t> register_asset(client& c, const node_id& host, const identity& owner,
                                        const std::array<uint8_t, 32>& id, uint64_t price,
-                                       const std::string& kind);
+                                       const std::string& kind,
+                                       const std::array<uint8_t, 32>& metadata);
 
 } // namespace aicon

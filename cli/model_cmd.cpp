@@ -1,17 +1,10 @@
 #include "cli/model_cmd.hpp"
 
-#include <array>
-#include <fstream>
-#include <iterator>
-#include <vector>
-
 #include <fmt/format.h>
-#include <sodium.h>
 
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/torch_model.hpp"
 #include "runtime/error.hpp"
-#include "runtime/identity.hpp"
 
 namespace aicon {
 
@@ -50,13 +43,9 @@ int model_export_cmd(const model_cmd_options& o) {
   }
   bool same = c->spec == *spec;
   if (!same && c->spec.is_asset() && !spec->is_asset()) {
-    // A checkpoint of a model asset (a job on torch:<id>): the file given
-    // must be that model, its BLAKE2b hash the id.
-    std::ifstream f{spec->file, std::ios::binary};
-    std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
-    std::array<uint8_t, 32> h{};
-    crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size(), nullptr, 0);
-    same = to_hex({h.data(), h.size()}) == c->spec.file;
+    // A checkpoint of a model asset (a job on torch:<id>, the id bound to
+    // its owner): the file given must be a module of the same state.
+    same = spec->torch && spec->torch->param_count() == c->params.size();
   }
   if (!same) {
     fmt::print(stderr, "aicon model export: {} is a checkpoint of {}, not of {}\n", o.checkpoint,

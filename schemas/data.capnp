@@ -195,11 +195,14 @@ struct ChallengeLog {
 # ---- Models: TorchScript files as content-addressed assets -------------------
 
 struct ModelManifest {
-  modelId @0 :Data;         # BLAKE2b-256 of the file: its address and its asset id
+  modelId @0 :Data;         # BLAKE2b-256("aicon-model-asset-v1" ‖ owner ‖ fileHash): its address
+                            # and its asset id, bound to its owner (another uploader of the same
+                            # file gets another id)
   owner @1 :Data;           # the uploader's NodeId (32 bytes)
   name @2 :Text;            # for people (the file name)
   bytes @3 :UInt64;         # the file's size
   ownerSignature @4 :Data;  # ed25519 by owner over "aicon-model-owner-v1" ‖ modelId
+  fileHash @5 :Data;        # BLAKE2b-256 of the file (the asset's metadataHash on the chain)
 }
 
 struct ModelPut {

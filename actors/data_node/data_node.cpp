@@ -308,6 +308,9 @@ void push_model_next(data_node_actor* self, std::shared_ptr<model_push> job) {
 /// stores it, and (from a client) pushes it on until `replicas` copies exist.
 caf::result<envelope> put_model(data_node_actor* self, schema::ModelPut::Reader p) {
   auto& st = self->state;
+  if (p.getReplicas() > 16)
+    return make_error(errc::invalid_argument,
+                      fmt::format("ModelPut.replicas: {} copies asked, at most 16", p.getReplicas()));
   if (auto err = data::check_model(p.getManifest(), p.getFile(), st.ctx.lim.model_bytes_max))
     return err;
   if (auto err = data::store_model(*st.env, p))

@@ -1,5 +1,8 @@
 #include "actors/data_node/model_store.hpp"
 
+#include <cstring>
+#include <string_view>
+
 #include <fmt/format.h>
 #include <sodium.h>
 
@@ -13,20 +16,39 @@ hash256 model_hash(std::span<const uint8_t> file) {
   return out;
 }
 
+hash256 model_asset_id(const node_id& owner, const hash256& file_hash) {
+  static constexpr std::string_view tag = "aicon-model-asset-v1";
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(tag.data()), tag.size());
+  crypto_generichash_update(&st, owner.bytes.data(), 32);
+  crypto_generichash_update(&st, file_hash.data(), 32);
+  hash256 out;
+  crypto_generichash_final(&st, out.data(), 32);
+  return out;
+}
+
+bool model_asset_owned(const hash256& id, const node_id& owner, const hash256& metadata) {
+  return model_asset_id(owner, metadata) == id;
+}
+
 std::vector<uint8_t> model_owner_signing_bytes(const hash256& model) {
   static constexpr std::string_view tag = "aicon-model-owner-v1";
-  std::vector<uint8_t> out(tag.begin(), tag.end());
-  out.insert(out.end(), model.begin(), model.end());
+  std::vector<uint8_t> out(tag.size() + model.size());
+  std::memcpy(out.data(), tag.data(), tag.size());
+  std::memcpy(out.data() + tag.size(), model.data(), model.size());
   return out;
 }
 
 envelope make_model_put(const identity& owner, std::span<const uint8_t> file,
                         const std::string& name, uint32_t replicas) {
-  auto id = model_hash(file);
+  auto file_hash = model_hash(file);
+  auto id = model_asset_id(owner.id(), file_hash);
   auto sig = owner.sign(model_owner_signing_bytes(id));
   return make_envelope<schema::ModelPut>([&](schema::ModelPut::Builder b) {
     auto m = b.initManifest();
     m.setModelId(kj::arrayPtr(id.data(), id.size()));
+    m.setFileHash(kj::arrayPtr(file_hash.data(), file_hash.size()));
     m.setOwner(kj::arrayPtr(owner.id().bytes.data(), 32));
     m.setName(name);
     m.setBytes(file.size());
@@ -50,15 +72,27 @@ caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file
     return make_error(errc::invalid_argument,
                       fmt::format("model {}: the manifest says {} bytes, the file has {}",
                                   ledger::short_hex(id), m.getBytes(), file.size()));
+  if (m.getFileHash().size() != 32)
+    return make_error(errc::invalid_argument, "model manifest: fileHash must be 32 bytes");
+  hash256 file_hash;
+  std::memcpy(file_hash.data(), m.getFileHash().begin(), 32);
   auto h = model_hash({file.begin(), file.size()});
-  if (h != id)
+  if (h != file_hash)
     return make_error(errc::invalid_argument,
-                      fmt::format("model {}: the file hashes to {} (hash mismatch: tampered or "
-                                  "not the file its id names)",
-                                  ledger::short_hex(id), ledger::short_hex(h)));
+                      fmt::format("model {}: the file hashes to {}, its manifest says {} (hash "
+                                  "mismatch: tampered or not the file its id names)",
+                                  ledger::short_hex(id), ledger::short_hex(h),
+                                  ledger::short_hex(file_hash)));
   if (m.getName().size() > 256)
     return make_error(errc::invalid_argument, "model manifest: name is over 256 bytes");
   auto owner = node_id::from_bytes({m.getOwner().begin(), m.getOwner().size()});
+  if (!owner)
+    return make_error(errc::invalid_argument, "model manifest: owner must be a 32-byte NodeId");
+  if (model_asset_id(*owner, file_hash) != id)
+    return make_error(errc::invalid_argument,
+                      fmt::format("model {}: not the id of this file for owner {} (modelId must be "
+                                  "BLAKE2b of \"aicon-model-asset-v1\", the owner and fileHash)",
+                                  ledger::short_hex(id), owner->short_hex()));
   auto sig = m.getOwnerSignature();
   if (!owner || sig.size() != 64
       || !verify_signature(*owner, model_owner_signing_bytes(id), {sig.begin(), sig.size()}))

@@ -25,8 +25,19 @@ namespace aicon::data {
 
 using ledger::hash256;
 
-/// A model file's id: BLAKE2b-256 of its bytes.
+/// A model file's hash: BLAKE2b-256 of its bytes.
 hash256 model_hash(std::span<const uint8_t> file);
+
+/// A model's id, its address and its asset id: BLAKE2b-256 of
+/// "aicon-model-asset-v1" ‖ owner ‖ file hash. Bound to the owner, so a
+/// peer that fetched the file and registers its id on the chain first
+/// cannot be the owner that id names: payments for a model asset go only to
+/// a registered owner whose id this is (model_asset_owned).
+hash256 model_asset_id(const node_id& owner, const hash256& file_hash);
+
+/// Whether `id` is the model asset id of `owner` for the file whose hash is
+/// `metadata` (the chain's AssetInfo.metadataHash).
+bool model_asset_owned(const hash256& id, const node_id& owner, const hash256& metadata);
 
 /// What a model's owner signs: "aicon-model-owner-v1" ‖ model id.
 std::vector<uint8_t> model_owner_signing_bytes(const hash256& model);
@@ -35,10 +46,11 @@ std::vector<uint8_t> model_owner_signing_bytes(const hash256& model);
 envelope make_model_put(const identity& owner, std::span<const uint8_t> file,
                         const std::string& name, uint32_t replicas);
 
-/// Checks a manifest and its file: a 32-byte id that is the file's hash
-/// ("hash mismatch" otherwise: a tampered or truncated file), the size it
-/// states, at most `bytes_max`, the owner's signature over the id. Errors
-/// name the first problem.
+/// Checks a manifest and its file: the file's hash is the manifest's
+/// fileHash ("hash mismatch" otherwise: a tampered or truncated file), the
+/// id is model_asset_id(owner, fileHash), the size it states, at most
+/// `bytes_max`, the owner's signature over the id. Errors name the first
+/// problem.
 caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file,
                        uint64_t bytes_max);
 

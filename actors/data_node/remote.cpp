@@ -19,6 +19,7 @@
 #include "runtime/atoms.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/error.hpp"
+#include "runtime/log.hpp"
 
 namespace aicon::data {
 
@@ -442,6 +443,29 @@ caf::error write_atomically(const std::filesystem::path& path, capnp::Data::Read
 
 } // namespace
 
+caf::expected<table> fetch_for_job(const requester& c, const identity& self,
+                                   const std::vector<node_id>& nodes,
+                                   const std::string& dataset_hex, const hash256& job,
+                                   const envelope* grant) {
+  auto found = find_replicas(c, nodes, dataset_hex);
+  if (!found)
+    return found.error();
+  caf::expected<std::vector<shard_key>> keys = make_error(errc::internal, "no replica");
+  for (auto& r : found->first) {
+    keys = request_keys(c, r, self, found->second, job, grant);
+    if (keys || code_of(keys.error()) == errc::forbidden)
+      break;
+  }
+  if (!keys)
+    return keys.error();
+  fetch_stats stats;
+  auto t = fetch_dataset(c, found->first, found->second, &*keys, 4, stats);
+  if (t)
+    log_info("fetched dataset {} ({} shares, {} bytes, {} bad copies replaced)",
+             dataset_hex.substr(0, 16), stats.shares, stats.bytes, stats.bad_copies);
+  return t;
+}
+
 caf::expected<std::filesystem::path> fetch_model(const requester& c,
                                                  const std::vector<node_id>& nodes,
                                                  const hash256& id,
@@ -449,9 +473,17 @@ caf::expected<std::filesystem::path> fetch_model(const requester& c,
                                                  uint64_t bytes_max) {
   auto hex = to_hex({id.data(), id.size()});
   auto path = cache_dir / (hex + ".pt");
+  auto manifest_path = cache_dir / (hex + ".manifest");
+  // The cached copy with its manifest, only while both still check (the
+  // file's hash, the id bound to its owner, the owner's signature).
   if (auto cached = read_file(path)) {
-    if (model_hash(*cached) == id)
-      return path;
+    if (auto man = read_file(manifest_path)) {
+      auto env = envelope_from_bytes(*man, capnp::typeId<schema::ModelManifest>());
+      opened<schema::ModelManifest> m{env};
+      if (m && m->getModelId() == capnp::Data::Reader{id.data(), id.size()}
+          && !check_model(m.root(), capnp::Data::Reader{cached->data(), cached->size()}, bytes_max))
+        return path;
+    }
     std::error_code ec;
     std::filesystem::remove(path, ec); // tampered: fetched again below
   }
@@ -490,12 +522,17 @@ caf::expected<std::filesystem::path> fetch_model(const requester& c,
       note(describe(err));
       continue;
     }
+    auto manifest = copy_envelope<schema::ModelManifest>(f->getManifest());
+    if (auto err = write_atomically(manifest_path, capnp::Data::Reader{manifest.bytes().data(),
+                                                                      manifest.bytes().size()}))
+      return err;
     if (auto err = write_atomically(path, f->getFile()))
       return err;
     return path;
   }
   return make_error(errc::not_found,
-                    fmt::format("model {}: no data node gave a copy that hashes to its id ({})",
+                    fmt::format("model {}: no data node gave a copy that checks against its id "
+                                "({})",
                                 hex.substr(0, 16), nodes.empty() ? "no data node known" : why));
 }
 

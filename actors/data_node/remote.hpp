@@ -104,6 +104,15 @@ caf::expected<std::vector<shard_key>> request_keys(const requester& c, const rep
                                                    const envelope& manifest, const hash256& job,
                                                    const envelope* grant = nullptr);
 
+/// A job's dataset `dataset_hex` for a host of it (a trainer, or the job's
+/// rater): the nearest replicas on `nodes`, the keys sealed to `self` under
+/// its lease or `grant` (a DataGrant, or null), every share verified and
+/// decrypted into the table.
+caf::expected<table> fetch_for_job(const requester& c, const identity& self,
+                                   const std::vector<node_id>& nodes,
+                                   const std::string& dataset_hex, const hash256& job,
+                                   const envelope* grant);
+
 /// A requester for a role inside a host: its directory and blocking
 /// requests ("role@<this host>" is the local role).
 requester host_requester(caf::actor_system& sys, const role_context& ctx);

@@ -1,6 +1,7 @@
 #include "actors/job/economy.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -8,6 +9,8 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include "actors/data_node/custody.hpp"
+#include "actors/data_node/model_store.hpp"
 #include "actors/ledger/state.hpp"
 #include "actors/rater/rater.hpp"
 #include "actors/trainer/model.hpp"
@@ -29,6 +32,26 @@ envelope make_rate_request(const job_options& o, const job_result& r, const iden
     c.setSeed(o.seed);
     c.setGlobalBatch(o.global_batch);
     c.setDataFile(o.data_file);
+    if (!o.dataset.empty()) {
+      // A dataset from the data nodes: the rater pulls it as a trainer
+      // does, its keys under a grant naming the rater, signed like the
+      // trainers' (by the payer, or the escrow's agent for it).
+      std::array<uint8_t, 32> id{};
+      for (size_t i = 0; i < 32; ++i)
+        id[i] = static_cast<uint8_t>(std::stoi(o.dataset.substr(2 * i, 2), nullptr, 16));
+      c.setDataset(kj::arrayPtr(id.data(), 32));
+      c.setJob(kj::arrayPtr(o.job.data(), 32));
+      auto nodes = c.initDataNodes(static_cast<unsigned>(o.data_nodes.size()));
+      for (unsigned i = 0; i < o.data_nodes.size(); ++i)
+        nodes.set(i, kj::arrayPtr(o.data_nodes[i].bytes.data(), 32));
+      if (o.verifier) {
+        auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+        auto grant = data::make_data_grant(payer, chain, o.job, *o.verifier, id, now + o.grant_ms);
+        c.setDataGrant(opened<schema::DataGrant>{grant}.root());
+      }
+    }
     c.setTestPercent(o.test_percent);
     c.setSplitSeed(o.split_seed);
     c.setStandardize(o.standardize);
@@ -79,7 +102,19 @@ caf::expected<std::optional<asset_terms>> terms_of(const ledger_ask& ask,
   auto owner = node_id::from_bytes({a->getOwner().begin(), a->getOwner().size()});
   if (!owner)
     return owner.error();
-  return std::optional<asset_terms>{asset_terms{*owner, a->getKind().cStr(), a->getPrice()}};
+  asset_terms t{*owner, a->getKind().cStr(), a->getPrice(), {}};
+  if (a->getMetadataHash().size() == 32)
+    std::memcpy(t.metadata.data(), a->getMetadataHash().begin(), 32);
+  return std::optional<asset_terms>{t};
+}
+
+bool model_terms_hold(const job_options& o, const asset_terms& t) {
+  if (t.kind != "model")
+    return false;
+  auto spec = parse_spec(o.model);
+  if (!spec || !spec->is_asset())
+    return true;
+  return data::model_asset_owned(model_asset_of(o), t.owner, t.metadata);
 }
 
 caf::expected<std::array<uint8_t, 32>> file_asset_id(const std::filesystem::path& file) {

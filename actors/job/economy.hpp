@@ -55,7 +55,14 @@ struct asset_terms {
   node_id owner;
   std::string kind;
   uint64_t price = 0; ///< per use
+  std::array<uint8_t, 32> metadata{}; ///< AssetInfo.metadataHash (a model asset: its file's hash)
 };
+
+/// Whether a model asset's registration pays its owner for a job on `o`: a
+/// model put on the data nodes (torch:<id>) only when the registered owner
+/// is the one its id is bound to (data::model_asset_id); any other model
+/// spec, when registered as a "model".
+bool model_terms_hold(const job_options& o, const asset_terms& t);
 /// Asset `id` through `ask` (a LedgerQuery to some ledger); nullopt when it
 /// is not registered; an error when the ledger cannot be asked.
 caf::expected<std::optional<asset_terms>> terms_of(const ledger_ask& ask,

@@ -564,11 +564,14 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
     }
   };
   resume_from_checkpoint();
+  uint64_t ring_from = step; // the step the current ring started at
   if (!checkpoint.empty())
     result.events.push_back(fmt::format("resumed from the checkpoint of step {}", step));
   while (step < o.steps) {
     if (o.cancel && o.cancel->load()) {
-      if (step > 0 && o.finish_on_cancel && o.finish_on_cancel()) {
+      // Only a ring that ran steps has work logs to verify and pay: one
+      // cancelled right after it formed (a resumed job) is refunded whole.
+      if (step > ring_from && o.finish_on_cancel && o.finish_on_cancel()) {
         // The steps run so far are the job: their weights, evaluation and
         // work logs, to be verified and paid for.
         result.cancelled = true;
@@ -603,6 +606,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
           return again.error();
         ring = std::move(again);
         resume_from_checkpoint();
+        ring_from = step;
         result.events.push_back(fmt::format("resumed from step {} on {} trainers", step,
                                             ring->ranks.size()));
         continue;
@@ -716,6 +720,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
       ring = std::move(again);
       ++result.reforms;
       resume_from_checkpoint();
+      ring_from = step;
       result.events.push_back(fmt::format("ring re-formed: {} trainers on {} hosts, from step {}",
                                           ring->ranks.size(), hosts.size(), step));
       continue;

@@ -414,6 +414,8 @@ struct job_role_state {
       for (auto g : sub->getGrants()) {
         auto env = envelope_from_bytes({g.begin(), g.size()}, capnp::typeId<schema::DataGrant>());
         opened<schema::DataGrant> dg{env};
+        if (!dg)
+          continue; // (checked at submission)
         if (auto who = node_id::from_bytes({dg->getTrainer().begin(), dg->getTrainer().size()}))
           o.signed_grants.insert_or_assign(*who, env);
       }
@@ -542,8 +544,15 @@ struct job_role_state {
     if (auto id = train::dataset_asset_of(o))
       if (auto t = train::terms_of(ledger_ask, *id))
         dataset_terms = *t;
-    if (auto t = train::terms_of(ledger_ask, train::model_asset_of(o)))
-      model_terms = *t;
+    if (auto t = train::terms_of(ledger_ask, train::model_asset_of(o)); t && *t) {
+      if (train::model_terms_hold(o, **t))
+        model_terms = *t;
+      else
+        event(j, fmt::format("model asset {} is registered to {} as '{}', not to the owner its "
+                             "id is bound to: its price is not paid",
+                             ledger::short_hex(train::model_asset_of(o)), (*t)->owner.short_hex(),
+                             (*t)->kind));
+    }
     auto plan = train::plan_settlement(esc->locked, rating, r->steps, o.max_price, esc->payer,
                                        dataset_terms, model_terms, r->lease_prices);
     if (!plan.why.empty()) {

@@ -13,6 +13,7 @@
 
 #include "actors/allocator/allocator.hpp"
 #include "actors/data_node/ingest.hpp"
+#include "actors/data_node/model_store.hpp"
 #include "actors/data_node/remote.hpp"
 #include "actors/ledger/chain.hpp"
 #include "actors/ledger/hashing.hpp"
@@ -210,12 +211,16 @@ struct rater_state {
     auto spec = train::parse_spec(cfg.getModel().cStr());
     if (!spec)
       return spec.error();
-    if (cfg.getDataFile().size() == 0)
+    bool from_nodes = cfg.getDataset().size() > 0;
+    if (from_nodes && (cfg.getDataset().size() != 32 || cfg.getJob().size() != 32))
       return make_error(errc::invalid_argument,
-                        "RateRequest: the rater re-executes jobs on a data file readable here "
-                        "(config.dataFile); a dataset from data nodes is not supported yet");
-    if (auto err = check_data_file(ctx.data_files, cfg.getDataFile().cStr()))
-      return err;
+                        "RateRequest: config.dataset and config.job must be 32 bytes");
+    if (!from_nodes && cfg.getDataFile().size() == 0)
+      return make_error(errc::invalid_argument,
+                        "RateRequest: config names neither a dataset nor a data file");
+    if (!from_nodes)
+      if (auto err = check_data_file(ctx.data_files, cfg.getDataFile().cStr()))
+        return err;
     if (spec->kind == "torch") {
       if (spec->is_asset()) {
         // A model asset: the same file the trainers fetched, by its id.
@@ -234,12 +239,32 @@ struct rater_state {
     }
     // The numeric environment this rater re-executes steps in.
     std::string environment = spec->torch ? spec->torch->environment() : std::string{};
-    data::csv_options csv;
-    auto t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
-    if (!t)
-      return t.error();
-    if (cfg.getStandardize())
-      data::fit_and_apply(*t, data::transform::kind::standardize);
+    caf::expected<data::table> t = make_error(errc::internal, "no data");
+    if (from_nodes) {
+      // The job's dataset, pulled as its trainers did: the keys under the
+      // grant naming this rater (signed by the payer or its agent).
+      std::vector<node_id> nodes;
+      for (auto d : cfg.getDataNodes())
+        if (auto id = node_id::from_bytes({d.begin(), d.size()}))
+          nodes.push_back(*id);
+      std::optional<envelope> grant;
+      if (cfg.hasDataGrant())
+        grant = copy_envelope<schema::DataGrant>(cfg.getDataGrant());
+      hash256 for_job;
+      std::memcpy(for_job.data(), cfg.getJob().begin(), 32);
+      t = data::fetch_for_job(data::host_requester(*sys, ctx), *ctx.self, nodes,
+                              to_hex({cfg.getDataset().begin(), 32}), for_job,
+                              grant ? &*grant : nullptr);
+      if (!t)
+        return make_error(code_of(t.error()), "the job's dataset: " + what_of(t.error()));
+    } else {
+      data::csv_options csv;
+      t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
+      if (!t)
+        return t.error();
+      if (cfg.getStandardize())
+        data::fit_and_apply(*t, data::transform::kind::standardize);
+    }
     auto split = train::split_rows(*t, cfg.getTestPercent(), cfg.getSplitSeed());
     auto k = rater::sample_size(cheat_fraction, detection_target);
 
@@ -524,6 +549,17 @@ struct rater_state {
       opened<schema::AssetInfo> a{*r};
       if (!a || std::string_view{a->getKind().cStr()} != kind || a->getOwner().size() != 32)
         return false;
+      // A model put on the data nodes earns its share only for the owner
+      // its id is bound to (not whoever registered the id first).
+      if (std::string_view{kind} == "model" && spec->is_asset()) {
+        auto who = node_id::from_bytes({a->getOwner().begin(), 32});
+        hash256 meta{}, id32{};
+        if (a->getMetadataHash().size() == 32)
+          std::memcpy(meta.data(), a->getMetadataHash().begin(), 32);
+        std::memcpy(id32.data(), id.begin(), 32);
+        if (!who || !data::model_asset_owned(id32, *who, meta))
+          return false;
+      }
       std::memcpy(owner.data(), a->getOwner().begin(), 32);
       return true;
     };

@@ -88,47 +88,23 @@ using train::split_data;
 
 /// The dataset of `cfg` pulled from its data nodes through this host's
 /// directory: nearest replica, keys sealed to this host's key under the
-/// job's lease, every share verified.
+/// job's lease or grant, every share verified.
 caf::expected<data::table> fetch_from_data_nodes(caf::actor_system& sys, const role_context& ctx,
                                                  schema::TrainConfig::Reader cfg) {
-  auto timeout = std::chrono::milliseconds{ctx.lim.request_timeout_ms};
-  data::requester rq{
-    [&sys, dir = ctx.directory, timeout](const std::string& name) {
-      return lookup_blocking(sys, dir, name, timeout);
-    },
-    [&sys](const caf::actor& dst, envelope req, std::chrono::milliseconds t) {
-      return request_blocking(sys, dst, std::move(req), t);
-    },
-    timeout};
   if (cfg.getJob().size() != 32)
     return make_error(errc::invalid_argument, "TrainConfig.job must be 32 bytes with a dataset");
   std::vector<node_id> nodes;
   for (auto n : cfg.getDataNodes())
     if (auto id = node_id::from_bytes({n.begin(), n.size()}))
       nodes.push_back(*id);
-  auto id = to_hex({cfg.getDataset().begin(), cfg.getDataset().size()});
-  auto found = data::find_replicas(rq, nodes, id);
-  if (!found)
-    return found.error();
   hash256 job;
   std::memcpy(job.data(), cfg.getJob().begin(), 32);
   std::optional<envelope> grant;
   if (cfg.hasDataGrant())
     grant = copy_envelope<schema::DataGrant>(cfg.getDataGrant());
-  caf::expected<std::vector<data::shard_key>> keys = make_error(errc::internal, "no replica");
-  for (auto& r : found->first) {
-    keys = data::request_keys(rq, r, *ctx.self, found->second, job, grant ? &*grant : nullptr);
-    if (keys || code_of(keys.error()) == errc::forbidden)
-      break;
-  }
-  if (!keys)
-    return keys.error();
-  data::fetch_stats stats;
-  auto t = data::fetch_dataset(rq, found->first, found->second, &*keys, 4, stats);
-  if (t)
-    log_info("trainer: fetched dataset {} ({} shares, {} bytes, {} bad copies replaced)",
-             id.substr(0, 16), stats.shares, stats.bytes, stats.bad_copies);
-  return t;
+  return data::fetch_for_job(data::host_requester(sys, ctx), *ctx.self, nodes,
+                             to_hex({cfg.getDataset().begin(), cfg.getDataset().size()}), job,
+                             grant ? &*grant : nullptr);
 }
 
 caf::expected<split_data> load_split(caf::actor_system& sys, const role_context& ctx,

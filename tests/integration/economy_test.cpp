@@ -1353,7 +1353,7 @@ BOOST_AUTO_TEST_CASE(a_rater_on_other_cpu_kernels_compares_within_the_tolerance)
   BOOST_TEST(wait.output.find("verified  2/4 trainers passed") != std::string::npos, wait.output);
   auto log = ec.hosts[0].proc->log_text();
   BOOST_TEST(log.find("cannot be re-executed bit for bit here; comparing its steps within the "
-                      "tolerance (rtol 1e-04, atol 1e-07)")
+                      "tolerance (rtol 1e-04, atol 1e-06)")
                != std::string::npos,
              log);
   const std::string passed = "passed within tolerance: 44 steps, at most ";
@@ -1362,7 +1362,7 @@ BOOST_AUTO_TEST_CASE(a_rater_on_other_cpu_kernels_compares_within_the_tolerance)
   auto used = std::stod(log.substr(at + passed.size(), 12));
   BOOST_TEST_MESSAGE("honest steps on auto-detected kernels against a rater on default ones: "
                      "at most " << used << " of the tolerance used");
-  BOOST_TEST(used < 0.1); // far inside it, not at its edge
+  BOOST_TEST(used < 0.5); // well inside it, not at its edge
   BOOST_TEST(log.find("failed within tolerance") != std::string::npos, log);
   BOOST_TEST(log.find("is not the one it committed to") != std::string::npos, log);
 }

@@ -628,7 +628,7 @@ BOOST_AUTO_TEST_CASE(a_model_put_on_the_data_nodes_trains_by_its_id) {
     std::ifstream f{cnn, std::ios::binary};
     bytes.assign(std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{});
   }
-  auto id = data::model_hash(bytes);
+  auto id = data::model_asset_id(tc.cli.id, data::model_hash(bytes)); // bound to its owner
   auto hex = to_hex({id.data(), 32});
   auto put = run_command({aicon_binary(), "model", "put", cnn.string(), "--data-dir",
                           tc.cli.dir.string(), "--connect", fmt::format("127.0.0.1:{}", tc.ports[0]),
@@ -696,6 +696,13 @@ BOOST_AUTO_TEST_CASE(a_model_put_on_the_data_nodes_trains_by_its_id) {
   BOOST_REQUIRE(!tampered);
   BOOST_TEST(describe(tampered.error()).find("hash mismatch") != std::string::npos,
              describe(tampered.error()));
+  // More copies than any network needs: refused before anything is stored.
+  auto greedy = data::upload_model(*tc.c, tc.nodes[1].id,
+                                   data::make_model_put(tc.c->self(), bytes, "cnn.pt", 1000), 20s);
+  BOOST_REQUIRE(!greedy);
+  BOOST_TEST(describe(greedy.error()).find("ModelPut.replicas: 1000 copies asked, at most 16")
+               != std::string::npos,
+             describe(greedy.error()));
 }
 
 // The same from Lua on the embedded cluster: model.put registers the model
@@ -714,33 +721,28 @@ BOOST_AUTO_TEST_CASE(model_put_from_lua_and_a_budgeted_job_on_it) {
     BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
     return;
   }
-  auto script = write_file(root.path(), "put.lua", R"lua(
-local id = model.put(arg[1], {price = 7})
-assert(#id == 64, "model.put: " .. tostring(id))
-print("model " .. id)
-local owner
-for _ = 1, 100 do -- registered with the next block
-  local ok, o = pcall(asset.owner, id)
-  if ok then owner = o break end
-  sleep(0.1)
-end
-assert(owner == wallet.me(), "owner " .. tostring(owner))
-local j = train{model = "torch:" .. id, data = arg[2], trainers = 2, steps = 60, budget = 1000,
-                lr = 0.05}
-local m = j:wait{}
-print(("phase %s, %s, trainers paid %d, refunded %d, model price %d"):format(
-  m.phase, m.verified, m.paid, m.refunded, 1000 - m.paid - m.refunded))
-print(("saved the weights of step %d"):format(j:save(arg[3])))
-print(select(2, pcall(model.put, arg[2])))
-print(select(2, pcall(model.put, arg[1], {price = -1})))
-)lua");
+  // The example script: the model and the data set put, trained by their
+  // ids with a budget, the weights saved.
   auto ckpt = root / "trained.ckpt";
-  auto r = run_command({aicon_binary(), "run", script.string(), "--",
-                        (root / "models" / "digits_cnn.pt").string(), digits_csv().string(),
+  auto r = run_command({aicon_binary(), "run",
+                        (std::filesystem::path{AICON_SOURCE_DIR} / "examples/train-cnn.lua").string(),
+                        "--", (root / "models" / "digits_cnn.pt").string(), digits_csv().string(),
                         ckpt.string()},
                        180s);
   BOOST_TEST(r.exit_code == 0, r.output);
   BOOST_TEST(r.output.find("saved the weights of step 60") != std::string::npos, r.output);
+  // model.put's refusals, each by name.
+  auto errors = write_file(root.path(), "errors.lua", R"lua(
+print(select(2, pcall(model.put, arg[2])))
+print(select(2, pcall(model.put, arg[1], {price = -1})))
+)lua");
+  auto e = run_command({aicon_binary(), "run", errors.string(), "--",
+                        (root / "models" / "digits_cnn.pt").string(), digits_csv().string()},
+                       120s);
+  BOOST_TEST(e.exit_code == 0, e.output);
+  BOOST_TEST(e.output.find("model.put: invalid_argument: model ") != std::string::npos, e.output);
+  BOOST_TEST(e.output.find("not a TorchScript file") != std::string::npos, e.output);
+  BOOST_TEST(e.output.find("model.put: price must be >= 0") != std::string::npos, e.output);
   // The payer's trained weights as TorchScript, from the file it put (its
   // hash is the model id the checkpoint names); another file is refused.
   auto pt = root / "trained.pt";
@@ -756,9 +758,6 @@ print(select(2, pcall(model.put, arg[1], {price = -1})))
   BOOST_TEST(other.output.find("is a checkpoint of torch:") != std::string::npos, other.output);
   BOOST_TEST(r.output.find("phase done, 2/2 trainers passed") != std::string::npos, r.output);
   BOOST_TEST(r.output.find("model price 7") != std::string::npos, r.output);
-  BOOST_TEST(r.output.find("model.put: invalid_argument: model ") != std::string::npos, r.output);
-  BOOST_TEST(r.output.find("not a TorchScript file") != std::string::npos, r.output);
-  BOOST_TEST(r.output.find("model.put: price must be >= 0") != std::string::npos, r.output);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

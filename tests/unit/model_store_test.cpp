@@ -57,7 +57,7 @@ BOOST_AUTO_TEST_CASE(a_model_is_stored_under_its_hash_and_read_back_bit_exact) {
   BOOST_TEST(text(check(put)) == "no error");
   opened<schema::ModelPut> p{put};
   BOOST_REQUIRE(p);
-  auto id = model_hash(file);
+  auto id = model_asset_id(owner.id(), model_hash(file));
   BOOST_TEST((std::vector<uint8_t>(p->getManifest().getModelId().begin(),
                                    p->getManifest().getModelId().end())
               == std::vector<uint8_t>(id.begin(), id.end())));
@@ -90,6 +90,38 @@ BOOST_AUTO_TEST_CASE(a_tampered_file_is_a_hash_mismatch) {
     b.getManifest().setBytes(file.size() - 10);
   }));
   BOOST_TEST(text(t).find("hash mismatch") != std::string::npos, text(t));
+  // Another file with its own hash under the first file's id.
+  auto other = check(edited([&](schema::ModelPut::Builder b) {
+    auto f = file;
+    f[0] ^= 1;
+    auto h = model_hash(f);
+    b.setFile(kj::arrayPtr(f.data(), f.size()));
+    b.getManifest().setFileHash(kj::arrayPtr(h.data(), 32));
+  }));
+  BOOST_TEST(text(other).find("not the id of this file for owner") != std::string::npos, text(other));
+}
+
+// The id is bound to its owner: a peer that fetched the file and put or
+// registered it under its own key gets another id, and the first owner's
+// id registered by anyone else does not name that one as its owner.
+BOOST_AUTO_TEST_CASE(a_model_id_is_bound_to_its_owner) {
+  auto h = model_hash(file);
+  auto mine = model_asset_id(owner.id(), h);
+  auto mallory = aicon::identity::generate();
+  auto theirs = model_asset_id(mallory.id(), h);
+  BOOST_TEST((mine != theirs));
+  BOOST_TEST((mine != h));
+  BOOST_TEST(model_asset_owned(mine, owner.id(), h));
+  BOOST_TEST(!model_asset_owned(mine, mallory.id(), h)); // a squatter's registration pays nothing
+  BOOST_TEST(!model_asset_owned(mine, owner.id(), model_hash(std::vector<uint8_t>{1})));
+  // Mallory's own put of the same file is valid, under her own id.
+  auto put = make_model_put(mallory, file, "copy.pt", 1);
+  BOOST_TEST(text(check(put)) == "no error");
+  opened<schema::ModelPut> p{put};
+  BOOST_REQUIRE(p);
+  BOOST_TEST((std::vector<uint8_t>(p->getManifest().getModelId().begin(),
+                                   p->getManifest().getModelId().end())
+              == std::vector<uint8_t>(theirs.begin(), theirs.end())));
 }
 
 BOOST_AUTO_TEST_CASE(each_bad_manifest_is_refused_by_name) {
@@ -108,7 +140,7 @@ BOOST_AUTO_TEST_CASE(each_bad_manifest_is_refused_by_name) {
   // Someone else's key claiming the model for this owner.
   auto mallory = aicon::identity::generate();
   auto forged = check(edited([&](schema::ModelPut::Builder b) {
-    auto sig = mallory.sign(model_owner_signing_bytes(model_hash(file)));
+    auto sig = mallory.sign(model_owner_signing_bytes(model_asset_id(owner.id(), model_hash(file))));
     b.getManifest().setOwnerSignature(kj::arrayPtr(sig.data(), sig.size()));
   }));
   BOOST_TEST(text(forged).find("ownerSignature is not by the owner it names") != std::string::npos,
@@ -121,7 +153,7 @@ BOOST_AUTO_TEST_CASE(each_bad_manifest_is_refused_by_name) {
   }));
   BOOST_TEST(text(replayed).find("ownerSignature") != std::string::npos, text(replayed));
   // Nothing refused was stored.
-  auto back = load_model(*env, model_hash(file));
+  auto back = load_model(*env, model_asset_id(owner.id(), model_hash(file)));
   BOOST_REQUIRE(back);
   BOOST_TEST(!back->has_value());
 }

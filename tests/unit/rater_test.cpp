@@ -158,11 +158,16 @@ BOOST_AUTO_TEST_CASE(steps_from_another_environment_are_compared_within_the_tole
     auto far = nudged(gradient_of(s), 1e-2);
     c.committed = train::step_digest(c.weights, c.indices, far);
     why = check_step_within(ctx, run.data, c, far, cross_environment_tolerance);
-    BOOST_TEST(why.find("away from the trainer's (L2), over the tolerance of") != std::string::npos,
-               why);
-    // A step whose true gradient is tiny (a batch already fit): another
-    // CPU's rounding, a few 1e-8 per value, is within the absolute floor,
-    // though it is far beyond 1e-4 of that gradient's norm.
+    BOOST_TEST(why.find("over the tolerance (rtol 1e-04 + atol 1e-06)") != std::string::npos, why);
+    // A trainer that skips the work and commits zeros: caught, value by
+    // value, on any step whose gradient has a value above atol.
+    std::vector<float> zeros(far.size(), 0.0f);
+    c.committed = train::step_digest(c.weights, c.indices, zeros);
+    why = check_step_within(ctx, run.data, c, zeros, cross_environment_tolerance);
+    BOOST_TEST(why.find("over the tolerance") != std::string::npos, why);
+    // Another CPU's rounding on a step whose true gradient is tiny (a batch
+    // already fit): a few 1e-8 per value is within atol, though far beyond
+    // 1e-4 of that gradient's norm.
     auto tiny = gradient_of(s);
     for (auto& v : tiny)
       v *= 1e-5f;
@@ -172,15 +177,16 @@ BOOST_AUTO_TEST_CASE(steps_from_another_environment_are_compared_within_the_tole
       for (auto& v : rounded)
         v += static_cast<float>(3e-8 * (2 * gen.uniform() - 1));
     }
-    aicon::rater::tolerance relative_only{1e-4, 0};
-    double tiny_norm = 0, moved = 0;
+    double tiny_norm = 0, moved = 0, worst = 0;
     for (size_t i = 0; i < tiny.size(); ++i) {
       tiny_norm += double(tiny[i]) * tiny[i];
-      moved += (double(rounded[i]) - tiny[i]) * (double(rounded[i]) - tiny[i]);
+      double d = double(rounded[i]) - tiny[i];
+      moved += d * d;
+      worst = std::max(worst, std::fabs(d) / (cross_environment_tolerance.rtol * std::fabs(tiny[i])
+                                              + cross_environment_tolerance.atol));
     }
-    BOOST_TEST(std::sqrt(moved) > relative_only.rtol * std::sqrt(tiny_norm));
-    BOOST_TEST(std::sqrt(moved)
-               < cross_environment_tolerance.atol * std::sqrt(double(tiny.size())));
+    BOOST_TEST(std::sqrt(moved) > cross_environment_tolerance.rtol * std::sqrt(tiny_norm));
+    BOOST_TEST(worst < 0.1);
     // A gradient other than the committed one (the honest one sent for a
     // step it faked).
     c.committed = run.random_cheater[s];
