@@ -1,5 +1,6 @@
 #include "cli/job_cmd.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -389,8 +390,27 @@ int job_fetch(const job_cmd_options& o) {
     return fail(w.error());
   auto bytes = w->getCheckpoint();
   // The asset the chain registered for the payer is the checkpoint's hash:
-  // a job host cannot hand over other weights than it registered.
+  // a job host cannot hand over other weights than it registered. The
+  // registration itself is read from the chain (a ledger), not taken from
+  // the job host's answer.
   if (w->getModelAsset().size() == 32) {
+    auto info = s.ask("ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                        q.setAsset(w->getModelAsset());
+                      }));
+    if (!info)
+      return fail(make_error(code_of(info.error()),
+                             "the trained-model asset on the chain: " + what_of(info.error())));
+    opened<schema::AssetInfo> a{*info};
+    if (!a)
+      return fail(a.error());
+    if (std::string_view{a->getKind().cStr()} != "trained-model"
+        || a->getOwner() != capnp::Data::Reader{s.c->self().id().bytes.data(), 32})
+      return fail(make_error(errc::forbidden,
+                             fmt::format("asset {} on the chain is a '{}' owned by {}, not this "
+                                         "payer's trained model",
+                                         to_hex({w->getModelAsset().begin(), 8}),
+                                         a->getKind().cStr(),
+                                         to_hex({a->getOwner().begin(), std::min<size_t>(a->getOwner().size(), 4)}))));
     std::array<uint8_t, 32> h{};
     crypto_generichash(h.data(), h.size(), bytes.begin(), bytes.size(), nullptr, 0);
     if (std::memcmp(h.data(), w->getModelAsset().begin(), 32) != 0)
@@ -408,7 +428,9 @@ int job_fetch(const job_cmd_options& o) {
   std::printf("wrote %s: the weights of job %s at step %llu (%s)%s\n", o.out.c_str(),
               to_hex({id.data(), 8}).c_str(), static_cast<unsigned long long>(w->getStep()),
               w->getModel().cStr(),
-              w->getModelAsset().size() == 32 ? ", matching its trained-model asset" : "");
+              w->getModelAsset().size() == 32
+                ? ", matching its trained-model asset on the chain"
+                : "; not checked: no trained-model asset is registered for it");
   if (auto spec = train::parse_spec(w->getModel().cStr()); spec && spec->kind == "torch")
     std::printf("as TorchScript: aicon model export --model %s --checkpoint %s --out trained.pt\n",
                 spec->is_asset() ? "torch:FILE.pt (the file put as that model)" : w->getModel().cStr(),

@@ -104,4 +104,5 @@ struct JobRecord {
   ringSession @4 :Data;      # the last ring formed: its session,
   ringToken @5 :Data;        # its token,
   ringHosts @6 :List(Data);  # and each rank's host (dropped when the job resumes)
+  cancelled @7 :Bool;        # its payer asked to cancel it (kept across a restart)
 }

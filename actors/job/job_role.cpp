@@ -85,6 +85,7 @@ struct job_entry {
   hash256 ring_session{}, ring_token{}; ///< the last ring formed
   std::vector<node_id> ring_hosts;      ///< its ranks' hosts (empty: none yet)
   std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
+  bool payer_cancelled = false; ///< the payer asked (kept in LMDB; a stopping host's cancel is not)
   std::thread runner;
 };
 
@@ -149,6 +150,7 @@ caf::error persist(registry& reg, const job_entry& j) {
     fill_info(b.initInfo(), j, 0, true);
     b.setCheckpoint(kj::arrayPtr(j.checkpoint.data(), j.checkpoint.size()));
     b.setAllocToken(kj::arrayPtr(j.alloc_token.data(), 32));
+    b.setCancelled(j.payer_cancelled);
     if (!j.ring_hosts.empty()) {
       b.setRingSession(kj::arrayPtr(j.ring_session.data(), 32));
       b.setRingToken(kj::arrayPtr(j.ring_token.data(), 32));
@@ -338,6 +340,13 @@ struct job_role_state {
 
   void run(std::shared_ptr<job_entry> jp) {
     auto& j = *jp;
+    if (j.payer_cancelled) {
+      // Cancelled by its payer before this host restarted: it ends here,
+      // with whatever the escrow still holds back to the payer (a settle
+      // that was already final stands; the chain refuses a second).
+      refund(j);
+      return set_phase(j, "cancelled", "cancelled by its payer before the job host restarted");
+    }
     opened<schema::JobSubmit> sub{j.submit};
     auto spec = sub->getSpec();
     train::job_options o;
@@ -780,7 +789,12 @@ struct job_role_state {
           return err;
         if (!final_phase((*j)->phase)) {
           (*j)->cancel->store(true);
+          (*j)->payer_cancelled = true;
           (*j)->events.push_back("cancel asked by the payer");
+          // Kept: a job host restarted before the job ends still ends it.
+          if (auto err = persist(*reg, **j))
+            log_warning("job {}: the cancel was not written: {}", ledger::short_hex((*j)->id),
+                        describe(err));
         }
         return info_of(**j);
       }
@@ -885,6 +899,10 @@ struct job_role_state {
           for (auto h : rec->getRingHosts())
             if (auto id = node_id::from_bytes({h.begin(), h.size()}))
               j->ring_hosts.push_back(*id);
+        }
+        if (rec->getCancelled()) {
+          j->payer_cancelled = true;
+          j->cancel->store(true);
         }
         reg->jobs.emplace(j->id, j);
         if (!final_phase(j->phase))

@@ -1015,6 +1015,28 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
   uint64_t total = std::get<0>(ec.account(0, ec.payer.id())) + std::get<0>(ec.account(0, ec.cli.id))
                    + trainers + 2 * economy_cluster::trainer_stake;
   BOOST_TEST(total == economy_cluster::payer_funds + 2 * economy_cluster::trainer_stake);
+
+  // A payer's cancel outlives a restart: a long job cancelled, the job host
+  // SIGKILLed at once and restarted; the job ends cancelled and does not
+  // train on to its last step, and the payer loses at most the steps run.
+  auto before = std::get<0>(ec.account(0, ec.cli.id));
+  auto long_job = aicon({"job", "submit", "--data", digits, "--trainers", "2", "--steps", "20000",
+                         "--budget", "40000"},
+                        120s);
+  BOOST_REQUIRE_EQUAL(long_job.exit_code, 0);
+  auto long_id = long_job.output.substr(long_job.output.find_last_not_of('\n') - 63, 64);
+  std::this_thread::sleep_for(500ms);
+  auto cancel = aicon({"job", "cancel", long_id});
+  BOOST_TEST(cancel.exit_code == 0, cancel.output);
+  BOOST_TEST(ec.hosts[1].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
+  ec.hosts[1] = start_host(ec.root / "c1.toml", ec.root / "c1-restart2.log", {"-v"});
+  auto ended = aicon({"job", "wait", long_id, "--timeout", "120"}, 180s);
+  BOOST_TEST(ended.exit_code == 1, ended.output);
+  BOOST_TEST(ended.output.find("phase     cancelled") != std::string::npos, ended.output);
+  BOOST_TEST(ended.output.find("progress  step 20000/20000") == std::string::npos, ended.output);
+  auto after = std::get<0>(ec.account(0, ec.cli.id));
+  BOOST_TEST(after <= before);
+  BOOST_TEST(before - after < 2 * 20000u, "paid for the whole job: " << before - after);
 }
 
 BOOST_AUTO_TEST_CASE(a_console_killed_mid_job_leaves_the_job_to_its_host) {
