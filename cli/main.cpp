@@ -323,7 +323,7 @@ int main(int argc, char** argv) {
   model_export->add_option("--checkpoint", mco.checkpoint, "an aicon checkpoint (aicon train --checkpoint)")->required();
   model_export->add_option("--out", mco.out, "the TorchScript file to write")->required();
   data_cmd_options mpo;
-  auto model_put_cmd = model_cmd->add_subcommand("put", "store FILE.pt on data nodes by its BLAKE2b hash and register it as your model asset");
+  auto model_put_cmd = model_cmd->add_subcommand("put", "store FILE.pt on data nodes under its id (BLAKE2b of your key and the file hash) and register it as your model asset");
   model_put_cmd->add_option("file", mpo.file, "the TorchScript file")->required();
   model_put_cmd->add_option("--name", mpo.name, "model name (default: the file name)");
   model_put_cmd->add_option("--price", mpo.price, "price per paying job that trains it (paid to you)");

@@ -1,6 +1,6 @@
 // Models as assets: a researcher's TorchScript file, stored whole on data
-// nodes under its BLAKE2b-256 hash (its address and its asset id), with a
-// manifest its owner signed. Unlike datasets, model files are not
+// nodes under its id (BLAKE2b-256 of its owner and its file hash: its
+// address and its asset id), with a manifest its owner signed. Unlike datasets, model files are not
 // encrypted: any admitted peer may fetch one by id (the owner is paid its
 // registered price by every paying job that trains it, README "Models as
 // assets"). Whoever fetches a file checks it against its id before using it.
