@@ -734,6 +734,9 @@ int l_job_cancel(lua_State* L) {
 /// j:save(path): the trained weights as an aicon checkpoint file (a job
 /// host's job: asked of it by the payer's signed query, checked against its
 /// trained-model asset); returns the step they are of.
+caf::expected<envelope> ledger_query(lua_State* L, const char* fn,
+                                     const std::function<void(schema::LedgerQuery::Builder)>& f);
+
 int l_job_save(lua_State* L) {
   const char* fn = "job:save";
   auto* j = check_job(L);
@@ -771,6 +774,16 @@ int l_job_save(lua_State* L) {
       crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size(), nullptr, 0);
       if (std::memcmp(h.data(), w->getModelAsset().begin(), 32) != 0)
         luaL_error(L, "%s: the weights do not hash to the job's trained-model asset", fn);
+      // That asset as the chain has it: the payer's trained model.
+      auto info = ledger_query(L, fn, [&](auto q) { q.setAsset(w->getModelAsset()); });
+      bool ours = false;
+      if (info)
+        if (opened<schema::AssetInfo> a{*info};
+            a && std::string_view{a->getKind().cStr()} == "trained-model"
+            && a->getOwner() == capnp::Data::Reader{j->payer->id().bytes.data(), 32})
+          ours = true;
+      if (!ours)
+        luaL_error(L, "%s: the chain does not hold these weights as the payer's trained model", fn);
     }
   }
   auto cp = train::parse_checkpoint(bytes, "the job's checkpoint");

@@ -232,32 +232,20 @@ inline uint64_t traversal_words_for(size_t words, const reader_limits& lim) {
 
 /// A checked view of an envelope as a T. Construction never throws: check
 /// `ok()` (or bool conversion) and `error()` first. The envelope must outlive
-/// the view; a view never crosses a mailbox.
+/// the view (a temporary one is moved into the view and kept by it); a view
+/// never crosses a mailbox.
 template <class T>
 class opened {
 public:
   explicit opened(const envelope& env,
                   const reader_limits& lim = current_reader_limits()) {
-    static detail::type_name_registrar<T> registrar;
-    err_ = detail::check_envelope(env, capnp::typeId<T>(), lim);
-    if (err_)
-      return;
-    capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = traversal_words_for(env.words.size(), lim);
-    opts.nestingLimit = static_cast<int>(lim.nesting_max);
-    try {
-      reader_.emplace(kj::ArrayPtr<const capnp::word>(env.words.data(),
-                                                      env.words.size()),
-                      opts);
-      root_ = reader_->template getRoot<T>();
-      // Walks every pointer once, so a bad pointer is found here and not
-      // halfway through a handler that already changed state.
-      root_.totalSize();
-    } catch (const kj::Exception& e) {
-      err_ = make_error(errc::malformed_message,
-                        detail::type_name_of(capnp::typeId<T>()) + ": "
-                          + e.getDescription().cStr());
-    }
+    open(env, lim);
+  }
+  /// A temporary envelope (a function's return value): kept by the view, so
+  /// `opened<T> x{make()};` reads live memory after the statement.
+  explicit opened(envelope&& env, const reader_limits& lim = current_reader_limits())
+    : owned_(std::move(env)) {
+    open(*owned_, lim);
   }
 
   opened(const opened&) = delete;
@@ -280,6 +268,30 @@ public:
   }
 
 private:
+  void open(const envelope& env, const reader_limits& lim) {
+    static detail::type_name_registrar<T> registrar;
+    err_ = detail::check_envelope(env, capnp::typeId<T>(), lim);
+    if (err_)
+      return;
+    capnp::ReaderOptions opts;
+    opts.traversalLimitInWords = traversal_words_for(env.words.size(), lim);
+    opts.nestingLimit = static_cast<int>(lim.nesting_max);
+    try {
+      reader_.emplace(kj::ArrayPtr<const capnp::word>(env.words.data(),
+                                                      env.words.size()),
+                      opts);
+      root_ = reader_->template getRoot<T>();
+      // Walks every pointer once, so a bad pointer is found here and not
+      // halfway through a handler that already changed state.
+      root_.totalSize();
+    } catch (const kj::Exception& e) {
+      err_ = make_error(errc::malformed_message,
+                        detail::type_name_of(capnp::typeId<T>()) + ": "
+                          + e.getDescription().cStr());
+    }
+  }
+
+  std::optional<envelope> owned_; ///< a temporary envelope, kept (declared before the reader)
   std::optional<capnp::FlatArrayMessageReader> reader_;
   typename T::Reader root_;
   caf::error err_;

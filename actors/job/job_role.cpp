@@ -1,8 +1,10 @@
 #include "actors/job/job_role.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -226,10 +228,15 @@ struct job_role_state {
 
   /// hosts_with(role), waiting up to 30 s for one (a host that just
   /// started, resuming its jobs, links to its peers first).
-  std::vector<node_id> wait_hosts_with(const std::string& role) const {
+  /// The up hosts with `role` (this one included), once there is one that
+  /// `wanted` takes (default: any), for up to 30 s.
+  std::vector<node_id> wait_hosts_with(
+    const std::string& role, const std::function<bool(const node_id&)>& wanted = {}) const {
     for (int i = 0; i < 60; ++i) {
       auto out = hosts_with(role);
-      if (!out.empty() || stopping)
+      if (stopping || std::any_of(out.begin(), out.end(), [&](const node_id& h) {
+            return !wanted || wanted(h);
+          }))
         return out;
       std::this_thread::sleep_for(500ms);
     }
@@ -417,9 +424,9 @@ struct job_role_state {
         o.verifier = raters[0];
       }
     } else {
-      auto trainers = wait_hosts_with("trainer");
       // An unpaid job on the payer's dataset: only the trainer hosts it
-      // granted the keys to.
+      // granted the keys to (waited for: after a restart the links come
+      // back one by one).
       for (auto g : sub->getGrants()) {
         auto env = envelope_from_bytes({g.begin(), g.size()}, capnp::typeId<schema::DataGrant>());
         opened<schema::DataGrant> dg{env};
@@ -428,6 +435,9 @@ struct job_role_state {
         if (auto who = node_id::from_bytes({dg->getTrainer().begin(), dg->getTrainer().size()}))
           o.signed_grants.insert_or_assign(*who, env);
       }
+      auto trainers = wait_hosts_with("trainer", [&](const node_id& h) {
+        return o.signed_grants.empty() || o.signed_grants.count(h) > 0;
+      });
       if (!o.signed_grants.empty())
         std::erase_if(trainers, [&](const node_id& h) { return !o.signed_grants.count(h); });
       if (trainers.empty())

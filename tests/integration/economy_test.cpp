@@ -949,7 +949,8 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   auto ended = aicon({"job", "wait", long_id, "--timeout", "120"}, 180s);
   BOOST_TEST(ended.exit_code == 1, ended.output);
   BOOST_TEST(ended.output.find("phase     cancelled") != std::string::npos, ended.output);
-  opened<schema::JobInfo> cancelled{long_status()};
+  auto cancelled_env = long_status(); // (the reader reads this envelope: keep it alive)
+  opened<schema::JobInfo> cancelled{cancelled_env};
   auto ran = cancelled->getStep();
   BOOST_TEST_MESSAGE("cancelled at step " << ran << ": paid " << cancelled->getPaidTrainers()
                                           << ", refunded " << cancelled->getRefunded());
@@ -1096,7 +1097,8 @@ print(("attached: %s, accuracy %.4f, paid %d, refunded %d, %s"):format(j:status(
              second.output);
   // Verified work earned blocks that carry the session; the escrow is
   // settled; the trained model is the payer's.
-  opened<schema::JobInfo> info{status()};
+  auto info_env = status(); // (the reader reads this envelope: keep it alive)
+  opened<schema::JobInfo> info{info_env};
   BOOST_REQUIRE_EQUAL(info->getSession().size(), 32u);
   bool carried = false;
   for (uint64_t h = 1; h <= ec.height(0) && !carried; ++h) {
