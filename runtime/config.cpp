@@ -170,9 +170,11 @@ public:
         return fail(host, "host", "expected a table");
       if (auto err = check_keys(*tbl, "host",
                                 {"data_dir", "listen", "roles", "site", "data_files",
-                                 "trainer_clients"}))
+                                 "trainer_clients", "model_owners"}))
         return err;
       if (auto err = node_list(*tbl, "host", "trainer_clients", cfg.trainer_clients))
+        return err;
+      if (auto err = node_list(*tbl, "host", "model_owners", cfg.model_owners))
         return err;
       if (auto files = tbl->get("data_files")) {
         auto arr = files->as_array();

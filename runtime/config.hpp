@@ -53,6 +53,10 @@ struct host_config {
   /// then every join must carry a lease from an allocator this host offers
   /// its trainers to.
   std::vector<node_id> trainer_clients;
+  /// [host] model_owners: whose model assets (torch:<id>, put with `aicon
+  /// model put`) this host's trainers and rater load. Empty: any owner's,
+  /// within the model contract's limits.
+  std::vector<node_id> model_owners;
   /// [[site_rtt]] a = "west", b = "east", ms = 40: round trips between sites
   /// the allocator scores trainers by (until they are measured).
   std::vector<std::tuple<std::string, std::string, double>> site_rtts;

@@ -72,6 +72,7 @@ caf::expected<std::unique_ptr<host>> host::start(
   ctx.genesis = cfg.genesis;
   ctx.data_files = cfg.data_files;
   ctx.trainer_clients = cfg.trainer_clients;
+  ctx.model_owners = cfg.model_owners;
   h->directory_ = spawn_directory(sys, ctx);
   ctx.directory = h->directory_;
   for (auto& name : cfg.roles) {

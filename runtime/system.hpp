@@ -73,6 +73,8 @@ struct role_context {
   /// [host] trainer_clients: clients whose own signed joins this host's
   /// trainers take without an allocator's lease.
   std::vector<node_id> trainer_clients;
+  /// [host] model_owners: whose model assets this host loads (empty: anyone's).
+  std::vector<node_id> model_owners;
 };
 
 /// Whether `file` lies inside one of `dirs` (after resolving `..` and

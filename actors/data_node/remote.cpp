@@ -470,8 +470,21 @@ caf::expected<std::filesystem::path> fetch_model(const requester& c,
                                                  const std::vector<node_id>& nodes,
                                                  const hash256& id,
                                                  const std::filesystem::path& cache_dir,
-                                                 uint64_t bytes_max) {
+                                                 uint64_t bytes_max,
+                                                 const std::vector<node_id>& owners) {
   auto hex = to_hex({id.data(), id.size()});
+  // The operator's choice of whose models this host runs.
+  auto allowed = [&](schema::ModelManifest::Reader m) -> caf::error {
+    if (owners.empty())
+      return caf::none;
+    auto owner = node_id::from_bytes({m.getOwner().begin(), m.getOwner().size()});
+    if (owner && std::find(owners.begin(), owners.end(), *owner) != owners.end())
+      return caf::none;
+    return make_error(errc::forbidden,
+                      fmt::format("model {} is owned by {}, whose models this host does not run "
+                                  "([host] model_owners)",
+                                  hex.substr(0, 16), owner ? owner->short_hex() : "?"));
+  };
   auto path = cache_dir / (hex + ".pt");
   auto manifest_path = cache_dir / (hex + ".manifest");
   // The cached copy with its manifest, only while both still check (the
@@ -481,8 +494,11 @@ caf::expected<std::filesystem::path> fetch_model(const requester& c,
       auto env = envelope_from_bytes(*man, capnp::typeId<schema::ModelManifest>());
       opened<schema::ModelManifest> m{env};
       if (m && m->getModelId() == capnp::Data::Reader{id.data(), id.size()}
-          && !check_model(m.root(), capnp::Data::Reader{cached->data(), cached->size()}, bytes_max))
+          && !check_model(m.root(), capnp::Data::Reader{cached->data(), cached->size()}, bytes_max)) {
+        if (auto err = allowed(m.root()))
+          return err;
         return path;
+      }
     }
     std::error_code ec;
     std::filesystem::remove(path, ec); // tampered: fetched again below
@@ -522,6 +538,8 @@ caf::expected<std::filesystem::path> fetch_model(const requester& c,
       note(describe(err));
       continue;
     }
+    if (auto err = allowed(f->getManifest()))
+      return err;
     auto manifest = copy_envelope<schema::ModelManifest>(f->getManifest());
     if (auto err = write_atomically(manifest_path, capnp::Data::Reader{manifest.bytes().data(),
                                                                       manifest.bytes().size()}))

@@ -131,11 +131,13 @@ caf::expected<std::vector<node_id>> upload_model(const requester& c, const node_
 /// cached copy if it still hashes to `id`, else fetched from the first of
 /// `nodes` whose copy does (a copy that does not, "hash mismatch", is
 /// skipped and named), written atomically. Errors name every node asked
-/// and why.
+/// and why. With `owners` (a host's [host] model_owners), only a model of
+/// one of them: another owner's is refused by name.
 caf::expected<std::filesystem::path> fetch_model(const requester& c,
                                                  const std::vector<node_id>& nodes,
                                                  const hash256& id,
                                                  const std::filesystem::path& cache_dir,
-                                                 uint64_t bytes_max);
+                                                 uint64_t bytes_max,
+                                                 const std::vector<node_id>& owners = {});
 
 } // namespace aicon::data

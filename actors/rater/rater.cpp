@@ -227,7 +227,7 @@ struct rater_state {
         auto path = data::fetch_model(data::host_requester(*sys, ctx),
                                       data::hosts_with_role(*sys, ctx, "data_node"),
                                       train::model_id(*spec), ctx.data_dir / "models",
-                                      ctx.lim.model_bytes_max);
+                                      ctx.lim.model_bytes_max, ctx.model_owners);
         if (!path)
           return path.error();
         spec->local = path->string();

@@ -209,7 +209,7 @@ struct worker_state {
               nodes.push_back(*id);
         train::digest id = train::model_id(*spec);
         auto path = data::fetch_model(data::host_requester(*sys, ctx), nodes, id,
-                                      ctx.data_dir / "models", ctx.lim.model_bytes_max);
+                                      ctx.data_dir / "models", ctx.lim.model_bytes_max, ctx.model_owners);
         if (!path)
           return path.error();
         spec->local = path->string();

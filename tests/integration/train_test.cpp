@@ -673,6 +673,21 @@ BOOST_AUTO_TEST_CASE(a_model_put_on_the_data_nodes_trains_by_its_id) {
     std::vector<uint8_t> now{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
     BOOST_TEST((now == bytes));
   }
+  // A host whose operator runs only some owners' models ([host]
+  // model_owners) refuses another's by name, and takes a listed one's.
+  {
+    test::temp_dir cache;
+    auto other = data::fetch_model(*tc.c, {tc.nodes[0].id}, id, cache.path(), 32 << 20,
+                                   {aicon::identity::generate().id()});
+    BOOST_REQUIRE(!other);
+    BOOST_TEST(describe(other.error()).find("whose models this host does not run ([host] "
+                                            "model_owners)")
+                 != std::string::npos,
+               describe(other.error()));
+    auto listed = data::fetch_model(*tc.c, {tc.nodes[0].id}, id, cache.path(), 32 << 20,
+                                    {tc.cli.id});
+    BOOST_TEST(static_cast<bool>(listed), why(listed));
+  }
   // An id no data node has is refused by name, naming the nodes asked.
   auto unknown = train::run_job(*tc.c, job({tc.nodes[0].id}, 1, "torch:" + std::string(64, 'a')));
   BOOST_REQUIRE(!unknown);

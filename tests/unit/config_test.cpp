@@ -57,6 +57,17 @@ idle_connection_ms = 4000
   BOOST_TEST(!cfg->dev_open);
 }
 
+BOOST_AUTO_TEST_CASE(model_owners_parse_and_bad_ones_are_named) {
+  auto cfg = parse("[host]\nmodel_owners = [\"" + id_a + "\"]\n");
+  BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
+  BOOST_TEST(cfg->model_owners.size() == 1u);
+  BOOST_TEST(cfg->model_owners[0].hex() == id_a);
+  auto none = parse("[host]\n");
+  BOOST_REQUIRE(none);
+  BOOST_TEST(none->model_owners.empty()); // anyone's model assets
+  expect_error("[host]\nmodel_owners = [\"xyz\"]\n", "host.model_owners");
+}
+
 BOOST_AUTO_TEST_CASE(empty_config_gives_defaults) {
   auto cfg = parse("");
   BOOST_REQUIRE(cfg);
