@@ -131,6 +131,18 @@ caf::expected<envelope> ask(lua_State* L, const node_id& node, const std::string
 
 // ---- Reading option tables ---------------------------------------------------
 
+/// f(x, {options}): argument 2 is an options table, or nil for none (then
+/// an empty one is put there); anything else is a type error.
+void options_arg(lua_State* L) {
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2))
+    luaL_checktype(L, 2, LUA_TTABLE);
+  else {
+    lua_newtable(L);
+    lua_replace(L, 2);
+  }
+}
+
 std::optional<std::string> opt_string(lua_State* L, int t, const char* fn, const char* key) {
   lua_getfield(L, t, key);
   std::optional<std::string> out;
@@ -383,13 +395,7 @@ int l_dataset_put(lua_State* L) {
   if (lua_type(L, 1) != LUA_TSTRING)
     luaL_error(L, "dataset.put: path must be a string (got %s)", luaL_typename(L, 1));
   std::string path = lua_tostring(L, 1);
-  lua_settop(L, 2);
-  if (!lua_isnil(L, 2))
-    luaL_checktype(L, 2, LUA_TTABLE);
-  else {
-    lua_newtable(L);
-    lua_replace(L, 2);
-  }
+  options_arg(L);
   const char* fn = "dataset.put";
   data::csv_options csv;
   std::optional<std::string> label_col;
@@ -451,23 +457,17 @@ caf::expected<std::string> put_model_file(session& s, const std::string& path,
                                           const std::string& name, uint64_t price,
                                           uint32_t replicas, const std::vector<node_id>& targets,
                                           const std::vector<node_id>& generators) {
-  std::ifstream f{path, std::ios::binary};
-  if (!f)
-    return make_error(errc::not_found, "cannot read " + path);
-  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
-  if (bytes.size() > s.c->lim().model_bytes_max)
-    return make_error(errc::invalid_argument,
-                      fmt::format("{} is {} bytes, over model_bytes_max ({})", path, bytes.size(),
-                                  s.c->lim().model_bytes_max));
+  auto bytes = data::read_model_file(path, s.c->lim().model_bytes_max);
+  if (!bytes)
+    return bytes.error();
   if (train::torch_available()) // the contract first: a file no trainer takes is not stored
     if (auto m = train::torch_module::load(path); !m)
       return m.error();
-  auto put = data::make_model_put(s.c->self(), bytes, name, replicas);
+  auto put = data::make_model_put(s.c->self(), *bytes, name, replicas);
   auto holders = data::upload_model(*s.c, targets[0], put, std::chrono::minutes(2));
   if (!holders)
     return holders.error();
-  auto file_hash = data::model_hash(bytes);
-  auto id = data::model_asset_id(s.c->self().id(), file_hash);
+  auto [id, file_hash] = data::model_put_ids(put);
   if (!generators.empty())
     if (auto nonce = register_asset(*s.c, generators[0], s.c->self(), id, price, "model", file_hash);
         !nonce)
@@ -481,13 +481,7 @@ int l_model_put(lua_State* L) {
   if (lua_type(L, 1) != LUA_TSTRING)
     luaL_error(L, "%s: path must be a string (got %s)", fn, luaL_typename(L, 1));
   std::string path = lua_tostring(L, 1);
-  lua_settop(L, 2);
-  if (!lua_isnil(L, 2))
-    luaL_checktype(L, 2, LUA_TTABLE);
-  else {
-    lua_newtable(L);
-    lua_replace(L, 2);
-  }
+  options_arg(L);
   auto name = opt_string(L, 2, fn, "name").value_or(std::filesystem::path{path}.filename().string());
   auto price = opt_number(L, 2, fn, "price").value_or(0);
   if (price < 0)
@@ -502,23 +496,17 @@ int l_model_put(lua_State* L) {
   if (generators.empty() && price > 0)
     luaL_error(L, "%s: price= needs a connected host with the block_generator role to register "
                "the model", fn);
-  std::string out;
-  caf::error failed;
-  if (auto id = put_model_file(session_of(L), path, name, static_cast<uint64_t>(price),
-                               static_cast<uint32_t>(replicas), targets, generators))
-    out = std::move(*id);
-  else
-    failed = id.error();
-  if (failed) {
-    auto text = fmt::format("{}: {}", fn, describe(failed));
-    failed = caf::error{};
-    lua_pushstring(L, text.c_str());
-    text.clear();
-    text.shrink_to_fit();
-    return lua_error(L);
+  {
+    // The error's text is on the Lua stack before the C++ objects go.
+    auto id = put_model_file(session_of(L), path, name, static_cast<uint64_t>(price),
+                             static_cast<uint32_t>(replicas), targets, generators);
+    if (id) {
+      lua_pushstring(L, id->c_str());
+      return 1;
+    }
+    lua_pushstring(L, fmt::format("{}: {}", fn, describe(id.error())).c_str());
   }
-  lua_pushstring(L, out.c_str());
-  return 1;
+  return lua_error(L);
 }
 
 int l_dataset_list(lua_State* L) {
@@ -1183,9 +1171,7 @@ int l_train(lua_State* L) {
         [&](envelope q) { return ask(L, ledger_node(L, fn), "ledger", std::move(q)); });
       if (!chain)
         raise(L, fn, chain.error());
-      std::array<uint8_t, 32> id{};
-      for (size_t i = 0; i < 32; ++i)
-        id[i] = static_cast<uint8_t>(std::stoi(o.dataset.substr(2 * i, 2), nullptr, 16));
+      auto id = *train::dataset_asset_of(o); // o.dataset: found on the data nodes above
       auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                           std::chrono::system_clock::now().time_since_epoch())
                                           .count());

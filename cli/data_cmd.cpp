@@ -478,10 +478,9 @@ int model_put(const data_cmd_options& o) {
   auto key = key_of(o);
   if (!key)
     return fail(key.error());
-  std::ifstream f{o.file, std::ios::binary};
-  if (!f)
-    return fail(make_error(errc::not_found, fmt::format("cannot read {}", o.file)));
-  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
+  auto bytes = data::read_model_file(o.file, limits{}.model_bytes_max);
+  if (!bytes)
+    return fail(bytes.error());
   // The contract first, where this client can load libtorch: a file no
   // trainer would take is not worth storing.
   if (train::torch_available()) {
@@ -498,16 +497,11 @@ int model_put(const data_cmd_options& o) {
   if (!r)
     return fail(r.error());
   auto name = o.name.empty() ? std::filesystem::path{o.file}.filename().string() : o.name;
-  auto put = data::make_model_put(*key, bytes, name, o.replicas);
-  if (bytes.size() > r->c->lim().model_bytes_max)
-    return fail(make_error(errc::invalid_argument,
-                           fmt::format("{}: {} bytes, over model_bytes_max ({})", o.file,
-                                       bytes.size(), r->c->lim().model_bytes_max)));
+  auto put = data::make_model_put(*key, *bytes, name, o.replicas);
   auto holders = data::upload_model(*r->c, r->nodes[0], put, std::chrono::minutes(2));
   if (!holders)
     return fail(holders.error());
-  auto file_hash = data::model_hash(bytes);
-  auto id = data::model_asset_id(key->id(), file_hash);
+  auto [id, file_hash] = data::model_put_ids(put);
   std::string names;
   for (auto& h : *holders)
     names += " " + h.short_hex();

@@ -146,7 +146,9 @@ bool verify_signature(const node_id& author, std::span<const uint8_t> msg,
 caf::error write_file_atomic(const std::filesystem::path& path, std::string_view bytes,
                              unsigned mode) {
   auto tmp = path;
-  tmp += fmt::format(".tmp.{}", getpid());
+  // A name of its own: two threads of one process may write the same file
+  // at once (two trainers of a host fetching one model).
+  tmp += fmt::format(".tmp.{}.{:08x}", getpid(), randombytes_random());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0)
     return errno_error("cannot create", tmp);

@@ -102,8 +102,8 @@ caf::expected<identity> create_key_file(const std::filesystem::path& path);
 /// wrong content).
 caf::expected<identity> load_key_file(const std::filesystem::path& path);
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename) with
-/// `mode`. Errors: io_error naming the path.
+/// Writes `bytes` to `path` atomically (a temporary file of this call's
+/// own, fsync, rename) with `mode`. Errors: io_error naming the path.
 caf::error write_file_atomic(const std::filesystem::path& path, std::string_view bytes,
                              unsigned mode);
 

@@ -1,6 +1,7 @@
 #include "actors/data_node/model_store.hpp"
 
 #include <cstring>
+#include <fstream>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -32,6 +33,23 @@ bool model_asset_owned(const hash256& id, const node_id& owner, const hash256& m
   return model_asset_id(owner, metadata) == id;
 }
 
+caf::expected<std::vector<uint8_t>> read_model_file(const std::filesystem::path& path,
+                                                    uint64_t bytes_max) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec)
+    return make_error(errc::not_found, fmt::format("cannot read {}: {}", path.string(), ec.message()));
+  if (size > bytes_max)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{} is {} bytes, over model_bytes_max ({})", path.string(), size,
+                                  bytes_max));
+  std::ifstream f{path, std::ios::binary};
+  std::vector<uint8_t> out(size);
+  if (!f || !f.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(size)))
+    return make_error(errc::io_error, fmt::format("cannot read {}", path.string()));
+  return out;
+}
+
 std::vector<uint8_t> model_owner_signing_bytes(const hash256& model) {
   static constexpr std::string_view tag = "aicon-model-owner-v1";
   std::vector<uint8_t> out(tag.size() + model.size());
@@ -56,6 +74,16 @@ envelope make_model_put(const identity& owner, std::span<const uint8_t> file,
     b.setFile(kj::arrayPtr(file.data(), file.size()));
     b.setReplicas(replicas);
   });
+}
+
+std::pair<hash256, hash256> model_put_ids(const envelope& put) {
+  opened<schema::ModelPut> p{put};
+  hash256 id{}, file_hash{};
+  if (p && p->getManifest().getModelId().size() == 32 && p->getManifest().getFileHash().size() == 32) {
+    std::memcpy(id.data(), p->getManifest().getModelId().begin(), 32);
+    std::memcpy(file_hash.data(), p->getManifest().getFileHash().begin(), 32);
+  }
+  return {id, file_hash};
 }
 
 caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file,
@@ -94,11 +122,11 @@ caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file
                                   "BLAKE2b of \"aicon-model-asset-v1\", the owner and fileHash)",
                                   ledger::short_hex(id), owner->short_hex()));
   auto sig = m.getOwnerSignature();
-  if (!owner || sig.size() != 64
+  if (sig.size() != 64
       || !verify_signature(*owner, model_owner_signing_bytes(id), {sig.begin(), sig.size()}))
     return make_error(errc::bad_signature,
                       fmt::format("model {}: ownerSignature is not by the owner it names ({})",
-                                  ledger::short_hex(id), owner ? owner->short_hex() : "?"));
+                                  ledger::short_hex(id), owner->short_hex()));
   return caf::none;
 }
 

@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -39,12 +40,21 @@ hash256 model_asset_id(const node_id& owner, const hash256& file_hash);
 /// `metadata` (the chain's AssetInfo.metadataHash).
 bool model_asset_owned(const hash256& id, const node_id& owner, const hash256& metadata);
 
+/// The bytes of a model file at `path`: refused by name when it cannot be
+/// read ("cannot read PATH", not_found) or is over `bytes_max` (checked
+/// before anything is read).
+caf::expected<std::vector<uint8_t>> read_model_file(const std::filesystem::path& path,
+                                                    uint64_t bytes_max);
+
 /// What a model's owner signs: "aicon-model-owner-v1" ‖ model id.
 std::vector<uint8_t> model_owner_signing_bytes(const hash256& model);
 
 /// A ModelPut for `file` owned (and signed) by `owner`, `replicas` copies in all.
 envelope make_model_put(const identity& owner, std::span<const uint8_t> file,
                         const std::string& name, uint32_t replicas);
+
+/// The model id and file hash a ModelPut (make_model_put) names.
+std::pair<hash256, hash256> model_put_ids(const envelope& put);
 
 /// Checks a manifest and its file: the file's hash is the manifest's
 /// fileHash ("hash mismatch" otherwise: a tampered or truncated file), the

@@ -4,21 +4,19 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <mutex>
+#include <string_view>
 #include <thread>
-
-#include <unistd.h>
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
-#include <sodium.h>
 
 #include "actors/data_node/model_store.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/error.hpp"
+#include "runtime/identity.hpp"
 #include "runtime/log.hpp"
 
 namespace aicon::data {
@@ -399,50 +397,6 @@ caf::expected<std::vector<node_id>> upload_model(const requester& c, const node_
   return out;
 }
 
-namespace {
-
-/// The bytes of `path`, or nullopt when it cannot be read.
-std::optional<std::vector<uint8_t>> read_file(const std::filesystem::path& path) {
-  std::ifstream f{path, std::ios::binary};
-  if (!f)
-    return std::nullopt;
-  std::vector<uint8_t> out{std::istreambuf_iterator<char>{f}, std::istreambuf_iterator<char>{}};
-  if (f.bad())
-    return std::nullopt;
-  return out;
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file of its own (two
-/// trainers of one host may fetch the same model at once), fsync, rename.
-caf::error write_atomically(const std::filesystem::path& path, capnp::Data::Reader bytes) {
-  auto tmp = path;
-  tmp += fmt::format(".{:08x}.tmp", randombytes_random());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f)
-    return make_error(errc::io_error, fmt::format("cannot write {}: {}", tmp.string(),
-                                                  std::strerror(errno)));
-  int failed = 0;
-  auto step = [&](bool ok) {
-    if (!ok && failed == 0)
-      failed = errno;
-  };
-  step(std::fwrite(bytes.begin(), 1, bytes.size(), f) == bytes.size());
-  step(std::fflush(f) == 0);
-  step(::fsync(::fileno(f)) == 0);
-  step(std::fclose(f) == 0);
-  std::error_code ec;
-  if (failed == 0)
-    std::filesystem::rename(tmp, path, ec);
-  if (failed != 0 || ec) {
-    auto what = ec ? ec.message() : std::string{std::strerror(failed)};
-    std::filesystem::remove(tmp, ec);
-    return make_error(errc::io_error, fmt::format("writing {} failed: {}", path.string(), what));
-  }
-  return caf::none;
-}
-
-} // namespace
-
 caf::expected<table> fetch_for_job(const requester& c, const identity& self,
                                    const std::vector<node_id>& nodes,
                                    const std::string& dataset_hex, const hash256& job,
@@ -489,8 +443,8 @@ caf::expected<std::filesystem::path> fetch_model(const requester& c,
   auto manifest_path = cache_dir / (hex + ".manifest");
   // The cached copy with its manifest, only while both still check (the
   // file's hash, the id bound to its owner, the owner's signature).
-  if (auto cached = read_file(path)) {
-    if (auto man = read_file(manifest_path)) {
+  if (auto cached = read_model_file(path, bytes_max)) {
+    if (auto man = read_model_file(manifest_path, bytes_max)) {
       auto env = envelope_from_bytes(*man, capnp::typeId<schema::ModelManifest>());
       opened<schema::ModelManifest> m{env};
       if (m && m->getModelId() == capnp::Data::Reader{id.data(), id.size()}
@@ -541,10 +495,14 @@ caf::expected<std::filesystem::path> fetch_model(const requester& c,
     if (auto err = allowed(f->getManifest()))
       return err;
     auto manifest = copy_envelope<schema::ModelManifest>(f->getManifest());
-    if (auto err = write_atomically(manifest_path, capnp::Data::Reader{manifest.bytes().data(),
-                                                                      manifest.bytes().size()}))
+    auto as_text = [](const auto& bytes) {
+      return std::string_view{reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
+    };
+    if (auto err = write_file_atomic(
+          manifest_path, as_text(capnp::Data::Reader{manifest.bytes().data(), manifest.bytes().size()}),
+          0644))
       return err;
-    if (auto err = write_atomically(path, f->getFile()))
+    if (auto err = write_file_atomic(path, as_text(f->getFile()), 0644))
       return err;
     return path;
   }

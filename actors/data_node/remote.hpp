@@ -127,10 +127,10 @@ caf::expected<std::vector<node_id>> upload_model(const requester& c, const node_
                                                  const envelope& put,
                                                  std::chrono::milliseconds timeout);
 
-/// The model file `id` as a local file under `cache_dir` (<hex>.pt): the
-/// cached copy if it still hashes to `id`, else fetched from the first of
-/// `nodes` whose copy does (a copy that does not, "hash mismatch", is
-/// skipped and named), written atomically. Errors name every node asked
+/// The model file `id` as a local file under `cache_dir` (<hex>.pt, its
+/// manifest beside it): the cached copy while it still checks against `id`
+/// (check_model), else fetched from the first of `nodes` whose copy does (a
+/// copy that does not is skipped and named), written atomically. Errors name every node asked
 /// and why. With `owners` (a host's [host] model_owners), only a model of
 /// one of them: another owner's is refused by name.
 caf::expected<std::filesystem::path> fetch_model(const requester& c,

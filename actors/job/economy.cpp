@@ -32,13 +32,11 @@ envelope make_rate_request(const job_options& o, const job_result& r, const iden
     c.setSeed(o.seed);
     c.setGlobalBatch(o.global_batch);
     c.setDataFile(o.data_file);
-    if (!o.dataset.empty()) {
+    if (auto dataset = dataset_asset_of(o); dataset && !o.dataset.empty()) {
       // A dataset from the data nodes: the rater pulls it as a trainer
       // does, its keys under a grant naming the rater, signed like the
       // trainers' (by the payer, or the escrow's agent for it).
-      std::array<uint8_t, 32> id{};
-      for (size_t i = 0; i < 32; ++i)
-        id[i] = static_cast<uint8_t>(std::stoi(o.dataset.substr(2 * i, 2), nullptr, 16));
+      const auto& id = *dataset;
       c.setDataset(kj::arrayPtr(id.data(), 32));
       c.setJob(kj::arrayPtr(o.job.data(), 32));
       auto nodes = c.initDataNodes(static_cast<unsigned>(o.data_nodes.size()));

@@ -209,27 +209,14 @@ struct job_role_state {
       t};
   }
 
-  /// Hosts (this one first, then peers) that run `role`.
+  /// Hosts (this one first, then its up peers) that run `role`.
   std::vector<node_id> hosts_with(const std::string& role) const {
-    std::vector<node_id> out;
-    if (lookup_blocking(*sys, ctx.directory, role, timeout()))
-      out.push_back(ctx.self->id());
-    caf::scoped_actor self{*sys};
-    self->request(ctx.directory, timeout(), peers_atom::value, role)
-      .receive(
-        [&](std::vector<std::string>& peers) {
-          for (auto& p : peers)
-            if (auto id = node_id::from_hex(p))
-              out.push_back(*id);
-        },
-        [](caf::error&) {});
-    return out;
+    return data::hosts_with_role(*sys, ctx, role);
   }
 
-  /// hosts_with(role), waiting up to 30 s for one (a host that just
-  /// started, resuming its jobs, links to its peers first).
-  /// The up hosts with `role` (this one included), once there is one that
-  /// `wanted` takes (default: any), for up to 30 s.
+  /// The up hosts with `role`, once there is one that `wanted` takes
+  /// (default: any), for up to 30 s (a host that just started, resuming its
+  /// jobs, links to its peers first).
   std::vector<node_id> wait_hosts_with(
     const std::string& role, const std::function<bool(const node_id&)>& wanted = {}) const {
     for (int i = 0; i < 60; ++i) {
@@ -1043,11 +1030,14 @@ envelope sign_job_submit(const identity& payer, schema::JobSpec::Reader spec,
   return copy_envelope<schema::JobSubmit>(b.asReader());
 }
 
-envelope sign_job_weights(const identity& payer, const std::array<uint8_t, 32>& job,
-                          uint64_t now_ms) {
+namespace {
+
+/// A JobQuery only a payer may make, filled by `fill`, signed and dated.
+envelope sign_payer_query(const identity& payer, uint64_t now_ms,
+                          const std::function<void(schema::JobQuery::Builder)>& fill) {
   capnp::MallocMessageBuilder tmp;
   auto b = tmp.initRoot<schema::JobQuery>();
-  b.setWeights(kj::arrayPtr(job.data(), 32));
+  fill(b);
   b.setSigner(kj::arrayPtr(payer.id().bytes.data(), 32));
   b.setTimeMs(now_ms);
   auto sig = payer.sign(query_signing_bytes(b.asReader()));
@@ -1055,16 +1045,20 @@ envelope sign_job_weights(const identity& payer, const std::array<uint8_t, 32>& 
   return copy_envelope<schema::JobQuery>(b.asReader());
 }
 
+} // namespace
+
+envelope sign_job_weights(const identity& payer, const std::array<uint8_t, 32>& job,
+                          uint64_t now_ms) {
+  return sign_payer_query(payer, now_ms, [&](schema::JobQuery::Builder b) {
+    b.setWeights(kj::arrayPtr(job.data(), 32));
+  });
+}
+
 envelope sign_job_cancel(const identity& payer, const std::array<uint8_t, 32>& job,
                          uint64_t now_ms) {
-  capnp::MallocMessageBuilder tmp;
-  auto b = tmp.initRoot<schema::JobQuery>();
-  b.setCancel(kj::arrayPtr(job.data(), 32));
-  b.setSigner(kj::arrayPtr(payer.id().bytes.data(), 32));
-  b.setTimeMs(now_ms);
-  auto sig = payer.sign(query_signing_bytes(b.asReader()));
-  b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
-  return copy_envelope<schema::JobQuery>(b.asReader());
+  return sign_payer_query(payer, now_ms, [&](schema::JobQuery::Builder b) {
+    b.setCancel(kj::arrayPtr(job.data(), 32));
+  });
 }
 
 } // namespace aicon

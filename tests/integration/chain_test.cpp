@@ -306,17 +306,22 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
   BOOST_TEST(static_cast<bool>(next), (next ? std::string{} : describe(next.error())));
   agreed = cc.wait_agreed(agreed.height + 1, 30s); // its idle block
 
+  // A scratch copy of host a's chain up to `height`, to build blocks on.
+  auto scratch_copy = [&](const std::string& name, uint64_t height) {
+    auto copy = ledger::chain::open(cc.root / name, cc.g);
+    BOOST_REQUIRE_MESSAGE(copy, why(copy));
+    for (uint64_t h = 1; h <= height; ++h) {
+      auto blk = cc.ask(*cc.c, 0, "ledger",
+                        make_envelope<schema::LedgerQuery>([h](auto q) { q.setBlockAt(h); }));
+      BOOST_REQUIRE_MESSAGE(blk, why(blk));
+      auto err = (*copy)->append(*blk);
+      BOOST_REQUIRE_MESSAGE(!err, describe(err));
+    }
+    return std::move(*copy);
+  };
   // Forgeries for the next height, built on a scratch copy of the chain.
-  auto scratch = ledger::chain::open(cc.root / "scratch", cc.g);
-  BOOST_REQUIRE_MESSAGE(scratch, why(scratch));
-  for (uint64_t h = 1; h <= agreed.height; ++h) {
-    auto blk = cc.ask(*cc.c, 0, "ledger",
-                      make_envelope<schema::LedgerQuery>([h](auto q) { q.setBlockAt(h); }));
-    BOOST_REQUIRE_MESSAGE(blk, why(blk));
-    auto err = (*scratch)->append(*blk);
-    BOOST_REQUIRE_MESSAGE(!err, describe(err));
-  }
-  auto tip = (*scratch)->tip();
+  auto scratch = scratch_copy("scratch", agreed.height);
+  auto tip = scratch->tip();
   BOOST_REQUIRE(tip);
   auto committee = ledger::select_committee(tip->hash, cc.g.candidates, cc.g.committee_size);
   std::vector<aicon::identity> keys;
@@ -341,11 +346,11 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
   d.time_ms = chain_cluster::now_ms();
   // 1. Signed by a key outside the committee (with the committee's votes).
   auto stranger = aicon::identity::generate();
-  auto by_stranger = (*scratch)->propose(stranger, d);
+  auto by_stranger = scratch->propose(stranger, d);
   BOOST_REQUIRE_MESSAGE(by_stranger, why(by_stranger));
   auto forged_generator = vote_all(*by_stranger);
   // 2. A correctly signed block that lies about the state root.
-  auto honest = (*scratch)->propose(keys[0], d);
+  auto honest = scratch->propose(keys[0], d);
   BOOST_REQUIRE_MESSAGE(honest, why(honest));
   auto wrong_root = resign(ledger::rebuild_block(*honest, [](schema::Block::Builder b) {
     std::vector<uint8_t> root(b.getHeader().getStateRoot().begin(),
@@ -411,7 +416,7 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
     auto bad_pol = ledger::make_proposal(*honest, 0, 0, {}, keys[0]);
     auto other_vote = ledger::sign_vote(keys[1], agreed.height + 1, 0, schema::VoteKind::PREVOTE,
                                         ledger::hash256{});
-    auto by_second = (*scratch)->propose(keys[1], d); // round 1 is committee[1]'s
+    auto by_second = scratch->propose(keys[1], d); // round 1 is committee[1]'s
     BOOST_REQUIRE_MESSAGE(by_second, why(by_second));
     auto wrong_pol = ledger::make_proposal(*by_second, 1, 0, {other_vote}, keys[1]);
     for (size_t i = 0; i < 3; ++i) {
@@ -429,7 +434,7 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
   // once per round: a second proposal for the same round gets no vote.
   auto d2 = d;
   d2.time_ms += 1;
-  auto second = (*scratch)->propose(keys[0], d2);
+  auto second = scratch->propose(keys[0], d2);
   BOOST_REQUIRE_MESSAGE(second, why(second));
   auto honest_hash = ledger::header_hash(opened<schema::Block>{*honest}->getHeader());
   for (size_t i = 0; i < 3; ++i) {
@@ -475,23 +480,15 @@ BOOST_AUTO_TEST_CASE(three_hosts_finalize_blocks_and_refuse_forgeries) {
   // round's proposer, and that is taken (a partition heal once stalled the
   // chain for good when it was refused). Without a proof of lock, a block
   // must be the proposer's own.
-  auto scratch2 = ledger::chain::open(cc.root / "scratch2", cc.g);
-  BOOST_REQUIRE_MESSAGE(scratch2, why(scratch2));
-  for (uint64_t h = 1; h <= more.height; ++h) {
-    auto blk = cc.ask(*cc.c, 0, "ledger",
-                      make_envelope<schema::LedgerQuery>([h](auto q) { q.setBlockAt(h); }));
-    BOOST_REQUIRE_MESSAGE(blk, why(blk));
-    auto err = (*scratch2)->append(*blk);
-    BOOST_REQUIRE_MESSAGE(!err, describe(err));
-  }
-  auto tip2 = (*scratch2)->tip();
+  auto scratch2 = scratch_copy("scratch2", more.height);
+  auto tip2 = scratch2->tip();
   BOOST_REQUIRE(tip2 && tip2->height == more.height);
   auto committee2 = ledger::select_committee(tip2->hash, cc.g.candidates, cc.g.committee_size);
   BOOST_REQUIRE(committee2.size() == 3u);
   ledger::block_draft d3;
   d3.receipts = {cc.receipt(1000)};
   d3.time_ms = chain_cluster::now_ms();
-  auto built = (*scratch2)->propose(cc.key_of(committee2[0]), d3); // round 0's block
+  auto built = scratch2->propose(cc.key_of(committee2[0]), d3); // round 0's block
   BOOST_REQUIRE_MESSAGE(built, why(built));
   auto built_hash = ledger::header_hash(opened<schema::Block>{*built}->getHeader());
   std::vector<envelope> lock;

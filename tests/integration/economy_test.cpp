@@ -275,6 +275,27 @@ struct economy_cluster {
     return r;
   }
 
+  /// Job `job`'s JobInfo from the job host c1.
+  envelope job_status(const std::array<uint8_t, 32>& job) {
+    auto r = ask(1, "job", make_envelope<schema::JobQuery>([&](auto q) {
+                   q.setStatus(kj::arrayPtr(job.data(), 32));
+                 }));
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    return *r;
+  }
+
+  /// Waits (at most 60 s) until job `job` has run `step` steps; returns the
+  /// step it reached.
+  uint64_t wait_step(const std::array<uint8_t, 32>& job, uint64_t step) {
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      auto at = opened<schema::JobInfo>{job_status(job)}->getStep();
+      if (at >= step || std::chrono::steady_clock::now() > deadline)
+        return at;
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+
   size_t offers() {
     auto r = ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
     if (!r)
@@ -863,9 +884,7 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   BOOST_TEST(wait.output.find("budget    5000: trainers paid 240, refunded 4760") != std::string::npos,
              wait.output);
   BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - 240);
-  std::array<uint8_t, 32> job{};
-  for (size_t i = 0; i < 32; ++i)
-    job[i] = static_cast<uint8_t>(std::stoi(id.substr(2 * i, 2), nullptr, 16));
+  auto job = id_bytes(id);
   auto escrow = ec.ask(0, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
                          q.setEscrow(kj::arrayPtr(job.data(), 32));
                        }));
@@ -919,9 +938,7 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
                         120s);
   BOOST_REQUIRE_EQUAL(long_job.exit_code, 0);
   auto long_id = last_line(long_job.output);
-  std::array<uint8_t, 32> long_bytes{};
-  for (size_t i = 0; i < 32; ++i)
-    long_bytes[i] = static_cast<uint8_t>(std::stoi(long_id.substr(2 * i, 2), nullptr, 16));
+  auto long_bytes = id_bytes(long_id);
   auto mallory = identity::generate();
   auto stolen = ec.ask(1, "job", sign_job_cancel(mallory, long_bytes, now_ms()));
   BOOST_REQUIRE(!stolen);
@@ -929,17 +946,7 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
              describe(stolen.error()));
   // Cancelled once it has run some steps: the steps run are paid at the
   // trainers' lease price (1), the rest of the budget comes back.
-  auto long_status = [&] {
-    auto r = ec.ask(1, "job", make_envelope<schema::JobQuery>([&](auto q) {
-                      q.setStatus(kj::arrayPtr(long_bytes.data(), 32));
-                    }));
-    BOOST_REQUIRE_MESSAGE(r, why(r));
-    return *r;
-  };
-  auto until = std::chrono::steady_clock::now() + 60s;
-  while (opened<schema::JobInfo>{long_status()}->getStep() < 20
-         && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(50ms);
+  BOOST_REQUIRE(ec.wait_step(long_bytes, 20) >= 20u);
   auto early = aicon({"job", "fetch", long_id, "--out", (ec.root / "early.ckpt").string()});
   BOOST_TEST(early.exit_code == 1, early.output);
   BOOST_TEST(early.output.find("its weights are there once it is done") != std::string::npos,
@@ -949,8 +956,7 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   auto ended = aicon({"job", "wait", long_id, "--timeout", "120"}, 180s);
   BOOST_TEST(ended.exit_code == 1, ended.output);
   BOOST_TEST(ended.output.find("phase     cancelled") != std::string::npos, ended.output);
-  auto cancelled_env = long_status(); // (the reader reads this envelope: keep it alive)
-  opened<schema::JobInfo> cancelled{cancelled_env};
+  opened<schema::JobInfo> cancelled{ec.job_status(long_bytes)};
   auto ran = cancelled->getStep();
   BOOST_TEST_MESSAGE("cancelled at step " << ran << ": paid " << cancelled->getPaidTrainers()
                                           << ", refunded " << cancelled->getRefunded());
@@ -1026,7 +1032,11 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
                         120s);
   BOOST_REQUIRE_EQUAL(long_job.exit_code, 0);
   auto long_id = long_job.output.substr(long_job.output.find_last_not_of('\n') - 63, 64);
-  std::this_thread::sleep_for(500ms);
+  auto long_bytes = id_bytes(long_id);
+  // (this test's client dialed the job host before its restart above)
+  auto relinked = ec.c->connect(fmt::format("127.0.0.1:{}", ec.ports[1]), ec.nodes[1].id);
+  BOOST_REQUIRE_MESSAGE(relinked, why(relinked));
+  BOOST_REQUIRE(ec.wait_step(long_bytes, 1) >= 1u); // training when the cancel comes
   auto cancel = aicon({"job", "cancel", long_id});
   BOOST_TEST(cancel.exit_code == 0, cancel.output);
   BOOST_TEST(ec.hosts[1].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
@@ -1062,21 +1072,9 @@ print("not reached: the console is killed first")
   auto line = console.wait_for_log("job ", 90s);
   BOOST_REQUIRE_MESSAGE(line, console.log_text());
   auto id = line->substr(line->find("job ") + 4, 64);
-  std::array<uint8_t, 32> job{};
-  for (size_t i = 0; i < 32; ++i)
-    job[i] = static_cast<uint8_t>(std::stoi(id.substr(2 * i, 2), nullptr, 16));
-  auto status = [&] {
-    auto r = ec.ask(1, "job", make_envelope<schema::JobQuery>([&](auto q) {
-                      q.setStatus(kj::arrayPtr(job.data(), 32));
-                    }));
-    BOOST_REQUIRE_MESSAGE(r, why(r));
-    return *r;
-  };
-  auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (opened<schema::JobInfo>{status()}->getStep() < 100 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(100ms);
-  BOOST_REQUIRE_MESSAGE(opened<schema::JobInfo>{status()}->getStep() >= 100,
-                        "the job did not reach step 100 within 60 s");
+  auto job = id_bytes(id);
+  auto status = [&] { return ec.job_status(job); };
+  BOOST_REQUIRE_MESSAGE(ec.wait_step(job, 100) >= 100, "the job did not reach step 100 within 60 s");
   BOOST_TEST(console.stop(SIGKILL, 10s) == 128 + SIGKILL);
   BOOST_TEST(console.log_text().find("not reached") == std::string::npos);
   // A second console attaches by id and reads the result.
@@ -1097,8 +1095,7 @@ print(("attached: %s, accuracy %.4f, paid %d, refunded %d, %s"):format(j:status(
              second.output);
   // Verified work earned blocks that carry the session; the escrow is
   // settled; the trained model is the payer's.
-  auto info_env = status(); // (the reader reads this envelope: keep it alive)
-  opened<schema::JobInfo> info{info_env};
+  opened<schema::JobInfo> info{status()};
   BOOST_REQUIRE_EQUAL(info->getSession().size(), 32u);
   bool carried = false;
   for (uint64_t h = 1; h <= ec.height(0) && !carried; ++h) {
@@ -1349,18 +1346,12 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(torch_verification)
 
 BOOST_AUTO_TEST_CASE(a_rater_on_other_cpu_kernels_compares_within_the_tolerance) {
-  if (!train::torch_available()) {
-    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+  if (torch_skipped())
     return;
-  }
   economy_cluster ec(false, false, 3, {"ATEN_CPU_CAPABILITY=default"}); // t1 cheats
   auto models = ec.root / "models";
-  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
-                          AICON_SOURCE_DIR, models.string(), ec.root.path().string());
-  if (std::system(make.c_str()) != 0) {
-    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+  if (!make_torch_models(models))
     return;
-  }
   ec.wait_offers(2);
   ec.fund_client(100'000);
   auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();

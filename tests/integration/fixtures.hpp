@@ -4,8 +4,11 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <cstdlib>
+
 #include <fmt/format.h>
 
+#include "actors/trainer/torch_model.hpp"
 #include "cluster.hpp"
 #include "runtime/client.hpp"
 #include "runtime/error.hpp"
@@ -22,6 +25,33 @@ inline std::string why_not(const caf::error& err) {
 template <class T>
 std::string why(const caf::expected<T>& x) {
   return x ? std::string{} : describe(x.error());
+}
+
+/// Whether this build has no libtorch; then says so in the words the torch
+/// tests' ctest entries take as "skipped".
+inline bool torch_skipped() {
+  if (train::torch_available())
+    return false;
+  BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+  return true;
+}
+
+/// Writes the TorchScript test models (examples/models/make_models.py) into
+/// `dir`; false, said as a skip, where /usr/bin/python3 cannot.
+inline bool make_torch_models(const std::filesystem::path& dir) {
+  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}.log 2>&1",
+                          AICON_SOURCE_DIR, dir.string(), dir.string());
+  if (std::system(make.c_str()) == 0)
+    return true;
+  BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+  return false;
+}
+
+/// 32 bytes from 64 hex digits (a job or dataset id a command printed).
+inline std::array<uint8_t, 32> id_bytes(const std::string& hex) {
+  auto id = node_id::from_hex(hex);
+  BOOST_REQUIRE_MESSAGE(id, "not 64 hex digits: '" << hex << "'");
+  return id->bytes;
 }
 
 /// A small valid job: mlp:64-64-10, 2 trainers, 10 steps of batch 32 (the

@@ -479,18 +479,12 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(torch_training)
 
 BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) {
-  if (!train::torch_available()) {
-    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+  if (torch_skipped())
     return;
-  }
   train_cluster tc;
   auto models = tc.root / "models";
-  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
-                          AICON_SOURCE_DIR, models.string(), tc.root.path().string());
-  if (std::system(make.c_str()) != 0) {
-    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+  if (!make_torch_models(models))
     return;
-  }
   auto job = [&](std::vector<node_id> hosts, uint32_t per_host, uint64_t steps) {
     auto o = tc.job(std::move(hosts), per_host, steps);
     o.model = "torch:" + (models / "digits_cnn.pt").string();
@@ -610,18 +604,12 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
 // trainer fetches it and checks it against the id (a tampered cached copy
 // is fetched again); a tampered upload and an unknown id are refused.
 BOOST_AUTO_TEST_CASE(a_model_put_on_the_data_nodes_trains_by_its_id) {
-  if (!train::torch_available()) {
-    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+  if (torch_skipped())
     return;
-  }
   train_cluster tc(false, ", \"data_node\"");
   auto models = tc.root / "models";
-  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
-                          AICON_SOURCE_DIR, models.string(), tc.root.path().string());
-  if (std::system(make.c_str()) != 0) {
-    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+  if (!make_torch_models(models))
     return;
-  }
   auto cnn = models / "digits_cnn.pt";
   std::vector<uint8_t> bytes;
   {
@@ -725,17 +713,11 @@ BOOST_AUTO_TEST_CASE(a_model_put_on_the_data_nodes_trains_by_its_id) {
 // rater fetches it too and passes the trainers, and the escrow pays the
 // model's price besides the trainers' pay.
 BOOST_AUTO_TEST_CASE(model_put_from_lua_and_a_budgeted_job_on_it) {
-  if (!train::torch_available()) {
-    BOOST_TEST_MESSAGE("torch test skipped: this build has no libtorch");
+  if (torch_skipped())
     return;
-  }
   test::temp_dir root;
-  auto make = fmt::format("/usr/bin/python3 {}/examples/models/make_models.py {} > {}/make.log 2>&1",
-                          AICON_SOURCE_DIR, (root / "models").string(), root.path().string());
-  if (std::system(make.c_str()) != 0) {
-    BOOST_TEST_MESSAGE("torch test skipped: /usr/bin/python3 cannot make TorchScript models");
+  if (!make_torch_models(root / "models"))
     return;
-  }
   // The example script: the model and the data set put, trained by their
   // ids with a budget, the weights saved.
   auto ckpt = root / "trained.ckpt";

@@ -3,6 +3,7 @@
 // oversized or falsely signed model refused by name and never stored.
 #include <boost/test/unit_test.hpp>
 
+#include <fstream>
 #include <string>
 
 #include "actors/data_node/model_store.hpp"
@@ -156,6 +157,29 @@ BOOST_AUTO_TEST_CASE(each_bad_manifest_is_refused_by_name) {
   auto back = load_model(*env, model_asset_id(owner.id(), model_hash(file)));
   BOOST_REQUIRE(back);
   BOOST_TEST(!back->has_value());
+}
+
+BOOST_AUTO_TEST_CASE(a_model_file_is_read_only_within_the_limit) {
+  auto path = dir.path() / "cnn.pt";
+  {
+    std::ofstream f{path, std::ios::binary};
+    f.write(reinterpret_cast<const char*>(file.data()), static_cast<std::streamsize>(file.size()));
+  }
+  auto read = read_model_file(path, 1 << 20);
+  BOOST_REQUIRE_MESSAGE(read, test::why(read));
+  BOOST_TEST((*read == file));
+  auto big = read_model_file(path, 4096);
+  BOOST_REQUIRE(!big);
+  BOOST_TEST(describe(big.error()).find("is 5000 bytes, over model_bytes_max (4096)") != std::string::npos,
+             describe(big.error()));
+  auto missing = read_model_file(dir.path() / "nowhere.pt", 1 << 20);
+  BOOST_REQUIRE(!missing);
+  BOOST_TEST(describe(missing.error()).find("cannot read") != std::string::npos, describe(missing.error()));
+  BOOST_TEST(describe(missing.error()).find("nowhere.pt") != std::string::npos, describe(missing.error()));
+  // The ids a put names are the ones its manifest carries.
+  auto [id, file_hash] = model_put_ids(make_model_put(owner, file, "cnn.pt", 1));
+  BOOST_TEST((file_hash == model_hash(file)));
+  BOOST_TEST((id == model_asset_id(owner.id(), file_hash)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
