@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "fixtures.hpp"
+#include "site_proxy.hpp"
 
 using namespace aicon;
 using namespace aicon::test;
@@ -93,6 +94,35 @@ BOOST_AUTO_TEST_CASE(ping_command_reports_round_trips) {
   std::this_thread::sleep_for(3s);
   BOOST_TEST(hp.ha.proc->log_text().find("peer down") == std::string::npos,
              hp.ha.proc->log_text());
+}
+
+BOOST_AUTO_TEST_CASE(a_dial_survives_a_heartbeat_in_cafs_handshake_window) {
+  // CAF 0.17 closes a dialed link as "connection_timeout" when a heartbeat
+  // tick comes before the peer's handshake is in (the link's last_seen
+  // starts at the clock's epoch): on a busy machine, about one dial in a
+  // hundred with the default 1 s heartbeat. Here a 10 ms delay each way and
+  // a 100 ms heartbeat, with the dials spread over the heartbeat's phase,
+  // put a tick in that window for a good part of them; every dial must
+  // still connect.
+  host_pair hp;
+  site_proxy wan{hp.hb.port, 10ms};
+  int connected = 0;
+  std::string last_error;
+  for (int i = 0; i < 30; ++i) {
+    client::options opts;
+    opts.data_dir = hp.a.dir;
+    opts.threads = 2;
+    opts.lim.heartbeat_interval_ms = 100;
+    auto c = client::start(opts);
+    BOOST_REQUIRE_MESSAGE(c, why(c));
+    std::this_thread::sleep_for(std::chrono::milliseconds(i * 37 % 100));
+    auto node = (*c)->connect(fmt::format("127.0.0.1:{}", wan.port()), hp.b.id);
+    if (node)
+      ++connected;
+    else
+      last_error = describe(node.error());
+  }
+  BOOST_TEST(connected == 30, "connected " << connected << " of 30; last: " << last_error);
 }
 
 BOOST_AUTO_TEST_CASE(sigterm_and_sigint_stop_cleanly) {
