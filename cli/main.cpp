@@ -420,12 +420,12 @@ int main(int argc, char** argv) {
   data_fetch_cmd->add_option("--credits", dco.credits, "shares per request / in flight (default 4)")->check(CLI::Range(1, 64));
 
   train_cmd_options tco;
-  auto train_cmd_app = app.add_subcommand("train", "a data-parallel training job on the trainer roles of running hosts");
+  auto train_cmd_app = app.add_subcommand("train", "a data-parallel training job on the trainer roles of running hosts (run by a connected job host, or from here)");
   train_cmd_app->add_option("--data", tco.job.data_file, "CSV/NPY/IDX with labels, readable on every trainer host");
   train_cmd_app->add_option("--spare", tco.spares, "host:port of a stand-by trainer host that replaces a lost one")->delimiter(',');
   train_cmd_app->add_option("--dataset", tco.dataset, "instead of --data: a dataset id (or prefix) the trainers pull from data nodes");
   train_cmd_app->add_option("--data-connect", tco.data_connect, "host:port of the data nodes holding --dataset")->delimiter(',');
-  train_cmd_app->add_option("--job", tco.job_hex, "with --dataset: the job id (64 hex) the trainers' leases are for");
+  train_cmd_app->add_option("--job", tco.job_hex, "with --dataset on an operator's stored leases: the job id (64 hex) they are for (coordinated from here)");
   train_cmd_app->add_option("--connect", tco.connect, "host:port of a trainer host (repeat)")->delimiter(',')->required();
   train_cmd_app->add_option("--data-dir", tco.data_dir, "this client's identity and trusted peers")->required();
   train_cmd_app->add_flag("--dev-open", tco.dev_open, "talk to hosts in dev mode");
@@ -452,7 +452,8 @@ int main(int argc, char** argv) {
   train_cmd_app->add_option("--test-percent", tco.job.test_percent, "held-out rows (default 20)")->check(CLI::Range(0, 99));
   train_cmd_app->add_option("--checkpoint-every", tco.job.checkpoint_every, "steps between checkpoints (default 10)");
   train_cmd_app->add_option("--checkpoint", tco.checkpoint, "write the checkpoints to this file");
-  train_cmd_app->add_option("--chunk-bytes", tco.job.chunk_bytes, "actor ring chunk (default 65536)");
+  train_cmd_app->add_option("--chunk-bytes", tco.job.chunk_bytes, "ring chunk (default 262144)");
+  train_cmd_app->add_flag("--local", tco.local, "coordinate the job from this process even when a connected host runs the job role");
   train_cmd_app->add_option("--ring-timeout-ms", tco.job.ring_timeout_ms, "a ring without progress this long fails the step (default 5000)");
   train_cmd_app->add_option("--csv", tco.csv, "write the loss curve (step,loss,samples/s,allreduce ms)");
   train_cmd_app->add_option("--plot", tco.plot, "write the loss curve as an SVG line plot");

@@ -24,6 +24,14 @@ struct JobSpec {
   priority @13 :UInt32;
   verify @14 :Bool;          # with a budget: have the rater verify before settling
   optimizer @15 :import "trainer.capnp".Optimizer;
+  weightDecay @16 :Float32 = 0.0001;
+  checkpointEvery @17 :UInt32 = 10;    # steps between checkpoints (the job host keeps the last)
+  chunkBytes @18 :UInt32 = 262144;     # the ring's chunk
+  ringTimeoutMs @19 :UInt32 = 5000;    # a ring without progress this long fails the step
+  hosts @20 :List(Data);     # unpaid: the trainer hosts (NodeIds) to spread the K trainers over;
+                             # empty: the job host's linked trainer hosts. With a budget the
+                             # allocator places them: must be empty
+  spares @21 :List(Data);    # unpaid: stand-by trainer hosts, each replacing a lost one
 }
 
 struct JobSubmit {

@@ -770,4 +770,18 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   return result;
 }
 
+std::vector<std::string> describe_logs(const std::vector<envelope>& logs) {
+  std::vector<std::string> out;
+  for (auto& env : logs) {
+    opened<schema::SessionLog> l{env};
+    if (!l)
+      continue;
+    out.push_back(fmt::format("work log rank {}: {} steps, root {}, signed by {}", l->getRank(),
+                              l->getSteps(),
+                              to_hex({l->getLogRoot().begin(), l->getLogRoot().size()}).substr(0, 16),
+                              to_hex({l->getTrainer().begin(), l->getTrainer().size()}).substr(0, 8)));
+  }
+  return out;
+}
+
 } // namespace aicon::train

@@ -199,4 +199,8 @@ caf::error link_streams(const job_link& c, const std::array<uint8_t, 32>& sessio
 
 caf::expected<job_result> run_job(const job_link& c, const job_options& o, const progress_fn& progress = {});
 
+/// One line per work log of a job's last ring: "work log rank R: N steps,
+/// root <16 hex>, signed by <8 hex>" (the trainer's signed log root).
+std::vector<std::string> describe_logs(const std::vector<envelope>& logs);
+
 } // namespace aicon::train

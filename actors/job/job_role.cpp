@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <caf/all.hpp>
@@ -352,6 +353,10 @@ struct job_role_state {
     o.test_percent = spec.getHoldoutPercent();
     o.seed = spec.getSeed();
     o.transport = spec.getTransport();
+    o.weight_decay = spec.getWeightDecay();
+    o.checkpoint_every = spec.getCheckpointEvery();
+    o.chunk_bytes = spec.getChunkBytes();
+    o.ring_timeout_ms = spec.getRingTimeoutMs();
     o.job = j.id;
     o.cancel = j.cancel;
     // The payer's cancel after some steps: those steps are verified and
@@ -422,15 +427,33 @@ struct job_role_state {
         if (auto who = node_id::from_bytes({dg->getTrainer().begin(), dg->getTrainer().size()}))
           o.signed_grants.insert_or_assign(*who, env);
       }
-      auto trainers = wait_hosts_with("trainer", [&](const node_id& h) {
-        return o.signed_grants.empty() || o.signed_grants.count(h) > 0;
-      });
-      if (!o.signed_grants.empty())
-        std::erase_if(trainers, [&](const node_id& h) { return !o.signed_grants.count(h); });
+      // The payer may name the trainer hosts (and stand-bys) itself.
+      std::set<node_id> named, spares;
+      for (auto h : spec.getHosts())
+        if (auto id = node_id::from_bytes({h.begin(), h.size()}))
+          named.insert(*id);
+      for (auto h : spec.getSpares())
+        if (auto id = node_id::from_bytes({h.begin(), h.size()}))
+          spares.insert(*id);
+      auto wanted = [&](const node_id& h) {
+        return (o.signed_grants.empty() || o.signed_grants.count(h) > 0)
+               && (named.empty() || named.count(h) > 0);
+      };
+      auto trainers = wait_hosts_with("trainer", wanted);
+      std::erase_if(trainers, [&](const node_id& h) { return !wanted(h); });
+      // Named hosts come back one by one after a restart: wait a while for
+      // all of them before going on with those that answer.
+      for (int i = 0; i < 20 && !named.empty() && trainers.size() < named.size() && !stopping; ++i) {
+        std::this_thread::sleep_for(500ms);
+        trainers = hosts_with("trainer");
+        std::erase_if(trainers, [&](const node_id& h) { return !wanted(h); });
+      }
       if (trainers.empty())
-        return fail_and_refund(j, o.signed_grants.empty()
+        return fail_and_refund(j, !named.empty() ? "none of the trainer hosts the job names answers"
+                                  : o.signed_grants.empty()
                                     ? "no host with the trainer role answers"
                                     : "none of the trainer hosts the grants name answers");
+      o.spare_hosts.assign(spares.begin(), spares.end());
       o.hosts = trainers;
       for (uint32_t i = 0; i < k; ++i)
         o.per_host[trainers[i % trainers.size()]] += 1;
@@ -507,6 +530,8 @@ struct job_role_state {
       j.session = r->session;
       j.step = r->steps;
       for (auto& e : r->events)
+        j.events.push_back(e);
+      for (auto& e : train::describe_logs(r->logs))
         j.events.push_back(e);
       j.events.push_back(fmt::format("trained: held-out accuracy {:.4f}, test loss {:.4f}",
                                      r->accuracy, r->test_loss));
@@ -999,6 +1024,27 @@ caf::error check_job_spec(schema::JobSpec::Reader s) {
     return bad_field("priority", fmt::format("must be in 0..1000 (got {})", s.getPriority()));
   if (s.getPriority() > 0 && s.getBudget() == 0)
     return bad_field("priority", "needs a budget (priorities are between paying jobs)");
+  if (!(std::isfinite(s.getWeightDecay()) && s.getWeightDecay() >= 0 && s.getWeightDecay() < 1))
+    return bad_field("weightDecay", fmt::format("must be in [0, 1) (got {})", s.getWeightDecay()));
+  if (s.getCheckpointEvery() == 0 || s.getCheckpointEvery() > 1'000'000)
+    return bad_field("checkpointEvery",
+                     fmt::format("must be in 1..1000000 (got {})", s.getCheckpointEvery()));
+  if (s.getChunkBytes() < 1024 || s.getChunkBytes() > (16u << 20))
+    return bad_field("chunkBytes",
+                     fmt::format("must be in 1024..16777216 (got {})", s.getChunkBytes()));
+  if (s.getRingTimeoutMs() < 100 || s.getRingTimeoutMs() > 600'000)
+    return bad_field("ringTimeoutMs",
+                     fmt::format("must be in 100..600000 (got {})", s.getRingTimeoutMs()));
+  for (auto [name, list] : {std::pair{"hosts", s.getHosts()}, std::pair{"spares", s.getSpares()}}) {
+    if (list.size() > 0 && s.getBudget() > 0)
+      return bad_field(name, "the allocator places a budgeted job's trainers: leave it empty");
+    if (list.size() > 1024)
+      return bad_field(name, fmt::format("at most 1024 hosts (got {})", list.size()));
+    for (unsigned i = 0; i < list.size(); ++i)
+      if (list[i].size() != 32)
+        return bad_field(name, fmt::format("[{}] must be a 32-byte NodeId (got {} bytes)", i,
+                                           list[i].size()));
+  }
   return caf::none;
 }
 

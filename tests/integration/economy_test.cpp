@@ -14,6 +14,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -830,6 +831,29 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
     spec.setSteps(0);
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.steps");
     spec.setSteps(10);
+    spec.setWeightDecay(std::numeric_limits<float>::quiet_NaN());
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.weightDecay");
+    spec.setWeightDecay(1e-4f);
+    spec.setCheckpointEvery(0);
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()),
+            "spec.checkpointEvery");
+    spec.setCheckpointEvery(10);
+    spec.setChunkBytes(16);
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.chunkBytes");
+    spec.setChunkBytes(1 << 18);
+    spec.setRingTimeoutMs(0);
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()),
+            "spec.ringTimeoutMs");
+    spec.setRingTimeoutMs(5000);
+    spec.initHosts(1).set(0, kj::arrayPtr(ec.nodes[2].id.bytes.data(), 31)); // not a NodeId
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()), "spec.hosts");
+    spec.disownHosts();
+    spec.setBudget(1000);
+    spec.initSpares(1).set(0, kj::arrayPtr(ec.nodes[2].id.bytes.data(), 32));
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()),
+            "the allocator places a budgeted job's trainers");
+    spec.disownSpares();
+    spec.setBudget(0);
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms() - 3'600'000),
             "stale or replayed");
     {

@@ -43,8 +43,11 @@ struct train_cluster {
   node_dir cli;
   std::unique_ptr<client> c;
 
-  /// `roles`: what every host runs, besides directory and trainer.
-  explicit train_cluster(bool with_spare = false, std::string roles = "") {
+  /// `roles`: what every host runs, besides directory and trainer;
+  /// `hosts_are_clients`: every host lists the others (and itself) in its
+  /// trainer_clients, as a job role running unpaid jobs on them needs.
+  explicit train_cluster(bool with_spare = false, std::string roles = "",
+                         bool hosts_are_clients = false) {
     std::vector<std::string> names{"a", "b"};
     if (with_spare)
       names.push_back("s");
@@ -62,6 +65,10 @@ struct train_cluster {
     }
     // Every host dials every other: the accepting side of a link does not
     // learn who dialed.
+    std::string clients = fmt::format("\"{}\"", cli.id.hex());
+    if (hosts_are_clients)
+      for (auto& n : nodes)
+        clients += fmt::format(", \"{}\"", n.id.hex());
     for (size_t i = 0; i < nodes.size(); ++i) {
       std::string allow = fmt::format("\"{}\"", cli.id.hex()), connect;
       for (size_t k = 0; k < nodes.size(); ++k)
@@ -74,10 +81,10 @@ struct train_cluster {
                             fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
                                         "roles = [\"directory\", \"trainer\"{}]\n"
                                         "data_files = [\"{}/tests/data\", \"{}\"]\n"
-                                        "trainer_clients = [\"{}\"]\n[peers]\n"
+                                        "trainer_clients = [{}]\n[peers]\n"
                                         "allow = [{}]\nconnect = [\n{}]\n",
                                         names[i], ports[i], roles, AICON_SOURCE_DIR,
-                                        (root / "models").string(), cli.id.hex(), allow, connect));
+                                        (root / "models").string(), clients, allow, connect));
       hosts.push_back(start_host(cfg, root / (names[i] + ".log"), {"-v"}));
     }
     for (size_t i = 0; i < nodes.size(); ++i)
@@ -469,6 +476,82 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_killed_mid_job_is_survived) {
   BOOST_TEST(replaced);
   BOOST_TEST_MESSAGE("held-out accuracy after losing a host " << r->accuracy);
   BOOST_TEST(r->accuracy >= 0.95);
+}
+
+BOOST_AUTO_TEST_CASE(aicon_train_hands_its_job_to_a_job_host_that_outlives_it) {
+  // a, b and the spare s run the job role too: `aicon train --connect a,b`
+  // submits to a's, naming a and b (and s as the spare) in the spec.
+  train_cluster tc{true, ", \"job\"", true};
+  auto addr = [&](size_t i) { return fmt::format("127.0.0.1:{}", tc.ports[i]); };
+  auto job_status = [&](const std::string& id) {
+    auto dst = tc.c->lookup("job@" + tc.nodes[0].id.hex());
+    BOOST_REQUIRE_MESSAGE(dst, why(dst));
+    auto r = tc.c->request(*dst, make_envelope<schema::JobQuery>([&](auto q) {
+                             auto bytes = id_bytes(id);
+                             q.setStatus(kj::arrayPtr(bytes.data(), 32));
+                           }),
+                           10s);
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    return *r;
+  };
+  process train({aicon_binary(), "train", "--data", digits_csv().string(), "--connect",
+                 addr(0) + "," + addr(1), "--spare", addr(2), "--steps", "20000",
+                 "--checkpoint-every", "50", "--ring-timeout-ms", "2000", "--data-dir",
+                 tc.cli.dir.string()},
+                tc.root / "train.log");
+  auto line = train.wait_for_log(" runs on job host ", 60s);
+  BOOST_REQUIRE_MESSAGE(line, train.log_text());
+  auto id = line->substr(line->find("job ") + 4, 64);
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  uint64_t step = 0;
+  while (step < 300 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+    step = opened<schema::JobInfo>{job_status(id)}->getStep();
+  }
+  BOOST_REQUIRE_MESSAGE(step >= 300, "the job did not reach step 300 within 60 s");
+  // The client goes, then trainer host b: the job host goes on, with the
+  // spare the spec names in b's place.
+  BOOST_TEST(train.stop(SIGKILL, 10s) == 128 + SIGKILL);
+  BOOST_TEST(tc.hosts[1].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
+  auto wait = run_command({aicon_binary(), "job", "wait", id, "--timeout", "120", "--connect",
+                           addr(0), "--data-dir", tc.cli.dir.string()},
+                          150s);
+  BOOST_REQUIRE_MESSAGE(wait.exit_code == 0, wait.output);
+  BOOST_TEST(wait.output.find("progress  step 20000/20000") != std::string::npos, wait.output);
+  auto acc_at = wait.output.find("accuracy  ");
+  BOOST_REQUIRE(acc_at != std::string::npos);
+  BOOST_TEST(std::stod(wait.output.substr(acc_at + 10)) >= 0.95, wait.output);
+  auto logs = run_command({aicon_binary(), "job", "logs", id, "--connect", addr(0), "--data-dir",
+                           tc.cli.dir.string()});
+  BOOST_TEST(logs.output.find("ring of 2 trainers on 2 hosts") != std::string::npos, logs.output);
+  BOOST_TEST(logs.output.find("spare host " + tc.nodes[2].id.short_hex()) != std::string::npos,
+             logs.output);
+  BOOST_TEST(logs.output.find("work log rank 1: ") != std::string::npos, logs.output);
+
+  // Followed to its end, with its checkpoint written here.
+  auto cp = tc.root / "job.ckpt";
+  auto followed = run_command({aicon_binary(), "train", "--data", digits_csv().string(),
+                               "--connect", addr(0), "--steps", "120", "--weight-decay", "0",
+                               "--checkpoint", cp.string(), "--data-dir", tc.cli.dir.string()},
+                              120s);
+  BOOST_REQUIRE_MESSAGE(followed.exit_code == 0, followed.output);
+  BOOST_TEST(followed.output.find(" runs on job host ") != std::string::npos, followed.output);
+  BOOST_TEST(followed.output.find("ring of 1 trainers on 1 hosts") != std::string::npos,
+             followed.output);
+  BOOST_TEST(followed.output.find("trained 120 steps") != std::string::npos, followed.output);
+  auto saved = train::load_checkpoint(cp);
+  BOOST_REQUIRE_MESSAGE(saved, why(saved));
+  BOOST_TEST(saved->step == 120u);
+
+  // --local: coordinated by the command itself, as before job hosts.
+  auto local = run_command({aicon_binary(), "train", "--local", "--data", digits_csv().string(),
+                            "--connect", addr(0), "--steps", "60", "--data-dir",
+                            tc.cli.dir.string()},
+                           120s);
+  BOOST_REQUIRE_MESSAGE(local.exit_code == 0, local.output);
+  BOOST_TEST(local.output.find(" runs on job host ") == std::string::npos, local.output);
+  BOOST_TEST(local.output.find("trained 60 steps") != std::string::npos, local.output);
+  BOOST_TEST(local.output.find("work log rank 0: 60 steps") != std::string::npos, local.output);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
