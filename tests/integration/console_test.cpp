@@ -357,6 +357,28 @@ BOOST_AUTO_TEST_CASE(a_job_host_checks_the_grants_of_an_unpaid_dataset_job) {
                              10s);
   BOOST_REQUIRE_MESSAGE(list, why(list));
   BOOST_TEST(opened<schema::JobList>{*list}->getJobs().size() == 0u);
+
+  // The grants `aicon train` signs for its own dataset pass: put, then
+  // trained by id on hosts a and b through a's job host.
+  auto client_dir = (ch.dir / "client").string();
+  auto put = run_command({aicon_binary(), "data", "put", digits(), "--standardize", "--connect",
+                          ch.connect(1), "--data-dir", client_dir},
+                         120s);
+  BOOST_REQUIRE_MESSAGE(put.exit_code == 0, put.output);
+  auto id_at = put.output.rfind("dataset ");
+  BOOST_REQUIRE_MESSAGE(id_at != std::string::npos, put.output);
+  auto id = put.output.substr(id_at + 8, 16);
+  auto trained = run_command({aicon_binary(), "train", "--dataset", id, "--data-connect",
+                              ch.connect(1), "--connect", ch.connect(2), "--steps", "200",
+                              "--data-dir", client_dir},
+                             120s);
+  BOOST_REQUIRE_MESSAGE(trained.exit_code == 0, trained.output);
+  BOOST_TEST(trained.output.find(" runs on job host ") != std::string::npos, trained.output);
+  BOOST_TEST(trained.output.find("ring of 2 trainers on 2 hosts") != std::string::npos,
+             trained.output);
+  auto acc_at = trained.output.find("held-out accuracy ");
+  BOOST_REQUIRE(acc_at != std::string::npos);
+  BOOST_TEST(std::stod(trained.output.substr(acc_at + 18)) >= 0.9, trained.output);
 }
 
 BOOST_AUTO_TEST_CASE(the_script_role_refuses_bad_requests_by_name) {
