@@ -719,9 +719,11 @@ int l_job_cancel(lua_State* L) {
   return 0;
 }
 
-/// j:save(path): the trained weights as an aicon checkpoint file (a job
-/// host's job: asked of it by the payer's signed query, checked against its
-/// trained-model asset); returns the step they are of.
+/// j:save(path): the trained weights as an aicon checkpoint file, or with
+/// a path ending in ".pt" as the TorchScript file a job host wrote for a
+/// job on a model asset (torch:<id>); a job host's job is asked of it by
+/// the payer's signed query and checked against its trained-model asset.
+/// Returns the step they are of.
 caf::expected<envelope> ledger_query(lua_State* L, const char* fn,
                                      const std::function<void(schema::LedgerQuery::Builder)>& f);
 
@@ -731,7 +733,8 @@ int l_job_save(lua_State* L) {
   if (lua_type(L, 2) != LUA_TSTRING)
     luaL_error(L, "%s: path must be a string (got %s)", fn, luaL_typename(L, 2));
   std::string path = lua_tostring(L, 2);
-  std::vector<uint8_t> bytes;
+  bool as_torchscript = path.size() > 3 && path.compare(path.size() - 3, 3, ".pt") == 0;
+  std::vector<uint8_t> bytes, torchscript;
   bool ready = false, finished = false;
   {
     // (no Lua error while the lock is held: it would never be released)
@@ -744,6 +747,9 @@ int l_job_save(lua_State* L) {
   if (!ready)
     luaL_error(L, "%s: the job is %s: its weights are there once it is done", fn,
                finished ? "failed" : "still running");
+  if (as_torchscript && !j->host)
+    luaL_error(L, "%s: %s: a job run from this console has no TorchScript file; save the "
+               "checkpoint and use aicon model export", fn, path.c_str());
   if (j->host) {
     if (!j->payer)
       luaL_error(L, "%s: only the job's payer may read its weights (job.attach gives no key)", fn);
@@ -757,28 +763,32 @@ int l_job_save(lua_State* L) {
     if (!w)
       raise(L, fn, w.error());
     bytes.assign(w->getCheckpoint().begin(), w->getCheckpoint().end());
+    torchscript.assign(w->getTorchscript().begin(), w->getTorchscript().end());
+    if (as_torchscript && torchscript.empty())
+      luaL_error(L, "%s: %s: job on %s has no TorchScript file (only jobs on a model asset, "
+                 "torch:<id>, do); save the checkpoint and use aicon model export", fn,
+                 path.c_str(), w->getModel().cStr());
     if (w->getModelAsset().size() == 32) {
-      std::array<uint8_t, 32> h{};
-      crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size(), nullptr, 0);
-      if (std::memcmp(h.data(), w->getModelAsset().begin(), 32) != 0)
-        luaL_error(L, "%s: the weights do not hash to the job's trained-model asset", fn);
-      // That asset as the chain has it: the payer's trained model.
+      // That asset as the chain has it: the payer's trained model, whose
+      // hashes the files must have.
       auto info = ledger_query(L, fn, [&](auto q) { q.setAsset(w->getModelAsset()); });
-      bool ours = false;
-      if (info)
-        if (opened<schema::AssetInfo> a{*info};
-            a && std::string_view{a->getKind().cStr()} == "trained-model"
-            && a->getOwner() == capnp::Data::Reader{j->payer->id().bytes.data(), 32})
-          ours = true;
-      if (!ours)
-        luaL_error(L, "%s: the chain does not hold these weights as the payer's trained model", fn);
+      if (!info)
+        raise(L, fn, info.error());
+      if (auto err = check_job_weights(*r, *info, j->payer->id()))
+        raise(L, fn, err);
     }
   }
   auto cp = train::parse_checkpoint(bytes, "the job's checkpoint");
   if (!cp)
     raise(L, fn, cp.error());
-  if (auto err = train::save_checkpoint(path, *cp))
+  if (as_torchscript) {
+    if (auto err = write_file_atomic(path, {reinterpret_cast<const char*>(torchscript.data()),
+                                            torchscript.size()},
+                                     0644))
+      raise(L, fn, err);
+  } else if (auto err = train::save_checkpoint(path, *cp)) {
     raise(L, fn, err);
+  }
   lua_pushinteger(L, static_cast<lua_Integer>(cp->step));
   return 1;
 }

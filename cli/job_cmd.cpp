@@ -377,6 +377,9 @@ int job_cancel(const job_cmd_options& o) {
 }
 
 int job_fetch(const job_cmd_options& o) {
+  if (o.out.empty() && o.torchscript.empty())
+    return fail(make_error(errc::invalid_argument,
+                           "give --out FILE (the checkpoint) or --torchscript FILE.pt, or both"));
   auto opened_job = open_job(o);
   if (!opened_job)
     return fail(opened_job.error());
@@ -389,10 +392,17 @@ int job_fetch(const job_cmd_options& o) {
   if (!w)
     return fail(w.error());
   auto bytes = w->getCheckpoint();
-  // The asset the chain registered for the payer is the checkpoint's hash:
-  // a job host cannot hand over other weights than it registered. The
-  // registration itself is read from the chain (a ledger), not taken from
-  // the job host's answer.
+  auto torchscript = w->getTorchscript();
+  if (!o.torchscript.empty() && torchscript.size() == 0)
+    return fail(make_error(errc::not_found,
+                           fmt::format("--torchscript: job {} on {} has no TorchScript file (only "
+                                       "jobs on a model asset, torch:<id>, do): export the "
+                                       "checkpoint with aicon model export",
+                                       to_hex({id.data(), 8}), w->getModel().cStr())));
+  // The files must be what the chain registered as the payer's trained
+  // model: a job host cannot hand over other weights than it registered.
+  // The registration itself is read from the chain (a ledger), not taken
+  // from the job host's answer.
   if (w->getModelAsset().size() == 32) {
     auto info = s.ask("ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
                         q.setAsset(w->getModelAsset());
@@ -400,41 +410,35 @@ int job_fetch(const job_cmd_options& o) {
     if (!info)
       return fail(make_error(code_of(info.error()),
                              "the trained-model asset on the chain: " + what_of(info.error())));
-    opened<schema::AssetInfo> a{*info};
-    if (!a)
-      return fail(a.error());
-    if (std::string_view{a->getKind().cStr()} != "trained-model"
-        || a->getOwner() != capnp::Data::Reader{s.c->self().id().bytes.data(), 32})
-      return fail(make_error(errc::forbidden,
-                             fmt::format("asset {} on the chain is a '{}' owned by {}, not this "
-                                         "payer's trained model",
-                                         to_hex({w->getModelAsset().begin(), 8}),
-                                         a->getKind().cStr(),
-                                         to_hex({a->getOwner().begin(), std::min<size_t>(a->getOwner().size(), 4)}))));
-    std::array<uint8_t, 32> h{};
-    crypto_generichash(h.data(), h.size(), bytes.begin(), bytes.size(), nullptr, 0);
-    if (std::memcmp(h.data(), w->getModelAsset().begin(), 32) != 0)
-      return fail(make_error(errc::bad_signature,
-                             fmt::format("the weights hash to {}, not to the trained-model asset "
-                                         "{} registered for this job",
-                                         to_hex({h.data(), 8}),
-                                         to_hex({w->getModelAsset().begin(), 8}))));
+    if (auto err = check_job_weights(*r, *info, s.c->self().id()))
+      return fail(err);
   }
   auto cp = train::parse_checkpoint({bytes.begin(), bytes.size()}, "the job's checkpoint");
   if (!cp)
     return fail(cp.error());
-  if (auto err = train::save_checkpoint(o.out, *cp))
-    return fail(err);
-  std::printf("wrote %s: the weights of job %s at step %llu (%s)%s\n", o.out.c_str(),
-              to_hex({id.data(), 8}).c_str(), static_cast<unsigned long long>(w->getStep()),
-              w->getModel().cStr(),
-              w->getModelAsset().size() == 32
-                ? ", matching its trained-model asset on the chain"
-                : "; not checked: no trained-model asset is registered for it");
-  if (auto spec = train::parse_spec(w->getModel().cStr()); spec && spec->kind == "torch")
-    std::printf("as TorchScript: aicon model export --model %s --checkpoint %s --out trained.pt\n",
-                spec->is_asset() ? "torch:FILE.pt (the file put as that model)" : w->getModel().cStr(),
-                o.out.c_str());
+  const char* checked = w->getModelAsset().size() == 32
+                          ? ", matching its trained-model asset on the chain"
+                          : "; not checked: no trained-model asset is registered for it";
+  if (!o.out.empty()) {
+    if (auto err = train::save_checkpoint(o.out, *cp))
+      return fail(err);
+    std::printf("wrote %s: the weights of job %s at step %llu (%s)%s\n", o.out.c_str(),
+                to_hex({id.data(), 8}).c_str(), static_cast<unsigned long long>(w->getStep()),
+                w->getModel().cStr(), checked);
+  }
+  if (!o.torchscript.empty()) {
+    if (auto err = write_file_atomic(o.torchscript, {reinterpret_cast<const char*>(torchscript.begin()), torchscript.size()}, 0644))
+      return fail(err);
+    std::printf("wrote %s: job %s's trained model as TorchScript (torch.jit.load reads it)%s\n",
+                o.torchscript.c_str(), to_hex({id.data(), 8}).c_str(), checked);
+  } else if (auto spec = train::parse_spec(w->getModel().cStr()); spec && spec->kind == "torch") {
+    if (torchscript.size() > 0)
+      std::printf("as TorchScript: aicon job fetch %s --torchscript trained.pt\n",
+                  to_hex({id.data(), 8}).c_str());
+    else
+      std::printf("as TorchScript: aicon model export --model %s --checkpoint %s --out trained.pt\n",
+                  w->getModel().cStr(), o.out.c_str());
+  }
   return 0;
 }
 

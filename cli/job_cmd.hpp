@@ -37,6 +37,7 @@ struct job_cmd_options {
   bool follow = false;    ///< logs: until the job ends
   double timeout_s = 0;   ///< wait: give up after this (0: never)
   std::string out;        ///< fetch: the checkpoint file to write
+  std::string torchscript; ///< fetch: the TorchScript file to write (a job on a model asset)
 };
 
 int job_submit(const job_cmd_options& o);
@@ -46,8 +47,10 @@ int job_logs(const job_cmd_options& o);
 int job_wait(const job_cmd_options& o);
 int job_cancel(const job_cmd_options& o);
 /// The trained weights of a done (or cancelled) job, for its payer: checked
-/// against the trained-model asset id the chain holds, written as an aicon
-/// checkpoint (aicon model export turns a torch model's into TorchScript).
+/// against the trained-model asset the chain holds, written as an aicon
+/// checkpoint (--out) and, for a job on a model asset, as the TorchScript
+/// file its job host wrote (--torchscript; for torch:FILE, aicon model
+/// export turns the checkpoint into one).
 int job_fetch(const job_cmd_options& o);
 
 } // namespace aicon

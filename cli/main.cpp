@@ -521,7 +521,7 @@ int main(int argc, char** argv) {
          {"logs", "a job's events (--follow: until it ends)"},
          {"wait", "wait for a job to end: exit 0 and its metrics when done"},
          {"cancel", "stop a job (its payer only): the steps run are paid, the rest refunded"},
-         {"fetch", "a done job's trained weights (its payer only) as an aicon checkpoint"}}) {
+         {"fetch", "a done job's trained weights (its payer only): an aicon checkpoint (--out) or TorchScript (--torchscript)"}}) {
     auto c = job_cmd->add_subcommand(name, what);
     job_common(c);
     c->add_option("job", jo.job, "job id (or 8+ hex digits of it)")->required();
@@ -529,7 +529,9 @@ int main(int argc, char** argv) {
   }
   job_subs["logs"]->add_flag("--follow", jo.follow, "until the job ends");
   job_subs["wait"]->add_option("--timeout", jo.timeout_s, "give up after this many seconds");
-  job_subs["fetch"]->add_option("--out", jo.out, "the checkpoint file to write")->required();
+  job_subs["fetch"]->add_option("--out", jo.out, "the checkpoint file to write");
+  job_subs["fetch"]->add_option("--torchscript", jo.torchscript,
+                                "a job on a model asset (torch:<id>): the trained model as TorchScript, to write here");
   auto job_ls_cmd = job_cmd->add_subcommand("ls", "the jobs of a job host");
   job_common(job_ls_cmd);
 

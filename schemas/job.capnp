@@ -96,6 +96,10 @@ struct JobWeights {
   checkpoint @2 :Data;
   modelAsset @3 :Data;       # the registered asset id, or empty
   model @4 :Text;            # the job's model spec
+  torchscript @5 :Data;      # a job on a model asset (torch:<id>): the trained model as a
+                             # TorchScript file the job host wrote (torch.jit.load reads it);
+                             # when registered, the asset id is its BLAKE2b-256 and the
+                             # asset's metadataHash the checkpoint's
 }
 
 struct JobList {
@@ -113,4 +117,5 @@ struct JobRecord {
   ringToken @5 :Data;        # its token,
   ringHosts @6 :List(Data);  # and each rank's host (dropped when the job resumes)
   cancelled @7 :Bool;        # its payer asked to cancel it (kept across a restart)
+  torchscript @8 :Data;      # JobWeights.torchscript, once written
 }

@@ -276,16 +276,20 @@ envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32
 envelope make_model_asset(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::vector<uint8_t>& checkpoint,
                           std::array<uint8_t, 32>* asset_id,
-                          const std::array<uint8_t, 32>* for_job) {
-  std::array<uint8_t, 32> id;
-  crypto_generichash(id.data(), 32, checkpoint.data(), checkpoint.size(), nullptr, 0);
+                          const std::array<uint8_t, 32>* for_job,
+                          const std::vector<uint8_t>* torchscript) {
+  std::array<uint8_t, 32> meta;
+  crypto_generichash(meta.data(), 32, checkpoint.data(), checkpoint.size(), nullptr, 0);
+  auto id = meta;
+  if (torchscript)
+    crypto_generichash(id.data(), 32, torchscript->data(), torchscript->size(), nullptr, 0);
   if (asset_id)
     *asset_id = id;
   return ledger::make_signed_transaction(payer, chain, nonce, [&](schema::Transaction::Body::Builder b) {
     auto a = b.initAssetRegister();
     a.setAssetId(kj::arrayPtr(id.data(), 32));
     a.setKind("trained-model");
-    a.setMetadataHash(kj::arrayPtr(id.data(), 32));
+    a.setMetadataHash(kj::arrayPtr(meta.data(), 32));
     if (for_job)
       a.setForJob(kj::arrayPtr(for_job->data(), 32));
   });

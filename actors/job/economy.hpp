@@ -115,11 +115,14 @@ envelope make_escrow_lock(const identity& payer, const std::array<uint8_t, 32>& 
 envelope make_asset_register(const identity& owner, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                              const std::array<uint8_t, 32>& id, const std::string& kind,
                              const std::array<uint8_t, 32>& metadata, uint64_t price);
-/// The trained weights as an asset: id = BLAKE2b-256 of the checkpoint.
+/// The trained weights as an asset: id = BLAKE2b-256 of the checkpoint;
+/// with `torchscript` (a job on a model asset, exported by its job host),
+/// id = BLAKE2b-256 of that file and metadataHash = the checkpoint's.
 /// `for_job`: signed by that job's escrow agent, registered for its payer.
 envelope make_model_asset(const identity& payer, const std::array<uint8_t, 32>& chain, uint64_t nonce,
                           const std::vector<uint8_t>& checkpoint,
                           std::array<uint8_t, 32>* asset_id = nullptr,
-                          const std::array<uint8_t, 32>* for_job = nullptr);
+                          const std::array<uint8_t, 32>* for_job = nullptr,
+                          const std::vector<uint8_t>* torchscript = nullptr);
 
 } // namespace aicon::train

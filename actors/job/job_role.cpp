@@ -16,12 +16,15 @@
 #include <fmt/format.h>
 
 #include "actors/data_node/ingest.hpp"
+#include "actors/data_node/model_store.hpp"
 #include "actors/data_node/remote.hpp"
 #include "actors/job/economy.hpp"
 #include "actors/job/job.hpp"
 #include "actors/ledger/hashing.hpp"
 #include "actors/ledger/ledger.hpp"
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/torch_model.hpp"
+#include "actors/trainer/work.hpp"
 #include "runtime/atoms.hpp"
 #include "runtime/directory.hpp"
 #include "runtime/error.hpp"
@@ -84,6 +87,7 @@ struct job_entry {
   std::vector<float> losses; ///< per step of this run (the loss curve; at most 1M kept)
   std::vector<std::string> events;
   std::vector<uint8_t> checkpoint;  ///< the last one taken
+  std::vector<uint8_t> torchscript; ///< a job on a model asset: the trained model, once written
   hash256 alloc_token{};            ///< kept across restarts
   hash256 ring_session{}, ring_token{}; ///< the last ring formed
   std::vector<node_id> ring_hosts;      ///< its ranks' hosts (empty: none yet)
@@ -154,6 +158,8 @@ caf::error persist(registry& reg, const job_entry& j) {
     b.setCheckpoint(kj::arrayPtr(j.checkpoint.data(), j.checkpoint.size()));
     b.setAllocToken(kj::arrayPtr(j.alloc_token.data(), 32));
     b.setCancelled(j.payer_cancelled);
+    if (!j.torchscript.empty())
+      b.setTorchscript(kj::arrayPtr(j.torchscript.data(), j.torchscript.size()));
     if (!j.ring_hosts.empty()) {
       b.setRingSession(kj::arrayPtr(j.ring_session.data(), 32));
       b.setRingToken(kj::arrayPtr(j.ring_token.data(), 32));
@@ -536,6 +542,16 @@ struct job_role_state {
       j.events.push_back(fmt::format("trained: held-out accuracy {:.4f}, test loss {:.4f}",
                                      r->accuracy, r->test_loss));
     }
+    if (auto ts = torchscript_of(j, o.model, r->checkpoint); !ts)
+      event(j, "the trained model was not written as TorchScript: " + describe(ts.error()));
+    else if (!ts->empty()) {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.torchscript = std::move(*ts);
+      j.events.push_back(fmt::format("trained model written as TorchScript ({} bytes)",
+                                     j.torchscript.size()));
+      if (auto err = persist(*reg, j))
+        log_warning("job {}: not written: {}", ledger::short_hex(j.id), describe(err));
+    }
     const char* ended = r->cancelled ? "cancelled" : "done";
     if (!esc)
       return set_phase(j, ended);
@@ -605,7 +621,8 @@ struct job_role_state {
     // The trained weights: an asset of the payer, registered by its agent.
     hash256 asset{};
     if (auto err = agent_tx([&](uint64_t n) {
-          return train::make_model_asset(*ctx.self, chain_id, n, r->checkpoint, &asset, &j.id);
+          return train::make_model_asset(*ctx.self, chain_id, n, r->checkpoint, &asset, &j.id,
+                                         j.torchscript.empty() ? nullptr : &j.torchscript);
         }))
       event(j, "the trained model was not registered: " + describe(err));
     else {
@@ -616,6 +633,36 @@ struct job_role_state {
                                      ledger::short_hex(asset)));
     }
     set_phase(j, ended);
+  }
+
+  /// A job on a model asset (torch:<id>): its trained weights as a
+  /// TorchScript file, written here from the model the data nodes hold
+  /// (fetched and checked against its id, as a trainer does); empty for
+  /// any other model (a torch:FILE's file is on the trainer hosts and the
+  /// payer: `aicon model export` writes it there).
+  caf::expected<std::vector<uint8_t>> torchscript_of(const job_entry& j, const std::string& model,
+                                                     const std::vector<uint8_t>& checkpoint) {
+    auto spec = train::parse_spec(model);
+    if (!spec || spec->kind != "torch" || !spec->is_asset())
+      return std::vector<uint8_t>{};
+    auto path = data::fetch_model(data::host_requester(*sys, ctx), hosts_with("data_node"),
+                                  train::model_id(*spec), ctx.data_dir / "models",
+                                  ctx.lim.model_bytes_max, ctx.model_owners);
+    if (!path)
+      return path.error();
+    spec->local = path->string();
+    if (auto err = train::load_torch(*spec))
+      return err;
+    auto cp = train::parse_checkpoint(checkpoint, "the job's checkpoint");
+    if (!cp)
+      return cp.error();
+    auto out = ctx.data_dir / "models" / fmt::format("trained-{}.pt", to_hex({j.id.data(), 32}));
+    if (auto err = spec->torch->save(cp->params, out))
+      return err;
+    auto bytes = data::read_model_file(out, ctx.lim.model_bytes_max);
+    std::error_code ec;
+    std::filesystem::remove(out, ec);
+    return bytes;
   }
 
   std::atomic<bool> stopping{false};
@@ -840,6 +887,8 @@ struct job_role_state {
           b.setCheckpoint(kj::arrayPtr(e.checkpoint.data(), e.checkpoint.size()));
           if (e.model_asset != hash256{})
             b.setModelAsset(kj::arrayPtr(e.model_asset.data(), 32));
+          if (!e.torchscript.empty())
+            b.setTorchscript(kj::arrayPtr(e.torchscript.data(), e.torchscript.size()));
           opened<schema::JobSubmit> sub{e.submit};
           b.setModel(sub->getSpec().getModel());
         });
@@ -913,6 +962,7 @@ struct job_role_state {
         for (auto e : info.getEvents())
           j->events.emplace_back(e.cStr());
         j->checkpoint.assign(rec->getCheckpoint().begin(), rec->getCheckpoint().end());
+        j->torchscript.assign(rec->getTorchscript().begin(), rec->getTorchscript().end());
         if (rec->getAllocToken().size() == 32)
           std::memcpy(j->alloc_token.data(), rec->getAllocToken().begin(), 32);
         if (rec->getRingSession().size() == 32 && rec->getRingToken().size() == 32) {
@@ -983,6 +1033,50 @@ caf::behavior job_role(job_actor* self, role_context ctx, host_store hs) {
 }
 
 } // namespace
+
+caf::error check_job_weights(const envelope& weights, const envelope& asset, const node_id& payer) {
+  opened<schema::JobWeights> w{weights};
+  if (!w)
+    return w.error();
+  opened<schema::AssetInfo> a{asset};
+  if (!a)
+    return a.error();
+  auto short_of = [](capnp::Data::Reader d) {
+    return to_hex({d.begin(), std::min<size_t>(d.size(), 8)});
+  };
+  if (w->getModelAsset().size() != 32)
+    return make_error(errc::invalid_argument, "JobWeights.modelAsset must be 32 bytes");
+  if (std::string_view{a->getKind().cStr()} != "trained-model"
+      || a->getOwner() != capnp::Data::Reader{payer.bytes.data(), 32})
+    return make_error(errc::forbidden,
+                      fmt::format("asset {} on the chain is a '{}' owned by {}, not this payer's "
+                                  "trained model",
+                                  short_of(w->getModelAsset()), a->getKind().cStr(),
+                                  short_of(a->getOwner())));
+  auto hash = [](capnp::Data::Reader d) {
+    std::array<uint8_t, 32> h{};
+    crypto_generichash(h.data(), h.size(), d.begin(), d.size(), nullptr, 0);
+    return h;
+  };
+  auto matches = [](const std::array<uint8_t, 32>& h, capnp::Data::Reader want) {
+    return want.size() == 32 && std::memcmp(h.data(), want.begin(), 32) == 0;
+  };
+  bool has_torchscript = w->getTorchscript().size() > 0;
+  auto cp = hash(w->getCheckpoint());
+  if (has_torchscript && !matches(hash(w->getTorchscript()), w->getModelAsset()))
+    return make_error(errc::bad_signature,
+                      fmt::format("the TorchScript file does not hash to the trained-model asset "
+                                  "{} registered for this job",
+                                  short_of(w->getModelAsset())));
+  auto want = has_torchscript ? a->getMetadataHash() : w->getModelAsset();
+  if (!matches(cp, want))
+    return make_error(errc::bad_signature,
+                      fmt::format("the weights hash to {}, not to the {} of the trained-model "
+                                  "asset {} registered for this job",
+                                  to_hex({cp.data(), 8}), has_torchscript ? "metadataHash" : "id",
+                                  short_of(w->getModelAsset())));
+  return caf::none;
+}
 
 caf::error check_job_spec(schema::JobSpec::Reader s) {
   auto spec = train::parse_spec(s.getModel().cStr());

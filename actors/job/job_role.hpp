@@ -41,6 +41,14 @@ envelope sign_job_weights(const identity& payer, const std::array<uint8_t, 32>& 
 envelope sign_job_cancel(const identity& payer, const std::array<uint8_t, 32>& job,
                          uint64_t now_ms);
 
+/// A JobWeights answer (`weights`) against the trained-model asset the
+/// chain holds for it (`asset`: the AssetInfo a ledger answered for
+/// weights.modelAsset): kind "trained-model", owned by `payer`, and the
+/// files hash to it (the TorchScript to the id and the checkpoint to its
+/// metadataHash, or without a TorchScript the checkpoint to the id).
+/// Errors name what differs.
+caf::error check_job_weights(const envelope& weights, const envelope& asset, const node_id& payer);
+
 /// Every field of a spec, checked: the first bad one refused by its name
 /// (invalid_argument "spec.FIELD: ...").
 caf::error check_job_spec(schema::JobSpec::Reader s);

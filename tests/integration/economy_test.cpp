@@ -938,6 +938,47 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
     auto m = train::model::from_params(cp->spec, cp->params);
     BOOST_REQUIRE_MESSAGE(m, why(m));
   }
+  // An mlp job has no TorchScript file: asked for one, refused by name.
+  auto no_pt = aicon({"job", "fetch", id, "--torchscript", (ec.root / "x.pt").string()});
+  BOOST_TEST(no_pt.exit_code == 1, no_pt.output);
+  BOOST_TEST(no_pt.output.find("has no TorchScript file (only jobs on a model asset") != std::string::npos,
+             no_pt.output);
+  BOOST_TEST(!std::filesystem::exists(ec.root / "x.pt"));
+  // Weights that are not the asset's are refused by name: a checkpoint one
+  // byte off, a TorchScript file the asset is not the hash of, another
+  // payer's asset.
+  {
+    auto payer = load_identity(ec.cli.dir);
+    BOOST_REQUIRE_MESSAGE(payer, why(payer));
+    auto real = ec.ask(1, "job", sign_job_weights(*payer, job, now_ms()));
+    BOOST_REQUIRE_MESSAGE(real, why(real));
+    opened<schema::JobWeights> w{*real};
+    BOOST_REQUIRE(w.ok());
+    auto info = ec.ask(0, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
+                         q.setAsset(w->getModelAsset());
+                       }));
+    BOOST_REQUIRE_MESSAGE(info, why(info));
+    BOOST_TEST(!check_job_weights(*real, *info, payer->id()));
+    auto doctored = [&](const std::function<void(schema::JobWeights::Builder)>& f) {
+      capnp::MallocMessageBuilder mb;
+      mb.setRoot(w.root());
+      f(mb.getRoot<schema::JobWeights>());
+      return copy_envelope<schema::JobWeights>(mb.getRoot<schema::JobWeights>().asReader());
+    };
+    auto flipped = doctored([](auto b) { b.getCheckpoint()[10] ^= 1; });
+    auto err = check_job_weights(flipped, *info, payer->id());
+    BOOST_TEST(describe(err).find("not to the id of the trained-model asset") != std::string::npos,
+               describe(err));
+    std::vector<uint8_t> junk(64, 7);
+    auto with_pt = doctored([&](auto b) { b.setTorchscript(kj::arrayPtr(junk.data(), junk.size())); });
+    err = check_job_weights(with_pt, *info, payer->id());
+    BOOST_TEST(describe(err).find("the TorchScript file does not hash to the trained-model asset")
+                 != std::string::npos,
+               describe(err));
+    err = check_job_weights(*real, *info, identity::generate().id());
+    BOOST_TEST(describe(err).find("not this payer's trained model") != std::string::npos,
+               describe(err));
+  }
   auto stranger = ec.ask(1, "job", sign_job_weights(identity::generate(), job, now_ms()));
   BOOST_REQUIRE(!stranger);
   BOOST_TEST(describe(stranger.error()).find("may be read only by its payer") != std::string::npos,

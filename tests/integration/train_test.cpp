@@ -807,10 +807,42 @@ BOOST_AUTO_TEST_CASE(model_put_from_lua_and_a_budgeted_job_on_it) {
   auto r = run_command({aicon_binary(), "run",
                         (std::filesystem::path{AICON_SOURCE_DIR} / "examples/train-cnn.lua").string(),
                         "--", (root / "models" / "digits_cnn.pt").string(), digits_csv().string(),
-                        ckpt.string()},
+                        (root / "trained").string()},
                        180s);
   BOOST_TEST(r.exit_code == 0, r.output);
   BOOST_TEST(r.output.find("saved the weights of step 60") != std::string::npos, r.output);
+  BOOST_TEST(r.output.find("saved the trained model of step 60") != std::string::npos, r.output);
+  // The job host's TorchScript file (the payer's trained-model asset)
+  // predicts in Python what aicon's own model predicts from the checkpoint.
+  {
+    auto spec = train::parse_spec("torch:" + (root / "models" / "digits_cnn.pt").string());
+    BOOST_REQUIRE(spec && !train::load_torch(*spec));
+    auto c = train::load_checkpoint(ckpt);
+    BOOST_REQUIRE_MESSAGE(c, why(c));
+    auto mine = train::model::from_params(*spec, c->params);
+    BOOST_REQUIRE_MESSAGE(mine, why(mine));
+    std::vector<float> x(100 * 64);
+    train::rng gen{5};
+    for (auto& v : x)
+      v = 4 * gen.uniform() - 2;
+    auto inputs = root / "inputs.f32";
+    {
+      std::ofstream f{inputs, std::ios::binary};
+      f.write(reinterpret_cast<const char*>(x.data()), static_cast<std::streamsize>(x.size() * 4));
+    }
+    auto py = run_command(
+      {"/usr/bin/python3", "-c",
+       "import sys, torch; m = torch.jit.load(sys.argv[1]); "
+       "x = torch.frombuffer(bytearray(open(sys.argv[2], 'rb').read()), dtype=torch.float32).view(-1, 64); "
+       "print(' '.join(str(int(v)) for v in m(x).argmax(1)))",
+       (root / "trained.pt").string(), inputs.string()});
+    BOOST_REQUIRE_MESSAGE(py.exit_code == 0, py.output);
+    std::string expect;
+    for (auto v : mine->predict(x.data(), 100))
+      expect += (expect.empty() ? "" : " ") + std::to_string(v);
+    BOOST_TEST(py.output.find(expect) != std::string::npos,
+               "python: " << py.output << "\naicon: " << expect);
+  }
   // model.put's refusals, each by name.
   auto errors = write_file(root.path(), "errors.lua", R"lua(
 print(select(2, pcall(model.put, arg[2])))
