@@ -643,6 +643,8 @@ void poll_remote(job_handle* j, client* c, session* sp) {
         j->result.steps = info->getStep();
         j->result.accuracy = info->getAccuracy();
         j->result.test_loss = info->getTestLoss();
+        j->result.regression = info->getRegression();
+        j->result.r2 = info->getR2();
         if (phase != "done")
           j->failure = info->getError().size() ? info->getError().cStr() : phase;
         j->finished = true;
@@ -690,6 +692,8 @@ void push_metrics(lua_State* L, job_handle& j) {
   if (j.finished && j.failure.empty()) {
     set_field(L, "accuracy", j.result.accuracy);
     set_field(L, "test_loss", j.result.test_loss);
+    if (j.result.regression)
+      set_field(L, "r2", j.result.r2);
     set_field(L, "seconds", j.result.seconds);
     set_int(L, "reforms", static_cast<uint64_t>(j.result.reforms));
   }

@@ -139,7 +139,10 @@ void print_info(schema::JobInfo::Reader j) {
                 static_cast<unsigned long long>(j.getRefunded()));
   if (j.getVerified().size())
     std::printf("verified  %s\n", j.getVerified().cStr());
-  if (j.getPhase() == "done" || (j.getPhase() == "cancelled" && j.getAccuracy() > 0))
+  if (j.getRegression() && (j.getPhase() == "done" || j.getPhase() == "cancelled"))
+    std::printf("r2        %.4f (mean squared error %.4f)%s\n", j.getR2(), j.getTestLoss(),
+                j.getPhase() == "done" ? "" : " at the step it was cancelled");
+  else if (j.getPhase() == "done" || (j.getPhase() == "cancelled" && j.getAccuracy() > 0))
     std::printf("accuracy  %.4f (test loss %.4f)%s\n", j.getAccuracy(), j.getTestLoss(),
                 j.getPhase() == "done" ? "" : " at the step it was cancelled");
   if (j.getModelAsset().size() == 32)

@@ -237,9 +237,14 @@ int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
       double secs = info->getFinishedMs() > info->getCreatedMs()
                       ? static_cast<double>(info->getFinishedMs() - info->getCreatedMs()) / 1000
                       : 0;
-      std::printf("trained %llu steps in %.1f s; held-out accuracy %.4f, loss %.4f\n",
-                  static_cast<unsigned long long>(info->getStep()), secs, info->getAccuracy(),
-                  info->getTestLoss());
+      train::job_result m;
+      m.accuracy = info->getAccuracy();
+      m.test_loss = info->getTestLoss();
+      m.regression = info->getRegression();
+      m.r2 = info->getR2();
+      std::printf("trained %llu steps in %.1f s; %s\n",
+                  static_cast<unsigned long long>(info->getStep()), secs,
+                  train::describe_metrics(m).c_str());
       return 0;
     }
     std::this_thread::sleep_for(200ms);
@@ -323,8 +328,8 @@ int train_cmd(train_cmd_options o) {
     return fail(err);
   for (auto& e : r->events)
     std::printf("%s\n", e.c_str());
-  std::printf("trained %llu steps in %.1f s; held-out accuracy %.4f, loss %.4f\n",
-              static_cast<unsigned long long>(r->steps), r->seconds, r->accuracy, r->test_loss);
+  std::printf("trained %llu steps in %.1f s; %s\n", static_cast<unsigned long long>(r->steps),
+              r->seconds, train::describe_metrics(*r).c_str());
   for (auto& line : train::describe_logs(r->logs))
     std::printf("%s\n", line.c_str());
   return 0;

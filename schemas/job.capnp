@@ -85,6 +85,8 @@ struct JobInfo {
   modelAsset @21 :Data;      # the trained weights' asset id (owned by the payer), once registered
   losses @22 :List(Float32); # logs: each step's loss from JobQuery.lossesSince (the loss curve)
   lossesFrom @23 :UInt32;    # the step of losses[0]
+  regression @24 :Bool;      # a regression model: r2 (and testLoss, the MSE) instead of accuracy
+  r2 @25 :Float64;           # held-out, once done
 }
 
 struct JobWeights {

@@ -179,9 +179,11 @@ struct CheckpointData {
 }
 
 struct EvalResult {
-  accuracy @0 :Float64;
+  accuracy @0 :Float64;    # classification; 0 for a regression model
   rows @1 :UInt64;
-  loss @2 :Float64;        # mean cross-entropy
+  loss @2 :Float64;        # mean cross-entropy, or for a regression model the mean squared error
+  regression @3 :Bool;     # a model with one output column: r2 is its metric
+  r2 @4 :Float64;          # regression: 1 - SSE / SST on the held-out rows
 }
 
 struct SessionLog {

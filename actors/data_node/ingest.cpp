@@ -1,6 +1,7 @@
 #include "actors/data_node/ingest.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -244,6 +245,21 @@ caf::expected<table> read_csv(const std::filesystem::path& file, const csv_optio
     for (size_t c = 0; c < header.size(); ++c)
       if (static_cast<int64_t>(c) != label)
         t.feature_names.push_back(header[c]);
+  if (label >= 0 && opts.targets) {
+    // Regression targets: numbers, kept as float32 bits in y.
+    for (size_t i = 0; i < labels.text.size(); ++i) {
+      auto v = parse_number(labels.text[i]);
+      if (!v)
+        return bad_input(fmt::format("{}: target '{}' is not a number", labels.where[i],
+                                     labels.text[i].substr(0, 40)));
+      if (!std::isfinite(*v) || !std::isfinite(static_cast<float>(*v)))
+        return bad_input(fmt::format("{}: target {} is not a finite float32", labels.where[i],
+                                     labels.text[i]));
+      t.y.push_back(std::bit_cast<int32_t>(static_cast<float>(*v)));
+    }
+    t.regression = true;
+    return t;
+  }
   if (label >= 0)
     if (auto err = assign_labels(t, labels))
       return err;
@@ -578,6 +594,11 @@ caf::expected<table> read_any(const std::filesystem::path& file,
   auto name = file.filename().string();
   if (name.size() > 3 && name.ends_with(".gz"))
     name.resize(name.size() - 3);
+  bool csv_file = name.ends_with(".csv") || name.ends_with(".tsv") || name.ends_with(".txt");
+  if (csv.targets && !csv_file)
+    return bad_input(fmt::format("{}: regression targets are read from CSV files only (a label "
+                                 "column of numbers)",
+                                 file.string()));
   if (name.ends_with(".npy")) {
     if (labels && label_col && !label_col->empty())
       return bad_input(fmt::format("{}: give a labels file or a label column, not both",
@@ -586,7 +607,7 @@ caf::expected<table> read_any(const std::filesystem::path& file,
   }
   if (name.ends_with(".idx") || name.ends_with("-ubyte") || name.find(".idx") != std::string::npos)
     return read_idx(file, labels, csv.lim);
-  if (name.ends_with(".csv") || name.ends_with(".tsv") || name.ends_with(".txt")) {
+  if (csv_file) {
     auto opts = csv;
     if (label_col)
       opts.label_col = *label_col;

@@ -9,6 +9,7 @@
 // half-read. Files ending in .gz are decompressed on the fly (zlib).
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -29,7 +30,15 @@ struct table {
   uint32_t classes = 0;                  ///< max label + 1 (0 without labels)
   std::vector<std::string> class_names;  ///< text labels in id order (empty if numeric)
   std::vector<std::string> feature_names; ///< from a CSV header (empty otherwise)
+  /// Regression targets (csv_options::targets): y holds each row's float32
+  /// target as its bits (std::bit_cast), not a class id; classes is 0.
+  bool regression = false;
 };
+
+/// A regression table's target of row `i`.
+inline float target_of(const table& t, size_t i) {
+  return std::bit_cast<float>(t.y[i]);
+}
 
 struct ingest_limits {
   /// Longest CSV line accepted: far above any real row (digits: ~200 B),
@@ -50,6 +59,9 @@ struct csv_options {
   std::string label_col = "-1";
   /// Lines skipped before the header or data (e.g. a metadata line).
   uint64_t skip_rows = 0;
+  /// The label column is a regression target (a finite float32 per row,
+  /// for a model with one output column), not a class.
+  bool targets = false;
   ingest_limits lim;
 };
 

@@ -756,6 +756,8 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
     return ev.error();
   result.accuracy = ev->getAccuracy();
   result.test_loss = ev->getLoss();
+  result.regression = ev->getRegression();
+  result.r2 = ev->getR2();
   result.checkpoint = checkpoint;
   result.steps = step;
   finish_ring(c, *ring, &result.logs, o.verifier);
@@ -768,6 +770,12 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   result.train_rows = ring->train_rows;
   result.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
   return result;
+}
+
+std::string describe_metrics(const job_result& r) {
+  if (r.regression)
+    return fmt::format("held-out R^2 {:.4f}, mean squared error {:.4f}", r.r2, r.test_loss);
+  return fmt::format("held-out accuracy {:.4f}, test loss {:.4f}", r.accuracy, r.test_loss);
 }
 
 std::vector<std::string> describe_logs(const std::vector<envelope>& logs) {

@@ -138,7 +138,9 @@ struct step_report {
 struct job_result {
   uint64_t steps = 0;
   double accuracy = 0;       ///< on the held-out rows
-  double test_loss = 0;
+  double test_loss = 0;      ///< mean cross-entropy, or a regression model's mean squared error
+  bool regression = false;   ///< a regression model: r2 is the metric, accuracy 0
+  double r2 = 0;             ///< regression: held-out R^2
   std::vector<uint8_t> checkpoint; ///< the final weights and optimizer state
   std::vector<envelope> logs;      ///< SessionLog of every trainer of the last ring
   uint32_t reforms = 0;
@@ -198,6 +200,10 @@ caf::error link_streams(const job_link& c, const std::array<uint8_t, 32>& sessio
                         const std::vector<caf::actor>& roles, const std::vector<envelope>& acks);
 
 caf::expected<job_result> run_job(const job_link& c, const job_options& o, const progress_fn& progress = {});
+
+/// "held-out accuracy A, test loss L", or for a regression model "held-out
+/// R^2 R, mean squared error M".
+std::string describe_metrics(const job_result& r);
 
 /// One line per work log of a job's last ring: "work log rank R: N steps,
 /// root <16 hex>, signed by <8 hex>" (the trainer's signed log root).

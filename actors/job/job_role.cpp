@@ -80,7 +80,8 @@ struct job_entry {
   std::string phase = "queued", error, verified;
   uint64_t step = 0, steps = 0, budget = 0, paid_trainers = 0, refunded = 0;
   uint64_t created_ms = 0, finished_ms = 0;
-  double loss = 0, samples_per_s = 0, accuracy = 0, test_loss = 0;
+  double loss = 0, samples_per_s = 0, accuracy = 0, test_loss = 0, r2 = 0;
+  bool regression = false;
   uint32_t trainers = 0;
   hash256 session{};
   hash256 model_asset{}; ///< zero until registered
@@ -117,6 +118,8 @@ void fill_info(schema::JobInfo::Builder b, const job_entry& j, uint32_t since, b
   b.setTrainers(j.trainers);
   b.setAccuracy(j.accuracy);
   b.setTestLoss(j.test_loss);
+  b.setRegression(j.regression);
+  b.setR2(j.r2);
   opened<schema::JobSubmit> s{j.submit};
   b.setModel(s->getSpec().getModel());
   b.setBudget(j.budget);
@@ -533,14 +536,15 @@ struct job_role_state {
       std::lock_guard<std::mutex> lk{reg->mtx};
       j.accuracy = r->accuracy;
       j.test_loss = r->test_loss;
+      j.regression = r->regression;
+      j.r2 = r->r2;
       j.session = r->session;
       j.step = r->steps;
       for (auto& e : r->events)
         j.events.push_back(e);
       for (auto& e : train::describe_logs(r->logs))
         j.events.push_back(e);
-      j.events.push_back(fmt::format("trained: held-out accuracy {:.4f}, test loss {:.4f}",
-                                     r->accuracy, r->test_loss));
+      j.events.push_back("trained: " + train::describe_metrics(*r));
     }
     if (auto ts = torchscript_of(j, o.model, r->checkpoint); !ts)
       event(j, "the trained model was not written as TorchScript: " + describe(ts.error()));
@@ -954,6 +958,8 @@ struct job_role_state {
         j->loss = info.getLoss();
         j->accuracy = info.getAccuracy();
         j->test_loss = info.getTestLoss();
+        j->regression = info.getRegression();
+        j->r2 = info.getR2();
         j->trainers = info.getTrainers();
         if (info.getSession().size() == 32)
           std::memcpy(j->session.data(), info.getSession().begin(), 32);

@@ -240,6 +240,10 @@ struct rater_state {
     // The numeric environment this rater re-executes steps in.
     std::string environment = spec->torch ? spec->torch->environment() : std::string{};
     caf::expected<data::table> t = make_error(errc::internal, "no data");
+    if (from_nodes && spec->regression())
+      return make_error(errc::invalid_argument,
+                        "a regression model (one output column) trains on a data file's float "
+                        "targets; datasets on data nodes carry class labels only");
     if (from_nodes) {
       // The job's dataset, pulled as its trainers did: the keys under the
       // grant naming this rater (signed by the payer or its agent).
@@ -259,6 +263,7 @@ struct rater_state {
         return make_error(code_of(t.error()), "the job's dataset: " + what_of(t.error()));
     } else {
       data::csv_options csv;
+      csv.targets = spec->regression(); // as the trainers read it
       t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
       if (!t)
         return t.error();

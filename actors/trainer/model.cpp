@@ -246,6 +246,12 @@ double model::accumulate_gradient(const float* x, const int32_t* y, size_t rows,
   return loss;
 }
 
+std::vector<float> model::predict_values(const float* x, size_t rows) const {
+  if (!spec_.regression())
+    return {};
+  return spec_.torch->predict_values(params_, x, rows);
+}
+
 std::vector<int32_t> model::predict(const float* x, size_t rows) const {
   if (spec_.torch)
     return spec_.torch->predict(params_, x, rows);

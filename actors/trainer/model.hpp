@@ -32,6 +32,11 @@ struct model_spec {
   /// "torch:<64 hex digits>": a model put on the data nodes (aicon model
   /// put), fetched by id and checked against it, not a path.
   bool is_asset() const;
+  /// A loaded torch model with one output column: regression (squared
+  /// error against float targets), not classification.
+  bool regression() const {
+    return kind == "torch" && layers.size() == 2 && layers.back() == 1;
+  }
   /// The same model: kind and widths, or for torch the same file (its
   /// widths are known only once loaded).
   bool operator==(const model_spec& o) const {
@@ -101,6 +106,9 @@ public:
 
   /// Predicted class of each row.
   std::vector<int32_t> predict(const float* x, size_t rows) const;
+  /// A regression model's predicted value of each row (empty for a
+  /// classifier).
+  std::vector<float> predict_values(const float* x, size_t rows) const;
 
 private:
   model_spec spec_;

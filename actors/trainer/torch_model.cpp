@@ -157,6 +157,14 @@ std::vector<int32_t> torch_module::predict(std::span<const float> params, const 
   return out;
 }
 
+std::vector<float> torch_module::predict_values(std::span<const float> params, const float* x,
+                                                size_t rows) const {
+  std::vector<float> out(rows, std::nanf(""));
+  if (params.size() == param_count())
+    impl_->api->predict_values(impl_->module, params.data(), x, rows, out.data());
+  return out;
+}
+
 caf::error torch_module::save(std::span<const float> params, const std::filesystem::path& file) const {
   if (params.size() != param_count())
     return make_error(errc::invalid_argument,

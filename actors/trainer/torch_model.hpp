@@ -8,7 +8,8 @@
 //     file_bytes_max bytes and params_max float32 parameters;
 //   - an int attribute `in_features` (F), and
 //     forward(x: float32[B, F]) -> float32[B, C] logits with C >= 2
-//     (classification, cross-entropy), shown on a probe batch;
+//     (classification, cross-entropy) or float32[B, 1] (regression, the
+//     squared error against float targets), shown on a probe batch;
 //   - forward uses only aten:: and prim:: operators after inlining, none of
 //     them random (dropout, bernoulli, rand*: a verifier could not replay
 //     them) and none that reads files;
@@ -77,6 +78,10 @@ public:
                              size_t rows, float scale, std::span<float> grad) const;
   /// Predicted class (argmax of the logits, eval mode) of each row at `params`.
   std::vector<int32_t> predict(std::span<const float> params, const float* x, size_t rows) const;
+  /// A regression model's (classes() == 1) predicted value of each row
+  /// (eval mode) at `params`.
+  std::vector<float> predict_values(std::span<const float> params, const float* x,
+                                    size_t rows) const;
   /// Writes the module with `params` as its weights to `file` (TorchScript,
   /// atomically): what `torch.jit.load` reads back in Python.
   caf::error save(std::span<const float> params, const std::filesystem::path& file) const;

@@ -210,11 +210,10 @@ void* load(const char* path, uint64_t file_bytes_max, uint64_t params_max, int* 
       return fail(invalid, fmt::format("forward(float32[2, {}]) gave {} {}, not float32[2, C]", f,
                                        std::string{c10::toString(t.scalar_type())},
                                        fmt::format("{}", fmt::join(t.sizes().vec(), "x"))));
-    if (t.size(1) < 2)
-      return fail(invalid, fmt::format("{} output column(s); a classifier needs C >= 2 "
-                                       "(regression models are not supported yet)",
-                                       t.size(1)));
-    p->classes = static_cast<uint32_t>(t.size(1));
+    if (t.size(1) < 1)
+      return fail(invalid, "0 output columns: give C >= 2 logits (a classifier) or 1 value "
+                           "(regression)");
+    p->classes = static_cast<uint32_t>(t.size(1)); // 1: regression
   } catch (const std::exception& e) {
     return fail(invalid, fmt::format("forward fails on a probe batch ({})", first_line(e.what())));
   }
@@ -265,10 +264,23 @@ double accumulate_gradient(void* m, const float* params, const float* x, const i
     for (auto& t : p.params)
       if (t.grad().defined())
         t.mutable_grad().zero_();
-    auto logits = p.module.forward({p.input(x, rows)}).toTensor();
-    std::vector<int64_t> labels(y, y + rows);
-    auto target = torch::from_blob(labels.data(), {static_cast<int64_t>(rows)}, torch::kInt64);
-    auto loss = at::nll_loss(at::log_softmax(logits, 1), target, {}, at::Reduction::Sum);
+    auto out = p.module.forward({p.input(x, rows)}).toTensor();
+    // The targets' memory must outlive backward(), which reads them.
+    std::vector<float> targets;
+    std::vector<int64_t> labels;
+    at::Tensor loss;
+    if (p.classes == 1) {
+      // Regression: y holds float32 targets (their bits); the summed
+      // squared error.
+      targets.resize(rows);
+      std::memcpy(targets.data(), y, rows * sizeof(float));
+      auto target = torch::from_blob(targets.data(), {static_cast<int64_t>(rows), 1}, torch::kFloat32);
+      loss = at::mse_loss(out, target, at::Reduction::Sum);
+    } else {
+      labels.assign(y, y + rows);
+      auto target = torch::from_blob(labels.data(), {static_cast<int64_t>(rows)}, torch::kInt64);
+      loss = at::nll_loss(at::log_softmax(out, 1), target, {}, at::Reduction::Sum);
+    }
     (loss * scale).backward();
     size_t at = 0;
     for (auto& t : p.params) {
@@ -321,6 +333,22 @@ void predict(void* m, const float* params, const float* x, size_t rows, int32_t*
   p.module.train();
 }
 
+void predict_values(void* m, const float* params, const float* x, size_t rows, float* out) {
+  auto& p = *as(m);
+  std::lock_guard lock{p.mu};
+  p.set_params(params);
+  torch::NoGradGuard no_grad;
+  p.module.eval();
+  try {
+    auto v = p.module.forward({p.input(x, rows)}).toTensor().select(1, 0).contiguous();
+    std::memcpy(out, v.data_ptr<float>(), rows * sizeof(float));
+  } catch (const std::exception&) {
+    for (size_t i = 0; i < rows; ++i)
+      out[i] = std::nanf(""); // counted as an error of infinite size
+  }
+  p.module.train();
+}
+
 int save(void* m, const float* params, const char* path, char* err, size_t err_len) {
   auto& p = *as(m);
   std::lock_guard lock{p.mu};
@@ -358,6 +386,10 @@ double bare_samples_per_s(const char* path, const float* x, const int32_t* y, si
     put_error(code, invalid, err, err_len, "bare loop: fewer rows than a batch");
     return -1;
   }
+  if (p->classes < 2) {
+    put_error(code, invalid, err, err_len, "bare loop: classifiers only (this model has 1 output)");
+    return -1;
+  }
   std::vector<int64_t> labels(y, y + rows);
   auto start = std::chrono::steady_clock::now();
   for (uint64_t s = 0; s < steps; ++s) {
@@ -388,6 +420,7 @@ void environment(void*, char* out, size_t out_len) {
 const aicon_torch_api api = {
   aicon_torch_api_version, load,    release, features, classes, param_count, initial_params,
   accumulate_gradient,     predict, save,    bare_samples_per_s, environment, trainable_count,
+  predict_values,
 };
 
 } // namespace

@@ -21,7 +21,9 @@ struct aicon_torch_api {
   uint32_t (*classes)(void* module);
   size_t (*param_count)(void* module);
   void (*initial_params)(void* module, float* out);
-  /// NaN with the reason in `err` when forward or backward throws.
+  /// The summed loss: cross-entropy, or for a regression model (classes
+  /// 1) the squared error against y's float32 targets (their bits). NaN
+  /// with the reason in `err` when forward or backward throws.
   double (*accumulate_gradient)(void* module, const float* params, const float* x,
                                 const int32_t* y, size_t rows, float scale, float* grad, char* err,
                                 size_t err_len);
@@ -33,10 +35,13 @@ struct aicon_torch_api {
   void (*environment)(void* module, char* out, size_t out_len);
   /// The parameters' share of the flat state (param_count adds the buffers).
   size_t (*trainable_count)(void* module);
+  /// A regression model's value (its one output column, eval mode) per row.
+  void (*predict_values)(void* module, const float* params, const float* x, size_t rows,
+                         float* out);
 };
 
 /// The plug-in's one symbol.
 const aicon_torch_api* aicon_torch_api_v1();
 }
 
-inline constexpr uint32_t aicon_torch_api_version = 2;
+inline constexpr uint32_t aicon_torch_api_version = 3;

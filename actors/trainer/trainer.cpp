@@ -108,12 +108,17 @@ caf::expected<data::table> fetch_from_data_nodes(caf::actor_system& sys, const r
 }
 
 caf::expected<split_data> load_split(caf::actor_system& sys, const role_context& ctx,
-                                     schema::TrainConfig::Reader cfg) {
+                                     schema::TrainConfig::Reader cfg, bool regression) {
   caf::expected<data::table> t = make_error(errc::internal, "no data");
   if (cfg.getDataset().size() > 0) {
+    if (regression)
+      return make_error(errc::invalid_argument,
+                        "a regression model (one output column) trains on a data file's float "
+                        "targets; datasets on data nodes carry class labels only");
     t = fetch_from_data_nodes(sys, ctx, cfg);
   } else {
     data::csv_options csv;
+    csv.targets = regression;
     t = data::read_any(cfg.getDataFile().cStr(), std::nullopt, csv, std::nullopt);
     if (t && cfg.getStandardize())
       data::fit_and_apply(*t, data::transform::kind::standardize);
@@ -219,7 +224,7 @@ struct worker_state {
       if (auto err = train::load_torch(*spec))
         return err;
     }
-    auto d = load_split(*sys, ctx, cfg);
+    auto d = load_split(*sys, ctx, cfg, spec->regression());
     if (!d)
       return d.error();
     if (spec->layers.front() != d->train.features || spec->layers.back() < d->train.classes)
@@ -507,17 +512,13 @@ struct worker_state {
         });
       }
       case schema::TrainQuery::EVALUATE: {
-        auto pred = model->predict(data.test.x.data(), data.test.rows);
-        size_t ok = 0;
-        for (size_t i = 0; i < pred.size(); ++i)
-          ok += pred[i] == data.test.y[i] ? 1 : 0;
-        std::vector<float> scratch(model->params().size(), 0.0f);
-        double loss = model->accumulate_gradient(data.test.x.data(), data.test.y.data(),
-                                                 data.test.rows, 0.0f, scratch);
+        auto e = train::evaluate(*model, data.test);
         return make_envelope<schema::EvalResult>([&](schema::EvalResult::Builder b) {
           b.setRows(data.test.rows);
-          b.setAccuracy(data.test.rows ? static_cast<double>(ok) / data.test.rows : 0.0);
-          b.setLoss(data.test.rows ? loss / data.test.rows : 0.0);
+          b.setAccuracy(e.accuracy);
+          b.setLoss(e.loss);
+          b.setRegression(e.regression);
+          b.setR2(e.r2);
         });
       }
       case schema::TrainQuery::FINISH: {

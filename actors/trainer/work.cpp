@@ -1,5 +1,7 @@
 #include "actors/trainer/work.hpp"
 
+#include <cmath>
+
 #include <cstring>
 
 #include <sodium.h>
@@ -77,6 +79,7 @@ split_data split_rows(const data::table& t, uint32_t test_percent, uint64_t spli
   for (auto* part : {&s.train, &s.test}) {
     part->features = t.features;
     part->classes = t.classes;
+    part->regression = t.regression;
   }
   size_t cut = t.rows - t.rows * test_percent / 100;
   for (size_t i = 0; i < p.size(); ++i) {
@@ -88,6 +91,37 @@ split_data split_rows(const data::table& t, uint32_t test_percent, uint64_t spli
     ++part.rows;
   }
   return s;
+}
+
+eval_metrics evaluate(const model& m, const data::table& t) {
+  eval_metrics e;
+  e.regression = m.spec().regression();
+  if (t.rows == 0)
+    return e;
+  std::vector<float> scratch(m.params().size(), 0.0f);
+  e.loss = m.accumulate_gradient(t.x.data(), t.y.data(), t.rows, 0.0f, scratch)
+           / static_cast<double>(t.rows);
+  if (e.regression) {
+    auto pred = m.predict_values(t.x.data(), t.rows);
+    double mean = 0;
+    for (size_t i = 0; i < t.rows; ++i)
+      mean += data::target_of(t, i);
+    mean /= static_cast<double>(t.rows);
+    double sse = 0, sst = 0;
+    for (size_t i = 0; i < t.rows; ++i) {
+      double target = data::target_of(t, i);
+      sse += (pred[i] - target) * (pred[i] - target);
+      sst += (target - mean) * (target - mean);
+    }
+    e.r2 = sst > 0 && std::isfinite(sse) ? 1 - sse / sst : 0;
+    return e;
+  }
+  auto pred = m.predict(t.x.data(), t.rows);
+  size_t ok = 0;
+  for (size_t i = 0; i < pred.size(); ++i)
+    ok += pred[i] == t.y[i] ? 1 : 0;
+  e.accuracy = static_cast<double>(ok) / static_cast<double>(t.rows);
+  return e;
 }
 
 std::pair<std::vector<float>, double> local_gradient(const model& m, const data::table& t,

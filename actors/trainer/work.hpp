@@ -50,6 +50,15 @@ struct split_data {
 };
 split_data split_rows(const data::table& t, uint32_t test_percent, uint64_t split_seed);
 
+/// Held-out metrics of `m` on `t`: a classifier's accuracy and mean
+/// cross-entropy; a regression model's R^2 (1 - SSE / SST around the rows'
+/// mean target) and mean squared error.
+struct eval_metrics {
+  double accuracy = 0, loss = 0, r2 = 0;
+  bool regression = false;
+};
+eval_metrics evaluate(const model& m, const data::table& t);
+
 /// The local gradient of `m` on the rows `indices` of `t`, scaled by
 /// 1 / global_batch (the ring's sum is then the global mean); the loss sum.
 std::pair<std::vector<float>, double> local_gradient(const model& m, const data::table& t,

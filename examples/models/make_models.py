@@ -8,9 +8,11 @@ OUT_DIR/digits_cnn.pt meets aicon's model contract: an int attribute
 in_features (F = 64: the 8x8 digits as 64 features) and
 forward(x: float32[B, 64]) -> float32[B, 10] logits, parameters only,
 nothing random. OUT_DIR/batchnorm.pt meets it too, with BatchNorm's running
-statistics as buffers. The other files each break one rule, for the tests
-of the contract check: dropout (a random operator), double_buffer (a
-float64 buffer), regression (one output column), no_in_features.
+statistics as buffers. OUT_DIR/diabetes_mlp.pt is a regression model
+(one output column) for tests/data/diabetes.csv.gz. The other files each
+break one rule, for the tests of the contract check: dropout (a random
+operator), double_buffer (a float64 buffer), bad_output (a 1-D output),
+no_in_features.
 """
 import os
 import sys
@@ -76,7 +78,25 @@ class DoubleBuffer(nn.Module):
         return self.fc(x) * self.scale.float()
 
 
-class Regression(nn.Module):
+class DiabetesMLP(nn.Module):
+    """Regression: forward(x: float32[B, 10]) -> float32[B, 1], trained on
+    the squared error against tests/data/diabetes.csv.gz's target. The
+    target's scale (mean about 152, spread about 77) is the model's own
+    business: a researcher bakes it into forward."""
+    in_features: int
+
+    def __init__(self):
+        super().__init__()
+        self.in_features = 10
+        self.fc1 = nn.Linear(10, 32)
+        self.fc2 = nn.Linear(32, 1)
+
+    def forward(self, x):
+        return 152.0 + 77.0 * self.fc2(torch.relu(self.fc1(x)))
+
+
+class BadOutput(nn.Module):
+    """Breaks the contract: forward gives float32[B], not float32[B, C]."""
     in_features: int
 
     def __init__(self):
@@ -85,7 +105,7 @@ class Regression(nn.Module):
         self.fc = nn.Linear(64, 1)
 
     def forward(self, x):
-        return self.fc(x)
+        return self.fc(x).sum(1)
 
 
 class NoInFeatures(nn.Module):
@@ -102,7 +122,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     for name, cls in [("digits_cnn", DigitsCNN), ("dropout", WithDropout),
                       ("batchnorm", WithBatchNorm), ("double_buffer", DoubleBuffer),
-                      ("regression", Regression),
+                      ("diabetes_mlp", DiabetesMLP), ("bad_output", BadOutput),
                       ("no_in_features", NoInFeatures)]:
         torch.manual_seed(2026)  # the same initial weights every time
         torch.jit.script(cls()).save(os.path.join(out, name + ".pt"))

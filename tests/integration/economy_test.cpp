@@ -1445,6 +1445,24 @@ BOOST_AUTO_TEST_CASE(a_rater_on_other_cpu_kernels_compares_within_the_tolerance)
   BOOST_TEST(used < 0.5); // well inside it, not at its edge
   BOOST_TEST(log.find("failed within tolerance") != std::string::npos, log);
   BOOST_TEST(log.find("is not the one it committed to") != std::string::npos, log);
+
+  // A regression model (one output column, squared error against the
+  // diabetes targets) is verified the same way: the rater reads the file's
+  // targets as the trainers do.
+  auto diabetes = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/diabetes.csv.gz").string();
+  auto reg = ec.job_cli({"job", "submit", "--model",
+                         "torch:" + (models / "diabetes_mlp.pt").string(), "--data", diabetes,
+                         "--trainers", "4", "--steps", "120", "--optimizer", "adamw", "--lr",
+                         "0.01", "--budget", "10000", "--verify"},
+                        120s);
+  BOOST_REQUIRE_EQUAL(reg.exit_code, 0);
+  auto reg_end = reg.output.find_last_not_of('\n');
+  auto reg_id = reg.output.substr(reg_end - 63, 64);
+  auto reg_wait = ec.job_cli({"job", "wait", reg_id, "--timeout", "240"}, 300s);
+  BOOST_REQUIRE_MESSAGE(reg_wait.exit_code == 0, reg_wait.output);
+  BOOST_TEST(reg_wait.output.find("verified  2/4 trainers passed") != std::string::npos,
+             reg_wait.output);
+  BOOST_TEST(reg_wait.output.find("r2        ") != std::string::npos, reg_wait.output);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -622,7 +622,7 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
   for (auto [model, words] : std::vector<std::pair<std::string, std::string>>{
          {"mlp:64-64-10", "--model must be torch:FILE"},
          {"torch:" + (models / "dropout.pt").string(), "aten::dropout"},
-         {"torch:" + (models / "regression.pt").string(), "regression"}}) {
+         {"torch:" + (models / "bad_output.pt").string(), "not float32[2, C]"}}) {
     auto r = run_command({aicon_binary(), "model", "export", "--model", model, "--checkpoint",
                           ckpt.string(), "--out", bad_out.string()});
     BOOST_TEST(r.exit_code == 1, r.output);
@@ -680,6 +680,37 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
   auto r = train::run_job(*tc.c, broken);
   BOOST_REQUIRE(!r);
   BOOST_TEST(describe(r.error()).find("aten::dropout") != std::string::npos, describe(r.error()));
+  // Regression (one output column): diabetes' float targets, 4 trainers on
+  // 2 hosts, the held-out R^2 reported instead of an accuracy; from the
+  // command line too.
+  auto diabetes = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/diabetes.csv.gz").string();
+  auto reg = job({tc.nodes[0].id, tc.nodes[1].id}, 2, 600);
+  reg.model = "torch:" + (models / "diabetes_mlp.pt").string();
+  reg.data_file = diabetes;
+  reg.optimizer = "adamw";
+  reg.lr = 0.01f;
+  reg.weight_decay = 0;
+  auto fitted = train::run_job(*tc.c, reg);
+  BOOST_REQUIRE_MESSAGE(fitted, why(fitted));
+  BOOST_TEST(fitted->regression);
+  BOOST_TEST_MESSAGE("diabetes, 4 trainers on 2 hosts: " << train::describe_metrics(*fitted));
+  BOOST_TEST(fitted->r2 >= 0.35);
+  auto cli = run_command({aicon_binary(), "train", "--model", reg.model, "--data", diabetes,
+                          "--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0",
+                          "--steps", "300", "--connect",
+                          fmt::format("127.0.0.1:{}", tc.ports[0]), "--data-dir",
+                          tc.cli.dir.string()},
+                         120s);
+  BOOST_TEST(cli.exit_code == 0, cli.output);
+  BOOST_TEST(cli.output.find("held-out R^2 ") != std::string::npos, cli.output);
+  // A regression model on a dataset of the data nodes (class labels only)
+  // or a classifier-shaped file mismatch is refused by name.
+  auto on_digits = job({tc.nodes[0].id}, 1, 5);
+  on_digits.model = reg.model;
+  auto mismatch = train::run_job(*tc.c, on_digits);
+  BOOST_REQUIRE(!mismatch);
+  BOOST_TEST(describe(mismatch.error()).find("does not fit 64 features") != std::string::npos,
+             describe(mismatch.error()));
 }
 
 // Models as assets: `aicon model put` stores the file on the data nodes
