@@ -406,10 +406,25 @@ int job_fetch(const job_cmd_options& o) {
   // model: a job host cannot hand over other weights than it registered.
   // The registration itself is read from the chain (a ledger), not taken
   // from the job host's answer.
+  std::string asked = "the job host's own ledger";
   if (w->getModelAsset().size() == 32) {
-    auto info = s.ask("ledger", make_envelope<schema::LedgerQuery>([&](auto q) {
-                        q.setAsset(w->getModelAsset());
-                      }));
+    auto query = make_envelope<schema::LedgerQuery>([&](auto q) { q.setAsset(w->getModelAsset()); });
+    caf::expected<envelope> info = make_error(errc::internal, "no ledger asked");
+    if (o.ledger.empty()) {
+      info = s.ask("ledger", query);
+    } else {
+      // Another chain host's copy of the chain: a job host cannot answer
+      // for the chain itself.
+      auto other = s.c->connect(o.ledger);
+      if (!other)
+        return fail(other.error());
+      auto dst = s.c->lookup("ledger@" + other->hex());
+      if (!dst)
+        return fail(make_error(code_of(dst.error()),
+                               fmt::format("--ledger {}: {}", o.ledger, what_of(dst.error()))));
+      info = s.c->request(*dst, query, 15s);
+      asked = fmt::format("the ledger of {} ({})", o.ledger, other->short_hex());
+    }
     if (!info)
       return fail(make_error(code_of(info.error()),
                              "the trained-model asset on the chain: " + what_of(info.error())));
@@ -419,9 +434,10 @@ int job_fetch(const job_cmd_options& o) {
   auto cp = train::parse_checkpoint({bytes.begin(), bytes.size()}, "the job's checkpoint");
   if (!cp)
     return fail(cp.error());
-  const char* checked = w->getModelAsset().size() == 32
-                          ? ", matching its trained-model asset on the chain"
-                          : "; not checked: no trained-model asset is registered for it";
+  auto checked_text = w->getModelAsset().size() == 32
+                        ? ", matching its trained-model asset on the chain (asked of " + asked + ")"
+                        : std::string{"; not checked: no trained-model asset is registered for it"};
+  const char* checked = checked_text.c_str();
   if (!o.out.empty()) {
     if (auto err = train::save_checkpoint(o.out, *cp))
       return fail(err);

@@ -38,6 +38,7 @@ struct job_cmd_options {
   double timeout_s = 0;   ///< wait: give up after this (0: never)
   std::string out;        ///< fetch: the checkpoint file to write
   std::string torchscript; ///< fetch: the TorchScript file to write (a job on a model asset)
+  std::string ledger;     ///< fetch: host:port of a chain host whose ledger checks the asset
 };
 
 int job_submit(const job_cmd_options& o);

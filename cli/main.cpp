@@ -532,6 +532,8 @@ int main(int argc, char** argv) {
   job_subs["fetch"]->add_option("--out", jo.out, "the checkpoint file to write");
   job_subs["fetch"]->add_option("--torchscript", jo.torchscript,
                                 "a job on a model asset (torch:<id>): the trained model as TorchScript, to write here");
+  job_subs["fetch"]->add_option("--ledger", jo.ledger,
+                                "host:port of another chain host whose ledger the weights are checked against (default: the job host's)");
   auto job_ls_cmd = job_cmd->add_subcommand("ls", "the jobs of a job host");
   job_common(job_ls_cmd);
 

@@ -119,6 +119,10 @@ struct limits {
   /// ModelPut carries the whole file, so at most half of envelope_bytes_max.
   uint64_t model_bytes_max = 32ull << 20;
 
+  /// The most model-file bytes a data node keeps for one owner, all its
+  /// models together: an admitted peer cannot fill the node's disk.
+  uint64_t model_bytes_per_owner = 256ull << 20;
+
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.
   uint32_t storage_challenge_ms = 30000;

@@ -1,5 +1,6 @@
 #include "actors/data_node/model_store.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <string_view>
@@ -130,7 +131,8 @@ caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file
   return caf::none;
 }
 
-caf::error store_model(store::environment& env, schema::ModelPut::Reader put) {
+caf::error store_model(store::environment& env, schema::ModelPut::Reader put,
+                       uint64_t owner_bytes_max) {
   auto m = put.getManifest();
   auto t = store::txn::begin(env, true);
   if (!t)
@@ -141,6 +143,30 @@ caf::error store_model(store::environment& env, schema::ModelPut::Reader put) {
     return have.error();
   if (*have)
     return caf::none;
+  // The owner's models here, all together, within its quota.
+  uint64_t held = 0;
+  size_t count = 0;
+  auto owner = m.getOwner();
+  if (auto err = t->for_each(store::db::models, [&](auto, std::span<const uint8_t> v) {
+        auto f = envelope_from_bytes(v, capnp::typeId<schema::ModelFile>());
+        opened<schema::ModelFile> mf{f};
+        if (mf && mf->getManifest().getOwner() == owner) {
+          held += mf->getFile().size();
+          ++count;
+        }
+        return true;
+      }))
+    return err;
+  if (held + put.getFile().size() > owner_bytes_max) {
+    hash256 id{};
+    std::memcpy(id.data(), m.getModelId().begin(), std::min<size_t>(32, m.getModelId().size()));
+    return make_error(errc::forbidden,
+                      fmt::format("model {}: its owner {} has {} model(s) of {} bytes here; {} more "
+                                  "bytes would pass model_bytes_per_owner ({})",
+                                  ledger::short_hex(id),
+                                  to_hex({owner.begin(), std::min<size_t>(owner.size(), 4)}), count,
+                                  held, put.getFile().size(), owner_bytes_max));
+  }
   auto value = make_envelope<schema::ModelFile>([&](schema::ModelFile::Builder b) {
     b.setManifest(m);
     b.setFile(put.getFile());

@@ -323,9 +323,26 @@ struct job_role_state {
       return;
     auto chain_id = reg->chain->chain_id();
     train::settle_plan none;
-    auto err = agent_tx([&](uint64_t n) {
-      return train::make_settle(*ctx.self, chain_id, n, j.id, none);
-    });
+    // Retried: right after a restart this host's view of the chain may lag
+    // (a stale nonce) or its block generator may not be linked yet; an
+    // escrow already settled (a settlement that went final before a crash)
+    // needs no refund.
+    caf::error err;
+    for (int attempt = 0; attempt < 5 && !stopping; ++attempt) {
+      if (attempt > 0)
+        std::this_thread::sleep_for(2s);
+      auto e = reg->chain->escrow_of(j.id);
+      if (e && !*e) {
+        event(j, "the escrow is settled already: nothing to refund");
+        return;
+      }
+      err = agent_tx([&](uint64_t n) {
+        return train::make_settle(*ctx.self, chain_id, n, j.id, none);
+      });
+      if (!err)
+        break;
+      event(j, fmt::format("refund attempt {} failed: {}", attempt + 1, describe(err)));
+    }
     if (err)
       event(j, "refund failed: " + describe(err));
     else {

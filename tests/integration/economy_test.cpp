@@ -931,6 +931,13 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
   BOOST_TEST(fetched.output.find("at step 120 (mlp:64-64-10), matching its trained-model asset")
                != std::string::npos,
              fetched.output);
+  // Checked against another chain host's ledger (c0's), not the job host's.
+  auto elsewhere = aicon({"job", "fetch", id, "--out", weights, "--ledger",
+                          fmt::format("127.0.0.1:{}", ec.ports[0])});
+  BOOST_TEST(elsewhere.exit_code == 0, elsewhere.output);
+  BOOST_TEST(elsewhere.output.find("(asked of the ledger of 127.0.0.1:" + std::to_string(ec.ports[0]))
+               != std::string::npos,
+             elsewhere.output);
   {
     auto cp = train::load_checkpoint(weights);
     BOOST_REQUIRE_MESSAGE(cp, why(cp));
@@ -1112,7 +1119,8 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
   BOOST_TEST(ended.output.find("progress  step 20000/20000") == std::string::npos, ended.output);
   auto after = std::get<0>(ec.account(0, ec.cli.id));
   BOOST_TEST(after <= before);
-  BOOST_TEST(before - after < 2 * 20000u, "paid for the whole job: " << before - after);
+  BOOST_TEST(before - after < 2 * 20000u, "paid for the whole job: " << before - after << "\n"
+                                           << aicon({"job", "logs", long_id}).output);
 }
 
 BOOST_AUTO_TEST_CASE(a_console_killed_mid_job_leaves_the_job_to_its_host) {

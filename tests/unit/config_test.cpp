@@ -96,6 +96,8 @@ BOOST_AUTO_TEST_CASE(bad_values_name_key_and_line) {
   expect_error("[limits]\nrequest_timeout_ms = -1\n", "limits.request_timeout_ms: -1 is out of range");
   expect_error("[limits]\nheartbeat_interval_ms = 1000\nconnection_timeout_ms = 500\n",
                "limits.connection_timeout_ms");
+  expect_error("[limits]\nmodel_bytes_per_owner = 1000\n",
+               "limits.model_bytes_per_owner: must be at least model_bytes_max");
 }
 
 BOOST_AUTO_TEST_CASE(addresses_parse) {

@@ -78,6 +78,40 @@ BOOST_AUTO_TEST_CASE(a_model_is_stored_under_its_hash_and_read_back_bit_exact) {
   BOOST_TEST(!other->has_value());
 }
 
+// model_bytes_per_owner: an owner's models together stay within the
+// quota; a put past it is refused by name and stores nothing; the same
+// model again and another owner's are not held against it.
+BOOST_AUTO_TEST_CASE(an_owners_models_stay_within_its_quota) {
+  auto quota = 2 * file.size() + 10;
+  auto variant = [&](uint8_t k) {
+    auto f = file;
+    f[0] ^= k;
+    return f;
+  };
+  auto put_of = [&](const aicon::identity& who, const std::vector<uint8_t>& f) {
+    return make_model_put(who, f, "m.pt", 1);
+  };
+  for (uint8_t k : {0, 1}) {
+    auto put = put_of(owner, variant(k));
+    BOOST_REQUIRE(!store_model(*env, opened<schema::ModelPut>{put}.root(), quota));
+  }
+  auto again = put_of(owner, variant(0));
+  BOOST_TEST(text(store_model(*env, opened<schema::ModelPut>{again}.root(), quota)) == "no error");
+  auto third = put_of(owner, variant(2));
+  auto e = store_model(*env, opened<schema::ModelPut>{third}.root(), quota);
+  BOOST_TEST(text(e).find("has 2 model(s) of " + std::to_string(2 * file.size())
+                          + " bytes here") != std::string::npos,
+             text(e));
+  BOOST_TEST(text(e).find("model_bytes_per_owner") != std::string::npos, text(e));
+  auto id = model_asset_id(owner.id(), model_hash(variant(2)));
+  auto absent = load_model(*env, id);
+  BOOST_REQUIRE(absent);
+  BOOST_TEST(!absent->has_value());
+  auto stranger = aicon::identity::generate();
+  auto theirs = put_of(stranger, variant(2));
+  BOOST_TEST(text(store_model(*env, opened<schema::ModelPut>{theirs}.root(), quota)) == "no error");
+}
+
 BOOST_AUTO_TEST_CASE(a_tampered_file_is_a_hash_mismatch) {
   auto e = check(edited([&](schema::ModelPut::Builder b) {
     auto f = file;
