@@ -925,7 +925,8 @@ node_id ledger_node(lua_State* L, const char* fn);
 /// refuses to, for the caller to coordinate the job itself.
 int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id& agent,
                        uint64_t amount, uint64_t per_step, uint32_t k,
-                       const std::vector<envelope>& grants = {}) {
+                       const std::vector<envelope>& grants = {}, bool stored_leases = false,
+                       const std::vector<node_id>& hosts = {}) {
   const char* fn = "train";
   auto& s = session_of(L);
   const identity& payer = s.cluster && amount > 0 ? s.cluster->payer() : s.c->self();
@@ -1006,6 +1007,10 @@ int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id&
   spec.setBudget(amount);
   spec.setPriority(o.priority);
   spec.setVerify(amount > 0 && !nodes_with(L, "rater").empty()); // verification is paid from the budget
+  spec.setStoredLeases(stored_leases);
+  auto named = spec.initHosts(static_cast<unsigned>(hosts.size()));
+  for (unsigned i = 0; i < hosts.size(); ++i)
+    named.set(i, kj::arrayPtr(hosts[i].bytes.data(), 32));
   auto submitted = ask(L, agent, "job", sign_job_submit(payer, spec.asReader(), o.job, now, grants));
   if (!submitted && amount == 0 && code_of(submitted.error()) == errc::forbidden) {
     // This console is not one of the job host's own clients: the caller
@@ -1175,11 +1180,17 @@ int l_train(lua_State* L) {
   // Unpaid: a connected job host runs it (the job goes on without this
   // console). On a dataset of this console's, the console grants its keys
   // to each trainer host (signed DataGrants in the submission); with job=
-  // (an operator's stored leases) it is coordinated here.
-  if (auto job_hosts = nodes_with(L, "job"); !job_hosts.empty() && !job) {
+  // the trainers (this console's trainer hosts) use the leases an operator
+  // stored for that job.
+  if (auto job_hosts = nodes_with(L, "job"); !job_hosts.empty()) {
     std::vector<envelope> grants;
     if (data) {
       randombytes_buf(o.job.data(), 32);
+    } else if (job) {
+      std::vector<node_id> named(hosts.begin(), hosts.end());
+      if (int pushed = submit_to_job_host(L, o, job_hosts[0], 0, 0, k, {}, true, named);
+          pushed >= 0)
+        return pushed;
     } else {
       auto chain = train::chain_id_of(
         [&](envelope q) { return ask(L, ledger_node(L, fn), "ledger", std::move(q)); });
@@ -1193,8 +1204,9 @@ int l_train(lua_State* L) {
         grants.push_back(
           data::make_data_grant(s.c->self(), *chain, o.job, h, id, now + o.grant_ms));
     }
-    if (int pushed = submit_to_job_host(L, o, job_hosts[0], 0, 0, k, grants); pushed >= 0)
-      return pushed;
+    if (!job)
+      if (int pushed = submit_to_job_host(L, o, job_hosts[0], 0, 0, k, grants); pushed >= 0)
+        return pushed;
   }
   auto* j = new job_handle;
   o.cancel = j->cancel;

@@ -100,7 +100,8 @@ std::optional<node_id> find_job_host(client& c, const std::vector<node_id>& host
 /// in their trainer_clients) and follows it to its end; -1 when the job
 /// host refuses this client's unpaid jobs (the caller coordinates it).
 int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
-                    const std::optional<std::array<uint8_t, 32>>& dataset) {
+                    const std::optional<std::array<uint8_t, 32>>& dataset,
+                    const std::optional<std::array<uint8_t, 32>>& leases_job) {
   auto ask = [&](envelope req, std::chrono::milliseconds t = 15s) -> caf::expected<envelope> {
     auto dst = c.lookup("job@" + agent.hex());
     if (!dst)
@@ -109,7 +110,10 @@ int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
   };
   const auto& jo = o.job;
   std::array<uint8_t, 32> job;
-  randombytes_buf(job.data(), 32);
+  if (leases_job)
+    job = *leases_job; // the job an operator's stored leases are for
+  else
+    randombytes_buf(job.data(), 32);
   capnp::MallocMessageBuilder mb;
   auto spec = mb.initRoot<schema::JobSpec>();
   spec.setModel(jo.model);
@@ -131,6 +135,7 @@ int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
   spec.setCheckpointEvery(jo.checkpoint_every);
   spec.setChunkBytes(jo.chunk_bytes);
   spec.setRingTimeoutMs(jo.ring_timeout_ms);
+  spec.setStoredLeases(leases_job.has_value());
   auto hosts = spec.initHosts(static_cast<unsigned>(jo.hosts.size()));
   for (unsigned i = 0; i < jo.hosts.size(); ++i)
     hosts.set(i, kj::arrayPtr(jo.hosts[i].bytes.data(), 32));
@@ -142,7 +147,7 @@ int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
   // On a dataset: this client (its owner) grants its keys to each trainer
   // host, spares included, for this job.
   std::vector<envelope> grants;
-  if (dataset) {
+  if (dataset && !leases_job) {
     caf::expected<std::array<uint8_t, 32>> chain =
       make_error(errc::not_found, "no data node of --data-connect keeps a chain (ledger role)");
     for (auto& dn : jo.data_nodes) {
@@ -298,22 +303,27 @@ int train_cmd(train_cmd_options o) {
     std::memcpy(dataset->data(), m->getDatasetId().begin(), 32);
     o.job.dataset = to_hex({m->getDatasetId().begin(), m->getDatasetId().size()});
   }
-  // A connected job host runs the job (it goes on without this process),
-  // unless --local, or the trainers' leases are an operator's (--job).
-  if (!o.local && o.job_hex.empty())
-    if (auto agent = find_job_host(**c, o.job.hosts))
-      if (int rc = run_on_job_host(**c, *agent, o, dataset); rc >= 0)
-        return rc;
-  if (dataset) {
-    if (o.job_hex.empty())
+  std::optional<std::array<uint8_t, 32>> leases_job;
+  if (!o.job_hex.empty()) {
+    if (!dataset)
       return fail(make_error(errc::invalid_argument,
-                             "--dataset without a job host among --connect needs --job (the job "
-                             "id, 64 hex digits, its leases are for)"));
+                             "--job names the job a dataset's stored leases are for: give --dataset"));
     auto job = node_id::from_hex(o.job_hex); // 32 bytes in hex, like a NodeId
     if (!job)
       return fail(make_error(errc::invalid_argument, "--job: " + what_of(job.error())));
+    leases_job = job->bytes;
     std::memcpy(o.job.job.data(), job->bytes.data(), 32);
   }
+  // A connected job host runs the job (it goes on without this process),
+  // unless --local.
+  if (!o.local)
+    if (auto agent = find_job_host(**c, o.job.hosts))
+      if (int rc = run_on_job_host(**c, *agent, o, dataset, leases_job); rc >= 0)
+        return rc;
+  if (dataset && !leases_job)
+    return fail(make_error(errc::invalid_argument,
+                           "--dataset without a job host among --connect needs --job (the job "
+                           "id, 64 hex digits, its leases are for)"));
   if (!o.checkpoint.empty())
     o.job.checkpoint_file = o.checkpoint;
   curve cv{o, o.job.steps};

@@ -32,6 +32,8 @@ struct JobSpec {
                              # empty: the job host's linked trainer hosts. With a budget the
                              # allocator places them: must be empty
   spares @21 :List(Data);    # unpaid: stand-by trainer hosts, each replacing a lost one
+  storedLeases @22 :Bool;    # unpaid, on a dataset: its trainers take the keys under leases an
+                             # operator stored on the data nodes for jobId (no grants)
 }
 
 struct JobSubmit {

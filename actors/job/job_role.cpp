@@ -389,6 +389,8 @@ struct job_role_state {
     // paid, the rest refunded; a stopping host's is no cancel (resumed).
     o.finish_on_cancel = [this] { return !stopping.load(); };
     o.payer = ctx.self.get(); // the agent signs asks and grants for the payer
+    if (spec.getStoredLeases())
+      o.payer = nullptr; // the trainers fetch under the operator's leases: no grants
     auto k = spec.getTrainers();
     uint64_t rows = 0;
     if (spec.getDataset().size() == 32) {
@@ -756,10 +758,14 @@ struct job_role_state {
       return make_error(errc::invalid_argument,
                         "JobSubmit.grants: only an unpaid job on a dataset carries grants (a "
                         "budget's job host grants for the payer itself)");
-    if (unpaid_dataset && s.getGrants().size() == 0)
+    if (unpaid_dataset && spec.getStoredLeases() && s.getGrants().size() > 0)
+      return make_error(errc::invalid_argument,
+                        "JobSubmit.grants: a job on stored leases carries no grants");
+    if (unpaid_dataset && !spec.getStoredLeases() && s.getGrants().size() == 0)
       return make_error(errc::invalid_argument,
                         "spec.dataset: an unpaid job on a dataset needs its owner's DataGrants "
-                        "(JobSubmit.grants, one per trainer host), or a budget");
+                        "(JobSubmit.grants, one per trainer host), leases an operator stored "
+                        "for it (spec.storedLeases), or a budget");
     for (unsigned i = 0; i < s.getGrants().size() && unpaid_dataset; ++i) {
       auto env = envelope_from_bytes({s.getGrants()[i].begin(), s.getGrants()[i].size()},
                                      capnp::typeId<schema::DataGrant>());
@@ -1152,6 +1158,9 @@ caf::error check_job_spec(schema::JobSpec::Reader s) {
   if (s.getRingTimeoutMs() < 100 || s.getRingTimeoutMs() > 600'000)
     return bad_field("ringTimeoutMs",
                      fmt::format("must be in 100..600000 (got {})", s.getRingTimeoutMs()));
+  if (s.getStoredLeases() && (s.getBudget() > 0 || s.getDataset().size() == 0))
+    return bad_field("storedLeases", "only for an unpaid job on a dataset (a budget's trainers "
+                                     "get the payer's grants)");
   for (auto [name, list] : {std::pair{"hosts", s.getHosts()}, std::pair{"spares", s.getSpares()}}) {
     if (list.size() > 0 && s.getBudget() > 0)
       return bad_field(name, "the allocator places a budgeted job's trainers: leave it empty");

@@ -114,16 +114,20 @@ struct data_cluster {
       if (k != i)
         connect += fmt::format("  {{ address = \"127.0.0.1:{}\", node = \"{}\" }},\n", ports[k],
                                nodes[k].id.hex());
+    // t also runs the job role, for its own client's jobs on stored leases.
     auto roles = i < 2 ? R"("directory", "ledger", "block_generator", "data_node")"
-                       : R"("directory", "ledger", "trainer")";
+                       : R"("directory", "ledger", "trainer", "job")";
+    auto clients = fmt::format("\"{}\"", cli.id.hex());
+    if (i == 2)
+      clients += fmt::format(", \"{}\"", nodes[2].id.hex());
     return write_file(
       root.path(), name(i) + ".toml",
       fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nroles = [{}]\n"
-                  "data_files = [\"{}/tests/data\"]\ntrainer_clients = [\"{}\"]\n"
+                  "data_files = [\"{}/tests/data\"]\ntrainer_clients = [{}]\n"
                   "[peers]\nallow = [\"{}\"]\nconnect = [\n{}]\n[chain]\ngenesis = \"{}\"\n"
                   "[limits]\nblock_takeover_ms = 1000\nvote_wait_ms = 500\n"
                   "ledger_sync_ms = 300\nstorage_challenge_ms = 300\n",
-                  name(i), ports[i], roles, AICON_SOURCE_DIR, cli.id.hex(), cli.id.hex(), connect,
+                  name(i), ports[i], roles, AICON_SOURCE_DIR, clients, cli.id.hex(), connect,
                   genesis.string()));
   }
 
@@ -392,6 +396,17 @@ BOOST_AUTO_TEST_CASE(replicas_leases_repair_and_challenges) {
     auto by_owner = train::run_job(*dc.c, granted);
     BOOST_REQUIRE_MESSAGE(by_owner, why(by_owner));
     BOOST_TEST(by_owner->accuracy >= 0.8);
+    // The same stored leases through a job host (t's): `aicon train
+    // --dataset --job` hands the job over, and t's trainers take the keys
+    // under the operator's leases.
+    auto via_host = dc.cli_run({"train", "--dataset", id.substr(0, 16), "--data-connect",
+                                dc.address(0), "--job", job_hex, "--connect", dc.address(2),
+                                "--trainers-per-host", "2", "--steps", "200"});
+    BOOST_REQUIRE_MESSAGE(via_host.exit_code == 0, via_host.output);
+    BOOST_TEST(via_host.output.find(" runs on job host ") != std::string::npos, via_host.output);
+    auto acc_at = via_host.output.find("held-out accuracy ");
+    BOOST_REQUIRE(acc_at != std::string::npos);
+    BOOST_TEST(std::stod(via_host.output.substr(acc_at + 18)) >= 0.9, via_host.output);
   }
 
   // Disk faults: share 2 corrupted on d1, share 5 gone on d2.

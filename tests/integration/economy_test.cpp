@@ -854,6 +854,10 @@ BOOST_AUTO_TEST_CASE(a_job_host_runs_a_budgeted_job_to_settlement_with_its_clien
             "the allocator places a budgeted job's trainers");
     spec.disownSpares();
     spec.setBudget(0);
+    spec.setStoredLeases(true); // a data file, not a dataset: no leases to use
+    refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms()),
+            "spec.storedLeases: only for an unpaid job on a dataset");
+    spec.setStoredLeases(false);
     refused(sign_job_submit(ec.payer, spec.asReader(), random_job(), now_ms() - 3'600'000),
             "stale or replayed");
     {
