@@ -277,7 +277,7 @@ public:
       auto tbl = faults->as_table();
       if (!tbl)
         return fail(faults, "faults", "expected a table");
-      if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent"}))
+      if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent", "job_crash_before_settle"}))
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_percent",
                          cfg.lim.fault_trainer_cheat_percent))
@@ -285,6 +285,9 @@ public:
       if (cfg.lim.fault_trainer_cheat_percent > 100)
         return fail(tbl->get("trainer_cheat_percent"), "faults.trainer_cheat_percent",
                     "must be a percentage, 0..100");
+      if (auto err = get(*tbl, "faults", "job_crash_before_settle",
+                         cfg.lim.fault_job_crash_before_settle))
+        return err;
     }
     if (auto lim = root.get("limits")) {
       auto tbl = lim->as_table();

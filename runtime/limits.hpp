@@ -123,6 +123,11 @@ struct limits {
   /// models together: an admitted peer cannot fill the node's disk.
   uint64_t model_bytes_per_owner = 256ull << 20;
 
+  /// Test-only fault ([faults] job_crash_before_settle in this host's own
+  /// config, never from the wire): a job host exits between writing a
+  /// job's settlement plan and submitting it.
+  bool fault_job_crash_before_settle = false;
+
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.
   uint32_t storage_challenge_ms = 30000;

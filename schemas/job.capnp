@@ -122,4 +122,16 @@ struct JobRecord {
   ringHosts @6 :List(Data);  # and each rank's host (dropped when the job resumes)
   cancelled @7 :Bool;        # its payer asked to cancel it (kept across a restart)
   torchscript @8 :Data;      # JobWeights.torchscript, once written
+  settle @9 :SettlePlan;     # the settlement decided for the job, written before it is
+                             # submitted: a host restarted in between submits it again
+}
+
+struct SettlePlan {
+  payouts @0 :List(import "chain.capnp".Payout);
+  trainers @1 :UInt64;       # the parts, for the job's events
+  dataset @2 :UInt64;
+  model @3 :UInt64;
+  refund @4 :UInt64;
+  ended @5 :Text;            # "done" or "cancelled": the phase once settled
+  verified @6 :Text;         # the rating, as JobInfo.verified
 }

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -89,6 +91,8 @@ struct job_entry {
   std::vector<std::string> events;
   std::vector<uint8_t> checkpoint;  ///< the last one taken
   std::vector<uint8_t> torchscript; ///< a job on a model asset: the trained model, once written
+  std::optional<train::settle_plan> plan; ///< decided and written before it is submitted
+  std::string plan_ended;               ///< the phase once it is settled
   hash256 alloc_token{};            ///< kept across restarts
   hash256 ring_session{}, ring_token{}; ///< the last ring formed
   std::vector<node_id> ring_hosts;      ///< its ranks' hosts (empty: none yet)
@@ -163,6 +167,19 @@ caf::error persist(registry& reg, const job_entry& j) {
     b.setCancelled(j.payer_cancelled);
     if (!j.torchscript.empty())
       b.setTorchscript(kj::arrayPtr(j.torchscript.data(), j.torchscript.size()));
+    if (j.plan) {
+      auto p = b.initSettle();
+      auto out = p.initPayouts(static_cast<unsigned>(j.plan->payouts.size()));
+      for (unsigned i = 0; i < j.plan->payouts.size(); ++i) {
+        out[i].setTo(kj::arrayPtr(j.plan->payouts[i].first.bytes.data(), 32));
+        out[i].setAmount(j.plan->payouts[i].second);
+      }
+      p.setTrainers(j.plan->trainers);
+      p.setDataset(j.plan->dataset);
+      p.setModel(j.plan->model);
+      p.setRefund(j.plan->refund);
+      p.setEnded(j.plan_ended);
+    }
     if (!j.ring_hosts.empty()) {
       b.setRingSession(kj::arrayPtr(j.ring_session.data(), 32));
       b.setRingToken(kj::arrayPtr(j.ring_token.data(), 32));
@@ -361,6 +378,12 @@ struct job_role_state {
 
   void run(std::shared_ptr<job_entry> jp) {
     auto& j = *jp;
+    if (j.plan) {
+      // Trained, verified and its settlement decided before this host
+      // restarted: that settlement, not another run.
+      event(j, "job host restarted during settlement: submitting the written plan");
+      return settle_and_register(j);
+    }
     if (j.payer_cancelled) {
       // Cancelled by its payer before this host restarted: it ends here,
       // with whatever the escrow still holds back to the payer (a settle
@@ -628,26 +651,77 @@ struct job_role_state {
     if (!plan.why.empty()) {
       return fail_and_refund(j, "settlement: " + plan.why);
     }
+    // Written before it is submitted: a host that dies from here on
+    // submits the same plan again when it is back (never a second one).
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.plan = plan;
+      j.plan_ended = ended;
+      if (auto err = persist(*reg, j))
+        return fail_and_refund(j, "settlement: the plan was not written: " + describe(err));
+    }
+    if (ctx.lim.fault_job_crash_before_settle) {
+      // Test-only fault of this host's own config ([faults]): the process
+      // dies between writing the plan and submitting it.
+      log_warning("job {}: [faults] job_crash_before_settle: exiting now",
+                  ledger::short_hex(j.id));
+      std::_Exit(86);
+    }
+    settle_and_register(j);
+  }
+
+  /// The job's written settlement plan, submitted (retried while this
+  /// host's chain view may lag; nothing to do once the escrow is settled),
+  /// then the trained weights registered as the payer's asset (once: an
+  /// asset already on the chain is taken as it is), then the plan's phase.
+  void settle_and_register(job_entry& j) {
+    auto plan = *j.plan;
     auto chain_id = reg->chain->chain_id();
-    if (auto err = agent_tx([&](uint64_t n) {
-          return train::make_settle(*ctx.self, chain_id, n, j.id, plan);
-        }))
+    caf::error err;
+    bool already = false;
+    for (int attempt = 0; attempt < 5 && !stopping; ++attempt) {
+      if (attempt > 0)
+        std::this_thread::sleep_for(2s);
+      if (auto e = reg->chain->escrow_of(j.id); e && !*e) {
+        already = true; // submitted before a restart, and final
+        break;
+      }
+      err = agent_tx([&](uint64_t n) { return train::make_settle(*ctx.self, chain_id, n, j.id, plan); });
+      if (!err)
+        break;
+      event(j, fmt::format("settlement attempt {} failed: {}", attempt + 1, describe(err)));
+    }
+    if (err && !already)
       return fail_and_refund(j, "settlement: " + describe(err));
     {
       std::lock_guard<std::mutex> lk{reg->mtx};
       j.paid_trainers = plan.trainers;
       j.refunded = plan.refund;
-      j.events.push_back(fmt::format("settled: trainers {}, dataset owner {}, model owner {}, "
+      j.events.push_back(fmt::format("settled{}: trainers {}, dataset owner {}, model owner {}, "
                                      "{} refunded to the payer",
+                                     already ? " (before this host restarted)" : "",
                                      plan.trainers, plan.dataset, plan.model, plan.refund));
     }
-    // The trained weights: an asset of the payer, registered by its agent.
+    // The trained weights: an asset of the payer, registered by its agent
+    // (the checkpoint, or the TorchScript file, hashes to its id).
     hash256 asset{};
-    if (auto err = agent_tx([&](uint64_t n) {
-          return train::make_model_asset(*ctx.self, chain_id, n, r->checkpoint, &asset, &j.id,
-                                         j.torchscript.empty() ? nullptr : &j.torchscript);
-        }))
-      event(j, "the trained model was not registered: " + describe(err));
+    auto tx = train::make_model_asset(*ctx.self, chain_id, 0, j.checkpoint, &asset, &j.id,
+                                      j.torchscript.empty() ? nullptr : &j.torchscript);
+    auto ledger_ask = [this](envelope q) -> caf::expected<envelope> {
+      auto l = lookup_blocking(*sys, ctx.directory, "ledger", timeout());
+      if (!l)
+        return l.error();
+      return request_blocking(*sys, *l, std::move(q), timeout());
+    };
+    auto known = train::terms_of(ledger_ask, asset);
+    caf::error reg_err;
+    if (!(known && *known))
+      reg_err = agent_tx([&](uint64_t n) {
+        return train::make_model_asset(*ctx.self, chain_id, n, j.checkpoint, nullptr, &j.id,
+                                       j.torchscript.empty() ? nullptr : &j.torchscript);
+      });
+    if (reg_err)
+      event(j, "the trained model was not registered: " + describe(reg_err));
     else {
       std::lock_guard<std::mutex> lk{reg->mtx};
       j.model_asset = asset;
@@ -655,7 +729,7 @@ struct job_role_state {
                                      "owned by the payer",
                                      ledger::short_hex(asset)));
     }
-    set_phase(j, ended);
+    set_phase(j, j.plan_ended);
   }
 
   /// A job on a model asset (torch:<id>): its trained weights as a
@@ -992,6 +1066,19 @@ struct job_role_state {
           j->events.emplace_back(e.cStr());
         j->checkpoint.assign(rec->getCheckpoint().begin(), rec->getCheckpoint().end());
         j->torchscript.assign(rec->getTorchscript().begin(), rec->getTorchscript().end());
+        if (rec->hasSettle()) {
+          auto p = rec->getSettle();
+          train::settle_plan plan;
+          for (auto po : p.getPayouts())
+            if (auto to = node_id::from_bytes({po.getTo().begin(), po.getTo().size()}))
+              plan.payouts.emplace_back(*to, po.getAmount());
+          plan.trainers = p.getTrainers();
+          plan.dataset = p.getDataset();
+          plan.model = p.getModel();
+          plan.refund = p.getRefund();
+          j->plan = std::move(plan);
+          j->plan_ended = p.getEnded().cStr();
+        }
         if (rec->getAllocToken().size() == 32)
           std::memcpy(j->alloc_token.data(), rec->getAllocToken().begin(), 32);
         if (rec->getRingSession().size() == 32 && rec->getRingToken().size() == 32) {

@@ -1127,6 +1127,56 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
                                            << aicon({"job", "logs", long_id}).output);
 }
 
+// A job host that dies between deciding a settlement and submitting it
+// ([faults] job_crash_before_settle: it exits right after writing the
+// plan) submits that same plan once it is back: the trainers are paid once,
+// the payer pays exactly that, the trained model is registered once.
+BOOST_AUTO_TEST_CASE(a_job_host_dead_at_settlement_settles_its_written_plan_once) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  const uint64_t funds = 100'000;
+  ec.fund_client(funds);
+  auto c1_config = ec.root / "c1.toml";
+  std::string text;
+  {
+    std::ifstream in{c1_config};
+    text.assign(std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{});
+  }
+  auto faulty = write_file(ec.root.path(), "c1-fault.toml",
+                           text + "\n[faults]\njob_crash_before_settle = true\n");
+  BOOST_TEST(ec.hosts[1].proc->stop(SIGTERM, 30s) == 0);
+  ec.hosts[1] = start_host(faulty, ec.root / "c1-fault.log", {"-v"});
+  ec.wait_linked(1);
+  auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  const uint64_t steps = 100, budget = 5000;
+  auto submit = ec.job_cli({"job", "submit", "--data", digits, "--trainers", "2", "--steps",
+                            std::to_string(steps), "--budget", std::to_string(budget)},
+                           120s);
+  BOOST_REQUIRE_MESSAGE(submit.exit_code == 0, submit.output);
+  auto id = submit.output.substr(submit.output.find_last_not_of('\n') - 63, 64);
+  // The job host trains, decides the settlement, writes it and dies.
+  BOOST_REQUIRE_MESSAGE(ec.hosts[1].proc->wait_for_log("job_crash_before_settle: exiting now", 120s),
+                        ec.hosts[1].proc->log_text());
+  BOOST_TEST(ec.hosts[1].proc->wait(10s) == 86); // its own exit
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - budget); // all still escrowed
+  ec.hosts[1] = start_host(c1_config, ec.root / "c1-back.log", {"-v"});
+  auto wait = ec.job_cli({"job", "wait", id, "--timeout", "120"}, 150s);
+  BOOST_REQUIRE_MESSAGE(wait.exit_code == 0, wait.output << "\n--- c1:\n" << ec.hosts[1].proc->log_text());
+  BOOST_TEST(wait.output.find(fmt::format("budget    {}: trainers paid {}, refunded {}", budget,
+                                          2 * steps, budget - 2 * steps))
+               != std::string::npos,
+             wait.output);
+  BOOST_TEST(wait.output.find("asset     ") != std::string::npos, wait.output);
+  auto logs = ec.job_cli({"job", "logs", id}, 60s);
+  BOOST_TEST(logs.output.find("job host restarted during settlement: submitting the written plan")
+               != std::string::npos,
+             logs.output);
+  // Paid once: the payer lost exactly the trainers' pay; the trainers got it.
+  BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - 2 * steps);
+  uint64_t trainers = std::get<0>(ec.account(0, ec.nodes[2].id)) + std::get<0>(ec.account(0, ec.nodes[3].id));
+  BOOST_TEST(trainers == 2 * steps);
+}
+
 BOOST_AUTO_TEST_CASE(a_console_killed_mid_job_leaves_the_job_to_its_host) {
   economy_cluster ec;
   ec.wait_offers(2);
