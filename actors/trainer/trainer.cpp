@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <caf/all.hpp>
@@ -1165,6 +1166,13 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
 } // namespace
 
 caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_context& ctx) {
+  // Every step allocates and frees the same activations and gradients
+  // (Eigen's, libtorch's: hundreds of KiB each); glibc would give them back
+  // to the kernel (per-thread arena trimming, mmap above 128 KiB) and fault
+  // their pages in again next step. Keep up to 64 MiB of freed memory and
+  // mmap only above 32 MiB (the torch plug-in does the same, torch_plugin.cpp).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   return sys.spawn(trainer_role, ctx);
 }
 
