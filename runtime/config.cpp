@@ -170,8 +170,14 @@ public:
         return fail(host, "host", "expected a table");
       if (auto err = check_keys(*tbl, "host",
                                 {"data_dir", "listen", "roles", "site", "data_files",
-                                 "trainer_clients", "model_owners"}))
+                                 "trainer_clients", "model_owners", "torch_cpu_capability"}))
         return err;
+      if (auto err = get(*tbl, "host", "torch_cpu_capability", cfg.torch_cpu_capability))
+        return err;
+      if (auto& c = cfg.torch_cpu_capability;
+          !c.empty() && c != "default" && c != "avx2" && c != "avx512")
+        return fail(tbl->get("torch_cpu_capability"), "host.torch_cpu_capability",
+                    fmt::format("'{}' is not one of default, avx2, avx512", c));
       if (auto err = node_list(*tbl, "host", "trainer_clients", cfg.trainer_clients))
         return err;
       if (auto err = node_list(*tbl, "host", "model_owners", cfg.model_owners))

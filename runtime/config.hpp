@@ -57,6 +57,11 @@ struct host_config {
   /// model put`) this host's trainers and rater load. Empty: any owner's,
   /// within the model contract's limits.
   std::vector<node_id> model_owners;
+  /// [host] torch_cpu_capability: "default", "avx2" or "avx512" pins the CPU
+  /// kernels libtorch uses for TorchScript models (ATEN_CPU_CAPABILITY, set
+  /// before the plug-in loads), so hosts that pin the same one compute the
+  /// same bits and the rater keeps the exact check. Empty: auto-detected.
+  std::string torch_cpu_capability;
   /// [[site_rtt]] a = "west", b = "east", ms = 40: round trips between sites
   /// the allocator scores trainers by (until they are measured).
   std::vector<std::tuple<std::string, std::string, double>> site_rtts;

@@ -73,6 +73,12 @@ caf::expected<std::unique_ptr<host>> host::start(
   ctx.data_files = cfg.data_files;
   ctx.trainer_clients = cfg.trainer_clients;
   ctx.model_owners = cfg.model_owners;
+  if (!cfg.torch_cpu_capability.empty()) {
+    // Read by libtorch when the torch plug-in is first loaded, after this.
+    ::setenv("ATEN_CPU_CAPABILITY", cfg.torch_cpu_capability.c_str(), 1);
+    log_info("torch models run on the '{}' CPU kernels ([host] torch_cpu_capability)",
+             cfg.torch_cpu_capability);
+  }
   h->directory_ = spawn_directory(sys, ctx);
   ctx.directory = h->directory_;
   for (auto& name : cfg.roles) {

@@ -47,7 +47,7 @@ struct train_cluster {
   /// `hosts_are_clients`: every host lists the others (and itself) in its
   /// trainer_clients, as a job role running unpaid jobs on them needs.
   explicit train_cluster(bool with_spare = false, std::string roles = "",
-                         bool hosts_are_clients = false) {
+                         bool hosts_are_clients = false, std::string host_extra = "") {
     std::vector<std::string> names{"a", "b"};
     if (with_spare)
       names.push_back("s");
@@ -81,10 +81,11 @@ struct train_cluster {
                             fmt::format("[host]\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n"
                                         "roles = [\"directory\", \"trainer\"{}]\n"
                                         "data_files = [\"{}/tests/data\", \"{}\"]\n"
-                                        "trainer_clients = [{}]\n[peers]\n"
+                                        "trainer_clients = [{}]\n{}[peers]\n"
                                         "allow = [{}]\nconnect = [\n{}]\n",
                                         names[i], ports[i], roles, AICON_SOURCE_DIR,
-                                        (root / "models").string(), clients, allow, connect));
+                                        (root / "models").string(), clients, host_extra, allow,
+                                        connect));
       hosts.push_back(start_host(cfg, root / (names[i] + ".log"), {"-v"}));
     }
     for (size_t i = 0; i < nodes.size(); ++i)
@@ -711,6 +712,30 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
   BOOST_REQUIRE(!mismatch);
   BOOST_TEST(describe(mismatch.error()).find("does not fit 64 features") != std::string::npos,
              describe(mismatch.error()));
+}
+
+// [host] torch_cpu_capability pins libtorch's CPU kernels on a host: its
+// trainers' work logs say so (the environment a rater must match for the
+// exact check).
+BOOST_AUTO_TEST_CASE(a_host_pins_the_cpu_kernels_its_torch_steps_run_on) {
+  if (torch_skipped())
+    return;
+  train_cluster tc(false, "", false, "torch_cpu_capability = \"default\"\n");
+  auto models = tc.root / "models";
+  if (!make_torch_models(models))
+    return;
+  BOOST_TEST(tc.hosts[0].proc->log_text().find("torch models run on the 'default' CPU kernels")
+               != std::string::npos,
+             tc.hosts[0].proc->log_text());
+  auto o = tc.job({tc.nodes[0].id}, 1, 5);
+  o.model = "torch:" + (models / "digits_cnn.pt").string();
+  auto r = train::run_job(*tc.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_REQUIRE_EQUAL(r->logs.size(), 1u);
+  opened<schema::SessionLog> log{r->logs[0]};
+  BOOST_REQUIRE(log.ok());
+  std::string env = log->getEnvironment().cStr();
+  BOOST_TEST(env.find("cpu capability default") != std::string::npos, env);
 }
 
 // Models as assets: `aicon model put` stores the file on the data nodes

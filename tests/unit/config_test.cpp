@@ -68,6 +68,17 @@ BOOST_AUTO_TEST_CASE(model_owners_parse_and_bad_ones_are_named) {
   expect_error("[host]\nmodel_owners = [\"xyz\"]\n", "host.model_owners");
 }
 
+BOOST_AUTO_TEST_CASE(torch_cpu_capability_is_one_of_libtorchs) {
+  auto cfg = parse("[host]\ntorch_cpu_capability = \"avx2\"\n");
+  BOOST_REQUIRE_MESSAGE(cfg, test::why(cfg));
+  BOOST_TEST(cfg->torch_cpu_capability == "avx2");
+  auto none = parse("[host]\n");
+  BOOST_REQUIRE(none);
+  BOOST_TEST(none->torch_cpu_capability.empty()); // auto-detected
+  expect_error("[host]\ntorch_cpu_capability = \"sse9\"\n",
+               "host.torch_cpu_capability: 'sse9' is not one of default, avx2, avx512");
+}
+
 BOOST_AUTO_TEST_CASE(empty_config_gives_defaults) {
   auto cfg = parse("");
   BOOST_REQUIRE(cfg);
