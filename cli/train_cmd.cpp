@@ -220,9 +220,19 @@ int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
           for (auto e : all->getEvents())
             std::printf("%s\n", e.cStr());
       }
+      std::string why = info->getError().cStr();
+      if (phase == "failed" && info->getStep() == 0
+          && why.find("trainer_clients") != std::string::npos) {
+        // The trainer hosts take joins from this client, not from the job
+        // host: the job is this client's to coordinate.
+        std::printf("the trainer hosts do not take joins from job host %s (%s); coordinating the "
+                    "job from here\n",
+                    agent.short_hex().c_str(), why.c_str());
+        return -1;
+      }
       if (phase != "done")
         return fail(make_error(errc::internal, fmt::format("job {} {}: {}", id.substr(0, 16), phase,
-                                                           info->getError().cStr())));
+                                                           why)));
       if (!o.checkpoint.empty()) {
         auto w = ask(sign_job_weights(c.self(), job, wall_ms()), 60s);
         if (!w)

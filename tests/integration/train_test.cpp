@@ -555,6 +555,21 @@ BOOST_AUTO_TEST_CASE(aicon_train_hands_its_job_to_a_job_host_that_outlives_it) {
   BOOST_TEST(local.output.find("work log rank 0: 60 steps") != std::string::npos, local.output);
 }
 
+// A job host the trainer hosts do not list in their trainer_clients (only
+// the client): its job fails at the joins, and `aicon train` coordinates
+// the job itself, saying why.
+BOOST_AUTO_TEST_CASE(aicon_train_coordinates_itself_where_the_trainers_refuse_the_job_host) {
+  train_cluster tc{false, ", \"job\""};
+  auto out = run_command({aicon_binary(), "train", "--data", digits_csv().string(), "--connect",
+                          fmt::format("127.0.0.1:{},127.0.0.1:{}", tc.ports[0], tc.ports[1]),
+                          "--steps", "50", "--data-dir", tc.cli.dir.string()},
+                         120s);
+  BOOST_REQUIRE_MESSAGE(out.exit_code == 0, out.output);
+  BOOST_TEST(out.output.find("do not take joins from job host") != std::string::npos, out.output);
+  BOOST_TEST(out.output.find("trained 50 steps") != std::string::npos, out.output);
+  BOOST_TEST(out.output.find("work log rank 1: 50 steps") != std::string::npos, out.output);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // Researchers' TorchScript models through the same ring, transports and
