@@ -166,10 +166,18 @@ int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
           data::make_data_grant(c.self(), *chain, job, h, *dataset, wall_ms() + jo.grant_ms));
   }
   auto submitted = ask(sign_job_submit(c.self(), spec.asReader(), job, wall_ms(), grants));
-  if (!submitted && code_of(submitted.error()) == errc::forbidden) {
+  if (!submitted && code_of(submitted.error()) == errc::forbidden
+      && what_of(submitted.error()).find("trainer_clients") != std::string::npos) {
     std::printf("job host %s does not run unpaid jobs for this client (%s); coordinating the "
                 "job from here\n",
                 agent.short_hex().c_str(), what_of(submitted.error()).c_str());
+    return -1;
+  }
+  if (!submitted && leases_job && code_of(submitted.error()) == errc::already_exists) {
+    // The stored leases' job ran on that job host before: run it again here.
+    std::printf("job host %s has job %s already (%s); coordinating it again from here\n",
+                agent.short_hex().c_str(), to_hex({job.data(), 8}).c_str(),
+                what_of(submitted.error()).c_str());
     return -1;
   }
   if (!submitted)
@@ -330,10 +338,12 @@ int train_cmd(train_cmd_options o) {
     if (auto agent = find_job_host(**c, o.job.hosts))
       if (int rc = run_on_job_host(**c, *agent, o, dataset, leases_job); rc >= 0)
         return rc;
-  if (dataset && !leases_job)
-    return fail(make_error(errc::invalid_argument,
-                           "--dataset without a job host among --connect needs --job (the job "
-                           "id, 64 hex digits, its leases are for)"));
+  if (dataset && !leases_job) {
+    // Coordinated here on the client's own dataset: its grants (signed by
+    // this client, the owner, for a fresh job id) give the trainers the keys.
+    o.job.payer = &(*c)->self();
+    randombytes_buf(o.job.job.data(), 32);
+  }
   if (!o.checkpoint.empty())
     o.job.checkpoint_file = o.checkpoint;
   curve cv{o, o.job.steps};

@@ -283,7 +283,8 @@ public:
       auto tbl = faults->as_table();
       if (!tbl)
         return fail(faults, "faults", "expected a table");
-      if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent", "job_crash_before_settle"}))
+      if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent", "job_crash_before_settle",
+                                                 "job_crash_after_settle"}))
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_percent",
                          cfg.lim.fault_trainer_cheat_percent))
@@ -293,6 +294,9 @@ public:
                     "must be a percentage, 0..100");
       if (auto err = get(*tbl, "faults", "job_crash_before_settle",
                          cfg.lim.fault_job_crash_before_settle))
+        return err;
+      if (auto err = get(*tbl, "faults", "job_crash_after_settle",
+                         cfg.lim.fault_job_crash_after_settle))
         return err;
     }
     if (auto lim = root.get("limits")) {

@@ -127,6 +127,10 @@ struct limits {
   /// config, never from the wire): a job host exits between writing a
   /// job's settlement plan and submitting it.
   bool fault_job_crash_before_settle = false;
+  /// Test-only fault ([faults] job_crash_after_settle): a job host exits
+  /// once a job's settlement is final, before it registers the trained
+  /// model and ends the job.
+  bool fault_job_crash_after_settle = false;
 
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.

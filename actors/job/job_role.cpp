@@ -331,7 +331,19 @@ struct job_role_state {
                         fmt::format("job {} has no escrow on this host's chain (lock the budget "
                                     "first, naming this host its agent)",
                                     ledger::short_hex(id)));
+    if ((*e)->settled)
+      return make_error(errc::forbidden,
+                        fmt::format("job {}'s escrow is settled already: lock a new budget for "
+                                    "a new job",
+                                    ledger::short_hex(id)));
     return **e;
+  }
+
+  /// Whether job `id`'s escrow is settled (or gone) on this host's chain:
+  /// nothing is left to settle or refund.
+  bool escrow_settled(const hash256& id) const {
+    auto e = reg->chain->escrow_of(id);
+    return e && (!*e || (*e)->settled);
   }
 
   /// Refunds a budgeted job's whole escrow (nothing earned, or cancelled).
@@ -344,12 +356,12 @@ struct job_role_state {
     // (a stale nonce) or its block generator may not be linked yet; an
     // escrow already settled (a settlement that went final before a crash)
     // needs no refund.
-    caf::error err;
-    for (int attempt = 0; attempt < 5 && !stopping; ++attempt) {
+    caf::error err = make_error(errc::internal, "not attempted");
+    // (At least one attempt, also on a stopping host.)
+    for (int attempt = 0; attempt < 5 && (attempt == 0 || !stopping); ++attempt) {
       if (attempt > 0)
         std::this_thread::sleep_for(2s);
-      auto e = reg->chain->escrow_of(j.id);
-      if (e && !*e) {
+      if (escrow_settled(j.id)) {
         event(j, "the escrow is settled already: nothing to refund");
         return;
       }
@@ -677,12 +689,13 @@ struct job_role_state {
   void settle_and_register(job_entry& j) {
     auto plan = *j.plan;
     auto chain_id = reg->chain->chain_id();
-    caf::error err;
+    caf::error err = make_error(errc::internal, "not attempted");
     bool already = false;
-    for (int attempt = 0; attempt < 5 && !stopping; ++attempt) {
+    // (At least one attempt, also on a stopping host: see below.)
+    for (int attempt = 0; attempt < 5 && (attempt == 0 || !stopping); ++attempt) {
       if (attempt > 0)
         std::this_thread::sleep_for(2s);
-      if (auto e = reg->chain->escrow_of(j.id); e && !*e) {
+      if (escrow_settled(j.id)) {
         already = true; // submitted before a restart, and final
         break;
       }
@@ -691,8 +704,17 @@ struct job_role_state {
         break;
       event(j, fmt::format("settlement attempt {} failed: {}", attempt + 1, describe(err)));
     }
-    if (err && !already)
+    if (err && !already) {
+      if (stopping)
+        return; // the written plan is submitted again when this host is back
       return fail_and_refund(j, "settlement: " + describe(err));
+    }
+    if (ctx.lim.fault_job_crash_after_settle && !already) {
+      // Test-only fault of this host's own config ([faults]): the process
+      // dies with the settlement final and the job not yet ended.
+      log_warning("job {}: [faults] job_crash_after_settle: exiting now", ledger::short_hex(j.id));
+      std::_Exit(87);
+    }
     {
       std::lock_guard<std::mutex> lk{reg->mtx};
       j.paid_trainers = plan.trainers;
@@ -1033,8 +1055,12 @@ struct job_role_state {
         auto env = envelope_from_bytes(value, capnp::typeId<schema::JobRecord>());
         opened<schema::JobRecord> rec{env};
         if (!rec || key.size() != 32) {
-          bad = make_error(errc::internal, "a stored job record is corrupt");
-          return false;
+          // Named and left in the store (an operator can look at it); the
+          // other jobs still load and resume.
+          log_warning("job role: the stored record of job {} cannot be read ({}); skipped",
+                      to_hex({key.data(), std::min<size_t>(key.size(), 8)}),
+                      rec ? "key not 32 bytes" : describe(rec.error()));
+          return true;
         }
         auto j = std::make_shared<job_entry>();
         j->submit = copy_envelope<schema::JobSubmit>(rec->getSubmit());

@@ -11,6 +11,7 @@
 #include <malloc.h>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -339,7 +340,10 @@ void predict(void* m, const float* params, const float* x, size_t rows, int32_t*
   // row's class does not depend on the rows beside it.
   p.module.eval();
   try {
-    auto arg = p.module.forward({p.input(x, rows)}).toTensor().argmax(1).contiguous();
+    auto logits = p.module.forward({p.input(x, rows)}).toTensor();
+    if (logits.dim() != 2 || logits.size(0) != static_cast<int64_t>(rows))
+      throw std::runtime_error("forward's output is not [rows, C]");
+    auto arg = logits.argmax(1).contiguous();
     auto* d = arg.data_ptr<int64_t>();
     for (size_t i = 0; i < rows; ++i)
       out[i] = static_cast<int32_t>(d[i]);
@@ -357,7 +361,13 @@ void predict_values(void* m, const float* params, const float* x, size_t rows, f
   torch::NoGradGuard no_grad;
   p.module.eval();
   try {
-    auto v = p.module.forward({p.input(x, rows)}).toTensor().select(1, 0).contiguous();
+    auto t = p.module.forward({p.input(x, rows)}).toTensor();
+    // A forward whose shape depends on the batch passed the probe: its
+    // answer is checked before it is read.
+    if (t.dim() != 2 || t.size(0) != static_cast<int64_t>(rows) || t.size(1) != 1
+        || t.scalar_type() != torch::kFloat32)
+      throw std::runtime_error("forward's output is not float32[rows, 1]");
+    auto v = t.select(1, 0).contiguous();
     std::memcpy(out, v.data_ptr<float>(), rows * sizeof(float));
   } catch (const std::exception&) {
     for (size_t i = 0; i < rows; ++i)
