@@ -314,7 +314,7 @@ public:
                                  "handshake_deadline_ms", "block_tick_ms", "block_takeover_ms",
                                  "vote_wait_ms", "block_txs_max", "receipt_pool_max",
                                  "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max", "sync_window",
-                                 "data_replicas", "stream_credits", "upload_batch_bytes", "model_bytes_max", "model_bytes_per_owner",
+                                 "data_replicas", "stream_credits", "upload_batch_bytes", "model_bytes_max", "model_bytes_per_owner", "model_bytes_total",
                                  "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots", "trainer_idle_ms", "jobs_running_max",
                                  "trainer_price", "gossip_ms", "member_down_ms", "ping_ms",
                                  "script_sessions_max", "script_memory_bytes",
@@ -354,6 +354,7 @@ public:
           || (err = get(*tbl, p, "upload_batch_bytes", l.upload_batch_bytes))
           || (err = get(*tbl, p, "model_bytes_max", l.model_bytes_max))
           || (err = get(*tbl, p, "model_bytes_per_owner", l.model_bytes_per_owner))
+          || (err = get(*tbl, p, "model_bytes_total", l.model_bytes_total))
           || (err = get(*tbl, p, "storage_challenge_ms", l.storage_challenge_ms))
           || (err = get(*tbl, p, "offer_heartbeat_ms", l.offer_heartbeat_ms))
           || (err = get(*tbl, p, "trainer_slots", l.trainer_slots))
@@ -394,6 +395,8 @@ public:
       if (l.model_bytes_per_owner < l.model_bytes_max)
         return fail(tbl, "limits.model_bytes_per_owner",
                     "must be at least model_bytes_max (one model of the largest size)");
+      if (l.model_bytes_total < l.model_bytes_per_owner)
+        return fail(tbl, "limits.model_bytes_total", "must be at least model_bytes_per_owner");
       if (l.block_tick_ms == 0 || l.ledger_sync_ms == 0 || l.block_takeover_ms == 0)
         return fail(tbl, "limits", "block_tick_ms, block_takeover_ms and ledger_sync_ms must be "
                                    "> 0");

@@ -123,6 +123,10 @@ struct limits {
   /// models together: an admitted peer cannot fill the node's disk.
   uint64_t model_bytes_per_owner = 256ull << 20;
 
+  /// The most model-file bytes a data node keeps in all: owner keys cost
+  /// nothing to make, so the per-owner quota alone does not bound the disk.
+  uint64_t model_bytes_total = 4ull << 30;
+
   /// Test-only fault ([faults] job_crash_before_settle in this host's own
   /// config, never from the wire): a job host exits between writing a
   /// job's settlement plan and submitting it.

@@ -313,7 +313,8 @@ caf::result<envelope> put_model(data_node_actor* self, schema::ModelPut::Reader 
                       fmt::format("ModelPut.replicas: {} copies asked, at most 16", p.getReplicas()));
   if (auto err = data::check_model(p.getManifest(), p.getFile(), st.ctx.lim.model_bytes_max))
     return err;
-  if (auto err = data::store_model(*st.env, p, st.ctx.lim.model_bytes_per_owner))
+  if (auto err = data::store_model(*st.env, p, st.ctx.lim.model_bytes_per_owner,
+                                   st.ctx.lim.model_bytes_total))
     return err;
   hash256 id;
   std::memcpy(id.data(), p.getManifest().getModelId().begin(), 32);

@@ -31,7 +31,7 @@ inline constexpr access_row data_node_access[] = {
   {"FetchShares", "any admitted peer", "(public) shares are ciphertext; at most `stream_credits` per request", "-"},
   {"ShareReport", "any admitted peer", "the node re-checks its own copy", "-"},
   {"KeyRequest", "a trainer holding an unexpired lease, its payer's (or the escrow's agent's) grant or the dataset owner's grant for the dataset (with a lease or payer's grant, if priced: an escrow of at least the price)", "ed25519 by the trainer over the dated request; the stored lease, or the DataGrant signed by the payer the job's escrow names or by the manifest's owner; the escrow", "refused by the rule's name"},
-  {"ModelPut", "the owner the model's manifest names, or a data node pushing the owner's copy", "ed25519 by the owner over the model id; the id is BLAKE2b of that owner and the file's hash; at most `model_bytes_max` and 16 replicas; the owner's models together at most `model_bytes_per_owner` per data node", "`bad_signature` / refused by name (hash mismatch, id, size, replicas, quota), nothing stored"},
+  {"ModelPut", "the owner the model's manifest names, or a data node pushing the owner's copy", "ed25519 by the owner over the model id; the id is BLAKE2b of that owner and the file's hash; at most `model_bytes_max` and 16 replicas; the owner's models together at most `model_bytes_per_owner` and all models at most `model_bytes_total` per data node", "`bad_signature` / refused by name (hash mismatch, id, size, replicas, quota), nothing stored"},
   {"ModelFetch", "any admitted peer", "(public) model files are not encrypted; the fetcher checks the file against its id", "-"},
   {"StorageChallenge", "any admitted peer", "(public) a hash of one share with the asker's nonce", "-"},
 };

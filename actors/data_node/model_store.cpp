@@ -132,7 +132,7 @@ caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file
 }
 
 caf::error store_model(store::environment& env, schema::ModelPut::Reader put,
-                       uint64_t owner_bytes_max) {
+                       uint64_t owner_bytes_max, uint64_t total_bytes_max) {
   auto m = put.getManifest();
   auto t = store::txn::begin(env, true);
   if (!t)
@@ -144,19 +144,27 @@ caf::error store_model(store::environment& env, schema::ModelPut::Reader put,
   if (*have)
     return caf::none;
   // The owner's models here, all together, within its quota.
-  uint64_t held = 0;
+  uint64_t held = 0, all = 0;
   size_t count = 0;
   auto owner = m.getOwner();
   if (auto err = t->for_each(store::db::models, [&](auto, std::span<const uint8_t> v) {
         auto f = envelope_from_bytes(v, capnp::typeId<schema::ModelFile>());
         opened<schema::ModelFile> mf{f};
-        if (mf && mf->getManifest().getOwner() == owner) {
+        if (!mf)
+          return true;
+        all += mf->getFile().size();
+        if (mf->getManifest().getOwner() == owner) {
           held += mf->getFile().size();
           ++count;
         }
         return true;
       }))
     return err;
+  if (all + put.getFile().size() > total_bytes_max)
+    return make_error(errc::busy,
+                      fmt::format("this data node keeps {} bytes of models; {} more would pass "
+                                  "model_bytes_total ({})",
+                                  all, put.getFile().size(), total_bytes_max));
   if (held + put.getFile().size() > owner_bytes_max) {
     hash256 id{};
     std::memcpy(id.data(), m.getModelId().begin(), std::min<size_t>(32, m.getModelId().size()));

@@ -67,10 +67,12 @@ caf::error check_model(schema::ModelManifest::Reader m, capnp::Data::Reader file
 /// Stores a checked ModelPut's manifest and file in one write transaction
 /// (the same model again: nothing to do). `owner_bytes_max`: the most
 /// model bytes this store keeps for one owner, all its models together
-/// (limits::model_bytes_per_owner); a put past it is refused by name and
-/// nothing is written.
+/// (limits::model_bytes_per_owner), and `total_bytes_max` all models
+/// together (limits::model_bytes_total); a put past either is refused by
+/// name and nothing is written.
 caf::error store_model(store::environment& env, schema::ModelPut::Reader put,
-                       uint64_t owner_bytes_max = UINT64_MAX);
+                       uint64_t owner_bytes_max = UINT64_MAX,
+                       uint64_t total_bytes_max = UINT64_MAX);
 
 /// The ModelFile of `id` here, if any.
 caf::expected<std::optional<envelope>> load_model(store::environment& env, const hash256& id);

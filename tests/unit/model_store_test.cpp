@@ -110,6 +110,13 @@ BOOST_AUTO_TEST_CASE(an_owners_models_stay_within_its_quota) {
   auto stranger = aicon::identity::generate();
   auto theirs = put_of(stranger, variant(2));
   BOOST_TEST(text(store_model(*env, opened<schema::ModelPut>{theirs}.root(), quota)) == "no error");
+  // Fresh keys cost nothing: the node's total caps them all (3 files here).
+  auto sybil = put_of(aicon::identity::generate(), variant(3));
+  auto full = store_model(*env, opened<schema::ModelPut>{sybil}.root(), quota, 3 * file.size() + 10);
+  BOOST_TEST(text(full).find("this data node keeps " + std::to_string(3 * file.size())
+                             + " bytes of models") != std::string::npos,
+             text(full));
+  BOOST_TEST(text(full).find("model_bytes_total") != std::string::npos, text(full));
 }
 
 BOOST_AUTO_TEST_CASE(a_tampered_file_is_a_hash_mismatch) {
