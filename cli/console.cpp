@@ -990,20 +990,7 @@ int submit_to_job_host(lua_State* L, const train::job_options& o, const node_id&
     raise(L, fn, escrowed);
   capnp::MallocMessageBuilder mb;
   auto spec = mb.initRoot<schema::JobSpec>();
-  spec.setModel(o.model);
-  if (!o.dataset.empty())
-    spec.setDataset(kj::arrayPtr(dataset.data(), 32));
-  else
-    spec.setDataFile(o.data_file);
-  spec.setTrainers(k);
-  spec.setSteps(o.steps);
-  spec.setBatch(o.global_batch);
-  spec.setLr(o.lr);
-  spec.setMomentum(o.momentum);
-  spec.setOptimizer(o.optimizer == "adamw" ? schema::Optimizer::ADAMW : schema::Optimizer::SGD);
-  spec.setHoldoutPercent(o.test_percent);
-  spec.setSeed(o.seed);
-  spec.setTransport(o.transport);
+  fill_job_spec(spec, o, k);
   spec.setBudget(amount);
   spec.setPriority(o.priority);
   spec.setVerify(amount > 0 && !nodes_with(L, "rater").empty()); // verification is paid from the budget

@@ -116,25 +116,7 @@ int run_on_job_host(client& c, const node_id& agent, const train_cmd_options& o,
     randombytes_buf(job.data(), 32);
   capnp::MallocMessageBuilder mb;
   auto spec = mb.initRoot<schema::JobSpec>();
-  spec.setModel(jo.model);
-  if (dataset)
-    spec.setDataset(kj::arrayPtr(dataset->data(), 32));
-  else
-    spec.setDataFile(jo.data_file);
-  auto k = static_cast<uint32_t>(jo.hosts.size()) * jo.trainers_per_host;
-  spec.setTrainers(k);
-  spec.setSteps(jo.steps);
-  spec.setBatch(jo.global_batch);
-  spec.setLr(jo.lr);
-  spec.setMomentum(jo.momentum);
-  spec.setOptimizer(jo.optimizer == "adamw" ? schema::Optimizer::ADAMW : schema::Optimizer::SGD);
-  spec.setWeightDecay(jo.weight_decay);
-  spec.setHoldoutPercent(jo.test_percent);
-  spec.setSeed(jo.seed);
-  spec.setTransport(jo.transport);
-  spec.setCheckpointEvery(jo.checkpoint_every);
-  spec.setChunkBytes(jo.chunk_bytes);
-  spec.setRingTimeoutMs(jo.ring_timeout_ms);
+  fill_job_spec(spec, jo, static_cast<uint32_t>(jo.hosts.size()) * jo.trainers_per_host);
   spec.setStoredLeases(leases_job.has_value());
   auto hosts = spec.initHosts(static_cast<unsigned>(jo.hosts.size()));
   for (unsigned i = 0; i < jo.hosts.size(); ++i)

@@ -1220,6 +1220,27 @@ caf::error check_job_weights(const envelope& weights, const envelope& asset, con
   return caf::none;
 }
 
+void fill_job_spec(schema::JobSpec::Builder b, const train::job_options& o, uint32_t trainers) {
+  b.setModel(o.model);
+  if (auto dataset = train::dataset_asset_of(o); dataset && !o.dataset.empty())
+    b.setDataset(kj::arrayPtr(dataset->data(), 32));
+  else
+    b.setDataFile(o.data_file);
+  b.setTrainers(trainers);
+  b.setSteps(o.steps);
+  b.setBatch(o.global_batch);
+  b.setLr(o.lr);
+  b.setMomentum(o.momentum);
+  b.setOptimizer(o.optimizer == "adamw" ? schema::Optimizer::ADAMW : schema::Optimizer::SGD);
+  b.setWeightDecay(o.weight_decay);
+  b.setHoldoutPercent(o.test_percent);
+  b.setSeed(o.seed);
+  b.setTransport(o.transport);
+  b.setCheckpointEvery(o.checkpoint_every);
+  b.setChunkBytes(o.chunk_bytes);
+  b.setRingTimeoutMs(o.ring_timeout_ms);
+}
+
 caf::error check_job_spec(schema::JobSpec::Reader s) {
   auto spec = train::parse_spec(s.getModel().cStr());
   if (!spec)

@@ -23,6 +23,10 @@
 #include "runtime/system.hpp"
 #include "schemas/job.capnp.h"
 
+namespace aicon::train {
+struct job_options;
+}
+
 namespace aicon {
 
 caf::expected<caf::actor> spawn_job_role(caf::actor_system& sys, const role_context& ctx);
@@ -48,6 +52,13 @@ envelope sign_job_cancel(const identity& payer, const std::array<uint8_t, 32>& j
 /// metadataHash, or without a TorchScript the checkpoint to the id).
 /// Errors name what differs.
 caf::error check_job_weights(const envelope& weights, const envelope& asset, const node_id& payer);
+
+/// The JobSpec of job `o` with K = `trainers`: the model, its data
+/// (o.dataset, 64 hex digits, or o.data_file), the training's
+/// hyperparameters, transport, checkpoint interval, ring chunk and timeout.
+/// Budget, priority, verification, hosts, spares and stored leases are the
+/// caller's to set.
+void fill_job_spec(schema::JobSpec::Builder b, const train::job_options& o, uint32_t trainers);
 
 /// Every field of a spec, checked: the first bad one refused by its name
 /// (invalid_argument "spec.FIELD: ...").

@@ -331,19 +331,33 @@ double accumulate_gradient(void* m, const float* params, const float* x, const i
   }
 }
 
+/// forward at `params` in evaluation mode (BatchNorm normalizes with the
+/// running statistics, so a row's answer does not depend on the rows beside
+/// it), without gradients; its output checked to be float32[rows, C] before
+/// anyone reads it (a forward whose shape depends on the batch passed the
+/// probe). Throws on any failure; the module is back in train mode.
+at::Tensor eval_forward(module_state& p, const float* params, const float* x, size_t rows) {
+  p.set_params(params);
+  torch::NoGradGuard no_grad;
+  p.module.eval();
+  try {
+    auto t = p.module.forward({p.input(x, rows)}).toTensor();
+    p.module.train();
+    if (t.dim() != 2 || t.size(0) != static_cast<int64_t>(rows) || t.size(1) < 1
+        || t.scalar_type() != torch::kFloat32)
+      throw std::runtime_error("forward's output is not float32[rows, C]");
+    return t;
+  } catch (...) {
+    p.module.train();
+    throw;
+  }
+}
+
 void predict(void* m, const float* params, const float* x, size_t rows, int32_t* out) {
   auto& p = *as(m);
   std::lock_guard lock{p.mu};
-  p.set_params(params);
-  torch::NoGradGuard no_grad;
-  // Evaluation mode: BatchNorm normalizes with the running statistics, so a
-  // row's class does not depend on the rows beside it.
-  p.module.eval();
   try {
-    auto logits = p.module.forward({p.input(x, rows)}).toTensor();
-    if (logits.dim() != 2 || logits.size(0) != static_cast<int64_t>(rows))
-      throw std::runtime_error("forward's output is not [rows, C]");
-    auto arg = logits.argmax(1).contiguous();
+    auto arg = eval_forward(p, params, x, rows).argmax(1).contiguous();
     auto* d = arg.data_ptr<int64_t>();
     for (size_t i = 0; i < rows; ++i)
       out[i] = static_cast<int32_t>(d[i]);
@@ -351,29 +365,18 @@ void predict(void* m, const float* params, const float* x, size_t rows, int32_t*
     for (size_t i = 0; i < rows; ++i)
       out[i] = -1; // counted wrong
   }
-  p.module.train();
 }
 
 void predict_values(void* m, const float* params, const float* x, size_t rows, float* out) {
   auto& p = *as(m);
   std::lock_guard lock{p.mu};
-  p.set_params(params);
-  torch::NoGradGuard no_grad;
-  p.module.eval();
   try {
-    auto t = p.module.forward({p.input(x, rows)}).toTensor();
-    // A forward whose shape depends on the batch passed the probe: its
-    // answer is checked before it is read.
-    if (t.dim() != 2 || t.size(0) != static_cast<int64_t>(rows) || t.size(1) != 1
-        || t.scalar_type() != torch::kFloat32)
-      throw std::runtime_error("forward's output is not float32[rows, 1]");
-    auto v = t.select(1, 0).contiguous();
+    auto v = eval_forward(p, params, x, rows).select(1, 0).contiguous();
     std::memcpy(out, v.data_ptr<float>(), rows * sizeof(float));
   } catch (const std::exception&) {
     for (size_t i = 0; i < rows; ++i)
       out[i] = std::nanf(""); // counted as an error of infinite size
   }
-  p.module.train();
 }
 
 int save(void* m, const float* params, const char* path, char* err, size_t err_len) {

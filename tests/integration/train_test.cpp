@@ -142,6 +142,32 @@ double relative_difference(const std::vector<uint8_t>& a_checkpoint,
   return std::sqrt(diff / norm);
 }
 
+/// Python's torch.jit.load of `pt` predicts for `rows` random 64-feature
+/// rows (from `seed`) exactly the classes aicon's `mine` predicts.
+void python_predicts_as(const train::model& mine, const std::filesystem::path& pt,
+                        const std::filesystem::path& dir, size_t rows, uint64_t seed) {
+  std::vector<float> x(rows * 64);
+  train::rng gen{seed};
+  for (auto& v : x)
+    v = 4 * gen.uniform() - 2;
+  auto inputs = dir / "inputs.f32";
+  {
+    std::ofstream f{inputs, std::ios::binary};
+    f.write(reinterpret_cast<const char*>(x.data()), static_cast<std::streamsize>(x.size() * 4));
+  }
+  auto py = run_command(
+    {"/usr/bin/python3", "-c",
+     "import sys, torch; m = torch.jit.load(sys.argv[1]); "
+     "x = torch.frombuffer(bytearray(open(sys.argv[2], 'rb').read()), dtype=torch.float32).view(-1, 64); "
+     "print(' '.join(str(int(v)) for v in m(x).argmax(1)))",
+     pt.string(), inputs.string()});
+  BOOST_REQUIRE_MESSAGE(py.exit_code == 0, py.output);
+  std::string expect;
+  for (auto v : mine.predict(x.data(), rows))
+    expect += (expect.empty() ? "" : " ") + std::to_string(v);
+  BOOST_TEST(py.output.find(expect) != std::string::npos, "python: " << py.output << "\naicon: " << expect);
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(training)
@@ -649,27 +675,7 @@ BOOST_AUTO_TEST_CASE(a_torchscript_cnn_trains_data_parallel_like_the_built_ins) 
   BOOST_REQUIRE(spec && !train::load_torch(*spec));
   auto mine = train::model::from_params(*spec, params_of(trained->checkpoint));
   BOOST_REQUIRE_MESSAGE(mine, why(mine));
-  std::vector<float> x(200 * 64);
-  train::rng gen{11};
-  for (auto& v : x)
-    v = 4 * gen.uniform() - 2;
-  auto inputs = tc.root / "inputs.f32";
-  {
-    std::ofstream f{inputs, std::ios::binary};
-    f.write(reinterpret_cast<const char*>(x.data()), static_cast<std::streamsize>(x.size() * 4));
-  }
-  auto py = run_command(
-    {"/usr/bin/python3", "-c",
-     "import sys, torch; m = torch.jit.load(sys.argv[1]); "
-     "x = torch.frombuffer(bytearray(open(sys.argv[2], 'rb').read()), dtype=torch.float32).view(-1, 64); "
-     "print(' '.join(str(int(v)) for v in m(x).argmax(1)))",
-     pt.string(), inputs.string()});
-  BOOST_REQUIRE_MESSAGE(py.exit_code == 0, py.output);
-  auto ours = mine->predict(x.data(), 200);
-  std::string expect;
-  for (auto v : ours)
-    expect += (expect.empty() ? "" : " ") + std::to_string(v);
-  BOOST_TEST(py.output.find(expect) != std::string::npos, "python: " << py.output << "\naicon: " << expect);
+  python_predicts_as(*mine, pt, tc.root.path(), 200, 11);
   // BatchNorm, 4 trainers on 2 hosts: each rank normalizes with its own
   // shard and the ring averages the running statistics' moves (the buffer
   // rule of torch_model.hpp), so the counter moved once per step and the
@@ -892,27 +898,7 @@ BOOST_AUTO_TEST_CASE(model_put_from_lua_and_a_budgeted_job_on_it) {
     BOOST_REQUIRE_MESSAGE(c, why(c));
     auto mine = train::model::from_params(*spec, c->params);
     BOOST_REQUIRE_MESSAGE(mine, why(mine));
-    std::vector<float> x(100 * 64);
-    train::rng gen{5};
-    for (auto& v : x)
-      v = 4 * gen.uniform() - 2;
-    auto inputs = root / "inputs.f32";
-    {
-      std::ofstream f{inputs, std::ios::binary};
-      f.write(reinterpret_cast<const char*>(x.data()), static_cast<std::streamsize>(x.size() * 4));
-    }
-    auto py = run_command(
-      {"/usr/bin/python3", "-c",
-       "import sys, torch; m = torch.jit.load(sys.argv[1]); "
-       "x = torch.frombuffer(bytearray(open(sys.argv[2], 'rb').read()), dtype=torch.float32).view(-1, 64); "
-       "print(' '.join(str(int(v)) for v in m(x).argmax(1)))",
-       (root / "trained.pt").string(), inputs.string()});
-    BOOST_REQUIRE_MESSAGE(py.exit_code == 0, py.output);
-    std::string expect;
-    for (auto v : mine->predict(x.data(), 100))
-      expect += (expect.empty() ? "" : " ") + std::to_string(v);
-    BOOST_TEST(py.output.find(expect) != std::string::npos,
-               "python: " << py.output << "\naicon: " << expect);
+    python_predicts_as(*mine, root / "trained.pt", root.path(), 100, 5);
   }
   // model.put's refusals, each by name.
   auto errors = write_file(root.path(), "errors.lua", R"lua(
