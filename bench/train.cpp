@@ -57,22 +57,25 @@ int run_train(const train_options& opts_in) {
   trainer_mesh mesh;
   if (auto err = start_trainer_mesh(mesh, tmp->path(), 2, model_dirs))
     return fail(err);
-  // The trainers run each chunk of steps on their own (TrainStep.count):
-  // the first chunk (joins, warm-up) is left out of the rate; "requests"
-  // counts the coordinator's messages per step on the step path.
-  const uint64_t chunk = opts.steps / 10;
-  std::printf("# aicon bench train: %s, %llu steps per run in chunks of %llu (the first not "
-              "timed), ring (stream transport, AES-GCM) over `aicon host` processes on "
-              "127.0.0.1, %u cores\n",
+  // The trainers run the whole job on their own (one TrainStep per rank);
+  // the rate is rank 0's wall time per step (end of a step to the end of
+  // the next), the first tenth of the steps (warm-up) left out. "req/step"
+  // counts the coordinator's requests that steps wait for beyond the one
+  // that starts the run; "polls/s" its progress polls, which run beside
+  // the steps.
+  const uint64_t warm = opts.steps / 10;
+  std::printf("# aicon bench train: %s, %llu steps per run (the first %llu not timed), ring "
+              "(stream transport, AES-GCM) over `aicon host` processes on 127.0.0.1, %u cores\n",
               std::filesystem::path{opts.data}.filename().c_str(),
-              static_cast<unsigned long long>(opts.steps), static_cast<unsigned long long>(chunk),
+              static_cast<unsigned long long>(opts.steps), static_cast<unsigned long long>(warm),
               std::thread::hardware_concurrency());
-  std::printf("%-20s %8s %6s %6s %12s %12s %9s %11s\n", "model", "trainers", "hosts", "batch",
-              "samples/s", "allreduce ms", "req/step", "efficiency");
+  std::printf("%-20s %8s %6s %6s %12s %12s %9s %8s %11s\n", "model", "trainers", "hosts",
+              "batch", "samples/s", "allreduce ms", "req/step", "polls/s", "efficiency");
   std::ofstream csv;
   if (!opts.csv.empty()) {
     csv.open(opts.csv);
-    csv << "model,trainers,hosts,batch,samples_per_s,allreduce_ms,requests_per_step,efficiency\n";
+    csv << "model,trainers,hosts,batch,samples_per_s,allreduce_ms,requests_per_step,polls_per_s,"
+           "efficiency\n";
   }
   auto digits = data::read_any(opts.data, std::nullopt, data::csv_options{}, std::nullopt);
   if (!digits)
@@ -99,45 +102,45 @@ int run_train(const train_options& opts_in) {
         o.global_batch = batch;
         o.data_file = opts.data;
         o.checkpoint_every = static_cast<uint32_t>(opts.steps); // only at the end
-        o.steps_per_request = static_cast<uint32_t>(chunk);
-        std::chrono::steady_clock::time_point first;
-        double allreduce_ms = 0;
-        uint64_t seen = 0;
+        double allreduce_ms = 0, secs = 0;
+        uint64_t timed = 0;
         auto r = train::run_job(*mesh.c, o, [&](const train::step_report& s) {
-          if (++seen == chunk)
-            first = std::chrono::steady_clock::now(); // the first chunk is done
-          else if (seen > chunk)
-            allreduce_ms += s.allreduce_ms;
+          if (s.step < warm || s.samples_per_s <= 0)
+            return;
+          ++timed;
+          allreduce_ms += s.allreduce_ms;
+          secs += batch / s.samples_per_s;
         });
-        auto end = std::chrono::steady_clock::now();
         if (!r)
           return fail(r.error());
-        // The end includes evaluation and the final checkpoint: small against the steps.
-        double secs = std::chrono::duration<double>(end - first).count();
-        double rate = static_cast<double>(opts.steps - chunk) * batch / secs;
+        if (timed == 0 || secs <= 0)
+          return fail(make_error(errc::internal, "no timed step came back"));
+        double rate = static_cast<double>(timed) * batch / secs;
         uint32_t n = hosts * per_host;
         if (n == 1)
           base = rate;
         double eff = base > 0 ? rate / (n * base) : 0;
-        double ar = seen > chunk ? allreduce_ms / static_cast<double>(seen - chunk) : 0;
-        double req = static_cast<double>(n) / static_cast<double>(chunk);
-        std::printf("%-20s %8u %6u %6u %12.0f %12.2f %9.3f %11.2f\n", label.c_str(), n, hosts,
-                    batch, rate, ar, req, eff);
+        double ar = allreduce_ms / static_cast<double>(timed);
+        double req = static_cast<double>(r->step_requests - n) / static_cast<double>(opts.steps);
+        double polls = r->seconds > 0 ? static_cast<double>(r->polls) / r->seconds : 0;
+        std::printf("%-20s %8u %6u %6u %12.0f %12.2f %9.3f %8.1f %11.2f\n", label.c_str(), n,
+                    hosts, batch, rate, ar, req, polls, eff);
         if (n == 1 && spec && spec->kind == "torch") {
           // The baseline: a bare libtorch loop on the same module and data,
           // in this process, one thread like the trainers.
           auto bare = train::torch_module::bare_samples_per_s(
             spec->file, digits->x.data(), digits->y.data(), digits->rows, batch,
-            opts.steps - chunk, 0.02f);
+            opts.steps - warm, 0.02f);
           if (!bare)
             return fail(bare.error());
-          std::printf("%-20s %8s %6s %6u %12.0f %12s %9s %11s   aicon / bare = %.2f\n",
-                      "  bare libtorch loop", "1", "-", batch, *bare, "-", "-", "-", rate / *bare);
+          std::printf("%-20s %8s %6s %6u %12.0f %12s %9s %8s %11s   aicon / bare = %.2f\n",
+                      "  bare libtorch loop", "1", "-", batch, *bare, "-", "-", "-", "-",
+                      rate / *bare);
         }
         std::fflush(stdout);
         if (csv)
-          csv << fmt::format("{},{},{},{},{:.0f},{:.3f},{:.4f},{:.3f}\n", model, n, hosts, batch,
-                             rate, ar, req, eff);
+          csv << fmt::format("{},{},{},{},{:.0f},{:.3f},{:.4f},{:.2f},{:.3f}\n", model, n, hosts,
+                             batch, rate, ar, req, polls, eff);
       }
     }
   }

@@ -100,7 +100,10 @@ caf::expected<envelope> client::request(const caf::actor& dst, envelope req,
           result = std::move(reply);
       },
       [&](caf::error& err) {
-        result = code_of(err) == errc::timeout
+        // This request's own timeout says so; a timeout the other side
+        // reports keeps its own words.
+        result = err.category() == caf::atom("system")
+                     && err.code() == static_cast<uint8_t>(caf::sec::request_timeout)
                    ? make_error(errc::timeout,
                                 fmt::format("no answer within {} ms", timeout.count()))
                    : std::move(err);

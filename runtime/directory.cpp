@@ -123,8 +123,17 @@ protected:
         auto rp = make_response_promise<envelope>();
         auto id = next_id_++;
         pending_.emplace(id, rp);
-        auto timeout_ms = ctx_.lim.request_timeout_ms;
-        request(gatekeeper_, std::chrono::milliseconds(timeout_ms), route_atom::value, role_, env)
+        // The caller's own request has the timeout: a run of training
+        // steps lasts hours, a lookup milliseconds. Requests the peer never
+        // answers stay here until the link goes down, bounded: past
+        // pending_max the oldest is failed.
+        if (pending_.size() > pending_max) {
+          pending_.begin()->second.deliver(
+            make_error(errc::timeout, fmt::format("'{}@{}' left {} requests unanswered", role_,
+                                                  peer_, pending_max)));
+          pending_.erase(pending_.begin());
+        }
+        request(gatekeeper_, caf::infinite, route_atom::value, role_, env)
           .then(
             [this, id](envelope& reply) {
               auto i = pending_.find(id);
@@ -133,14 +142,10 @@ protected:
                 pending_.erase(i);
               }
             },
-            [this, id, timeout_ms](caf::error& err) {
+            [this, id](caf::error& err) {
               auto i = pending_.find(id);
               if (i != pending_.end()) {
-                i->second.deliver(code_of(err) == errc::timeout
-                                    ? make_error(errc::timeout,
-                                                 fmt::format("'{}@{}' did not answer within {} ms",
-                                                             role_, peer_, timeout_ms))
-                                    : std::move(err));
+                i->second.deliver(std::move(err));
                 pending_.erase(i);
               }
             });
@@ -155,6 +160,7 @@ private:
   std::string peer_; // short hex, for messages
   uint64_t next_id_ = 0;
   std::map<uint64_t, caf::typed_response_promise<envelope>> pending_;
+  static constexpr size_t pending_max = 4096;
 };
 
 // --- the directory ----------------------------------------------------------

@@ -30,8 +30,9 @@ typename Inspector::result_type inspect(Inspector& f, relay_result& x) {
 /// One request to one local role. Never exported: it talks only to the
 /// role (which is never exported either) and to the gatekeeper.
 caf::behavior relay(caf::event_based_actor* self, caf::actor gatekeeper, caf::actor role,
-                    envelope env, uint64_t id, uint32_t timeout_ms) {
-  self->request(role, std::chrono::milliseconds(timeout_ms), std::move(env))
+                    envelope env, uint64_t id, std::chrono::milliseconds timeout) {
+  auto deadline = timeout.count() == 0 ? caf::duration{caf::infinite} : caf::duration{timeout};
+  self->request(role, deadline, std::move(env))
     .then(
       [self, gatekeeper, id](envelope& reply) {
         self->send(gatekeeper, relay_result{id, std::move(reply), caf::error{}});
@@ -91,7 +92,8 @@ protected:
         ++ctx_.counters->requests_served;
         auto id = next_id_++;
         pending_.emplace(id, make_response_promise<envelope>());
-        spawn(relay, caf::actor{this}, i->second, env, id, ctx_.lim.request_timeout_ms);
+        spawn(relay, caf::actor{this}, i->second, env, id,
+              answer_deadline(env.type_id, std::chrono::milliseconds{ctx_.lim.request_timeout_ms}));
         return pending_.at(id);
       },
       [this](relay_result& r) {

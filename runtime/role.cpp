@@ -5,6 +5,9 @@
 
 #include "runtime/log.hpp"
 
+#include <mutex>
+#include <shared_mutex>
+
 namespace aicon {
 
 const access_row& message_table::row_of(const std::string& name) const {
@@ -87,6 +90,24 @@ caf::result<caf::message> drop_unexpected(caf::scheduled_actor* self, caf::messa
   if (self->current_message_id().is_request())
     return caf::sec::unexpected_message;
   return caf::delegated<caf::message>{};
+}
+
+namespace {
+
+std::shared_mutex deadlines_mutex;
+std::map<uint64_t, std::chrono::milliseconds> deadlines;
+
+} // namespace
+
+void register_answer_deadline(uint64_t type_id, std::chrono::milliseconds deadline) {
+  std::unique_lock lock{deadlines_mutex};
+  deadlines[type_id] = deadline;
+}
+
+std::chrono::milliseconds answer_deadline(uint64_t type_id, std::chrono::milliseconds fallback) {
+  std::shared_lock lock{deadlines_mutex};
+  auto i = deadlines.find(type_id);
+  return i == deadlines.end() ? fallback : i->second;
 }
 
 } // namespace aicon

@@ -131,4 +131,13 @@ void ask_role(Self* self, const caf::actor& directory, const std::string& name, 
       [done](caf::error& err) mutable { done(caf::expected<envelope>{std::move(err)}); });
 }
 
+/// Requests a role answers later than [limits] request_timeout_ms (a run
+/// of training steps, a join that loads its data): a host's gatekeeper
+/// relays a request of `type_id` with this deadline instead. Zero: none,
+/// the role answers each such request itself, also when it stops. Roles
+/// register theirs when spawned; the same on every host of a build.
+void register_answer_deadline(uint64_t type_id, std::chrono::milliseconds deadline);
+/// The registered deadline of `type_id`, or `fallback`.
+std::chrono::milliseconds answer_deadline(uint64_t type_id, std::chrono::milliseconds fallback);
+
 } // namespace aicon

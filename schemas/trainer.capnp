@@ -125,7 +125,13 @@ struct TrainStep {
   token @5 :Data;          # the session's token (TrainerJoin.token)
   count @6 :UInt32;        # steps to run from here on their own (0 or 1: this one): the
                            # ring's collective is the barrier; the schedule moves on by
-                           # the global batch, to the next epoch at the end of the rows
+                           # the global batch, to the next epoch at the end of the rows.
+                           # No message of the coordinator is on this path: it polls
+                           # progress (TrainQuery.progress) beside the steps and stops the
+                           # ring early with TrainQuery.stop; every rank stops after the same
+                           # step, agreed in the step's allreduce (StepDone.stopped)
+  checkpointEvery @7 :UInt32;  # with count > 1, rank 0: keep a checkpoint after every step
+                               # that is a multiple of it, for the next progress poll (0: none)
 }
 
 struct StepDone {
@@ -136,8 +142,27 @@ struct StepDone {
   computeUs @4 :UInt64;
   allreduceUs @5 :UInt64;
   digest @6 :Data;         # BLAKE2b of (weights before, batch indices, local gradient)
-  lossSums @7 :List(Float64);   # with TrainStep.count > 1: each step's lossSum, in order
-  allreduceUsEach @8 :List(UInt64); # and each step's allreduce time
+  lossSums @7 :List(Float64);   # each step's loss summed over every rank's rows (agreed in the
+                                # step's allreduce), in order, for the run's last steps up to
+                                # `step` that no progress poll acknowledged (all of them
+                                # without polls)
+  allreduceUsEach @8 :List(UInt64); # and each of those steps' allreduce time
+  stopped @9 :Bool;        # the ring stopped before `count` steps (TrainQuery.stop); `step`
+                           # is the last step run, the same on every rank
+  stepUsEach @10 :List(UInt64); # and each of those steps' wall time (as TrainProgress.stepUs)
+}
+
+struct TrainProgress {
+  # A trainer's answer to a progress poll: the steps run since the poll's
+  # `from`, in a batch, and the latest checkpoint kept (TrainStep.checkpointEvery)
+  # when it is newer than the poll's.
+  first @0 :UInt64;             # global step of lossSums[0]
+  lossSums @1 :List(Float64);   # each step's loss summed over every rank's rows
+  allreduceUs @2 :List(UInt64); # this rank's allreduce time of each step
+  stepUs @3 :List(UInt64);      # wall time from the end of the step before to the end of this one
+  checkpointStep @4 :UInt64;    # steps run when `checkpoint` was taken (0: none here)
+  checkpoint @5 :Data;          # the checkpoint file format (actors/trainer/model.hpp)
+  running @6 :Bool;             # false once no run is in progress (the poll is answered at once)
 }
 
 struct TrainQuery {
@@ -154,6 +179,13 @@ struct TrainQuery {
     evidence @5 :UInt64;   # global step -> StepEvidence (weights before it, its batch)
     digests @6 :Void;      # -> WorkLogDigests
     drop @7 :Void;         # -> RingAck; the finished trainer and its evidence are gone
+    progress :group {      # -> TrainProgress, once there is news or after waitMs (a long poll)
+      from @11 :UInt64;    # the first step the coordinator has not seen
+      haveCheckpoint @12 :UInt64; # the checkpoint step it has (a newer one comes along)
+      waitMs @13 :UInt32;  # hold the poll up to this long for a batch of steps (at most 10000)
+    }
+    stop @14 :Void;        # -> RingAck; the running ring stops after the next step, every rank
+                           # at the same one (the stop is agreed in that step's allreduce)
   }
   withGradient @10 :Bool;  # evidence: also this rank's local gradient of that step, recomputed
                            # (a rater in another numeric environment compares within a tolerance)

@@ -94,6 +94,8 @@ envelope query(const ring_state& ring, uint32_t rank, schema::TrainQuery::Which 
       case schema::TrainQuery::DIGESTS: b.setDigests(); break;
       case schema::TrainQuery::DROP: b.setDrop(); break;
       case schema::TrainQuery::EVIDENCE: b.setEvidence(0); break;
+      case schema::TrainQuery::PROGRESS: b.initProgress(); break;
+      case schema::TrainQuery::STOP: b.setStop(); break;
     }
   });
 }
@@ -533,15 +535,10 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   result.events.push_back(fmt::format("ring of {} trainers on {} hosts", ring->ranks.size(),
                                       hosts.size()));
   uint64_t step = 0, epoch = 0, cursor = 0;
-  auto take_checkpoint = [&]() -> caf::error {
-    auto r = c.request(ring->ranks[0].role, query(*ring, 0, schema::TrainQuery::CHECKPOINT),
-                       std::chrono::seconds(30));
-    if (!r)
-      return r.error();
-    opened<schema::CheckpointData> cd{*r};
-    if (!cd)
-      return cd.error();
-    checkpoint.assign(cd->getBytes().begin(), cd->getBytes().end());
+  uint64_t have_checkpoint = UINT64_MAX; // the step of `checkpoint` (none yet)
+  auto keep_checkpoint = [&](std::vector<uint8_t> bytes, uint64_t at) -> caf::error {
+    checkpoint = std::move(bytes);
+    have_checkpoint = at;
     if (!o.checkpoint_file.empty()) {
       auto parsed = parse_checkpoint(checkpoint, "checkpoint");
       if (!parsed)
@@ -552,6 +549,17 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
     if (o.on_checkpoint)
       o.on_checkpoint(checkpoint);
     return caf::none;
+  };
+  // The live weights of rank 0, between two runs.
+  auto take_checkpoint = [&]() -> caf::error {
+    auto r = c.request(ring->ranks[0].role, query(*ring, 0, schema::TrainQuery::CHECKPOINT),
+                       std::chrono::seconds(30));
+    if (!r)
+      return r.error();
+    opened<schema::CheckpointData> cd{*r};
+    if (!cd)
+      return cd.error();
+    return keep_checkpoint({cd->getBytes().begin(), cd->getBytes().end()}, step);
   };
   auto resume_from_checkpoint = [&]() {
     if (checkpoint.empty()) {
@@ -565,8 +573,11 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   };
   resume_from_checkpoint();
   uint64_t ring_from = step; // the step the current ring started at
-  if (!checkpoint.empty())
+  if (!checkpoint.empty()) {
+    have_checkpoint = step;
     result.events.push_back(fmt::format("resumed from the checkpoint of step {}", step));
+  }
+  bool yield_now = false; // the allocator asked this job to yield (seen in a poll)
   while (step < o.steps) {
     if (o.cancel && o.cancel->load()) {
       // Only a ring that ran steps has work logs to verify and pay: one
@@ -576,21 +587,30 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         // work logs, to be verified and paid for.
         result.cancelled = true;
         result.events.push_back(fmt::format("cancelled at step {} of {}", step, o.steps));
-        if (auto err = take_checkpoint())
-          result.events.push_back(fmt::format("checkpoint at step {} failed: {}", step,
-                                              describe(err)));
+        if (have_checkpoint != step)
+          if (auto err = take_checkpoint())
+            result.events.push_back(fmt::format("checkpoint at step {} failed: {}", step,
+                                                describe(err)));
         break;
       }
       finish_ring(c, *ring, nullptr);
       return make_error(errc::cancelled, fmt::format("job cancelled at step {}", step));
     }
-    // Leases: renewed a few times per lease period; a preempted job yields.
+    // Leases: renewed a few times per lease period (also beside the steps,
+    // below); a preempted job yields.
     if (alloc_state
-        && clock_type::now() - alloc_state->renewed > std::chrono::milliseconds(o.lease_ms / 4)) {
-      auto yield = alloc_state->renew(c, o);
-      if (yield && *yield) {
-        if (auto err = take_checkpoint())
-          return err;
+        && (yield_now
+            || clock_type::now() - alloc_state->renewed > std::chrono::milliseconds(o.lease_ms / 4))) {
+      bool yield = yield_now;
+      yield_now = false;
+      if (!yield) {
+        auto y = alloc_state->renew(c, o);
+        yield = y && *y;
+      }
+      if (yield) {
+        if (have_checkpoint != step)
+          if (auto err = take_checkpoint())
+            return err;
         finish_ring(c, *ring, nullptr);
         alloc_state->release(c);
         ++result.preemptions;
@@ -617,16 +637,18 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
       cursor = 0;
     }
     auto n = static_cast<uint32_t>(ring->ranks.size());
-    // The trainers run up to the next checkpoint on their own: one request
-    // per rank for all those steps, the ring's allreduce their barrier.
-    auto count = static_cast<uint32_t>(std::min<uint64_t>(
-      {o.steps - step, o.checkpoint_every - step % o.checkpoint_every,
-       std::max<uint32_t>(o.steps_per_request, 1)}));
-    std::vector<caf::actor> dst;
-    std::vector<envelope> reqs;
+    // The trainers run the rest of the job on their own: one request per
+    // rank, the ring's allreduce their barrier. Beside the steps this
+    // coordinator polls rank 0 for progress and checkpoints in batches,
+    // renews the leases and, to cancel or yield, asks the ring to stop
+    // (every rank stops after the same step).
+    auto count = static_cast<uint32_t>(
+      std::min<uint64_t>(o.steps - step, std::max<uint32_t>(o.steps_per_request, 1)));
+    auto run_timeout = std::chrono::milliseconds(
+      (static_cast<int64_t>(o.ring_timeout_ms) * 4 + 60'000) * static_cast<int64_t>(count));
+    std::vector<std::future<caf::expected<envelope>>> runs;
     for (uint32_t r = 0; r < n; ++r) {
-      dst.push_back(ring->ranks[r].role);
-      reqs.push_back(make_envelope<schema::TrainStep>([&](schema::TrainStep::Builder b) {
+      auto req = make_envelope<schema::TrainStep>([&](schema::TrainStep::Builder b) {
         b.setSession(kj::arrayPtr(ring->session.data(), 32));
         b.setRank(r);
         b.setToken(kj::arrayPtr(ring->token.data(), 32));
@@ -634,17 +656,111 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         b.setEpoch(epoch);
         b.setCursor(cursor);
         b.setCount(count);
+        b.setCheckpointEvery(o.checkpoint_every);
+      });
+      runs.push_back(std::async(std::launch::async, [&c, d = ring->ranks[r].role, req, run_timeout]() {
+        return c.request(d, req, run_timeout);
       }));
+      ++result.step_requests;
     }
-    auto t0 = clock_type::now();
-    auto done = ask_all(c, dst, reqs,
-                        std::chrono::milliseconds((o.ring_timeout_ms * 4 + 60'000) * count));
-    double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    auto running = [&]() {
+      for (auto& f : runs)
+        if (f.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+          return true;
+      return false;
+    };
+    uint64_t reported = step; // the next step to report
+    auto report = [&](uint64_t first, const std::vector<step_report>& batch) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (first + i < reported)
+          continue;
+        reported = first + i + 1;
+        if (progress)
+          progress(batch[i]);
+      }
+    };
+    bool stop_sent = false;
+    auto stop_ring = [&](const char* why) {
+      std::vector<caf::actor> dst;
+      std::vector<envelope> reqs;
+      for (uint32_t r = 0; r < n; ++r) {
+        dst.push_back(ring->ranks[r].role);
+        reqs.push_back(make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
+          b.setSession(kj::arrayPtr(ring->session.data(), 32));
+          b.setRank(r);
+          b.setToken(kj::arrayPtr(ring->token.data(), 32));
+          b.setStop();
+        }));
+      }
+      (void)ask_all(c, dst, reqs, std::chrono::seconds(10));
+      if (!stop_sent)
+        result.events.push_back(fmt::format("asked the ring to stop ({}) near step {}", why,
+                                            reported));
+      stop_sent = true;
+    };
+    while (running()) {
+      ++result.polls;
+      auto p = c.request(ring->ranks[0].role,
+                         make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
+                           b.setSession(kj::arrayPtr(ring->session.data(), 32));
+                           b.setRank(0);
+                           b.setToken(kj::arrayPtr(ring->token.data(), 32));
+                           auto g = b.initProgress();
+                           g.setFrom(reported);
+                           g.setHaveCheckpoint(have_checkpoint == UINT64_MAX ? 0 : have_checkpoint);
+                           g.setWaitMs(o.poll_ms);
+                         }),
+                         std::chrono::milliseconds(o.ring_timeout_ms * 4 + 60'000));
+      std::optional<opened<schema::TrainProgress>> progress_of;
+      if (p)
+        progress_of.emplace(*p);
+      if (progress_of && *progress_of) {
+        auto& tp = *progress_of;
+        auto losses = tp->getLossSums();
+        auto reduce = tp->getAllreduceUs();
+        auto took = tp->getStepUs();
+        std::vector<step_report> batch;
+        for (unsigned i = 0; i < losses.size() && i < reduce.size() && i < took.size(); ++i) {
+          step_report r;
+          r.step = tp->getFirst() + i;
+          r.loss = losses[i] / o.global_batch;
+          r.allreduce_ms = reduce[i] / 1000.0;
+          r.samples_per_s = took[i] > 0 ? o.global_batch * 1e6 / static_cast<double>(took[i]) : 0;
+          r.trainers = n;
+          batch.push_back(r);
+        }
+        report(tp->getFirst(), batch);
+        if (!tp->getRunning()) // not started yet, or over: the runs' answers are near
+          runs[0].wait_for(std::chrono::milliseconds(o.poll_ms));
+        if (tp->getCheckpoint().size() > 0 && tp->getCheckpointStep() != have_checkpoint) {
+          std::vector<uint8_t> bytes{tp->getCheckpoint().begin(), tp->getCheckpoint().end()};
+          if (auto err = keep_checkpoint(std::move(bytes), tp->getCheckpointStep()))
+            result.events.push_back(fmt::format("checkpoint at step {} failed: {}",
+                                                tp->getCheckpointStep(), describe(err)));
+        }
+      } else {
+        // Rank 0 does not answer: the runs tell why (a failed allreduce
+        // within the ring timeout); wait for them a little.
+        runs[0].wait_for(std::chrono::milliseconds(o.poll_ms));
+      }
+      if (!stop_sent && o.cancel && o.cancel->load())
+        stop_ring("cancelled");
+      if (!stop_sent && alloc_state
+          && clock_type::now() - alloc_state->renewed > std::chrono::milliseconds(o.lease_ms / 4)) {
+        auto y = alloc_state->renew(c, o);
+        if (y && *y) {
+          yield_now = true;
+          stop_ring("preempted");
+        }
+      }
+    }
+    std::vector<caf::expected<envelope>> done;
+    for (auto& f : runs)
+      done.push_back(f.get());
     std::string failed;
-    step_report rep;
-    rep.step = step;
-    rep.trainers = n;
-    std::vector<step_report> reps(count, rep);
+    uint64_t ran = 0;
+    std::vector<double> ring_losses;
+    std::vector<uint64_t> reduce_us, step_us;
     for (uint32_t r = 0; r < n; ++r) {
       if (!done[r]) {
         failed += fmt::format("{}rank {} on {}: {}", failed.empty() ? "" : "; ", r,
@@ -656,32 +772,41 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         failed += fmt::format("{}rank {}: {}", failed.empty() ? "" : "; ", r, what_of(d.error()));
         continue;
       }
-      if (count == 1) {
-        reps[0].loss += d->getLossSum();
-        reps[0].allreduce_ms = std::max(reps[0].allreduce_ms, d->getAllreduceUs() / 1000.0);
-      } else {
+      auto last = d->getStep();
+      if (last < step || last - step >= count) {
+        failed += fmt::format("{}rank {}: ended at step {}, outside its run of {} from {}",
+                              failed.empty() ? "" : "; ", r, last, count, step);
+        continue;
+      }
+      if (r == 0) {
+        ran = last - step + 1;
         // Each list read once: every get counts against the reader's
         // traversal limit.
         auto losses = d->getLossSums();
         auto reduce = d->getAllreduceUsEach();
-        if (losses.size() != count || reduce.size() != count) {
-          failed += fmt::format("{}rank {}: {} step results for {} steps",
-                                failed.empty() ? "" : "; ", r, losses.size(), count);
-        } else {
-          for (uint32_t i = 0; i < count; ++i) {
-            reps[i].loss += losses[i];
-            reps[i].allreduce_ms = std::max(reps[i].allreduce_ms, reduce[i] / 1000.0);
-          }
-        }
+        auto took = d->getStepUsEach();
+        for (auto v : losses)
+          ring_losses.push_back(v);
+        for (auto v : reduce)
+          reduce_us.push_back(v);
+        for (auto v : took)
+          step_us.push_back(v);
+        if (ring_losses.size() > ran || reduce_us.size() != ring_losses.size()
+            || step_us.size() != ring_losses.size())
+          failed += fmt::format("{}rank 0: {} step results for {} steps",
+                                failed.empty() ? "" : "; ", ring_losses.size(), ran);
+      } else if (last - step + 1 != ran) {
+        failed += fmt::format("{}rank {}: stopped after step {}, rank 0 after {}",
+                              failed.empty() ? "" : "; ", r, last, step + ran - 1);
       }
     }
     if (!failed.empty()) {
       // Elastic: drop the hosts that no longer answer, re-form from the last
       // checkpoint with the survivors.
-      result.events.push_back(fmt::format("step {} failed: {}", step, failed));
+      result.events.push_back(fmt::format("step {} failed: {}", reported, failed));
       if (result.reforms >= o.max_reforms)
         return make_error(errc::peer_down,
-                          fmt::format("step {} failed after {} re-formed rings: {}", step,
+                          fmt::format("step {} failed after {} re-formed rings: {}", reported,
                                       result.reforms, failed));
       finish_ring(c, *ring, nullptr); // survivors drop their trainers
       auto wanted = hosts.size();
@@ -725,24 +850,29 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
                                           ring->ranks.size(), hosts.size(), step));
       continue;
     }
-    for (uint32_t i = 0; i < count; ++i) {
-      auto& r = reps[i];
-      r.step = step + i;
-      r.loss /= o.global_batch;
-      r.samples_per_s = secs > 0 ? o.global_batch * count / secs : 0;
-      if (progress)
-        progress(r);
-      if (i + 1 < count) { // the schedule the trainers followed on their own
-        cursor += o.global_batch;
-        if (cursor + o.global_batch > ring->train_rows) {
-          ++epoch;
-          cursor = 0;
-        }
+    // The steps the polls did not bring: rank 0's answer ends with them.
+    std::vector<step_report> rest;
+    uint64_t tail = step + ran - ring_losses.size();
+    for (size_t i = 0; i < ring_losses.size(); ++i) {
+      step_report r;
+      r.step = tail + i;
+      r.loss = ring_losses[i] / o.global_batch;
+      r.allreduce_ms = reduce_us[i] / 1000.0;
+      r.samples_per_s = step_us[i] > 0 ? o.global_batch * 1e6 / static_cast<double>(step_us[i]) : 0;
+      r.trainers = n;
+      rest.push_back(r);
+    }
+    report(tail, rest);
+    for (uint64_t i = 0; i + 1 < ran; ++i) { // the schedule the trainers followed on their own
+      cursor += o.global_batch;
+      if (cursor + o.global_batch > ring->train_rows) {
+        ++epoch;
+        cursor = 0;
       }
     }
-    step += count;
+    step += ran;
     cursor += o.global_batch;
-    if (step % o.checkpoint_every == 0 || step == o.steps)
+    if (step == o.steps && have_checkpoint != step)
       if (auto err = take_checkpoint())
         result.events.push_back(fmt::format("checkpoint at step {} failed: {}", step,
                                             describe(err)));

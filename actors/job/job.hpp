@@ -42,9 +42,12 @@ struct job_options {
   std::map<node_id, uint32_t> per_host;
   uint64_t steps = 100;
   uint32_t checkpoint_every = 10;
-  /// Steps the trainers run on their own per request (at most up to the
-  /// next checkpoint): 1 sends a TrainStep per step, as a debugger would.
-  uint32_t steps_per_request = 1000;
+  /// Steps the trainers run on their own per request: by default the whole
+  /// job (checkpoints and progress come back through polls beside the
+  /// steps); 1 sends a TrainStep per step, as a debugger would.
+  uint32_t steps_per_request = 10'000'000;
+  /// How long a progress poll waits for a batch of steps.
+  uint32_t poll_ms = 250;
   std::filesystem::path checkpoint_file; ///< also written here when set
   /// Called with every checkpoint taken (a job host keeps it in LMDB).
   std::function<void(const std::vector<uint8_t>&)> on_checkpoint;
@@ -130,7 +133,7 @@ struct job_options {
 struct step_report {
   uint64_t step = 0;
   double loss = 0;           ///< mean cross-entropy of the global batch
-  double samples_per_s = 0;  ///< over the last step
+  double samples_per_s = 0;  ///< over the step (rank 0's wall time from the step before)
   double allreduce_ms = 0;   ///< slowest trainer's allreduce in the step
   uint32_t trainers = 0;
 };
@@ -156,7 +159,9 @@ struct job_result {
   uint64_t train_rows = 0;
   uint32_t preemptions = 0;
   bool cancelled = false; ///< stopped early by a cancel (finish_on_cancel): `steps` were run
-
+  /// Requests that started steps (TrainStep, one per rank per run) and the
+  /// progress polls beside them: what the coordinator sent while training.
+  uint64_t step_requests = 0, polls = 0;
 };
 
 using progress_fn = std::function<void(const step_report&)>;

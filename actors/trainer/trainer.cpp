@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -42,6 +43,7 @@ using ledger::hash256;
 using session_key = std::pair<train::ring_id, uint32_t>;
 using drop_atom = caf::atom_constant<caf::atom("trdrop")>;
 using offer_atom = caf::atom_constant<caf::atom("troffer")>;
+using run_atom = caf::atom_constant<caf::atom("trrun")>;
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -168,6 +170,128 @@ struct worker_state {
   size_t evidence_bytes = 0;
   static constexpr size_t evidence_limit = 512ull << 20;
   bool finished = false;
+
+  struct step_stats {
+    double loss = 0;      ///< this rank's rows
+    double ring_loss = 0; ///< every rank's rows (the step's second control word)
+    bool stop = false;    ///< the ring agreed to stop after this step (first control word)
+    size_t rows = 0;
+    uint64_t compute_us = 0, allreduce_us = 0;
+    train::digest digest{};
+  };
+
+  /// A TrainStep's steps, run one per message this trainer sends itself:
+  /// progress polls, stops and queries are answered between two steps and
+  /// no coordinator message is on the step path.
+  struct run_state {
+    caf::typed_response_promise<envelope> done;
+    uint64_t first = 0;               ///< the run's first step
+    uint64_t at = 0, ep = 0, cur = 0; ///< the next step and its place in the schedule
+    uint32_t count = 0, ran = 0;
+    uint32_t checkpoint_every = 0;    ///< rank 0: keep a checkpoint for the polls
+    uint64_t compute_sum = 0, reduce_sum = 0;
+    step_stats last;
+    bool stopped = false;
+  };
+  std::optional<run_state> run;
+  bool stop_asked = false; ///< TrainQuery.stop: the next step's stop flag
+  /// Steps not yet acknowledged by a progress poll (its `from`).
+  struct progress_entry {
+    uint64_t step;
+    double loss;
+    uint64_t reduce_us, step_us;
+  };
+  std::deque<progress_entry> progress;
+  clock_type::time_point last_step_end = clock_type::now();
+  std::vector<uint8_t> snapshot; ///< the latest checkpoint kept in a run (rank 0)
+  uint64_t snapshot_step = 0;
+  /// A progress poll held until there is a batch to answer.
+  struct held_poll {
+    caf::typed_response_promise<envelope> rp;
+    uint64_t have = 0; ///< the checkpoint step the poller has
+    clock_type::time_point due;
+  };
+  std::optional<held_poll> poll;
+
+  std::vector<uint8_t> checkpoint_now() const {
+    train::checkpoint c;
+    c.spec = model->spec();
+    c.params.assign(model->params().begin(), model->params().end());
+    c.velocity = opt.velocity;
+    c.step = step;
+    c.cursor = cursor;
+    c.epoch = epoch;
+    c.seed = seed;
+    c.optimizer = opt.kind;
+    c.second = opt.second;
+    c.adam_steps = opt.t;
+    return train::checkpoint_bytes(c);
+  }
+
+  envelope progress_reply(uint64_t have) const {
+    return make_envelope<schema::TrainProgress>([&](schema::TrainProgress::Builder b) {
+      auto n = static_cast<unsigned>(progress.size());
+      b.setFirst(progress.empty() ? step : progress.front().step);
+      auto l = b.initLossSums(n);
+      auto a = b.initAllreduceUs(n);
+      auto t = b.initStepUs(n);
+      for (unsigned i = 0; i < n; ++i) {
+        l.set(i, progress[i].loss);
+        a.set(i, progress[i].reduce_us);
+        t.set(i, progress[i].step_us);
+      }
+      if (snapshot_step > have) {
+        b.setCheckpointStep(snapshot_step);
+        b.setCheckpoint(kj::arrayPtr(snapshot.data(), snapshot.size()));
+      }
+      b.setRunning(run.has_value());
+    });
+  }
+
+  /// Answers the held poll if it is due (or `now_anyway`).
+  void answer_poll(bool now_anyway) {
+    if (!poll)
+      return;
+    if (!now_anyway && clock_type::now() < poll->due && snapshot_step <= poll->have)
+      return;
+    poll->rp.deliver(progress_reply(poll->have));
+    poll.reset();
+  }
+
+  envelope step_done() const {
+    auto& r = *run;
+    return make_envelope<schema::StepDone>([&](schema::StepDone::Builder b) {
+      b.setRank(rank);
+      b.setStep(r.at - 1);
+      b.setLossSum(r.last.loss);
+      b.setRows(static_cast<uint32_t>(r.last.rows));
+      b.setComputeUs(r.compute_sum);
+      b.setAllreduceUs(r.reduce_sum);
+      b.setDigest(kj::arrayPtr(r.last.digest.data(), 32));
+      b.setStopped(r.stopped);
+      // The run's steps no progress poll has acknowledged, up to the last.
+      auto from = std::find_if(progress.begin(), progress.end(),
+                               [&](const progress_entry& e) { return e.step >= r.first; });
+      auto n = static_cast<unsigned>(progress.end() - from);
+      auto l = b.initLossSums(n);
+      auto a = b.initAllreduceUsEach(n);
+      auto t = b.initStepUsEach(n);
+      for (unsigned i = 0; i < n; ++i, ++from) {
+        l.set(i, from->loss);
+        a.set(i, from->reduce_us);
+        t.set(i, from->step_us);
+      }
+    });
+  }
+
+  /// Ends the run with `err` (a failed step, a drop, the trainer stopping).
+  void abort_run(const caf::error& err) {
+    if (run)
+      run->done.deliver(err);
+    run.reset();
+    stop_asked = false;
+    answer_poll(true);
+  }
 
   void keep_evidence(uint64_t step, uint64_t ep, uint64_t cur) {
     if (log.empty())
@@ -327,16 +451,14 @@ struct worker_state {
     return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
   }
 
-  struct step_stats {
-    double loss = 0;
-    size_t rows = 0;
-    uint64_t compute_us = 0, allreduce_us = 0;
-    train::digest digest{};
-  };
 
   /// One step of the schedule at (epoch, cursor): local gradient, its log
-  /// entry and evidence, the ring's allreduce, the optimizer step.
-  caf::expected<step_stats> one_step(uint64_t at, uint64_t ep, uint64_t cur) {
+  /// entry and evidence, the ring's allreduce, the optimizer step. Two
+  /// control words ride after the gradient in the allreduce: a stop flag
+  /// (any rank asked to stop: every rank stops after this same step) and
+  /// the rank's loss sum (so every rank knows the step's loss over the
+  /// whole batch, and rank 0 alone reports progress).
+  caf::expected<step_stats> one_step(uint64_t at, uint64_t ep, uint64_t cur, bool stop_flag) {
     auto& perm = permutation_of(ep);
     if (cur + global_batch > perm.size())
       return make_error(errc::invalid_argument,
@@ -368,9 +490,15 @@ struct worker_state {
     keep_evidence(at, ep, cur);
     out.compute_us = us_since(t0);
     auto t1 = clock_type::now();
+    const size_t n = grad.size();
+    grad.push_back(stop_flag ? 1.0f : 0.0f); // local_gradient leaves room for both
+    grad.push_back(static_cast<float>(out.loss));
     if (auto err = reducer->allreduce(grad, gpu::reduce_op::sum); !err.empty())
       return make_error(errc::peer_down, "allreduce: " + err);
     out.allreduce_us = us_since(t1);
+    out.stop = grad[n] > 0.5f;
+    out.ring_loss = grad[n + 1];
+    grad.resize(n);
     opt.step(model->params(), grad);
     log.push_back(out.digest);
     step = at + 1;
@@ -379,51 +507,69 @@ struct worker_state {
     return out;
   }
 
-  /// TrainStep: one step, or `count` steps on their own (the ring's
-  /// allreduce is the barrier; no message from the coordinator between them).
-  caf::expected<envelope> run_step(schema::TrainStep::Reader s) {
+  /// TrainStep: checks it and sets up the run of `count` steps (its
+  /// answer, StepDone, comes when the last step is done or the ring stopped).
+  caf::error start_run(schema::TrainStep::Reader s, caf::typed_response_promise<envelope> rp) {
     if (!model)
       return make_error(errc::invalid_argument, "TrainStep before TrainerJoin");
+    if (run)
+      return make_error(errc::invalid_argument,
+                        fmt::format("TrainStep: a run of this trainer is in progress (at step {})",
+                                    run->at));
     auto count = std::max<uint32_t>(s.getCount(), 1);
-    if (count > 100000)
-      return make_error(errc::invalid_argument, "TrainStep.count: at most 100000 steps at once");
-    auto at = s.getStep();
-    auto ep = s.getEpoch(), cur = s.getCursor();
-    std::vector<step_stats> done;
-    for (uint32_t i = 0; i < count; ++i) {
-      if (i > 0 && cur + global_batch > data.train.rows) {
-        ++ep;
-        cur = 0;
-      }
-      auto st = one_step(at + i, ep, cur);
-      if (!st)
-        return st.error();
-      done.push_back(*st);
-      cur += global_batch;
+    if (count > 10'000'000)
+      return make_error(errc::invalid_argument, "TrainStep.count: at most 10000000 steps at once");
+    run_state r;
+    r.done = std::move(rp);
+    r.first = r.at = s.getStep();
+    r.ep = s.getEpoch();
+    r.cur = s.getCursor();
+    r.count = count;
+    r.checkpoint_every = rank == 0 ? s.getCheckpointEvery() : 0;
+    run = std::move(r);
+    stop_asked = false;
+    last_step_end = clock_type::now();
+    return {};
+  }
+
+  /// The run's next step; false once the run is over (answered).
+  bool next_step() {
+    auto& r = *run;
+    if (r.ran > 0 && r.cur + global_batch > data.train.rows) {
+      ++r.ep;
+      r.cur = 0;
     }
-    auto& last = done.back();
-    return make_envelope<schema::StepDone>([&](schema::StepDone::Builder b) {
-      b.setRank(rank);
-      b.setStep(at + count - 1);
-      b.setLossSum(last.loss);
-      b.setRows(static_cast<uint32_t>(last.rows));
-      uint64_t compute = 0, reduce = 0;
-      for (auto& d : done) {
-        compute += d.compute_us;
-        reduce += d.allreduce_us;
-      }
-      b.setComputeUs(compute);
-      b.setAllreduceUs(reduce);
-      b.setDigest(kj::arrayPtr(last.digest.data(), 32));
-      if (count > 1) {
-        auto l = b.initLossSums(count);
-        auto a = b.initAllreduceUsEach(count);
-        for (uint32_t i = 0; i < count; ++i) {
-          l.set(i, done[i].loss);
-          a.set(i, done[i].allreduce_us);
-        }
-      }
-    });
+    auto st = one_step(r.at, r.ep, r.cur, stop_asked);
+    if (!st) {
+      abort_run(st.error());
+      return false;
+    }
+    auto now = clock_type::now();
+    progress.push_back({r.at, st->ring_loss, st->allreduce_us,
+                        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                now - last_step_end)
+                                                .count())});
+    last_step_end = now;
+    r.compute_sum += st->compute_us;
+    r.reduce_sum += st->allreduce_us;
+    r.last = *st;
+    ++r.at;
+    r.cur += global_batch;
+    ++r.ran;
+    if (r.checkpoint_every > 0 && step % r.checkpoint_every == 0) {
+      snapshot = checkpoint_now();
+      snapshot_step = step;
+    }
+    r.stopped = st->stop;
+    if (r.ran < r.count && !r.stopped) {
+      answer_poll(false);
+      return true;
+    }
+    r.done.deliver(step_done());
+    run.reset();
+    stop_asked = false;
+    answer_poll(true);
+    return false;
   }
 
   caf::expected<envelope> ring_run(schema::RingRun::Reader r) {
@@ -502,12 +648,7 @@ struct worker_state {
       return make_error(errc::invalid_argument, "TrainQuery before TrainerJoin (or on a ring-only session)");
     switch (q.which()) {
       case schema::TrainQuery::CHECKPOINT: {
-        train::checkpoint c{model->spec(), {model->params().begin(), model->params().end()},
-                            opt.velocity, step, cursor, epoch, seed};
-        c.optimizer = opt.kind;
-        c.second = opt.second;
-        c.adam_steps = opt.t;
-        auto bytes = train::checkpoint_bytes(c);
+        auto bytes = checkpoint_now();
         return make_envelope<schema::CheckpointData>([&](schema::CheckpointData::Builder b) {
           b.setBytes(kj::arrayPtr(bytes.data(), bytes.size()));
         });
@@ -559,7 +700,9 @@ struct worker_state {
       case schema::TrainQuery::EVIDENCE:
       case schema::TrainQuery::DIGESTS:
       case schema::TrainQuery::DROP:
-        break; // answered above
+      case schema::TrainQuery::PROGRESS:
+      case schema::TrainQuery::STOP:
+        break; // answered above, or by the worker
     }
     return make_error(errc::invalid_argument, "TrainQuery has an unknown case");
   }
@@ -627,6 +770,14 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
     st.reducer = std::make_unique<train::ring_reducer>(self->system(), link.member, rank, size,
                                                        ropts);
   }
+  // A trainer stopped (dropped, idle, its host stopping) answers its run
+  // and a held poll instead of leaving them to their timeouts.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    self->state.abort_run(make_error(errc::peer_down,
+                                     fmt::format("the trainer stopped ({}) at step {}",
+                                                 caf::to_string(msg.reason), self->state.step)));
+    self->quit(msg.reason);
+  });
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       auto& st = self->state;
@@ -642,7 +793,11 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
           return s.error();
         if (st.finished)
           return make_error(errc::invalid_argument, "TrainStep: this session is finished");
-        return st.run_step(s.root());
+        auto rp = self->make_response_promise<envelope>();
+        if (auto err = st.start_run(s.root(), rp))
+          return err;
+        self->send(self, run_atom::value);
+        return rp;
       }
       if (env.type_id == capnp::typeId<schema::RingLink>()) {
         opened<schema::RingLink> l{env};
@@ -661,6 +816,31 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         if (!q)
           return q.error();
         auto which = q->which();
+        if (which == schema::TrainQuery::PROGRESS) {
+          // A long poll: the steps since `from`, answered once there is a
+          // batch (waitMs), a newer checkpoint, or no run.
+          auto p = q->getProgress();
+          while (!st.progress.empty() && st.progress.front().step < p.getFrom())
+            st.progress.pop_front();
+          st.answer_poll(true); // a newer poll replaces a held one
+          auto wait = std::min<uint32_t>(p.getWaitMs(), 10'000);
+          if (!st.run || wait == 0 || st.snapshot_step > p.getHaveCheckpoint())
+            return st.progress_reply(p.getHaveCheckpoint());
+          auto rp = self->make_response_promise<envelope>();
+          st.poll = worker_state::held_poll{rp, p.getHaveCheckpoint(),
+                                            clock_type::now() + std::chrono::milliseconds(wait)};
+          return rp;
+        }
+        if (which == schema::TrainQuery::STOP) {
+          if (st.run)
+            st.stop_asked = true; // agreed with the other ranks in the next step's allreduce
+          return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
+        }
+        if (st.run && (which == schema::TrainQuery::FINISH || which == schema::TrainQuery::DROP))
+          st.abort_run(make_error(errc::cancelled,
+                                  fmt::format("the run stopped at step {}: its coordinator "
+                                              "finished the session while it ran",
+                                              st.step)));
         auto out = st.query(q.root());
         if (which == schema::TrainQuery::FINISH && out) {
           // Training is over; the log and the evidence stay for the rater.
@@ -676,6 +856,11 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
       }
       return make_error(errc::unexpected_type,
                         "a trainer takes TrainerJoin, RingLink, TrainStep, RingRun, TrainQuery");
+    },
+    [self](run_atom) {
+      auto& st = self->state;
+      if (st.run && st.next_step())
+        self->send(self, run_atom::value);
     },
   };
 }
@@ -723,7 +908,7 @@ using role_actor = caf::stateful_actor<trainer_role_state>;
 
 /// Forwards `env` to `dst` and its answer (or error) back to the sender.
 caf::result<envelope> relay_to(role_actor* self, const caf::actor& dst, envelope env,
-                               std::chrono::milliseconds timeout) {
+                               caf::duration timeout) {
   auto rp = self->make_response_promise<envelope>();
   self->request(dst, timeout, std::move(env))
     .then([rp](envelope& reply) mutable { rp.deliver(std::move(reply)); },
@@ -1015,22 +1200,24 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       if (!*dst)
         return make_error(errc::invalid_argument,
                           "RingChunk: this session's ring uses the stream transport");
-      return relay_to(self, *dst, env, std::chrono::minutes(1));
+      return relay_to(self, *dst, env, caf::duration{std::chrono::minutes(1)});
     });
-  st.table->on<schema::TrainStep>(guard, [self, long_wait](const envelope& env,
+  st.table->on<schema::TrainStep>(guard, [self](const envelope& env,
                                                            schema::TrainStep::Reader s)
                                            -> caf::result<envelope> {
     auto dst = target(self, s.getSession(), s.getRank(), false);
     if (!dst)
       return dst.error();
-    return relay_to(self, *dst, env, long_wait);
+    // A run lasts as long as its steps: the worker answers it when it ends,
+    // fails or stops (exit handler), and its coordinator polls beside it.
+    return relay_to(self, *dst, env, caf::infinite);
   });
   st.table->on<schema::RingLink>(guard, [self](const envelope& env, schema::RingLink::Reader l)
                                           -> caf::result<envelope> {
     auto dst = target(self, l.getSession(), l.getRank(), false);
     if (!dst)
       return dst.error();
-    return relay_to(self, *dst, env, std::chrono::seconds(30));
+    return relay_to(self, *dst, env, caf::duration{std::chrono::seconds(30)});
   });
   st.table->on<schema::RingRun>(guard, [self, long_wait](const envelope& env,
                                                          schema::RingRun::Reader r)
@@ -1038,7 +1225,7 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     auto dst = target(self, r.getSession(), r.getRank(), false);
     if (!dst)
       return dst.error();
-    return relay_to(self, *dst, env, long_wait);
+    return relay_to(self, *dst, env, caf::duration{long_wait});
   });
   st.table->on<schema::TrainQuery>(guard, [self, long_wait](const envelope& env,
                                                             schema::TrainQuery::Reader q)
@@ -1056,7 +1243,7 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
         s->second.finished = true; // its trainer slot is free again
       self->delayed_send(self, std::chrono::hours(1), drop_atom::value, *id, q.getRank());
     }
-    return relay_to(self, *dst, env, long_wait);
+    return relay_to(self, *dst, env, caf::duration{long_wait});
   });
   self->set_default_handler([self](caf::scheduled_actor*, caf::message_view& x) {
     return drop_unexpected(self, x, self->state.ctx.counters.get());
@@ -1173,6 +1360,10 @@ caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_conte
   // mmap only above 32 MiB (the torch plug-in does the same, torch_plugin.cpp).
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  // A run answers when its steps end (or the trainer stops); a join when
+  // its data is loaded (the role gives that 5 minutes).
+  register_answer_deadline(capnp::typeId<schema::TrainStep>(), std::chrono::milliseconds{0});
+  register_answer_deadline(capnp::typeId<schema::TrainerJoin>(), std::chrono::minutes(6));
   return sys.spawn(trainer_role, ctx);
 }
 

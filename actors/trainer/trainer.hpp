@@ -5,9 +5,18 @@
 // compute and a blocking allreduce) and routes RingChunk, TrainStep and
 // TrainQuery to them by (session, rank). A step: the rank's slice of the
 // global batch, the gradient summed over it scaled by 1 / global batch, the
-// actor-ring allreduce (sum), SGD with momentum; every step's digest of
+// ring's allreduce (sum), the optimizer step; every step's digest of
 // (weights before, batch indices, local gradient) goes into the work log
 // whose Merkle root the trainer signs at the end.
+//
+// One TrainStep runs a whole job's steps (TrainStep.count): the trainer
+// sends itself a message per step, so between two steps it answers its
+// coordinator's progress polls (TrainQuery.progress: the steps since the
+// last poll and rank 0's latest checkpoint, in one batch) and a stop
+// (TrainQuery.stop). Two control words ride after the gradient in every
+// allreduce: a stop flag, so every rank stops after the same step, and
+// the rank's loss, so rank 0 knows the whole batch's loss and alone
+// reports progress. No coordinator message is on the step path.
 #pragma once
 
 #include <caf/actor.hpp>

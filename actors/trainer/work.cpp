@@ -134,7 +134,11 @@ std::pair<std::vector<float>, double> local_gradient(const model& m, const data:
     std::memcpy(x.data() + i * f, t.x.data() + static_cast<size_t>(indices[i]) * f, f * 4);
     y[i] = t.y[indices[i]];
   }
-  std::vector<float> grad(m.params().size(), 0.0f);
+  // Two more floats reserved: a trainer appends the ring's control words
+  // (trainer.cpp, one_step) without moving the gradient.
+  std::vector<float> grad;
+  grad.reserve(m.params().size() + 2);
+  grad.resize(m.params().size(), 0.0f);
   double loss = m.accumulate_gradient(x.data(), y.data(), indices.size(),
                                       1.0f / static_cast<float>(global_batch), grad);
   return {std::move(grad), loss};

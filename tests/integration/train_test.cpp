@@ -232,6 +232,73 @@ print(select(2, pcall(train, {data = arg[1], trainers = 2, steps = 20, budget = 
              run.output);
 }
 
+BOOST_AUTO_TEST_CASE(a_ring_runs_the_job_on_its_own_and_reports_through_polls) {
+  train_cluster tc;
+  // One TrainStep per rank for the whole job: progress and checkpoints come
+  // back through polls beside the steps, none of which waits for this
+  // coordinator.
+  auto o = tc.job({tc.nodes[0].id, tc.nodes[1].id}, 2, 300);
+  o.checkpoint_every = 50;
+  o.poll_ms = 20;
+  std::vector<uint64_t> seen, kept;
+  o.on_checkpoint = [&](const std::vector<uint8_t>& bytes) {
+    auto c = train::parse_checkpoint(bytes, "checkpoint");
+    BOOST_REQUIRE_MESSAGE(c, why(c));
+    kept.push_back(c->step);
+  };
+  auto run = train::run_job(*tc.c, o, [&](const train::step_report& s) {
+    seen.push_back(s.step);
+    BOOST_TEST(std::isfinite(s.loss));
+  });
+  BOOST_REQUIRE_MESSAGE(run, why(run));
+  BOOST_TEST(run->step_requests == 4u);
+  BOOST_TEST(run->polls >= 1u);
+  BOOST_TEST_MESSAGE("300 steps: " << run->step_requests << " step requests, " << run->polls
+                                   << " polls, checkpoints at " << kept.size() << " steps");
+  BOOST_REQUIRE_EQUAL(seen.size(), 300u); // every step once, in order
+  for (size_t i = 0; i < seen.size(); ++i)
+    BOOST_TEST(seen[i] == i);
+  // Checkpoints every 50 steps, in order, the last the job's end.
+  BOOST_REQUIRE(!kept.empty());
+  BOOST_TEST(kept.size() >= 5u);
+  BOOST_TEST(std::is_sorted(kept.begin(), kept.end()));
+  BOOST_TEST(kept.back() == 300u);
+  for (auto k : kept)
+    BOOST_TEST(k % 50 == 0u);
+
+  // The same job a TrainStep per step (as a debugger would): the same bits.
+  auto stepwise = o;
+  stepwise.steps_per_request = 1;
+  stepwise.on_checkpoint = {};
+  auto one_by_one = train::run_job(*tc.c, stepwise);
+  BOOST_REQUIRE_MESSAGE(one_by_one, why(one_by_one));
+  BOOST_TEST(one_by_one->step_requests == 4u * 300u);
+  BOOST_TEST((params_of(one_by_one->checkpoint) == params_of(run->checkpoint)));
+
+  // A cancel stops every rank after the same step, agreed in that step's
+  // allreduce: the work logs and the checkpoint all end there.
+  auto long_job = tc.job({tc.nodes[0].id, tc.nodes[1].id}, 2, 1'000'000);
+  long_job.poll_ms = 20;
+  long_job.cancel = std::make_shared<std::atomic<bool>>(false);
+  long_job.finish_on_cancel = [] { return true; };
+  auto cancelled = train::run_job(*tc.c, long_job, [&](const train::step_report& s) {
+    if (s.step >= 40)
+      long_job.cancel->store(true);
+  });
+  BOOST_REQUIRE_MESSAGE(cancelled, why(cancelled));
+  BOOST_TEST(cancelled->cancelled);
+  BOOST_TEST(cancelled->steps >= 41u);
+  BOOST_TEST(cancelled->steps < 1'000'000u);
+  BOOST_TEST(params_of(cancelled->checkpoint).size() > 0u);
+  BOOST_TEST(train::parse_checkpoint(cancelled->checkpoint, "c")->step == cancelled->steps);
+  BOOST_REQUIRE(cancelled->logs.size() == 4u);
+  for (auto& env : cancelled->logs) {
+    opened<schema::SessionLog> l{env};
+    BOOST_REQUIRE(l);
+    BOOST_TEST(l->getSteps() == cancelled->steps);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   // An admitted client floods a trainer host with joins: those that fail
   // (data it cannot read) free everything at once, and no more than
