@@ -23,6 +23,9 @@ void add_train_flags(CLI::App& app, train_options& opts) {
   app.add_option("--models", opts.models, "model specs, comma-separated");
   app.add_option("--steps", opts.steps, "steps per run (default 200)");
   app.add_option("--batches", opts.batches, "global batches, comma-separated (default 64,256)");
+  app.add_option("--transport", opts.transports,
+                 "ring transports, comma-separated: stream (AES-GCM, the default), stream-plain "
+                 "(in clear, like MPI and Horovod), actor");
   app.add_flag("--quick", opts.quick, "tiny run (ctest): 20 steps, the small model, batch 64");
   app.add_option("--csv", opts.csv, "also write the table to this CSV file");
 }
@@ -42,6 +45,18 @@ int run_train(const train_options& opts_in) {
   };
   if (opts.steps < 10)
     return fail(make_error(errc::invalid_argument, "--steps: at least 10"));
+  std::vector<train::transport> vias;
+  {
+    std::stringstream ts{opts.transports};
+    for (std::string t; std::getline(ts, t, ',');) {
+      auto v = train::parse_transport(t);
+      if (!v || *v == train::transport::NCCL)
+        return fail(make_error(errc::invalid_argument,
+                               fmt::format("--transport {}: expected stream, stream-plain or actor",
+                                           t)));
+      vias.push_back(*v);
+    }
+  }
   auto tmp = temp_dir::create("aicon-bench-train");
   if (!tmp)
     return fail(tmp.error());
@@ -65,17 +80,18 @@ int run_train(const train_options& opts_in) {
   // the steps.
   const uint64_t warm = opts.steps / 10;
   std::printf("# aicon bench train: %s, %llu steps per run (the first %llu not timed), ring "
-              "(stream transport, AES-GCM) over `aicon host` processes on 127.0.0.1, %u cores\n",
+              "over `aicon host` processes on 127.0.0.1 (stream = AES-GCM frames, plain = in "
+              "clear), %u cores\n",
               std::filesystem::path{opts.data}.filename().c_str(),
               static_cast<unsigned long long>(opts.steps), static_cast<unsigned long long>(warm),
               std::thread::hardware_concurrency());
-  std::printf("%-20s %8s %6s %6s %12s %12s %9s %8s %11s\n", "model", "trainers", "hosts",
-              "batch", "samples/s", "allreduce ms", "req/step", "polls/s", "efficiency");
+  std::printf("%-20s %-6s %8s %6s %6s %12s %12s %9s %8s %11s\n", "model", "via", "trainers",
+              "hosts", "batch", "samples/s", "allreduce ms", "req/step", "polls/s", "efficiency");
   std::ofstream csv;
   if (!opts.csv.empty()) {
     csv.open(opts.csv);
-    csv << "model,trainers,hosts,batch,samples_per_s,allreduce_ms,requests_per_step,polls_per_s,"
-           "efficiency\n";
+    csv << "model,transport,trainers,hosts,batch,samples_per_s,allreduce_ms,requests_per_step,"
+           "polls_per_s,efficiency\n";
   }
   auto digits = data::read_any(opts.data, std::nullopt, data::csv_options{}, std::nullopt);
   if (!digits)
@@ -86,61 +102,66 @@ int run_train(const train_options& opts_in) {
     auto label = spec && spec->kind == "torch"
                    ? "torch:" + std::filesystem::path{spec->file}.filename().string()
                    : model;
-    std::stringstream batches{opts.batches};
-    for (std::string batch_text; std::getline(batches, batch_text, ',');) {
-      auto batch = static_cast<uint32_t>(std::stoul(batch_text));
-      double base = 0;
-      struct shape {
-        uint32_t hosts, per_host;
-      };
-      for (auto [hosts, per_host] : {shape{1, 1}, shape{2, 1}, shape{2, 2}}) {
-        train::job_options o;
-        o.hosts.assign(mesh.ids.begin(), mesh.ids.begin() + hosts);
-        o.trainers_per_host = per_host;
-        o.steps = opts.steps;
-        o.model = model;
-        o.global_batch = batch;
-        o.data_file = opts.data;
-        o.checkpoint_every = static_cast<uint32_t>(opts.steps); // only at the end
-        double allreduce_ms = 0, secs = 0;
-        uint64_t timed = 0;
-        auto r = train::run_job(*mesh.c, o, [&](const train::step_report& s) {
-          if (s.step < warm || s.samples_per_s <= 0)
-            return;
-          ++timed;
-          allreduce_ms += s.allreduce_ms;
-          secs += batch / s.samples_per_s;
-        });
-        if (!r)
-          return fail(r.error());
-        if (timed == 0 || secs <= 0)
-          return fail(make_error(errc::internal, "no timed step came back"));
-        double rate = static_cast<double>(timed) * batch / secs;
-        uint32_t n = hosts * per_host;
-        if (n == 1)
-          base = rate;
-        double eff = base > 0 ? rate / (n * base) : 0;
-        double ar = allreduce_ms / static_cast<double>(timed);
-        double req = static_cast<double>(r->step_requests - n) / static_cast<double>(opts.steps);
-        double polls = r->seconds > 0 ? static_cast<double>(r->polls) / r->seconds : 0;
-        std::printf("%-20s %8u %6u %6u %12.0f %12.2f %9.3f %8.1f %11.2f\n", label.c_str(), n,
-                    hosts, batch, rate, ar, req, polls, eff);
-        if (n == 1 && spec && spec->kind == "torch") {
-          // The baseline: a bare libtorch loop on the same module and data,
-          // in this process, one thread like the trainers.
-          auto bare = train::torch_module::bare_samples_per_s(
-            spec->file, digits->x.data(), digits->y.data(), digits->rows, batch,
-            opts.steps - warm, 0.02f);
-          if (!bare)
-            return fail(bare.error());
-          std::printf("%-20s %8s %6s %6u %12.0f %12s %9s %8s %11s   aicon / bare = %.2f\n",
-                      "  bare libtorch loop", "1", "-", batch, *bare, "-", "-", "-", "-",
-                      rate / *bare);
+    for (auto via : vias) {
+      std::string via_name = via == train::transport::STREAM_PLAIN ? "plain"
+                                                                   : train::transport_name(via);
+      std::stringstream batches{opts.batches};
+      for (std::string batch_text; std::getline(batches, batch_text, ',');) {
+        auto batch = static_cast<uint32_t>(std::stoul(batch_text));
+        double base = 0;
+        struct shape {
+          uint32_t hosts, per_host;
+        };
+        for (auto [hosts, per_host] : {shape{1, 1}, shape{2, 1}, shape{2, 2}}) {
+          train::job_options o;
+          o.hosts.assign(mesh.ids.begin(), mesh.ids.begin() + hosts);
+          o.trainers_per_host = per_host;
+          o.steps = opts.steps;
+          o.model = model;
+          o.global_batch = batch;
+          o.data_file = opts.data;
+          o.checkpoint_every = static_cast<uint32_t>(opts.steps); // only at the end
+          o.transport = via;
+          double allreduce_ms = 0, secs = 0;
+          uint64_t timed = 0;
+          auto r = train::run_job(*mesh.c, o, [&](const train::step_report& s) {
+            if (s.step < warm || s.samples_per_s <= 0)
+              return;
+            ++timed;
+            allreduce_ms += s.allreduce_ms;
+            secs += batch / s.samples_per_s;
+          });
+          if (!r)
+            return fail(r.error());
+          if (timed == 0 || secs <= 0)
+            return fail(make_error(errc::internal, "no timed step came back"));
+          double rate = static_cast<double>(timed) * batch / secs;
+          uint32_t n = hosts * per_host;
+          if (n == 1)
+            base = rate;
+          double eff = base > 0 ? rate / (n * base) : 0;
+          double ar = allreduce_ms / static_cast<double>(timed);
+          double req = static_cast<double>(r->step_requests - n) / static_cast<double>(opts.steps);
+          double polls = r->seconds > 0 ? static_cast<double>(r->polls) / r->seconds : 0;
+          std::printf("%-20s %-6s %8u %6u %6u %12.0f %12.2f %9.3f %8.1f %11.2f\n", label.c_str(),
+                      via_name.c_str(), n, hosts, batch, rate, ar, req, polls, eff);
+          if (n == 1 && spec && spec->kind == "torch") {
+            // The baseline: a bare libtorch loop on the same module and data,
+            // in this process, one thread like the trainers.
+            auto bare = train::torch_module::bare_samples_per_s(
+              spec->file, digits->x.data(), digits->y.data(), digits->rows, batch,
+              opts.steps - warm, 0.02f);
+            if (!bare)
+              return fail(bare.error());
+            std::printf("%-20s %-6s %8s %6s %6u %12.0f %12s %9s %8s %11s   aicon / bare = %.2f\n",
+                        "  bare libtorch loop", "-", "1", "-", batch, *bare, "-", "-", "-", "-",
+                        rate / *bare);
+          }
+          std::fflush(stdout);
+          if (csv)
+            csv << fmt::format("{},{},{},{},{},{:.0f},{:.3f},{:.4f},{:.2f},{:.3f}\n", model,
+                               via_name, n, hosts, batch, rate, ar, req, polls, eff);
         }
-        std::fflush(stdout);
-        if (csv)
-          csv << fmt::format("{},{},{},{},{:.0f},{:.3f},{:.4f},{:.2f},{:.3f}\n", model, n, hosts,
-                             batch, rate, ar, req, polls, eff);
       }
     }
   }

@@ -15,6 +15,7 @@ struct train_options {
   std::string models = "mlp:64-64-10,mlp:64-512-512-10";
   uint64_t steps = 200;
   std::string batches = "64,256"; ///< global batches, comma-separated
+  std::string transports = "stream"; ///< ring transports, comma-separated (transport.hpp)
   bool quick = false;
   std::string csv;
 };

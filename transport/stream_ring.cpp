@@ -601,6 +601,12 @@ std::string stream_ring::run(float* data, size_t n) {
     return true;
   };
 
+  // Before sleeping in poll() the loop spins a little: a neighbour's
+  // frame is often microseconds away, and a wake-up from poll() costs tens
+  // of them (more in a VM); MPI spins the same way. Bounded, so a rank
+  // that waits long for a slower neighbour gives its core back.
+  constexpr auto spin = std::chrono::microseconds(100);
+  auto last_moved = std::chrono::steady_clock::now();
   while (received < expected || tx_len > 0 || !outbox.empty()) {
     bool moved = false;
     // Write while the right link takes it.
@@ -659,7 +665,11 @@ std::string stream_ring::run(float* data, size_t n) {
       if (!outbox.empty() && tx_len == 0)
         break; // forward it at once
     }
-    if (moved)
+    if (moved) {
+      last_moved = std::chrono::steady_clock::now();
+      continue;
+    }
+    if (std::chrono::steady_clock::now() - last_moved < spin)
       continue;
     pollfd p[2] = {{lfd, static_cast<short>(received < expected ? POLLIN : 0), 0},
                    {rfd, static_cast<short>(tx_len > 0 || !outbox.empty() ? POLLOUT : 0), 0}};
