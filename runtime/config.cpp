@@ -284,7 +284,8 @@ public:
       if (!tbl)
         return fail(faults, "faults", "expected a table");
       if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent", "job_crash_before_settle",
-                                                 "job_crash_after_settle"}))
+                                                 "job_crash_after_settle",
+                                                 "job_crash_after_rating"}))
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_percent",
                          cfg.lim.fault_trainer_cheat_percent))
@@ -297,6 +298,9 @@ public:
         return err;
       if (auto err = get(*tbl, "faults", "job_crash_after_settle",
                          cfg.lim.fault_job_crash_after_settle))
+        return err;
+      if (auto err = get(*tbl, "faults", "job_crash_after_rating",
+                         cfg.lim.fault_job_crash_after_rating))
         return err;
     }
     if (auto lim = root.get("limits")) {

@@ -135,6 +135,10 @@ struct limits {
   /// once a job's settlement is final, before it registers the trained
   /// model and ends the job.
   bool fault_job_crash_after_settle = false;
+  /// Test-only fault ([faults] job_crash_after_rating): a job host exits
+  /// once the rater answered a job's verification, before it writes the
+  /// settlement plan.
+  bool fault_job_crash_after_rating = false;
 
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.

@@ -44,6 +44,7 @@ enum class db : uint8_t {
   alloc_asks,    ///< job (32) -> AllocAsk of a job holding leases (for replacements)
   ratings,       ///< trainer NodeId (32) -> rating (8-byte IEEE double, little-endian)
   rated_jobs,    ///< job id (32) -> session (32) ‖ ms since epoch it was rated (8, big-endian)
+                 ///< ‖ the RateResult's flat words, once the rating ended
   jobs,          ///< job id (32) -> JobRecord of a job host's job (flat Cap'n Proto words)
   vote_locks,    ///< height (8, big-endian) -> ConsensusPromise: this validator's lock and signed votes there
   models,        ///< model id (32) -> ModelFile: a TorchScript file and its signed manifest

@@ -124,6 +124,21 @@ struct JobRecord {
   torchscript @8 :Data;      # JobWeights.torchscript, once written
   settle @9 :SettlePlan;     # the settlement decided for the job, written before it is
                              # submitted: a host restarted in between submits it again
+  verification @10 :Verification; # the rating asked for, written before it is asked: a host
+                             # restarted before its plan asks the same rater the same again
+}
+
+struct Verification {
+  request @0 :Data;          # the RateRequest's flat words (signed by this job host)
+  rater @1 :Data;            # the rater's NodeId (the trainers' receipts name it)
+  steps @2 :UInt64;          # steps trained
+  leasePrices @3 :List(LeasePrice);
+  ended @4 :Text;            # "done" or "cancelled": the phase once settled
+}
+
+struct LeasePrice {
+  host @0 :Data;             # a trainer host's NodeId
+  price @1 :UInt64;          # its lease's price per trainer-step
 }
 
 struct SettlePlan {

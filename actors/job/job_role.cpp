@@ -34,6 +34,7 @@
 #include "runtime/role.hpp"
 #include "schemas/chain.capnp.h"
 #include "schemas/data.capnp.h"
+#include "schemas/rater.capnp.h"
 #include "schemas/trainer.capnp.h"
 
 namespace aicon {
@@ -93,6 +94,15 @@ struct job_entry {
   std::vector<uint8_t> torchscript; ///< a job on a model asset: the trained model, once written
   std::optional<train::settle_plan> plan; ///< decided and written before it is submitted
   std::string plan_ended;               ///< the phase once it is settled
+  /// The rating asked for, written before it is asked (JobRecord.verification).
+  struct verification {
+    envelope request; ///< RateRequest
+    node_id rater;
+    uint64_t steps = 0;
+    std::map<node_id, uint64_t> lease_prices;
+    std::string ended;
+  };
+  std::optional<verification> pending_rating;
   hash256 alloc_token{};            ///< kept across restarts
   hash256 ring_session{}, ring_token{}; ///< the last ring formed
   std::vector<node_id> ring_hosts;      ///< its ranks' hosts (empty: none yet)
@@ -179,6 +189,21 @@ caf::error persist(registry& reg, const job_entry& j) {
       p.setModel(j.plan->model);
       p.setRefund(j.plan->refund);
       p.setEnded(j.plan_ended);
+    }
+    if (j.pending_rating) {
+      auto& v = *j.pending_rating;
+      auto p = b.initVerification();
+      p.setRequest(kj::arrayPtr(v.request.bytes().data(), v.request.bytes().size()));
+      p.setRater(kj::arrayPtr(v.rater.bytes.data(), 32));
+      p.setSteps(v.steps);
+      auto lp = p.initLeasePrices(static_cast<unsigned>(v.lease_prices.size()));
+      unsigned i = 0;
+      for (auto& [host, price] : v.lease_prices) {
+        lp[i].setHost(kj::arrayPtr(host.bytes.data(), 32));
+        lp[i].setPrice(price);
+        ++i;
+      }
+      p.setEnded(v.ended);
     }
     if (!j.ring_hosts.empty()) {
       b.setRingSession(kj::arrayPtr(j.ring_session.data(), 32));
@@ -478,6 +503,13 @@ struct job_role_state {
         }
         o.verifier = raters[0];
       }
+      if (j.pending_rating) {
+        // Trained, and its rating asked for, before this host restarted:
+        // the same request to the same rater, not another run.
+        event(j, "job host restarted during verification: asking rater " +
+                   j.pending_rating->rater.short_hex() + " the same again");
+        return verify_and_settle(j, o, *esc, *j.pending_rating);
+      }
     } else {
       // An unpaid job on the payer's dataset: only the trainer hosts it
       // granted the keys to (waited for: after a restart the links come
@@ -613,31 +645,66 @@ struct job_role_state {
     const char* ended = r->cancelled ? "cancelled" : "done";
     if (!esc)
       return set_phase(j, ended);
-    // Verification, then settlement within the payer's terms.
-    train::rating rating;
     if (o.verifier) {
-      set_phase(j, "verifying");
-      auto rater = role_at("rater", *o.verifier);
-      caf::expected<envelope> rated =
-        rater ? request_blocking(*sys, *rater,
-                                 train::make_rate_request(o, *r, *ctx.self, reg->chain->chain_id()),
-                                 std::chrono::minutes(2))
-              : caf::expected<envelope>{rater.error()};
-      auto parsed = rated ? train::parse_rating(*rated) : caf::expected<train::rating>{rated.error()};
-      if (!parsed) {
-        return fail_and_refund(j, "verification: " + describe(parsed.error()));
+      // Written before it is asked: a host that dies from here on asks the
+      // same rater the same again when it is back (the rater answers a
+      // repeated session with the verdict it gave, and moves nothing twice).
+      job_entry::verification v;
+      v.request = train::make_rate_request(o, *r, *ctx.self, reg->chain->chain_id());
+      v.rater = *o.verifier;
+      v.steps = r->steps;
+      v.lease_prices = r->lease_prices;
+      v.ended = ended;
+      {
+        std::lock_guard<std::mutex> lk{reg->mtx};
+        j.pending_rating = v;
+        if (auto err = persist(*reg, j))
+          return fail_and_refund(j, "verification: the request was not written: " + describe(err));
       }
-      rating = std::move(*parsed);
-      size_t passed = 0;
-      for (auto& v : rating.verdicts)
-        passed += v.passed ? 1 : 0;
+      return verify_and_settle(j, o, *esc, v);
+    }
+    train::rating rating;
+    for (uint32_t rank = 0; rank < r->rank_hosts.size(); ++rank)
+      rating.verdicts.push_back({rank, r->rank_hosts[rank], true, {}, 0});
+    settle_rated(j, o, *esc, rating, r->steps, r->lease_prices, ended);
+  }
+
+  /// Asks the job's rater to verify it (the written request), then settles
+  /// within the payer's terms.
+  void verify_and_settle(job_entry& j, const train::job_options& o,
+                         const ledger::escrow_entry& esc, const job_entry::verification& v) {
+    set_phase(j, "verifying");
+    auto rater = role_at("rater", v.rater);
+    caf::expected<envelope> rated =
+      rater ? request_blocking(*sys, *rater, v.request, std::chrono::minutes(2))
+            : caf::expected<envelope>{rater.error()};
+    auto parsed = rated ? train::parse_rating(*rated) : caf::expected<train::rating>{rated.error()};
+    if (!parsed)
+      return fail_and_refund(j, "verification: " + describe(parsed.error()));
+    auto rating = std::move(*parsed);
+    size_t passed = 0;
+    for (auto& verdict : rating.verdicts)
+      passed += verdict.passed ? 1 : 0;
+    {
       std::lock_guard<std::mutex> lk{reg->mtx};
       j.verified = fmt::format("{}/{} trainers passed", passed, rating.verdicts.size());
       j.events.push_back("verified: " + j.verified);
-    } else {
-      for (uint32_t rank = 0; rank < r->rank_hosts.size(); ++rank)
-        rating.verdicts.push_back({rank, r->rank_hosts[rank], true, {}, 0});
     }
+    if (ctx.lim.fault_job_crash_after_rating) {
+      // Test-only fault of this host's own config ([faults]): the process
+      // dies with the rater's answer read, before the settlement is written.
+      log_warning("job {}: [faults] job_crash_after_rating: exiting now",
+                  ledger::short_hex(j.id));
+      std::_Exit(88);
+    }
+    settle_rated(j, o, esc, rating, v.steps, v.lease_prices, v.ended);
+  }
+
+  /// The settlement of a rated job within the payer's terms: decided,
+  /// written, then submitted (settle_and_register).
+  void settle_rated(job_entry& j, const train::job_options& o, const ledger::escrow_entry& esc,
+                    const train::rating& rating, uint64_t steps,
+                    const std::map<node_id, uint64_t>& lease_prices, const std::string& ended) {
     set_phase(j, "settling");
     auto ledger_ask = [this](envelope q) -> caf::expected<envelope> {
       auto l = lookup_blocking(*sys, ctx.directory, "ledger", timeout());
@@ -658,8 +725,8 @@ struct job_role_state {
                              ledger::short_hex(train::model_asset_of(o)), (*t)->owner.short_hex(),
                              (*t)->kind));
     }
-    auto plan = train::plan_settlement(esc->locked, rating, r->steps, o.max_price, esc->payer,
-                                       dataset_terms, model_terms, r->lease_prices);
+    auto plan = train::plan_settlement(esc.locked, rating, steps, o.max_price, esc.payer,
+                                       dataset_terms, model_terms, lease_prices);
     if (!plan.why.empty()) {
       return fail_and_refund(j, "settlement: " + plan.why);
     }
@@ -1104,6 +1171,20 @@ struct job_role_state {
           plan.refund = p.getRefund();
           j->plan = std::move(plan);
           j->plan_ended = p.getEnded().cStr();
+        }
+        if (rec->hasVerification()) {
+          auto p = rec->getVerification();
+          job_entry::verification v;
+          v.request = envelope_from_bytes({p.getRequest().begin(), p.getRequest().size()},
+                                          capnp::typeId<schema::RateRequest>());
+          if (auto r = node_id::from_bytes({p.getRater().begin(), p.getRater().size()}))
+            v.rater = *r;
+          v.steps = p.getSteps();
+          for (auto lp : p.getLeasePrices())
+            if (auto h = node_id::from_bytes({lp.getHost().begin(), lp.getHost().size()}))
+              v.lease_prices[*h] = lp.getPrice();
+          v.ended = p.getEnded().cStr();
+          j->pending_rating = std::move(v);
         }
         if (rec->getAllocToken().size() == 32)
           std::memcpy(j->alloc_token.data(), rec->getAllocToken().begin(), 32);

@@ -56,8 +56,19 @@ struct rater_state {
   std::shared_ptr<store::environment> env; ///< rated_jobs
   static inline const char* name = "aicon.rater";
 
-  /// When `job` was rated (nullopt: never).
-  caf::expected<std::optional<std::string>> rated(const hash256& job) {
+  /// A job's rating as kept: the session rated, when, and (once the
+  /// rating ended) its RateResult.
+  struct rated_record {
+    hash256 session{};
+    uint64_t ms = 0;
+    std::optional<envelope> result;
+    std::string describe() const {
+      return fmt::format("session {} at {} ms since the epoch", ledger::short_hex(session), ms);
+    }
+  };
+
+  /// How `job` was rated (nullopt: never).
+  caf::expected<std::optional<rated_record>> rated(const hash256& job) {
     auto t = store::txn::begin(*env, false);
     if (!t)
       return t.error();
@@ -65,28 +76,42 @@ struct rater_state {
     if (!v)
       return v.error();
     if (!*v)
-      return std::optional<std::string>{};
-    if ((*v)->size() != 40)
+      return std::optional<rated_record>{};
+    if ((*v)->size() < 40)
       return make_error(errc::internal, "a stored rated_jobs record is corrupt");
-    hash256 session;
-    std::memcpy(session.data(), (*v)->data(), 32);
-    uint64_t ms = 0;
+    rated_record rec;
+    std::memcpy(rec.session.data(), (*v)->data(), 32);
     for (int i = 0; i < 8; ++i)
-      ms = ms << 8 | (**v)[32 + static_cast<size_t>(i)];
-    return std::optional<std::string>{
-      fmt::format("session {} at {} ms since the epoch", ledger::short_hex(session), ms)};
+      rec.ms = rec.ms << 8 | (**v)[32 + static_cast<size_t>(i)];
+    if ((*v)->size() > 40) {
+      auto result = envelope_from_bytes({(*v)->data() + 40, (*v)->size() - 40},
+                                        capnp::typeId<schema::RateResult>());
+      if (!opened<schema::RateResult>{result})
+        return make_error(errc::internal, "a stored rated_jobs result is corrupt");
+      rec.result = std::move(result);
+    }
+    return std::optional<rated_record>{std::move(rec)};
   }
 
-  caf::error mark_rated(const hash256& job, const hash256& session) {
+  /// Records `job` as rated for `session` (with its `result` once known).
+  caf::error mark_rated(const hash256& job, const hash256& session,
+                        const envelope* result = nullptr) {
     auto t = store::txn::begin(*env, true);
     if (!t)
       return t.error();
+    uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+    if (auto before = t->get(store::db::rated_jobs, job); before && *before && (*before)->size() >= 40) {
+      ms = 0; // keep when it was rated
+      for (int i = 0; i < 8; ++i)
+        ms = ms << 8 | (**before)[32 + static_cast<size_t>(i)];
+    }
     std::vector<uint8_t> v(session.begin(), session.end());
-    auto ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count());
     for (int i = 7; i >= 0; --i)
       v.push_back(static_cast<uint8_t>(ms >> (8 * i)));
+    if (result)
+      v.insert(v.end(), result->bytes().begin(), result->bytes().end());
     if (auto err = t->put(store::db::rated_jobs, job, v))
       return err;
     return t->commit();
@@ -95,9 +120,12 @@ struct rater_state {
   /// Who may ask, and for what: the payer its escrow names (or the agent
   /// its terms name), signing for this chain, for a job escrowed and not
   /// yet rated; no amount is the requester's. Answers the escrowed amount;
-  /// `escrow_payer`: who locked it.
+  /// `escrow_payer`: who locked it. The same session asked again (a job
+  /// host that restarted before it read the answer): `replay` is the
+  /// result given then, and nothing is rated or moved again.
   caf::expected<uint64_t> admit(schema::RateRequest::Reader req, const hash256& job,
-                                node_id& escrow_payer) {
+                                const hash256& session, node_id& escrow_payer,
+                                std::optional<envelope>& replay) {
     if (req.getReward() != 0)
       return refused(fmt::format("reward is {}: the reward is not the requester's to set "
                                  "(the chain mints {}% of the job's escrow)",
@@ -145,10 +173,18 @@ struct rater_state {
     auto before = rated(job);
     if (!before)
       return before.error();
+    if (*before && (*before)->session == session && (*before)->result) {
+      replay = std::move((*before)->result);
+      return ei->getAmount();
+    }
     if (*before)
       return make_error(errc::already_exists,
-                        fmt::format("RateRequest: job {} was already rated ({}); a job is "
-                                    "rated once", ledger::short_hex(job), **before));
+                        fmt::format("RateRequest: job {} was already rated ({}{}); a job is "
+                                    "rated once",
+                                    ledger::short_hex(job), (*before)->describe(),
+                                    (*before)->session == session
+                                      ? ", its result not kept: the rater stopped before it ended"
+                                      : ""));
     return ei->getAmount();
   }
 
@@ -199,9 +235,16 @@ struct rater_state {
     std::memcpy(job.data(), req.getJob().begin(), 32);
     std::memcpy(session.data(), req.getSession().begin(), 32);
     node_id escrow_payer;
-    auto escrowed = admit(req, job, escrow_payer);
+    std::optional<envelope> replay;
+    auto escrowed = admit(req, job, session, escrow_payer, replay);
     if (!escrowed)
       return escrowed.error();
+    if (replay) {
+      log_info("rater: job {} session {} asked again by its payer: the verdict given before, "
+               "nothing rated or moved again",
+               ledger::short_hex(job), ledger::short_hex(session));
+      return std::move(*replay);
+    }
     if (req.getToken().size() != 32)
       return make_error(errc::invalid_argument,
                         "RateRequest.token must be 32 bytes: the session's token, without "
@@ -603,7 +646,7 @@ struct rater_state {
              ledger::short_hex(session),
              std::count_if(verdicts.begin(), verdicts.end(), [](auto& v) { return v.passed; }),
              n, k, submitted, slashed, minted);
-    return make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
+    auto result = make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
       auto out = b.initVerdicts(n);
       for (unsigned r = 0; r < n; ++r) {
         out[r].setRank(r);
@@ -627,6 +670,12 @@ struct rater_state {
         ++i;
       }
     });
+    // Kept with the rating: the same request again (its job host restarted
+    // before it read this) gets this answer, not a second rating.
+    if (auto err = mark_rated(job, session, &result))
+      log_warning("rater: the result of job {} was not kept: {}", ledger::short_hex(job),
+                  describe(err));
+    return result;
   }
 };
 

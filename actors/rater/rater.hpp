@@ -50,7 +50,7 @@ envelope sign_rate_request(const identity& payer, const std::array<uint8_t, 32>&
 /// Who may send each message this role accepts (README "Who may send
 /// what"); message_table refuses a handler without a row here.
 inline constexpr access_row rater_access[] = {
-  {"RateRequest", "the payer the job's escrow names, or the agent its terms name, once per job", "ed25519 over chain id + request; the escrow on the rater's chain; `rated_jobs`", "refused by name, nothing rated"},
+  {"RateRequest", "the payer the job's escrow names, or the agent its terms name, once per job (the same session again gets the verdict given, nothing moves twice)", "ed25519 over chain id + request; the escrow on the rater's chain; `rated_jobs`", "refused by name, nothing rated"},
 };
 
 } // namespace aicon

@@ -11,6 +11,7 @@
 //    the session id are committed, the payer settles, the trained weights
 //    become the payer's asset and are transferred; every balance equals what
 //    the prices and the reward say, and supply = genesis + minted - slashed.
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstring>
@@ -697,9 +698,19 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   BOOST_TEST(rating->samples_per_trainer == 44u);
   BOOST_TEST(rating->minted == reward); // 80% trainers, 10% dataset, 10% model
   BOOST_TEST(rating->slashed == 0u);
-  // The same request again (a replay) is refused: a job is rated, and its
-  // reward minted, once.
-  refused_with(honest, "was already rated");
+  // The same request again (its job host restarted before it read the
+  // answer) gets the verdict given, byte for byte: nothing is re-executed,
+  // receipted, minted or slashed twice (the supply is checked below).
+  // Another session for the same job is refused: a job is rated once.
+  auto again = ec.ask(0, "rater", honest, 60s);
+  BOOST_REQUIRE_MESSAGE(again, why(again));
+  BOOST_TEST(std::ranges::equal(again->bytes(), rated->bytes()));
+  auto other_session = random_job();
+  refused_with(sign_rate_request(ec.payer, chain,
+                                 opened<schema::RateRequest>{tampered(honest, [&](auto b) {
+                                   b.setSession(kj::arrayPtr(other_session.data(), 32));
+                                 })}.root()),
+               "was already rated");
   for (size_t t : {size_t{2}, size_t{3}})
     BOOST_TEST(std::get<2>(ec.account(0, ec.nodes[t].id)) == economy_cluster::trainer_stake);
 
@@ -1136,7 +1147,8 @@ namespace {
 /// A budgeted job on c1 started with `[faults] FAULT = true`: c1 exits with
 /// `code` at that point of the settlement and is restarted without the
 /// fault; the job ends done, paying the trainers 2 x steps once.
-void settlement_survives(const std::string& fault, int code, const std::string& event) {
+void settlement_survives(const std::string& fault, int code, const std::string& event,
+                         bool verify = false) {
   economy_cluster ec;
   ec.wait_offers(2);
   const uint64_t funds = 100'000;
@@ -1156,9 +1168,11 @@ void settlement_survives(const std::string& fault, int code, const std::string& 
   ec.wait_linked(1);
   auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
   const uint64_t steps = 100, budget = 5000;
-  auto submit = ec.job_cli({"job", "submit", "--data", digits, "--trainers", "2", "--steps",
-                            std::to_string(steps), "--budget", std::to_string(budget)},
-                           120s);
+  std::vector<std::string> args{"job", "submit", "--data", digits, "--trainers", "2", "--steps",
+                                std::to_string(steps), "--budget", std::to_string(budget)};
+  if (verify)
+    args.push_back("--verify");
+  auto submit = ec.job_cli(args, 120s);
   BOOST_REQUIRE_MESSAGE(submit.exit_code == 0, submit.output);
   auto id = submit.output.substr(submit.output.find_last_not_of('\n') - 63, 64);
   // The job host trains, decides the settlement, writes it and dies.
@@ -1174,14 +1188,32 @@ void settlement_survives(const std::string& fault, int code, const std::string& 
              wait.output);
   BOOST_TEST(wait.output.find("asset     ") != std::string::npos, wait.output);
   auto logs = ec.job_cli({"job", "logs", id}, 60s);
-  BOOST_TEST(logs.output.find("job host restarted during settlement: submitting the written plan")
-               != std::string::npos,
-             logs.output);
+  if (!verify)
+    BOOST_TEST(logs.output.find("job host restarted during settlement: submitting the written plan")
+                 != std::string::npos,
+               logs.output);
   BOOST_TEST(logs.output.find(event) != std::string::npos, logs.output);
   // Paid once: the payer lost exactly the trainers' pay; the trainers got it.
   BOOST_TEST(std::get<0>(ec.account(0, ec.cli.id)) == funds - 2 * steps);
   uint64_t trainers = std::get<0>(ec.account(0, ec.nodes[2].id)) + std::get<0>(ec.account(0, ec.nodes[3].id));
-  BOOST_TEST(trainers == 2 * steps);
+  if (!verify) {
+    BOOST_TEST(trainers == 2 * steps);
+    return;
+  }
+  // Rated once: the rater re-executed the session once, answered the
+  // restarted host with that verdict, and minted its reward once.
+  auto rater_log = ec.hosts[0].proc->log_text();
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (auto at = rater_log.find(what); at != std::string::npos; at = rater_log.find(what, at + 1))
+      ++n;
+    return n;
+  };
+  BOOST_TEST(count("trainers verified (") == 1u, rater_log);
+  BOOST_TEST(count("asked again by its payer") == 1u, rater_log);
+  const uint64_t reward = budget * ledger::genesis_config{}.reward_percent / 100; // the rule's
+  BOOST_TEST(trainers >= 2 * steps);
+  BOOST_TEST(trainers <= 2 * steps + reward, "trainers got " << trainers);
 }
 
 } // namespace
@@ -1194,6 +1226,14 @@ BOOST_AUTO_TEST_CASE(a_job_host_dead_at_settlement_settles_its_written_plan_once
   settlement_survives("job_crash_before_settle", 86, "settled: trainers 200");
   settlement_survives("job_crash_after_settle", 87,
                       "settled (before this host restarted): trainers 200");
+}
+
+// Dead with the rater's answer read, before the settlement is written: the
+// restarted host asks the same rater the same again and gets the verdict it
+// had (no second rating, no second reward), then settles once.
+BOOST_AUTO_TEST_CASE(a_job_host_dead_after_its_rating_asks_the_rater_again_and_settles_once) {
+  settlement_survives("job_crash_after_rating", 88,
+                      "job host restarted during verification: asking rater", true);
 }
 
 BOOST_AUTO_TEST_CASE(a_console_killed_mid_job_leaves_the_job_to_its_host) {
