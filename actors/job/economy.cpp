@@ -194,8 +194,9 @@ settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t st
       auto leased = lease_prices.find(v.trainer);
       auto price = leased != lease_prices.end() ? std::min(leased->second, price_per_step)
                                                 : price_per_step;
-      due[v.trainer] += steps * price;
-      total += steps * price;
+      auto ran = v.logged_steps > 0 ? std::min(v.logged_steps, steps) : steps;
+      due[v.trainer] += ran * price;
+      total += ran * price;
     }
   plan.trainers = static_cast<uint64_t>(total);
   // An owner that is the payer would pay itself: nothing moves.

@@ -32,6 +32,9 @@ struct rank_verdict {
   bool passed = false;
   std::string why;
   uint64_t units = 0;
+  /// The steps of the rank's work log the rater checked (0: not known, the
+  /// job was not rated): a rated rank is paid for these, not the job's.
+  uint64_t logged_steps = 0;
 };
 
 struct rating {
@@ -76,7 +79,10 @@ std::optional<std::array<uint8_t, 32>> dataset_asset_of(const job_options& o);
 std::array<uint8_t, 32> model_asset_of(const job_options& o);
 
 /// The payouts of a Settle for `job`: every rank that passed is paid
-/// steps x price for its trainer (ranks of one host add up): its lease's
+/// steps x price for its trainer (ranks of one host add up; a rated rank
+/// for the steps of its checked work log, at most `steps`: the ranks of a
+/// ring re-formed mid-job ran only its part, and the earlier rings' work
+/// was not verified): its lease's
 /// price where `lease_prices` names one (never above `price_per_step`, the
 /// terms' cap), else the cap; failed ranks
 /// nothing; the dataset's and the model's owners their prices (when they

@@ -682,6 +682,14 @@ struct job_role_state {
     if (!parsed)
       return fail_and_refund(j, "verification: " + describe(parsed.error()));
     auto rating = std::move(*parsed);
+    // Each rank is paid for the steps of the log the rater checked (a ring
+    // re-formed mid-job ran only its part of the job).
+    if (opened<schema::RateRequest> req{v.request}) {
+      auto logs = req->getLogs();
+      for (auto& verdict : rating.verdicts)
+        if (verdict.rank < logs.size())
+          verdict.logged_steps = logs[verdict.rank].getSteps();
+    }
     size_t passed = 0;
     for (auto& verdict : rating.verdicts)
       passed += verdict.passed ? 1 : 0;

@@ -428,6 +428,19 @@ BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
   auto short_plan = train::plan_settlement(700, r, 100, 3, payer, std::nullopt, std::nullopt, leases);
   BOOST_TEST(short_plan.why.find("does not cover the verified work (800)") != std::string::npos,
              short_plan.why);
+  // A ring re-formed at step 60 of 100: its rated ranks ran (and showed the
+  // rater) 40 steps each and are paid for those; a log claiming more than
+  // the job's steps is paid the job's steps at most.
+  train::rating reformed;
+  reformed.verdicts = {{0, a, true, {}, 0, 40}, {1, b, true, {}, 0, 40}, {2, c, true, {}, 0, 500}};
+  auto part = train::plan_settlement(10'000, reformed, 100, 3, payer, std::nullopt, std::nullopt,
+                                     leases);
+  BOOST_REQUIRE(part.why.empty());
+  std::map<node_id, uint64_t> got(part.payouts.begin(), part.payouts.end());
+  BOOST_TEST(got[a] == 40 * 1u);
+  BOOST_TEST(got[b] == 40 * 3u);
+  BOOST_TEST(got[c] == 100 * 3u);
+  BOOST_TEST(part.refund == 10'000u - 40 - 120 - 300);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
