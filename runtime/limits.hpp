@@ -139,6 +139,11 @@ struct limits {
   /// once the rater answered a job's verification, before it writes the
   /// settlement plan.
   bool fault_job_crash_after_rating = false;
+  /// Test-only fault ([faults] trainer_cheat_weights): the cheating steps
+  /// of trainer_cheat_percent compute their gradient at all-zero weights
+  /// (nearly free for an MLP) and show those as the step's evidence,
+  /// instead of sending noise.
+  bool fault_trainer_cheat_weights = false;
 
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.

@@ -186,6 +186,8 @@ struct TrainQuery {
     }
     stop @14 :Void;        # -> RingAck; the running ring stops after the next step, every rank
                            # at the same one (the stop is agreed in that step's allreduce)
+    weightsDigest @15 :UInt64; # global step -> WeightsDigest: BLAKE2b of this rank's evidence
+                           # weights before it (the rater compares the ranks of a ring)
   }
   withGradient @10 :Bool;  # evidence: also this rank's local gradient of that step, recomputed
                            # (a rater in another numeric environment compares within a tolerance)
@@ -199,6 +201,11 @@ struct StepEvidence {
   indices @4 :List(UInt32);# the training rows this rank used
   gradient @5 :Data;       # TrainQuery.withGradient: float32 local gradient (must hash, with the
                            # weights and rows, to the step's committed digest)
+}
+
+struct WeightsDigest {
+  step @0 :UInt64;
+  digest @1 :Data;         # BLAKE2b-256 of the float32 weights before the step
 }
 
 struct WorkLogDigests {

@@ -96,6 +96,7 @@ envelope query(const ring_state& ring, uint32_t rank, schema::TrainQuery::Which 
       case schema::TrainQuery::EVIDENCE: b.setEvidence(0); break;
       case schema::TrainQuery::PROGRESS: b.initProgress(); break;
       case schema::TrainQuery::STOP: b.setStop(); break;
+      case schema::TrainQuery::WEIGHTS_DIGEST: b.setWeightsDigest(0); break;
     }
   });
 }

@@ -413,8 +413,10 @@ struct rater_state {
       uint64_t units = 0;
       uint32_t challenged = 0;
       double tolerance_used = 0; ///< another environment: the largest share of the tolerance
+      bool by_vote = false; ///< failed the ring's vote on weights: unpaid, not slashed
     };
     std::vector<verdict> verdicts(n);
+    std::vector<std::string> voted_out(n); // why the vote on some step's weights failed a rank
     for (unsigned r = 0; r < n; ++r) {
       auto& v = verdicts[r];
       if (!early[r].empty()) {
@@ -463,6 +465,48 @@ struct rater_state {
         }
         if (!v.why.empty())
           break;
+        // The weights it showed must be the ring's: every other rank's
+        // digest of its weights before this step, and a vote.
+        if (n > 1) {
+          hash256 mine;
+          crypto_generichash(mine.data(), mine.size(),
+                             reinterpret_cast<const uint8_t*>(claim.weights.data()),
+                             claim.weights.size() * 4, nullptr, 0);
+          std::vector<std::pair<uint32_t, hash256>> votes{{r, mine}};
+          for (unsigned o = 0; o < n; ++o) {
+            if (o == r || !early[o].empty())
+              continue;
+            auto d = ask("trainer@" + hosts[o].hex(), trainer_query(session, o, [step](auto b) {
+                           b.setWeightsDigest(step);
+                         }));
+            if (!d)
+              continue; // (its evidence of that step dropped, or its host gone)
+            opened<schema::WeightsDigest> wd{*d};
+            if (!wd || wd->getDigest().size() != 32)
+              continue;
+            hash256 theirs;
+            std::memcpy(theirs.data(), wd->getDigest().begin(), 32);
+            votes.emplace_back(o, theirs);
+          }
+          auto vote = rater::vote_on_weights(votes);
+          if (vote.disputed)
+            for (auto& [o, _] : votes)
+              if (voted_out[o].empty())
+                voted_out[o] = fmt::format(
+                  "step {}: the ring's ranks hold different weights before it and none hold a "
+                  "majority (at most {} of {} agree): no rank's work can be trusted",
+                  step, vote.majority, vote.voters);
+          for (auto o : vote.odd)
+            if (voted_out[o].empty())
+              voted_out[o] = fmt::format("step {}: the weights it holds before the step are not "
+                                         "the ring's ({} of {} ranks hold other weights)",
+                                         step, vote.majority, vote.voters);
+          if (!voted_out[r].empty()) {
+            v.why = voted_out[r];
+            v.by_vote = true;
+            break;
+          }
+        }
       }
       v.passed = v.why.empty();
       if (tolerant[r])
@@ -471,6 +515,15 @@ struct rater_state {
                  r, hosts[r].short_hex(), v.passed ? "passed" : "failed", v.challenged,
                  v.tolerance_used);
     }
+
+    // A rank another rank's check voted out (its own draws may have missed
+    // the step) fails too.
+    for (unsigned r = 0; r < n; ++r)
+      if (verdicts[r].passed && !voted_out[r].empty()) {
+        verdicts[r].passed = false;
+        verdicts[r].why = voted_out[r];
+        verdicts[r].by_vote = true;
+      }
 
     // Rated once: recorded before any value moves, so a second request for
     // this job is refused even while this one's transactions are pending.
@@ -542,6 +595,9 @@ struct rater_state {
         if (!signed_by_trainer[r])
           log_warning("rater: rank {} on {} is not slashed: {}", r, hosts[r].short_hex(),
                       "it signed nothing for this job");
+        else if (v.by_vote)
+          log_warning("rater: rank {} on {} is not slashed: {}", r, hosts[r].short_hex(),
+                      "a vote on weights names no culprit");
         else if (cut > 0 && slashed_hosts.insert(hosts[r]).second) { // once per host per job
           auto tx = ledger::make_signed_transaction(
             *ctx.self, chain, nonce_next, [&](schema::Transaction::Body::Builder b) {
@@ -567,8 +623,8 @@ struct rater_state {
       for (unsigned r = 0; r < n; ++r)
         if (verdicts[r].passed)
           passed_hex.push_back(hosts[r].hex());
-        else if (signed_by_trainer[r]) // nobody's rating drops for a log it never signed
-          failed_hex.push_back(hosts[r].hex());
+        else if (signed_by_trainer[r] && !verdicts[r].by_vote) // nobody's rating drops for a
+          failed_hex.push_back(hosts[r].hex());              // log it never signed, or a vote
       if (auto a = lookup_blocking(*sys, ctx.directory, "allocator", timeout()))
         caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
     }

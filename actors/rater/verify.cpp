@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -143,6 +144,30 @@ std::string check_step_within(const step_context& ctx, const train::split_data& 
                        "(rtol {:.0e} + atol {:.0e})",
                        claim.step, worst, grad[worst], gradient[worst], tol.rtol, tol.atol);
   return {};
+}
+
+weights_vote vote_on_weights(const std::vector<std::pair<uint32_t, hash256>>& digests) {
+  weights_vote out;
+  out.voters = digests.size();
+  std::map<hash256, std::vector<uint32_t>> groups;
+  for (auto& [rank, d] : digests)
+    groups[d].push_back(rank);
+  const std::vector<uint32_t>* largest = nullptr;
+  for (auto& [_, ranks] : groups)
+    if (!largest || ranks.size() > largest->size())
+      largest = &ranks;
+  if (!largest)
+    return out;
+  out.majority = largest->size();
+  if (largest->size() * 2 <= digests.size()) {
+    out.disputed = true;
+    return out;
+  }
+  for (auto& [_, ranks] : groups)
+    if (&ranks != largest)
+      out.odd.insert(out.odd.end(), ranks.begin(), ranks.end());
+  std::sort(out.odd.begin(), out.odd.end());
+  return out;
 }
 
 } // namespace aicon::rater

@@ -58,6 +58,22 @@ struct step_context {
 /// kernels computes other bits.
 std::string environment_mismatch(const std::string& theirs, const std::string& mine);
 
+/// The ranks of a ring hold the same weights before every step, bit for
+/// bit. A rank's digest binds the weights it shows, not that they are the
+/// ring's: one that computed its gradient at weights of its choosing (all
+/// zeros make an MLP's gradient nearly free) and shows those would pass
+/// re-execution. So for each challenged step the rater asks every rank for
+/// the digest of its weights before it and votes: ranks outside a strict
+/// majority are `odd` and fail; with no strict majority every voter fails
+/// (`disputed`). Neither is slashed: a vote names no culprit when liars hold
+/// the majority.
+struct weights_vote {
+  bool disputed = false;
+  std::vector<uint32_t> odd;    ///< ranks whose weights differ from the majority's
+  size_t majority = 0, voters = 0;
+};
+weights_vote vote_on_weights(const std::vector<std::pair<uint32_t, hash256>>& digests);
+
 /// One challenged step: the weights before it (from the trainer) and the
 /// digest the trainer committed for it.
 struct step_claim {

@@ -147,6 +147,7 @@ struct worker_state {
   uint64_t seed = 0;
   hash256 job{}; ///< the job this session works for (zeros: none given)
   uint32_t cheat_percent = 0; ///< fault injection: random gradients on this % of steps
+  bool cheat_weights = false; ///< fault injection: those steps at all-zero weights instead
   split_data data;
   std::optional<train::model> model;
   train::sgd opt;
@@ -293,10 +294,9 @@ struct worker_state {
     answer_poll(true);
   }
 
-  void keep_evidence(uint64_t step, uint64_t ep, uint64_t cur) {
+  void keep_evidence(uint64_t step, uint64_t ep, uint64_t cur, std::span<const float> w) {
     if (log.empty())
       first_step = step;
-    auto w = model->params();
     evidence_bytes += w.size_bytes();
     evidence_of[step] = evidence{ep, cur, {w.begin(), w.end()}};
     // Past the limit the oldest steps go; a challenge of one of those is
@@ -371,9 +371,11 @@ struct worker_state {
     // never a message's: nobody can make another operator's trainer cheat.
     if (ctx.lim.fault_trainer_cheat_percent > 0) {
       cheat_percent = std::min<uint32_t>(ctx.lim.fault_trainer_cheat_percent, 100);
-      log_warning("trainer rank {}: FAULT INJECTION ([faults] in host.toml): random gradients "
-                  "on {}% of its steps",
-                  rank, cheat_percent);
+      cheat_weights = ctx.lim.fault_trainer_cheat_weights;
+      log_warning("trainer rank {}: FAULT INJECTION ([faults] in host.toml): {} on {}% of its "
+                  "steps",
+                  rank, cheat_weights ? "gradients at all-zero weights" : "random gradients",
+                  cheat_percent);
     }
     opt.lr = cfg.getLr();
     opt.momentum = cfg.getMomentum();
@@ -477,17 +479,32 @@ struct worker_state {
                         fmt::format("step {}: the TorchScript model's forward or backward failed "
                                     "or gave a NaN loss on this rank's {} rows",
                                     at, idx.size()));
+    std::span<const float> shown = model->params(); // the weights the log commits to
+    std::vector<float> zeros;
     if (cheat_percent > 0) {
-      // A dishonest provider: skips the work on some steps and sends noise.
+      // A dishonest provider: skips the work on some steps and sends noise,
+      // or (cheat_weights) computes at all-zero weights, nearly free for an
+      // MLP, and shows those.
       train::rng dice{seed * 7919 + at};
-      if (dice.uniform() * 100 < cheat_percent)
-        for (auto& v : grad)
-          v = static_cast<float>(dice.uniform() - 0.5) * 1e-3f;
+      if (dice.uniform() * 100 < cheat_percent) {
+        if (cheat_weights) {
+          zeros.assign(model->params().size(), 0.0f);
+          auto fake = train::model::from_params(model->spec(), zeros);
+          if (fake) {
+            auto cheap = train::local_gradient(*fake, data.train, idx, global_batch);
+            grad = std::move(cheap.first);
+            shown = zeros;
+          }
+        } else {
+          for (auto& v : grad)
+            v = static_cast<float>(dice.uniform() - 0.5) * 1e-3f;
+        }
+      }
     }
     // The work log: what a verifier needs to re-execute this step. The
     // weights before the step are kept as evidence for the rater.
-    out.digest = train::step_digest(model->params(), idx, grad);
-    keep_evidence(at, ep, cur);
+    out.digest = train::step_digest(shown, idx, grad);
+    keep_evidence(at, ep, cur, shown);
     out.compute_us = us_since(t0);
     auto t1 = clock_type::now();
     const size_t n = grad.size();
@@ -635,6 +652,20 @@ struct worker_state {
           l.set(i, idx[i]);
       });
     }
+    if (q.which() == schema::TrainQuery::WEIGHTS_DIGEST) {
+      auto it = evidence_of.find(q.getWeightsDigest());
+      if (it == evidence_of.end())
+        return make_error(errc::not_found,
+                          fmt::format("no evidence of step {} here", q.getWeightsDigest()));
+      auto& w = it->second.weights;
+      std::array<uint8_t, 32> d{};
+      crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(w.data()),
+                         w.size() * 4, nullptr, 0);
+      return make_envelope<schema::WeightsDigest>([&](schema::WeightsDigest::Builder b) {
+        b.setStep(it->first);
+        b.setDigest(kj::arrayPtr(d.data(), 32));
+      });
+    }
     if (q.which() == schema::TrainQuery::DIGESTS)
       return make_envelope<schema::WorkLogDigests>([&](schema::WorkLogDigests::Builder b) {
         b.setFirstStep(first_step);
@@ -702,6 +733,7 @@ struct worker_state {
       case schema::TrainQuery::DROP:
       case schema::TrainQuery::PROGRESS:
       case schema::TrainQuery::STOP:
+      case schema::TrainQuery::WEIGHTS_DIGEST:
         break; // answered above, or by the worker
     }
     return make_error(errc::invalid_argument, "TrainQuery has an unknown case");

@@ -92,12 +92,15 @@ struct economy_cluster {
   /// ([faults] trainer_cheat_percent = 20): its trainers cheat.
   static constexpr size_t no_cheater = ~size_t{0};
   size_t cheater_node = no_cheater;
+  bool cheater_weights = false;
 
   /// `rater_env`: VAR=value settings for c0's process (the rater's).
+  /// `cheat_weights`: the cheater computes at all-zero weights and shows
+  /// them ([faults] trainer_cheat_weights) instead of sending noise.
   explicit economy_cluster(bool third_trainer = false, bool wan_links = false,
                            size_t cheat_node = no_cheater,
-                           std::vector<std::string> rater_env = {})
-    : wan(wan_links), cheater_node(cheat_node) {
+                           std::vector<std::string> rater_env = {}, bool cheat_weights = false)
+    : wan(wan_links), cheater_node(cheat_node), cheater_weights(cheat_weights) {
     if (third_trainer)
       names.push_back("t2");
     cli = make_node(root, "client");
@@ -187,7 +190,10 @@ struct economy_cluster {
                   genesis.string(),
                   wan ? "ping_ms = 300\ngossip_ms = 200\n"
                       : "\n[[site_rtt]]\na = \"west\"\nb = \"east\"\nms = 40\n",
-                  i == cheater_node ? "\n[faults]\ntrainer_cheat_percent = 20\n" : ""));
+                  i == cheater_node ? (cheater_weights ? "\n[faults]\ntrainer_cheat_percent = 20\n"
+                                                       "trainer_cheat_weights = true\n"
+                                                     : "\n[faults]\ntrainer_cheat_percent = 20\n")
+                                    : ""));
   }
 
   caf::expected<envelope> ask(size_t i, const std::string& role, envelope req,
@@ -1348,6 +1354,43 @@ BOOST_AUTO_TEST_CASE(a_preempted_job_yields_resumes_and_ends_with_the_same_weigh
   BOOST_TEST(low_result->accuracy == uninterrupted->accuracy);
   BOOST_TEST_MESSAGE("accuracy after preemption " << low_result->accuracy << ", uninterrupted "
                                                   << uninterrupted->accuracy);
+}
+
+BOOST_AUTO_TEST_CASE(a_trainer_computing_at_weights_of_its_own_is_voted_out) {
+  // t1's trainers compute 20% of their steps at all-zero weights (an MLP's
+  // gradient there is nearly free) and show those as the steps' evidence:
+  // re-execution alone passes them (the digest binds the weights they
+  // show). The rater's vote on each challenged step's weights finds the
+  // ring split two against two (t1's two ranks agree with each other): no
+  // rank can be trusted, nobody is paid, minted for or slashed.
+  economy_cluster ec{false, false, 3, {}, true};
+  ec.wait_offers(2);
+  auto job = random_job();
+  const uint64_t steps = 150, escrow = 4 * steps + 500;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
+  auto o = ec.allocated_job(job, steps);
+  auto r = train::run_job(*ec.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_TEST(ec.hosts[3].proc->log_text().find("gradients at all-zero weights") != std::string::npos);
+  auto rated = ec.ask(0, "rater", ec.rate_request(o, *r), 120s);
+  BOOST_REQUIRE_MESSAGE(rated, why(rated));
+  auto rating = train::parse_rating(*rated);
+  BOOST_REQUIRE_MESSAGE(rating, why(rating));
+  BOOST_REQUIRE(rating->verdicts.size() == 4u);
+  for (auto& v : rating->verdicts) {
+    BOOST_TEST_MESSAGE("rank " << v.rank << ": " << (v.passed ? "passed" : "FAILED: " + v.why));
+    BOOST_TEST(!v.passed, "rank " << v.rank);
+    BOOST_TEST(v.why.find("none hold a majority") != std::string::npos, v.why);
+  }
+  BOOST_TEST(rating->slashed == 0u);
+  BOOST_TEST(rating->minted == 0u);
+  BOOST_TEST(rating->receipts == 0u);
+  for (size_t t : {size_t{2}, size_t{3}})
+    BOOST_TEST(std::get<2>(ec.account(0, ec.nodes[t].id)) == economy_cluster::trainer_stake);
+  // The settlement pays nobody for unverified work: the escrow returns whole.
+  auto plan = train::plan_settlement(escrow, *rating, steps, 1, ec.payer.id());
+  BOOST_TEST(plan.trainers == 0u);
+  BOOST_TEST(plan.refund == escrow);
 }
 
 BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {

@@ -443,4 +443,34 @@ BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
   BOOST_TEST(part.refund == 10'000u - 40 - 120 - 300);
 }
 
+BOOST_AUTO_TEST_CASE(a_vote_on_weights_fails_the_odd_ranks_or_everyone_in_a_tie) {
+  hash256 honest{}, zeros{}, other{};
+  honest[0] = 1;
+  zeros[0] = 2;
+  other[0] = 3;
+  // All the same: nobody out.
+  auto same = aicon::rater::vote_on_weights({{0, honest}, {1, honest}, {2, honest}});
+  BOOST_TEST(!same.disputed);
+  BOOST_TEST(same.odd.empty());
+  // One of four shows other weights: it alone is out.
+  auto one = aicon::rater::vote_on_weights({{2, zeros}, {0, honest}, {1, honest}, {3, honest}});
+  BOOST_TEST(!one.disputed);
+  BOOST_TEST((one.odd == std::vector<uint32_t>{2}));
+  BOOST_TEST(one.majority == 3u);
+  // Two against two (one host's two ranks cheating alike): no majority.
+  BOOST_TEST(aicon::rater::vote_on_weights({{0, honest}, {1, honest}, {2, zeros}, {3, zeros}}).disputed);
+  // A ring of two that disagrees: nobody can be believed.
+  BOOST_TEST(aicon::rater::vote_on_weights({{0, honest}, {1, zeros}}).disputed);
+  // Three ways among five: 3 of 5 is a strict majority; 2 of 4 is none.
+  auto three = aicon::rater::vote_on_weights(
+    {{0, honest}, {1, honest}, {2, honest}, {3, zeros}, {4, other}});
+  BOOST_TEST(!three.disputed);
+  BOOST_TEST((three.odd == std::vector<uint32_t>{3, 4}));
+  BOOST_TEST(aicon::rater::vote_on_weights({{0, honest}, {1, honest}, {2, zeros}, {3, other}}).disputed);
+  // Alone (the others' evidence gone): nothing to compare, nobody out.
+  auto alone = aicon::rater::vote_on_weights({{0, zeros}});
+  BOOST_TEST(!alone.disputed);
+  BOOST_TEST(alone.odd.empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
