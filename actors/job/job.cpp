@@ -645,8 +645,11 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
     // (every rank stops after the same step).
     auto count = static_cast<uint32_t>(
       std::min<uint64_t>(o.steps - step, std::max<uint32_t>(o.steps_per_request, 1)));
-    auto run_timeout = std::chrono::milliseconds(
-      (static_cast<int64_t>(o.ring_timeout_ms) * 4 + 60'000) * static_cast<int64_t>(count));
+    // A bound on the whole run, clamped to 30 days (CAF adds it to a
+    // nanosecond clock); the polls tell sooner when a rank is gone.
+    auto run_timeout = std::chrono::milliseconds(std::min<int64_t>(
+      (static_cast<int64_t>(o.ring_timeout_ms) * 4 + 60'000) * static_cast<int64_t>(count),
+      int64_t{30} * 24 * 3600 * 1000));
     std::vector<std::future<caf::expected<envelope>>> runs;
     for (uint32_t r = 0; r < n; ++r) {
       auto req = make_envelope<schema::TrainStep>([&](schema::TrainStep::Builder b) {
@@ -669,6 +672,36 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         if (f.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
           return true;
       return false;
+    };
+    // Waits up to a poll interval for a run that has not answered yet (not
+    // on one that has: that would spin while the others time out).
+    auto wait_runs = [&]() {
+      for (auto& f : runs)
+        if (f.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+          f.wait_for(std::chrono::milliseconds(o.poll_ms));
+          return;
+        }
+    };
+    // Ranks other than 0 hear nothing else while they run: a cheap poll
+    // (no wait) now and then keeps their slots from being dropped as idle
+    // ([limits] trainer_idle_ms on their hosts).
+    auto kept_alive = clock_type::now();
+    auto keep_alive = [&]() {
+      if (n < 2 || clock_type::now() - kept_alive < std::chrono::seconds(1))
+        return;
+      kept_alive = clock_type::now();
+      std::vector<caf::actor> dst;
+      std::vector<envelope> reqs;
+      for (uint32_t r = 1; r < n; ++r) {
+        dst.push_back(ring->ranks[r].role);
+        reqs.push_back(make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
+          b.setSession(kj::arrayPtr(ring->session.data(), 32));
+          b.setRank(r);
+          b.setToken(kj::arrayPtr(ring->token.data(), 32));
+          b.initProgress().setWaitMs(0);
+        }));
+      }
+      (void)ask_all(c, dst, reqs, std::chrono::seconds(10));
     };
     uint64_t reported = step; // the next step to report
     auto report = [&](uint64_t first, const std::vector<step_report>& batch) {
@@ -732,7 +765,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         }
         report(tp->getFirst(), batch);
         if (!tp->getRunning()) // not started yet, or over: the runs' answers are near
-          runs[0].wait_for(std::chrono::milliseconds(o.poll_ms));
+          wait_runs();
         if (tp->getCheckpoint().size() > 0 && tp->getCheckpointStep() != have_checkpoint) {
           std::vector<uint8_t> bytes{tp->getCheckpoint().begin(), tp->getCheckpoint().end()};
           if (auto err = keep_checkpoint(std::move(bytes), tp->getCheckpointStep()))
@@ -742,12 +775,17 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
       } else {
         // Rank 0 does not answer: the runs tell why (a failed allreduce
         // within the ring timeout); wait for them a little.
-        runs[0].wait_for(std::chrono::milliseconds(o.poll_ms));
+        wait_runs();
       }
-      if (!stop_sent && o.cancel && o.cancel->load())
+      keep_alive();
+      // A stop is sent again each round until the runs end: one that
+      // reached a rank before its run began is not kept there.
+      if (o.cancel && o.cancel->load())
         stop_ring("cancelled");
-      if (!stop_sent && alloc_state
-          && clock_type::now() - alloc_state->renewed > std::chrono::milliseconds(o.lease_ms / 4)) {
+      else if (yield_now)
+        stop_ring("preempted");
+      else if (alloc_state
+               && clock_type::now() - alloc_state->renewed > std::chrono::milliseconds(o.lease_ms / 4)) {
         auto y = alloc_state->renew(c, o);
         if (y && *y) {
           yield_now = true;

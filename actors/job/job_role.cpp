@@ -674,10 +674,27 @@ struct job_role_state {
   void verify_and_settle(job_entry& j, const train::job_options& o,
                          const ledger::escrow_entry& esc, const job_entry::verification& v) {
     set_phase(j, "verifying");
-    auto rater = role_at("rater", v.rater);
-    caf::expected<envelope> rated =
-      rater ? request_blocking(*sys, *rater, v.request, std::chrono::minutes(2))
-            : caf::expected<envelope>{rater.error()};
+    // A rater that does not answer (busy re-executing, its link down) is
+    // asked the same again: it answers a repeated session with the verdict
+    // it gave, so nothing is rated twice. Only a refusal refunds.
+    caf::expected<envelope> rated = make_error(errc::internal, "not asked");
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      if (attempt > 0) {
+        event(j, fmt::format("the rater did not answer ({}); asking it the same again",
+                             describe(rated.error())));
+        std::this_thread::sleep_for(std::chrono::seconds(5 * attempt));
+      }
+      auto rater = role_at("rater", v.rater);
+      rated = rater ? request_blocking(*sys, *rater, v.request, std::chrono::minutes(10))
+                    : caf::expected<envelope>{rater.error()};
+      if (rated)
+        break;
+      auto code = code_of(rated.error());
+      if (code != errc::timeout && code != errc::peer_down && code != errc::unknown_node)
+        break;
+      if (stopping)
+        return; // the written request is asked again when this host is back
+    }
     auto parsed = rated ? train::parse_rating(*rated) : caf::expected<train::rating>{rated.error()};
     if (!parsed)
       return fail_and_refund(j, "verification: " + describe(parsed.error()));

@@ -488,7 +488,7 @@ struct rater_state {
             std::memcpy(theirs.data(), wd->getDigest().begin(), 32);
             votes.emplace_back(o, theirs);
           }
-          auto vote = rater::vote_on_weights(votes);
+          auto vote = rater::vote_on_weights(votes, n);
           if (vote.disputed)
             for (auto& [o, _] : votes)
               if (voted_out[o].empty())

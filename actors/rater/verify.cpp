@@ -146,7 +146,8 @@ std::string check_step_within(const step_context& ctx, const train::split_data& 
   return {};
 }
 
-weights_vote vote_on_weights(const std::vector<std::pair<uint32_t, hash256>>& digests) {
+weights_vote vote_on_weights(const std::vector<std::pair<uint32_t, hash256>>& digests,
+                             size_t ring) {
   weights_vote out;
   out.voters = digests.size();
   std::map<hash256, std::vector<uint32_t>> groups;
@@ -159,8 +160,8 @@ weights_vote vote_on_weights(const std::vector<std::pair<uint32_t, hash256>>& di
   if (!largest)
     return out;
   out.majority = largest->size();
-  if (largest->size() * 2 <= digests.size()) {
-    out.disputed = true;
+  if (largest->size() * 2 <= std::max(ring, digests.size())) {
+    out.disputed = digests.size() >= ring && groups.size() > 1;
     return out;
   }
   for (auto& [_, ranks] : groups)

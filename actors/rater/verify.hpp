@@ -63,16 +63,20 @@ std::string environment_mismatch(const std::string& theirs, const std::string& m
 /// ring's: one that computed its gradient at weights of its choosing (all
 /// zeros make an MLP's gradient nearly free) and shows those would pass
 /// re-execution. So for each challenged step the rater asks every rank for
-/// the digest of its weights before it and votes: ranks outside a strict
-/// majority are `odd` and fail; with no strict majority every voter fails
-/// (`disputed`). Neither is slashed: a vote names no culprit when liars hold
-/// the majority.
+/// the digest of its weights before it and votes among the `ring` ranks:
+/// ranks outside a strict majority of the ring are `odd` and fail; with no
+/// strict majority and every rank's vote in, every rank fails
+/// (`disputed`); a rank that did not answer (its evidence dropped, its host
+/// gone) abstains, and without a majority such a vote decides nothing.
+/// Neither is slashed: a vote names no culprit when liars hold the
+/// majority.
 struct weights_vote {
   bool disputed = false;
   std::vector<uint32_t> odd;    ///< ranks whose weights differ from the majority's
   size_t majority = 0, voters = 0;
 };
-weights_vote vote_on_weights(const std::vector<std::pair<uint32_t, hash256>>& digests);
+weights_vote vote_on_weights(const std::vector<std::pair<uint32_t, hash256>>& digests,
+                             size_t ring);
 
 /// One challenged step: the weights before it (from the trainer) and the
 /// digest the trainer committed for it.

@@ -562,10 +562,11 @@ struct worker_state {
       return false;
     }
     auto now = clock_type::now();
-    progress.push_back({r.at, st->ring_loss, st->allreduce_us,
-                        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                                now - last_step_end)
-                                                .count())});
+    if (rank == 0) // it alone reports (the loss is the ring's, agreed in the allreduce)
+      progress.push_back(
+        {r.at, st->ring_loss, st->allreduce_us,
+         static_cast<uint64_t>(
+           std::chrono::duration_cast<std::chrono::microseconds>(now - last_step_end).count())});
     last_step_end = now;
     r.compute_sum += st->compute_us;
     r.reduce_sum += st->allreduce_us;
@@ -891,7 +892,18 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
     },
     [self](run_atom) {
       auto& st = self->state;
-      if (st.run && st.next_step())
+      if (!st.run)
+        return;
+      bool more = false;
+      try {
+        more = st.next_step();
+      } catch (const std::exception& e) {
+        // Answered, not dropped: a run's requester waits for nothing else.
+        st.abort_run(make_error(errc::internal,
+                                fmt::format("step {} failed: {}", st.run ? st.run->at : st.step,
+                                            e.what())));
+      }
+      if (more)
         self->send(self, run_atom::value);
     },
   };
@@ -1396,6 +1408,9 @@ caf::expected<caf::actor> spawn_trainer(caf::actor_system& sys, const role_conte
   // its data is loaded (the role gives that 5 minutes).
   register_answer_deadline(capnp::typeId<schema::TrainStep>(), std::chrono::milliseconds{0});
   register_answer_deadline(capnp::typeId<schema::TrainerJoin>(), std::chrono::minutes(6));
+  // A progress poll is answered between two steps, and a step may take
+  // longer than request_timeout_ms (the role gives queries 10 minutes).
+  register_answer_deadline(capnp::typeId<schema::TrainQuery>(), std::chrono::minutes(11));
   return sys.spawn(trainer_role, ctx);
 }
 

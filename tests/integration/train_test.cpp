@@ -299,6 +299,34 @@ BOOST_AUTO_TEST_CASE(a_ring_runs_the_job_on_its_own_and_reports_through_polls) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_run_longer_than_the_idle_limit_keeps_every_rank) {
+  // Only rank 0 is polled for progress; the other ranks hear the
+  // coordinator's keep-alive. With trainer_idle_ms at 2 s on both hosts, a
+  // run of 6 s must not lose rank 1 to the idle check (a lost rank fails the
+  // ring and re-forms it).
+  train_cluster tc{false, "", false, "[limits]\ntrainer_idle_ms = 2000\n"};
+  auto o = tc.job({tc.nodes[0].id, tc.nodes[1].id}, 1, 100'000'000);
+  o.cancel = std::make_shared<std::atomic<bool>>(false);
+  o.finish_on_cancel = [] { return true; };
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = train::run_job(*tc.c, o, [&](const train::step_report&) {
+    if (std::chrono::steady_clock::now() - t0 > 6s)
+      o.cancel->store(true);
+  });
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  for (auto& e : r->events)
+    BOOST_TEST_MESSAGE(e);
+  BOOST_TEST(r->cancelled);
+  BOOST_TEST(r->reforms == 0u);
+  BOOST_TEST(r->step_requests == 2u);
+  BOOST_REQUIRE(r->logs.size() == 2u);
+  for (auto& env : r->logs) {
+    opened<schema::SessionLog> l{env};
+    BOOST_REQUIRE(l);
+    BOOST_TEST(l->getSteps() == r->steps);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   // An admitted client floods a trainer host with joins: those that fail
   // (data it cannot read) free everything at once, and no more than

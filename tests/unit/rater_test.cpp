@@ -444,31 +444,39 @@ BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
 }
 
 BOOST_AUTO_TEST_CASE(a_vote_on_weights_fails_the_odd_ranks_or_everyone_in_a_tie) {
+  using aicon::rater::vote_on_weights;
   hash256 honest{}, zeros{}, other{};
   honest[0] = 1;
   zeros[0] = 2;
   other[0] = 3;
   // All the same: nobody out.
-  auto same = aicon::rater::vote_on_weights({{0, honest}, {1, honest}, {2, honest}});
+  auto same = vote_on_weights({{0, honest}, {1, honest}, {2, honest}}, 3);
   BOOST_TEST(!same.disputed);
   BOOST_TEST(same.odd.empty());
   // One of four shows other weights: it alone is out.
-  auto one = aicon::rater::vote_on_weights({{2, zeros}, {0, honest}, {1, honest}, {3, honest}});
+  auto one = vote_on_weights({{2, zeros}, {0, honest}, {1, honest}, {3, honest}}, 4);
   BOOST_TEST(!one.disputed);
   BOOST_TEST((one.odd == std::vector<uint32_t>{2}));
   BOOST_TEST(one.majority == 3u);
   // Two against two (one host's two ranks cheating alike): no majority.
-  BOOST_TEST(aicon::rater::vote_on_weights({{0, honest}, {1, honest}, {2, zeros}, {3, zeros}}).disputed);
+  BOOST_TEST(vote_on_weights({{0, honest}, {1, honest}, {2, zeros}, {3, zeros}}, 4).disputed);
   // A ring of two that disagrees: nobody can be believed.
-  BOOST_TEST(aicon::rater::vote_on_weights({{0, honest}, {1, zeros}}).disputed);
+  BOOST_TEST(vote_on_weights({{0, honest}, {1, zeros}}, 2).disputed);
   // Three ways among five: 3 of 5 is a strict majority; 2 of 4 is none.
-  auto three = aicon::rater::vote_on_weights(
-    {{0, honest}, {1, honest}, {2, honest}, {3, zeros}, {4, other}});
+  auto three = vote_on_weights({{0, honest}, {1, honest}, {2, honest}, {3, zeros}, {4, other}}, 5);
   BOOST_TEST(!three.disputed);
   BOOST_TEST((three.odd == std::vector<uint32_t>{3, 4}));
-  BOOST_TEST(aicon::rater::vote_on_weights({{0, honest}, {1, honest}, {2, zeros}, {3, other}}).disputed);
+  BOOST_TEST(vote_on_weights({{0, honest}, {1, honest}, {2, zeros}, {3, other}}, 4).disputed);
+  // A rank that did not answer abstains: two honest and a cheater of a
+  // ring of four are no majority of the ring, and decide nothing (nobody
+  // out, the honest ones included); three of four still decide.
+  auto short_vote = vote_on_weights({{0, honest}, {1, zeros}, {2, honest}}, 4);
+  BOOST_TEST(!short_vote.disputed);
+  BOOST_TEST(short_vote.odd.empty());
+  auto enough = vote_on_weights({{0, honest}, {1, zeros}, {2, honest}, {3, honest}}, 4);
+  BOOST_TEST((enough.odd == std::vector<uint32_t>{1}));
   // Alone (the others' evidence gone): nothing to compare, nobody out.
-  auto alone = aicon::rater::vote_on_weights({{0, zeros}});
+  auto alone = vote_on_weights({{0, zeros}}, 3);
   BOOST_TEST(!alone.disputed);
   BOOST_TEST(alone.odd.empty());
 }
