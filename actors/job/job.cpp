@@ -82,23 +82,29 @@ std::vector<caf::expected<envelope>> ask_all(const job_link& c, const std::vecto
   return out;
 }
 
-envelope query(const ring_state& ring, uint32_t rank, schema::TrainQuery::Which what) {
+/// A TrainQuery for `rank` of `ring` (its session and token), `what` set.
+envelope query(const ring_state& ring, uint32_t rank,
+               const std::function<void(schema::TrainQuery::Builder)>& what) {
   return make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
     b.setSession(kj::arrayPtr(ring.session.data(), 32));
     b.setRank(rank);
     b.setToken(kj::arrayPtr(ring.token.data(), 32));
-    switch (what) {
-      case schema::TrainQuery::CHECKPOINT: b.setCheckpoint(); break;
-      case schema::TrainQuery::EVALUATE: b.setEvaluate(); break;
-      case schema::TrainQuery::FINISH: b.setFinish(); break;
-      case schema::TrainQuery::DIGESTS: b.setDigests(); break;
-      case schema::TrainQuery::DROP: b.setDrop(); break;
-      case schema::TrainQuery::EVIDENCE: b.setEvidence(0); break;
-      case schema::TrainQuery::PROGRESS: b.initProgress(); break;
-      case schema::TrainQuery::STOP: b.setStop(); break;
-      case schema::TrainQuery::WEIGHTS_DIGEST: b.setWeightsDigest(0); break;
-    }
+    what(b);
   });
+}
+
+/// The same TrainQuery to ranks `first`.. of `ring` at once.
+std::vector<caf::expected<envelope>> ask_ranks(const job_link& c, const ring_state& ring,
+                                               uint32_t first,
+                                               const std::function<void(schema::TrainQuery::Builder)>& what,
+                                               std::chrono::milliseconds timeout) {
+  std::vector<caf::actor> dst;
+  std::vector<envelope> reqs;
+  for (auto r = first; r < ring.ranks.size(); ++r) {
+    dst.push_back(ring.ranks[r].role);
+    reqs.push_back(query(ring, r, what));
+  }
+  return ask_all(c, dst, reqs, timeout);
 }
 
 /// Hosts that still answer, nearest first (round trip of a trainer-role
@@ -111,7 +117,7 @@ std::vector<std::pair<node_id, caf::actor>> live_hosts(const job_link& c, const 
       continue;
     ring_state probe;
     auto t0 = clock_type::now();
-    auto r = c.request(*role, query(probe, 0, schema::TrainQuery::EVALUATE),
+    auto r = c.request(*role, query(probe, 0, [](auto b) { b.setEvaluate(); }),
                        std::chrono::milliseconds(2000));
     double rtt = std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
     // "no trainer of rank 0 for session ..." is the expected answer; a
@@ -237,20 +243,14 @@ caf::expected<ring_state> form_ring(const job_link& c, const job_options& o,
 
 void finish_ring(const job_link& c, const ring_state& ring, std::vector<envelope>* logs,
                  const std::optional<node_id>& verifier = std::nullopt) {
-  std::vector<caf::actor> dst;
-  std::vector<envelope> reqs;
-  for (uint32_t r = 0; r < ring.ranks.size(); ++r) {
-    dst.push_back(ring.ranks[r].role);
-    reqs.push_back(make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
-      b.setSession(kj::arrayPtr(ring.session.data(), 32));
-      b.setRank(r);
-      b.setToken(kj::arrayPtr(ring.token.data(), 32));
+  auto out = ask_ranks(
+    c, ring, 0,
+    [&](schema::TrainQuery::Builder b) {
       b.setFinish();
       if (verifier)
         b.setVerifier(kj::arrayPtr(verifier->bytes.data(), 32));
-    }));
-  }
-  auto out = ask_all(c, dst, reqs, std::chrono::seconds(10));
+    },
+    std::chrono::seconds(10));
   if (logs)
     for (auto& r : out)
       if (r)
@@ -553,7 +553,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   };
   // The live weights of rank 0, between two runs.
   auto take_checkpoint = [&]() -> caf::error {
-    auto r = c.request(ring->ranks[0].role, query(*ring, 0, schema::TrainQuery::CHECKPOINT),
+    auto r = c.request(ring->ranks[0].role, query(*ring, 0, [](auto b) { b.setCheckpoint(); }),
                        std::chrono::seconds(30));
     if (!r)
       return r.error();
@@ -690,18 +690,8 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
       if (n < 2 || clock_type::now() - kept_alive < std::chrono::seconds(1))
         return;
       kept_alive = clock_type::now();
-      std::vector<caf::actor> dst;
-      std::vector<envelope> reqs;
-      for (uint32_t r = 1; r < n; ++r) {
-        dst.push_back(ring->ranks[r].role);
-        reqs.push_back(make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
-          b.setSession(kj::arrayPtr(ring->session.data(), 32));
-          b.setRank(r);
-          b.setToken(kj::arrayPtr(ring->token.data(), 32));
-          b.initProgress().setWaitMs(0);
-        }));
-      }
-      (void)ask_all(c, dst, reqs, std::chrono::seconds(10));
+      (void)ask_ranks(c, *ring, 1, [](auto b) { b.initProgress().setWaitMs(0); },
+                      std::chrono::seconds(10));
     };
     uint64_t reported = step; // the next step to report
     auto report = [&](uint64_t first, const std::vector<step_report>& batch) {
@@ -715,18 +705,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
     };
     bool stop_sent = false;
     auto stop_ring = [&](const char* why) {
-      std::vector<caf::actor> dst;
-      std::vector<envelope> reqs;
-      for (uint32_t r = 0; r < n; ++r) {
-        dst.push_back(ring->ranks[r].role);
-        reqs.push_back(make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
-          b.setSession(kj::arrayPtr(ring->session.data(), 32));
-          b.setRank(r);
-          b.setToken(kj::arrayPtr(ring->token.data(), 32));
-          b.setStop();
-        }));
-      }
-      (void)ask_all(c, dst, reqs, std::chrono::seconds(10));
+      (void)ask_ranks(c, *ring, 0, [](auto b) { b.setStop(); }, std::chrono::seconds(10));
       if (!stop_sent)
         result.events.push_back(fmt::format("asked the ring to stop ({}) near step {}", why,
                                             reported));
@@ -734,11 +713,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
     };
     while (running()) {
       ++result.polls;
-      auto p = c.request(ring->ranks[0].role,
-                         make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
-                           b.setSession(kj::arrayPtr(ring->session.data(), 32));
-                           b.setRank(0);
-                           b.setToken(kj::arrayPtr(ring->token.data(), 32));
+      auto p = c.request(ring->ranks[0].role, query(*ring, 0, [&](schema::TrainQuery::Builder b) {
                            auto g = b.initProgress();
                            g.setFrom(reported);
                            g.setHaveCheckpoint(have_checkpoint == UINT64_MAX ? 0 : have_checkpoint);
@@ -916,7 +891,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         result.events.push_back(fmt::format("checkpoint at step {} failed: {}", step,
                                             describe(err)));
   }
-  auto eval = c.request(ring->ranks[0].role, query(*ring, 0, schema::TrainQuery::EVALUATE),
+  auto eval = c.request(ring->ranks[0].role, query(*ring, 0, [](auto b) { b.setEvaluate(); }),
                         std::chrono::seconds(60));
   if (!eval)
     return eval.error();

@@ -484,7 +484,8 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   // secret) but not its token may not finish, drop or read that trainer,
   // nor take its place with a join of its own.
   auto thief = fresh();
-  for (auto* what : {"finish", "drop", "checkpoint", "evidence", "digests"}) {
+  for (auto* what : {"finish", "drop", "checkpoint", "evidence", "digests", "progress", "stop",
+                     "weightsDigest"}) {
     auto r = ask(s1, thief, [what](auto q) {
       std::string w = what;
       if (w == "finish")
@@ -495,6 +496,12 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
         q.setCheckpoint();
       else if (w == "evidence")
         q.setEvidence(0);
+      else if (w == "progress")
+        q.initProgress().setWaitMs(10'000);
+      else if (w == "stop")
+        q.setStop();
+      else if (w == "weightsDigest")
+        q.setWeightsDigest(0);
       else
         q.setDigests();
     });
@@ -502,6 +509,21 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
     BOOST_TEST(describe(r.error()).find("not the session's token") != std::string::npos,
                describe(r.error()));
     BOOST_TEST((code_of(r.error()) == errc::forbidden));
+  }
+  // Its coordinator's poll with no run going says so, and the digest of a
+  // step it never logged is refused by name.
+  {
+    auto polled = ask(s1, token, [](auto q) { q.initProgress().setWaitMs(10'000); });
+    BOOST_REQUIRE_MESSAGE(polled, why(polled));
+    opened<schema::TrainProgress> tp{*polled};
+    BOOST_REQUIRE(tp);
+    BOOST_TEST(!tp->getRunning());
+    BOOST_TEST(tp->getLossSums().size() == 0u);
+    auto unlogged = ask(s1, token, [](auto q) { q.setWeightsDigest(12345); });
+    BOOST_REQUIRE(!unlogged);
+    BOOST_TEST(describe(unlogged.error()).find("no evidence of step 12345") != std::string::npos,
+               describe(unlogged.error()));
+    BOOST_TEST((code_of(unlogged.error()) == errc::not_found));
   }
   // Nor steer it, nor feed its ring chunks (RingChunk travels between the
   // ring's members, who hold the token).
