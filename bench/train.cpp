@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -157,10 +158,52 @@ int run_train(const train_options& opts_in) {
                         "  bare libtorch loop", "-", "1", "-", batch, *bare, "-", "-", "-", "-",
                         rate / *bare);
           }
-          std::fflush(stdout);
           if (csv)
             csv << fmt::format("{},{},{},{},{},{:.0f},{:.3f},{:.4f},{:.2f},{:.3f}\n", model,
                                via_name, n, hosts, batch, rate, ar, req, polls, eff);
+          if (n == 2 && per_host == 1 && batch % 2 == 0) {
+            // What this machine allows two trainers at all: the same two
+            // hosts each training a ring of one on half the batch, at the
+            // same time, no allreduce between them. Its efficiency is the
+            // bound the ring's is measured against (the two processes
+            // share the cores, caches and memory bandwidth).
+            auto alone = [&](size_t h) {
+              train::job_options a = o;
+              a.hosts = {mesh.ids[h]};
+              a.trainers_per_host = 1;
+              a.global_batch = batch / 2;
+              double s_secs = 0;
+              uint64_t s_timed = 0;
+              auto res = train::run_job(*mesh.c, a, [&](const train::step_report& s) {
+                if (s.step < warm || s.samples_per_s <= 0)
+                  return;
+                ++s_timed;
+                s_secs += a.global_batch / s.samples_per_s;
+              });
+              if (!res)
+                return caf::expected<double>{res.error()};
+              if (s_timed == 0 || s_secs <= 0)
+                return caf::expected<double>{
+                  make_error(errc::internal, "no timed step came back (no-ring bound)")};
+              return caf::expected<double>{static_cast<double>(s_timed) * a.global_batch / s_secs};
+            };
+            auto second = std::async(std::launch::async, alone, size_t{1});
+            auto first = alone(0);
+            auto other = second.get();
+            if (!first)
+              return fail(first.error());
+            if (!other)
+              return fail(other.error());
+            double bound = *first + *other;
+            double bound_eff = base > 0 ? bound / (2 * base) : 0;
+            std::printf("%-20s %-6s %8s %6s %6u %12.0f %12s %9s %8s %11.2f   ring / no ring = %.2f\n",
+                        "  2 x 1, no ring", "-", "2", "2", batch, bound, "-", "-", "-", bound_eff,
+                        rate / bound);
+            if (csv)
+              csv << fmt::format("{},no-ring,2,2,{},{:.0f},,,,{:.3f}\n", model, batch, bound,
+                                 bound_eff);
+          }
+          std::fflush(stdout);
         }
       }
     }

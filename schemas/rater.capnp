@@ -28,6 +28,22 @@ struct RateRequest {
                             # canonical(this request with signature unset)
   token @13 :Data;          # the session's token (TrainerJoin.token), so the rater may
                             # read the trainers' digests and evidence
+  earlier @14 :List(EarlierRing);
+                            # the rings of this job before the last one (re-formed after a
+                            # lost rank), oldest first: verified and paid like the last,
+                            # each rank for its part of the job
+}
+
+struct EarlierRing {
+  # A ring the job re-formed away from. Its ranks that answered the finish
+  # have a log here; a lost rank has none and is neither paid nor slashed.
+  session @0 :Data;         # 32 bytes
+  token @1 :Data;           # its session's token
+  ranks @2 :List(Data);     # host NodeId of every rank of the ring, in rank order
+  logs @3 :List(Trainer.SessionLog); # the logs of the ranks that answered (each names its rank)
+  firstStep @4 :UInt64;     # the job's step this ring started at
+  keptSteps @5 :UInt64;     # its steps the job kept: up to the checkpoint the next ring
+                            # resumed from (the steps after it were trained again)
 }
 
 struct RankVerdict {
@@ -37,6 +53,9 @@ struct RankVerdict {
   why @3 :Text;             # failed: the first check that failed
   units @4 :UInt64;         # verified work units (0 when failed)
   challenged @5 :UInt32;    # steps re-executed
+  session @6 :Data;         # the ring's session (the last ring's or an earlier one's)
+  paidSteps @7 :UInt64;     # passed: the steps it is paid for (its log's, at most the
+                            # steps its ring kept); 0 when failed
 }
 
 struct RateResult {

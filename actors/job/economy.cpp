@@ -67,6 +67,26 @@ envelope make_rate_request(const job_options& o, const job_result& r, const iden
     auto m = model_asset_of(o);
     b.setModel(kj::arrayPtr(m.data(), 32));
     b.setToken(kj::arrayPtr(r.token.data(), 32));
+    auto earlier = b.initEarlier(static_cast<unsigned>(r.earlier.size()));
+    for (unsigned i = 0; i < r.earlier.size(); ++i) {
+      auto& e = r.earlier[i];
+      auto out = earlier[i];
+      out.setSession(kj::arrayPtr(e.session.data(), 32));
+      out.setToken(kj::arrayPtr(e.token.data(), 32));
+      auto hosts = out.initRanks(static_cast<unsigned>(e.rank_hosts.size()));
+      for (unsigned k = 0; k < e.rank_hosts.size(); ++k)
+        hosts.set(k, kj::arrayPtr(e.rank_hosts[k].bytes.data(), 32));
+      unsigned valid = 0;
+      for (auto& env : e.logs)
+        valid += opened<schema::SessionLog>{env} ? 1 : 0;
+      auto logs = out.initLogs(valid);
+      unsigned k = 0;
+      for (auto& env : e.logs)
+        if (opened<schema::SessionLog> l{env}; l)
+          logs.setWithCaveats(k++, l.root());
+      out.setFirstStep(e.first_step);
+      out.setKeptSteps(e.kept_steps);
+    }
   });
   return sign_rate_request(payer, chain, opened<schema::RateRequest>{unsigned_req}.root());
 }
@@ -166,6 +186,9 @@ caf::expected<rating> parse_rating(const envelope& reply) {
     x.passed = v.getPassed();
     x.why = v.getWhy();
     x.units = v.getUnits();
+    if (v.getSession().size() == 32)
+      std::memcpy(x.session.data(), v.getSession().begin(), 32);
+    x.paid_steps = v.getPaidSteps();
     out.verdicts.push_back(std::move(x));
   }
   out.samples_per_trainer = r->getSamplesPerTrainer();
@@ -194,7 +217,7 @@ settle_plan plan_settlement(uint64_t escrow, const rating& verdicts, uint64_t st
       auto leased = lease_prices.find(v.trainer);
       auto price = leased != lease_prices.end() ? std::min(leased->second, price_per_step)
                                                 : price_per_step;
-      auto ran = v.logged_steps > 0 ? std::min(v.logged_steps, steps) : steps;
+      auto ran = std::min(v.paid_steps, steps);
       due[v.trainer] += ran * price;
       total += ran * price;
     }

@@ -32,9 +32,13 @@ struct rank_verdict {
   bool passed = false;
   std::string why;
   uint64_t units = 0;
-  /// The steps of the rank's work log the rater checked (0: not known, the
-  /// job was not rated): a rated rank is paid for these, not the job's.
-  uint64_t logged_steps = 0;
+  /// The steps the rater found this rank paid for: its checked log's, at
+  /// most the steps its ring kept (at most the job's). A rated rank is
+  /// paid for these.
+  uint64_t paid_steps = 0;
+  /// The ring's session the rank trained in (the last ring's, or an
+  /// earlier one's for a job re-formed after a lost rank).
+  std::array<uint8_t, 32> session{};
 };
 
 struct rating {

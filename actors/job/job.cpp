@@ -822,7 +822,27 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         return make_error(errc::peer_down,
                           fmt::format("step {} failed after {} re-formed rings: {}", reported,
                                       result.reforms, failed));
-      finish_ring(c, *ring, nullptr); // survivors drop their trainers
+      // The survivors finish: with a verifier, they sign their logs and
+      // receipts so the steps this ring ran up to its last checkpoint are
+      // verified and paid with the job (the rest are trained again).
+      std::vector<envelope> ring_logs;
+      finish_ring(c, *ring, o.verifier ? &ring_logs : nullptr, o.verifier);
+      if (o.verifier && have_checkpoint != UINT64_MAX && have_checkpoint > ring_from
+          && !ring_logs.empty()) {
+        earlier_ring e;
+        e.session = ring->session;
+        e.token = ring->token;
+        for (auto& p : ring->ranks)
+          e.rank_hosts.push_back(p.host);
+        e.logs = std::move(ring_logs);
+        e.first_step = ring_from;
+        e.kept_steps = have_checkpoint - ring_from;
+        result.events.push_back(fmt::format("the ring's steps {} to {} are kept: {} of its {} "
+                                            "ranks' logs go to the rater with the job's",
+                                            ring_from, have_checkpoint - 1, e.logs.size(),
+                                            e.rank_hosts.size()));
+        result.earlier.push_back(std::move(e));
+      }
       auto wanted = hosts.size();
       hosts = live_hosts(c, o.hosts);
       if (alloc_state) {

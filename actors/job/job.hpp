@@ -138,6 +138,17 @@ struct step_report {
   uint32_t trainers = 0;
 };
 
+/// A ring the job re-formed away from (a rank lost): its ranks that
+/// answered the finish, for the rater to verify and the payer to pay for
+/// the steps the job kept of it.
+struct earlier_ring {
+  std::array<uint8_t, 32> session{}, token{};
+  std::vector<node_id> rank_hosts; ///< every rank's, in rank order
+  std::vector<envelope> logs;      ///< SessionLog of the ranks that answered
+  uint64_t first_step = 0;         ///< the job's step it started at
+  uint64_t kept_steps = 0;         ///< its steps up to the checkpoint the next ring resumed from
+};
+
 struct job_result {
   uint64_t steps = 0;
   double accuracy = 0;       ///< on the held-out rows
@@ -153,6 +164,8 @@ struct job_result {
   std::array<uint8_t, 32> session{};
   std::array<uint8_t, 32> token{}; ///< the session's capability, for the rater only
   std::vector<node_id> rank_hosts;
+  /// The rings before the last (with a verifier), oldest first.
+  std::vector<earlier_ring> earlier;
   /// With an allocator: each trainer host's price per trainer-step, as its
   /// lease names it (what the host offered; at most the job's cap).
   std::map<node_id, uint64_t> lease_prices;

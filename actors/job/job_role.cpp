@@ -665,7 +665,7 @@ struct job_role_state {
     }
     train::rating rating;
     for (uint32_t rank = 0; rank < r->rank_hosts.size(); ++rank)
-      rating.verdicts.push_back({rank, r->rank_hosts[rank], true, {}, 0});
+      rating.verdicts.push_back({rank, r->rank_hosts[rank], true, {}, 0, r->steps});
     settle_rated(j, o, *esc, rating, r->steps, r->lease_prices, ended);
   }
 
@@ -699,14 +699,6 @@ struct job_role_state {
     if (!parsed)
       return fail_and_refund(j, "verification: " + describe(parsed.error()));
     auto rating = std::move(*parsed);
-    // Each rank is paid for the steps of the log the rater checked (a ring
-    // re-formed mid-job ran only its part of the job).
-    if (opened<schema::RateRequest> req{v.request}) {
-      auto logs = req->getLogs();
-      for (auto& verdict : rating.verdicts)
-        if (verdict.rank < logs.size())
-          verdict.logged_steps = logs[verdict.rank].getSteps();
-    }
     size_t passed = 0;
     for (auto& verdict : rating.verdicts)
       passed += verdict.passed ? 1 : 0;

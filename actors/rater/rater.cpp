@@ -223,6 +223,262 @@ struct rater_state {
     });
   }
 
+  struct verdict {
+    bool passed = false;
+    std::string why;
+    uint64_t units = 0;
+    uint32_t challenged = 0;
+    double tolerance_used = 0; ///< another environment: the largest share of the tolerance
+    /// Failed with no culprit named: the ring's vote on weights split, or
+    /// an earlier ring's evidence was gone (kept an hour by its trainers,
+    /// who cannot be told from one that threw it away). Unpaid, not
+    /// slashed, no rating drop.
+    bool no_culprit = false;
+    uint64_t paid_steps = 0; ///< passed: the steps it is paid for
+  };
+
+  /// One ring of the job, as the RateRequest names it.
+  struct ring_view {
+    hash256 session{}, token{};
+    std::vector<node_id> hosts;                   ///< every rank's, in rank order
+    std::vector<schema::SessionLog::Reader> logs; ///< the ranks that answered
+    bool earlier = false;                         ///< a ring the job re-formed away from
+    uint64_t kept = UINT64_MAX;                   ///< earlier: the steps the job kept
+  };
+
+  /// One rank's check.
+  struct rank_check {
+    uint32_t rank = 0;
+    node_id host;
+    hash256 root{};
+    bool signed_by_trainer = false;
+    verdict v;
+    schema::SessionLog::Reader log;
+    const ring_view* ring = nullptr;
+  };
+
+  /// Verifies one ring's logs: each signed by its rank's host and hashing
+  /// to the trainer's digests; k steps of each re-executed (seeded by the
+  /// chain's tip, the session, the roots and a nonce); the weights each
+  /// challenged step was computed at voted on by the ring.
+  std::vector<rank_check> verify_ring(const ring_view& ring, const hash256& job,
+                                      const train::model_spec& spec,
+                                      schema::TrainConfig::Reader cfg,
+                                      const train::split_data& split, uint32_t k,
+                                      const std::string& environment, const hash256& tip,
+                                      hash256& seed) {
+    const auto n = static_cast<uint32_t>(ring.hosts.size());
+    const auto& session = ring.session;
+    token = ring.token;
+    std::vector<rank_check> out(ring.logs.size());
+    std::vector<std::vector<train::digest>> digests(out.size());
+    std::vector<uint64_t> first(out.size());
+    std::vector<std::string> early(out.size()); // a failure found before sampling
+    std::vector<bool> tolerant(out.size(), false); // another numeric environment than this rater's
+    std::set<uint32_t> seen;
+    // Evidence a trainer no longer has (an earlier ring's, past its
+    // keeping) names no culprit; a wrong answer does.
+    auto gone = [&](size_t i, std::string why) {
+      early[i] = std::move(why);
+      out[i].v.no_culprit = ring.earlier;
+    };
+    for (size_t i = 0; i < out.size(); ++i) {
+      auto l = ring.logs[i];
+      auto& c = out[i];
+      c.ring = &ring;
+      c.log = l;
+      c.rank = l.getRank();
+      if (l.getLogRoot().size() == 32)
+        std::memcpy(c.root.data(), l.getLogRoot().begin(), 32);
+      if (c.rank >= n || !seen.insert(c.rank).second) {
+        early[i] = fmt::format("log {} names rank {}: not a rank of the ring, or one named twice",
+                               i, c.rank);
+        continue;
+      }
+      c.host = ring.hosts[c.rank];
+      auto r = c.rank;
+      auto sig = l.getSignature();
+      if (l.getTrainer().size() != 32
+          || std::memcmp(l.getTrainer().begin(), c.host.bytes.data(), 32) != 0)
+        early[i] = "the log is not this rank's host's";
+      else if (sig.size() != 64
+               || !verify_signature(c.host,
+                                    train::worklog_signing_bytes(session, r, l.getSteps(), c.root),
+                                    {sig.begin(), sig.size()}))
+        early[i] = "the log's signature is not the trainer's";
+      if (!early[i].empty())
+        continue;
+      // Steps from another numeric environment: compared within a
+      // tolerance, against the gradient the trainer committed to.
+      if (auto why = rater::environment_mismatch(l.getEnvironment().cStr(), environment);
+          !why.empty()) {
+        tolerant[i] = true;
+        log_info("rater: rank {}: {}; comparing its steps within the tolerance (rtol {:.0e}, "
+                 "atol {:.0e})",
+                 r, why, rater::cross_environment_tolerance.rtol,
+                 rater::cross_environment_tolerance.atol);
+      }
+      if (l.hasReceipt()) {
+        auto sr = l.getReceipt();
+        auto rc = sr.getReceipt();
+        auto ts = sr.getTrainerSignature();
+        c.signed_by_trainer =
+          rc.getJobId().size() == 32 && std::memcmp(rc.getJobId().begin(), job.data(), 32) == 0
+          && rc.getSessionId().size() == 32
+          && std::memcmp(rc.getSessionId().begin(), session.data(), 32) == 0
+          && ts.size() == 64
+          && verify_signature(c.host, ledger::receipt_signing_bytes(rc), {ts.begin(), ts.size()});
+      }
+      if (!c.signed_by_trainer) {
+        early[i] = "no work receipt for this job signed by the trainer";
+        continue;
+      }
+      auto d = ask("trainer@" + c.host.hex(), trainer_query(session, r, [](auto b) {
+                     b.setDigests();
+                   }));
+      if (!d) {
+        gone(i, "its digests are unavailable: " + what_of(d.error()));
+        continue;
+      }
+      opened<schema::WorkLogDigests> w{*d};
+      if (!w) {
+        early[i] = "its digests are malformed";
+        continue;
+      }
+      first[i] = w->getFirstStep();
+      for (auto x : w->getDigests()) {
+        train::digest dg{};
+        if (x.size() == 32)
+          std::memcpy(dg.data(), x.begin(), 32);
+        digests[i].push_back(dg);
+      }
+      if (digests[i].size() != l.getSteps()
+          || ledger::merkle_root(digests[i], "aicon-worklog-node-v1") != c.root)
+        early[i] = "its step digests do not hash to the signed log root";
+    }
+
+    // The challenges: a seed nobody knew while training.
+    std::vector<hash256> roots;
+    for (auto& c : out)
+      roots.push_back(c.root);
+    hash256 nonce;
+    randombytes_buf(nonce.data(), 32);
+    seed = rater::challenge_seed(tip, session, roots, nonce);
+
+    std::vector<std::string> voted_out(out.size()); // why the vote on some step's weights failed a rank
+    for (size_t i = 0; i < out.size(); ++i) {
+      auto& v = out[i].v;
+      auto r = out[i].rank;
+      if (!early[i].empty()) {
+        v.why = early[i];
+        continue;
+      }
+      rater::step_context sc{spec, cfg.getSeed(), cfg.getGlobalBatch(), r, n};
+      for (auto off : rater::choose_steps(seed, r, digests[i].size(), k)) {
+        ++v.challenged;
+        auto step = first[i] + off;
+        bool within = tolerant[i];
+        auto e = ask("trainer@" + out[i].host.hex(), trainer_query(session, r, [step, within](auto b) {
+                       b.setEvidence(step);
+                       b.setWithGradient(within);
+                     }));
+        if (!e) {
+          v.why = fmt::format("step {}: no evidence: {}", step, what_of(e.error()));
+          v.no_culprit = ring.earlier;
+          break;
+        }
+        opened<schema::StepEvidence> ev{*e};
+        if (!ev) {
+          v.why = fmt::format("step {}: malformed evidence", step);
+          break;
+        }
+        rater::step_claim claim;
+        claim.step = step;
+        claim.epoch = ev->getEpoch();
+        claim.cursor = ev->getCursor();
+        auto w = ev->getWeights();
+        claim.weights.resize(w.size() / 4);
+        std::memcpy(claim.weights.data(), w.begin(), claim.weights.size() * 4);
+        for (auto x : ev->getIndices())
+          claim.indices.push_back(x);
+        claim.committed = digests[i][off];
+        if (within) {
+          auto g = ev->getGradient();
+          std::vector<float> gradient(g.size() / 4);
+          std::memcpy(gradient.data(), g.begin(), gradient.size() * 4);
+          double used = 0;
+          v.why = rater::check_step_within(sc, split, claim, gradient,
+                                           rater::cross_environment_tolerance, &used);
+          v.tolerance_used = std::max(v.tolerance_used, used);
+        } else {
+          v.why = rater::check_step(sc, split, claim);
+        }
+        if (!v.why.empty())
+          break;
+        // The weights it showed must be the ring's: every other rank's
+        // digest of its weights before this step, and a vote. A rank
+        // that does not answer abstains (the majority is of the ring).
+        if (n > 1) {
+          hash256 mine;
+          crypto_generichash(mine.data(), mine.size(),
+                             reinterpret_cast<const uint8_t*>(claim.weights.data()),
+                             claim.weights.size() * 4, nullptr, 0);
+          std::vector<std::pair<uint32_t, hash256>> votes{{static_cast<uint32_t>(i), mine}};
+          for (size_t o = 0; o < out.size(); ++o) {
+            if (o == i || !early[o].empty())
+              continue;
+            auto d = ask("trainer@" + out[o].host.hex(),
+                         trainer_query(session, out[o].rank, [step](auto b) {
+                           b.setWeightsDigest(step);
+                         }));
+            if (!d)
+              continue; // (its evidence of that step dropped, or its host gone)
+            opened<schema::WeightsDigest> wd{*d};
+            if (!wd || wd->getDigest().size() != 32)
+              continue;
+            hash256 theirs;
+            std::memcpy(theirs.data(), wd->getDigest().begin(), 32);
+            votes.emplace_back(static_cast<uint32_t>(o), theirs);
+          }
+          auto vote = rater::vote_on_weights(votes, n);
+          if (vote.disputed)
+            for (auto& [o, _] : votes)
+              if (voted_out[o].empty())
+                voted_out[o] = fmt::format(
+                  "step {}: the ring's ranks hold different weights before it and none hold a "
+                  "majority (at most {} of {} agree): no rank's work can be trusted",
+                  step, vote.majority, vote.voters);
+          for (auto o : vote.odd)
+            if (voted_out[o].empty())
+              voted_out[o] = fmt::format("step {}: the weights it holds before the step are not "
+                                         "the ring's ({} of {} ranks hold other weights)",
+                                         step, vote.majority, vote.voters);
+          if (!voted_out[i].empty()) {
+            v.why = voted_out[i];
+            v.no_culprit = true;
+            break;
+          }
+        }
+      }
+      v.passed = v.why.empty();
+      if (tolerant[i])
+        log_info("rater: rank {} ({}) {} within tolerance: {} steps, at most {:.2e} of the "
+                 "tolerance used",
+                 r, out[i].host.short_hex(), v.passed ? "passed" : "failed", v.challenged,
+                 v.tolerance_used);
+    }
+
+    // A rank another rank's check voted out (its own draws may have missed
+    // the step) fails too.
+    for (size_t i = 0; i < out.size(); ++i)
+      if (out[i].v.passed && !voted_out[i].empty()) {
+        out[i].v.passed = false;
+        out[i].v.why = voted_out[i];
+        out[i].v.no_culprit = true;
+      }
+    return out;
+  }
+
   caf::expected<envelope> rate(schema::RateRequest::Reader req) {
     auto t0 = clock_type::now();
     if (req.getJob().size() != 32 || req.getSession().size() != 32)
@@ -316,214 +572,75 @@ struct rater_state {
     auto split = train::split_rows(*t, cfg.getTestPercent(), cfg.getSplitSeed());
     auto k = rater::sample_size(cheat_fraction, detection_target);
 
-    // Every log: signed by the rank's host, digests hashing to its root.
-    std::vector<hash256> roots;
-    std::vector<std::vector<train::digest>> digests(n);
-    std::vector<uint64_t> first(n);
-    std::vector<node_id> hosts;
-    std::vector<std::string> early(n); // a failure found before sampling
-    // Slashable: the trainer signed this log and a receipt for this job; a
-    // failure of anything else is not its doing (someone named it).
-    std::vector<bool> signed_by_trainer(n, false);
-    std::vector<bool> tolerant(n, false); // another numeric environment than this rater's
-    for (unsigned r = 0; r < n; ++r) {
-      auto host = node_id::from_bytes({req.getRanks()[r].begin(), req.getRanks()[r].size()});
-      if (!host)
-        return make_error(errc::invalid_argument, fmt::format("rank {}: {}", r, what_of(host.error())));
-      hosts.push_back(*host);
-      auto l = req.getLogs()[r];
-      hash256 root{};
-      if (l.getLogRoot().size() == 32)
-        std::memcpy(root.data(), l.getLogRoot().begin(), 32);
-      roots.push_back(root);
-      auto sig = l.getSignature();
-      if (l.getRank() != r || l.getTrainer().size() != 32
-          || std::memcmp(l.getTrainer().begin(), host->bytes.data(), 32) != 0)
-        early[r] = "the log is not this rank's host's";
-      else if (sig.size() != 64
-               || !verify_signature(*host,
-                                    train::worklog_signing_bytes(session, r, l.getSteps(), root),
-                                    {sig.begin(), sig.size()}))
-        early[r] = "the log's signature is not the trainer's";
-      if (!early[r].empty())
-        continue;
-      // Steps from another numeric environment: compared within a
-      // tolerance, against the gradient the trainer committed to.
-      if (auto why = rater::environment_mismatch(l.getEnvironment().cStr(), environment);
-          !why.empty()) {
-        tolerant[r] = true;
-        log_info("rater: rank {}: {}; comparing its steps within the tolerance (rtol {:.0e}, "
-                 "atol {:.0e})",
-                 r, why, rater::cross_environment_tolerance.rtol,
-                 rater::cross_environment_tolerance.atol);
-      }
-      if (l.hasReceipt()) {
-        auto sr = l.getReceipt();
-        auto rc = sr.getReceipt();
-        auto ts = sr.getTrainerSignature();
-        signed_by_trainer[r] =
-          rc.getJobId().size() == 32 && std::memcmp(rc.getJobId().begin(), job.data(), 32) == 0
-          && rc.getSessionId().size() == 32
-          && std::memcmp(rc.getSessionId().begin(), session.data(), 32) == 0
-          && ts.size() == 64
-          && verify_signature(*host, ledger::receipt_signing_bytes(rc), {ts.begin(), ts.size()});
-      }
-      if (!signed_by_trainer[r]) {
-        early[r] = "no work receipt for this job signed by the trainer";
-        continue;
-      }
-      auto d = ask("trainer@" + host->hex(), trainer_query(session, r, [](auto b) {
-                     b.setDigests();
-                   }));
-      if (!d) {
-        early[r] = "its digests are unavailable: " + what_of(d.error());
-        continue;
-      }
-      opened<schema::WorkLogDigests> w{*d};
-      if (!w) {
-        early[r] = "its digests are malformed";
-        continue;
-      }
-      first[r] = w->getFirstStep();
-      for (auto x : w->getDigests()) {
-        train::digest dg{};
-        if (x.size() == 32)
-          std::memcpy(dg.data(), x.begin(), 32);
-        digests[r].push_back(dg);
-      }
-      if (digests[r].size() != l.getSteps()
-          || ledger::merkle_root(digests[r], "aicon-worklog-node-v1") != root)
-        early[r] = "its step digests do not hash to the signed log root";
-    }
-
-    // The challenges: a seed nobody knew while training.
-    hash256 tip{}, nonce;
+    // The challenges draw on the chain's tip: a seed nobody knew while training.
+    hash256 tip{};
     if (auto r = ask("ledger", make_envelope<schema::LedgerQuery>(
                                  [](schema::LedgerQuery::Builder b) { b.setTip(); }))) {
       opened<schema::TipInfo> ti{*r};
       if (ti && ti->getHash().size() == 32)
         std::memcpy(tip.data(), ti->getHash().begin(), 32);
     }
-    randombytes_buf(nonce.data(), 32);
-    auto seed = rater::challenge_seed(tip, session, roots, nonce);
-
-    struct verdict {
-      bool passed = false;
-      std::string why;
-      uint64_t units = 0;
-      uint32_t challenged = 0;
-      double tolerance_used = 0; ///< another environment: the largest share of the tolerance
-      bool by_vote = false; ///< failed the ring's vote on weights: unpaid, not slashed
-    };
-    std::vector<verdict> verdicts(n);
-    std::vector<std::string> voted_out(n); // why the vote on some step's weights failed a rank
-    for (unsigned r = 0; r < n; ++r) {
-      auto& v = verdicts[r];
-      if (!early[r].empty()) {
-        v.why = early[r];
-        continue;
+    // Every ring of the job: the earlier ones (re-formed away from after a
+    // lost rank), oldest first, then the last. Each rank is verified in
+    // its ring and paid for its part.
+    if (req.getEarlier().size() > 64)
+      return make_error(errc::invalid_argument,
+                        fmt::format("RateRequest.earlier: {} rings; at most 64",
+                                    req.getEarlier().size()));
+    std::vector<ring_view> rings;
+    std::set<hash256> sessions{session};
+    for (unsigned i = 0; i < req.getEarlier().size(); ++i) {
+      auto e = req.getEarlier()[i];
+      ring_view rv;
+      rv.earlier = true;
+      rv.kept = e.getKeptSteps();
+      if (e.getSession().size() != 32 || e.getToken().size() != 32)
+        return make_error(errc::invalid_argument,
+                          fmt::format("RateRequest.earlier[{}]: session and token must be 32 "
+                                      "bytes", i));
+      std::memcpy(rv.session.data(), e.getSession().begin(), 32);
+      std::memcpy(rv.token.data(), e.getToken().begin(), 32);
+      if (!sessions.insert(rv.session).second)
+        return make_error(errc::invalid_argument,
+                          fmt::format("RateRequest.earlier[{}]: session {} is named twice in "
+                                      "the request (each ring is rated once)",
+                                      i, ledger::short_hex(rv.session)));
+      if (e.getRanks().size() == 0 || e.getLogs().size() > e.getRanks().size())
+        return make_error(errc::invalid_argument,
+                          fmt::format("RateRequest.earlier[{}]: {} ranks and {} logs", i,
+                                      e.getRanks().size(), e.getLogs().size()));
+      for (auto h : e.getRanks()) {
+        auto id = node_id::from_bytes({h.begin(), h.size()});
+        if (!id)
+          return make_error(errc::invalid_argument,
+                            fmt::format("RateRequest.earlier[{}]: {}", i, what_of(id.error())));
+        rv.hosts.push_back(*id);
       }
-      rater::step_context sc{*spec, cfg.getSeed(), cfg.getGlobalBatch(), r,
-                             static_cast<uint32_t>(n)};
-      for (auto off : rater::choose_steps(seed, r, digests[r].size(), k)) {
-        ++v.challenged;
-        auto step = first[r] + off;
-        bool within = tolerant[r];
-        auto e = ask("trainer@" + hosts[r].hex(), trainer_query(session, r, [step, within](auto b) {
-                       b.setEvidence(step);
-                       b.setWithGradient(within);
-                     }));
-        if (!e) {
-          v.why = fmt::format("step {}: no evidence: {}", step, what_of(e.error()));
-          break;
-        }
-        opened<schema::StepEvidence> ev{*e};
-        if (!ev) {
-          v.why = fmt::format("step {}: malformed evidence", step);
-          break;
-        }
-        rater::step_claim claim;
-        claim.step = step;
-        claim.epoch = ev->getEpoch();
-        claim.cursor = ev->getCursor();
-        auto w = ev->getWeights();
-        claim.weights.resize(w.size() / 4);
-        std::memcpy(claim.weights.data(), w.begin(), claim.weights.size() * 4);
-        for (auto i : ev->getIndices())
-          claim.indices.push_back(i);
-        claim.committed = digests[r][off];
-        if (within) {
-          auto g = ev->getGradient();
-          std::vector<float> gradient(g.size() / 4);
-          std::memcpy(gradient.data(), g.begin(), gradient.size() * 4);
-          double used = 0;
-          v.why = rater::check_step_within(sc, split, claim, gradient,
-                                           rater::cross_environment_tolerance, &used);
-          v.tolerance_used = std::max(v.tolerance_used, used);
-        } else {
-          v.why = rater::check_step(sc, split, claim);
-        }
-        if (!v.why.empty())
-          break;
-        // The weights it showed must be the ring's: every other rank's
-        // digest of its weights before this step, and a vote.
-        if (n > 1) {
-          hash256 mine;
-          crypto_generichash(mine.data(), mine.size(),
-                             reinterpret_cast<const uint8_t*>(claim.weights.data()),
-                             claim.weights.size() * 4, nullptr, 0);
-          std::vector<std::pair<uint32_t, hash256>> votes{{r, mine}};
-          for (unsigned o = 0; o < n; ++o) {
-            if (o == r || !early[o].empty())
-              continue;
-            auto d = ask("trainer@" + hosts[o].hex(), trainer_query(session, o, [step](auto b) {
-                           b.setWeightsDigest(step);
-                         }));
-            if (!d)
-              continue; // (its evidence of that step dropped, or its host gone)
-            opened<schema::WeightsDigest> wd{*d};
-            if (!wd || wd->getDigest().size() != 32)
-              continue;
-            hash256 theirs;
-            std::memcpy(theirs.data(), wd->getDigest().begin(), 32);
-            votes.emplace_back(o, theirs);
-          }
-          auto vote = rater::vote_on_weights(votes, n);
-          if (vote.disputed)
-            for (auto& [o, _] : votes)
-              if (voted_out[o].empty())
-                voted_out[o] = fmt::format(
-                  "step {}: the ring's ranks hold different weights before it and none hold a "
-                  "majority (at most {} of {} agree): no rank's work can be trusted",
-                  step, vote.majority, vote.voters);
-          for (auto o : vote.odd)
-            if (voted_out[o].empty())
-              voted_out[o] = fmt::format("step {}: the weights it holds before the step are not "
-                                         "the ring's ({} of {} ranks hold other weights)",
-                                         step, vote.majority, vote.voters);
-          if (!voted_out[r].empty()) {
-            v.why = voted_out[r];
-            v.by_vote = true;
-            break;
-          }
-        }
-      }
-      v.passed = v.why.empty();
-      if (tolerant[r])
-        log_info("rater: rank {} ({}) {} within tolerance: {} steps, at most {:.2e} of the "
-                 "tolerance used",
-                 r, hosts[r].short_hex(), v.passed ? "passed" : "failed", v.challenged,
-                 v.tolerance_used);
+      for (auto l : e.getLogs())
+        rv.logs.push_back(l);
+      rings.push_back(std::move(rv));
     }
-
-    // A rank another rank's check voted out (its own draws may have missed
-    // the step) fails too.
-    for (unsigned r = 0; r < n; ++r)
-      if (verdicts[r].passed && !voted_out[r].empty()) {
-        verdicts[r].passed = false;
-        verdicts[r].why = voted_out[r];
-        verdicts[r].by_vote = true;
+    {
+      ring_view last;
+      last.session = session;
+      last.token = token;
+      for (unsigned r = 0; r < n; ++r) {
+        auto host = node_id::from_bytes({req.getRanks()[r].begin(), req.getRanks()[r].size()});
+        if (!host)
+          return make_error(errc::invalid_argument, fmt::format("rank {}: {}", r, what_of(host.error())));
+        last.hosts.push_back(*host);
       }
+      for (auto l : req.getLogs())
+        last.logs.push_back(l);
+      rings.push_back(std::move(last));
+    }
+    std::vector<rank_check> checks;
+    hash256 seed{}; // the last ring's
+    for (auto& ring : rings) {
+      auto part = verify_ring(ring, job, *spec, cfg, split, k, environment, tip, seed);
+      checks.insert(checks.end(), part.begin(), part.end());
+    }
+    const auto total = static_cast<unsigned>(checks.size());
 
     // Rated once: recorded before any value moves, so a second request for
     // this job is refused even while this one's transactions are pending.
@@ -541,9 +658,11 @@ struct rater_state {
     std::memcpy(payer.data(), escrow_payer.bytes.data(), 32);
     std::map<rater::wallet, uint64_t> verified_units;
     std::set<node_id> slashed_hosts;
-    for (unsigned r = 0; r < n; ++r) {
-      auto& v = verdicts[r];
-      auto l = req.getLogs()[r];
+    for (auto& c : checks) {
+      auto& v = c.v;
+      auto l = c.log;
+      auto r = c.rank;
+      const auto& ring_session = c.ring->session;
       if (v.passed) {
         if (!l.hasReceipt()) {
           v.passed = false;
@@ -551,13 +670,13 @@ struct rater_state {
         } else {
           auto rc = l.getReceipt().getReceipt();
           bool fits = rc.getTrainer().size() == 32
-                      && std::memcmp(rc.getTrainer().begin(), hosts[r].bytes.data(), 32) == 0
+                      && std::memcmp(rc.getTrainer().begin(), c.host.bytes.data(), 32) == 0
                       && rc.getSessionId().size() == 32
-                      && std::memcmp(rc.getSessionId().begin(), session.data(), 32) == 0
+                      && std::memcmp(rc.getSessionId().begin(), ring_session.data(), 32) == 0
                       && rc.getJobId().size() == 32
                       && std::memcmp(rc.getJobId().begin(), job.data(), 32) == 0
                       && rc.getLogRoot().size() == 32
-                      && std::memcmp(rc.getLogRoot().begin(), roots[r].data(), 32) == 0
+                      && std::memcmp(rc.getLogRoot().begin(), c.root.data(), 32) == 0
                       && rc.getVerifier().size() == 32
                       && std::memcmp(rc.getVerifier().begin(), ctx.self->id().bytes.data(), 32)
                            == 0;
@@ -565,7 +684,14 @@ struct rater_state {
             v.passed = false;
             v.why = "its work receipt does not match its log, session or this rater";
           } else {
-            v.units = rc.getUnits();
+            // Paid for its part of the job: an earlier ring's steps up to
+            // the checkpoint the next ring resumed from (the rest were
+            // trained again), its units in proportion.
+            v.paid_steps = std::min<uint64_t>(l.getSteps(), c.ring->kept);
+            v.units = l.getSteps() > 0
+                        ? static_cast<uint64_t>(static_cast<unsigned __int128>(rc.getUnits())
+                                                * v.paid_steps / l.getSteps())
+                        : 0;
             auto signed_receipt = make_envelope<schema::SignedWorkReceipt>(
               [&](schema::SignedWorkReceipt::Builder b) {
                 b.setReceipt(rc);
@@ -577,35 +703,38 @@ struct rater_state {
             if (ack)
               ++submitted;
             else
-              log_warning("rater: receipt of rank {} refused: {}", r, describe(ack.error()));
+              log_warning("rater: receipt of rank {} of session {} refused: {}", r,
+                          ledger::short_hex(ring_session), describe(ack.error()));
             rater::wallet w;
-            std::memcpy(w.data(), hosts[r].bytes.data(), 32);
+            std::memcpy(w.data(), c.host.bytes.data(), 32);
             verified_units[w] += v.units;
           }
         }
       }
       if (!v.passed) {
-        log_warning("rater: rank {} on {} FAILED verification: {}", r, hosts[r].short_hex(),
-                    v.why);
-        auto acct = account(hosts[r]);
+        log_warning("rater: rank {} of session {} on {} FAILED verification: {}", r,
+                    ledger::short_hex(ring_session), c.host.short_hex(), v.why);
+        auto acct = account(c.host);
         // What the chain will cut when it applies the slash (its rule).
         uint64_t cut = acct ? static_cast<uint64_t>(static_cast<unsigned __int128>(acct->second)
                                                     * genesis.slash_percent / 100)
                             : 0;
-        if (!signed_by_trainer[r])
-          log_warning("rater: rank {} on {} is not slashed: {}", r, hosts[r].short_hex(),
+        if (!c.signed_by_trainer)
+          log_warning("rater: rank {} on {} is not slashed: {}", r, c.host.short_hex(),
                       "it signed nothing for this job");
-        else if (v.by_vote)
-          log_warning("rater: rank {} on {} is not slashed: {}", r, hosts[r].short_hex(),
-                      "a vote on weights names no culprit");
-        else if (cut > 0 && slashed_hosts.insert(hosts[r]).second) { // once per host per job
+        else if (v.no_culprit)
+          log_warning("rater: rank {} on {} is not slashed: {}", r, c.host.short_hex(),
+                      c.ring->earlier && v.why.find("the ring's") == std::string::npos
+                        ? "an earlier ring's evidence may have expired"
+                        : "a vote on weights names no culprit");
+        else if (cut > 0 && slashed_hosts.insert(c.host).second) { // once per host per job
           auto tx = ledger::make_signed_transaction(
             *ctx.self, chain, nonce_next, [&](schema::Transaction::Body::Builder b) {
               auto s = b.initSlash();
-              s.setTarget(kj::arrayPtr(hosts[r].bytes.data(), 32));
+              s.setTarget(kj::arrayPtr(c.host.bytes.data(), 32));
               s.setJobId(kj::arrayPtr(job.data(), 32));
               s.setReason(fmt::format("failed verification of session {}: {}",
-                                      ledger::short_hex(session), v.why));
+                                      ledger::short_hex(ring_session), v.why));
             });
           if (auto ack = ask("block_generator", tx)) {
             ++nonce_next;
@@ -620,11 +749,11 @@ struct rater_state {
     // Ratings: the allocator on this host (if any) hears every outcome.
     {
       std::vector<std::string> passed_hex, failed_hex;
-      for (unsigned r = 0; r < n; ++r)
-        if (verdicts[r].passed)
-          passed_hex.push_back(hosts[r].hex());
-        else if (signed_by_trainer[r] && !verdicts[r].by_vote) // nobody's rating drops for a
-          failed_hex.push_back(hosts[r].hex());              // log it never signed, or a vote
+      for (auto& c : checks)
+        if (c.v.passed)
+          passed_hex.push_back(c.host.hex());
+        else if (c.signed_by_trainer && !c.v.no_culprit) // nobody's rating drops for a log it
+          failed_hex.push_back(c.host.hex());            // never signed, or with no culprit
       if (auto a = lookup_blocking(*sys, ctx.directory, "allocator", timeout()))
         caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
     }
@@ -697,21 +826,31 @@ struct rater_state {
       }
     }
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count();
-    log_info("rater: session {}: {} of {} trainers verified ({} steps each re-executed), {} "
+    log_info("rater: session {}: {} of {} trainers verified ({} steps each re-executed{}), {} "
              "receipts, {} slashed, {} minted",
              ledger::short_hex(session),
-             std::count_if(verdicts.begin(), verdicts.end(), [](auto& v) { return v.passed; }),
-             n, k, submitted, slashed, minted);
+             std::count_if(checks.begin(), checks.end(), [](auto& c) { return c.v.passed; }),
+             total, k,
+             rings.size() > 1 ? fmt::format(", {} rings", rings.size()) : std::string{},
+             submitted, slashed, minted);
     auto result = make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
-      auto out = b.initVerdicts(n);
-      for (unsigned r = 0; r < n; ++r) {
-        out[r].setRank(r);
-        out[r].setTrainer(kj::arrayPtr(hosts[r].bytes.data(), 32));
-        out[r].setPassed(verdicts[r].passed);
-        out[r].setWhy(verdicts[r].why);
-        out[r].setUnits(verdicts[r].passed ? verdicts[r].units : 0);
-        out[r].setChallenged(verdicts[r].challenged);
-      }
+      // The last ring's ranks first (in rank order), then the earlier rings'.
+      auto out = b.initVerdicts(total);
+      unsigned i = 0;
+      for (bool earlier : {false, true})
+        for (auto& c : checks) {
+          if (c.ring->earlier != earlier)
+            continue;
+          out[i].setRank(c.rank);
+          out[i].setTrainer(kj::arrayPtr(c.host.bytes.data(), 32));
+          out[i].setPassed(c.v.passed);
+          out[i].setWhy(c.v.why);
+          out[i].setUnits(c.v.passed ? c.v.units : 0);
+          out[i].setChallenged(c.v.challenged);
+          out[i].setSession(kj::arrayPtr(c.ring->session.data(), 32));
+          out[i].setPaidSteps(c.v.passed ? c.v.paid_steps : 0);
+          ++i;
+        }
       b.setSeed(kj::arrayPtr(seed.data(), 32));
       b.setSamplesPerTrainer(k);
       b.setReceipts(submitted);
@@ -719,11 +858,11 @@ struct rater_state {
       b.setVerifyMs(static_cast<uint64_t>(ms));
       b.setMinted(minted);
       auto rw = b.initRewards(static_cast<unsigned>(shares.size()));
-      unsigned i = 0;
+      unsigned j = 0;
       for (auto& [w, a] : shares) {
-        rw[i].setWallet(kj::arrayPtr(w.data(), 32));
-        rw[i].setAmount(a);
-        ++i;
+        rw[j].setWallet(kj::arrayPtr(w.data(), 32));
+        rw[j].setAmount(a);
+        ++j;
       }
     });
     // Kept with the rating: the same request again (its job host restarted

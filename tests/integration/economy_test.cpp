@@ -654,6 +654,17 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
   auto other_chain = random_job();
   refused_with(sign_rate_request(ec.payer, other_chain, opened<schema::RateRequest>{honest}.root()),
                "the signature is not payer");
+  // A ring named twice (an earlier ring with the last ring's session)
+  // would pay its ranks twice.
+  refused_with(sign_rate_request(ec.payer, chain,
+                                 opened<schema::RateRequest>{tampered(honest, [&](auto b) {
+                                   auto e = b.initEarlier(1)[0];
+                                   e.setSession(kj::arrayPtr(r->session.data(), 32));
+                                   e.setToken(kj::arrayPtr(r->token.data(), 32));
+                                   e.initRanks(1).set(0, kj::arrayPtr(r->rank_hosts[0].bytes.data(), 32));
+                                   e.setKeptSteps(10);
+                                 })}.root()),
+               "is named twice in the request");
   auto never_escrowed = random_job();
   refused_with(sign_rate_request(ec.payer, chain,
                                  opened<schema::RateRequest>{tampered(honest, [&](auto b) {
@@ -1509,6 +1520,60 @@ BOOST_AUTO_TEST_CASE(a_lost_trainer_host_is_replaced_by_the_allocator) {
                                                 10s).has_value()
                  || ec.offers() == 2u;
   BOOST_TEST(dropped);
+
+  // The first ring's work is verified and paid with the job's: its
+  // surviving host's two ranks for the steps up to the checkpoint the
+  // second ring resumed from; the lost host, which logged nothing, neither
+  // paid nor slashed.
+  BOOST_REQUIRE_EQUAL(r->earlier.size(), 1u);
+  auto& first = r->earlier[0];
+  auto survivor = victim == 2 ? ec.nodes[4].id : ec.nodes[2].id;
+  const auto& victim_id = ec.nodes[victim].id;
+  BOOST_TEST(first.first_step == 0u);
+  BOOST_TEST(first.kept_steps >= 10u);
+  BOOST_TEST(first.kept_steps % 10 == 0u); // a checkpoint's step
+  BOOST_TEST(first.kept_steps < steps);
+  BOOST_TEST(first.logs.size() == 2u); // the survivor's two ranks answered the finish
+  BOOST_TEST(std::count(first.rank_hosts.begin(), first.rank_hosts.end(), victim_id) == 2);
+  auto rated = ec.ask(0, "rater", ec.rate_request(o, *r), 120s);
+  BOOST_REQUIRE_MESSAGE(rated, why(rated));
+  auto rating = train::parse_rating(*rated);
+  BOOST_REQUIRE_MESSAGE(rating, why(rating));
+  BOOST_REQUIRE_EQUAL(rating->verdicts.size(), 6u); // 4 of the last ring, 2 of the first
+  uint64_t kept = first.kept_steps;
+  for (size_t i = 0; i < rating->verdicts.size(); ++i) {
+    auto& v = rating->verdicts[i];
+    bool earlier = i >= 4;
+    BOOST_TEST_MESSAGE((earlier ? "first ring" : "last ring")
+                       << " rank " << v.rank << " on " << v.trainer.short_hex() << ": "
+                       << (v.passed ? "passed" : "FAILED: " + v.why) << ", paid for "
+                       << v.paid_steps << " steps");
+    BOOST_TEST(v.passed, v.why);
+    BOOST_TEST((v.session == (earlier ? first.session : r->session)));
+    BOOST_TEST(v.paid_steps == (earlier ? kept : steps - kept));
+    if (earlier)
+      BOOST_TEST((v.trainer == survivor));
+    BOOST_TEST((v.trainer != victim_id));
+  }
+  BOOST_TEST(rating->slashed == 0u);
+  BOOST_TEST(rating->receipts == 6u);
+  auto plan = train::plan_settlement(4 * steps, *rating, steps, 1, ec.payer.id());
+  BOOST_REQUIRE_MESSAGE(plan.why.empty(), plan.why);
+  std::map<node_id, uint64_t> paid(plan.payouts.begin(), plan.payouts.end());
+  BOOST_TEST(paid[survivor] == 2 * kept + 2 * (steps - kept)); // both rings
+  BOOST_TEST(paid[ec.nodes[3].id] == 2 * (steps - kept));      // the replacement
+  BOOST_TEST(paid.count(victim_id) == 0u);
+  BOOST_TEST(plan.refund == 4 * steps - plan.trainers);
+  ec.payer_tx([&](uint64_t n) { return train::make_settle(ec.payer, ec.chain, n, job, plan); });
+  std::map<node_id, uint64_t> reward_of;
+  for (auto& [w, a] : rating->rewards)
+    reward_of[w] += a;
+  BOOST_TEST(reward_of.count(victim_id) == 0u);
+  for (auto* who : {&survivor, &ec.nodes[3].id}) {
+    auto [bal, nonce, stake] = ec.account(1, *who);
+    BOOST_TEST(bal == paid[*who] + reward_of[*who], who->short_hex());
+    BOOST_TEST(stake == economy_cluster::trainer_stake);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_ring_across_two_sites_is_placed_by_measured_round_trips) {

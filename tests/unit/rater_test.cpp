@@ -410,8 +410,8 @@ BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
   auto a = identity::generate().id(), b = identity::generate().id(), c = identity::generate().id();
   auto payer = identity::generate().id(), owner = identity::generate().id();
   train::rating r;
-  r.verdicts = {{0, a, true, {}, 0}, {1, a, true, {}, 0}, {2, b, true, {}, 0},
-                {3, c, true, {}, 0}, {4, c, false, "faked", 0}};
+  r.verdicts = {{0, a, true, {}, 0, 100}, {1, a, true, {}, 0, 100}, {2, b, true, {}, 0, 100},
+                {3, c, true, {}, 0, 100}, {4, c, false, "faked", 0, 0}};
   std::map<node_id, uint64_t> leases{{a, 1}, {b, 5}}; // b offered above the cap of 3
   auto plan = train::plan_settlement(10'000, r, 100, 3, payer, train::asset_terms{owner, "dataset", 50},
                                      train::asset_terms{payer, "model", 40}, leases);
@@ -429,8 +429,8 @@ BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
   BOOST_TEST(short_plan.why.find("does not cover the verified work (800)") != std::string::npos,
              short_plan.why);
   // A ring re-formed at step 60 of 100: its rated ranks ran (and showed the
-  // rater) 40 steps each and are paid for those; a log claiming more than
-  // the job's steps is paid the job's steps at most.
+  // rater) 40 steps each and are paid for those; a count above the job's
+  // steps is paid the job's steps at most.
   train::rating reformed;
   reformed.verdicts = {{0, a, true, {}, 0, 40}, {1, b, true, {}, 0, 40}, {2, c, true, {}, 0, 500}};
   auto part = train::plan_settlement(10'000, reformed, 100, 3, payer, std::nullopt, std::nullopt,
