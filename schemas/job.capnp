@@ -126,6 +126,11 @@ struct JobRecord {
                              # submitted: a host restarted in between submits it again
   verification @10 :Verification; # the rating asked for, written before it is asked: a host
                              # restarted before its plan asks the same rater the same again
+  ringFrom @11 :UInt64;      # the step the last ring formed started at
+  earlier @12 :List(import "rater.capnp".EarlierRing);
+                             # with a verifier: the rings this job left (a lost rank, a
+                             # preemption, this host's restart) whose kept steps are rated
+                             # and paid with the job's
 }
 
 struct Verification {

@@ -68,27 +68,52 @@ envelope make_rate_request(const job_options& o, const job_result& r, const iden
     b.setModel(kj::arrayPtr(m.data(), 32));
     b.setToken(kj::arrayPtr(r.token.data(), 32));
     auto earlier = b.initEarlier(static_cast<unsigned>(r.earlier.size()));
-    for (unsigned i = 0; i < r.earlier.size(); ++i) {
-      auto& e = r.earlier[i];
-      auto out = earlier[i];
-      out.setSession(kj::arrayPtr(e.session.data(), 32));
-      out.setToken(kj::arrayPtr(e.token.data(), 32));
-      auto hosts = out.initRanks(static_cast<unsigned>(e.rank_hosts.size()));
-      for (unsigned k = 0; k < e.rank_hosts.size(); ++k)
-        hosts.set(k, kj::arrayPtr(e.rank_hosts[k].bytes.data(), 32));
-      unsigned valid = 0;
-      for (auto& env : e.logs)
-        valid += opened<schema::SessionLog>{env} ? 1 : 0;
-      auto logs = out.initLogs(valid);
-      unsigned k = 0;
-      for (auto& env : e.logs)
-        if (opened<schema::SessionLog> l{env}; l)
-          logs.setWithCaveats(k++, l.root());
-      out.setFirstStep(e.first_step);
-      out.setKeptSteps(e.kept_steps);
-    }
+    for (unsigned i = 0; i < r.earlier.size(); ++i)
+      earlier.setWithCaveats(i, opened<schema::EarlierRing>{earlier_ring_envelope(r.earlier[i])}.root());
   });
   return sign_rate_request(payer, chain, opened<schema::RateRequest>{unsigned_req}.root());
+}
+
+envelope earlier_ring_envelope(const earlier_ring& e) {
+  return make_envelope<schema::EarlierRing>([&](schema::EarlierRing::Builder out) {
+    out.setSession(kj::arrayPtr(e.session.data(), 32));
+    out.setToken(kj::arrayPtr(e.token.data(), 32));
+    auto hosts = out.initRanks(static_cast<unsigned>(e.rank_hosts.size()));
+    for (unsigned k = 0; k < e.rank_hosts.size(); ++k)
+      hosts.set(k, kj::arrayPtr(e.rank_hosts[k].bytes.data(), 32));
+    unsigned valid = 0;
+    for (auto& env : e.logs)
+      valid += opened<schema::SessionLog>{env} ? 1 : 0;
+    auto logs = out.initLogs(valid);
+    unsigned k = 0;
+    for (auto& env : e.logs)
+      if (opened<schema::SessionLog> l{env}; l)
+        logs.setWithCaveats(k++, l.root());
+    out.setFirstStep(e.first_step);
+    out.setKeptSteps(e.kept_steps);
+  });
+}
+
+caf::expected<earlier_ring> parse_earlier_ring(const envelope& env) {
+  opened<schema::EarlierRing> in{env};
+  if (!in)
+    return in.error();
+  if (in->getSession().size() != 32 || in->getToken().size() != 32)
+    return make_error(errc::malformed_message, "EarlierRing: session and token must be 32 bytes");
+  earlier_ring e;
+  std::memcpy(e.session.data(), in->getSession().begin(), 32);
+  std::memcpy(e.token.data(), in->getToken().begin(), 32);
+  for (auto h : in->getRanks()) {
+    auto id = node_id::from_bytes({h.begin(), h.size()});
+    if (!id)
+      return make_error(errc::malformed_message, "EarlierRing.ranks: " + what_of(id.error()));
+    e.rank_hosts.push_back(*id);
+  }
+  for (auto l : in->getLogs())
+    e.logs.push_back(copy_envelope<schema::SessionLog>(l));
+  e.first_step = in->getFirstStep();
+  e.kept_steps = in->getKeptSteps();
+  return e;
 }
 
 caf::expected<std::array<uint8_t, 32>> chain_id_of(const ledger_ask& ask) {

@@ -26,6 +26,12 @@ namespace aicon::train {
 envelope make_rate_request(const job_options& o, const job_result& r, const identity& payer,
                            const std::array<uint8_t, 32>& chain);
 
+/// An earlier ring as a Cap'n Proto EarlierRing (schemas/rater.capnp), as
+/// a RateRequest carries it and a job host keeps it; and back (errors name
+/// what is malformed).
+envelope earlier_ring_envelope(const earlier_ring& e);
+caf::expected<earlier_ring> parse_earlier_ring(const envelope& env);
+
 struct rank_verdict {
   uint32_t rank = 0;
   node_id trainer;

@@ -219,7 +219,11 @@ caf::expected<ring_state> form_ring(const job_link& c, const job_options& o,
     std::vector<node_id> rank_hosts;
     for (auto& r : ring.ranks)
       rank_hosts.push_back(r.host);
-    o.on_ring(ring.session, ring.token, rank_hosts);
+    uint64_t from = 0;
+    if (!checkpoint.empty())
+      if (auto cp = parse_checkpoint(checkpoint, "checkpoint"))
+        from = cp->step;
+    o.on_ring(ring.session, ring.token, rank_hosts, from);
   }
   for (uint32_t r = 0; r < n; ++r) {
     if (!acks[r])
@@ -574,6 +578,33 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   };
   resume_from_checkpoint();
   uint64_t ring_from = step; // the step the current ring started at
+  result.earlier = o.earlier;
+  // A ring the job leaves (a lost rank, a preemption) finishes: with a
+  // verifier its ranks sign their logs and receipts, so the steps it ran
+  // up to the last checkpoint are verified and paid with the job's (the
+  // steps after it are trained again by the next ring).
+  auto retire_ring = [&]() {
+    std::vector<envelope> ring_logs;
+    finish_ring(c, *ring, o.verifier ? &ring_logs : nullptr, o.verifier);
+    if (!o.verifier || have_checkpoint == UINT64_MAX || have_checkpoint <= ring_from
+        || ring_logs.empty())
+      return;
+    earlier_ring e;
+    e.session = ring->session;
+    e.token = ring->token;
+    for (auto& p : ring->ranks)
+      e.rank_hosts.push_back(p.host);
+    e.logs = std::move(ring_logs);
+    e.first_step = ring_from;
+    e.kept_steps = have_checkpoint - ring_from;
+    result.events.push_back(fmt::format("the ring's steps {} to {} are kept: {} of its {} ranks' "
+                                        "logs go to the rater with the job's",
+                                        ring_from, have_checkpoint - 1, e.logs.size(),
+                                        e.rank_hosts.size()));
+    if (o.on_earlier)
+      o.on_earlier(e);
+    result.earlier.push_back(std::move(e));
+  };
   if (!checkpoint.empty()) {
     have_checkpoint = step;
     result.events.push_back(fmt::format("resumed from the checkpoint of step {}", step));
@@ -612,7 +643,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         if (have_checkpoint != step)
           if (auto err = take_checkpoint())
             return err;
-        finish_ring(c, *ring, nullptr);
+        retire_ring();
         alloc_state->release(c);
         ++result.preemptions;
         result.events.push_back(fmt::format("preempted (or leases lapsed) at step {}: "
@@ -822,27 +853,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         return make_error(errc::peer_down,
                           fmt::format("step {} failed after {} re-formed rings: {}", reported,
                                       result.reforms, failed));
-      // The survivors finish: with a verifier, they sign their logs and
-      // receipts so the steps this ring ran up to its last checkpoint are
-      // verified and paid with the job (the rest are trained again).
-      std::vector<envelope> ring_logs;
-      finish_ring(c, *ring, o.verifier ? &ring_logs : nullptr, o.verifier);
-      if (o.verifier && have_checkpoint != UINT64_MAX && have_checkpoint > ring_from
-          && !ring_logs.empty()) {
-        earlier_ring e;
-        e.session = ring->session;
-        e.token = ring->token;
-        for (auto& p : ring->ranks)
-          e.rank_hosts.push_back(p.host);
-        e.logs = std::move(ring_logs);
-        e.first_step = ring_from;
-        e.kept_steps = have_checkpoint - ring_from;
-        result.events.push_back(fmt::format("the ring's steps {} to {} are kept: {} of its {} "
-                                            "ranks' logs go to the rater with the job's",
-                                            ring_from, have_checkpoint - 1, e.logs.size(),
-                                            e.rank_hosts.size()));
-        result.earlier.push_back(std::move(e));
-      }
+      retire_ring(); // the survivors finish
       auto wanted = hosts.size();
       hosts = live_hosts(c, o.hosts);
       if (alloc_state) {

@@ -31,6 +31,17 @@
 
 namespace aicon::train {
 
+/// A ring the job re-formed away from (a rank lost): its ranks that
+/// answered the finish, for the rater to verify and the payer to pay for
+/// the steps the job kept of it.
+struct earlier_ring {
+  std::array<uint8_t, 32> session{}, token{};
+  std::vector<node_id> rank_hosts; ///< every rank's, in rank order
+  std::vector<envelope> logs;      ///< SessionLog of the ranks that answered
+  uint64_t first_step = 0;         ///< the job's step it started at
+  uint64_t kept_steps = 0;         ///< its steps up to the checkpoint the next ring resumed from
+};
+
 struct job_options {
   std::vector<node_id> hosts;      ///< hosts running the trainer role, linked to the client
   /// Stand-by trainer hosts: when a host is lost, the ring is re-formed with
@@ -57,12 +68,18 @@ struct job_options {
   /// The allocation's capability (AllocAsk.token) to use instead of a
   /// fresh one: a resumed job keeps the leases of the job it continues.
   std::optional<std::array<uint8_t, 32>> alloc_token;
-  /// Called with each ring formed (its session, token and each rank's
-  /// host): a job host keeps it, to drop that ring's trainers (TrainQuery
-  /// drop) if it restarts before the job ends.
+  /// Called with each ring formed (its session, token, each rank's host
+  /// and the step it starts at): a job host keeps it, to finish that
+  /// ring's trainers (or drop them) if it restarts before the job ends.
   std::function<void(const std::array<uint8_t, 32>& session, const std::array<uint8_t, 32>& token,
-                     const std::vector<node_id>& rank_hosts)>
+                     const std::vector<node_id>& rank_hosts, uint64_t from_step)>
     on_ring;
+  /// With a verifier: rings of this job from before (a job host's
+  /// restart), to be rated with it; they start job_result::earlier.
+  std::vector<earlier_ring> earlier;
+  /// Called with each ring the job leaves (a lost rank, a preemption)
+  /// whose kept steps are to be rated with the job's.
+  std::function<void(const earlier_ring&)> on_earlier;
   uint32_t max_reforms = 3;
   /// Instead of `hosts`: ask the allocator on this host for `trainers`
   /// trainers (gang), under the job's escrow `job` (see AllocAsk); renew the
@@ -136,17 +153,6 @@ struct step_report {
   double samples_per_s = 0;  ///< over the step (rank 0's wall time from the step before)
   double allreduce_ms = 0;   ///< slowest trainer's allreduce in the step
   uint32_t trainers = 0;
-};
-
-/// A ring the job re-formed away from (a rank lost): its ranks that
-/// answered the finish, for the rater to verify and the payer to pay for
-/// the steps the job kept of it.
-struct earlier_ring {
-  std::array<uint8_t, 32> session{}, token{};
-  std::vector<node_id> rank_hosts; ///< every rank's, in rank order
-  std::vector<envelope> logs;      ///< SessionLog of the ranks that answered
-  uint64_t first_step = 0;         ///< the job's step it started at
-  uint64_t kept_steps = 0;         ///< its steps up to the checkpoint the next ring resumed from
 };
 
 struct job_result {

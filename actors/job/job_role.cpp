@@ -106,6 +106,8 @@ struct job_entry {
   hash256 alloc_token{};            ///< kept across restarts
   hash256 ring_session{}, ring_token{}; ///< the last ring formed
   std::vector<node_id> ring_hosts;      ///< its ranks' hosts (empty: none yet)
+  uint64_t ring_from = 0;               ///< the step it started at
+  std::vector<train::earlier_ring> earlier; ///< rings left, to be rated with the job
   std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
   bool payer_cancelled = false; ///< the payer asked (kept in LMDB; a stopping host's cancel is not)
   std::thread runner;
@@ -211,7 +213,12 @@ caf::error persist(registry& reg, const job_entry& j) {
       auto hs = b.initRingHosts(static_cast<unsigned>(j.ring_hosts.size()));
       for (unsigned i = 0; i < j.ring_hosts.size(); ++i)
         hs.set(i, kj::arrayPtr(j.ring_hosts[i].bytes.data(), 32));
+      b.setRingFrom(j.ring_from);
     }
+    auto earlier = b.initEarlier(static_cast<unsigned>(j.earlier.size()));
+    for (unsigned i = 0; i < j.earlier.size(); ++i)
+      earlier.setWithCaveats(
+        i, opened<schema::EarlierRing>{train::earlier_ring_envelope(j.earlier[i])}.root());
   });
   auto t = store::txn::begin(*reg.env, true);
   if (!t)
@@ -561,38 +568,82 @@ struct job_role_state {
       o.resume = j.checkpoint;
     }
     // A ring of this job from before a restart still holds its trainers'
-    // slots: drop it (its token proves the job host is its coordinator).
+    // slots (its token proves the job host is its coordinator). With a
+    // verifier and steps of it kept (up to the checkpoint resumed from), its
+    // ranks finish: they sign their logs and receipts and the kept steps
+    // are rated and paid with the job's. Otherwise they are dropped.
     std::vector<node_id> stale;
     hash256 stale_session{}, stale_token{};
+    uint64_t stale_from = 0, kept_to = 0;
     {
       std::lock_guard<std::mutex> lk{reg->mtx};
       stale = j.ring_hosts;
       stale_session = j.ring_session;
       stale_token = j.ring_token;
+      stale_from = j.ring_from;
+      if (!j.checkpoint.empty())
+        if (auto cp = train::parse_checkpoint(j.checkpoint, "the job's checkpoint"))
+          kept_to = cp->step;
     }
+    bool finish = o.verifier && kept_to > stale_from;
+    train::earlier_ring left;
     for (uint32_t rank = 0; rank < stale.size(); ++rank) {
       auto t = role_at("trainer", stale[rank]);
       if (!t)
         continue;
-      auto dropped = request_blocking(*sys, *t, make_envelope<schema::TrainQuery>([&](auto q) {
-                                        q.setSession(kj::arrayPtr(stale_session.data(), 32));
-                                        q.setRank(rank);
-                                        q.setToken(kj::arrayPtr(stale_token.data(), 32));
+      auto ended = request_blocking(*sys, *t, make_envelope<schema::TrainQuery>([&](auto q) {
+                                      q.setSession(kj::arrayPtr(stale_session.data(), 32));
+                                      q.setRank(rank);
+                                      q.setToken(kj::arrayPtr(stale_token.data(), 32));
+                                      if (finish) {
+                                        q.setFinish();
+                                        q.setVerifier(kj::arrayPtr(o.verifier->bytes.data(), 32));
+                                      } else {
                                         q.setDrop();
-                                      }),
-                                      timeout());
+                                      }
+                                    }),
+                                    timeout());
+      bool logged = finish && ended && opened<schema::SessionLog>{*ended};
+      if (logged)
+        left.logs.push_back(*ended);
       event(j, fmt::format("the ring from before the restart: rank {} on {} {}", rank,
                            stale[rank].short_hex(),
-                           dropped ? "dropped" : "not dropped: " + what_of(dropped.error())));
+                           logged  ? "finished, its log kept for the rater"
+                           : ended ? "dropped"
+                                   : "not reached: " + what_of(ended.error())));
+    }
+    if (!left.logs.empty()) {
+      left.session = stale_session;
+      left.token = stale_token;
+      left.rank_hosts = stale;
+      left.first_step = stale_from;
+      left.kept_steps = kept_to - stale_from;
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      j.earlier.push_back(std::move(left));
+      j.ring_hosts.clear(); // finished: not to be finished again
+      if (auto err = persist(*reg, j))
+        log_warning("job {}: not written: {}", ledger::short_hex(j.id), describe(err));
+    }
+    {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      o.earlier = j.earlier;
     }
     o.on_ring = [this, jp](const hash256& session, const hash256& token,
-                           const std::vector<node_id>& hosts) {
+                           const std::vector<node_id>& hosts, uint64_t from) {
       std::lock_guard<std::mutex> lk{reg->mtx};
       jp->ring_session = session;
       jp->ring_token = token;
       jp->ring_hosts = hosts;
+      jp->ring_from = from;
       if (auto err = persist(*reg, *jp))
         log_warning("job {}: ring not written: {}", ledger::short_hex(jp->id), describe(err));
+    };
+    o.on_earlier = [this, jp](const train::earlier_ring& e) {
+      std::lock_guard<std::mutex> lk{reg->mtx};
+      jp->earlier.push_back(e);
+      if (auto err = persist(*reg, *jp))
+        log_warning("job {}: an earlier ring not written: {}", ledger::short_hex(jp->id),
+                    describe(err));
     };
     o.on_checkpoint = [this, jp](const std::vector<uint8_t>& cp) {
       std::lock_guard<std::mutex> lk{reg->mtx};
@@ -1211,6 +1262,17 @@ struct job_role_state {
           for (auto h : rec->getRingHosts())
             if (auto id = node_id::from_bytes({h.begin(), h.size()}))
               j->ring_hosts.push_back(*id);
+          j->ring_from = rec->getRingFrom();
+        }
+        for (auto e : rec->getEarlier()) {
+          auto ring = train::parse_earlier_ring(copy_envelope<schema::EarlierRing>(e));
+          if (!ring) {
+            log_warning("job {}: a kept earlier ring cannot be read ({}); its steps are not "
+                        "rated",
+                        ledger::short_hex(j->id), describe(ring.error()));
+            continue;
+          }
+          j->earlier.push_back(std::move(*ring));
         }
         if (rec->getCancelled()) {
           j->payer_cancelled = true;
