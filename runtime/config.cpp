@@ -286,7 +286,7 @@ public:
       if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent", "job_crash_before_settle",
                                                  "job_crash_after_settle",
                                                  "job_crash_after_rating",
-                                                 "trainer_cheat_weights"}))
+                                                 "trainer_cheat_weights", "rater_crash_after_deciding"}))
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_percent",
                          cfg.lim.fault_trainer_cheat_percent))
@@ -302,6 +302,9 @@ public:
         return err;
       if (auto err = get(*tbl, "faults", "job_crash_after_rating",
                          cfg.lim.fault_job_crash_after_rating))
+        return err;
+      if (auto err = get(*tbl, "faults", "rater_crash_after_deciding",
+                         cfg.lim.fault_rater_crash_after_deciding))
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_weights",
                          cfg.lim.fault_trainer_cheat_weights))

@@ -139,6 +139,10 @@ struct limits {
   /// once the rater answered a job's verification, before it writes the
   /// settlement plan.
   bool fault_job_crash_after_rating = false;
+  /// Test-only fault ([faults] rater_crash_after_deciding): a rater exits
+  /// once a rating's decision is written, before any of its transactions
+  /// is sent.
+  bool fault_rater_crash_after_deciding = false;
   /// Test-only fault ([faults] trainer_cheat_weights): the cheating steps
   /// of trainer_cheat_percent compute their gradient at all-zero weights
   /// (nearly free for an MLP) and show those as the step's evidence,

@@ -73,3 +73,24 @@ struct RewardShare {
   wallet @0 :Data;
   amount @1 :UInt64;
 }
+
+struct RatingRecord {
+  # What the rater keeps per rated job (LMDB rated_jobs, behind the magic
+  # "aRR2"): the decision, written before anything moves, so a rater
+  # killed while submitting its transactions submits the same ones again
+  # when the same request comes back (the chain refuses what it already
+  # has: a receipt earned, a job rewarded, a target slashed for the job).
+  session @0 :Data;         # the session rated (32 bytes)
+  ratedMs @1 :UInt64;       # when, in ms since the epoch
+  result @2 :Data;          # the RateResult's flat words: as decided, final once done
+  done @3 :Bool;            # every transaction below was submitted and answered
+  receipts @4 :List(Data);  # countersigned SignedWorkReceipt flat words
+  slashes @5 :List(SlashAction);
+  rewards @6 :List(RewardShare); # the MintReward's payouts (empty: none)
+}
+
+struct SlashAction {
+  target @0 :Data;          # the trainer host's NodeId
+  reason @1 :Text;
+  cut @2 :UInt64;           # what the chain cuts by its rule, as the stake stood
+}

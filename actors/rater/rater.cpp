@@ -56,16 +56,27 @@ struct rater_state {
   std::shared_ptr<store::environment> env; ///< rated_jobs
   static inline const char* name = "aicon.rater";
 
-  /// A job's rating as kept: the session rated, when, and (once the
-  /// rating ended) its RateResult.
+  /// A job's rating as kept: the session rated, when, its RateResult
+  /// (as decided; final once done) and the decision's transactions
+  /// (`record`, a RatingRecord; absent in a record of an older version).
   struct rated_record {
     hash256 session{};
     uint64_t ms = 0;
     std::optional<envelope> result;
+    bool done = false;
+    std::optional<envelope> record;
     std::string describe() const {
       return fmt::format("session {} at {} ms since the epoch", ledger::short_hex(session), ms);
     }
   };
+
+  static constexpr std::string_view record_magic = "aRR2";
+
+  static uint64_t now_ms() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+  }
 
   /// How `job` was rated (nullopt: never).
   caf::expected<std::optional<rated_record>> rated(const hash256& job) {
@@ -77,44 +88,196 @@ struct rater_state {
       return v.error();
     if (!*v)
       return std::optional<rated_record>{};
-    if ((*v)->size() < 40)
-      return make_error(errc::internal, "a stored rated_jobs record is corrupt");
+    auto& bytes = **v;
     rated_record rec;
-    std::memcpy(rec.session.data(), (*v)->data(), 32);
+    if (bytes.size() > record_magic.size()
+        && std::memcmp(bytes.data(), record_magic.data(), record_magic.size()) == 0) {
+      auto env = envelope_from_bytes({bytes.data() + record_magic.size(),
+                                      bytes.size() - record_magic.size()},
+                                     capnp::typeId<schema::RatingRecord>());
+      opened<schema::RatingRecord> r{env};
+      if (!r || r->getSession().size() != 32)
+        return make_error(errc::internal, "a stored rated_jobs record is corrupt");
+      std::memcpy(rec.session.data(), r->getSession().begin(), 32);
+      rec.ms = r->getRatedMs();
+      rec.done = r->getDone();
+      if (r->getResult().size() > 0) {
+        auto result = envelope_from_bytes({r->getResult().begin(), r->getResult().size()},
+                                          capnp::typeId<schema::RateResult>());
+        if (!opened<schema::RateResult>{result})
+          return make_error(errc::internal, "a stored rated_jobs result is corrupt");
+        rec.result = std::move(result);
+      }
+      rec.record = std::move(env);
+      return std::optional<rated_record>{std::move(rec)};
+    }
+    // An older version's record: session, ms and (once ended) the result.
+    if (bytes.size() < 40)
+      return make_error(errc::internal, "a stored rated_jobs record is corrupt");
+    std::memcpy(rec.session.data(), bytes.data(), 32);
     for (int i = 0; i < 8; ++i)
-      rec.ms = rec.ms << 8 | (**v)[32 + static_cast<size_t>(i)];
-    if ((*v)->size() > 40) {
-      auto result = envelope_from_bytes({(*v)->data() + 40, (*v)->size() - 40},
+      rec.ms = rec.ms << 8 | bytes[32 + static_cast<size_t>(i)];
+    if (bytes.size() > 40) {
+      auto result = envelope_from_bytes({bytes.data() + 40, bytes.size() - 40},
                                         capnp::typeId<schema::RateResult>());
       if (!opened<schema::RateResult>{result})
         return make_error(errc::internal, "a stored rated_jobs result is corrupt");
       rec.result = std::move(result);
+      rec.done = true;
     }
     return std::optional<rated_record>{std::move(rec)};
   }
 
-  /// Records `job` as rated for `session` (with its `result` once known).
-  caf::error mark_rated(const hash256& job, const hash256& session,
-                        const envelope* result = nullptr) {
+  /// Writes `job`'s RatingRecord (one LMDB transaction: it is there whole
+  /// or not at all).
+  caf::error store_record(const hash256& job, const envelope& record) {
     auto t = store::txn::begin(*env, true);
     if (!t)
       return t.error();
-    uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          std::chrono::system_clock::now().time_since_epoch())
-                                          .count());
-    if (auto before = t->get(store::db::rated_jobs, job); before && *before && (*before)->size() >= 40) {
-      ms = 0; // keep when it was rated
-      for (int i = 0; i < 8; ++i)
-        ms = ms << 8 | (**before)[32 + static_cast<size_t>(i)];
-    }
-    std::vector<uint8_t> v(session.begin(), session.end());
-    for (int i = 7; i >= 0; --i)
-      v.push_back(static_cast<uint8_t>(ms >> (8 * i)));
-    if (result)
-      v.insert(v.end(), result->bytes().begin(), result->bytes().end());
+    std::vector<uint8_t> v(record_magic.begin(), record_magic.end());
+    v.insert(v.end(), record.bytes().begin(), record.bytes().end());
     if (auto err = t->put(store::db::rated_jobs, job, v))
       return err;
     return t->commit();
+  }
+
+  /// A RatingRecord: `decided` with `result` and done set.
+  static envelope record_with(schema::RatingRecord::Reader decided, const envelope& result,
+                              bool done) {
+    return make_envelope<schema::RatingRecord>([&](schema::RatingRecord::Builder b) {
+      b.setSession(decided.getSession());
+      b.setRatedMs(decided.getRatedMs());
+      b.setResult(kj::arrayPtr(result.bytes().data(), result.bytes().size()));
+      b.setDone(done);
+      b.setReceipts(decided.getReceipts());
+      b.setSlashes(decided.getSlashes());
+      b.setRewards(decided.getRewards());
+    });
+  }
+
+  /// Submits this rater's transaction `make(nonce)`: "ok" (accepted),
+  /// "there" (the chain has it already: `already` names the refusals that
+  /// say so) or "refused" (`why`). A nonce another of its transactions
+  /// holds (pending or committed) moves to the next.
+  enum class sent { ok, there, refused };
+  sent submit_tx(uint64_t& nonce, const std::function<envelope(uint64_t)>& make,
+                 std::initializer_list<std::string_view> already, std::string& why) {
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      auto ack = ask("block_generator", make(nonce));
+      if (ack) {
+        ++nonce;
+        return sent::ok;
+      }
+      why = what_of(ack.error());
+      if (why.find("rule duplicate: this transaction is already pending") != std::string::npos) {
+        ++nonce; // the very same bytes: sent before this rater stopped
+        return sent::there;
+      }
+      if (why.find("rule duplicate") != std::string::npos
+          || why.find("rule replayed_nonce") != std::string::npos) {
+        ++nonce;
+        continue;
+      }
+      for (auto w : already)
+        if (why.find(w) != std::string::npos)
+          return sent::there;
+      return sent::refused;
+    }
+    return sent::refused;
+  }
+
+  /// Carries out a decided rating: its receipts, slashes and mint go to
+  /// this host's block generator (what the chain has already counts as
+  /// done: nothing moves twice); then the record is marked done with the
+  /// result as it came out.
+  caf::expected<envelope> complete(const hash256& job, const envelope& record) {
+    opened<schema::RatingRecord> rec{record};
+    if (!rec)
+      return rec.error();
+    opened<schema::RateResult> decided{envelope_from_bytes(
+      {rec->getResult().begin(), rec->getResult().size()}, capnp::typeId<schema::RateResult>())};
+    if (!decided)
+      return decided.error();
+    uint32_t submitted = 0;
+    for (auto bytes : rec->getReceipts()) {
+      auto ack = ask("block_generator",
+                     envelope_from_bytes({bytes.begin(), bytes.size()},
+                                         capnp::typeId<schema::SignedWorkReceipt>()));
+      auto why = ack ? std::string{} : what_of(ack.error());
+      if (ack || why.find("receipt: already earned") != std::string::npos
+          || why.find("receipt: duplicate") != std::string::npos)
+        ++submitted;
+      else
+        log_warning("rater: a receipt of job {} refused: {}", ledger::short_hex(job), why);
+    }
+    auto me = account(ctx.self->id());
+    uint64_t nonce = me ? me->first + 1 : 1;
+    uint64_t slashed = 0;
+    for (auto s : rec->getSlashes()) {
+      std::string why;
+      auto out = submit_tx(
+        nonce,
+        [&](uint64_t n) {
+          return ledger::make_signed_transaction(
+            *ctx.self, chain, n, [&](schema::Transaction::Body::Builder b) {
+              auto x = b.initSlash();
+              x.setTarget(s.getTarget());
+              x.setJobId(kj::arrayPtr(job.data(), 32));
+              x.setReason(s.getReason());
+            });
+        },
+        {"rule already_slashed"}, why);
+      if (out == sent::refused)
+        log_warning("rater: slash refused: {}", why);
+      else
+        slashed += s.getCut();
+    }
+    bool minted_ok = false;
+    uint64_t minted = 0;
+    if (rec->getRewards().size() > 0) {
+      std::string why;
+      auto out = submit_tx(
+        nonce,
+        [&](uint64_t n) {
+          return ledger::make_signed_transaction(
+            *ctx.self, chain, n, [&](schema::Transaction::Body::Builder b) {
+              auto m = b.initMintReward();
+              m.setJobId(kj::arrayPtr(job.data(), 32));
+              auto p = m.initPayouts(rec->getRewards().size());
+              for (unsigned i = 0; i < rec->getRewards().size(); ++i) {
+                p[i].setTo(rec->getRewards()[i].getWallet());
+                p[i].setAmount(rec->getRewards()[i].getAmount());
+              }
+            });
+        },
+        {"rule already_rewarded"}, why);
+      minted_ok = out != sent::refused;
+      if (!minted_ok)
+        log_warning("rater: reward refused: {}", why);
+      else
+        for (auto r : rec->getRewards())
+          minted += r.getAmount();
+    }
+    // The result as it came out: the decision with what the chain took.
+    auto result = make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
+      b.setVerdicts(decided->getVerdicts());
+      b.setSeed(decided->getSeed());
+      b.setSamplesPerTrainer(decided->getSamplesPerTrainer());
+      b.setVerifyMs(decided->getVerifyMs());
+      b.setReceipts(submitted);
+      b.setSlashed(slashed);
+      b.setMinted(minted);
+      if (minted_ok)
+        b.setRewards(rec->getRewards());
+    });
+    // Kept with the rating: the same request again (its job host restarted
+    // before it read this) gets this answer, not a second rating.
+    if (auto err = store_record(job, record_with(rec.root(), result, true)))
+      log_warning("rater: the result of job {} was not kept: {}", ledger::short_hex(job),
+                  describe(err));
+    log_info("rater: job {}: {} receipts, {} slashed, {} minted", ledger::short_hex(job),
+             submitted, slashed, minted);
+    return result;
   }
 
   /// Who may ask, and for what: the payer its escrow names (or the agent
@@ -173,8 +336,20 @@ struct rater_state {
     auto before = rated(job);
     if (!before)
       return before.error();
-    if (*before && (*before)->session == session && (*before)->result) {
+    if (*before && (*before)->session == session && (*before)->done && (*before)->result) {
       replay = std::move((*before)->result);
+      return ei->getAmount();
+    }
+    if (*before && (*before)->session == session && (*before)->record) {
+      // Decided and written, its transactions not all answered (this
+      // rater stopped in between): the same ones again, then the result.
+      log_info("rater: job {} session {}: the rating was decided before this rater stopped; "
+               "submitting its transactions again",
+               ledger::short_hex(job), ledger::short_hex(session));
+      auto done = complete(job, *(*before)->record);
+      if (!done)
+        return done.error();
+      replay = std::move(*done);
       return ei->getAmount();
     }
     if (*before)
@@ -642,22 +817,22 @@ struct rater_state {
     }
     const auto total = static_cast<unsigned>(checks.size());
 
-    // Rated once: recorded before any value moves, so a second request for
-    // this job is refused even while this one's transactions are pending.
-    if (auto err = mark_rated(job, session))
-      return err;
-
-    // Passing work: countersigned receipts to this host's block generator;
-    // failing trainers: slashed.
-    uint32_t submitted = 0;
-    uint64_t slashed = 0;
-    auto me = account(ctx.self->id());
-    uint64_t nonce_next = me ? me->first + 1 : 1;
-    std::vector<rater::trainer_result> results;
+    // The decision, taken before anything moves: countersigned receipts
+    // for passing work, slashes for failures that are the trainer's own
+    // doing, the reward's split. It is written (the job is rated once)
+    // before its transactions go out, so a rater stopped in between sends
+    // the same ones when the same request comes back.
     rater::wallet payer{}; // the escrow's, also when its agent asked
     std::memcpy(payer.data(), escrow_payer.bytes.data(), 32);
     std::map<rater::wallet, uint64_t> verified_units;
     std::set<node_id> slashed_hosts;
+    std::vector<envelope> receipts;
+    struct slash_plan {
+      node_id target;
+      std::string reason;
+      uint64_t cut = 0;
+    };
+    std::vector<slash_plan> slashes;
     for (auto& c : checks) {
       auto& v = c.v;
       auto l = c.log;
@@ -692,19 +867,13 @@ struct rater_state {
                         ? static_cast<uint64_t>(static_cast<unsigned __int128>(rc.getUnits())
                                                 * v.paid_steps / l.getSteps())
                         : 0;
-            auto signed_receipt = make_envelope<schema::SignedWorkReceipt>(
+            receipts.push_back(make_envelope<schema::SignedWorkReceipt>(
               [&](schema::SignedWorkReceipt::Builder b) {
                 b.setReceipt(rc);
                 b.setTrainerSignature(l.getReceipt().getTrainerSignature());
                 auto vs = ctx.self->sign(ledger::receipt_signing_bytes(rc));
                 b.setVerifierSignature(kj::arrayPtr(vs.data(), vs.size()));
-              });
-            auto ack = ask("block_generator", signed_receipt);
-            if (ack)
-              ++submitted;
-            else
-              log_warning("rater: receipt of rank {} of session {} refused: {}", r,
-                          ledger::short_hex(ring_session), describe(ack.error()));
+              }));
             rater::wallet w;
             std::memcpy(w.data(), c.host.bytes.data(), 32);
             verified_units[w] += v.units;
@@ -727,35 +896,12 @@ struct rater_state {
                       c.ring->earlier && v.why.find("the ring's") == std::string::npos
                         ? "an earlier ring's evidence may have expired"
                         : "a vote on weights names no culprit");
-        else if (cut > 0 && slashed_hosts.insert(c.host).second) { // once per host per job
-          auto tx = ledger::make_signed_transaction(
-            *ctx.self, chain, nonce_next, [&](schema::Transaction::Body::Builder b) {
-              auto s = b.initSlash();
-              s.setTarget(kj::arrayPtr(c.host.bytes.data(), 32));
-              s.setJobId(kj::arrayPtr(job.data(), 32));
-              s.setReason(fmt::format("failed verification of session {}: {}",
-                                      ledger::short_hex(ring_session), v.why));
-            });
-          if (auto ack = ask("block_generator", tx)) {
-            ++nonce_next;
-            slashed += cut;
-          } else {
-            log_warning("rater: slash refused: {}", describe(ack.error()));
-          }
-        }
+        else if (cut > 0 && slashed_hosts.insert(c.host).second) // once per host per job
+          slashes.push_back({c.host,
+                             fmt::format("failed verification of session {}: {}",
+                                         ledger::short_hex(ring_session), v.why),
+                             cut});
       }
-    }
-
-    // Ratings: the allocator on this host (if any) hears every outcome.
-    {
-      std::vector<std::string> passed_hex, failed_hex;
-      for (auto& c : checks)
-        if (c.v.passed)
-          passed_hex.push_back(c.host.hex());
-        else if (c.signed_by_trainer && !c.v.no_culprit) // nobody's rating drops for a log it
-          failed_hex.push_back(c.host.hex());            // never signed, or with no culprit
-      if (auto a = lookup_blocking(*sys, ctx.directory, "allocator", timeout()))
-        caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
     }
 
     // PoV reward, split by score (scores.hpp): 80% to trainers by verified
@@ -802,38 +948,19 @@ struct rater_state {
     std::map<rater::wallet, uint64_t> shares;
     if (reward > 0 && !verified_units.empty()) // no verified work, no proof of value
       shares = rater::split_reward(scores, reward);
-    uint64_t minted = 0;
-    if (!shares.empty()) {
-      auto tx = ledger::make_signed_transaction(
-        *ctx.self, chain, nonce_next, [&](schema::Transaction::Body::Builder b) {
-          auto m = b.initMintReward();
-          m.setJobId(kj::arrayPtr(job.data(), 32));
-          auto p = m.initPayouts(static_cast<unsigned>(shares.size()));
-          unsigned i = 0;
-          for (auto& [w, a] : shares) {
-            p[i].setTo(kj::arrayPtr(w.data(), 32));
-            p[i].setAmount(a);
-            ++i;
-          }
-        });
-      if (auto ack = ask("block_generator", tx)) {
-        ++nonce_next;
-        for (auto& [w, a] : shares)
-          minted += a;
-      } else {
-        log_warning("rater: reward refused: {}", describe(ack.error()));
-        shares.clear();
-      }
-    }
+
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count();
-    log_info("rater: session {}: {} of {} trainers verified ({} steps each re-executed{}), {} "
-             "receipts, {} slashed, {} minted",
+    log_info("rater: session {}: {} of {} trainers verified ({} steps each re-executed{})",
              ledger::short_hex(session),
              std::count_if(checks.begin(), checks.end(), [](auto& c) { return c.v.passed; }),
              total, k,
-             rings.size() > 1 ? fmt::format(", {} rings", rings.size()) : std::string{},
-             submitted, slashed, minted);
-    auto result = make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
+             rings.size() > 1 ? fmt::format(", {} rings", rings.size()) : std::string{});
+    uint64_t cuts = 0, minting = 0;
+    for (auto& x : slashes)
+      cuts += x.cut;
+    for (auto& [w, a] : shares)
+      minting += a;
+    auto decided = make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
       // The last ring's ranks first (in rank order), then the earlier rings'.
       auto out = b.initVerdicts(total);
       unsigned i = 0;
@@ -853,10 +980,10 @@ struct rater_state {
         }
       b.setSeed(kj::arrayPtr(seed.data(), 32));
       b.setSamplesPerTrainer(k);
-      b.setReceipts(submitted);
-      b.setSlashed(slashed);
+      b.setReceipts(static_cast<uint32_t>(receipts.size()));
+      b.setSlashed(cuts);
       b.setVerifyMs(static_cast<uint64_t>(ms));
-      b.setMinted(minted);
+      b.setMinted(minting);
       auto rw = b.initRewards(static_cast<unsigned>(shares.size()));
       unsigned j = 0;
       for (auto& [w, a] : shares) {
@@ -865,12 +992,52 @@ struct rater_state {
         ++j;
       }
     });
-    // Kept with the rating: the same request again (its job host restarted
-    // before it read this) gets this answer, not a second rating.
-    if (auto err = mark_rated(job, session, &result))
-      log_warning("rater: the result of job {} was not kept: {}", ledger::short_hex(job),
-                  describe(err));
-    return result;
+    auto record = make_envelope<schema::RatingRecord>([&](schema::RatingRecord::Builder b) {
+      b.setSession(kj::arrayPtr(session.data(), 32));
+      b.setRatedMs(now_ms());
+      b.setResult(kj::arrayPtr(decided.bytes().data(), decided.bytes().size()));
+      b.setDone(false);
+      auto rs = b.initReceipts(static_cast<unsigned>(receipts.size()));
+      for (unsigned i = 0; i < receipts.size(); ++i)
+        rs.set(i, kj::arrayPtr(receipts[i].bytes().data(), receipts[i].bytes().size()));
+      auto ss = b.initSlashes(static_cast<unsigned>(slashes.size()));
+      for (unsigned i = 0; i < slashes.size(); ++i) {
+        ss[i].setTarget(kj::arrayPtr(slashes[i].target.bytes.data(), 32));
+        ss[i].setReason(slashes[i].reason);
+        ss[i].setCut(slashes[i].cut);
+      }
+      auto rw = b.initRewards(static_cast<unsigned>(shares.size()));
+      unsigned j = 0;
+      for (auto& [w, a] : shares) {
+        rw[j].setWallet(kj::arrayPtr(w.data(), 32));
+        rw[j].setAmount(a);
+        ++j;
+      }
+    });
+    // Rated once: written before any value moves, so a second request for
+    // this job is refused (another session) or completes this one (the
+    // same), even while this one's transactions are pending.
+    if (auto err = store_record(job, record))
+      return err;
+
+    // Ratings: the allocator on this host (if any) hears every outcome.
+    {
+      std::vector<std::string> passed_hex, failed_hex;
+      for (auto& c : checks)
+        if (c.v.passed)
+          passed_hex.push_back(c.host.hex());
+        else if (c.signed_by_trainer && !c.v.no_culprit) // nobody's rating drops for a log it
+          failed_hex.push_back(c.host.hex());            // never signed, or with no culprit
+      if (auto a = lookup_blocking(*sys, ctx.directory, "allocator", timeout()))
+        caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
+    }
+    if (ctx.lim.fault_rater_crash_after_deciding) {
+      // Test-only fault of this host's own config ([faults]): the process
+      // dies with the decision written and none of its transactions sent.
+      log_warning("rater: [faults] rater_crash_after_deciding: exiting now");
+      std::_Exit(89);
+    }
+    return complete(job, record);
   }
 };
 

@@ -1264,6 +1264,67 @@ BOOST_AUTO_TEST_CASE(a_job_host_dead_after_its_rating_asks_the_rater_again_and_s
                       "job host restarted during verification: asking rater", true);
 }
 
+// A rater that dies with a rating decided and written, before any of its
+// transactions went out ([faults] rater_crash_after_deciding, exit 89):
+// back, the job host's repeated request gets the written decision carried
+// out (receipts, mint) without a second verification, and the job settles
+// once. Before, the repeat was refused and the verified work refunded.
+BOOST_AUTO_TEST_CASE(a_rater_dead_after_deciding_sends_its_decision_when_asked_again) {
+  economy_cluster ec;
+  ec.wait_offers(2);
+  const uint64_t funds = 100'000;
+  ec.fund_client(funds);
+  auto c0_config = ec.root / "c0.toml";
+  std::string text;
+  {
+    std::ifstream in{c0_config};
+    text.assign(std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{});
+  }
+  auto faulty = write_file(ec.root.path(), "c0-fault.toml",
+                           text + "\n[faults]\nrater_crash_after_deciding = true\n");
+  BOOST_TEST(ec.hosts[0].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
+  ec.hosts[0] = start_host(faulty, ec.root / "c0-fault.log", {"-v"});
+  ec.wait_linked(0);
+  auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
+  const uint64_t steps = 100, budget = 5000;
+  auto submit = ec.job_cli({"job", "submit", "--data", digits, "--trainers", "2", "--steps",
+                            std::to_string(steps), "--budget", std::to_string(budget), "--verify"},
+                           120s);
+  BOOST_REQUIRE_MESSAGE(submit.exit_code == 0, submit.output);
+  auto id = submit.output.substr(submit.output.find_last_not_of('\n') - 63, 64);
+  BOOST_REQUIRE_MESSAGE(ec.hosts[0].proc->wait_for_log("rater_crash_after_deciding: exiting now",
+                                                       120s),
+                        ec.hosts[0].proc->log_text());
+  BOOST_TEST(ec.hosts[0].proc->wait(10s) == 89); // its own exit
+  auto first_log = ec.hosts[0].proc->log_text();
+  BOOST_TEST(first_log.find("trainers verified (") != std::string::npos, first_log);
+  ec.hosts[0] = start_host(c0_config, ec.root / "c0-back.log", {"-v"});
+  auto wait = ec.job_cli({"job", "wait", id, "--timeout", "180"}, 210s);
+  BOOST_REQUIRE_MESSAGE(wait.exit_code == 0, wait.output << "\n--- c0:\n"
+                                                         << ec.hosts[0].proc->log_text());
+  BOOST_TEST(wait.output.find(fmt::format("budget    {}: trainers paid {}, refunded {}", budget,
+                                          2 * steps, budget - 2 * steps))
+               != std::string::npos,
+             wait.output);
+  BOOST_TEST(wait.output.find("verified  2/2 trainers passed") != std::string::npos, wait.output);
+  // Back, the rater carried out the written decision: no second
+  // verification, the receipts and the mint sent once.
+  auto back_log = ec.hosts[0].proc->log_text();
+  BOOST_TEST(back_log.find("the rating was decided before this rater stopped") != std::string::npos,
+             back_log);
+  BOOST_TEST(back_log.find("trainers verified (") == std::string::npos, back_log);
+  BOOST_TEST(back_log.find("2 receipts") != std::string::npos, back_log);
+  // Paid once: the payer lost exactly the trainers' pay; the trainers got
+  // it and their share of the reward, minted once (the chain refuses a
+  // second MintReward for a job). Read on c1's chain (this test's client
+  // dialed c0 before its restart).
+  BOOST_TEST(std::get<0>(ec.account(1, ec.cli.id)) == funds - 2 * steps);
+  uint64_t trainers = std::get<0>(ec.account(1, ec.nodes[2].id)) + std::get<0>(ec.account(1, ec.nodes[3].id));
+  const uint64_t reward = budget * ledger::genesis_config{}.reward_percent / 100; // the rule's
+  BOOST_TEST(trainers > 2 * steps, "the reward was not minted: " << trainers);
+  BOOST_TEST(trainers <= 2 * steps + reward, "trainers got " << trainers);
+}
+
 BOOST_AUTO_TEST_CASE(a_console_killed_mid_job_leaves_the_job_to_its_host) {
   economy_cluster ec;
   ec.wait_offers(2);
