@@ -131,6 +131,8 @@ struct JobRecord {
                              # with a verifier: the rings this job left (a lost rank, a
                              # preemption, this host's restart) whose kept steps are rated
                              # and paid with the job's
+  verifier @13 :Data;        # the rater this job's rings finish for (their receipts name it),
+                             # kept across restarts
 }
 
 struct Verification {

@@ -230,7 +230,8 @@ struct SessionLog {
   steps @1 :UInt64;        # steps this trainer logged
   logRoot @2 :Data;        # Merkle root of the step digests
   trainer @3 :Data;        # NodeId of the host that ran it
-  signature @4 :Data;      # by trainer over "aicon-worklog-v1" ‖ session ‖ rank ‖ steps ‖ logRoot
+  signature @4 :Data;      # by trainer over "aicon-worklog-v2" ‖ session ‖ rank ‖ ring size ‖
+                           # firstStep ‖ steps ‖ logRoot (work.hpp worklog_signing_bytes)
   firstStep @5 :UInt64;    # global step of the first logged step
   receipt @6 :import "chain.capnp".SignedWorkReceipt;
                            # finish with a verifier: this trainer's work receipt

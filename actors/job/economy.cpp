@@ -67,9 +67,17 @@ envelope make_rate_request(const job_options& o, const job_result& r, const iden
     auto m = model_asset_of(o);
     b.setModel(kj::arrayPtr(m.data(), 32));
     b.setToken(kj::arrayPtr(r.token.data(), 32));
-    auto earlier = b.initEarlier(static_cast<unsigned>(r.earlier.size()));
-    for (unsigned i = 0; i < r.earlier.size(); ++i)
-      earlier.setWithCaveats(i, opened<schema::EarlierRing>{earlier_ring_envelope(r.earlier[i])}.root());
+    // Each ring once, in the order they ran (a ring kept twice, e.g. by a
+    // restart in between, is listed once).
+    std::vector<const earlier_ring*> rings;
+    for (auto& e : r.earlier)
+      if (e.session != r.session
+          && std::none_of(rings.begin(), rings.end(),
+                          [&](const earlier_ring* x) { return x->session == e.session; }))
+        rings.push_back(&e);
+    auto earlier = b.initEarlier(static_cast<unsigned>(rings.size()));
+    for (unsigned i = 0; i < rings.size(); ++i)
+      earlier.setWithCaveats(i, opened<schema::EarlierRing>{earlier_ring_envelope(*rings[i])}.root());
   });
   return sign_rate_request(payer, chain, opened<schema::RateRequest>{unsigned_req}.root());
 }

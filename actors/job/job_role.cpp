@@ -107,6 +107,7 @@ struct job_entry {
   hash256 ring_session{}, ring_token{}; ///< the last ring formed
   std::vector<node_id> ring_hosts;      ///< its ranks' hosts (empty: none yet)
   uint64_t ring_from = 0;               ///< the step it started at
+  std::optional<node_id> verifier;      ///< the rater its rings finish for
   std::vector<train::earlier_ring> earlier; ///< rings left, to be rated with the job
   std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
   bool payer_cancelled = false; ///< the payer asked (kept in LMDB; a stopping host's cancel is not)
@@ -215,6 +216,8 @@ caf::error persist(registry& reg, const job_entry& j) {
         hs.set(i, kj::arrayPtr(j.ring_hosts[i].bytes.data(), 32));
       b.setRingFrom(j.ring_from);
     }
+    if (j.verifier)
+      b.setVerifier(kj::arrayPtr(j.verifier->bytes.data(), 32));
     auto earlier = b.initEarlier(static_cast<unsigned>(j.earlier.size()));
     for (unsigned i = 0; i < j.earlier.size(); ++i)
       earlier.setWithCaveats(
@@ -508,7 +511,12 @@ struct job_role_state {
         if (raters.empty()) {
           return fail_and_refund(j, "verification asked for, but no rater answers");
         }
-        o.verifier = raters[0];
+        // The rater chosen before a restart, while it answers: the rings
+        // already finished name it in their receipts.
+        std::lock_guard<std::mutex> lk{reg->mtx};
+        if (!j.verifier || std::find(raters.begin(), raters.end(), *j.verifier) == raters.end())
+          j.verifier = raters[0];
+        o.verifier = *j.verifier;
       }
       if (j.pending_rating) {
         // Trained, and its rating asked for, before this host restarted:
@@ -584,6 +592,9 @@ struct job_role_state {
       if (!j.checkpoint.empty())
         if (auto cp = train::parse_checkpoint(j.checkpoint, "the job's checkpoint"))
           kept_to = cp->step;
+      if (std::any_of(j.earlier.begin(), j.earlier.end(),
+                      [&](auto& e) { return e.session == stale_session; }))
+        stale.clear(); // finished and kept already: nothing to drop or finish
     }
     bool finish = o.verifier && kept_to > stale_from;
     train::earlier_ring left;
@@ -641,6 +652,10 @@ struct job_role_state {
     o.on_earlier = [this, jp](const train::earlier_ring& e) {
       std::lock_guard<std::mutex> lk{reg->mtx};
       jp->earlier.push_back(e);
+      // Finished: a restart before the next ring forms must not take it
+      // for a ring to finish again (one write with the ring kept).
+      if (jp->ring_session == e.session)
+        jp->ring_hosts.clear();
       if (auto err = persist(*reg, *jp))
         log_warning("job {}: an earlier ring not written: {}", ledger::short_hex(jp->id),
                     describe(err));
@@ -741,7 +756,8 @@ struct job_role_state {
       if (rated)
         break;
       auto code = code_of(rated.error());
-      if (code != errc::timeout && code != errc::peer_down && code != errc::unknown_node)
+      if (code != errc::timeout && code != errc::peer_down && code != errc::unknown_node
+          && code != errc::busy)
         break;
       if (stopping)
         return; // the written request is asked again when this host is back
@@ -1264,6 +1280,9 @@ struct job_role_state {
               j->ring_hosts.push_back(*id);
           j->ring_from = rec->getRingFrom();
         }
+        if (rec->getVerifier().size() == 32)
+          if (auto v = node_id::from_bytes({rec->getVerifier().begin(), 32}))
+            j->verifier = *v;
         for (auto e : rec->getEarlier()) {
           auto ring = train::parse_earlier_ring(copy_envelope<schema::EarlierRing>(e));
           if (!ring) {

@@ -157,25 +157,33 @@ struct rater_state {
 
   /// Submits this rater's transaction `make(nonce)`: "ok" (accepted),
   /// "there" (the chain has it already: `already` names the refusals that
-  /// say so) or "refused" (`why`). A nonce another of its transactions
+  /// say so), "refused" (a rule refused it: `why`) or "later" (no answer,
+  /// the pool full: to be sent again). A nonce another of its transactions
   /// holds (pending or committed) moves to the next.
-  enum class sent { ok, there, refused };
+  enum class sent { ok, there, refused, later };
+  static bool transient(const caf::error& err) {
+    auto c = code_of(err);
+    return c == errc::busy || c == errc::timeout || c == errc::peer_down
+           || c == errc::unknown_node || c == errc::unknown_role;
+  }
   sent submit_tx(uint64_t& nonce, const std::function<envelope(uint64_t)>& make,
                  std::initializer_list<std::string_view> already, std::string& why) {
-    for (int attempt = 0; attempt < 4; ++attempt) {
+    for (int attempt = 0; attempt < 1024; ++attempt) {
       auto ack = ask("block_generator", make(nonce));
       if (ack) {
         ++nonce;
         return sent::ok;
       }
       why = what_of(ack.error());
+      if (transient(ack.error()))
+        return sent::later;
       if (why.find("rule duplicate: this transaction is already pending") != std::string::npos) {
         ++nonce; // the very same bytes: sent before this rater stopped
         return sent::there;
       }
       if (why.find("rule duplicate") != std::string::npos
           || why.find("rule replayed_nonce") != std::string::npos) {
-        ++nonce;
+        ++nonce; // held by another of this rater's transactions
         continue;
       }
       for (auto w : already)
@@ -183,13 +191,15 @@ struct rater_state {
           return sent::there;
       return sent::refused;
     }
-    return sent::refused;
+    return sent::later;
   }
 
   /// Carries out a decided rating: its receipts, slashes and mint go to
   /// this host's block generator (what the chain has already counts as
   /// done: nothing moves twice); then the record is marked done with the
-  /// result as it came out.
+  /// result as it came out. A transaction that got no answer (or a full
+  /// pool) leaves the record not done and answers "busy": the same
+  /// request again sends what is missing.
   caf::expected<envelope> complete(const hash256& job, const envelope& record) {
     opened<schema::RatingRecord> rec{record};
     if (!rec)
@@ -198,6 +208,8 @@ struct rater_state {
       {rec->getResult().begin(), rec->getResult().size()}, capnp::typeId<schema::RateResult>())};
     if (!decided)
       return decided.error();
+    bool pending = false; // something to send again
+    std::string pending_why;
     uint32_t submitted = 0;
     for (auto bytes : rec->getReceipts()) {
       auto ack = ask("block_generator",
@@ -205,13 +217,22 @@ struct rater_state {
                                          capnp::typeId<schema::SignedWorkReceipt>()));
       auto why = ack ? std::string{} : what_of(ack.error());
       if (ack || why.find("receipt: already earned") != std::string::npos
-          || why.find("receipt: duplicate") != std::string::npos)
+          || why.find("receipt: duplicate") != std::string::npos) {
         ++submitted;
-      else
+      } else if (transient(ack.error())) {
+        pending = true;
+        pending_why = why;
+      } else {
         log_warning("rater: a receipt of job {} refused: {}", ledger::short_hex(job), why);
+      }
     }
     auto me = account(ctx.self->id());
-    uint64_t nonce = me ? me->first + 1 : 1;
+    if (!me)
+      return make_error(errc::busy,
+                        fmt::format("RateRequest: job {} is rated; its transactions wait for "
+                                    "this rater's account on the chain ({}): ask again",
+                                    ledger::short_hex(job), what_of(me.error())));
+    uint64_t nonce = me->first + 1;
     uint64_t slashed = 0;
     for (auto s : rec->getSlashes()) {
       std::string why;
@@ -226,11 +247,15 @@ struct rater_state {
               x.setReason(s.getReason());
             });
         },
-        {"rule already_slashed"}, why);
-      if (out == sent::refused)
+        {"was already slashed for this job"}, why);
+      if (out == sent::later) {
+        pending = true;
+        pending_why = why;
+      } else if (out == sent::refused) {
         log_warning("rater: slash refused: {}", why);
-      else
+      } else {
         slashed += s.getCut();
+      }
     }
     bool minted_ok = false;
     uint64_t minted = 0;
@@ -251,13 +276,22 @@ struct rater_state {
             });
         },
         {"rule already_rewarded"}, why);
-      minted_ok = out != sent::refused;
-      if (!minted_ok)
+      minted_ok = out == sent::ok || out == sent::there;
+      if (out == sent::later) {
+        pending = true;
+        pending_why = why;
+      } else if (out == sent::refused) {
         log_warning("rater: reward refused: {}", why);
-      else
+      } else {
         for (auto r : rec->getRewards())
           minted += r.getAmount();
+      }
     }
+    if (pending)
+      return make_error(errc::busy,
+                        fmt::format("RateRequest: job {} is rated; some of its transactions got "
+                                    "no answer ({}): ask again to send them",
+                                    ledger::short_hex(job), pending_why));
     // The result as it came out: the decision with what the chain took.
     auto result = make_envelope<schema::RateResult>([&](schema::RateResult::Builder b) {
       b.setVerdicts(decided->getVerdicts());
@@ -419,6 +453,7 @@ struct rater_state {
     std::vector<schema::SessionLog::Reader> logs; ///< the ranks that answered
     bool earlier = false;                         ///< a ring the job re-formed away from
     uint64_t kept = UINT64_MAX;                   ///< earlier: the steps the job kept
+    uint64_t first = 0;                           ///< the job's step it started at
   };
 
   /// One rank's check.
@@ -478,9 +513,19 @@ struct rater_state {
         early[i] = "the log is not this rank's host's";
       else if (sig.size() != 64
                || !verify_signature(c.host,
-                                    train::worklog_signing_bytes(session, r, l.getSteps(), c.root),
+                                    train::worklog_signing_bytes(session, r, n, l.getFirstStep(),
+                                                                 l.getSteps(), c.root),
                                     {sig.begin(), sig.size()}))
-        early[i] = "the log's signature is not the trainer's";
+        early[i] = fmt::format("the log's signature is not the trainer's (for a ring of {} "
+                               "ranks from step {})",
+                               n, l.getFirstStep());
+      else if (l.getFirstStep() != ring.first) {
+        // The trainer signed another start than the request claims for
+        // its ring: the relay's word against the trainer's, no culprit.
+        early[i] = fmt::format("its log starts at step {}, the request's ring at {}",
+                               l.getFirstStep(), ring.first);
+        out[i].v.no_culprit = true;
+      }
       if (!early[i].empty())
         continue;
       // Steps from another numeric environment: compared within a
@@ -521,6 +566,11 @@ struct rater_state {
         continue;
       }
       first[i] = w->getFirstStep();
+      if (first[i] != l.getFirstStep()) {
+        early[i] = fmt::format("its digests start at step {}, its signed log at {}", first[i],
+                               l.getFirstStep());
+        continue;
+      }
       for (auto x : w->getDigests()) {
         train::digest dg{};
         if (x.size() == 32)
@@ -769,6 +819,7 @@ struct rater_state {
       ring_view rv;
       rv.earlier = true;
       rv.kept = e.getKeptSteps();
+      rv.first = e.getFirstStep();
       if (e.getSession().size() != 32 || e.getToken().size() != 32)
         return make_error(errc::invalid_argument,
                           fmt::format("RateRequest.earlier[{}]: session and token must be 32 "
@@ -807,7 +858,19 @@ struct rater_state {
       }
       for (auto l : req.getLogs())
         last.logs.push_back(l);
+      last.first = req.getLogs()[0].getFirstStep(); // each log's signature covers it
       rings.push_back(std::move(last));
+    }
+    // The rings ran one after another: an earlier ring's kept steps end
+    // at or before the next ring's start, so no step is paid twice.
+    for (size_t i = 0; i + 1 < rings.size(); ++i) {
+      auto& e = rings[i];
+      if (e.kept == 0 || e.kept > rings[i + 1].first || e.first > rings[i + 1].first - e.kept)
+        return make_error(errc::invalid_argument,
+                          fmt::format("RateRequest.earlier[{}]: {} steps kept from step {} do not "
+                                      "end by the next ring's start (step {}): each step is "
+                                      "paid once",
+                                      i, e.kept, e.first, rings[i + 1].first));
     }
     std::vector<rank_check> checks;
     hash256 seed{}; // the last ring's
@@ -851,13 +914,18 @@ struct rater_state {
                       && rc.getJobId().size() == 32
                       && std::memcmp(rc.getJobId().begin(), job.data(), 32) == 0
                       && rc.getLogRoot().size() == 32
-                      && std::memcmp(rc.getLogRoot().begin(), c.root.data(), 32) == 0
-                      && rc.getVerifier().size() == 32
+                      && std::memcmp(rc.getLogRoot().begin(), c.root.data(), 32) == 0;
+          bool ours = rc.getVerifier().size() == 32
                       && std::memcmp(rc.getVerifier().begin(), ctx.self->id().bytes.data(), 32)
                            == 0;
           if (!fits) {
             v.passed = false;
-            v.why = "its work receipt does not match its log, session or this rater";
+            v.why = "its work receipt does not match its log or session";
+          } else if (!ours) {
+            // The coordinator named the verifier, not the trainer.
+            v.passed = false;
+            v.no_culprit = true;
+            v.why = "its work receipt names another rater";
           } else {
             // Paid for its part of the job: an earlier ring's steps up to
             // the checkpoint the next ring resumed from (the rest were

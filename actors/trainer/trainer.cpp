@@ -697,7 +697,7 @@ struct worker_state {
       }
       case schema::TrainQuery::FINISH: {
         auto root = ledger::merkle_root(log, "aicon-worklog-node-v1");
-        auto msg = train::worklog_signing_bytes(session, rank, log.size(), root);
+        auto msg = train::worklog_signing_bytes(session, rank, size, first_step, log.size(), root);
         auto sig = ctx.self->sign(msg);
         return make_envelope<schema::SessionLog>([&](schema::SessionLog::Builder b) {
           b.setRank(rank);

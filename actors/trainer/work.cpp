@@ -24,17 +24,22 @@ digest step_digest(std::span<const float> weights_before, std::span<const uint32
 }
 
 std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
+                                           uint32_t ring_size, uint64_t first_step,
                                            uint64_t steps, const digest& root) {
-  static constexpr std::string_view tag = "aicon-worklog-v1";
-  std::vector<uint8_t> msg(tag.size() + 32 + 4 + 8 + 32);
+  static constexpr std::string_view tag = "aicon-worklog-v2";
+  std::vector<uint8_t> msg(tag.size() + 32 + 4 + 4 + 8 + 8 + 32);
   std::memcpy(msg.data(), tag.data(), tag.size());
   auto* p = msg.data() + tag.size();
   std::memcpy(p, session.data(), 32);
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < 4; ++i) {
     p[32 + i] = static_cast<uint8_t>(rank >> (8 * i));
-  for (int i = 0; i < 8; ++i)
-    p[36 + i] = static_cast<uint8_t>(steps >> (8 * i));
-  std::memcpy(p + 44, root.data(), 32);
+    p[36 + i] = static_cast<uint8_t>(ring_size >> (8 * i));
+  }
+  for (int i = 0; i < 8; ++i) {
+    p[40 + i] = static_cast<uint8_t>(first_step >> (8 * i));
+    p[48 + i] = static_cast<uint8_t>(steps >> (8 * i));
+  }
+  std::memcpy(p + 56, root.data(), 32);
   return msg;
 }
 

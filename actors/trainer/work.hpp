@@ -34,9 +34,13 @@ std::pair<uint64_t, uint64_t> schedule_of(uint64_t step, uint64_t train_rows,
 /// The epoch permutation of `rows` training rows for a job seeded `seed`.
 std::vector<uint32_t> epoch_permutation(uint32_t rows, uint64_t seed, uint64_t epoch);
 
-/// What a trainer signs at the end of a session: "aicon-worklog-v1" ‖
-/// session ‖ rank (4, LE) ‖ steps (8, LE) ‖ log root.
+/// What a trainer signs at the end of a session: "aicon-worklog-v2" ‖
+/// session ‖ rank (4, LE) ‖ ring size (4, LE) ‖ first step (8, LE) ‖ steps
+/// (8, LE) ‖ log root. The ring's size and the log's first step are the
+/// trainer's word: nobody who relays the log can change the slice of the
+/// batch a rank is checked against or the steps it is paid for.
 std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
+                                           uint32_t ring_size, uint64_t first_step,
                                            uint64_t steps, const digest& root);
 
 /// A model's asset id: for a model put on the data nodes ("torch:<hex>")

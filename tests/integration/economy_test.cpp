@@ -665,6 +665,18 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
                                    e.setKeptSteps(10);
                                  })}.root()),
                "is named twice in the request");
+  // An earlier ring whose kept steps run into the last ring's (which
+  // started at step 0): some steps would be paid twice.
+  auto overlapping = random_job();
+  refused_with(sign_rate_request(ec.payer, chain,
+                                 opened<schema::RateRequest>{tampered(honest, [&](auto b) {
+                                   auto e = b.initEarlier(1)[0];
+                                   e.setSession(kj::arrayPtr(overlapping.data(), 32));
+                                   e.setToken(kj::arrayPtr(r->token.data(), 32));
+                                   e.initRanks(1).set(0, kj::arrayPtr(r->rank_hosts[0].bytes.data(), 32));
+                                   e.setKeptSteps(10);
+                                 })}.root()),
+               "10 steps kept from step 0 do not end by the next ring's start (step 0)");
   auto never_escrowed = random_job();
   refused_with(sign_rate_request(ec.payer, chain,
                                  opened<schema::RateRequest>{tampered(honest, [&](auto b) {
