@@ -175,7 +175,7 @@ struct TrainQuery {
     checkpoint @2 :Void;   # -> CheckpointData
     evaluate @3 :Void;     # -> EvalResult on the held-out rows
     finish @4 :Void;       # -> SessionLog; the trainer stops training but keeps its
-                           # work log and evidence for the rater (until drop, or an hour)
+                           # work log and evidence for the rater (until drop, or keepMs)
     evidence @5 :UInt64;   # global step -> StepEvidence (weights before it, its batch)
     digests @6 :Void;      # -> WorkLogDigests
     drop @7 :Void;         # -> RingAck; the finished trainer and its evidence are gone
@@ -191,6 +191,8 @@ struct TrainQuery {
   }
   withGradient @10 :Bool;  # evidence: also this rank's local gradient of that step, recomputed
                            # (a rater in another numeric environment compares within a tolerance)
+  keepMs @16 :UInt64;      # finish: keep the log and evidence this long for the rater (0: an
+                           # hour; at most 7 days): a ring the job leaves is rated at its end
 }
 
 struct StepEvidence {

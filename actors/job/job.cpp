@@ -246,13 +246,14 @@ caf::expected<ring_state> form_ring(const job_link& c, const job_options& o,
 }
 
 void finish_ring(const job_link& c, const ring_state& ring, std::vector<envelope>* logs,
-                 const std::optional<node_id>& verifier = std::nullopt) {
+                 const std::optional<node_id>& verifier = std::nullopt, uint64_t keep_ms = 0) {
   auto out = ask_ranks(
     c, ring, 0,
     [&](schema::TrainQuery::Builder b) {
       b.setFinish();
       if (verifier)
         b.setVerifier(kj::arrayPtr(verifier->bytes.data(), 32));
+      b.setKeepMs(keep_ms);
     },
     std::chrono::seconds(10));
   if (logs)
@@ -585,10 +586,17 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   // steps after it are trained again by the next ring).
   auto retire_ring = [&]() {
     std::vector<envelope> ring_logs;
-    finish_ring(c, *ring, o.verifier ? &ring_logs : nullptr, o.verifier);
+    finish_ring(c, *ring, o.verifier ? &ring_logs : nullptr, o.verifier, o.earlier_keep_ms);
     if (!o.verifier || have_checkpoint == UINT64_MAX || have_checkpoint <= ring_from
         || ring_logs.empty())
       return;
+    if (result.earlier.size() >= max_earlier_rings) {
+      result.events.push_back(fmt::format("the ring's steps {} to {} are not rated: {} rings are "
+                                          "kept already (a rating takes at most {})",
+                                          ring_from, have_checkpoint - 1, result.earlier.size(),
+                                          max_earlier_rings));
+      return;
+    }
     earlier_ring e;
     e.session = ring->session;
     e.token = ring->token;
@@ -612,9 +620,11 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   bool yield_now = false; // the allocator asked this job to yield (seen in a poll)
   while (step < o.steps) {
     if (o.cancel && o.cancel->load()) {
-      // Only a ring that ran steps has work logs to verify and pay: one
-      // cancelled right after it formed (a resumed job) is refunded whole.
-      if (step > ring_from && o.finish_on_cancel && o.finish_on_cancel()) {
+      // Only work logs are verified and paid: a job cancelled right after
+      // its first ring formed (a resumed job) is refunded whole; one with
+      // rings kept from before pays for those.
+      if ((step > ring_from || !result.earlier.empty()) && o.finish_on_cancel
+          && o.finish_on_cancel()) {
         // The steps run so far are the job: their weights, evaluation and
         // work logs, to be verified and paid for.
         result.cancelled = true;

@@ -34,6 +34,10 @@ namespace aicon::train {
 /// A ring the job re-formed away from (a rank lost): its ranks that
 /// answered the finish, for the rater to verify and the payer to pay for
 /// the steps the job kept of it.
+/// The most earlier rings one rating takes (the rater refuses more):
+/// rings past it are not rated and their steps are refunded.
+constexpr size_t max_earlier_rings = 64;
+
 struct earlier_ring {
   std::array<uint8_t, 32> session{}, token{};
   std::vector<node_id> rank_hosts; ///< every rank's, in rank order
@@ -80,6 +84,10 @@ struct job_options {
   /// Called with each ring the job leaves (a lost rank, a preemption)
   /// whose kept steps are to be rated with the job's.
   std::function<void(const earlier_ring&)> on_earlier;
+  /// How long the trainers of a ring the job leaves keep its log and
+  /// evidence for the rater, who rates it at the job's end (0: their
+  /// default, an hour; at most 7 days).
+  uint64_t earlier_keep_ms = 0;
   uint32_t max_reforms = 3;
   /// Instead of `hosts`: ask the allocator on this host for `trainers`
   /// trainers (gang), under the job's escrow `job` (see AllocAsk); renew the

@@ -517,6 +517,11 @@ struct job_role_state {
         if (!j.verifier || std::find(raters.begin(), raters.end(), *j.verifier) == raters.end())
           j.verifier = raters[0];
         o.verifier = *j.verifier;
+        // A ring the job leaves is rated at its end, which comes before
+        // the escrow's deadline (after it, only a refund): its trainers
+        // keep the evidence that long.
+        if (esc->terms && esc->terms->deadline_ms > wall_ms())
+          o.earlier_keep_ms = esc->terms->deadline_ms - wall_ms();
       }
       if (j.pending_rating) {
         // Trained, and its rating asked for, before this host restarted:
@@ -583,12 +588,14 @@ struct job_role_state {
     std::vector<node_id> stale;
     hash256 stale_session{}, stale_token{};
     uint64_t stale_from = 0, kept_to = 0;
+    size_t kept_rings = 0;
     {
       std::lock_guard<std::mutex> lk{reg->mtx};
       stale = j.ring_hosts;
       stale_session = j.ring_session;
       stale_token = j.ring_token;
       stale_from = j.ring_from;
+      kept_rings = j.earlier.size();
       if (!j.checkpoint.empty())
         if (auto cp = train::parse_checkpoint(j.checkpoint, "the job's checkpoint"))
           kept_to = cp->step;
@@ -596,7 +603,7 @@ struct job_role_state {
                       [&](auto& e) { return e.session == stale_session; }))
         stale.clear(); // finished and kept already: nothing to drop or finish
     }
-    bool finish = o.verifier && kept_to > stale_from;
+    bool finish = o.verifier && kept_to > stale_from && kept_rings < train::max_earlier_rings;
     train::earlier_ring left;
     for (uint32_t rank = 0; rank < stale.size(); ++rank) {
       auto t = role_at("trainer", stale[rank]);
@@ -609,6 +616,7 @@ struct job_role_state {
                                       if (finish) {
                                         q.setFinish();
                                         q.setVerifier(kj::arrayPtr(o.verifier->bytes.data(), 32));
+                                        q.setKeepMs(o.earlier_keep_ms);
                                       } else {
                                         q.setDrop();
                                       }

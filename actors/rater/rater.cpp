@@ -808,7 +808,7 @@ struct rater_state {
     // Every ring of the job: the earlier ones (re-formed away from after a
     // lost rank), oldest first, then the last. Each rank is verified in
     // its ring and paid for its part.
-    if (req.getEarlier().size() > 64)
+    if (req.getEarlier().size() > 64) // train::max_earlier_rings
       return make_error(errc::invalid_argument,
                         fmt::format("RateRequest.earlier: {} rings; at most 64",
                                     req.getEarlier().size()));

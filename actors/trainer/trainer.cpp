@@ -1282,10 +1282,14 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       return dst.error();
     if (q.which() == schema::TrainQuery::DROP)
       self->state.slots->erase({*id, q.getRank()});
-    if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour at most
+    if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour, or keepMs
       if (auto s = self->state.slots->find({*id, q.getRank()}); s != self->state.slots->end())
         s->second.finished = true; // its trainer slot is free again
-      self->delayed_send(self, std::chrono::hours(1), drop_atom::value, *id, q.getRank());
+      // (Bounded in count too: finished_per_slot_max, the oldest first.)
+      constexpr uint64_t week_ms = 7ull * 24 * 3600 * 1000;
+      auto keep = q.getKeepMs() > 0 ? std::chrono::milliseconds(std::min(q.getKeepMs(), week_ms))
+                                    : std::chrono::milliseconds(std::chrono::hours(1));
+      self->delayed_send(self, keep, drop_atom::value, *id, q.getRank());
     }
     return relay_to(self, *dst, env, caf::duration{long_wait});
   });

@@ -570,8 +570,19 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   BOOST_REQUIRE(finish(s1));
   auto now_free = tc.c->request(*dst, join(s3, digits_csv().string()), 60s);
   BOOST_TEST(static_cast<bool>(now_free), (now_free ? std::string{} : describe(now_free.error())));
+  // A finished trainer keeps its log and evidence an hour, or as long as
+  // its coordinator asks (keepMs: a ring a job left is rated at the job's
+  // end); then it is gone.
   finish(s2);
-  finish(s3);
+  BOOST_REQUIRE(ask(s3, token, [](auto q) {
+    q.setFinish();
+    q.setKeepMs(1000);
+  }));
+  BOOST_TEST(static_cast<bool>(ask(s3, token, [](auto q) { q.setDigests(); })));
+  std::this_thread::sleep_for(1500ms);
+  BOOST_TEST(!ask(s3, token, [](auto q) { q.setDigests(); }), "kept past its keepMs");
+  BOOST_TEST(static_cast<bool>(ask(s2, token, [](auto q) { q.setDigests(); })),
+             "the default hour was cut short");
 }
 
 BOOST_AUTO_TEST_CASE(the_nccl_transport_needs_a_gpu_and_matches_the_ring) {
