@@ -28,6 +28,8 @@ struct RateRequest {
                             # canonical(this request with signature unset)
   token @13 :Data;          # the session's token (TrainerJoin.token), so the rater may
                             # read the trainers' digests and evidence
+  firstStep @15 :UInt64;    # the step the last ring started at (each of its logs must
+                            # start there; earlier rings end by it)
   earlier @14 :List(EarlierRing);
                             # the rings of this job before the last one (re-formed after a
                             # lost rank), oldest first: verified and paid like the last,

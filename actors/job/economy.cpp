@@ -67,6 +67,7 @@ envelope make_rate_request(const job_options& o, const job_result& r, const iden
     auto m = model_asset_of(o);
     b.setModel(kj::arrayPtr(m.data(), 32));
     b.setToken(kj::arrayPtr(r.token.data(), 32));
+    b.setFirstStep(r.ring_from);
     // Each ring once, in the order they ran (a ring kept twice, e.g. by a
     // restart in between, is listed once).
     std::vector<const earlier_ring*> rings;

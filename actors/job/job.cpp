@@ -948,6 +948,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
   finish_ring(c, *ring, &result.logs, o.verifier);
   result.session = ring->session;
   result.token = ring->token;
+  result.ring_from = ring_from;
   for (auto& r : ring->ranks)
     result.rank_hosts.push_back(r.host);
   if (alloc_state)

@@ -178,6 +178,7 @@ struct job_result {
   std::array<uint8_t, 32> session{};
   std::array<uint8_t, 32> token{}; ///< the session's capability, for the rater only
   std::vector<node_id> rank_hosts;
+  uint64_t ring_from = 0; ///< the step the last ring started at
   /// The rings before the last (with a verifier), oldest first.
   std::vector<earlier_ring> earlier;
   /// With an allocator: each trainer host's price per trainer-step, as its

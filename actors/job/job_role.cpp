@@ -507,7 +507,17 @@ struct job_role_state {
       o.chain = reg->chain->chain_id();
       o.alloc_token = j.alloc_token;
       if (spec.getVerify()) {
-        auto raters = wait_hosts_with("rater");
+        std::optional<node_id> before;
+        {
+          std::lock_guard<std::mutex> lk{reg->mtx};
+          before = j.verifier;
+        }
+        // The rater chosen before a restart is waited for (its link comes
+        // back in its turn); any rater does for a new job.
+        auto raters = before ? wait_hosts_with("rater", [&](const node_id& h) { return h == *before; })
+                             : wait_hosts_with("rater");
+        if (before && raters.empty())
+          raters = wait_hosts_with("rater");
         if (raters.empty()) {
           return fail_and_refund(j, "verification asked for, but no rater answers");
         }
@@ -750,13 +760,22 @@ struct job_role_state {
     set_phase(j, "verifying");
     // A rater that does not answer (busy re-executing, its link down) is
     // asked the same again: it answers a repeated session with the verdict
-    // it gave, so nothing is rated twice. Only a refusal refunds.
+    // it gave, so nothing is rated twice. Only a refusal refunds: a rater
+    // that does not answer, or answers busy (its decision written, some of
+    // its transactions not yet taken), is asked again until the escrow's
+    // deadline, after which the chain only refunds.
     caf::expected<envelope> rated = make_error(errc::internal, "not asked");
-    for (int attempt = 0; attempt < 5; ++attempt) {
+    for (int attempt = 0;; ++attempt) {
       if (attempt > 0) {
+        bool past = esc.terms ? wall_ms() >= esc.terms->deadline_ms : attempt >= 5;
+        if (past)
+          break;
         event(j, fmt::format("the rater did not answer ({}); asking it the same again",
                              describe(rated.error())));
-        std::this_thread::sleep_for(std::chrono::seconds(5 * attempt));
+        for (int i = 0; i < 10 * std::min(5 * attempt, 60) && !stopping; ++i)
+          std::this_thread::sleep_for(100ms);
+        if (stopping)
+          return; // the written request is asked again when this host is back
       }
       auto rater = role_at("rater", v.rater);
       rated = rater ? request_blocking(*sys, *rater, v.request, std::chrono::minutes(10))

@@ -858,7 +858,7 @@ struct rater_state {
       }
       for (auto l : req.getLogs())
         last.logs.push_back(l);
-      last.first = req.getLogs()[0].getFirstStep(); // each log's signature covers it
+      last.first = req.getFirstStep(); // the payer's word; each log's signed start must match
       rings.push_back(std::move(last));
     }
     // The rings ran one after another: an earlier ring's kept steps end

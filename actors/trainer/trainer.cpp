@@ -410,6 +410,7 @@ struct worker_state {
     } else {
       model = train::model::init(*spec, seed);
     }
+    first_step = step; // a log that stays empty still signs where its ring started
     opt.trainable = model->trainable_count();
     return make_envelope<schema::JoinAck>([&](schema::JoinAck::Builder b) {
       b.setRank(rank);
