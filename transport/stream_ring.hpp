@@ -112,6 +112,7 @@ private:
   // The data path (the calling thread only).
   uint64_t collective_ = 0;
   std::vector<uint8_t> rx_, tx_; ///< one frame each way
+  std::vector<float> peer_;      ///< a ring of two: the other rank's values
   std::string broken_;           ///< set by a failed collective
 };
 

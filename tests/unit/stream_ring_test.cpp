@@ -252,11 +252,15 @@ BOOST_AUTO_TEST_CASE(a_flipped_byte_on_the_wire_fails_the_collective) {
   auto status = run(ranks, bufs);
   BOOST_TEST_MESSAGE("rank 0: " << status[0] << "\nrank 1: " << status[1]);
   BOOST_TEST(status[1].find("fails authentication") != std::string::npos);
-  BOOST_TEST(!status[0].empty());
   BOOST_TEST((std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)));
-  // The links stay closed: the next collective fails at once, by name.
+  // The links stay closed: the next collective fails at once, by name, on
+  // both ranks (rank 0 may have had every frame it needed before rank 1
+  // found the flipped one: a ring of two exchanges whole vectors in one
+  // round, so it learns at its next collective).
   auto again = run(ranks, bufs);
+  BOOST_TEST_MESSAGE("again, rank 0: " << again[0] << "\nrank 1: " << again[1]);
   BOOST_TEST(again[1].find("earlier collective failed") != std::string::npos);
+  BOOST_TEST((!status[0].empty() || !again[0].empty()));
 }
 
 BOOST_AUTO_TEST_CASE(a_dead_neighbour_and_a_length_mismatch_fail_by_name) {
