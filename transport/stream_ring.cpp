@@ -509,6 +509,18 @@ std::string stream_ring::run(float* data, size_t n) {
     return std::pair<size_t, size_t>{begin, std::min(sched.chunk_floats, n - begin)};
   };
   std::deque<send_item> outbox;
+  // A ring of two adds the other rank's chunk c into `data` as soon as
+  // both its own chunk c is sealed (copied out) and the other's has come:
+  // the sum runs beside the transfer, not after it.
+  std::vector<uint8_t> sealed(pair ? pair_chunks : 0, 0);
+  auto add_peer = [&](const float* v, uint32_t chunk) {
+    auto [begin, len] = pair_span(chunk);
+    for (size_t i = 0; i < len; ++i) {
+      float x;
+      std::memcpy(&x, v + i, 4);
+      data[begin + i] = x + data[begin + i];
+    }
+  };
   if (pair) {
     peer_.resize(n);
     for (uint32_t c = 0; c < pair_chunks; ++c)
@@ -583,12 +595,17 @@ std::string stream_ring::run(float* data, size_t n) {
     auto step = get32(h + 24), chunk = get32(h + 28), bytes = get32(h + 32);
     if (pair) {
       uint8_t* body = rx_.data() + header_len;
-      auto* out = reinterpret_cast<uint8_t*>(peer_.data() + pair_span(chunk).first);
+      // Added at once if this rank's own chunk is already sealed (opened in
+      // place), else kept until it is.
+      auto* out = sealed[chunk] ? body
+                                : reinterpret_cast<uint8_t*>(peer_.data() + pair_span(chunk).first);
       if (!left_cipher_->open(left_seq_++, h, body, bytes, out, body + bytes))
         return bad(fmt::format("frame {} fails authentication (changed, dropped, reordered or "
                                "replayed on the wire)",
                                left_seq_ - 1));
       seen[chunk] = 1;
+      if (sealed[chunk])
+        add_peer(reinterpret_cast<const float*>(body), chunk);
       ++received;
       return {};
     }
@@ -642,6 +659,11 @@ std::string stream_ring::run(float* data, size_t n) {
       return false;
     tx_off = 0;
     tx_len = header_len + len * 4 + tag_len;
+    if (item.phase == 2) {
+      sealed[item.chunk] = 1;
+      if (seen[item.chunk]) // the other's came first
+        add_peer(peer_.data() + begin, item.chunk);
+    }
     return true;
   };
 
@@ -727,9 +749,6 @@ std::string stream_ring::run(float* data, size_t n) {
     if ((p[1].revents & (POLLERR | POLLHUP)) && !(p[1].revents & POLLOUT))
       return fmt::format("rank {}: its right neighbour (rank {}) is gone", rank_, right_rank);
   }
-  if (pair) // every frame of this rank's is sealed and sent: now the sum
-    for (size_t i = 0; i < n; ++i)
-      data[i] = peer_[i] + data[i];
   return {};
 }
 
