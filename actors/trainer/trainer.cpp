@@ -916,7 +916,10 @@ struct slot {
   caf::actor worker;
   caf::actor member;
   bool finished = false; ///< training over; kept only as evidence for the rater
-  uint64_t seq = 0;      ///< join order, to drop the oldest finished first
+  uint64_t seq = 0;      ///< join order (ties of keep_until)
+  /// Finished: kept for the rater until then (TrainQuery.keepMs); beyond
+  /// the count bound, the soonest to expire goes first.
+  std::chrono::steady_clock::time_point keep_until{};
   std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
   std::array<uint8_t, 32> job{};   ///< TrainConfig.job: what its lease (if any) is for
   /// Last request of its coordinator (join, step, link, run, query): a
@@ -931,8 +934,10 @@ bool holds_token(const slot& s, capnp::Data::Reader given) {
 }
 
 /// Finished sessions a host keeps as evidence, per trainer slot: the rater
-/// of each has them; beyond, the oldest go first (each holds up to 512 MiB
-/// of evidence, so this bounds a host's memory as trainer_slots does).
+/// of each has them; beyond, the one soonest to expire goes first (a ring a
+/// job left, kept to the job's end, outlives the hour of a finished job's
+/// ring). Each holds up to 512 MiB of evidence, so this bounds a host's
+/// memory as trainer_slots does.
 constexpr size_t finished_per_slot_max = 4;
 
 struct trainer_role_state {
@@ -1073,12 +1078,16 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
       caf::anon_send_exit(old->second.member, caf::exit_reason::user_shutdown);
     st.slots->erase(old);
   }
-  // Evidence of finished sessions is bounded too: the oldest goes first.
+  // Evidence of finished sessions is bounded too: the soonest to expire
+  // goes first (the oldest of those kept as long).
   while (st.slots->size() - training
          >= finished_per_slot_max * std::max<size_t>(st.ctx.lim.trainer_slots, 1)) {
     auto oldest = st.slots->end();
     for (auto i = st.slots->begin(); i != st.slots->end(); ++i)
-      if (i->second.finished && (oldest == st.slots->end() || i->second.seq < oldest->second.seq))
+      if (i->second.finished
+          && (oldest == st.slots->end()
+              || std::tie(i->second.keep_until, i->second.seq)
+                   < std::tie(oldest->second.keep_until, oldest->second.seq)))
         oldest = i;
     if (oldest == st.slots->end())
       break;
@@ -1284,12 +1293,14 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     if (q.which() == schema::TrainQuery::DROP)
       self->state.slots->erase({*id, q.getRank()});
     if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour, or keepMs
-      if (auto s = self->state.slots->find({*id, q.getRank()}); s != self->state.slots->end())
-        s->second.finished = true; // its trainer slot is free again
-      // (Bounded in count too: finished_per_slot_max, the oldest first.)
+      // (Bounded in count too: finished_per_slot_max, the soonest to expire first.)
       constexpr uint64_t week_ms = 7ull * 24 * 3600 * 1000;
       auto keep = q.getKeepMs() > 0 ? std::chrono::milliseconds(std::min(q.getKeepMs(), week_ms))
                                     : std::chrono::milliseconds(std::chrono::hours(1));
+      if (auto s = self->state.slots->find({*id, q.getRank()}); s != self->state.slots->end()) {
+        s->second.finished = true; // its trainer slot is free again
+        s->second.keep_until = std::max(s->second.keep_until, clock_type::now() + keep);
+      }
       self->delayed_send(self, keep, drop_atom::value, *id, q.getRank());
     }
     return relay_to(self, *dst, env, caf::duration{long_wait});
@@ -1393,6 +1404,8 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       auto it = self->state.slots->find({session, rank});
       if (it == self->state.slots->end())
         return;
+      if (it->second.finished && clock_type::now() < it->second.keep_until)
+        return; // a later finish asked to keep it longer (its own drop comes then)
       caf::anon_send_exit(it->second.worker, caf::exit_reason::user_shutdown);
       self->state.slots->erase(it);
     },

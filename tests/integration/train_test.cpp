@@ -583,6 +583,25 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   BOOST_TEST(!ask(s3, token, [](auto q) { q.setDigests(); }), "kept past its keepMs");
   BOOST_TEST(static_cast<bool>(ask(s2, token, [](auto q) { q.setDigests(); })),
              "the default hour was cut short");
+  // Finished sessions are bounded in count (4 per trainer slot, here 8):
+  // beyond, the one soonest to expire goes first, so a ring kept for a
+  // day (a ring a job left, rated at the job's end) outlives sessions
+  // finished after it with the default hour.
+  auto kept = fresh();
+  BOOST_REQUIRE(tc.c->request(*dst, join(kept, digits_csv().string()), 60s));
+  BOOST_REQUIRE(ask(kept, token, [](auto q) {
+    q.setFinish();
+    q.setKeepMs(24ull * 3600 * 1000);
+  }));
+  for (int i = 0; i < 8; ++i) {
+    auto later = fresh();
+    BOOST_REQUIRE(tc.c->request(*dst, join(later, digits_csv().string()), 60s));
+    BOOST_REQUIRE(finish(later));
+  }
+  BOOST_TEST(static_cast<bool>(ask(kept, token, [](auto q) { q.setDigests(); })),
+             "the kept ring was dropped before sessions that expire sooner");
+  BOOST_TEST(!ask(s2, token, [](auto q) { q.setDigests(); }),
+             "more finished sessions than the bound are kept");
 }
 
 BOOST_AUTO_TEST_CASE(the_nccl_transport_needs_a_gpu_and_matches_the_ring) {
