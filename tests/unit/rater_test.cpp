@@ -17,6 +17,8 @@
 #include "actors/job/economy.hpp"
 #include "actors/rater/scores.hpp"
 #include "actors/rater/verify.hpp"
+#include "actors/trainer/work.hpp"
+#include "runtime/identity.hpp"
 #include "test_util.hpp"
 
 using namespace aicon;
@@ -441,6 +443,33 @@ BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
   BOOST_TEST(got[b] == 40 * 3u);
   BOOST_TEST(got[c] == 100 * 3u);
   BOOST_TEST(part.refund == 10'000u - 40 - 120 - 300);
+}
+
+// A trainer's signature over its work log binds the ring's size and the
+// log's first step with the session, rank, steps and root: whoever relays
+// the log (a job host listing an earlier ring) cannot pad or trim the
+// ring's ranks (which moves a rank's slice of each batch) or move its
+// start (which moves the steps it is paid for) without the signature
+// failing.
+BOOST_AUTO_TEST_CASE(a_work_log_signature_binds_the_ring_size_and_first_step) {
+  auto trainer = aicon::identity::generate();
+  std::array<uint8_t, 32> session{}, root{};
+  session[0] = 7;
+  root[0] = 9;
+  auto bytes = train::worklog_signing_bytes(session, 1, 4, 100, 50, root);
+  auto sig = trainer.sign(bytes);
+  auto holds = [&](uint32_t rank, uint32_t size, uint64_t first, uint64_t steps) {
+    return aicon::verify_signature(trainer.id(),
+                                   train::worklog_signing_bytes(session, rank, size, first, steps,
+                                                                root),
+                                   {sig.data(), sig.size()});
+  };
+  BOOST_TEST(holds(1, 4, 100, 50));
+  BOOST_TEST(!holds(1, 5, 100, 50)); // a padded ring
+  BOOST_TEST(!holds(1, 3, 100, 50)); // a trimmed one
+  BOOST_TEST(!holds(1, 4, 0, 50));   // another start
+  BOOST_TEST(!holds(1, 4, 100, 51)); // more steps
+  BOOST_TEST(!holds(2, 4, 100, 50)); // another rank
 }
 
 BOOST_AUTO_TEST_CASE(a_vote_on_weights_fails_the_odd_ranks_or_everyone_in_a_tie) {
