@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 #include <set>
+#include <thread>
 
 #include <caf/all.hpp>
 #include <fmt/format.h>
@@ -183,7 +184,24 @@ struct rater_state {
       }
       if (why.find("rule duplicate") != std::string::npos
           || why.find("rule replayed_nonce") != std::string::npos) {
-        ++nonce; // held by another of this rater's transactions
+        // The nonce is held by another of this rater's transactions,
+        // pending or committed. Sent past a pending one, this one would
+        // skip the chain's rule check at the door (a nonce ahead of the
+        // next is only checked in its block) and could leave a gap if the
+        // block refused it: wait for the pending one to be committed, then
+        // send this one at the next nonce, where the rules are checked.
+        bool moved = false;
+        for (int wait = 0; wait < 40 && !moved; ++wait) {
+          auto me = account(ctx.self->id());
+          if (me && me->first >= nonce) {
+            nonce = me->first + 1;
+            moved = true;
+          } else {
+            std::this_thread::sleep_for(std::chrono::milliseconds(250));
+          }
+        }
+        if (!moved)
+          return sent::later; // still pending: asked again later
         continue;
       }
       for (auto w : already)
