@@ -191,9 +191,12 @@ struct rater_state {
         // block refused it: wait for the pending one to be committed, then
         // send this one at the next nonce, where the rules are checked.
         bool moved = false;
-        for (int wait = 0; wait < 40 && !moved; ++wait) {
+        auto until = clock_type::now() + std::chrono::seconds(10);
+        while (!moved && clock_type::now() < until) {
           auto me = account(ctx.self->id());
-          if (me && me->first >= nonce) {
+          if (!me)
+            return sent::later; // the ledger does not answer: asked again later
+          if (me->first >= nonce) {
             nonce = me->first + 1;
             moved = true;
           } else {

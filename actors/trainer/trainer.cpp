@@ -1404,8 +1404,10 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       auto it = self->state.slots->find({session, rank});
       if (it == self->state.slots->end())
         return;
-      if (it->second.finished && clock_type::now() < it->second.keep_until)
-        return; // a later finish asked to keep it longer (its own drop comes then)
+      // Only a finished session's keeping ends here (a session joined again
+      // since is not this timer's), and not before a later finish's.
+      if (!it->second.finished || clock_type::now() < it->second.keep_until)
+        return;
       caf::anon_send_exit(it->second.worker, caf::exit_reason::user_shutdown);
       self->state.slots->erase(it);
     },
