@@ -156,21 +156,21 @@ struct rater_state {
     });
   }
 
-  /// Submits this rater's transaction `make(nonce)`: "ok" (accepted),
-  /// "there" (the chain has it already: `already` names the refusals that
-  /// say so), "refused" (a rule refused it: `why`) or "later" (no answer,
-  /// the pool full: to be sent again). A nonce another of its transactions
-  /// holds (pending or committed) moves to the next.
+  /// Signs and submits this rater's transaction with body `fill`: "ok"
+  /// (accepted), "there" (the chain has it already: `already` names the
+  /// refusals that say so), "refused" (a rule refused it: `why`) or
+  /// "later" (no answer, the pool full, a pending transaction of its own
+  /// not yet committed: to be sent again).
   enum class sent { ok, there, refused, later };
   static bool transient(const caf::error& err) {
     auto c = code_of(err);
     return c == errc::busy || c == errc::timeout || c == errc::peer_down
            || c == errc::unknown_node || c == errc::unknown_role;
   }
-  sent submit_tx(uint64_t& nonce, const std::function<envelope(uint64_t)>& make,
+  sent submit_tx(uint64_t& nonce, const std::function<void(schema::Transaction::Body::Builder)>& fill,
                  std::initializer_list<std::string_view> already, std::string& why) {
     for (int attempt = 0; attempt < 1024; ++attempt) {
-      auto ack = ask("block_generator", make(nonce));
+      auto ack = ask("block_generator", ledger::make_signed_transaction(*ctx.self, chain, nonce, fill));
       if (ack) {
         ++nonce;
         return sent::ok;
@@ -254,29 +254,31 @@ struct rater_state {
                                     "this rater's account on the chain ({}): ask again",
                                     ledger::short_hex(job), what_of(me.error())));
     uint64_t nonce = me->first + 1;
+    // True when the chain has it (sent now or before); a refusal is
+    // logged, no answer leaves the rating to be completed later.
+    auto taken = [&](const char* what, sent out, const std::string& why) {
+      if (out == sent::later) {
+        pending = true;
+        pending_why = why;
+      } else if (out == sent::refused) {
+        log_warning("rater: {} refused: {}", what, why);
+      }
+      return out == sent::ok || out == sent::there;
+    };
     uint64_t slashed = 0;
     for (auto s : rec->getSlashes()) {
       std::string why;
       auto out = submit_tx(
         nonce,
-        [&](uint64_t n) {
-          return ledger::make_signed_transaction(
-            *ctx.self, chain, n, [&](schema::Transaction::Body::Builder b) {
-              auto x = b.initSlash();
-              x.setTarget(s.getTarget());
-              x.setJobId(kj::arrayPtr(job.data(), 32));
-              x.setReason(s.getReason());
-            });
+        [&](schema::Transaction::Body::Builder b) {
+          auto x = b.initSlash();
+          x.setTarget(s.getTarget());
+          x.setJobId(kj::arrayPtr(job.data(), 32));
+          x.setReason(s.getReason());
         },
         {"was already slashed for this job"}, why);
-      if (out == sent::later) {
-        pending = true;
-        pending_why = why;
-      } else if (out == sent::refused) {
-        log_warning("rater: slash refused: {}", why);
-      } else {
+      if (taken("slash", out, why))
         slashed += s.getCut();
-      }
     }
     bool minted_ok = false;
     uint64_t minted = 0;
@@ -284,29 +286,20 @@ struct rater_state {
       std::string why;
       auto out = submit_tx(
         nonce,
-        [&](uint64_t n) {
-          return ledger::make_signed_transaction(
-            *ctx.self, chain, n, [&](schema::Transaction::Body::Builder b) {
-              auto m = b.initMintReward();
-              m.setJobId(kj::arrayPtr(job.data(), 32));
-              auto p = m.initPayouts(rec->getRewards().size());
-              for (unsigned i = 0; i < rec->getRewards().size(); ++i) {
-                p[i].setTo(rec->getRewards()[i].getWallet());
-                p[i].setAmount(rec->getRewards()[i].getAmount());
-              }
-            });
+        [&](schema::Transaction::Body::Builder b) {
+          auto m = b.initMintReward();
+          m.setJobId(kj::arrayPtr(job.data(), 32));
+          auto p = m.initPayouts(rec->getRewards().size());
+          for (unsigned i = 0; i < rec->getRewards().size(); ++i) {
+            p[i].setTo(rec->getRewards()[i].getWallet());
+            p[i].setAmount(rec->getRewards()[i].getAmount());
+          }
         },
         {"rule already_rewarded"}, why);
-      minted_ok = out == sent::ok || out == sent::there;
-      if (out == sent::later) {
-        pending = true;
-        pending_why = why;
-      } else if (out == sent::refused) {
-        log_warning("rater: reward refused: {}", why);
-      } else {
+      minted_ok = taken("reward", out, why);
+      if (minted_ok)
         for (auto r : rec->getRewards())
           minted += r.getAmount();
-      }
     }
     if (pending)
       return make_error(errc::busy,
@@ -459,10 +452,11 @@ struct rater_state {
     uint64_t units = 0;
     uint32_t challenged = 0;
     double tolerance_used = 0; ///< another environment: the largest share of the tolerance
-    /// Failed with no culprit named: the ring's vote on weights split, or
-    /// an earlier ring's evidence was gone (kept an hour by its trainers,
-    /// who cannot be told from one that threw it away). Unpaid, not
-    /// slashed, no rating drop.
+    /// Failed with no culprit named: the ring's vote on weights split, an
+    /// earlier ring's evidence was gone (past its keeping: not told from
+    /// one thrown away), the request's ring start is not the one the
+    /// trainer signed, or its receipt names another rater (the
+    /// coordinator's choice). Unpaid, not slashed, no rating drop.
     bool no_culprit = false;
     uint64_t paid_steps = 0; ///< passed: the steps it is paid for
   };

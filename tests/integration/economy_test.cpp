@@ -154,6 +154,23 @@ struct economy_cluster {
     c.reset();
   }
 
+  /// Host i SIGKILLed and started again with `[faults] FAULT = true`
+  /// added to its own config (killed, not stopped: a graceful stop of c1
+  /// once took over 30 s under a full ctest -j2, see the note).
+  void restart_with_fault(size_t i, const std::string& fault) {
+    auto config = root / (names[i] + ".toml");
+    std::string text;
+    {
+      std::ifstream in{config};
+      text.assign(std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{});
+    }
+    auto faulty = write_file(root.path(), names[i] + "-fault.toml",
+                             text + "\n[faults]\n" + fault + " = true\n");
+    BOOST_TEST(hosts[i].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
+    hosts[i] = start_host(faulty, root / (names[i] + "-fault.log"), {"-v"});
+    wait_linked(i);
+  }
+
   void wait_linked(size_t i) {
     for (size_t k = 0; k < nodes.size(); ++k)
       if (k != i)
@@ -677,6 +694,29 @@ BOOST_AUTO_TEST_CASE(a_job_is_allocated_trained_verified_committed_and_settled) 
                                    e.setKeptSteps(10);
                                  })}.root()),
                "10 steps kept from step 0 do not end by the next ring's start (step 0)");
+  // Malformed earlier rings: refused by name before anything is checked.
+  auto with_earlier = [&](auto fill) {
+    return sign_rate_request(ec.payer, chain,
+                             opened<schema::RateRequest>{tampered(honest, [&](auto b) {
+                               fill(b);
+                             })}.root());
+  };
+  refused_with(with_earlier([&](auto b) {
+                 auto e = b.initEarlier(1)[0];
+                 std::vector<uint8_t> short_id(5, 1);
+                 e.setSession(kj::arrayPtr(short_id.data(), short_id.size()));
+                 e.setToken(kj::arrayPtr(r->token.data(), 32));
+               }),
+               "RateRequest.earlier[0]: session and token must be 32 bytes");
+  refused_with(with_earlier([&](auto b) {
+                 auto e = b.initEarlier(1)[0];
+                 e.setSession(kj::arrayPtr(overlapping.data(), 32));
+                 e.setToken(kj::arrayPtr(r->token.data(), 32));
+                 e.initLogs(1);
+               }),
+               "RateRequest.earlier[0]: 0 ranks and 1 logs");
+  refused_with(with_earlier([&](auto b) { b.initEarlier(65); }),
+               "RateRequest.earlier: 65 rings; at most 64");
   auto never_escrowed = random_job();
   refused_with(sign_rate_request(ec.payer, chain,
                                  opened<schema::RateRequest>{tampered(honest, [&](auto b) {
@@ -1194,18 +1234,7 @@ void settlement_survives(const std::string& fault, int code, const std::string& 
   const uint64_t funds = 100'000;
   ec.fund_client(funds);
   auto c1_config = ec.root / "c1.toml";
-  std::string text;
-  {
-    std::ifstream in{c1_config};
-    text.assign(std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{});
-  }
-  auto faulty = write_file(ec.root.path(), "c1-fault.toml",
-                           text + "\n[faults]\n" + fault + " = true\n");
-  // (Killed, not stopped: this test is about the settlement; a graceful
-  // stop of c1 once took over 30 s under a full ctest -j2, see the note.)
-  BOOST_TEST(ec.hosts[1].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
-  ec.hosts[1] = start_host(faulty, ec.root / "c1-fault.log", {"-v"});
-  ec.wait_linked(1);
+  ec.restart_with_fault(1, fault);
   auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
   const uint64_t steps = 100, budget = 5000;
   std::vector<std::string> args{"job", "submit", "--data", digits, "--trainers", "2", "--steps",
@@ -1287,16 +1316,7 @@ BOOST_AUTO_TEST_CASE(a_rater_dead_after_deciding_sends_its_decision_when_asked_a
   const uint64_t funds = 100'000;
   ec.fund_client(funds);
   auto c0_config = ec.root / "c0.toml";
-  std::string text;
-  {
-    std::ifstream in{c0_config};
-    text.assign(std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{});
-  }
-  auto faulty = write_file(ec.root.path(), "c0-fault.toml",
-                           text + "\n[faults]\nrater_crash_after_deciding = true\n");
-  BOOST_TEST(ec.hosts[0].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
-  ec.hosts[0] = start_host(faulty, ec.root / "c0-fault.log", {"-v"});
-  ec.wait_linked(0);
+  ec.restart_with_fault(0, "rater_crash_after_deciding");
   auto digits = (std::filesystem::path{AICON_SOURCE_DIR} / "tests/data/digits.csv.gz").string();
   const uint64_t steps = 100, budget = 5000;
   auto submit = ec.job_cli({"job", "submit", "--data", digits, "--trainers", "2", "--steps",
