@@ -326,7 +326,7 @@ public:
                                  "vote_wait_ms", "block_txs_max", "receipt_pool_max",
                                  "clock_skew_ms_max", "ledger_sync_ms", "sync_blocks_max", "sync_window",
                                  "data_replicas", "stream_credits", "upload_batch_bytes", "model_bytes_max", "model_bytes_per_owner", "model_bytes_total",
-                                 "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots", "trainer_idle_ms", "jobs_running_max",
+                                 "storage_challenge_ms", "offer_heartbeat_ms", "trainer_slots", "trainer_idle_ms", "trainer_evidence_bytes", "jobs_running_max",
                                  "trainer_price", "gossip_ms", "member_down_ms", "ping_ms",
                                  "script_sessions_max", "script_memory_bytes",
                                  "script_instructions_max", "script_wall_ms_max",
@@ -370,6 +370,7 @@ public:
           || (err = get(*tbl, p, "offer_heartbeat_ms", l.offer_heartbeat_ms))
           || (err = get(*tbl, p, "trainer_slots", l.trainer_slots))
           || (err = get(*tbl, p, "trainer_idle_ms", l.trainer_idle_ms))
+          || (err = get(*tbl, p, "trainer_evidence_bytes", l.trainer_evidence_bytes))
           || (err = get(*tbl, p, "jobs_running_max", l.jobs_running_max))
           || (err = get(*tbl, p, "trainer_price", l.trainer_price))
           || (err = get(*tbl, p, "gossip_ms", l.gossip_ms))
@@ -394,6 +395,8 @@ public:
                                    "least twice gossip_ms");
       if (l.offer_heartbeat_ms == 0 || l.trainer_slots == 0 || l.trainer_idle_ms == 0)
         return fail(tbl, "limits", "offer_heartbeat_ms, trainer_slots and trainer_idle_ms must be > 0");
+      if (l.trainer_evidence_bytes < (1u << 20))
+        return fail(tbl, "limits", "trainer_evidence_bytes must be >= 1 MiB");
       if (l.data_replicas == 0 || l.stream_credits == 0 || l.storage_challenge_ms == 0)
         return fail(tbl, "limits", "data_replicas, stream_credits and storage_challenge_ms must "
                                    "be > 0");

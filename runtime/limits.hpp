@@ -164,6 +164,10 @@ struct limits {
   /// A running trainer whose coordinator sent nothing for this long (it
   /// died, or its client did) is dropped and its slot freed.
   uint32_t trainer_idle_ms = 120000;
+  /// The evidence one trainer session keeps for the rater (the weights
+  /// before each step of a verified job, in files under the data dir's
+  /// evidence/): a run that would need more is refused by name.
+  uint64_t trainer_evidence_bytes = 8ull << 30;
   /// Jobs a job host runs at once (each has a thread of its own); more are
   /// refused `busy`.
   uint32_t jobs_running_max = 16;

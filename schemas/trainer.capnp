@@ -132,6 +132,9 @@ struct TrainStep {
                            # step, agreed in the step's allreduce (StepDone.stopped)
   checkpointEvery @7 :UInt32;  # with count > 1, rank 0: keep a checkpoint after every step
                                # that is a multiple of it, for the next progress poll (0: none)
+  unverified @8 :Bool;     # no rater will check the job: the run keeps no evidence (else the
+                           # weights before every step, and a run whose evidence would pass
+                           # the host's [limits] trainer_evidence_bytes is refused)
 }
 
 struct StepDone {

@@ -23,6 +23,7 @@
 #include "actors/ledger/work.hpp"
 #include "schemas/chain.capnp.h"
 #include "actors/allocator/allocator.hpp"
+#include "actors/trainer/evidence.hpp"
 #include "actors/trainer/model.hpp"
 #include "actors/trainer/torch_model.hpp"
 #include "actors/trainer/work.hpp"
@@ -137,6 +138,16 @@ caf::expected<split_data> load_split(caf::actor_system& sys, const role_context&
 
 // ---- One trainer -------------------------------------------------------------
 
+/// Where a host's trainers keep their sessions' evidence files: evidence/
+/// in its data dir (a temporary directory of the process for a host
+/// without one).
+std::filesystem::path evidence_dir(const role_context& ctx) {
+  if (!ctx.data_dir.empty())
+    return ctx.data_dir / "evidence";
+  return std::filesystem::temp_directory_path()
+         / fmt::format("aicon-evidence-{}-{}", ::getpid(), ctx.self->id().short_hex());
+}
+
 struct worker_state {
   role_context ctx;
   caf::actor_system* sys = nullptr;
@@ -162,14 +173,10 @@ struct worker_state {
   std::vector<hash256> log;    ///< one digest per step
   uint64_t first_step = 0;     ///< global step of log[0]
   /// Evidence per logged step: (epoch, cursor, weights before), kept for
-  /// the rater after the session ends, up to evidence_bytes.
-  struct evidence {
-    uint64_t epoch, cursor;
-    std::vector<float> weights;
-  };
-  std::map<uint64_t, evidence> evidence_of;
-  size_t evidence_bytes = 0;
-  static constexpr size_t evidence_limit = 512ull << 20;
+  /// the rater after the session ends, in a file of the host's data dir
+  /// (created at the first step, removed with the session).
+  std::unique_ptr<train::evidence_store> evidence;
+  bool keep_evidence_of_steps = true; ///< false once a run says the job is unverified
   bool finished = false;
 
   struct step_stats {
@@ -294,17 +301,19 @@ struct worker_state {
     answer_poll(true);
   }
 
-  void keep_evidence(uint64_t step, uint64_t ep, uint64_t cur, std::span<const float> w) {
+  caf::error keep_evidence(uint64_t step, uint64_t ep, uint64_t cur, std::span<const float> w) {
     if (log.empty())
       first_step = step;
-    evidence_bytes += w.size_bytes();
-    evidence_of[step] = evidence{ep, cur, {w.begin(), w.end()}};
-    // Past the limit the oldest steps go; a challenge of one of those is
-    // answered "evidence dropped" and counts as failed.
-    while (evidence_bytes > evidence_limit && evidence_of.size() > 1) {
-      evidence_bytes -= evidence_of.begin()->second.weights.size() * 4;
-      evidence_of.erase(evidence_of.begin());
+    if (!keep_evidence_of_steps)
+      return {};
+    if (!evidence) {
+      auto file = evidence_dir(ctx) / fmt::format("{}-{}.ev", to_hex({session.data(), 32}), rank);
+      auto made = train::evidence_store::create(file, ctx.lim.trainer_evidence_bytes);
+      if (!made)
+        return made.error();
+      evidence = std::move(*made);
     }
+    return evidence->put(step, ep, cur, w);
   }
   static inline const char* name = "aicon.trainer";
 
@@ -505,7 +514,8 @@ struct worker_state {
     // The work log: what a verifier needs to re-execute this step. The
     // weights before the step are kept as evidence for the rater.
     out.digest = train::step_digest(shown, idx, grad);
-    keep_evidence(at, ep, cur, shown);
+    if (auto err = keep_evidence(at, ep, cur, shown))
+      return err;
     out.compute_us = us_since(t0);
     auto t1 = clock_type::now();
     const size_t n = grad.size();
@@ -537,6 +547,21 @@ struct worker_state {
     auto count = std::max<uint32_t>(s.getCount(), 1);
     if (count > 10'000'000)
       return make_error(errc::invalid_argument, "TrainStep.count: at most 10000000 steps at once");
+    // A verified job's rater may challenge any step: an honest trainer
+    // keeps the weights before each, and does not start a run it could not
+    // keep them for (a step it cannot show would fail it).
+    keep_evidence_of_steps = !s.getUnverified();
+    if (keep_evidence_of_steps) {
+      uint64_t per_step = model->params().size() * 4;
+      uint64_t need = (evidence ? evidence->bytes() : 0) + per_step * count;
+      if (need > ctx.lim.trainer_evidence_bytes)
+        return make_error(
+          errc::invalid_argument,
+          fmt::format("TrainStep: {} steps of this model keep {} MiB of evidence for the rater "
+                      "(the weights before each step), over this host's [limits] "
+                      "trainer_evidence_bytes ({} MiB): run fewer steps per ring, or unverified",
+                      count, (need + (1 << 20) - 1) >> 20, ctx.lim.trainer_evidence_bytes >> 20));
+    }
     run_state r;
     r.done = std::move(rp);
     r.first = r.at = s.getStep();
@@ -621,13 +646,16 @@ struct worker_state {
 
   caf::expected<envelope> query(schema::TrainQuery::Reader q) {
     if (q.which() == schema::TrainQuery::EVIDENCE) {
-      auto it = evidence_of.find(q.getEvidence());
-      if (it == evidence_of.end())
+      auto step = q.getEvidence();
+      if (!evidence)
         return make_error(errc::not_found,
-                          fmt::format("no evidence of step {} here (logged {}..{}, {} kept)",
-                                      q.getEvidence(), first_step,
-                                      first_step + log.size(), evidence_of.size()));
-      auto& e = it->second;
+                          fmt::format("no evidence of step {} here ({})", step,
+                                      keep_evidence_of_steps ? "no step logged"
+                                                             : "an unverified job's: none kept"));
+      auto got = evidence->get(step);
+      if (!got)
+        return got.error();
+      auto& e = *got;
       auto perm = train::epoch_permutation(static_cast<uint32_t>(data.train.rows), seed, e.epoch);
       auto idx = train::batch_slice(perm, e.cursor, global_batch, rank, size);
       // For a rater in another numeric environment: the step's gradient,
@@ -644,7 +672,7 @@ struct worker_state {
         if (!grad.empty())
           b.setGradient(kj::arrayPtr(reinterpret_cast<const kj::byte*>(grad.data()),
                                      grad.size() * 4));
-        b.setStep(it->first);
+        b.setStep(step);
         b.setEpoch(e.epoch);
         b.setCursor(e.cursor);
         b.setWeights(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.weights.data()),
@@ -655,16 +683,21 @@ struct worker_state {
       });
     }
     if (q.which() == schema::TrainQuery::WEIGHTS_DIGEST) {
-      auto it = evidence_of.find(q.getWeightsDigest());
-      if (it == evidence_of.end())
+      auto step = q.getWeightsDigest();
+      if (!evidence)
         return make_error(errc::not_found,
-                          fmt::format("no evidence of step {} here", q.getWeightsDigest()));
-      auto& w = it->second.weights;
+                          fmt::format("no evidence of step {} here ({})", step,
+                                      keep_evidence_of_steps ? "no step logged"
+                                                             : "an unverified job's: none kept"));
+      auto got = evidence->get(step);
+      if (!got)
+        return got.error();
+      auto& w = got->weights;
       std::array<uint8_t, 32> d{};
       crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(w.data()),
                          w.size() * 4, nullptr, 0);
       return make_envelope<schema::WeightsDigest>([&](schema::WeightsDigest::Builder b) {
-        b.setStep(it->first);
+        b.setStep(step);
         b.setDigest(kj::arrayPtr(d.data(), 32));
       });
     }
@@ -828,8 +861,13 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         if (st.finished)
           return make_error(errc::invalid_argument, "TrainStep: this session is finished");
         auto rp = self->make_response_promise<envelope>();
-        if (auto err = st.start_run(s.root(), rp))
-          return err;
+        if (auto err = st.start_run(s.root(), rp)) {
+          // The promise holds the request now: a refusal goes through it
+          // (returned, it would reach nobody and the run would wait out its
+          // timeout).
+          rp.deliver(std::move(err));
+          return rp;
+        }
         self->send(self, run_atom::value);
         return rp;
       }
@@ -936,8 +974,8 @@ bool holds_token(const slot& s, capnp::Data::Reader given) {
 /// Finished sessions a host keeps as evidence, per trainer slot: the rater
 /// of each has them; beyond, the one soonest to expire goes first (a ring a
 /// job left, kept to the job's end, outlives the hour of a finished job's
-/// ring). Each holds up to 512 MiB of evidence, so this bounds a host's
-/// memory as trainer_slots does.
+/// ring). Each holds up to trainer_evidence_bytes of evidence on disk, so
+/// this bounds a host's disk as trainer_slots does.
 constexpr size_t finished_per_slot_max = 4;
 
 struct trainer_role_state {
@@ -1233,6 +1271,12 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.table = std::make_unique<message_table>("trainer", trainer_access);
+  // Evidence files of sessions a killed process left behind: nobody can
+  // ask for them (a session lives in its process), so they go.
+  {
+    std::error_code ec;
+    std::filesystem::remove_all(evidence_dir(st.ctx), ec);
+  }
   auto long_wait = std::chrono::minutes(10);
   st.table->on<schema::TrainerJoin>(
     [self](schema::TrainerJoin::Reader j) -> caf::error {

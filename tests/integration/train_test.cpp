@@ -327,6 +327,47 @@ BOOST_AUTO_TEST_CASE(a_run_longer_than_the_idle_limit_keeps_every_rank) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_verified_run_keeps_every_steps_evidence_or_is_refused) {
+  // A rater may challenge any step of a verified job, so a trainer keeps
+  // the weights before every one (in files under its data dir), and
+  // refuses, by name, a run it could not keep them for: here 1 MiB a
+  // session, 19 KiB a step of mlp:64-64-10.
+  train_cluster tc{false, "", false, "[limits]\ntrainer_evidence_bytes = 1048576\n"};
+  auto evidence_files = [&](size_t host) {
+    size_t n = 0;
+    std::error_code ec;
+    for (auto& f : std::filesystem::directory_iterator(tc.nodes[host].dir / "evidence", ec)) {
+      BOOST_TEST(f.path().extension() == ".ev");
+      ++n;
+    }
+    return n;
+  };
+  auto verified = [&](uint64_t steps) {
+    auto o = tc.job({tc.nodes[0].id, tc.nodes[1].id}, 1, steps);
+    o.verifier = tc.nodes[0].id;
+    return o;
+  };
+  auto refused = train::run_job(*tc.c, verified(100));
+  BOOST_REQUIRE(!refused);
+  BOOST_TEST(why(refused).find("keep 2 MiB of evidence for the rater") != std::string::npos,
+             why(refused));
+  BOOST_TEST(why(refused).find("trainer_evidence_bytes (1 MiB)") != std::string::npos,
+             why(refused));
+  // 40 steps fit: every step's evidence is kept, one file per session.
+  auto kept = train::run_job(*tc.c, verified(40));
+  BOOST_REQUIRE_MESSAGE(kept, why(kept));
+  BOOST_TEST(kept->steps == 40u);
+  for (size_t h : {size_t{0}, size_t{1}})
+    BOOST_TEST(evidence_files(h) >= 1u, "host " << h);
+  // Unverified, nothing is kept and no bound applies.
+  std::vector<size_t> before{evidence_files(0), evidence_files(1)};
+  auto unverified = train::run_job(*tc.c, tc.job({tc.nodes[0].id, tc.nodes[1].id}, 1, 100));
+  BOOST_REQUIRE_MESSAGE(unverified, why(unverified));
+  BOOST_TEST(unverified->steps == 100u);
+  for (size_t h : {size_t{0}, size_t{1}})
+    BOOST_TEST(evidence_files(h) <= before[h], "host " << h);
+}
+
 BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   // An admitted client floods a trainer host with joins: those that fail
   // (data it cannot read) free everything at once, and no more than
