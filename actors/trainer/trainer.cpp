@@ -176,7 +176,8 @@ struct worker_state {
   /// the rater after the session ends, in a file of the host's data dir
   /// (created at the first step, removed with the session).
   std::unique_ptr<train::evidence_store> evidence;
-  bool keep_evidence_of_steps = true; ///< false once a run says the job is unverified
+  bool keep_evidence_of_steps = true; ///< false while a run says the job is unverified
+  bool ran_unverified = false;        ///< some run kept no evidence: no receipt for a verifier
   bool finished = false;
 
   struct step_stats {
@@ -551,6 +552,7 @@ struct worker_state {
     // keeps the weights before each, and does not start a run it could not
     // keep them for (a step it cannot show would fail it).
     keep_evidence_of_steps = !s.getUnverified();
+    ran_unverified = ran_unverified || s.getUnverified();
     if (keep_evidence_of_steps) {
       uint64_t per_step = model->params().size() * 4;
       uint64_t need = (evidence ? evidence->bytes() : 0) + per_step * count;
@@ -730,6 +732,13 @@ struct worker_state {
         });
       }
       case schema::TrainQuery::FINISH: {
+        // A rater would fail every step it cannot show: no receipt for
+        // work whose evidence was not kept.
+        if (q.getVerifier().size() == 32 && ran_unverified)
+          return make_error(errc::invalid_argument,
+                            "TrainQuery.finish names a verifier, but this session's runs were "
+                            "unverified (TrainStep.unverified): it kept no evidence to be checked "
+                            "against");
         auto root = ledger::merkle_root(log, "aicon-worklog-node-v1");
         auto msg = train::worklog_signing_bytes(session, rank, size, first_step, log.size(), root);
         auto sig = ctx.self->sign(msg);
@@ -958,6 +967,10 @@ struct slot {
   /// Finished: kept for the rater until then (TrainQuery.keepMs); beyond
   /// the count bound, the soonest to expire goes first.
   std::chrono::steady_clock::time_point keep_until{};
+  /// Finished for a verifier (it signed a work receipt naming a rater):
+  /// its evidence is owed to that rater until keep_until, so its
+  /// coordinator cannot drop it and the count bound takes it last.
+  bool owed = false;
   std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
   std::array<uint8_t, 32> job{};   ///< TrainConfig.job: what its lease (if any) is for
   /// Last request of its coordinator (join, step, link, run, query): a
@@ -1120,15 +1133,22 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
   // goes first (the oldest of those kept as long).
   while (st.slots->size() - training
          >= finished_per_slot_max * std::max<size_t>(st.ctx.lim.trainer_slots, 1)) {
+    // A session whose evidence a rater is owed goes only when no other
+    // finished one is left (a peer's flood of joins cannot push it out).
     auto oldest = st.slots->end();
     for (auto i = st.slots->begin(); i != st.slots->end(); ++i)
       if (i->second.finished
           && (oldest == st.slots->end()
-              || std::tie(i->second.keep_until, i->second.seq)
-                   < std::tie(oldest->second.keep_until, oldest->second.seq)))
+              || std::tie(i->second.owed, i->second.keep_until, i->second.seq)
+                   < std::tie(oldest->second.owed, oldest->second.keep_until, oldest->second.seq)))
         oldest = i;
     if (oldest == st.slots->end())
       break;
+    if (oldest->second.owed && clock_type::now() < oldest->second.keep_until)
+      log_warning("trainer: more than {} finished sessions kept: session {} rank {} goes before its "
+               "rater's keeping ends (its evidence is owed; raise trainer_slots or keep less)",
+               finished_per_slot_max * std::max<size_t>(st.ctx.lim.trainer_slots, 1),
+               to_hex({oldest->first.first.data(), 8}), oldest->first.second);
     caf::anon_send_exit(oldest->second.worker, caf::exit_reason::user_shutdown);
     st.slots->erase(oldest);
   }
@@ -1334,8 +1354,23 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     auto dst = target(self, q.getSession(), q.getRank(), false);
     if (!dst)
       return dst.error();
-    if (q.which() == schema::TrainQuery::DROP)
-      self->state.slots->erase({*id, q.getRank()});
+    session_key key{*id, q.getRank()};
+    if (q.which() == schema::TrainQuery::DROP) {
+      // Evidence owed to a rater stays until its keeping ends: else a
+      // coordinator (the payer's own client) could finish the ring, drop
+      // it and have the rater fail its honest trainers for evidence gone.
+      if (auto s = self->state.slots->find(key);
+          s != self->state.slots->end() && s->second.owed && clock_type::now() < s->second.keep_until)
+        return make_error(
+          errc::forbidden,
+          fmt::format("TrainQuery.drop: rank {} of this session finished for a verifier and keeps "
+                      "its evidence for that rater {} s more; it is not dropped before",
+                      q.getRank(),
+                      std::chrono::duration_cast<std::chrono::seconds>(s->second.keep_until
+                                                                       - clock_type::now())
+                        .count()));
+      self->state.slots->erase(key);
+    }
     if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour, or keepMs
       // (Bounded in count too: finished_per_slot_max, the soonest to expire first.)
       constexpr uint64_t week_ms = 7ull * 24 * 3600 * 1000;
@@ -1346,6 +1381,21 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
         s->second.keep_until = std::max(s->second.keep_until, clock_type::now() + keep);
       }
       self->delayed_send(self, keep, drop_atom::value, *id, q.getRank());
+      if (q.getVerifier().size() == 32) {
+        // Owed once the trainer has signed its log and receipt for the
+        // verifier.
+        auto rp = self->make_response_promise<envelope>();
+        auto slots = self->state.slots;
+        self->request(*dst, caf::duration{long_wait}, env)
+          .then(
+            [rp, slots, key](envelope& reply) mutable {
+              if (auto s = slots->find(key); s != slots->end())
+                s->second.owed = true;
+              rp.deliver(std::move(reply));
+            },
+            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      }
     }
     return relay_to(self, *dst, env, caf::duration{long_wait});
   });

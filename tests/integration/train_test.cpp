@@ -605,6 +605,20 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
                  != std::string::npos,
                describe(replaced.error()));
   }
+  // Its coordinator's run of too many steps at once is refused by name
+  // (the refusal reached nobody once, and the request timed out).
+  {
+    auto too_many = tc.c->request(*dst, make_envelope<schema::TrainStep>([&](auto q) {
+                                    q.setSession(kj::arrayPtr(s1.data(), 32));
+                                    q.setToken(kj::arrayPtr(token.data(), 32));
+                                    q.setCount(10'000'001);
+                                  }),
+                                  20s);
+    BOOST_REQUIRE(!too_many);
+    BOOST_TEST(describe(too_many.error()).find("at most 10000000 steps at once") != std::string::npos,
+               describe(too_many.error()));
+    BOOST_TEST((code_of(too_many.error()) == errc::invalid_argument));
+  }
   // The coordinator's own requests still work: the trainer is still there.
   auto checkpoint = ask(s1, token, [](auto q) { q.setCheckpoint(); });
   BOOST_TEST(static_cast<bool>(checkpoint), (checkpoint ? std::string{} : describe(checkpoint.error())));
@@ -650,6 +664,52 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
              "the kept ring was dropped before sessions that expire sooner");
   BOOST_TEST(!ask(s2, token, [](auto q) { q.setDigests(); }),
              "more finished sessions than the bound are kept");
+  // A session finished for a verifier owes its evidence to that rater: its
+  // coordinator cannot drop it before its keeping ends (else it could have
+  // the rater fail honest trainers for evidence gone), and a flood of
+  // later sessions pushes out those owed nothing first.
+  auto owed = fresh();
+  BOOST_REQUIRE(tc.c->request(*dst, join(owed, digits_csv().string()), 60s));
+  auto rater = fresh();
+  BOOST_REQUIRE(ask(owed, token, [&](auto q) {
+    q.setFinish();
+    q.setVerifier(kj::arrayPtr(rater.data(), 32));
+  }));
+  auto not_dropped = ask(owed, token, [](auto q) { q.setDrop(); });
+  BOOST_REQUIRE(!not_dropped);
+  BOOST_TEST(describe(not_dropped.error()).find("keeps its evidence for that rater") != std::string::npos,
+             describe(not_dropped.error()));
+  BOOST_TEST((code_of(not_dropped.error()) == errc::forbidden));
+  for (int i = 0; i < 8; ++i) {
+    auto later = fresh();
+    BOOST_REQUIRE(tc.c->request(*dst, join(later, digits_csv().string()), 60s));
+    BOOST_REQUIRE(ask(later, token, [](auto q) {
+      q.setFinish();
+      q.setKeepMs(48ull * 3600 * 1000); // outlives the owed session's hour: still goes first
+    }));
+  }
+  BOOST_TEST(static_cast<bool>(ask(owed, token, [](auto q) { q.setDigests(); })),
+             "a session owed to its rater was pushed out by sessions owed nothing");
+  // A run that kept no evidence (unverified) signs no receipt for a
+  // verifier: its rater would fail every step.
+  auto loose = fresh();
+  BOOST_REQUIRE(tc.c->request(*dst, join(loose, digits_csv().string()), 60s));
+  auto ran = tc.c->request(*dst, make_envelope<schema::TrainStep>([&](auto q) {
+                             q.setSession(kj::arrayPtr(loose.data(), 32));
+                             q.setToken(kj::arrayPtr(token.data(), 32));
+                             q.setCount(3);
+                             q.setUnverified(true);
+                           }),
+                           60s);
+  BOOST_REQUIRE_MESSAGE(ran, why(ran));
+  auto unowed = ask(loose, token, [&](auto q) {
+    q.setFinish();
+    q.setVerifier(kj::arrayPtr(rater.data(), 32));
+  });
+  BOOST_REQUIRE(!unowed);
+  BOOST_TEST(describe(unowed.error()).find("runs were unverified") != std::string::npos,
+             describe(unowed.error()));
+  BOOST_TEST(static_cast<bool>(finish(loose)), "the same session finished for no verifier");
 }
 
 BOOST_AUTO_TEST_CASE(the_nccl_transport_needs_a_gpu_and_matches_the_ring) {
