@@ -436,6 +436,33 @@ struct rater_state {
 
   hash256 token{}; ///< the session's token from the rate request being served
 
+  /// A trainer's host out of reach for now (its link down, the host
+  /// restarting): not an answer from the trainer.
+  static bool unreachable(const caf::error& e) {
+    auto c = code_of(e);
+    return c == errc::peer_down || c == errc::unknown_node;
+  }
+
+  /// Hosts that stayed out of reach for a whole retry in the rating being
+  /// served: asked once from then on.
+  std::set<node_id> out_of_reach;
+
+  /// Asks a trainer's host, again for up to 30 s while it is out of reach
+  /// (a restarted host's links come back within seconds).
+  caf::expected<envelope> ask_trainer(const node_id& host, const envelope& req) {
+    auto deadline = clock_type::now() + std::chrono::seconds(30);
+    for (;;) {
+      auto r = ask("trainer@" + host.hex(), req);
+      if (r || !unreachable(r.error()) || out_of_reach.count(host))
+        return r;
+      if (clock_type::now() >= deadline) {
+        out_of_reach.insert(host);
+        return r;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  }
+
   envelope trainer_query(const hash256& session, uint32_t rank,
                          const std::function<void(schema::TrainQuery::Builder)>& f) {
     return make_envelope<schema::TrainQuery>([&](schema::TrainQuery::Builder b) {
@@ -568,11 +595,13 @@ struct rater_state {
         early[i] = "no work receipt for this job signed by the trainer";
         continue;
       }
-      auto d = ask("trainer@" + c.host.hex(), trainer_query(session, r, [](auto b) {
-                     b.setDigests();
-                   }));
+      auto d = ask_trainer(c.host, trainer_query(session, r, [](auto b) { b.setDigests(); }));
       if (!d) {
         gone(i, "its digests are unavailable: " + what_of(d.error()));
+        // Out of reach before any step was drawn: nothing to hide yet, so
+        // no culprit (a trainer that says it has no log is one).
+        if (unreachable(d.error()))
+          out[i].v.no_culprit = true;
         continue;
       }
       opened<schema::WorkLogDigests> w{*d};
@@ -618,10 +647,10 @@ struct rater_state {
         ++v.challenged;
         auto step = first[i] + off;
         bool within = tolerant[i];
-        auto e = ask("trainer@" + out[i].host.hex(), trainer_query(session, r, [step, within](auto b) {
-                       b.setEvidence(step);
-                       b.setWithGradient(within);
-                     }));
+        auto e = ask_trainer(out[i].host, trainer_query(session, r, [step, within](auto b) {
+                               b.setEvidence(step);
+                               b.setWithGradient(within);
+                             }));
         if (!e) {
           v.why = fmt::format("step {}: no evidence: {}", step, what_of(e.error()));
           v.no_culprit = ring.earlier;
@@ -667,10 +696,9 @@ struct rater_state {
           for (size_t o = 0; o < out.size(); ++o) {
             if (o == i || !early[o].empty())
               continue;
-            auto d = ask("trainer@" + out[o].host.hex(),
-                         trainer_query(session, out[o].rank, [step](auto b) {
-                           b.setWeightsDigest(step);
-                         }));
+            auto d = ask_trainer(out[o].host, trainer_query(session, out[o].rank, [step](auto b) {
+                                   b.setWeightsDigest(step);
+                                 }));
             if (!d)
               continue; // (its evidence of that step dropped, or its host gone)
             opened<schema::WeightsDigest> wd{*d};
@@ -721,6 +749,7 @@ struct rater_state {
 
   caf::expected<envelope> rate(schema::RateRequest::Reader req) {
     auto t0 = clock_type::now();
+    out_of_reach.clear();
     if (req.getJob().size() != 32 || req.getSession().size() != 32)
       return make_error(errc::invalid_argument, "RateRequest: job and session must be 32 bytes");
     auto n = req.getRanks().size();

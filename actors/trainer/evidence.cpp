@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include "runtime/error.hpp"
 
@@ -35,11 +36,59 @@ caf::expected<std::unique_ptr<evidence_store>> evidence_store::create(std::files
   return std::unique_ptr<evidence_store>(new evidence_store(std::move(file), fd, max_bytes));
 }
 
+caf::expected<std::unique_ptr<evidence_store>>
+evidence_store::open(std::filesystem::path file, uint64_t max_bytes,
+                     const std::vector<indexed>& index) {
+  int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    return make_error(errc::io_error,
+                      fmt::format("evidence: cannot open {}: {}", file.string(), sys_error()));
+  std::unique_ptr<evidence_store> out(new evidence_store(file, fd, max_bytes));
+  out->keep_file_ = true; // until the index checks out: a refused file is not this store's
+  std::error_code ec;
+  auto length = std::filesystem::file_size(file, ec);
+  if (ec)
+    return make_error(errc::io_error,
+                      fmt::format("evidence: cannot size {}: {}", file.string(), ec.message()));
+  for (auto& r : index) {
+    if (r.floats > (uint64_t{1} << 40) || r.offset > length || r.floats * 4 > length - r.offset)
+      return make_error(errc::not_found,
+                        fmt::format("evidence: {} is {} bytes, its index puts step {} at {}..{}",
+                                    file.string(), length, r.step, r.offset,
+                                    r.offset + r.floats * 4));
+    if (!out->index_.emplace(r.step, record{r.epoch, r.cursor, r.offset, r.floats}).second)
+      return make_error(errc::invalid_argument,
+                        fmt::format("evidence: the index of {} names step {} twice",
+                                    file.string(), r.step));
+    out->bytes_ += r.floats * 4;
+  }
+  out->end_ = length;
+  out->keep_file_ = false;
+  return out;
+}
+
 evidence_store::~evidence_store() {
   if (fd_ >= 0)
     ::close(fd_);
+  if (keep_file_)
+    return;
   std::error_code ec;
   std::filesystem::remove(file_, ec);
+}
+
+std::vector<evidence_store::indexed> evidence_store::index() const {
+  std::vector<indexed> out;
+  out.reserve(index_.size());
+  for (auto& [step, r] : index_)
+    out.push_back({step, r.epoch, r.cursor, r.offset, r.floats});
+  return out;
+}
+
+caf::error evidence_store::sync() const {
+  if (::fdatasync(fd_) != 0)
+    return make_error(errc::io_error,
+                      fmt::format("evidence: cannot sync {}: {}", file_.string(), sys_error()));
+  return {};
 }
 
 void evidence_store::release(const record& r) {
@@ -111,6 +160,187 @@ caf::expected<evidence_store::entry> evidence_store::get(uint64_t step) const {
     left -= static_cast<size_t>(n);
   }
   return out;
+}
+
+// ---- What a finished session owes its rater ----------------------------------
+
+namespace {
+
+constexpr char owed_magic[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '1'};
+
+void put64(std::vector<uint8_t>& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+struct reader {
+  const std::vector<uint8_t>& b;
+  size_t at = 0;
+  bool short_ = false;
+  uint64_t u64() {
+    if (b.size() - at < 8) {
+      short_ = true;
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i)
+      v |= uint64_t{b[at + i]} << (8 * i);
+    at += 8;
+    return v;
+  }
+  void bytes32(std::array<uint8_t, 32>& out) {
+    if (b.size() - at < 32) {
+      short_ = true;
+      return;
+    }
+    std::memcpy(out.data(), b.data() + at, 32);
+    at += 32;
+  }
+};
+
+} // namespace
+
+std::vector<uint8_t> owed_bytes(const owed_session& o) {
+  std::vector<uint8_t> out(owed_magic, owed_magic + 8);
+  out.insert(out.end(), o.session.begin(), o.session.end());
+  out.insert(out.end(), o.token.begin(), o.token.end());
+  put64(out, o.rank);
+  put64(out, o.size);
+  put64(out, o.global_batch);
+  put64(out, o.keep_until_ms);
+  put64(out, o.rows);
+  put64(out, o.seed);
+  put64(out, o.first_step);
+  put64(out, o.index.size());
+  for (auto& r : o.index) {
+    put64(out, r.step);
+    put64(out, r.epoch);
+    put64(out, r.cursor);
+    put64(out, r.offset);
+    put64(out, r.floats);
+  }
+  put64(out, o.log.size());
+  for (auto& d : o.log)
+    out.insert(out.end(), d.begin(), d.end());
+  std::array<uint8_t, 32> h;
+  crypto_generichash(h.data(), h.size(), out.data(), out.size(), nullptr, 0);
+  out.insert(out.end(), h.begin(), h.end());
+  return out;
+}
+
+caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what) {
+  if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), owed_magic, 8) != 0)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: not an owed-evidence record (no AICONOW1 magic)", what));
+  std::array<uint8_t, 32> h;
+  crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size() - 32, nullptr, 0);
+  if (sodium_memcmp(h.data(), bytes.data() + bytes.size() - 32, 32) != 0)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: its checksum does not match (a torn or corrupt file)", what));
+  std::vector<uint8_t> body(bytes.begin() + 8, bytes.end() - 32);
+  reader r{body};
+  owed_session o;
+  r.bytes32(o.session);
+  r.bytes32(o.token);
+  o.rank = static_cast<uint32_t>(r.u64());
+  o.size = static_cast<uint32_t>(r.u64());
+  o.global_batch = static_cast<uint32_t>(r.u64());
+  o.keep_until_ms = r.u64();
+  o.rows = r.u64();
+  o.seed = r.u64();
+  o.first_step = r.u64();
+  auto n = r.u64();
+  if (n > body.size() / 40)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: {} index entries do not fit in {} bytes", what, n, body.size()));
+  for (uint64_t i = 0; i < n && !r.short_; ++i) {
+    evidence_store::indexed e;
+    e.step = r.u64();
+    e.epoch = r.u64();
+    e.cursor = r.u64();
+    e.offset = r.u64();
+    e.floats = r.u64();
+    o.index.push_back(e);
+  }
+  auto m = r.short_ ? 0 : r.u64();
+  if (m > body.size() / 32)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: {} step digests do not fit in {} bytes", what, m, body.size()));
+  o.log.resize(m);
+  for (auto& d : o.log)
+    r.bytes32(d);
+  if (r.short_ || r.at != body.size())
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: its fields do not fill it as they should", what));
+  if (o.size == 0 || o.rank >= o.size || o.global_batch == 0)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: rank {} of {}, global batch {}", what, o.rank, o.size,
+                                  o.global_batch));
+  return o;
+}
+
+caf::error write_owed(const std::filesystem::path& file, const owed_session& o) {
+  auto bytes = owed_bytes(o);
+  auto tmp = file;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return make_error(errc::io_error,
+                      fmt::format("evidence: cannot create {}: {}", tmp.string(), sys_error()));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      auto why = sys_error();
+      ::close(fd);
+      return make_error(errc::io_error,
+                        fmt::format("evidence: cannot write {}: {}", tmp.string(), why));
+    }
+    done += static_cast<size_t>(n);
+  }
+  bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  std::error_code ec;
+  if (!synced)
+    return make_error(errc::io_error,
+                      fmt::format("evidence: cannot sync {}: {}", tmp.string(), sys_error()));
+  std::filesystem::rename(tmp, file, ec);
+  if (ec)
+    return make_error(errc::io_error, fmt::format("evidence: cannot rename {} to {}: {}",
+                                                  tmp.string(), file.string(), ec.message()));
+  return {};
+}
+
+caf::expected<owed_session> read_owed(const std::filesystem::path& file) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return make_error(errc::io_error,
+                      fmt::format("evidence: cannot open {}: {}", file.string(), sys_error()));
+  std::vector<uint8_t> bytes;
+  uint8_t buf[65536];
+  for (;;) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      auto why = sys_error();
+      ::close(fd);
+      return make_error(errc::io_error,
+                        fmt::format("evidence: cannot read {}: {}", file.string(), why));
+    }
+    if (n == 0)
+      break;
+    bytes.insert(bytes.end(), buf, buf + n);
+    if (bytes.size() > (uint64_t{1} << 32)) {
+      ::close(fd);
+      return make_error(errc::invalid_argument,
+                        fmt::format("evidence: {} is over 4 GiB", file.string()));
+    }
+  }
+  ::close(fd);
+  return parse_owed(bytes, file.string());
 }
 
 } // namespace aicon::train

@@ -15,6 +15,9 @@
 #include <span>
 #include <vector>
 
+#include <array>
+#include <string>
+
 #include <caf/expected.hpp>
 
 namespace aicon::train {
@@ -26,10 +29,21 @@ public:
     std::vector<float> weights;
   };
 
+  /// Where a step's weights lie in the file.
+  struct indexed {
+    uint64_t step = 0, epoch = 0, cursor = 0, offset = 0, floats = 0;
+    bool operator==(const indexed&) const = default;
+  };
+
   /// A fresh store in `file` (replaced if it exists), keeping at most
   /// `max_bytes` of weights: past that, the oldest steps' records go.
   static caf::expected<std::unique_ptr<evidence_store>> create(std::filesystem::path file,
                                                                uint64_t max_bytes);
+  /// The store a process before this one left in `file`, with the index it
+  /// wrote down (owed_session): refused, naming the file, when the file
+  /// is missing or shorter than the index says.
+  static caf::expected<std::unique_ptr<evidence_store>>
+  open(std::filesystem::path file, uint64_t max_bytes, const std::vector<indexed>& index);
   ~evidence_store();
   evidence_store(const evidence_store&) = delete;
   evidence_store& operator=(const evidence_store&) = delete;
@@ -40,6 +54,16 @@ public:
   /// The record of `step`: not_found (naming the steps kept) when it was
   /// never kept or has been dropped; an I/O error names the file.
   caf::expected<entry> get(uint64_t step) const;
+
+  /// Every record, by step.
+  std::vector<indexed> index() const;
+  /// Flushes the file to the disk (its evidence must outlive the process).
+  caf::error sync() const;
+  /// The file stays when the store goes (the host is stopping and the
+  /// evidence is owed to a rater: the next process takes it up).
+  void keep_file() {
+    keep_file_ = true;
+  }
 
   bool has(uint64_t step) const {
     return index_.count(step) != 0;
@@ -72,6 +96,30 @@ private:
   uint64_t end_ = 0;   ///< the file's length
   uint64_t bytes_ = 0; ///< live records' bytes
   std::map<uint64_t, record> index_;
+  bool keep_file_ = false;
 };
+
+/// What a trainer host writes down when a session finishes for a verifier
+/// (`<session>-<rank>.owed` beside its evidence file): enough to answer
+/// the rater's digests, evidence and weight digests after the process is
+/// gone, until keep_until (wall clock). Without the session's model and
+/// data, a gradient can no longer be recomputed (TrainQuery.withGradient).
+struct owed_session {
+  std::array<uint8_t, 32> session{}, token{};
+  uint32_t rank = 0, size = 1, global_batch = 1;
+  uint64_t keep_until_ms = 0, rows = 0, seed = 0, first_step = 0;
+  std::vector<evidence_store::indexed> index;
+  std::vector<std::array<uint8_t, 32>> log; ///< the step digests
+  bool operator==(const owed_session&) const = default;
+};
+
+/// The bytes of an owed session: "AICONOW1", the fields, BLAKE2b-256 of
+/// all that.
+std::vector<uint8_t> owed_bytes(const owed_session& o);
+/// Parses and checks them; errors name `what` and what was wrong.
+caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what);
+/// Writes `file` whole or not at all (a temporary file, synced, renamed).
+caf::error write_owed(const std::filesystem::path& file, const owed_session& o);
+caf::expected<owed_session> read_owed(const std::filesystem::path& file);
 
 } // namespace aicon::train

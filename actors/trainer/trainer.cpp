@@ -148,6 +148,70 @@ std::filesystem::path evidence_dir(const role_context& ctx) {
          / fmt::format("aicon-evidence-{}-{}", ::getpid(), ctx.self->id().short_hex());
 }
 
+/// How long a finished session keeps its evidence: TrainQuery.keepMs (at
+/// most 7 days), or an hour.
+std::chrono::milliseconds keep_of(schema::TrainQuery::Reader q) {
+  constexpr uint64_t week_ms = 7ull * 24 * 3600 * 1000;
+  return q.getKeepMs() > 0 ? std::chrono::milliseconds(std::min(q.getKeepMs(), week_ms))
+                           : std::chrono::milliseconds(std::chrono::hours(1));
+}
+
+/// The answers a session's evidence gives (a live trainer's, or one a
+/// restarted host took up from its files).
+envelope evidence_reply(uint64_t step, const train::evidence_store::entry& e,
+                        const std::vector<uint32_t>& idx, const std::vector<float>& grad) {
+  return make_envelope<schema::StepEvidence>([&](schema::StepEvidence::Builder b) {
+    if (!grad.empty())
+      b.setGradient(kj::arrayPtr(reinterpret_cast<const kj::byte*>(grad.data()), grad.size() * 4));
+    b.setStep(step);
+    b.setEpoch(e.epoch);
+    b.setCursor(e.cursor);
+    b.setWeights(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.weights.data()),
+                              e.weights.size() * 4));
+    auto l = b.initIndices(static_cast<unsigned>(idx.size()));
+    for (unsigned i = 0; i < idx.size(); ++i)
+      l.set(i, idx[i]);
+  });
+}
+
+caf::expected<envelope> weights_digest_reply(const train::evidence_store& ev, uint64_t step) {
+  auto got = ev.get(step);
+  if (!got)
+    return got.error();
+  auto& w = got->weights;
+  std::array<uint8_t, 32> d{};
+  crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4,
+                     nullptr, 0);
+  return make_envelope<schema::WeightsDigest>([&](schema::WeightsDigest::Builder b) {
+    b.setStep(step);
+    b.setDigest(kj::arrayPtr(d.data(), 32));
+  });
+}
+
+envelope digests_reply(uint64_t first_step, const std::vector<hash256>& log) {
+  return make_envelope<schema::WorkLogDigests>([&](schema::WorkLogDigests::Builder b) {
+    b.setFirstStep(first_step);
+    auto l = b.initDigests(static_cast<unsigned>(log.size()));
+    for (unsigned i = 0; i < log.size(); ++i)
+      l.set(i, kj::arrayPtr(log[i].data(), 32));
+  });
+}
+
+/// A finished session's evidence files when its keeper goes: kept for the
+/// next process when the host is stopping and a rater is owed them,
+/// removed otherwise (its keeping ended, or it was dropped).
+void release_evidence(const role_context& ctx, train::evidence_store* ev,
+                      const std::filesystem::path& owed_file) {
+  if (owed_file.empty())
+    return;
+  if (ev && ctx.stopping && ctx.stopping->load()) {
+    ev->keep_file();
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove(owed_file, ec);
+}
+
 struct worker_state {
   role_context ctx;
   caf::actor_system* sys = nullptr;
@@ -178,7 +242,46 @@ struct worker_state {
   std::unique_ptr<train::evidence_store> evidence;
   bool keep_evidence_of_steps = true; ///< false while a run says the job is unverified
   bool ran_unverified = false;        ///< some run kept no evidence: no receipt for a verifier
+  std::array<uint8_t, 32> token{};    ///< the session's (written down with owed evidence)
+  /// Finished for a verifier: what the rater is owed is written here too,
+  /// so a host restarted before the rating still answers it.
+  std::filesystem::path owed_file;
   bool finished = false;
+
+  ~worker_state() {
+    release_evidence(ctx, evidence.get(), owed_file);
+  }
+
+  /// Writes down what a session finished for a verifier owes its rater
+  /// until `keep` from now; a failure is logged (the evidence still
+  /// answers while this process lives).
+  void write_owed(std::chrono::milliseconds keep) {
+    if (!evidence)
+      return;
+    train::owed_session o;
+    o.session = session;
+    o.token = token;
+    o.rank = rank;
+    o.size = size;
+    o.global_batch = global_batch;
+    o.keep_until_ms = static_cast<uint64_t>(wall_ms() + keep.count());
+    o.rows = data.train.rows;
+    o.seed = seed;
+    o.first_step = first_step;
+    o.index = evidence->index();
+    o.log = log;
+    auto file = evidence->file();
+    file.replace_extension(".owed");
+    caf::error err = evidence->sync();
+    if (!err)
+      err = train::write_owed(file, o);
+    if (err) {
+      log_warning("trainer: rank {} of session {}: its evidence will not outlive this process: {}",
+                  rank, to_hex({session.data(), 8}), describe(err));
+      return;
+    }
+    owed_file = file;
+  }
 
   struct step_stats {
     double loss = 0;      ///< this rank's rows
@@ -670,19 +773,7 @@ struct worker_state {
           return m.error();
         grad = train::local_gradient(*m, data.train, idx, global_batch).first;
       }
-      return make_envelope<schema::StepEvidence>([&](schema::StepEvidence::Builder b) {
-        if (!grad.empty())
-          b.setGradient(kj::arrayPtr(reinterpret_cast<const kj::byte*>(grad.data()),
-                                     grad.size() * 4));
-        b.setStep(step);
-        b.setEpoch(e.epoch);
-        b.setCursor(e.cursor);
-        b.setWeights(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.weights.data()),
-                                  e.weights.size() * 4));
-        auto l = b.initIndices(static_cast<unsigned>(idx.size()));
-        for (unsigned i = 0; i < idx.size(); ++i)
-          l.set(i, idx[i]);
-      });
+      return evidence_reply(step, e, idx, grad);
     }
     if (q.which() == schema::TrainQuery::WEIGHTS_DIGEST) {
       auto step = q.getWeightsDigest();
@@ -691,25 +782,10 @@ struct worker_state {
                           fmt::format("no evidence of step {} here ({})", step,
                                       keep_evidence_of_steps ? "no step logged"
                                                              : "an unverified job's: none kept"));
-      auto got = evidence->get(step);
-      if (!got)
-        return got.error();
-      auto& w = got->weights;
-      std::array<uint8_t, 32> d{};
-      crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(w.data()),
-                         w.size() * 4, nullptr, 0);
-      return make_envelope<schema::WeightsDigest>([&](schema::WeightsDigest::Builder b) {
-        b.setStep(step);
-        b.setDigest(kj::arrayPtr(d.data(), 32));
-      });
+      return weights_digest_reply(*evidence, step);
     }
     if (q.which() == schema::TrainQuery::DIGESTS)
-      return make_envelope<schema::WorkLogDigests>([&](schema::WorkLogDigests::Builder b) {
-        b.setFirstStep(first_step);
-        auto l = b.initDigests(static_cast<unsigned>(log.size()));
-        for (unsigned i = 0; i < log.size(); ++i)
-          l.set(i, kj::arrayPtr(log[i].data(), 32));
-      });
+      return digests_reply(first_step, log);
     if (q.which() == schema::TrainQuery::DROP)
       return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
     if (!model && q.which() != schema::TrainQuery::FINISH)
@@ -803,6 +879,7 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
   st.session = session;
   st.rank = rank;
   st.size = size;
+  std::memcpy(st.token.data(), ropts.token.data(), st.token.size());
   st.member = link.member;
   if (link.nccl) {
     st.nccl = true;
@@ -926,6 +1003,8 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         if (which == schema::TrainQuery::FINISH && out) {
           // Training is over; the log and the evidence stay for the rater.
           st.finished = true;
+          if (q->getVerifier().size() == 32)
+            st.write_owed(keep_of(q.root()));
           if (st.member)
             caf::anon_send_exit(st.member, caf::exit_reason::user_shutdown);
           st.reducer.reset();
@@ -953,6 +1032,76 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
       }
       if (more)
         self->send(self, run_atom::value);
+    },
+  };
+}
+
+// ---- Evidence a restarted host took up ----------------------------------------
+
+/// A session finished for a verifier before this process started: it
+/// answers the rater from the files (digests, evidence, weight digests)
+/// until its keeping ends, and nothing else.
+struct restored_state {
+  role_context ctx;
+  train::owed_session owed;
+  std::shared_ptr<train::evidence_store> evidence; ///< this actor's alone once spawned
+  std::filesystem::path owed_file;
+  ~restored_state() {
+    release_evidence(ctx, evidence.get(), owed_file);
+  }
+  static inline const char* name = "aicon.trainer_restored";
+};
+
+using restored_actor = caf::stateful_actor<restored_state>;
+
+caf::behavior restored_session(restored_actor* self, role_context ctx, train::owed_session owed,
+                               std::shared_ptr<train::evidence_store> ev,
+                               std::filesystem::path owed_file) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.owed = std::move(owed);
+  st.evidence = std::move(ev);
+  st.owed_file = std::move(owed_file);
+  return {
+    [self](const envelope& env) -> caf::result<envelope> {
+      auto& st = self->state;
+      if (env.type_id != capnp::typeId<schema::TrainQuery>())
+        return make_error(errc::invalid_argument,
+                          "this session finished before the host restarted: it answers only "
+                          "its rater's TrainQuery (digests, evidence, weightsDigest)");
+      opened<schema::TrainQuery> q{env};
+      if (!q)
+        return q.error();
+      switch (q->which()) {
+        case schema::TrainQuery::DIGESTS:
+          return digests_reply(st.owed.first_step, st.owed.log);
+        case schema::TrainQuery::WEIGHTS_DIGEST:
+          return weights_digest_reply(*st.evidence, q->getWeightsDigest());
+        case schema::TrainQuery::EVIDENCE: {
+          auto step = q->getEvidence();
+          if (q->getWithGradient())
+            return make_error(errc::not_found,
+                              fmt::format("no gradient of step {} here: the session finished "
+                                          "before the host restarted, its model and data are "
+                                          "gone (the weights are kept)",
+                                          step));
+          auto e = st.evidence->get(step);
+          if (!e)
+            return e.error();
+          auto perm = train::epoch_permutation(static_cast<uint32_t>(st.owed.rows), st.owed.seed,
+                                               e->epoch);
+          auto idx = train::batch_slice(perm, e->cursor, st.owed.global_batch, st.owed.rank,
+                                        st.owed.size);
+          return evidence_reply(step, *e, idx, {});
+        }
+        case schema::TrainQuery::DROP:
+          self->quit();
+          return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
+        default:
+          return make_error(errc::invalid_argument,
+                            "this session finished before the host restarted: only its "
+                            "evidence is kept (digests, evidence, weightsDigest)");
+      }
     },
   };
 }
@@ -1287,16 +1436,72 @@ caf::expected<caf::actor> target(role_actor* self, capnp::Data::Reader session, 
   return member ? it->second.member : it->second.worker;
 }
 
+/// At start: the sessions an earlier process of this host finished for a
+/// verifier, whose keeping has not ended, answer their raters again from
+/// their files; every other file in evidence/ (a session that was running,
+/// one past its keeping, a torn or corrupt record) goes, each refusal
+/// logged by name.
+void restore_owed_evidence(role_actor* self) {
+  auto& st = self->state;
+  auto dir = evidence_dir(st.ctx);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    return;
+  std::set<std::filesystem::path> kept;
+  size_t restored = 0;
+  for (auto& f : std::filesystem::directory_iterator(dir, ec)) {
+    if (f.path().extension() != ".owed")
+      continue;
+    auto owed = train::read_owed(f.path());
+    if (!owed) {
+      log_warning("trainer: evidence owed to a rater not taken up: {}", describe(owed.error()));
+      continue;
+    }
+    auto name = fmt::format("{}-{}", to_hex({owed->session.data(), 32}), owed->rank);
+    if (f.path().stem() != name) {
+      log_warning("trainer: evidence owed to a rater not taken up: {} names session {} rank {}",
+                  f.path().string(), to_hex({owed->session.data(), 8}), owed->rank);
+      continue;
+    }
+    auto left_ms = static_cast<int64_t>(owed->keep_until_ms) - wall_ms();
+    if (left_ms <= 0)
+      continue; // its keeping ended while the host was down
+    auto ev_file = f.path();
+    ev_file.replace_extension(".ev");
+    auto ev = train::evidence_store::open(ev_file, st.ctx.lim.trainer_evidence_bytes, owed->index);
+    if (!ev) {
+      log_warning("trainer: evidence owed to a rater not taken up: {}", describe(ev.error()));
+      continue;
+    }
+    session_key key{owed->session, owed->rank};
+    slot s;
+    s.finished = true;
+    s.owed = true;
+    s.seq = ++st.joins;
+    s.keep_until = clock_type::now() + std::chrono::milliseconds(left_ms);
+    s.token = owed->token;
+    s.worker = self->spawn(restored_session, st.ctx, *owed,
+                           std::shared_ptr<train::evidence_store>(std::move(*ev)), f.path());
+    st.slots->emplace(key, std::move(s));
+    self->delayed_send(self, std::chrono::milliseconds(left_ms), drop_atom::value, key.first,
+                       key.second);
+    kept.insert(f.path());
+    kept.insert(ev_file);
+    ++restored;
+  }
+  for (auto& f : std::filesystem::directory_iterator(dir, ec))
+    if (!kept.count(f.path()))
+      std::filesystem::remove(f.path(), ec);
+  if (restored > 0)
+    log_info("trainer: took up the evidence of {} finished session(s) owed to their raters",
+             restored);
+}
+
 caf::behavior trainer_role(role_actor* self, role_context ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.table = std::make_unique<message_table>("trainer", trainer_access);
-  // Evidence files of sessions a killed process left behind: nobody can
-  // ask for them (a session lives in its process), so they go.
-  {
-    std::error_code ec;
-    std::filesystem::remove_all(evidence_dir(st.ctx), ec);
-  }
+  restore_owed_evidence(self);
   auto long_wait = std::chrono::minutes(10);
   st.table->on<schema::TrainerJoin>(
     [self](schema::TrainerJoin::Reader j) -> caf::error {
@@ -1373,9 +1578,7 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
     }
     if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour, or keepMs
       // (Bounded in count too: finished_per_slot_max, the soonest to expire first.)
-      constexpr uint64_t week_ms = 7ull * 24 * 3600 * 1000;
-      auto keep = q.getKeepMs() > 0 ? std::chrono::milliseconds(std::min(q.getKeepMs(), week_ms))
-                                    : std::chrono::milliseconds(std::chrono::hours(1));
+      auto keep = keep_of(q);
       if (auto s = self->state.slots->find({*id, q.getRank()}); s != self->state.slots->end()) {
         s->second.finished = true; // its trainer slot is free again
         s->second.keep_until = std::max(s->second.keep_until, clock_type::now() + keep);

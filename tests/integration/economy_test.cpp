@@ -171,6 +171,13 @@ struct economy_cluster {
     wait_linked(i);
   }
 
+  /// Kills host `i` (SIGKILL) and starts it again from its own config.
+  void restart_killed(size_t i) {
+    BOOST_TEST(hosts[i].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
+    hosts[i] = start_host(root / (names[i] + ".toml"), root / (names[i] + "-back.log"), {"-v"});
+    wait_linked(i);
+  }
+
   void wait_linked(size_t i) {
     for (size_t k = 0; k < nodes.size(); ++k)
       if (k != i)
@@ -558,7 +565,7 @@ BOOST_AUTO_TEST_CASE(gang_allocation_budgets_and_a_restart_that_keeps_leases) {
   }
   BOOST_TEST(ec.leases_of_job(b).empty());
   // The allocator's host restarts: A's leases are still there.
-  BOOST_TEST(ec.hosts[0].proc->stop(SIGTERM, 30s) == 0);
+  BOOST_TEST(ec.hosts[0].proc->stop(SIGTERM, 30s) == 0, ec.hosts[0].proc->log_text());
   ec.hosts[0] = start_host(ec.root / "c0.toml", ec.root / "c0-restart.log", {"-v"});
   BOOST_REQUIRE_MESSAGE(ec.hosts[0].proc->wait_for_log("restored", 20s),
                         ec.hosts[0].proc->log_text());
@@ -1506,6 +1513,47 @@ BOOST_AUTO_TEST_CASE(a_trainer_computing_at_weights_of_its_own_is_voted_out) {
   auto plan = train::plan_settlement(escrow, *rating, steps, 1, ec.payer.id());
   BOOST_TEST(plan.trainers == 0u);
   BOOST_TEST(plan.refund == escrow);
+}
+
+BOOST_AUTO_TEST_CASE(a_trainer_host_killed_after_its_ring_finished_still_answers_its_rater) {
+  // t1's host is killed (SIGKILL) after the job's ring finished and before
+  // the rating, then started again: the sessions it finished for the
+  // verifier wrote down what the rater is owed, so the new process answers
+  // the digests and evidence from its files and its honest trainers pass
+  // and are paid (they used to fail "no trainer ... on this host", a
+  // slashable failure).
+  economy_cluster ec;
+  ec.wait_offers(2);
+  auto job = random_job();
+  const uint64_t steps = 80, escrow = 4 * steps + 500;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
+  auto o = ec.allocated_job(job, steps);
+  auto r = train::run_job(*ec.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  ec.restart_killed(3);
+  BOOST_TEST(ec.hosts[3].proc->log_text().find(
+               "took up the evidence of 2 finished session(s) owed to their raters")
+               != std::string::npos,
+             ec.hosts[3].proc->log_text());
+  auto rated = ec.ask(0, "rater", ec.rate_request(o, *r), 120s);
+  BOOST_REQUIRE_MESSAGE(rated, why(rated));
+  auto rating = train::parse_rating(*rated);
+  BOOST_REQUIRE_MESSAGE(rating, why(rating));
+  BOOST_REQUIRE(rating->verdicts.size() == 4u);
+  for (auto& v : rating->verdicts) {
+    BOOST_TEST_MESSAGE("rank " << v.rank << ": " << (v.passed ? "passed" : "FAILED: " + v.why));
+    BOOST_TEST(v.passed, "rank " << v.rank << ": " << v.why);
+  }
+  BOOST_TEST(rating->slashed == 0u);
+  BOOST_TEST(rating->receipts == 4u);
+  // Its evidence files are still there, for the rest of their keeping.
+  size_t files = 0;
+  std::error_code ec_;
+  for (auto& f : std::filesystem::directory_iterator(ec.nodes[3].dir / "evidence", ec_)) {
+    BOOST_TEST_MESSAGE("kept: " << f.path().filename().string());
+    ++files;
+  }
+  BOOST_TEST(files == 4u); // two sessions' .ev and .owed
 }
 
 BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {

@@ -11,6 +11,7 @@
 
 using namespace aicon;
 using aicon::train::evidence_store;
+namespace train = aicon::train;
 using aicon::test::why;
 
 namespace {
@@ -89,6 +90,80 @@ BOOST_AUTO_TEST_CASE(an_evidence_file_that_cannot_be_made_is_named) {
   BOOST_TEST(describe(made.error()).find("evidence: cannot create") != std::string::npos,
              describe(made.error()));
   BOOST_TEST(describe(made.error()).find("plain") != std::string::npos, describe(made.error()));
+}
+
+BOOST_AUTO_TEST_CASE(owed_evidence_outlives_the_process_and_a_torn_record_is_refused) {
+  test::temp_dir dir;
+  auto file = dir / "evidence" / "s-1.ev";
+  const size_t n = 300;
+  train::owed_session o;
+  o.session.fill(7);
+  o.token.fill(9);
+  o.rank = 1;
+  o.size = 2;
+  o.global_batch = 32;
+  o.keep_until_ms = 1'900'000'000'000;
+  o.rows = 1437;
+  o.seed = 42;
+  o.first_step = 10;
+  {
+    auto made = evidence_store::create(file, 1 << 20);
+    BOOST_REQUIRE_MESSAGE(made, why(made));
+    for (uint64_t s = 10; s < 14; ++s) {
+      BOOST_REQUIRE(!(*made)->put(s, 0, (s - 10) * 32, weights_of(s, n)));
+      std::array<uint8_t, 32> d;
+      d.fill(static_cast<uint8_t>(s));
+      o.log.push_back(d);
+    }
+    BOOST_REQUIRE(!(*made)->sync());
+    o.index = (*made)->index();
+    // The host stops with the evidence owed: the file stays.
+    (*made)->keep_file();
+  }
+  BOOST_REQUIRE(std::filesystem::exists(file));
+  auto owed_file = dir / "evidence" / "s-1.owed";
+  BOOST_REQUIRE(!train::write_owed(owed_file, o));
+  BOOST_TEST(!std::filesystem::exists(dir / "evidence" / "s-1.owed.tmp"));
+  // The next process reads it back whole and answers from the same file.
+  auto back = train::read_owed(owed_file);
+  BOOST_REQUIRE_MESSAGE(back, why(back));
+  BOOST_TEST((*back == o));
+  {
+    auto opened = evidence_store::open(file, 1 << 20, back->index);
+    BOOST_REQUIRE_MESSAGE(opened, why(opened));
+    for (uint64_t s = 10; s < 14; ++s) {
+      auto e = (*opened)->get(s);
+      BOOST_REQUIRE_MESSAGE(e, why(e));
+      BOOST_TEST((e->weights == weights_of(s, n)));
+      BOOST_TEST(e->cursor == (s - 10) * 32);
+    }
+    // An index that reaches past the file is refused by name, and the
+    // file is not the refused store's to remove.
+    auto longer = back->index;
+    longer.back().floats += 1;
+    auto refused = evidence_store::open(file, 1 << 20, longer);
+    BOOST_REQUIRE(!refused);
+    BOOST_TEST(describe(refused.error()).find("its index puts step 13 at") != std::string::npos,
+               describe(refused.error()));
+    BOOST_TEST(std::filesystem::exists(file));
+  }
+  BOOST_TEST(!std::filesystem::exists(file)); // its keeping over: gone with the store
+  // A torn or flipped record is refused, naming the file.
+  auto bytes = train::owed_bytes(o);
+  for (size_t at : {size_t{0}, size_t{20}, bytes.size() / 2, bytes.size() - 1}) {
+    auto bad = bytes;
+    bad[at] ^= 0x40;
+    auto r = train::parse_owed(bad, "s-1.owed");
+    BOOST_REQUIRE_MESSAGE(!r, "a flipped byte at " << at << " was taken");
+    BOOST_TEST(describe(r.error()).find("s-1.owed") != std::string::npos, describe(r.error()));
+  }
+  auto torn = bytes;
+  torn.resize(bytes.size() - 40);
+  auto r = train::parse_owed(torn, "s-1.owed");
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(describe(r.error()).find("checksum does not match") != std::string::npos,
+             describe(r.error()));
+  BOOST_TEST(!train::read_owed(dir / "missing.owed"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
