@@ -57,6 +57,8 @@ caf::error start_host(host_process& h, const std::filesystem::path& config,
   for (auto& a : args)
     argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The hosts it starts stop when this process is gone (runtime/host.cpp).
+  ::setenv("AICON_PARENT_PID", std::to_string(::getpid()).c_str(), 1);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);

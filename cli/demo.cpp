@@ -186,13 +186,13 @@ int run_demo(const demo_options& opts) {
   std::string phase;
   bool progress_open = false;
   for (;;) {
-    auto r = net.ask(job_host, "job", make_envelope<schema::JobQuery>([&](auto q) {
-                       q.setLogs(kj::arrayPtr(job.data(), 32));
-                       q.setSince(events_seen);
-                       q.setWithLosses(true);
-                       q.setLossesSince(static_cast<uint32_t>(losses.size()));
-                     }),
-                     30s);
+    auto r = net.watch(job_host, "job", make_envelope<schema::JobQuery>([&](auto q) {
+                         q.setLogs(kj::arrayPtr(job.data(), 32));
+                         q.setSince(events_seen);
+                         q.setWithLosses(true);
+                         q.setLossesSince(static_cast<uint32_t>(losses.size()));
+                       }),
+                       30s);
     if (!r)
       return fail("watching the job", r.error());
     last_env = *r;

@@ -207,6 +207,16 @@ caf::expected<envelope> embedded_cluster::ask(size_t host, const std::string& ro
   return client_->request(*dst, std::move(req), timeout);
 }
 
+caf::expected<envelope> embedded_cluster::watch(size_t host, const std::string& role,
+                                                const envelope& req,
+                                                std::chrono::milliseconds timeout) {
+  return client_->watch(addresses_[host], ids_[host], role, req, timeout, std::chrono::minutes(1),
+                        [&](const caf::error& e) {
+                          log_warning("{} does not answer ({}): linking again", names_[host],
+                                      describe(e));
+                        });
+}
+
 caf::expected<std::tuple<uint64_t, uint64_t, uint64_t>>
 embedded_cluster::account(const node_id& who, size_t host) {
   auto reply = ask(host, "ledger", make_envelope<schema::LedgerQuery>([&](auto q) {

@@ -90,6 +90,10 @@ public:
 
   caf::expected<envelope> ask(size_t host, const std::string& role, envelope req,
                               std::chrono::milliseconds timeout);
+  /// ask() for a watcher: a link that drops (a loaded machine) is linked
+  /// again and the question asked again, for up to a minute.
+  caf::expected<envelope> watch(size_t host, const std::string& role, const envelope& req,
+                                std::chrono::milliseconds timeout);
 
 private:
   embedded_cluster() = default;

@@ -44,6 +44,7 @@ uint64_t wall_ms() {
 struct session {
   std::unique_ptr<client> c;
   node_id host;
+  std::string address;
 
   static caf::expected<session> open(const job_cmd_options& o) {
     if (o.connect.empty())
@@ -65,7 +66,7 @@ struct session {
     auto id = (*c)->connect(o.connect, expected);
     if (!id)
       return id.error();
-    return session{std::move(*c), *id};
+    return session{std::move(*c), *id, o.connect};
   }
 
   caf::expected<envelope> ask(const std::string& role, envelope req,
@@ -78,6 +79,20 @@ struct session {
 
   caf::expected<envelope> query(const std::function<void(schema::JobQuery::Builder)>& f) {
     return ask("job", make_envelope<schema::JobQuery>(f));
+  }
+
+  /// A watcher's query (wait, logs --follow): rides out a job host that
+  /// restarts or a link that drops, for up to two minutes, saying so.
+  caf::expected<envelope> watch_query(const std::function<void(schema::JobQuery::Builder)>& f) {
+    bool said = false;
+    return c->watch(address, host, "job", make_envelope<schema::JobQuery>(f), 15s, 120s,
+                    [&](const caf::error& e) {
+                      if (!said)
+                        std::fprintf(stderr, "\naicon: the job host does not answer (%s): "
+                                             "linking again\n",
+                                     describe(e).c_str());
+                      said = true;
+                    });
   }
 
   /// The job named by `prefix` (hex): its full id, from the host's list.
@@ -311,7 +326,7 @@ int job_logs(const job_cmd_options& o) {
   auto& id = opened_job->second;
   uint32_t since = 0;
   for (;;) {
-    auto r = s.query([&](auto q) {
+    auto r = s.watch_query([&](auto q) {
       q.setLogs(kj::arrayPtr(id.data(), 32));
       q.setSince(since);
     });
@@ -338,7 +353,7 @@ int job_wait(const job_cmd_options& o) {
   auto t0 = std::chrono::steady_clock::now();
   uint64_t first_step = UINT64_MAX;
   for (;;) {
-    auto r = s.query([&](auto q) { q.setStatus(kj::arrayPtr(id.data(), 32)); });
+    auto r = s.watch_query([&](auto q) { q.setStatus(kj::arrayPtr(id.data(), 32)); });
     if (!r)
       return fail(r.error());
     opened<schema::JobInfo> j{*r};

@@ -1,5 +1,6 @@
 #include "runtime/client.hpp"
 
+#include <thread>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -85,6 +86,30 @@ caf::expected<node_id> client::connect(const std::string& address,
 caf::expected<caf::actor> client::lookup(const std::string& name) {
   return lookup_blocking(*sys_, directory_, name,
                          std::chrono::milliseconds(opts_.lim.request_timeout_ms));
+}
+
+caf::expected<envelope> client::watch(const std::string& address, const node_id& node,
+                                      const std::string& role, const envelope& req,
+                                      std::chrono::milliseconds timeout,
+                                      std::chrono::milliseconds patience,
+                                      const std::function<void(const caf::error&)>& on_retry) {
+  auto deadline = std::chrono::steady_clock::now() + patience;
+  for (;;) {
+    auto dst = lookup(role + "@" + node.hex());
+    caf::expected<envelope> r = dst ? request(*dst, req, timeout) : caf::expected<envelope>{dst.error()};
+    if (r)
+      return r;
+    auto code = code_of(r.error());
+    bool passing = code == errc::peer_down || code == errc::unknown_node || code == errc::timeout;
+    if (!passing || std::chrono::steady_clock::now() >= deadline)
+      return r;
+    if (on_retry)
+      on_retry(r.error());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    // (A link that is still up answers this at once; a host restarting
+    // refuses it until it listens again.)
+    (void)connect(address, node);
+  }
 }
 
 caf::expected<envelope> client::request(const caf::actor& dst, envelope req,

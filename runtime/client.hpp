@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,6 +54,17 @@ public:
   /// its error. Never waits longer than `timeout`.
   caf::expected<envelope> request(const caf::actor& dst, envelope req,
                                   std::chrono::milliseconds timeout);
+
+  /// For a watcher that outlives links (a job's status, logs, progress):
+  /// asks `role@node` and, while the link to it is down or the host does
+  /// not answer (restarting, a loaded machine), links again to `address`
+  /// and asks again, for up to `patience` in all. `on_retry` hears each
+  /// failure it rides out (to say so). Any other error comes back at once.
+  caf::expected<envelope> watch(const std::string& address, const node_id& node,
+                                const std::string& role, const envelope& req,
+                                std::chrono::milliseconds timeout,
+                                std::chrono::milliseconds patience,
+                                const std::function<void(const caf::error&)>& on_retry = {});
 
   caf::actor_system& system() {
     return *sys_;

@@ -1,6 +1,9 @@
 #include "runtime/host.hpp"
 
 #include <csignal>
+#include <cstdlib>
+#include <ctime>
+#include <unistd.h>
 #include <pthread.h>
 
 #include <caf/all.hpp>
@@ -158,9 +161,29 @@ int run_host(const host_config& cfg, const std::map<std::string, role_factory>& 
     log_error("cannot start host: {}", describe(h.error()));
     return 2;
   }
+  // A host a harness started (a test, a benchmark: AICON_PARENT_PID) stops
+  // when that process is gone, whatever killed it: an aborted benchmark
+  // must not leave hosts running.
+  // (Only the harness's own child: a host a script started inherits the
+  // variable with another parent.)
+  pid_t parent = 0;
+  if (const char* p = std::getenv("AICON_PARENT_PID"))
+    parent = static_cast<pid_t>(std::atol(p));
+  if (parent > 0 && ::getppid() != parent)
+    parent = 0;
   int sig = 0;
-  sigwait(&stop_signals, &sig);
-  log_info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  for (;;) {
+    timespec second{1, 0};
+    sig = parent > 0 ? sigtimedwait(&stop_signals, nullptr, &second) : sigwaitinfo(&stop_signals, nullptr);
+    if (sig > 0)
+      break;
+    if (parent > 0 && ::getppid() != parent) {
+      log_info("the process that started this host ({}) is gone: shutting down", parent);
+      break;
+    }
+  }
+  if (sig > 0)
+    log_info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
   h->reset();
   log_info("stopped");
   return 0;

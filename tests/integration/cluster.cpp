@@ -31,6 +31,8 @@ process::process(const std::vector<std::string>& args, std::filesystem::path log
   for (auto& a : copy)
     argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The hosts it starts stop when this process is gone (runtime/host.cpp).
+  ::setenv("AICON_PARENT_PID", std::to_string(::getpid()).c_str(), 1);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);

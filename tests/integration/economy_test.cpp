@@ -1159,6 +1159,13 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
   }
   BOOST_REQUIRE_MESSAGE(reached >= 300 && reached < steps, "the job did not get to step 300 in time: "
                                                                << reached);
+  // A `job wait` already watching rides out the job host's death: it links
+  // again to the restarted host and ends with the job (Ray's `job logs
+  // --follow` does the same).
+  process watching{{aicon_binary(), "job", "wait", id, "--timeout", "240", "--connect",
+                    fmt::format("127.0.0.1:{}", ec.ports[1]), "--data-dir", ec.cli.dir.string()},
+                   ec.root / "early-wait.log"};
+  BOOST_REQUIRE(watching.wait_for_log(" step ", 30s));
   BOOST_TEST(ec.hosts[1].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
   ec.hosts[1] = start_host(ec.root / "c1.toml", ec.root / "c1-restart.log", {"-v"});
   BOOST_REQUIRE_MESSAGE(ec.hosts[1].proc->wait_for_log("resumed after a restart", 30s),
@@ -1166,6 +1173,10 @@ BOOST_AUTO_TEST_CASE(a_job_host_killed_mid_job_resumes_from_its_checkpoint_and_p
   auto wait = aicon({"job", "wait", id, "--timeout", "240"}, 300s);
   BOOST_REQUIRE_MESSAGE(wait.exit_code == 0, wait.output << "\n--- c1:\n" << ec.hosts[1].proc->log_text());
   BOOST_TEST(wait.output.find("accuracy  0.9") != std::string::npos, wait.output);
+  BOOST_TEST(watching.wait(60s) == 0, watching.log_text());
+  BOOST_TEST(watching.log_text().find("the job host does not answer") != std::string::npos,
+             watching.log_text());
+  BOOST_TEST(watching.log_text().find("accuracy  0.9") != std::string::npos, watching.log_text());
   BOOST_TEST(wait.output.find(fmt::format("budget    {}: trainers paid {}, refunded 0", budget,
                                           budget)) != std::string::npos,
              wait.output);
