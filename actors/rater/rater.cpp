@@ -653,7 +653,11 @@ struct rater_state {
                              }));
         if (!e) {
           v.why = fmt::format("step {}: no evidence: {}", step, what_of(e.error()));
-          v.no_culprit = ring.earlier;
+          // A host still out of reach after the retries (crashed during
+          // the rating) is not told from one gone quiet on purpose: unpaid
+          // either way, slashed for neither. A trainer that answers it has
+          // no evidence is a culprit.
+          v.no_culprit = ring.earlier || unreachable(e.error());
           break;
         }
         opened<schema::StepEvidence> ev{*e};
