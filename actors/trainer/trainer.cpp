@@ -411,7 +411,12 @@ struct worker_state {
     if (!keep_evidence_of_steps)
       return {};
     if (!evidence) {
-      auto file = evidence_dir(ctx) / fmt::format("{}-{}.ev", to_hex({session.data(), 32}), rank);
+      // A name of its own: a join that replaces this trainer (the same
+      // session and rank) must not share, or lose, its file.
+      auto file = evidence_dir(ctx) / fmt::format("{}-{}-{:016x}.ev", to_hex({session.data(), 32}),
+                                                  rank,
+                                                  (uint64_t{randombytes_random()} << 32)
+                                                    | randombytes_random());
       auto made = train::evidence_store::create(file, ctx.lim.trainer_evidence_bytes);
       if (!made)
         return made.error();
@@ -1457,8 +1462,8 @@ void restore_owed_evidence(role_actor* self) {
       log_warning("trainer: evidence owed to a rater not taken up: {}", describe(owed.error()));
       continue;
     }
-    auto name = fmt::format("{}-{}", to_hex({owed->session.data(), 32}), owed->rank);
-    if (f.path().stem() != name) {
+    auto name = fmt::format("{}-{}-", to_hex({owed->session.data(), 32}), owed->rank);
+    if (f.path().stem().string().rfind(name, 0) != 0) {
       log_warning("trainer: evidence owed to a rater not taken up: {} names session {} rank {}",
                   f.path().string(), to_hex({owed->session.data(), 8}), owed->rank);
       continue;
