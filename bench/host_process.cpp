@@ -20,6 +20,7 @@
 
 #include "runtime/error.hpp"
 #include "runtime/identity.hpp"
+#include "runtime/system.hpp"
 #include "runtime/tls.hpp"
 #include "schemas/host.capnp.h"
 
@@ -57,13 +58,17 @@ caf::error start_host(host_process& h, const std::filesystem::path& config,
   for (auto& a : args)
     argv.push_back(a.data());
   argv.push_back(nullptr);
-  // The hosts it starts stop when this process is gone (runtime/host.cpp).
-  ::setenv("AICON_PARENT_PID", std::to_string(::getpid()).c_str(), 1);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  int rc = posix_spawn(&h.pid, aicon.c_str(), &fa, nullptr, argv.data(), environ);
+  // The host stops when this process is gone (runtime/host.cpp).
+  auto env_copy = child_host_environment();
+  std::vector<char*> envp;
+  for (auto& e : env_copy)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  int rc = posix_spawn(&h.pid, aicon.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     h.pid = -1;

@@ -1,5 +1,9 @@
 #include "runtime/system.hpp"
 
+#include <unistd.h>
+
+#include <string_view>
+
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
@@ -44,6 +48,15 @@ void configure_system(caf::actor_system_config& cfg, const system_options& opts)
 void harden_system(caf::actor_system& sys) {
   sys.registry().erase(caf::atom("SpawnServ"));
   sys.registry().erase(caf::atom("ConfigServ"));
+}
+
+std::vector<std::string> child_host_environment() {
+  std::vector<std::string> out;
+  for (char** e = environ; *e; ++e)
+    if (std::string_view{*e}.rfind("AICON_PARENT_PID=", 0) != 0)
+      out.emplace_back(*e);
+  out.push_back("AICON_PARENT_PID=" + std::to_string(::getpid()));
+  return out;
 }
 
 caf::error check_data_file(const std::vector<std::filesystem::path>& dirs,

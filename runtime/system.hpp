@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -76,6 +77,11 @@ struct role_context {
   /// [host] model_owners: whose model assets this host loads (empty: anyone's).
   std::vector<node_id> model_owners;
 };
+
+/// This process's environment for an `aicon host` it starts itself (a
+/// test, a benchmark), with AICON_PARENT_PID naming this process: such a
+/// host stops when this process is gone (run_host).
+std::vector<std::string> child_host_environment();
 
 /// Whether `file` lies inside one of `dirs` (after resolving `..` and
 /// links); the error names the file and the directories that are allowed.

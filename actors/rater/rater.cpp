@@ -436,24 +436,34 @@ struct rater_state {
 
   hash256 token{}; ///< the session's token from the rate request being served
 
-  /// A trainer's host out of reach for now (its link down, the host
-  /// restarting): not an answer from the trainer.
-  static bool unreachable(const caf::error& e) {
+  static bool link_error(const caf::error& e) {
     auto c = code_of(e);
     return c == errc::peer_down || c == errc::unknown_node;
   }
 
-  /// Hosts that stayed out of reach for a whole retry in the rating being
-  /// served: asked once from then on.
+  /// Hosts this rater's own directory found out of reach (no link) for a
+  /// whole retry in the rating being served: asked once from then on, and
+  /// what they did not show names no culprit.
   std::set<node_id> out_of_reach;
 
   /// Asks a trainer's host, again for up to 30 s while it is out of reach
-  /// (a restarted host's links come back within seconds).
+  /// (a restarted host's links come back within seconds). Out of reach is
+  /// this rater's own finding, never an error code the host answered (a
+  /// host could answer "peer down" to a challenge it cannot meet): after a
+  /// link error the directory is asked whether the link is there, and if
+  /// it is, the error is the host's answer.
   caf::expected<envelope> ask_trainer(const node_id& host, const envelope& req) {
+    auto name = "trainer@" + host.hex();
     auto deadline = clock_type::now() + std::chrono::seconds(30);
     for (;;) {
-      auto r = ask("trainer@" + host.hex(), req);
-      if (r || !unreachable(r.error()) || out_of_reach.count(host))
+      auto dst = lookup_blocking(*sys, ctx.directory, name, timeout());
+      caf::expected<envelope> r = dst ? request_blocking(*sys, *dst, req, timeout())
+                                      : caf::expected<envelope>{dst.error()};
+      if (r || !link_error(r.error()))
+        return r;
+      if (dst && lookup_blocking(*sys, ctx.directory, name, timeout()))
+        return r; // linked: the host's own answer
+      if (out_of_reach.count(host))
         return r;
       if (clock_type::now() >= deadline) {
         out_of_reach.insert(host);
@@ -485,6 +495,7 @@ struct rater_state {
     /// trainer signed, or its receipt names another rater (the
     /// coordinator's choice). Unpaid, not slashed, no rating drop.
     bool no_culprit = false;
+    bool rating_drops = false; ///< no culprit, but the allocator rates its host down
     uint64_t paid_steps = 0; ///< passed: the steps it is paid for
   };
 
@@ -600,7 +611,7 @@ struct rater_state {
         gone(i, "its digests are unavailable: " + what_of(d.error()));
         // Out of reach before any step was drawn: nothing to hide yet, so
         // no culprit (a trainer that says it has no log is one).
-        if (unreachable(d.error()))
+        if (out_of_reach.count(c.host))
           out[i].v.no_culprit = true;
         continue;
       }
@@ -655,9 +666,15 @@ struct rater_state {
           v.why = fmt::format("step {}: no evidence: {}", step, what_of(e.error()));
           // A host still out of reach after the retries (crashed during
           // the rating) is not told from one gone quiet on purpose: unpaid
-          // either way, slashed for neither. A trainer that answers it has
-          // no evidence is a culprit.
-          v.no_culprit = ring.earlier || unreachable(e.error());
+          // either way, slashed for neither, and its rating drops (it
+          // failed to show what it owed). A trainer that answers it has no
+          // evidence is a culprit.
+          if (out_of_reach.count(out[i].host)) {
+            v.no_culprit = true;
+            v.rating_drops = true;
+          } else {
+            v.no_culprit = ring.earlier;
+          }
           break;
         }
         opened<schema::StepEvidence> ev{*e};
@@ -1009,7 +1026,9 @@ struct rater_state {
                       "it signed nothing for this job");
         else if (v.no_culprit)
           log_warning("rater: rank {} on {} is not slashed: {}", r, c.host.short_hex(),
-                      c.ring->earlier && v.why.find("the ring's") == std::string::npos
+                      out_of_reach.count(c.host)
+                        ? "its host is out of reach (crashed, or gone quiet when checked)"
+                      : c.ring->earlier && v.why.find("the ring's") == std::string::npos
                         ? "an earlier ring's evidence may have expired"
                         : "a vote on weights names no culprit");
         else if (cut > 0 && slashed_hosts.insert(c.host).second) // once per host per job
@@ -1142,8 +1161,9 @@ struct rater_state {
       for (auto& c : checks)
         if (c.v.passed)
           passed_hex.push_back(c.host.hex());
-        else if (c.signed_by_trainer && !c.v.no_culprit) // nobody's rating drops for a log it
-          failed_hex.push_back(c.host.hex());            // never signed, or with no culprit
+        else if (c.signed_by_trainer && (!c.v.no_culprit || c.v.rating_drops))
+          failed_hex.push_back(c.host.hex()); // nobody's drops for a log it never signed, or
+                                              // with no culprit (but one gone quiet when checked)
       if (auto a = lookup_blocking(*sys, ctx.directory, "allocator", timeout()))
         caf::anon_send(*a, rating_atom::value, passed_hex, failed_hex);
     }

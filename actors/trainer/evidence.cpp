@@ -310,6 +310,17 @@ caf::error write_owed(const std::filesystem::path& file, const owed_session& o) 
   if (ec)
     return make_error(errc::io_error, fmt::format("evidence: cannot rename {} to {}: {}",
                                                   tmp.string(), file.string(), ec.message()));
+  // The directory too: its entries (this record's, the evidence file's)
+  // must outlive a power loss as well as the process.
+  int dir = ::open(file.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0 || ::fsync(dir) != 0) {
+    auto why = sys_error();
+    if (dir >= 0)
+      ::close(dir);
+    return make_error(errc::io_error, fmt::format("evidence: cannot sync the directory {}: {}",
+                                                  file.parent_path().string(), why));
+  }
+  ::close(dir);
   return {};
 }
 

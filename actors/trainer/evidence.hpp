@@ -2,10 +2,12 @@
 // logged step, with the step's place in the schedule. The rater may
 // challenge any step of the log, so an honest trainer must keep them all
 // (a step it cannot show fails it): they go to a file of the host's data
-// dir, written as the steps run (the page cache absorbs the writes; nothing
-// is synced, as a host that dies loses its sessions anyway), and only an
-// index stays in memory. The file is the session's own: created empty,
-// removed with the store.
+// dir, written as the steps run (the page cache absorbs the writes), and
+// only an index stays in memory. The file is the session's own: created
+// empty, removed with the store, unless the session finished for a
+// verifier and the host is stopping (keep_file): then the file is synced
+// and an owed_session record beside it lets the next process answer the
+// rater.
 #pragma once
 
 #include <cstdint>

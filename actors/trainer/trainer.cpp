@@ -152,8 +152,13 @@ std::filesystem::path evidence_dir(const role_context& ctx) {
 /// most 7 days), or an hour.
 std::chrono::milliseconds keep_of(schema::TrainQuery::Reader q) {
   constexpr uint64_t week_ms = 7ull * 24 * 3600 * 1000;
-  return q.getKeepMs() > 0 ? std::chrono::milliseconds(std::min(q.getKeepMs(), week_ms))
-                           : std::chrono::milliseconds(std::chrono::hours(1));
+  auto keep = q.getKeepMs() > 0 ? std::chrono::milliseconds(std::min(q.getKeepMs(), week_ms))
+                                : std::chrono::milliseconds(std::chrono::hours(1));
+  // Finished for a verifier: at least the hour, whatever the coordinator
+  // asks (a keepMs of 1 would let it drop the evidence it owes).
+  if (q.getVerifier().size() == 32)
+    keep = std::max<std::chrono::milliseconds>(keep, std::chrono::hours(1));
+  return keep;
 }
 
 /// The answers a session's evidence gives (a live trainer's, or one a
@@ -204,7 +209,8 @@ void release_evidence(const role_context& ctx, train::evidence_store* ev,
                       const std::filesystem::path& owed_file) {
   if (owed_file.empty())
     return;
-  if (ev && ctx.stopping && ctx.stopping->load()) {
+  // (Only under a data dir: a temporary one is no later process's.)
+  if (ev && ctx.stopping && ctx.stopping->load() && !ctx.data_dir.empty()) {
     ev->keep_file();
     return;
   }
@@ -246,6 +252,7 @@ struct worker_state {
   /// Finished for a verifier: what the rater is owed is written here too,
   /// so a host restarted before the rating still answers it.
   std::filesystem::path owed_file;
+  int64_t owed_until_ms = 0; ///< wall clock: the end of the owed keeping
   bool finished = false;
 
   ~worker_state() {
@@ -281,6 +288,7 @@ struct worker_state {
       return;
     }
     owed_file = file;
+    owed_until_ms = static_cast<int64_t>(o.keep_until_ms);
   }
 
   struct step_stats {
@@ -999,6 +1007,13 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
             st.stop_asked = true; // agreed with the other ranks in the next step's allreduce
           return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
         }
+        // (The role refuses it too; this trainer keeps what it owes even
+        // if a drop got past, racing the finish.)
+        if (which == schema::TrainQuery::DROP && !st.owed_file.empty()
+            && wall_ms() < st.owed_until_ms)
+          return make_error(errc::forbidden,
+                            "TrainQuery.drop: this session finished for a verifier and keeps "
+                            "its evidence for that rater until its keeping ends");
         if (st.run && (which == schema::TrainQuery::FINISH || which == schema::TrainQuery::DROP))
           st.abort_run(make_error(errc::cancelled,
                                   fmt::format("the run stopped at step {}: its coordinator "
@@ -1144,6 +1159,9 @@ bool holds_token(const slot& s, capnp::Data::Reader given) {
 /// ring). Each holds up to trainer_evidence_bytes of evidence on disk, so
 /// this bounds a host's disk as trainer_slots does.
 constexpr size_t finished_per_slot_max = 4;
+/// Sessions whose evidence a rater is owed, per trainer slot: never
+/// evicted before their keeping ends; beyond this many, joins wait (busy).
+constexpr size_t owed_per_slot_max = 16;
 
 struct trainer_role_state {
   role_context ctx;
@@ -1266,6 +1284,14 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
                       fmt::format("TrainerJoin: rank {} of that session runs here for another "
                                   "coordinator (the token differs); it is not replaced",
                                   j.getRank()));
+  if (auto old = st.slots->find(key); old != st.slots->end() && old->second.finished
+                                      && old->second.owed
+                                      && clock_type::now() < old->second.keep_until)
+    return make_error(errc::forbidden,
+                      fmt::format("TrainerJoin: rank {} of that session finished for a verifier "
+                                  "and keeps its evidence for that rater until its keeping ends; "
+                                  "it is not replaced",
+                                  j.getRank()));
   // trainer_slots is what this host offers: a join beyond it is refused
   // (retry later) before anything is made, whoever sends it.
   size_t training = 0;
@@ -1284,25 +1310,37 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
     st.slots->erase(old);
   }
   // Evidence of finished sessions is bounded too: the soonest to expire
-  // goes first (the oldest of those kept as long).
-  while (st.slots->size() - training
-         >= finished_per_slot_max * std::max<size_t>(st.ctx.lim.trainer_slots, 1)) {
-    // A session whose evidence a rater is owed goes only when no other
-    // finished one is left (a peer's flood of joins cannot push it out).
+  // goes first (the oldest of those kept as long). A session whose
+  // evidence a rater is owed never goes before its keeping ends (else the
+  // rater would fail an honest trainer): past their own, larger bound the
+  // join waits instead.
+  auto now = clock_type::now();
+  auto owed_now = [&](const slot& x) { return x.finished && x.owed && now < x.keep_until; };
+  size_t owed = 0;
+  std::optional<clock_type::time_point> first_free;
+  for (auto& [k, x] : *st.slots)
+    if (owed_now(x)) {
+      ++owed;
+      first_free = first_free ? std::min(*first_free, x.keep_until) : x.keep_until;
+    }
+  const size_t slots = std::max<size_t>(st.ctx.lim.trainer_slots, 1);
+  if (owed >= owed_per_slot_max * slots)
+    return make_error(
+      errc::busy,
+      fmt::format("TrainerJoin: this host keeps the evidence of {} finished sessions for their "
+                  "raters (at most {} per trainer slot); retry in {} s, when the first keeping ends",
+                  owed, owed_per_slot_max,
+                  std::chrono::duration_cast<std::chrono::seconds>(*first_free - now).count() + 1));
+  while (st.slots->size() - training - owed >= finished_per_slot_max * slots) {
     auto oldest = st.slots->end();
     for (auto i = st.slots->begin(); i != st.slots->end(); ++i)
-      if (i->second.finished
+      if (i->second.finished && !owed_now(i->second)
           && (oldest == st.slots->end()
-              || std::tie(i->second.owed, i->second.keep_until, i->second.seq)
-                   < std::tie(oldest->second.owed, oldest->second.keep_until, oldest->second.seq)))
+              || std::tie(i->second.keep_until, i->second.seq)
+                   < std::tie(oldest->second.keep_until, oldest->second.seq)))
         oldest = i;
     if (oldest == st.slots->end())
       break;
-    if (oldest->second.owed && clock_type::now() < oldest->second.keep_until)
-      log_warning("trainer: more than {} finished sessions kept: session {} rank {} goes before its "
-               "rater's keeping ends (its evidence is owed; raise trainer_slots or keep less)",
-               finished_per_slot_max * std::max<size_t>(st.ctx.lim.trainer_slots, 1),
-               to_hex({oldest->first.first.data(), 8}), oldest->first.second);
     caf::anon_send_exit(oldest->second.worker, caf::exit_reason::user_shutdown);
     st.slots->erase(oldest);
   }
@@ -1468,9 +1506,11 @@ void restore_owed_evidence(role_actor* self) {
                   f.path().string(), to_hex({owed->session.data(), 8}), owed->rank);
       continue;
     }
-    auto left_ms = static_cast<int64_t>(owed->keep_until_ms) - wall_ms();
+    auto left_ms = static_cast<int64_t>(std::min<uint64_t>(owed->keep_until_ms, INT64_MAX / 2))
+                   - wall_ms();
     if (left_ms <= 0)
       continue; // its keeping ended while the host was down
+    left_ms = std::min<int64_t>(left_ms, int64_t{7} * 24 * 3600 * 1000); // keepMs' own bound
     auto ev_file = f.path();
     ev_file.replace_extension(".ev");
     auto ev = train::evidence_store::open(ev_file, st.ctx.lim.trainer_evidence_bytes, owed->index);
@@ -1479,6 +1519,12 @@ void restore_owed_evidence(role_actor* self) {
       continue;
     }
     session_key key{owed->session, owed->rank};
+    if (st.slots->count(key)) {
+      log_warning("trainer: evidence owed to a rater not taken up: {} is a second record of "
+                  "session {} rank {}",
+                  f.path().string(), to_hex({owed->session.data(), 8}), owed->rank);
+      continue;
+    }
     slot s;
     s.finished = true;
     s.owed = true;
@@ -1590,18 +1636,28 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       }
       self->delayed_send(self, keep, drop_atom::value, *id, q.getRank());
       if (q.getVerifier().size() == 32) {
-        // Owed once the trainer has signed its log and receipt for the
-        // verifier.
+        // Owed from now (a drop racing this finish is refused), and for
+        // good once the trainer has signed a receipt for the verifier (a
+        // session with no step signs none, and owes nothing).
+        if (auto s = self->state.slots->find(key); s != self->state.slots->end())
+          s->second.owed = true;
         auto rp = self->make_response_promise<envelope>();
         auto slots = self->state.slots;
+        auto settle = [slots, key](bool owes) {
+          if (auto s = slots->find(key); s != slots->end() && !owes)
+            s->second.owed = false;
+        };
         self->request(*dst, caf::duration{long_wait}, env)
           .then(
-            [rp, slots, key](envelope& reply) mutable {
-              if (auto s = slots->find(key); s != slots->end())
-                s->second.owed = true;
+            [rp, settle](envelope& reply) mutable {
+              opened<schema::SessionLog> l{reply};
+              settle(l && l->hasReceipt());
               rp.deliver(std::move(reply));
             },
-            [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+            [rp, settle](caf::error& err) mutable {
+              settle(false);
+              rp.deliver(std::move(err));
+            });
         return rp;
       }
     }

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "runtime/error.hpp"
+#include "runtime/system.hpp"
 #include "runtime/tls.hpp"
 
 extern char** environ;
@@ -31,14 +32,18 @@ process::process(const std::vector<std::string>& args, std::filesystem::path log
   for (auto& a : copy)
     argv.push_back(a.data());
   argv.push_back(nullptr);
-  // The hosts it starts stop when this process is gone (runtime/host.cpp).
-  ::setenv("AICON_PARENT_PID", std::to_string(::getpid()).c_str(), 1);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+  // The hosts it starts stop when this process is gone (runtime/host.cpp).
+  auto env_copy = child_host_environment();
+  std::vector<char*> envp;
+  for (auto& e : env_copy)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0)
     throw std::runtime_error("cannot start " + args[0]);

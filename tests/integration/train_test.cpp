@@ -671,18 +671,49 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   // coordinator cannot drop it before its keeping ends (else it could have
   // the rater fail honest trainers for evidence gone), and a flood of
   // later sessions pushes out those owed nothing first.
+  auto run_steps = [&](const std::array<uint8_t, 32>& session, bool unverified) {
+    return tc.c->request(*dst, make_envelope<schema::TrainStep>([&](auto q) {
+                           q.setSession(kj::arrayPtr(session.data(), 32));
+                           q.setToken(kj::arrayPtr(token.data(), 32));
+                           q.setCount(3);
+                           q.setUnverified(unverified);
+                         }),
+                         60s);
+  };
   auto owed = fresh();
   BOOST_REQUIRE(tc.c->request(*dst, join(owed, digits_csv().string()), 60s));
+  auto stepped = run_steps(owed, false);
+  BOOST_REQUIRE_MESSAGE(stepped, why(stepped));
   auto rater = fresh();
-  BOOST_REQUIRE(ask(owed, token, [&](auto q) {
+  auto signed_for = ask(owed, token, [&](auto q) {
     q.setFinish();
     q.setVerifier(kj::arrayPtr(rater.data(), 32));
-  }));
+    q.setKeepMs(1); // below the hour a verifier is owed: the hour holds
+  });
+  BOOST_REQUIRE_MESSAGE(signed_for, why(signed_for));
+  BOOST_REQUIRE(opened<schema::SessionLog>{*signed_for}->hasReceipt());
+  std::this_thread::sleep_for(1500ms); // past the keepMs it asked for
+  BOOST_TEST(static_cast<bool>(ask(owed, token, [](auto q) { q.setDigests(); })),
+             "a session owed to its rater went with a keepMs of 1 ms");
   auto not_dropped = ask(owed, token, [](auto q) { q.setDrop(); });
   BOOST_REQUIRE(!not_dropped);
   BOOST_TEST(describe(not_dropped.error()).find("keeps its evidence for that rater") != std::string::npos,
              describe(not_dropped.error()));
   BOOST_TEST((code_of(not_dropped.error()) == errc::forbidden));
+  // Nor does a join of the same session and rank replace it.
+  auto rejoined = tc.c->request(*dst, join(owed, digits_csv().string()), 60s);
+  BOOST_REQUIRE(!rejoined);
+  BOOST_TEST(describe(rejoined.error()).find("it is not replaced") != std::string::npos,
+             describe(rejoined.error()));
+  // A finish for a verifier of a session with no step owes nothing (it
+  // signs no receipt): it can be dropped.
+  auto empty = fresh();
+  BOOST_REQUIRE(tc.c->request(*dst, join(empty, digits_csv().string()), 60s));
+  BOOST_REQUIRE(ask(empty, token, [&](auto q) {
+    q.setFinish();
+    q.setVerifier(kj::arrayPtr(rater.data(), 32));
+  }));
+  BOOST_TEST(static_cast<bool>(ask(empty, token, [](auto q) { q.setDrop(); })));
   for (int i = 0; i < 8; ++i) {
     auto later = fresh();
     BOOST_REQUIRE(tc.c->request(*dst, join(later, digits_csv().string()), 60s));
@@ -697,13 +728,7 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   // verifier: its rater would fail every step.
   auto loose = fresh();
   BOOST_REQUIRE(tc.c->request(*dst, join(loose, digits_csv().string()), 60s));
-  auto ran = tc.c->request(*dst, make_envelope<schema::TrainStep>([&](auto q) {
-                             q.setSession(kj::arrayPtr(loose.data(), 32));
-                             q.setToken(kj::arrayPtr(token.data(), 32));
-                             q.setCount(3);
-                             q.setUnverified(true);
-                           }),
-                           60s);
+  auto ran = run_steps(loose, true);
   BOOST_REQUIRE_MESSAGE(ran, why(ran));
   auto unowed = ask(loose, token, [&](auto q) {
     q.setFinish();
