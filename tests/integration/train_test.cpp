@@ -667,10 +667,10 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
              "the kept ring was dropped before sessions that expire sooner");
   BOOST_TEST(!ask(s2, token, [](auto q) { q.setDigests(); }),
              "more finished sessions than the bound are kept");
-  // A session finished for a verifier owes its evidence to that rater: its
-  // coordinator cannot drop it before its keeping ends (else it could have
-  // the rater fail honest trainers for evidence gone), and a flood of
-  // later sessions pushes out those owed nothing first.
+  // A session finished for a verifier owes its evidence to that rater for
+  // at least an hour: its coordinator cannot cut that short, drop it or
+  // replace it (else it could have the rater fail honest trainers for
+  // evidence gone), and a flood of later sessions never pushes it out.
   auto run_steps = [&](const std::array<uint8_t, 32>& session, bool unverified) {
     return tc.c->request(*dst, make_envelope<schema::TrainStep>([&](auto q) {
                            q.setSession(kj::arrayPtr(session.data(), 32));
