@@ -286,7 +286,8 @@ public:
       if (auto err = check_keys(*tbl, "faults", {"trainer_cheat_percent", "job_crash_before_settle",
                                                  "job_crash_after_settle",
                                                  "job_crash_after_rating",
-                                                 "trainer_cheat_weights", "rater_crash_after_deciding"}))
+                                                 "trainer_cheat_weights", "rater_crash_after_deciding",
+                                                 "trainer_hide_evidence"}))
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_percent",
                          cfg.lim.fault_trainer_cheat_percent))
@@ -308,6 +309,9 @@ public:
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_weights",
                          cfg.lim.fault_trainer_cheat_weights))
+        return err;
+      if (auto err = get(*tbl, "faults", "trainer_hide_evidence",
+                         cfg.lim.fault_trainer_hide_evidence))
         return err;
     }
     if (auto lim = root.get("limits")) {

@@ -148,6 +148,11 @@ struct limits {
   /// (nearly free for an MLP) and show those as the step's evidence,
   /// instead of sending noise.
   bool fault_trainer_cheat_weights = false;
+  /// Test-only fault ([faults] trainer_hide_evidence): this host's trainers
+  /// answer every evidence challenge with a "link down" error, as a host
+  /// hiding steps it cannot show would (the rater must not take that code
+  /// for its own finding that the host is out of reach).
+  bool fault_trainer_hide_evidence = false;
 
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.

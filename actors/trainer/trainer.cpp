@@ -148,6 +148,15 @@ std::filesystem::path evidence_dir(const role_context& ctx) {
          / fmt::format("aicon-evidence-{}-{}", ::getpid(), ctx.self->id().short_hex());
 }
 
+/// Fault injection ([faults] trainer_hide_evidence): a challenge answered
+/// with a "link down" its host made up.
+caf::error hidden_evidence(uint64_t step) {
+  return make_error(errc::peer_down,
+                    fmt::format("step {}: link to this host is down (fault injection: "
+                                "trainer_hide_evidence)",
+                                step));
+}
+
 /// How long a finished session keeps its evidence: TrainQuery.keepMs (at
 /// most 7 days), or an hour.
 std::chrono::milliseconds keep_of(schema::TrainQuery::Reader q) {
@@ -765,6 +774,8 @@ struct worker_state {
   caf::expected<envelope> query(schema::TrainQuery::Reader q) {
     if (q.which() == schema::TrainQuery::EVIDENCE) {
       auto step = q.getEvidence();
+      if (ctx.lim.fault_trainer_hide_evidence)
+        return hidden_evidence(step);
       if (!evidence)
         return make_error(errc::not_found,
                           fmt::format("no evidence of step {} here ({})", step,
@@ -1099,6 +1110,8 @@ caf::behavior restored_session(restored_actor* self, role_context ctx, train::ow
           return weights_digest_reply(*st.evidence, q->getWeightsDigest());
         case schema::TrainQuery::EVIDENCE: {
           auto step = q->getEvidence();
+          if (st.ctx.lim.fault_trainer_hide_evidence)
+            return hidden_evidence(step);
           if (q->getWithGradient())
             return make_error(errc::not_found,
                               fmt::format("no gradient of step {} here: the session finished "
@@ -1552,6 +1565,9 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.table = std::make_unique<message_table>("trainer", trainer_access);
+  if (st.ctx.lim.fault_trainer_hide_evidence)
+    log_warning("trainer: FAULT INJECTION ([faults] in host.toml): every evidence challenge is "
+                "answered \"link down\"");
   restore_owed_evidence(self);
   auto long_wait = std::chrono::minutes(10);
   st.table->on<schema::TrainerJoin>(

@@ -1567,6 +1567,39 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_killed_after_its_ring_finished_still_answers
   BOOST_TEST(files == 4u); // two sessions' .ev and .owed
 }
 
+BOOST_AUTO_TEST_CASE(a_trainer_host_that_answers_link_down_to_its_challenges_is_slashed) {
+  // t1's host comes back after the ring finished with fault injection on:
+  // every evidence challenge is answered with a made-up "link down". The
+  // rater's own directory has the link up, so that is the host's answer
+  // (no evidence shown), not an out-of-reach host: its ranks fail and it
+  // is slashed, as a host hiding steps it cannot show must be.
+  economy_cluster ec;
+  ec.wait_offers(2);
+  auto job = random_job();
+  const uint64_t steps = 60, escrow = 4 * steps + 500;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
+  auto o = ec.allocated_job(job, steps);
+  auto r = train::run_job(*ec.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  ec.restart_with_fault(3, "trainer_hide_evidence");
+  BOOST_TEST(ec.hosts[3].proc->log_text().find("FAULT INJECTION") != std::string::npos);
+  auto rated = ec.ask(0, "rater", ec.rate_request(o, *r), 120s);
+  BOOST_REQUIRE_MESSAGE(rated, why(rated));
+  auto rating = train::parse_rating(*rated);
+  BOOST_REQUIRE_MESSAGE(rating, why(rating));
+  BOOST_REQUIRE(rating->verdicts.size() == 4u);
+  auto liar = ec.nodes[3].id;
+  for (auto& v : rating->verdicts) {
+    BOOST_TEST_MESSAGE("rank " << v.rank << ": " << (v.passed ? "passed" : "FAILED: " + v.why));
+    bool lies = r->rank_hosts[v.rank] == liar;
+    BOOST_TEST(v.passed == !lies, "rank " << v.rank << ": " << v.why);
+    if (lies)
+      BOOST_TEST(v.why.find("trainer_hide_evidence") != std::string::npos, v.why);
+  }
+  BOOST_TEST(rating->slashed == economy_cluster::trainer_stake / 2);
+  BOOST_TEST(rating->receipts == 2u);
+}
+
 BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
   // t1's operator turns on fault injection in its own host.toml: its
   // trainers send random gradients on 20% of their steps (a miss by k = 44
