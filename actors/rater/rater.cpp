@@ -452,6 +452,14 @@ struct rater_state {
   /// host could answer "peer down" to a challenge it cannot meet): after a
   /// link error the directory is asked whether the link is there, and if
   /// it is, the error is the host's answer.
+  /// Whether the directory still has a link to `name`'s host once a lost
+  /// link would have reached it (the link layer notices first; CAF closes
+  /// a silent link after connection_timeout_ms).
+  bool linked_after_settling(const std::string& name) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ctx.lim.connection_timeout_ms + 500));
+    return static_cast<bool>(lookup_blocking(*sys, ctx.directory, name, timeout()));
+  }
+
   caf::expected<envelope> ask_trainer(const node_id& host, const envelope& req) {
     auto name = "trainer@" + host.hex();
     auto deadline = clock_type::now() + std::chrono::seconds(30);
@@ -461,8 +469,14 @@ struct rater_state {
                                       : caf::expected<envelope>{dst.error()};
       if (r || !link_error(r.error()))
         return r;
-      if (dst && lookup_blocking(*sys, ctx.directory, name, timeout()))
-        return r; // linked: the host's own answer
+      if (dst && linked_after_settling(name)) {
+        // Still linked once the directory has had time to hear of a lost
+        // link: ask once more, and a link error again is the host's answer.
+        auto again = request_blocking(*sys, *dst, req, timeout());
+        if (again || !link_error(again.error()) || linked_after_settling(name))
+          return again;
+        r = std::move(again);
+      }
       if (out_of_reach.count(host))
         return r;
       if (clock_type::now() >= deadline) {
@@ -1222,6 +1236,11 @@ caf::expected<caf::actor> spawn_rater(caf::actor_system& sys, const role_context
   auto hs = open_host_store(ctx);
   if (!hs)
     return hs.error();
+  // A rating re-executes a sample of every rank's steps, fetches their
+  // evidence and waits on trainers out of reach and on the chain: it may
+  // take longer than request_timeout_ms, which the gatekeeper would
+  // otherwise give it (the job role asks with 10 minutes).
+  register_answer_deadline(capnp::typeId<schema::RateRequest>(), std::chrono::minutes(10));
   // Detached: a rating re-executes steps and waits on trainers and the chain.
   return sys.spawn<caf::detached>(rater_role, ctx, std::move(*g), std::move(hs->env));
 }

@@ -1153,6 +1153,7 @@ struct slot {
   /// its evidence is owed to that rater until keep_until, so its
   /// coordinator cannot drop it and the count bound takes it last.
   bool owed = false;
+  std::chrono::steady_clock::time_point finished_at{}; ///< when its FINISH was passed on
   std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
   std::array<uint8_t, 32> job{};   ///< TrainConfig.job: what its lease (if any) is for
   /// Last request of its coordinator (join, step, link, run, query): a
@@ -1316,34 +1317,42 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
                       fmt::format("TrainerJoin: all {} trainer slots of this host are busy "
                                   "(trainer_slots); retry when a job finishes",
                                   st.ctx.lim.trainer_slots));
-  if (auto old = st.slots->find(key); old != st.slots->end()) {
-    caf::anon_send_exit(old->second.worker, caf::exit_reason::user_shutdown);
-    if (old->second.member)
-      caf::anon_send_exit(old->second.member, caf::exit_reason::user_shutdown);
-    st.slots->erase(old);
-  }
   // Evidence of finished sessions is bounded too: the soonest to expire
   // goes first (the oldest of those kept as long). A session whose
-  // evidence a rater is owed never goes before its keeping ends (else the
-  // rater would fail an honest trainer): past their own, larger bound the
-  // join waits instead.
+  // evidence a rater is owed does not go in its first hour (else the rater
+  // could fail an honest trainer): past their own, larger bound the join
+  // waits instead.
   auto now = clock_type::now();
-  auto owed_now = [&](const slot& x) { return x.finished && x.owed && now < x.keep_until; };
+  // (Protected from eviction for its first hour: the final ring is rated
+  // by then; a ring a job left, kept longer for a rating at the job's end,
+  // may go after that under a flood of joins, which leaves its trainers
+  // unpaid but never slashed, as an earlier ring's evidence gone names no
+  // culprit. A flood cannot hold this host's joins longer than the hour.)
+  auto owed_now = [&](const slot& x) {
+    return x.finished && x.owed && now < std::min(x.keep_until, x.finished_at + std::chrono::hours(1));
+  };
   size_t owed = 0;
   std::optional<clock_type::time_point> first_free;
   for (auto& [k, x] : *st.slots)
     if (owed_now(x)) {
       ++owed;
-      first_free = first_free ? std::min(*first_free, x.keep_until) : x.keep_until;
+      auto free_at = std::min(x.keep_until, x.finished_at + std::chrono::hours(1));
+      first_free = first_free ? std::min(*first_free, free_at) : free_at;
     }
   const size_t slots = std::max<size_t>(st.ctx.lim.trainer_slots, 1);
   if (owed >= owed_per_slot_max * slots)
     return make_error(
       errc::busy,
       fmt::format("TrainerJoin: this host keeps the evidence of {} finished sessions for their "
-                  "raters (at most {} per trainer slot); retry in {} s, when the first keeping ends",
+                  "raters (at most {} per trainer slot); retry in {} s",
                   owed, owed_per_slot_max,
                   std::chrono::duration_cast<std::chrono::seconds>(*first_free - now).count() + 1));
+  if (auto old = st.slots->find(key); old != st.slots->end()) {
+    caf::anon_send_exit(old->second.worker, caf::exit_reason::user_shutdown);
+    if (old->second.member)
+      caf::anon_send_exit(old->second.member, caf::exit_reason::user_shutdown);
+    st.slots->erase(old);
+  }
   while (st.slots->size() - training - owed >= finished_per_slot_max * slots) {
     auto oldest = st.slots->end();
     for (auto i = st.slots->begin(); i != st.slots->end(); ++i)
@@ -1541,6 +1550,7 @@ void restore_owed_evidence(role_actor* self) {
     slot s;
     s.finished = true;
     s.owed = true;
+    s.finished_at = clock_type::now();
     s.seq = ++st.joins;
     s.keep_until = clock_type::now() + std::chrono::milliseconds(left_ms);
     s.token = owed->token;
@@ -1641,12 +1651,35 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
                       std::chrono::duration_cast<std::chrono::seconds>(s->second.keep_until
                                                                        - clock_type::now())
                         .count()));
-      self->state.slots->erase(key);
+      // The slot goes once its trainer has taken the drop (a trainer that
+      // refuses it, keeping what it owes, stays reachable); one already
+      // gone goes too.
+      auto rp = self->make_response_promise<envelope>();
+      auto slots = self->state.slots;
+      auto worker = *dst;
+      auto forget = [slots, key, worker] {
+        if (auto s = slots->find(key); s != slots->end() && s->second.worker == worker)
+          slots->erase(s);
+      };
+      self->request(*dst, caf::duration{long_wait}, env)
+        .then(
+          [rp, forget](envelope& reply) mutable {
+            forget();
+            rp.deliver(std::move(reply));
+          },
+          [rp, forget](caf::error& err) mutable {
+            if (code_of(err) != errc::forbidden)
+              forget();
+            rp.deliver(std::move(err));
+          });
+      return rp;
     }
     if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour, or keepMs
       // (Bounded in count too: finished_per_slot_max, the soonest to expire first.)
       auto keep = keep_of(q);
       if (auto s = self->state.slots->find({*id, q.getRank()}); s != self->state.slots->end()) {
+        if (!s->second.finished)
+          s->second.finished_at = clock_type::now();
         s->second.finished = true; // its trainer slot is free again
         s->second.keep_until = std::max(s->second.keep_until, clock_type::now() + keep);
       }

@@ -1584,7 +1584,7 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_that_answers_link_down_to_its_challenges_is_
   ec.restart_with_fault(3, "trainer_hide_evidence");
   BOOST_TEST(ec.hosts[3].proc->log_text().find("FAULT INJECTION") != std::string::npos);
   auto rated = ec.ask(0, "rater", ec.rate_request(o, *r), 120s);
-  BOOST_REQUIRE_MESSAGE(rated, why(rated));
+  BOOST_REQUIRE_MESSAGE(rated, why(rated) << "\n--- c0:\n" << ec.hosts[0].proc->log_text());
   auto rating = train::parse_rating(*rated);
   BOOST_REQUIRE_MESSAGE(rating, why(rating));
   BOOST_REQUIRE(rating->verdicts.size() == 4u);
