@@ -1541,11 +1541,21 @@ void restore_owed_evidence(role_actor* self) {
       continue;
     }
     session_key key{owed->session, owed->rank};
-    if (st.slots->count(key)) {
-      log_warning("trainer: evidence owed to a rater not taken up: {} is a second record of "
-                  "session {} rank {}",
+    if (auto seen = st.slots->find(key); seen != st.slots->end()) {
+      // Two records of one session and rank (a join replaced a trainer
+      // before a crash): the one kept longer answers.
+      auto kept_longer = seen->second.keep_until >= clock_type::now()
+                                                     + std::chrono::milliseconds(left_ms);
+      log_warning("trainer: evidence owed to a rater: {} is a second record of session {} rank "
+                  "{}; the one kept longer is taken up",
                   f.path().string(), to_hex({owed->session.data(), 8}), owed->rank);
-      continue;
+      if (kept_longer)
+        continue;
+      caf::anon_send_exit(seen->second.worker, caf::exit_reason::user_shutdown);
+      st.slots->erase(seen);
+      std::erase_if(kept, [&](const std::filesystem::path& p) {
+        return p.stem().string().rfind(name, 0) == 0;
+      });
     }
     slot s;
     s.finished = true;
