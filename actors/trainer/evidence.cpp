@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include "runtime/byte_io.hpp"
 #include "runtime/error.hpp"
 
 namespace aicon::train {
@@ -168,58 +169,29 @@ namespace {
 
 constexpr char owed_magic[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '1'};
 
-void put64(std::vector<uint8_t>& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-
-struct reader {
-  const std::vector<uint8_t>& b;
-  size_t at = 0;
-  bool short_ = false;
-  uint64_t u64() {
-    if (b.size() - at < 8) {
-      short_ = true;
-      return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i)
-      v |= uint64_t{b[at + i]} << (8 * i);
-    at += 8;
-    return v;
-  }
-  void bytes32(std::array<uint8_t, 32>& out) {
-    if (b.size() - at < 32) {
-      short_ = true;
-      return;
-    }
-    std::memcpy(out.data(), b.data() + at, 32);
-    at += 32;
-  }
-};
-
 } // namespace
 
 std::vector<uint8_t> owed_bytes(const owed_session& o) {
-  std::vector<uint8_t> out(owed_magic, owed_magic + 8);
-  out.insert(out.end(), o.session.begin(), o.session.end());
-  out.insert(out.end(), o.token.begin(), o.token.end());
-  put64(out, o.rank);
-  put64(out, o.size);
-  put64(out, o.global_batch);
-  put64(out, o.keep_until_ms);
-  put64(out, o.rows);
-  put64(out, o.seed);
-  put64(out, o.first_step);
-  put64(out, o.index.size());
+  std::vector<uint8_t> out(8 + 32 + 32);
+  std::memcpy(out.data(), owed_magic, 8);
+  std::memcpy(out.data() + 8, o.session.data(), 32);
+  std::memcpy(out.data() + 40, o.token.data(), 32);
+  put_le64(out, o.rank);
+  put_le64(out, o.size);
+  put_le64(out, o.global_batch);
+  put_le64(out, o.keep_until_ms);
+  put_le64(out, o.rows);
+  put_le64(out, o.seed);
+  put_le64(out, o.first_step);
+  put_le64(out, o.index.size());
   for (auto& r : o.index) {
-    put64(out, r.step);
-    put64(out, r.epoch);
-    put64(out, r.cursor);
-    put64(out, r.offset);
-    put64(out, r.floats);
+    put_le64(out, r.step);
+    put_le64(out, r.epoch);
+    put_le64(out, r.cursor);
+    put_le64(out, r.offset);
+    put_le64(out, r.floats);
   }
-  put64(out, o.log.size());
+  put_le64(out, o.log.size());
   for (auto& d : o.log)
     out.insert(out.end(), d.begin(), d.end());
   std::array<uint8_t, 32> h;
@@ -237,11 +209,10 @@ caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const 
   if (sodium_memcmp(h.data(), bytes.data() + bytes.size() - 32, 32) != 0)
     return make_error(errc::invalid_argument,
                       fmt::format("{}: its checksum does not match (a torn or corrupt file)", what));
-  std::vector<uint8_t> body(bytes.begin() + 8, bytes.end() - 32);
-  reader r{body};
+  byte_reader r{std::span<const uint8_t>{bytes}.subspan(8, bytes.size() - 8 - 32)};
   owed_session o;
-  r.bytes32(o.session);
-  r.bytes32(o.token);
+  r.take(o.session);
+  r.take(o.token);
   o.rank = static_cast<uint32_t>(r.u64());
   o.size = static_cast<uint32_t>(r.u64());
   o.global_batch = static_cast<uint32_t>(r.u64());
@@ -250,26 +221,19 @@ caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const 
   o.seed = r.u64();
   o.first_step = r.u64();
   auto n = r.u64();
-  if (n > body.size() / 40)
+  if (n > r.left() / 40)
     return make_error(errc::invalid_argument,
-                      fmt::format("{}: {} index entries do not fit in {} bytes", what, n, body.size()));
-  for (uint64_t i = 0; i < n && !r.short_; ++i) {
-    evidence_store::indexed e;
-    e.step = r.u64();
-    e.epoch = r.u64();
-    e.cursor = r.u64();
-    e.offset = r.u64();
-    e.floats = r.u64();
-    o.index.push_back(e);
-  }
-  auto m = r.short_ ? 0 : r.u64();
-  if (m > body.size() / 32)
+                      fmt::format("{}: {} index entries do not fit in {} bytes", what, n, r.left()));
+  for (uint64_t i = 0; i < n; ++i)
+    o.index.push_back({r.u64(), r.u64(), r.u64(), r.u64(), r.u64()});
+  auto m = r.u64();
+  if (m > r.left() / 32)
     return make_error(errc::invalid_argument,
-                      fmt::format("{}: {} step digests do not fit in {} bytes", what, m, body.size()));
+                      fmt::format("{}: {} step digests do not fit in {} bytes", what, m, r.left()));
   o.log.resize(m);
   for (auto& d : o.log)
-    r.bytes32(d);
-  if (r.short_ || r.at != body.size())
+    r.take(d);
+  if (!r.ok || r.left() != 0)
     return make_error(errc::invalid_argument,
                       fmt::format("{}: its fields do not fill it as they should", what));
   if (o.size == 0 || o.rank >= o.size || o.global_batch == 0)

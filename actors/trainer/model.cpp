@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gpu/kernels.hpp"
+#include "runtime/byte_io.hpp"
 #include "runtime/error.hpp"
 
 namespace aicon::train {
@@ -325,33 +326,14 @@ constexpr char magic[8] = {'A', 'I', 'C', 'K', 'P', 'T', '0', '1'};
 /// sections; an SGD checkpoint is still written as version 1.
 constexpr char magic_v2[8] = {'A', 'I', 'C', 'K', 'P', 'T', '0', '2'};
 
-void put_u64(std::vector<uint8_t>& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-
 void put_floats(std::vector<uint8_t>& out, const std::vector<float>& v) {
-  put_u64(out, v.size());
+  put_le64(out, v.size());
   auto at = out.size();
   out.resize(at + v.size() * 4);
   std::memcpy(out.data() + at, v.data(), v.size() * 4);
 }
 
-struct reader {
-  std::span<const uint8_t> bytes;
-  size_t at = 0;
-  bool ok = true;
-  uint64_t u64() {
-    if (at + 8 > bytes.size()) {
-      ok = false;
-      return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i)
-      v |= static_cast<uint64_t>(bytes[at + i]) << (8 * i);
-    at += 8;
-    return v;
-  }
+struct reader : byte_reader {
   std::vector<float> floats() {
     auto n = u64();
     if (!ok || n > (bytes.size() - at) / 4) {
@@ -371,17 +353,17 @@ std::vector<uint8_t> checkpoint_bytes(const checkpoint& c) {
   bool v2 = c.optimizer != optimizer_kind::sgd;
   std::vector<uint8_t> out(v2 ? magic_v2 : magic, (v2 ? magic_v2 : magic) + 8);
   auto spec = to_string(c.spec);
-  put_u64(out, spec.size());
+  put_le64(out, spec.size());
   out.insert(out.end(), spec.begin(), spec.end());
-  put_u64(out, c.step);
-  put_u64(out, c.cursor);
-  put_u64(out, c.epoch);
-  put_u64(out, c.seed);
+  put_le64(out, c.step);
+  put_le64(out, c.cursor);
+  put_le64(out, c.epoch);
+  put_le64(out, c.seed);
   put_floats(out, c.params);
   put_floats(out, c.velocity);
   if (v2) {
-    put_u64(out, static_cast<uint64_t>(c.optimizer));
-    put_u64(out, c.adam_steps);
+    put_le64(out, static_cast<uint64_t>(c.optimizer));
+    put_le64(out, c.adam_steps);
     put_floats(out, c.second);
   }
   uint8_t digest[32];
@@ -433,7 +415,7 @@ caf::expected<checkpoint> parse_checkpoint(std::span<const uint8_t> bytes, const
   crypto_generichash(digest, 32, bytes.data(), bytes.size() - 32, nullptr, 0);
   if (std::memcmp(digest, bytes.data() + bytes.size() - 32, 32) != 0)
     return bad("digest mismatch: the file is truncated or corrupt");
-  reader r{{bytes.data(), bytes.size() - 32}, 8};
+  reader r{{{bytes.data(), bytes.size() - 32}, 8}};
   checkpoint c;
   auto len = r.u64();
   if (!r.ok || len > 4200 || r.at + len > r.bytes.size())

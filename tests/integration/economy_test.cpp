@@ -178,6 +178,30 @@ struct economy_cluster {
     wait_linked(i);
   }
 
+  /// A job of `steps` on 4 trainers, escrowed by the payer and trained to
+  /// its end, not yet rated.
+  std::pair<train::job_options, train::job_result> trained_job(uint64_t steps) {
+    auto job = random_job();
+    const uint64_t escrow = 4 * steps + 500;
+    payer_tx([&](uint64_t n) { return train::make_escrow_lock(payer, chain, n, job, escrow); });
+    auto o = allocated_job(job, steps);
+    auto r = train::run_job(*c, o);
+    BOOST_REQUIRE_MESSAGE(r, why(r));
+    return {o, std::move(*r)};
+  }
+
+  /// c0's rater's rating of that job, with every rank's verdict.
+  train::rating rated(const train::job_options& o, const train::job_result& r) {
+    auto reply = ask(0, "rater", rate_request(o, r), 120s);
+    BOOST_REQUIRE_MESSAGE(reply, why(reply) << "\n--- c0:\n" << hosts[0].proc->log_text());
+    auto rating = train::parse_rating(*reply);
+    BOOST_REQUIRE_MESSAGE(rating, why(rating));
+    BOOST_REQUIRE(rating->verdicts.size() == o.trainers);
+    for (auto& v : rating->verdicts)
+      BOOST_TEST_MESSAGE("rank " << v.rank << ": " << (v.passed ? "passed" : "FAILED: " + v.why));
+    return *rating;
+  }
+
   void wait_linked(size_t i) {
     for (size_t k = 0; k < nodes.size(); ++k)
       if (k != i)
@@ -1535,28 +1559,17 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_killed_after_its_ring_finished_still_answers
   // slashable failure).
   economy_cluster ec;
   ec.wait_offers(2);
-  auto job = random_job();
-  const uint64_t steps = 80, escrow = 4 * steps + 500;
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
-  auto o = ec.allocated_job(job, steps);
-  auto r = train::run_job(*ec.c, o);
-  BOOST_REQUIRE_MESSAGE(r, why(r));
+  auto [o, r] = ec.trained_job(80);
   ec.restart_killed(3);
   BOOST_TEST(ec.hosts[3].proc->log_text().find(
                "took up the evidence of 2 finished session(s) owed to their raters")
                != std::string::npos,
              ec.hosts[3].proc->log_text());
-  auto rated = ec.ask(0, "rater", ec.rate_request(o, *r), 120s);
-  BOOST_REQUIRE_MESSAGE(rated, why(rated));
-  auto rating = train::parse_rating(*rated);
-  BOOST_REQUIRE_MESSAGE(rating, why(rating));
-  BOOST_REQUIRE(rating->verdicts.size() == 4u);
-  for (auto& v : rating->verdicts) {
-    BOOST_TEST_MESSAGE("rank " << v.rank << ": " << (v.passed ? "passed" : "FAILED: " + v.why));
+  auto rating = ec.rated(o, r);
+  for (auto& v : rating.verdicts)
     BOOST_TEST(v.passed, "rank " << v.rank << ": " << v.why);
-  }
-  BOOST_TEST(rating->slashed == 0u);
-  BOOST_TEST(rating->receipts == 4u);
+  BOOST_TEST(rating.slashed == 0u);
+  BOOST_TEST(rating.receipts == 4u);
   // Its evidence files are still there, for the rest of their keeping.
   size_t files = 0;
   std::error_code ec_;
@@ -1575,29 +1588,19 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_that_answers_link_down_to_its_challenges_is_
   // is slashed, as a host hiding steps it cannot show must be.
   economy_cluster ec;
   ec.wait_offers(2);
-  auto job = random_job();
-  const uint64_t steps = 60, escrow = 4 * steps + 500;
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
-  auto o = ec.allocated_job(job, steps);
-  auto r = train::run_job(*ec.c, o);
-  BOOST_REQUIRE_MESSAGE(r, why(r));
+  auto [o, r] = ec.trained_job(60);
   ec.restart_with_fault(3, "trainer_hide_evidence");
   BOOST_TEST(ec.hosts[3].proc->log_text().find("FAULT INJECTION") != std::string::npos);
-  auto rated = ec.ask(0, "rater", ec.rate_request(o, *r), 120s);
-  BOOST_REQUIRE_MESSAGE(rated, why(rated) << "\n--- c0:\n" << ec.hosts[0].proc->log_text());
-  auto rating = train::parse_rating(*rated);
-  BOOST_REQUIRE_MESSAGE(rating, why(rating));
-  BOOST_REQUIRE(rating->verdicts.size() == 4u);
+  auto rating = ec.rated(o, r);
   auto liar = ec.nodes[3].id;
-  for (auto& v : rating->verdicts) {
-    BOOST_TEST_MESSAGE("rank " << v.rank << ": " << (v.passed ? "passed" : "FAILED: " + v.why));
-    bool lies = r->rank_hosts[v.rank] == liar;
+  for (auto& v : rating.verdicts) {
+    bool lies = r.rank_hosts[v.rank] == liar;
     BOOST_TEST(v.passed == !lies, "rank " << v.rank << ": " << v.why);
     if (lies)
       BOOST_TEST(v.why.find("trainer_hide_evidence") != std::string::npos, v.why);
   }
-  BOOST_TEST(rating->slashed == economy_cluster::trainer_stake / 2);
-  BOOST_TEST(rating->receipts == 2u);
+  BOOST_TEST(rating.slashed == economy_cluster::trainer_stake / 2);
+  BOOST_TEST(rating.receipts == 2u);
 }
 
 BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {
