@@ -17,6 +17,12 @@ inline void put_le64(std::vector<uint8_t>& out, uint64_t v) {
     out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
 
+/// Appends a length (put_le64) and then the bytes.
+inline void put_bytes(std::vector<uint8_t>& out, std::span<const uint8_t> b) {
+  put_le64(out, b.size());
+  out.insert(out.end(), b.begin(), b.end());
+}
+
 /// Reads fields in order; a read past the end sets `ok` to false and gives
 /// zeros (check `ok` once at the end).
 struct byte_reader {
@@ -44,6 +50,17 @@ struct byte_reader {
     }
     std::memcpy(out.data(), bytes.data() + at, N);
     at += N;
+  }
+
+  /// The next `n` bytes (empty, and `ok` false, past the end).
+  std::span<const uint8_t> next(size_t n) {
+    if (!ok || bytes.size() - at < n) {
+      ok = false;
+      return {};
+    }
+    auto out = bytes.subspan(at, n);
+    at += n;
+    return out;
   }
 
   size_t left() const {

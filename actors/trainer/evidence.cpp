@@ -167,84 +167,43 @@ caf::expected<evidence_store::entry> evidence_store::get(uint64_t step) const {
 
 namespace {
 
-constexpr char owed_magic[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '1'};
+constexpr char owed_magic[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '2'};
+constexpr char rows_magic[8] = {'A', 'I', 'C', 'O', 'N', 'R', 'W', '1'};
 
-} // namespace
-
-std::vector<uint8_t> owed_bytes(const owed_session& o) {
-  std::vector<uint8_t> out(8 + 32 + 32);
-  std::memcpy(out.data(), owed_magic, 8);
-  std::memcpy(out.data() + 8, o.session.data(), 32);
-  std::memcpy(out.data() + 40, o.token.data(), 32);
-  put_le64(out, o.rank);
-  put_le64(out, o.size);
-  put_le64(out, o.global_batch);
-  put_le64(out, o.keep_until_ms);
-  put_le64(out, o.rows);
-  put_le64(out, o.seed);
-  put_le64(out, o.first_step);
-  put_le64(out, o.index.size());
-  for (auto& r : o.index) {
-    put_le64(out, r.step);
-    put_le64(out, r.epoch);
-    put_le64(out, r.cursor);
-    put_le64(out, r.offset);
-    put_le64(out, r.floats);
-  }
-  put_le64(out, o.log.size());
-  for (auto& d : o.log)
-    out.insert(out.end(), d.begin(), d.end());
+/// Appends BLAKE2b-256 of everything before it.
+void seal(std::vector<uint8_t>& out) {
   std::array<uint8_t, 32> h;
   crypto_generichash(h.data(), h.size(), out.data(), out.size(), nullptr, 0);
   out.insert(out.end(), h.begin(), h.end());
-  return out;
 }
 
-caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what) {
-  if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), owed_magic, 8) != 0)
-    return make_error(errc::invalid_argument,
-                      fmt::format("{}: not an owed-evidence record (no AICONOW1 magic)", what));
+/// The fields between a record's magic and its checksum, or why the
+/// bytes are not such a record.
+caf::expected<byte_reader> unseal(const std::vector<uint8_t>& bytes, const char (&magic)[8],
+                                  const char* kind, const std::string& what) {
+  if (bytes.size() < 8 + 32 || std::memcmp(bytes.data(), magic, 8) != 0)
+    return make_error(errc::invalid_argument, fmt::format("{}: not {} (no {} magic)", what, kind,
+                                                          std::string_view{magic, 8}));
   std::array<uint8_t, 32> h;
   crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size() - 32, nullptr, 0);
   if (sodium_memcmp(h.data(), bytes.data() + bytes.size() - 32, 32) != 0)
     return make_error(errc::invalid_argument,
                       fmt::format("{}: its checksum does not match (a torn or corrupt file)", what));
-  byte_reader r{std::span<const uint8_t>{bytes}.subspan(8, bytes.size() - 8 - 32)};
-  owed_session o;
-  r.take(o.session);
-  r.take(o.token);
-  o.rank = static_cast<uint32_t>(r.u64());
-  o.size = static_cast<uint32_t>(r.u64());
-  o.global_batch = static_cast<uint32_t>(r.u64());
-  o.keep_until_ms = r.u64();
-  o.rows = r.u64();
-  o.seed = r.u64();
-  o.first_step = r.u64();
-  auto n = r.u64();
-  if (n > r.left() / 40)
-    return make_error(errc::invalid_argument,
-                      fmt::format("{}: {} index entries do not fit in {} bytes", what, n, r.left()));
-  for (uint64_t i = 0; i < n; ++i)
-    o.index.push_back({r.u64(), r.u64(), r.u64(), r.u64(), r.u64()});
-  auto m = r.u64();
-  if (m > r.left() / 32)
-    return make_error(errc::invalid_argument,
-                      fmt::format("{}: {} step digests do not fit in {} bytes", what, m, r.left()));
-  o.log.resize(m);
-  for (auto& d : o.log)
-    r.take(d);
-  if (!r.ok || r.left() != 0)
-    return make_error(errc::invalid_argument,
-                      fmt::format("{}: its fields do not fill it as they should", what));
-  if (o.size == 0 || o.rank >= o.size || o.global_batch == 0)
-    return make_error(errc::invalid_argument,
-                      fmt::format("{}: rank {} of {}, global batch {}", what, o.rank, o.size,
-                                  o.global_batch));
-  return o;
+  return byte_reader{std::span<const uint8_t>{bytes}.subspan(8, bytes.size() - 8 - 32)};
 }
 
-caf::error write_owed(const std::filesystem::path& file, const owed_session& o) {
-  auto bytes = owed_bytes(o);
+std::string text_of(std::span<const uint8_t> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+std::span<const uint8_t> bytes_of(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+/// Writes `file` whole or not at all: a temporary file, synced, renamed,
+/// and the directory synced (its entries must outlive a power loss as
+/// well as the process).
+caf::error write_whole(const std::filesystem::path& file, const std::vector<uint8_t>& bytes) {
   auto tmp = file;
   tmp += ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -274,8 +233,6 @@ caf::error write_owed(const std::filesystem::path& file, const owed_session& o) 
   if (ec)
     return make_error(errc::io_error, fmt::format("evidence: cannot rename {} to {}: {}",
                                                   tmp.string(), file.string(), ec.message()));
-  // The directory too: its entries (this record's, the evidence file's)
-  // must outlive a power loss as well as the process.
   int dir = ::open(file.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0 || ::fsync(dir) != 0) {
     auto why = sys_error();
@@ -288,7 +245,7 @@ caf::error write_owed(const std::filesystem::path& file, const owed_session& o) 
   return {};
 }
 
-caf::expected<owed_session> read_owed(const std::filesystem::path& file) {
+caf::expected<std::vector<uint8_t>> read_whole(const std::filesystem::path& file) {
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return make_error(errc::io_error,
@@ -315,7 +272,152 @@ caf::expected<owed_session> read_owed(const std::filesystem::path& file) {
     }
   }
   ::close(fd);
-  return parse_owed(bytes, file.string());
+  return bytes;
+}
+
+} // namespace
+
+std::vector<uint8_t> owed_bytes(const owed_session& o) {
+  std::vector<uint8_t> out(8 + 32 + 32);
+  std::memcpy(out.data(), owed_magic, 8);
+  std::memcpy(out.data() + 8, o.session.data(), 32);
+  std::memcpy(out.data() + 40, o.token.data(), 32);
+  put_le64(out, o.rank);
+  put_le64(out, o.size);
+  put_le64(out, o.global_batch);
+  put_le64(out, o.keep_until_ms);
+  put_le64(out, o.rows);
+  put_le64(out, o.seed);
+  put_le64(out, o.first_step);
+  put_le64(out, o.index.size());
+  for (auto& r : o.index) {
+    put_le64(out, r.step);
+    put_le64(out, r.epoch);
+    put_le64(out, r.cursor);
+    put_le64(out, r.offset);
+    put_le64(out, r.floats);
+  }
+  put_le64(out, o.log.size());
+  for (auto& d : o.log)
+    out.insert(out.end(), d.begin(), d.end());
+  put_bytes(out, bytes_of(o.model));
+  put_bytes(out, bytes_of(o.model_local));
+  out.insert(out.end(), o.model_file.begin(), o.model_file.end());
+  seal(out);
+  return out;
+}
+
+caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what) {
+  auto opened = unseal(bytes, owed_magic, "an owed-evidence record", what);
+  if (!opened)
+    return opened.error();
+  auto& r = *opened;
+  owed_session o;
+  r.take(o.session);
+  r.take(o.token);
+  o.rank = static_cast<uint32_t>(r.u64());
+  o.size = static_cast<uint32_t>(r.u64());
+  o.global_batch = static_cast<uint32_t>(r.u64());
+  o.keep_until_ms = r.u64();
+  o.rows = r.u64();
+  o.seed = r.u64();
+  o.first_step = r.u64();
+  auto n = r.u64();
+  if (n > r.left() / 40)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: {} index entries do not fit in {} bytes", what, n, r.left()));
+  for (uint64_t i = 0; i < n; ++i)
+    o.index.push_back({r.u64(), r.u64(), r.u64(), r.u64(), r.u64()});
+  auto m = r.u64();
+  if (m > r.left() / 32)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: {} step digests do not fit in {} bytes", what, m, r.left()));
+  o.log.resize(m);
+  for (auto& d : o.log)
+    r.take(d);
+  o.model = text_of(r.next(r.u64()));
+  o.model_local = text_of(r.next(r.u64()));
+  r.take(o.model_file);
+  if (!r.ok || r.left() != 0)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: its fields do not fill it as they should", what));
+  if (o.size == 0 || o.rank >= o.size || o.global_batch == 0)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: rank {} of {}, global batch {}", what, o.rank, o.size,
+                                  o.global_batch));
+  return o;
+}
+
+caf::error write_owed(const std::filesystem::path& file, const owed_session& o) {
+  return write_whole(file, owed_bytes(o));
+}
+
+caf::expected<owed_session> read_owed(const std::filesystem::path& file) {
+  auto bytes = read_whole(file);
+  if (!bytes)
+    return bytes.error();
+  return parse_owed(*bytes, file.string());
+}
+
+std::vector<uint8_t> owed_rows_bytes(const owed_rows& r) {
+  std::vector<uint8_t> out(rows_magic, rows_magic + 8);
+  put_le64(out, r.features);
+  put_le64(out, r.index.size());
+  for (auto i : r.index)
+    put_le64(out, i);
+  put_bytes(out, {reinterpret_cast<const uint8_t*>(r.x.data()), r.x.size() * 4});
+  put_bytes(out, {reinterpret_cast<const uint8_t*>(r.y.data()), r.y.size() * 4});
+  seal(out);
+  return out;
+}
+
+caf::expected<owed_rows> parse_owed_rows(const std::vector<uint8_t>& bytes,
+                                         const std::string& what) {
+  auto opened = unseal(bytes, rows_magic, "a record of training rows", what);
+  if (!opened)
+    return opened.error();
+  auto& r = *opened;
+  owed_rows o;
+  o.features = r.u64();
+  auto n = r.u64();
+  if (n > r.left() / 8)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: {} rows do not fit in {} bytes", what, n, r.left()));
+  for (uint64_t i = 0; i < n; ++i) {
+    auto at = r.u64();
+    if (at > UINT32_MAX || (!o.index.empty() && at <= o.index.back()))
+      return make_error(errc::invalid_argument,
+                        fmt::format("{}: row place {} after {} (places ascend, below 2^32)", what,
+                                    at, o.index.empty() ? 0 : o.index.back()));
+    o.index.push_back(static_cast<uint32_t>(at));
+  }
+  auto x = r.next(r.u64());
+  auto y = r.next(r.u64());
+  if (!r.ok || r.left() != 0)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: its fields do not fill it as they should", what));
+  if (o.features == 0 || o.features > (uint64_t{1} << 32)
+      || x.size() != n * o.features * 4 || y.size() != n * 4)
+    return make_error(errc::invalid_argument,
+                      fmt::format("{}: {} bytes of features and {} of labels for {} rows of {} "
+                                  "features",
+                                  what, x.size(), y.size(), n, o.features));
+  o.x.resize(n * o.features);
+  std::memcpy(o.x.data(), x.data(), x.size());
+  o.y.resize(n);
+  std::memcpy(o.y.data(), y.data(), y.size());
+  return o;
+}
+
+caf::error write_owed_rows(const std::filesystem::path& file, const owed_rows& r) {
+  return write_whole(file, owed_rows_bytes(r));
+}
+
+caf::expected<owed_rows> read_owed_rows(const std::filesystem::path& file) {
+  auto bytes = read_whole(file);
+  if (!bytes)
+    return bytes.error();
+  return parse_owed_rows(*bytes, file.string());
 }
 
 } // namespace aicon::train

@@ -104,18 +104,25 @@ private:
 /// What a trainer host writes down when a session finishes for a verifier
 /// (`<session>-<rank>.owed` beside its evidence file): enough to answer
 /// the rater's digests, evidence and weight digests after the process is
-/// gone, until keep_until (wall clock). Without the session's model and
-/// data, a gradient can no longer be recomputed (TrainQuery.withGradient).
+/// gone, until keep_until (wall clock). A TorchScript session also names
+/// its model file (with the file's BLAKE2b-256) and keeps the training rows
+/// its steps used in a `.rows` file beside it (owed_rows): a restarted host
+/// recomputes a step's gradient from them for a rater in another numeric
+/// environment (TrainQuery.withGradient). Built-in models' steps are the
+/// same bits everywhere: no rater asks them for a gradient.
 struct owed_session {
   std::array<uint8_t, 32> session{}, token{};
   uint32_t rank = 0, size = 1, global_batch = 1;
   uint64_t keep_until_ms = 0, rows = 0, seed = 0, first_step = 0;
   std::vector<evidence_store::indexed> index;
   std::vector<std::array<uint8_t, 32>> log; ///< the step digests
+  std::string model;                        ///< torch: the spec ("torch:FILE" or "torch:<id>"); else empty
+  std::string model_local;                  ///< torch asset: where this host keeps the file
+  std::array<uint8_t, 32> model_file{};     ///< torch: BLAKE2b-256 of the file the steps ran
   bool operator==(const owed_session&) const = default;
 };
 
-/// The bytes of an owed session: "AICONOW1", the fields, BLAKE2b-256 of
+/// The bytes of an owed session: "AICONOW2", the fields, BLAKE2b-256 of
 /// all that.
 std::vector<uint8_t> owed_bytes(const owed_session& o);
 /// Parses and checks them; errors name `what` and what was wrong.
@@ -123,5 +130,26 @@ caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const 
 /// Writes `file` whole or not at all (a temporary file, synced, renamed).
 caf::error write_owed(const std::filesystem::path& file, const owed_session& o);
 caf::expected<owed_session> read_owed(const std::filesystem::path& file);
+
+/// The training rows one rank's logged steps used: each row's place in the
+/// training split (ascending), its features and its label (or a regression
+/// target's bits).
+struct owed_rows {
+  uint64_t features = 0;
+  std::vector<uint32_t> index;
+  std::vector<float> x;   ///< index.size() * features
+  std::vector<int32_t> y; ///< index.size()
+  bool operator==(const owed_rows&) const = default;
+};
+
+/// "AICONRW1", the fields, BLAKE2b-256 of all that.
+std::vector<uint8_t> owed_rows_bytes(const owed_rows& r);
+/// Parses and checks them (sizes agree, places ascending); errors name
+/// `what` and what was wrong.
+caf::expected<owed_rows> parse_owed_rows(const std::vector<uint8_t>& bytes,
+                                         const std::string& what);
+/// As write_owed / read_owed.
+caf::error write_owed_rows(const std::filesystem::path& file, const owed_rows& r);
+caf::expected<owed_rows> read_owed_rows(const std::filesystem::path& file);
 
 } // namespace aicon::train

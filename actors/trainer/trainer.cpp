@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "actors/data_node/ingest.hpp"
+#include "actors/data_node/model_store.hpp"
 #include "actors/data_node/remote.hpp"
 #include "runtime/directory.hpp"
 #include "actors/ledger/hashing.hpp"
@@ -211,6 +212,18 @@ envelope digests_reply(uint64_t first_step, const std::vector<hash256>& log) {
   });
 }
 
+/// Beside an owed record: the training rows a torch session's steps used.
+std::filesystem::path rows_file_of(std::filesystem::path owed_file) {
+  owed_file.replace_extension(".rows");
+  return owed_file;
+}
+
+/// A torch model's file (the fetched asset, or the operator's file), for a
+/// check that a restarted host steps the same module.
+std::filesystem::path torch_file_of(const train::model_spec& spec) {
+  return spec.is_asset() ? std::filesystem::path{spec.local} : std::filesystem::path{spec.file};
+}
+
 /// A finished session's evidence files when its keeper goes: kept for the
 /// next process when the host is stopping and a rater is owed them,
 /// removed otherwise (its keeping ended, or it was dropped).
@@ -225,6 +238,7 @@ void release_evidence(const role_context& ctx, train::evidence_store* ev,
   }
   std::error_code ec;
   std::filesystem::remove(owed_file, ec);
+  std::filesystem::remove(rows_file_of(owed_file), ec);
 }
 
 struct worker_state {
@@ -289,6 +303,21 @@ struct worker_state {
     auto file = evidence->file();
     file.replace_extension(".owed");
     caf::error err = evidence->sync();
+    // A TorchScript model's steps differ between numeric environments: a
+    // rater in another one asks for a step's gradient, recomputed here, so
+    // the model file's name and hash and the rows the steps used go too.
+    if (!err && model && model->spec().kind == "torch") {
+      auto& spec = model->spec();
+      o.model = train::to_string(spec);
+      o.model_local = spec.local;
+      auto bytes = data::read_model_file(torch_file_of(spec), train::torch_limits{}.file_bytes_max);
+      if (!bytes)
+        err = bytes.error();
+      else
+        o.model_file = data::model_hash(*bytes);
+      if (!err)
+        err = train::write_owed_rows(rows_file_of(file), used_rows());
+    }
     if (!err)
       err = train::write_owed(file, o);
     if (err) {
@@ -298,6 +327,35 @@ struct worker_state {
     }
     owed_file = file;
     owed_until_ms = static_cast<int64_t>(o.keep_until_ms);
+  }
+
+  /// The training rows this rank's logged steps used (its slices of their
+  /// batches), in ascending place.
+  train::owed_rows used_rows() const {
+    std::vector<uint32_t> places;
+    uint64_t at_epoch = UINT64_MAX;
+    std::vector<uint32_t> perm;
+    for (auto& e : evidence->index()) { // by step: each epoch's permutation once
+      if (e.epoch != at_epoch) {
+        perm = train::epoch_permutation(static_cast<uint32_t>(data.train.rows), seed, e.epoch);
+        at_epoch = e.epoch;
+      }
+      auto idx = train::batch_slice(perm, e.cursor, global_batch, rank, size);
+      places.insert(places.end(), idx.begin(), idx.end());
+    }
+    std::sort(places.begin(), places.end());
+    places.erase(std::unique(places.begin(), places.end()), places.end());
+    train::owed_rows out;
+    auto f = data.train.features;
+    out.features = f;
+    out.index = places;
+    out.x.resize(places.size() * f);
+    out.y.resize(places.size());
+    for (size_t i = 0; i < places.size(); ++i) {
+      std::memcpy(out.x.data() + i * f, data.train.x.data() + size_t{places[i]} * f, f * 4);
+      out.y[i] = data.train.y[places[i]];
+    }
+    return out;
   }
 
   struct step_stats {
@@ -1077,8 +1135,71 @@ struct restored_state {
   train::owed_session owed;
   std::shared_ptr<train::evidence_store> evidence; ///< this actor's alone once spawned
   std::filesystem::path owed_file;
+  /// A torch session's model and rows, loaded at the first gradient asked.
+  std::optional<train::model_spec> spec;
+  data::table rows; ///< the rows the steps used, compact
+  std::vector<uint32_t> places; ///< rows.y[i] is the training split's row places[i]
   ~restored_state() {
     release_evidence(ctx, evidence.get(), owed_file);
+  }
+
+  /// Loads the model the steps ran and the rows they used, refused by
+  /// name when the record names none (a built-in model) or a file changed.
+  caf::error load_for_gradients() {
+    if (spec)
+      return {};
+    if (owed.model.empty())
+      return make_error(errc::not_found, "no model was written down with this session (a "
+                                         "built-in model's steps are the same bits everywhere)");
+    auto s = train::parse_spec(owed.model);
+    if (!s)
+      return s.error();
+    s->local = owed.model_local;
+    auto bytes = data::read_model_file(torch_file_of(*s), train::torch_limits{}.file_bytes_max);
+    if (!bytes)
+      return bytes.error();
+    if (data::model_hash(*bytes) != owed.model_file)
+      return make_error(errc::not_found,
+                        fmt::format("the model file {} changed since the session's steps ran",
+                                    torch_file_of(*s).string()));
+    if (auto err = train::load_torch(*s))
+      return err;
+    auto r = train::read_owed_rows(rows_file_of(owed_file));
+    if (!r)
+      return r.error();
+    if (r->features != s->layers.front())
+      return make_error(errc::invalid_argument,
+                        fmt::format("{}: rows of {} features for a model of {}",
+                                    rows_file_of(owed_file).string(), r->features,
+                                    s->layers.front()));
+    rows.rows = r->index.size();
+    rows.features = r->features;
+    rows.x = std::move(r->x);
+    rows.y = std::move(r->y);
+    places = std::move(r->index);
+    spec = std::move(*s);
+    return {};
+  }
+
+  /// Step `e`'s local gradient on the training rows `idx`, as the session
+  /// computed it.
+  caf::expected<std::vector<float>> gradient(const train::evidence_store::entry& e,
+                                             const std::vector<uint32_t>& idx) {
+    if (auto err = load_for_gradients())
+      return err;
+    std::vector<uint32_t> at;
+    at.reserve(idx.size());
+    for (auto i : idx) {
+      auto p = std::lower_bound(places.begin(), places.end(), i);
+      if (p == places.end() || *p != i)
+        return make_error(errc::not_found,
+                          fmt::format("training row {} was not written down with the session", i));
+      at.push_back(static_cast<uint32_t>(p - places.begin()));
+    }
+    auto m = train::model::from_params(*spec, e.weights);
+    if (!m)
+      return m.error();
+    return train::local_gradient(*m, rows, at, owed.global_batch).first;
   }
   static inline const char* name = "aicon.trainer_restored";
 };
@@ -1112,12 +1233,6 @@ caf::behavior restored_session(restored_actor* self, role_context ctx, train::ow
           auto step = q->getEvidence();
           if (st.ctx.lim.fault_trainer_hide_evidence)
             return hidden_evidence(step);
-          if (q->getWithGradient())
-            return make_error(errc::not_found,
-                              fmt::format("no gradient of step {} here: the session finished "
-                                          "before the host restarted, its model and data are "
-                                          "gone (the weights are kept)",
-                                          step));
           auto e = st.evidence->get(step);
           if (!e)
             return e.error();
@@ -1125,7 +1240,17 @@ caf::behavior restored_session(restored_actor* self, role_context ctx, train::ow
                                                e->epoch);
           auto idx = train::batch_slice(perm, e->cursor, st.owed.global_batch, st.owed.rank,
                                         st.owed.size);
-          return evidence_reply(step, *e, idx, {});
+          std::vector<float> grad;
+          if (q->getWithGradient()) {
+            auto g = st.gradient(*e, idx);
+            if (!g)
+              return make_error(code_of(g.error()),
+                                fmt::format("no gradient of step {} here (the session finished "
+                                            "before the host restarted): {}",
+                                            step, what_of(g.error())));
+            grad = std::move(*g);
+          }
+          return evidence_reply(step, *e, idx, grad);
         }
         case schema::TrainQuery::DROP:
           self->quit();
@@ -1571,6 +1696,7 @@ void restore_owed_evidence(role_actor* self) {
                        key.second);
     kept.insert(f.path());
     kept.insert(ev_file);
+    kept.insert(rows_file_of(f.path()));
     ++restored;
   }
   for (auto& f : std::filesystem::directory_iterator(dir, ec))

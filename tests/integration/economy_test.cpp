@@ -180,11 +180,14 @@ struct economy_cluster {
 
   /// A job of `steps` on 4 trainers, escrowed by the payer and trained to
   /// its end, not yet rated.
-  std::pair<train::job_options, train::job_result> trained_job(uint64_t steps) {
+  std::pair<train::job_options, train::job_result> trained_job(uint64_t steps,
+                                                               const std::string& model = {}) {
     auto job = random_job();
     const uint64_t escrow = 4 * steps + 500;
     payer_tx([&](uint64_t n) { return train::make_escrow_lock(payer, chain, n, job, escrow); });
     auto o = allocated_job(job, steps);
+    if (!model.empty())
+      o.model = model;
     auto r = train::run_job(*c, o);
     BOOST_REQUIRE_MESSAGE(r, why(r));
     return {o, std::move(*r)};
@@ -1891,6 +1894,41 @@ BOOST_AUTO_TEST_CASE(a_rater_on_other_cpu_kernels_compares_within_the_tolerance)
   BOOST_TEST(reg_wait.output.find("verified  2/4 trainers passed") != std::string::npos,
              reg_wait.output);
   BOOST_TEST(reg_wait.output.find("r2        ") != std::string::npos, reg_wait.output);
+}
+
+BOOST_AUTO_TEST_CASE(a_torch_trainer_host_restarted_before_the_rating_still_shows_its_gradients) {
+  // A rater in another numeric environment asks each challenged step's
+  // gradient. t1's host is killed after the ring finished and started
+  // again: its sessions wrote down the model file's hash and the rows their
+  // steps used, so the new process recomputes the gradients (they used to
+  // be refused "its model and data are gone", a slashable failure).
+  if (torch_skipped())
+    return;
+  economy_cluster ec(false, false, economy_cluster::no_cheater, {"ATEN_CPU_CAPABILITY=default"});
+  auto models = ec.root / "models";
+  if (!make_torch_models(models))
+    return;
+  ec.wait_offers(2);
+  auto [o, r] = ec.trained_job(40, "torch:" + (models / "digits_cnn.pt").string());
+  ec.restart_killed(3);
+  BOOST_TEST(ec.hosts[3].proc->log_text().find(
+               "took up the evidence of 2 finished session(s) owed to their raters")
+               != std::string::npos,
+             ec.hosts[3].proc->log_text());
+  auto rating = ec.rated(o, r);
+  for (auto& v : rating.verdicts)
+    BOOST_TEST(v.passed, "rank " << v.rank << ": " << v.why);
+  BOOST_TEST(rating.slashed == 0u);
+  BOOST_TEST(rating.receipts == 4u);
+  auto log = ec.hosts[0].proc->log_text();
+  BOOST_TEST(log.find("comparing its steps within the tolerance") != std::string::npos, log);
+  std::map<std::string, size_t> kinds;
+  std::error_code ec_;
+  for (auto& f : std::filesystem::directory_iterator(ec.nodes[3].dir / "evidence", ec_))
+    ++kinds[f.path().extension().string()];
+  BOOST_TEST(kinds[".ev"] == 2u);
+  BOOST_TEST(kinds[".owed"] == 2u);
+  BOOST_TEST(kinds[".rows"] == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -106,6 +106,8 @@ BOOST_AUTO_TEST_CASE(owed_evidence_outlives_the_process_and_a_torn_record_is_ref
   o.rows = 1437;
   o.seed = 42;
   o.first_step = 10;
+  o.model = "torch:/data/models/cnn.pt";
+  o.model_file.fill(3);
   {
     auto made = evidence_store::create(file, 1 << 20);
     BOOST_REQUIRE_MESSAGE(made, why(made));
@@ -164,6 +166,50 @@ BOOST_AUTO_TEST_CASE(owed_evidence_outlives_the_process_and_a_torn_record_is_ref
   BOOST_TEST(describe(r.error()).find("checksum does not match") != std::string::npos,
              describe(r.error()));
   BOOST_TEST(!train::read_owed(dir / "missing.owed"));
+}
+
+BOOST_AUTO_TEST_CASE(a_torch_sessions_rows_are_written_down_and_a_bad_record_is_refused) {
+  // The rows a torch session's steps used, for a restarted host's
+  // gradients: read back as written, every malformed record refused by name.
+  test::temp_dir dir;
+  train::owed_rows r;
+  r.features = 3;
+  r.index = {2, 5, 11};
+  r.x = {0.5f, 1, 2, 3, 4, 5, 6, 7, -8.25f};
+  r.y = {1, 0, 7};
+  auto file = dir / "s-1.rows";
+  BOOST_REQUIRE(!train::write_owed_rows(file, r));
+  auto back = train::read_owed_rows(file);
+  BOOST_REQUIRE_MESSAGE(back, why(back));
+  BOOST_TEST((*back == r));
+  auto bytes = train::owed_rows_bytes(r);
+  for (size_t at : {size_t{0}, size_t{9}, bytes.size() / 2, bytes.size() - 1}) {
+    auto bad = bytes;
+    bad[at] ^= 0x10;
+    auto p = train::parse_owed_rows(bad, "s-1.rows");
+    BOOST_REQUIRE_MESSAGE(!p, "a flipped byte at " << at << " was taken");
+    BOOST_TEST(describe(p.error()).find("s-1.rows") != std::string::npos, describe(p.error()));
+  }
+  // Sealed but wrong inside: places that do not ascend, and features that
+  // do not fill the rows, are named.
+  auto unsorted = r;
+  std::swap(unsorted.index[0], unsorted.index[1]);
+  auto p = train::parse_owed_rows(train::owed_rows_bytes(unsorted), "s-1.rows");
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("row place 2 after 5") != std::string::npos,
+             describe(p.error()));
+  auto short_x = r;
+  short_x.x.pop_back();
+  p = train::parse_owed_rows(train::owed_rows_bytes(short_x), "s-1.rows");
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("for 3 rows of 3 features") != std::string::npos,
+             describe(p.error()));
+  // An owed record is not a rows record.
+  train::owed_session o;
+  p = train::parse_owed_rows(train::owed_bytes(o), "s-1.rows");
+  BOOST_REQUIRE(!p);
+  BOOST_TEST(describe(p.error()).find("no AICONRW1 magic") != std::string::npos,
+             describe(p.error()));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
