@@ -241,6 +241,119 @@ void release_evidence(const role_context& ctx, train::evidence_store* ev,
   std::filesystem::remove(rows_file_of(owed_file), ec);
 }
 
+// ---- A finished session's answers from its files ------------------------------
+
+/// A session finished for a verifier, answered from what it wrote down:
+/// its owed record, its evidence file and (torch) the rows its steps used.
+/// A trainer that finished for a verifier lets go of its model and data
+/// and answers so; so does a session a restarted host took up.
+struct owed_answers {
+  train::owed_session owed;
+  const train::evidence_store* evidence = nullptr; ///< its keeper's
+  std::filesystem::path owed_file;
+  bool hide_evidence = false; ///< [faults] trainer_hide_evidence
+  const char* since = "";     ///< how the session came to answer from its files
+  /// A torch session's model and rows, loaded at the first gradient asked.
+  std::optional<train::model_spec> spec;
+  data::table rows;             ///< the rows the steps used, compact
+  std::vector<uint32_t> places; ///< rows.y[i] is the training split's row places[i]
+
+  /// Loads the model the steps ran and the rows they used, refused by
+  /// name when the record names none (a built-in model) or a file changed.
+  caf::error load_for_gradients() {
+    if (spec)
+      return {};
+    if (owed.model.empty())
+      return make_error(errc::not_found, "no model was written down with this session (a "
+                                         "built-in model's steps are the same bits everywhere)");
+    auto s = train::parse_spec(owed.model);
+    if (!s)
+      return s.error();
+    s->local = owed.model_local;
+    auto bytes = data::read_model_file(torch_file_of(*s), train::torch_limits{}.file_bytes_max);
+    if (!bytes)
+      return bytes.error();
+    if (data::model_hash(*bytes) != owed.model_file)
+      return make_error(errc::not_found,
+                        fmt::format("the model file {} changed since the session's steps ran",
+                                    torch_file_of(*s).string()));
+    if (auto err = train::load_torch(*s))
+      return err;
+    auto r = train::read_owed_rows(rows_file_of(owed_file));
+    if (!r)
+      return r.error();
+    if (r->features != s->layers.front())
+      return make_error(errc::invalid_argument,
+                        fmt::format("{}: rows of {} features for a model of {}",
+                                    rows_file_of(owed_file).string(), r->features,
+                                    s->layers.front()));
+    rows.rows = r->index.size();
+    rows.features = r->features;
+    rows.x = std::move(r->x);
+    rows.y = std::move(r->y);
+    places = std::move(r->index);
+    spec = std::move(*s);
+    return {};
+  }
+
+  /// Step `e`'s local gradient on the training rows `idx`, as the session
+  /// computed it.
+  caf::expected<std::vector<float>> gradient(const train::evidence_store::entry& e,
+                                             const std::vector<uint32_t>& idx) {
+    if (auto err = load_for_gradients())
+      return err;
+    std::vector<uint32_t> at;
+    at.reserve(idx.size());
+    for (auto i : idx) {
+      auto p = std::lower_bound(places.begin(), places.end(), i);
+      if (p == places.end() || *p != i)
+        return make_error(errc::not_found,
+                          fmt::format("training row {} was not written down with the session", i));
+      at.push_back(static_cast<uint32_t>(p - places.begin()));
+    }
+    auto m = train::model::from_params(*spec, e.weights);
+    if (!m)
+      return m.error();
+    return train::local_gradient(*m, rows, at, owed.global_batch).first;
+  }
+
+  /// Digests, evidence and weight digests; any other query (but drop,
+  /// which is its keeper's) is refused by name.
+  caf::expected<envelope> answer(schema::TrainQuery::Reader q) {
+    switch (q.which()) {
+      case schema::TrainQuery::DIGESTS:
+        return digests_reply(owed.first_step, owed.log);
+      case schema::TrainQuery::WEIGHTS_DIGEST:
+        return weights_digest_reply(*evidence, q.getWeightsDigest());
+      case schema::TrainQuery::EVIDENCE: {
+        auto step = q.getEvidence();
+        if (hide_evidence)
+          return hidden_evidence(step);
+        auto e = evidence->get(step);
+        if (!e)
+          return e.error();
+        auto perm = train::epoch_permutation(static_cast<uint32_t>(owed.rows), owed.seed, e->epoch);
+        auto idx = train::batch_slice(perm, e->cursor, owed.global_batch, owed.rank, owed.size);
+        std::vector<float> grad;
+        if (q.getWithGradient()) {
+          auto g = gradient(*e, idx);
+          if (!g)
+            return make_error(code_of(g.error()),
+                              fmt::format("no gradient of step {} here (the session {}): {}", step,
+                                          since, what_of(g.error())));
+          grad = std::move(*g);
+        }
+        return evidence_reply(step, *e, idx, grad);
+      }
+      default:
+        return make_error(errc::invalid_argument,
+                          fmt::format("this session {}: only its evidence is kept (digests, "
+                                      "evidence, weightsDigest)",
+                                      since));
+    }
+  }
+};
+
 struct worker_state {
   role_context ctx;
   caf::actor_system* sys = nullptr;
@@ -276,7 +389,13 @@ struct worker_state {
   /// so a host restarted before the rating still answers it.
   std::filesystem::path owed_file;
   int64_t owed_until_ms = 0; ///< wall clock: the end of the owed keeping
+  std::optional<train::owed_session> owed_record; ///< what was written down there
   bool finished = false;
+  /// Finished for a verifier and written down: the rater's answers come
+  /// from the files, the model and data are gone (let_go).
+  std::unique_ptr<owed_answers> answers;
+  envelope finish_reply;              ///< the signed log and receipt, for a finish asked again
+  std::vector<uint8_t> finish_verifier;
 
   ~worker_state() {
     release_evidence(ctx, evidence.get(), owed_file);
@@ -327,6 +446,34 @@ struct worker_state {
     }
     owed_file = file;
     owed_until_ms = static_cast<int64_t>(o.keep_until_ms);
+    owed_record = std::move(o);
+  }
+
+  /// Once what the rater is owed is written down: its answers come from
+  /// the files (as after a restart), and the model, the data, the
+  /// optimizer and the last checkpoint go. A host keeps up to 16 such
+  /// sessions per slot for their first hour; they hold no dataset copy.
+  void let_go(const envelope& reply, capnp::Data::Reader verifier) {
+    if (!owed_record || !evidence)
+      return;
+    auto a = std::make_unique<owed_answers>();
+    a->owed = std::move(*owed_record);
+    owed_record.reset();
+    a->evidence = evidence.get();
+    a->owed_file = owed_file;
+    a->hide_evidence = ctx.lim.fault_trainer_hide_evidence;
+    a->since = "finished for a verifier";
+    answers = std::move(a);
+    finish_reply = reply;
+    finish_verifier.assign(verifier.begin(), verifier.end());
+    data = {};
+    model.reset();
+    opt = {};
+    std::vector<uint32_t>{}.swap(order);
+    cached_epoch = UINT64_MAX;
+    std::vector<uint8_t>{}.swap(snapshot);
+    snapshot_step = 0;
+    ::malloc_trim(0);
   }
 
   /// The training rows this rank's logged steps used (its slices of their
@@ -1016,6 +1163,10 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       auto& st = self->state;
+      if (st.answers && env.type_id != capnp::typeId<schema::TrainQuery>())
+        return make_error(errc::invalid_argument,
+                          "this session finished for a verifier: it answers only its rater's "
+                          "TrainQuery (digests, evidence, weightsDigest)");
       if (env.type_id == capnp::typeId<schema::TrainerJoin>()) {
         opened<schema::TrainerJoin> j{env};
         if (!j)
@@ -1076,6 +1227,18 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
             st.stop_asked = true; // agreed with the other ranks in the next step's allreduce
           return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
         }
+        if (st.answers && which != schema::TrainQuery::DROP) {
+          // Finished for a verifier: only what the rater is owed is left.
+          if (which != schema::TrainQuery::FINISH)
+            return st.answers->answer(q.root());
+          auto v = q->getVerifier();
+          if (v.size() == st.finish_verifier.size()
+              && std::equal(v.begin(), v.end(), st.finish_verifier.begin()))
+            return st.finish_reply;
+          return make_error(errc::invalid_argument,
+                            "TrainQuery.finish: this session already finished for another "
+                            "verifier");
+        }
         // (The role refuses it too; this trainer keeps what it owes even
         // if a drop got past, racing the finish.)
         if (which == schema::TrainQuery::DROP && !st.owed_file.empty()
@@ -1098,6 +1261,8 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
             caf::anon_send_exit(st.member, caf::exit_reason::user_shutdown);
           st.reducer.reset();
           st.stream = nullptr;
+          if (!st.owed_file.empty())
+            st.let_go(*out, q->getVerifier());
         }
         if (which == schema::TrainQuery::DROP)
           self->quit();
@@ -1132,74 +1297,10 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
 /// until its keeping ends, and nothing else.
 struct restored_state {
   role_context ctx;
-  train::owed_session owed;
   std::shared_ptr<train::evidence_store> evidence; ///< this actor's alone once spawned
-  std::filesystem::path owed_file;
-  /// A torch session's model and rows, loaded at the first gradient asked.
-  std::optional<train::model_spec> spec;
-  data::table rows; ///< the rows the steps used, compact
-  std::vector<uint32_t> places; ///< rows.y[i] is the training split's row places[i]
+  owed_answers answers;
   ~restored_state() {
-    release_evidence(ctx, evidence.get(), owed_file);
-  }
-
-  /// Loads the model the steps ran and the rows they used, refused by
-  /// name when the record names none (a built-in model) or a file changed.
-  caf::error load_for_gradients() {
-    if (spec)
-      return {};
-    if (owed.model.empty())
-      return make_error(errc::not_found, "no model was written down with this session (a "
-                                         "built-in model's steps are the same bits everywhere)");
-    auto s = train::parse_spec(owed.model);
-    if (!s)
-      return s.error();
-    s->local = owed.model_local;
-    auto bytes = data::read_model_file(torch_file_of(*s), train::torch_limits{}.file_bytes_max);
-    if (!bytes)
-      return bytes.error();
-    if (data::model_hash(*bytes) != owed.model_file)
-      return make_error(errc::not_found,
-                        fmt::format("the model file {} changed since the session's steps ran",
-                                    torch_file_of(*s).string()));
-    if (auto err = train::load_torch(*s))
-      return err;
-    auto r = train::read_owed_rows(rows_file_of(owed_file));
-    if (!r)
-      return r.error();
-    if (r->features != s->layers.front())
-      return make_error(errc::invalid_argument,
-                        fmt::format("{}: rows of {} features for a model of {}",
-                                    rows_file_of(owed_file).string(), r->features,
-                                    s->layers.front()));
-    rows.rows = r->index.size();
-    rows.features = r->features;
-    rows.x = std::move(r->x);
-    rows.y = std::move(r->y);
-    places = std::move(r->index);
-    spec = std::move(*s);
-    return {};
-  }
-
-  /// Step `e`'s local gradient on the training rows `idx`, as the session
-  /// computed it.
-  caf::expected<std::vector<float>> gradient(const train::evidence_store::entry& e,
-                                             const std::vector<uint32_t>& idx) {
-    if (auto err = load_for_gradients())
-      return err;
-    std::vector<uint32_t> at;
-    at.reserve(idx.size());
-    for (auto i : idx) {
-      auto p = std::lower_bound(places.begin(), places.end(), i);
-      if (p == places.end() || *p != i)
-        return make_error(errc::not_found,
-                          fmt::format("training row {} was not written down with the session", i));
-      at.push_back(static_cast<uint32_t>(p - places.begin()));
-    }
-    auto m = train::model::from_params(*spec, e.weights);
-    if (!m)
-      return m.error();
-    return train::local_gradient(*m, rows, at, owed.global_batch).first;
+    release_evidence(ctx, evidence.get(), answers.owed_file);
   }
   static inline const char* name = "aicon.trainer_restored";
 };
@@ -1211,9 +1312,12 @@ caf::behavior restored_session(restored_actor* self, role_context ctx, train::ow
                                std::filesystem::path owed_file) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
-  st.owed = std::move(owed);
   st.evidence = std::move(ev);
-  st.owed_file = std::move(owed_file);
+  st.answers.owed = std::move(owed);
+  st.answers.evidence = st.evidence.get();
+  st.answers.owed_file = std::move(owed_file);
+  st.answers.hide_evidence = st.ctx.lim.fault_trainer_hide_evidence;
+  st.answers.since = "finished before the host restarted";
   return {
     [self](const envelope& env) -> caf::result<envelope> {
       auto& st = self->state;
@@ -1224,42 +1328,11 @@ caf::behavior restored_session(restored_actor* self, role_context ctx, train::ow
       opened<schema::TrainQuery> q{env};
       if (!q)
         return q.error();
-      switch (q->which()) {
-        case schema::TrainQuery::DIGESTS:
-          return digests_reply(st.owed.first_step, st.owed.log);
-        case schema::TrainQuery::WEIGHTS_DIGEST:
-          return weights_digest_reply(*st.evidence, q->getWeightsDigest());
-        case schema::TrainQuery::EVIDENCE: {
-          auto step = q->getEvidence();
-          if (st.ctx.lim.fault_trainer_hide_evidence)
-            return hidden_evidence(step);
-          auto e = st.evidence->get(step);
-          if (!e)
-            return e.error();
-          auto perm = train::epoch_permutation(static_cast<uint32_t>(st.owed.rows), st.owed.seed,
-                                               e->epoch);
-          auto idx = train::batch_slice(perm, e->cursor, st.owed.global_batch, st.owed.rank,
-                                        st.owed.size);
-          std::vector<float> grad;
-          if (q->getWithGradient()) {
-            auto g = st.gradient(*e, idx);
-            if (!g)
-              return make_error(code_of(g.error()),
-                                fmt::format("no gradient of step {} here (the session finished "
-                                            "before the host restarted): {}",
-                                            step, what_of(g.error())));
-            grad = std::move(*g);
-          }
-          return evidence_reply(step, *e, idx, grad);
-        }
-        case schema::TrainQuery::DROP:
-          self->quit();
-          return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
-        default:
-          return make_error(errc::invalid_argument,
-                            "this session finished before the host restarted: only its "
-                            "evidence is kept (digests, evidence, weightsDigest)");
+      if (q->which() == schema::TrainQuery::DROP) {
+        self->quit();
+        return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
       }
+      return st.answers.answer(q.root());
     },
   };
 }
@@ -1824,13 +1897,18 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
         // Owed from now (a drop racing this finish is refused), and for
         // good once the trainer has signed a receipt for the verifier (a
         // session with no step signs none, and owes nothing).
-        if (auto s = self->state.slots->find(key); s != self->state.slots->end())
+        // A finish refused (asked again for another verifier) leaves what
+        // an earlier one made owed as it was.
+        bool was_owed = false;
+        if (auto s = self->state.slots->find(key); s != self->state.slots->end()) {
+          was_owed = s->second.owed;
           s->second.owed = true;
+        }
         auto rp = self->make_response_promise<envelope>();
         auto slots = self->state.slots;
-        auto settle = [slots, key](bool owes) {
+        auto settle = [slots, key, was_owed](bool owes) {
           if (auto s = slots->find(key); s != slots->end() && !owes)
-            s->second.owed = false;
+            s->second.owed = was_owed;
         };
         self->request(*dst, caf::duration{long_wait}, env)
           .then(

@@ -693,6 +693,40 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   BOOST_REQUIRE_MESSAGE(signed_for, why(signed_for));
   BOOST_REQUIRE(opened<schema::SessionLog>{*signed_for}->hasReceipt());
   BOOST_TEST(static_cast<bool>(ask(owed, token, [](auto q) { q.setDigests(); })));
+  // It answers its rater from the files it wrote down and holds no model or
+  // data any more: evidence yes, a checkpoint or an evaluation no.
+  auto shown = ask(owed, token, [](auto q) { q.setEvidence(1); });
+  BOOST_REQUIRE_MESSAGE(shown, why(shown));
+  BOOST_TEST(opened<schema::StepEvidence>{*shown}->getWeights().size() > 0u);
+  for (auto gone : {schema::TrainQuery::CHECKPOINT, schema::TrainQuery::EVALUATE}) {
+    auto refused = ask(owed, token, [gone](auto q) {
+      if (gone == schema::TrainQuery::CHECKPOINT)
+        q.setCheckpoint();
+      else
+        q.setEvaluate();
+    });
+    BOOST_REQUIRE(!refused);
+    BOOST_TEST(describe(refused.error()).find("finished for a verifier: only its evidence is kept")
+                 != std::string::npos,
+               describe(refused.error()));
+  }
+  // A finish asked again gets the same signed log; for another verifier, none.
+  auto again = ask(owed, token, [&](auto q) {
+    q.setFinish();
+    q.setVerifier(kj::arrayPtr(rater.data(), 32));
+  });
+  BOOST_REQUIRE_MESSAGE(again, why(again));
+  BOOST_TEST((opened<schema::SessionLog>{*again}->getLogRoot()
+              == opened<schema::SessionLog>{*signed_for}->getLogRoot()));
+  auto other_rater = fresh();
+  auto other = ask(owed, token, [&](auto q) {
+    q.setFinish();
+    q.setVerifier(kj::arrayPtr(other_rater.data(), 32));
+  });
+  BOOST_REQUIRE(!other);
+  BOOST_TEST(describe(other.error()).find("already finished for another verifier")
+               != std::string::npos,
+             describe(other.error()));
   auto not_dropped = ask(owed, token, [](auto q) { q.setDrop(); });
   BOOST_REQUIRE(!not_dropped);
   BOOST_TEST((code_of(not_dropped.error()) == errc::forbidden));
@@ -741,6 +775,34 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   BOOST_TEST(describe(unowed.error()).find("runs were unverified") != std::string::npos,
              describe(unowed.error()));
   BOOST_TEST(static_cast<bool>(finish(loose)), "the same session finished for no verifier");
+  // Sessions owed to raters in their first hour are never evicted: past 16
+  // per trainer slot (32 here), a join waits `busy` and is told when to
+  // retry, and every owed session still answers.
+  std::vector<std::array<uint8_t, 32>> owing{owed};
+  caf::expected<envelope> full = envelope{};
+  for (int i = 0; i < 40 && full; ++i) {
+    auto s = fresh();
+    full = tc.c->request(*dst, join(s, digits_csv().string()), 60s);
+    if (!full)
+      break;
+    auto ran = run_steps(s, false);
+    BOOST_REQUIRE_MESSAGE(ran, why(ran));
+    BOOST_REQUIRE(ask(s, token, [&](auto q) {
+      q.setFinish();
+      q.setVerifier(kj::arrayPtr(rater.data(), 32));
+    }));
+    owing.push_back(s);
+  }
+  BOOST_REQUIRE_MESSAGE(!full, "40 more sessions owed to raters were all taken");
+  BOOST_TEST((code_of(full.error()) == errc::busy));
+  BOOST_TEST(describe(full.error()).find("keeps the evidence of 32 finished sessions for their "
+                                         "raters (at most 16 per trainer slot); retry in ")
+               != std::string::npos,
+             describe(full.error()));
+  BOOST_TEST_MESSAGE("sessions owed to raters when the host said busy: " << owing.size());
+  BOOST_TEST(owing.size() == 32u);
+  for (auto& s : owing)
+    BOOST_TEST(static_cast<bool>(ask(s, token, [](auto q) { q.setDigests(); })));
 }
 
 BOOST_AUTO_TEST_CASE(the_nccl_transport_needs_a_gpu_and_matches_the_ring) {
