@@ -168,6 +168,9 @@ caf::expected<evidence_store::entry> evidence_store::get(uint64_t step) const {
 namespace {
 
 constexpr char owed_magic[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '2'};
+/// The record before a torch session's model was written down with it (a
+/// host upgraded within a keeping still answers its rater from one).
+constexpr char owed_magic_v1[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '1'};
 constexpr char rows_magic[8] = {'A', 'I', 'C', 'O', 'N', 'R', 'W', '1'};
 
 /// Appends BLAKE2b-256 of everything before it.
@@ -203,7 +206,7 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 /// Writes `file` whole or not at all: a temporary file, synced, renamed,
 /// and the directory synced (its entries must outlive a power loss as
 /// well as the process).
-caf::error write_whole(const std::filesystem::path& file, const std::vector<uint8_t>& bytes) {
+caf::error write_whole(const std::filesystem::path& file, std::span<const uint8_t> bytes) {
   auto tmp = file;
   tmp += ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -245,7 +248,8 @@ caf::error write_whole(const std::filesystem::path& file, const std::vector<uint
   return {};
 }
 
-caf::expected<std::vector<uint8_t>> read_whole(const std::filesystem::path& file) {
+caf::expected<std::vector<uint8_t>> read_whole(const std::filesystem::path& file,
+                                               uint64_t max_bytes) {
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return make_error(errc::io_error,
@@ -265,10 +269,10 @@ caf::expected<std::vector<uint8_t>> read_whole(const std::filesystem::path& file
     if (n == 0)
       break;
     bytes.insert(bytes.end(), buf, buf + n);
-    if (bytes.size() > (uint64_t{1} << 32)) {
+    if (bytes.size() > max_bytes) {
       ::close(fd);
-      return make_error(errc::invalid_argument,
-                        fmt::format("evidence: {} is over 4 GiB", file.string()));
+      return make_error(errc::invalid_argument, fmt::format("evidence: {} is over {} GiB",
+                                                            file.string(), max_bytes >> 30));
     }
   }
   ::close(fd);
@@ -308,7 +312,8 @@ std::vector<uint8_t> owed_bytes(const owed_session& o) {
 }
 
 caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what) {
-  auto opened = unseal(bytes, owed_magic, "an owed-evidence record", what);
+  bool v1 = bytes.size() >= 8 && std::memcmp(bytes.data(), owed_magic_v1, 8) == 0;
+  auto opened = unseal(bytes, v1 ? owed_magic_v1 : owed_magic, "an owed-evidence record", what);
   if (!opened)
     return opened.error();
   auto& r = *opened;
@@ -335,9 +340,11 @@ caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const 
   o.log.resize(m);
   for (auto& d : o.log)
     r.take(d);
-  o.model = text_of(r.next(r.u64()));
-  o.model_local = text_of(r.next(r.u64()));
-  r.take(o.model_file);
+  if (!v1) {
+    o.model = text_of(r.next(r.u64()));
+    o.model_local = text_of(r.next(r.u64()));
+    r.take(o.model_file);
+  }
   if (!r.ok || r.left() != 0)
     return make_error(errc::invalid_argument,
                       fmt::format("{}: its fields do not fill it as they should", what));
@@ -353,7 +360,7 @@ caf::error write_owed(const std::filesystem::path& file, const owed_session& o) 
 }
 
 caf::expected<owed_session> read_owed(const std::filesystem::path& file) {
-  auto bytes = read_whole(file);
+  auto bytes = read_whole(file, uint64_t{1} << 32);
   if (!bytes)
     return bytes.error();
   return parse_owed(*bytes, file.string());
@@ -410,11 +417,20 @@ caf::expected<owed_rows> parse_owed_rows(const std::vector<uint8_t>& bytes,
 }
 
 caf::error write_owed_rows(const std::filesystem::path& file, const owed_rows& r) {
+  if (r.x.size() * 4 + r.y.size() * 4 + r.index.size() * 8 > owed_rows_bytes_max - 1024)
+    return make_error(errc::invalid_argument,
+                      fmt::format("evidence: {} rows of {} features are over the {} GiB a rows "
+                                  "record holds",
+                                  r.index.size(), r.features, owed_rows_bytes_max >> 30));
   return write_whole(file, owed_rows_bytes(r));
 }
 
+caf::error write_whole_file(const std::filesystem::path& file, std::span<const uint8_t> bytes) {
+  return write_whole(file, bytes);
+}
+
 caf::expected<owed_rows> read_owed_rows(const std::filesystem::path& file) {
-  auto bytes = read_whole(file);
+  auto bytes = read_whole(file, owed_rows_bytes_max);
   if (!bytes)
     return bytes.error();
   return parse_owed_rows(*bytes, file.string());

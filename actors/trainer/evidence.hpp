@@ -104,9 +104,10 @@ private:
 /// What a trainer host writes down when a session finishes for a verifier
 /// (`<session>-<rank>.owed` beside its evidence file): enough to answer
 /// the rater's digests, evidence and weight digests after the process is
-/// gone, until keep_until (wall clock). A TorchScript session also names
-/// its model file (with the file's BLAKE2b-256) and keeps the training rows
-/// its steps used in a `.rows` file beside it (owed_rows): a restarted host
+/// gone, until keep_until (wall clock). A TorchScript session also keeps a
+/// copy of its model file (`.pt`, with the BLAKE2b-256 of the file it
+/// loaded at its join) and the training rows its steps used (`.rows`,
+/// owed_rows) beside it: a restarted host
 /// recomputes a step's gradient from them for a rater in another numeric
 /// environment (TrainQuery.withGradient). Built-in models' steps are the
 /// same bits everywhere: no rater asks them for a gradient.
@@ -117,13 +118,13 @@ struct owed_session {
   std::vector<evidence_store::indexed> index;
   std::vector<std::array<uint8_t, 32>> log; ///< the step digests
   std::string model;                        ///< torch: the spec ("torch:FILE" or "torch:<id>"); else empty
-  std::string model_local;                  ///< torch asset: where this host keeps the file
-  std::array<uint8_t, 32> model_file{};     ///< torch: BLAKE2b-256 of the file the steps ran
+  std::string model_local;                  ///< torch: the copy of the file kept beside the record
+  std::array<uint8_t, 32> model_file{};     ///< torch: BLAKE2b-256 of the file the session loaded
   bool operator==(const owed_session&) const = default;
 };
 
 /// The bytes of an owed session: "AICONOW2", the fields, BLAKE2b-256 of
-/// all that.
+/// all that. Records of "AICONOW1" (no model fields) are still read.
 std::vector<uint8_t> owed_bytes(const owed_session& o);
 /// Parses and checks them; errors name `what` and what was wrong.
 caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what);
@@ -142,14 +143,20 @@ struct owed_rows {
   bool operator==(const owed_rows&) const = default;
 };
 
+/// The largest rows record written or read back (16 GiB).
+constexpr uint64_t owed_rows_bytes_max = uint64_t{16} << 30;
+
 /// "AICONRW1", the fields, BLAKE2b-256 of all that.
 std::vector<uint8_t> owed_rows_bytes(const owed_rows& r);
 /// Parses and checks them (sizes agree, places ascending); errors name
 /// `what` and what was wrong.
 caf::expected<owed_rows> parse_owed_rows(const std::vector<uint8_t>& bytes,
                                          const std::string& what);
-/// As write_owed / read_owed.
+/// As write_owed / read_owed; a record over owed_rows_bytes_max is refused.
 caf::error write_owed_rows(const std::filesystem::path& file, const owed_rows& r);
 caf::expected<owed_rows> read_owed_rows(const std::filesystem::path& file);
+
+/// `bytes` to `file`, whole or not at all (as write_owed).
+caf::error write_whole_file(const std::filesystem::path& file, std::span<const uint8_t> bytes);
 
 } // namespace aicon::train

@@ -218,6 +218,12 @@ std::filesystem::path rows_file_of(std::filesystem::path owed_file) {
   return owed_file;
 }
 
+/// Beside an owed record: a copy of the TorchScript file its steps ran.
+std::filesystem::path model_copy_of(std::filesystem::path owed_file) {
+  owed_file.replace_extension(".pt");
+  return owed_file;
+}
+
 /// A torch model's file (the fetched asset, or the operator's file), for a
 /// check that a restarted host steps the same module.
 std::filesystem::path torch_file_of(const train::model_spec& spec) {
@@ -239,6 +245,7 @@ void release_evidence(const role_context& ctx, train::evidence_store* ev,
   std::error_code ec;
   std::filesystem::remove(owed_file, ec);
   std::filesystem::remove(rows_file_of(owed_file), ec);
+  std::filesystem::remove(model_copy_of(owed_file), ec);
 }
 
 // ---- A finished session's answers from its files ------------------------------
@@ -254,45 +261,58 @@ struct owed_answers {
   bool hide_evidence = false; ///< [faults] trainer_hide_evidence
   const char* since = "";     ///< how the session came to answer from its files
   /// A torch session's model and rows, loaded at the first gradient asked.
-  std::optional<train::model_spec> spec;
+  std::optional<train::model_spec> spec; ///< (its live trainer's, handed over at let_go)
+  bool rows_loaded = false;
   data::table rows;             ///< the rows the steps used, compact
   std::vector<uint32_t> places; ///< rows.y[i] is the training split's row places[i]
 
-  /// Loads the model the steps ran and the rows they used, refused by
-  /// name when the record names none (a built-in model) or a file changed.
+  /// Loads the model the steps ran (unless its trainer handed it over) and
+  /// the rows they used, refused by name when the record names none (a
+  /// built-in model) or a file is not what it was.
   caf::error load_for_gradients() {
-    if (spec)
+    if (spec && rows_loaded)
       return {};
     if (owed.model.empty())
       return make_error(errc::not_found, "no model was written down with this session (a "
                                          "built-in model's steps are the same bits everywhere)");
-    auto s = train::parse_spec(owed.model);
-    if (!s)
-      return s.error();
-    s->local = owed.model_local;
-    auto bytes = data::read_model_file(torch_file_of(*s), train::torch_limits{}.file_bytes_max);
-    if (!bytes)
-      return bytes.error();
-    if (data::model_hash(*bytes) != owed.model_file)
-      return make_error(errc::not_found,
-                        fmt::format("the model file {} changed since the session's steps ran",
-                                    torch_file_of(*s).string()));
-    if (auto err = train::load_torch(*s))
-      return err;
+    if (!spec) {
+      auto s = train::parse_spec(owed.model);
+      if (!s)
+        return s.error();
+      // The copy written down at the finish, checked against the hash of
+      // the file the session loaded.
+      auto copy = *s;
+      if (copy.is_asset())
+        copy.local = owed.model_local;
+      else
+        copy.file = owed.model_local;
+      auto bytes = data::read_model_file(owed.model_local, train::torch_limits{}.file_bytes_max);
+      if (!bytes)
+        return bytes.error();
+      if (data::model_hash(*bytes) != owed.model_file)
+        return make_error(errc::not_found,
+                          fmt::format("{} is not the model file the session's steps ran",
+                                      owed.model_local));
+      if (auto err = train::load_torch(copy))
+        return err;
+      s->torch = copy.torch;
+      s->layers = copy.layers;
+      spec = std::move(*s);
+    }
     auto r = train::read_owed_rows(rows_file_of(owed_file));
     if (!r)
       return r.error();
-    if (r->features != s->layers.front())
+    if (r->features != spec->layers.front())
       return make_error(errc::invalid_argument,
                         fmt::format("{}: rows of {} features for a model of {}",
                                     rows_file_of(owed_file).string(), r->features,
-                                    s->layers.front()));
+                                    spec->layers.front()));
     rows.rows = r->index.size();
     rows.features = r->features;
     rows.x = std::move(r->x);
     rows.y = std::move(r->y);
     places = std::move(r->index);
-    spec = std::move(*s);
+    rows_loaded = true;
     return {};
   }
 
@@ -390,6 +410,8 @@ struct worker_state {
   std::filesystem::path owed_file;
   int64_t owed_until_ms = 0; ///< wall clock: the end of the owed keeping
   std::optional<train::owed_session> owed_record; ///< what was written down there
+  bool owed_complete = false; ///< with what a gradient needs (a torch model's copy and rows)
+  std::array<uint8_t, 32> model_file_hash{}; ///< torch: BLAKE2b-256 of the file loaded at the join
   bool finished = false;
   /// Finished for a verifier and written down: the rater's answers come
   /// from the files, the model and data are gone (let_go).
@@ -425,38 +447,87 @@ struct worker_state {
     // A TorchScript model's steps differ between numeric environments: a
     // rater in another one asks for a step's gradient, recomputed here, so
     // the model file's name and hash and the rows the steps used go too.
+    // A copy of the file (the operator's may change, an asset's cache go),
+    // checked against the hash of the one the session loaded. Without them
+    // the record still answers digests and evidence after a restart, and
+    // this trainer keeps its model and data for the gradients.
+    owed_complete = true;
     if (!err && model && model->spec().kind == "torch") {
       auto& spec = model->spec();
-      o.model = train::to_string(spec);
-      o.model_local = spec.local;
+      caf::error why;
       auto bytes = data::read_model_file(torch_file_of(spec), train::torch_limits{}.file_bytes_max);
       if (!bytes)
-        err = bytes.error();
-      else
-        o.model_file = data::model_hash(*bytes);
-      if (!err)
-        err = train::write_owed_rows(rows_file_of(file), used_rows());
+        why = bytes.error();
+      else if (data::model_hash(*bytes) != model_file_hash)
+        why = make_error(errc::invalid_argument,
+                         fmt::format("the model file {} changed since the session loaded it",
+                                     torch_file_of(spec).string()));
+      if (!why)
+        why = train::write_whole_file(model_copy_of(file), *bytes);
+      if (!why)
+        why = train::write_owed_rows(rows_file_of(file), used_rows());
+      if (why) {
+        log_warning("trainer: rank {} of session {}: a host restarted before the rating could "
+                    "not recompute its gradients: {}",
+                    rank, to_hex({session.data(), 8}), describe(why));
+        owed_complete = false;
+      } else {
+        o.model = train::to_string(spec);
+        o.model_local = model_copy_of(file).string();
+        o.model_file = model_file_hash;
+      }
     }
     if (!err)
       err = train::write_owed(file, o);
     if (err) {
       log_warning("trainer: rank {} of session {}: its evidence will not outlive this process: {}",
                   rank, to_hex({session.data(), 8}), describe(err));
+      std::error_code ec;
+      std::filesystem::remove(rows_file_of(file), ec);
+      std::filesystem::remove(model_copy_of(file), ec);
       return;
+    }
+    if (!owed_complete) {
+      std::error_code ec;
+      std::filesystem::remove(rows_file_of(file), ec);
+      std::filesystem::remove(model_copy_of(file), ec);
     }
     owed_file = file;
     owed_until_ms = static_cast<int64_t>(o.keep_until_ms);
     owed_record = std::move(o);
   }
 
+  /// A finish asked again with a longer keeping: the record says so too
+  /// (a host restarted keeps it that long).
+  void keep_owed_longer(std::chrono::milliseconds keep) {
+    auto until = wall_ms() + keep.count();
+    if (owed_file.empty() || until <= owed_until_ms)
+      return;
+    auto* record = answers ? &answers->owed : owed_record ? &*owed_record : nullptr;
+    if (!record)
+      return;
+    auto longer = *record;
+    longer.keep_until_ms = static_cast<uint64_t>(until);
+    if (auto err = train::write_owed(owed_file, longer)) {
+      log_warning("trainer: rank {} of session {}: its longer keeping is not written down (a "
+                  "host restarted keeps it until the earlier end): {}",
+                  rank, to_hex({session.data(), 8}), describe(err));
+    } else {
+      *record = std::move(longer);
+    }
+    owed_until_ms = until;
+  }
+
   /// Once what the rater is owed is written down: its answers come from
   /// the files (as after a restart), and the model, the data, the
   /// optimizer and the last checkpoint go. A host keeps up to 16 such
   /// sessions per slot for their first hour; they hold no dataset copy.
-  void let_go(const envelope& reply, capnp::Data::Reader verifier) {
-    if (!owed_record || !evidence)
+  void let_go() {
+    if (!owed_record || !evidence || !owed_complete)
       return;
     auto a = std::make_unique<owed_answers>();
+    if (model && model->spec().kind == "torch")
+      a->spec = model->spec(); // the module loaded (a gradient needs no file read back)
     a->owed = std::move(*owed_record);
     owed_record.reset();
     a->evidence = evidence.get();
@@ -464,8 +535,6 @@ struct worker_state {
     a->hide_evidence = ctx.lim.fault_trainer_hide_evidence;
     a->since = "finished for a verifier";
     answers = std::move(a);
-    finish_reply = reply;
-    finish_verifier.assign(verifier.begin(), verifier.end());
     data = {};
     model.reset();
     opt = {};
@@ -688,6 +757,11 @@ struct worker_state {
       }
       if (auto err = train::load_torch(*spec))
         return err;
+      // What a restarted host must step again (checked at the finish).
+      auto bytes = data::read_model_file(torch_file_of(*spec), train::torch_limits{}.file_bytes_max);
+      if (!bytes)
+        return bytes.error();
+      model_file_hash = data::model_hash(*bytes);
     }
     auto d = load_split(*sys, ctx, cfg, spec->regression());
     if (!d)
@@ -1227,18 +1301,22 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
             st.stop_asked = true; // agreed with the other ranks in the next step's allreduce
           return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
         }
-        if (st.answers && which != schema::TrainQuery::DROP) {
-          // Finished for a verifier: only what the rater is owed is left.
-          if (which != schema::TrainQuery::FINISH)
-            return st.answers->answer(q.root());
+        if (which == schema::TrainQuery::FINISH && !st.finish_verifier.empty()
+            && q->getVerifier().size() == 32) {
+          // A finish asked again: the same signed log, kept longer if it
+          // asks; none for another verifier.
           auto v = q->getVerifier();
-          if (v.size() == st.finish_verifier.size()
-              && std::equal(v.begin(), v.end(), st.finish_verifier.begin()))
-            return st.finish_reply;
-          return make_error(errc::invalid_argument,
-                            "TrainQuery.finish: this session already finished for another "
-                            "verifier");
+          if (!std::equal(v.begin(), v.end(), st.finish_verifier.begin(), st.finish_verifier.end()))
+            return make_error(errc::invalid_argument,
+                              "TrainQuery.finish: this session already finished for another "
+                              "verifier");
+          st.keep_owed_longer(keep_of(q.root()));
+          return st.finish_reply;
         }
+        // Finished for a verifier and written down: only what the rater is
+        // owed is left.
+        if (st.answers && which != schema::TrainQuery::DROP)
+          return st.answers->answer(q.root());
         // (The role refuses it too; this trainer keeps what it owes even
         // if a drop got past, racing the finish.)
         if (which == schema::TrainQuery::DROP && !st.owed_file.empty()
@@ -1255,14 +1333,16 @@ caf::behavior trainer_worker(worker_actor* self, role_context ctx, train::ring_i
         if (which == schema::TrainQuery::FINISH && out) {
           // Training is over; the log and the evidence stay for the rater.
           st.finished = true;
-          if (q->getVerifier().size() == 32)
+          if (auto v = q->getVerifier(); v.size() == 32 && opened<schema::SessionLog>{*out}->hasReceipt()) {
+            st.finish_reply = *out;
+            st.finish_verifier.assign(v.begin(), v.end());
             st.write_owed(keep_of(q.root()));
+          }
           if (st.member)
             caf::anon_send_exit(st.member, caf::exit_reason::user_shutdown);
           st.reducer.reset();
           st.stream = nullptr;
-          if (!st.owed_file.empty())
-            st.let_go(*out, q->getVerifier());
+          st.let_go();
         }
         if (which == schema::TrainQuery::DROP)
           self->quit();
@@ -1351,7 +1431,12 @@ struct slot {
   /// its evidence is owed to that rater until keep_until, so its
   /// coordinator cannot drop it and the count bound takes it last.
   bool owed = false;
-  std::chrono::steady_clock::time_point finished_at{}; ///< when its FINISH was passed on
+  uint32_t finishing = 0; ///< finishes for a verifier passed on and not yet answered
+  /// Owed, or about to be: not dropped or replaced.
+  bool holds_for_rater(std::chrono::steady_clock::time_point now) const {
+    return finishing > 0 || (owed && now < keep_until);
+  }
+  std::chrono::steady_clock::time_point finished_at{}; ///< when the trainer took its FINISH
   std::array<uint8_t, 32> token{}; ///< the session's capability (TrainerJoin.token)
   std::array<uint8_t, 32> job{};   ///< TrainConfig.job: what its lease (if any) is for
   /// Last request of its coordinator (join, step, link, run, query): a
@@ -1496,9 +1581,8 @@ caf::result<envelope> on_join(role_actor* self, const envelope& env,
                       fmt::format("TrainerJoin: rank {} of that session runs here for another "
                                   "coordinator (the token differs); it is not replaced",
                                   j.getRank()));
-  if (auto old = st.slots->find(key); old != st.slots->end() && old->second.finished
-                                      && old->second.owed
-                                      && clock_type::now() < old->second.keep_until)
+  if (auto old = st.slots->find(key);
+      old != st.slots->end() && old->second.holds_for_rater(clock_type::now()))
     return make_error(errc::forbidden,
                       fmt::format("TrainerJoin: rank {} of that session finished for a verifier "
                                   "and keeps its evidence for that rater until its keeping ends; "
@@ -1770,6 +1854,7 @@ void restore_owed_evidence(role_actor* self) {
     kept.insert(f.path());
     kept.insert(ev_file);
     kept.insert(rows_file_of(f.path()));
+    kept.insert(model_copy_of(f.path()));
     ++restored;
   }
   for (auto& f : std::filesystem::directory_iterator(dir, ec))
@@ -1851,6 +1936,12 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       // coordinator (the payer's own client) could finish the ring, drop
       // it and have the rater fail its honest trainers for evidence gone.
       if (auto s = self->state.slots->find(key);
+          s != self->state.slots->end() && s->second.finishing > 0)
+        return make_error(errc::forbidden,
+                          fmt::format("TrainQuery.drop: rank {} of this session is finishing for "
+                                      "a verifier; it is not dropped before its keeping ends",
+                                      q.getRank()));
+      if (auto s = self->state.slots->find(key);
           s != self->state.slots->end() && s->second.owed && clock_type::now() < s->second.keep_until)
         return make_error(
           errc::forbidden,
@@ -1884,45 +1975,50 @@ caf::behavior trainer_role(role_actor* self, role_context ctx) {
       return rp;
     }
     if (q.which() == schema::TrainQuery::FINISH) { // evidence kept an hour, or keepMs
+      // The slot changes once the trainer took the finish (a refused one
+      // changes nothing). For a verifier it is owed from now (a drop or a
+      // join racing the finish is refused), and for good once the trainer
+      // signed a receipt for it (a session with no step signs none, and
+      // owes nothing).
       // (Bounded in count too: finished_per_slot_max, the soonest to expire first.)
       auto keep = keep_of(q);
-      if (auto s = self->state.slots->find({*id, q.getRank()}); s != self->state.slots->end()) {
+      bool for_verifier = q.getVerifier().size() == 32;
+      auto slots = self->state.slots;
+      if (auto s = slots->find(key); s != slots->end() && for_verifier)
+        ++s->second.finishing;
+      auto worker = *dst;
+      auto settle = [self, slots, key, worker, keep, for_verifier](const envelope* reply) {
+        auto s = slots->find(key);
+        if (s == slots->end() || s->second.worker != worker)
+          return;
+        if (for_verifier) {
+          --s->second.finishing;
+          if (reply) {
+            opened<schema::SessionLog> l{*reply};
+            if (l && l->hasReceipt())
+              s->second.owed = true;
+          }
+        }
+        if (!reply)
+          return;
         if (!s->second.finished)
           s->second.finished_at = clock_type::now();
         s->second.finished = true; // its trainer slot is free again
         s->second.keep_until = std::max(s->second.keep_until, clock_type::now() + keep);
-      }
-      self->delayed_send(self, keep, drop_atom::value, *id, q.getRank());
-      if (q.getVerifier().size() == 32) {
-        // Owed from now (a drop racing this finish is refused), and for
-        // good once the trainer has signed a receipt for the verifier (a
-        // session with no step signs none, and owes nothing).
-        // A finish refused (asked again for another verifier) leaves what
-        // an earlier one made owed as it was.
-        bool was_owed = false;
-        if (auto s = self->state.slots->find(key); s != self->state.slots->end()) {
-          was_owed = s->second.owed;
-          s->second.owed = true;
-        }
-        auto rp = self->make_response_promise<envelope>();
-        auto slots = self->state.slots;
-        auto settle = [slots, key, was_owed](bool owes) {
-          if (auto s = slots->find(key); s != slots->end() && !owes)
-            s->second.owed = was_owed;
-        };
-        self->request(*dst, caf::duration{long_wait}, env)
-          .then(
-            [rp, settle](envelope& reply) mutable {
-              opened<schema::SessionLog> l{reply};
-              settle(l && l->hasReceipt());
-              rp.deliver(std::move(reply));
-            },
-            [rp, settle](caf::error& err) mutable {
-              settle(false);
-              rp.deliver(std::move(err));
-            });
-        return rp;
-      }
+        self->delayed_send(self, keep, drop_atom::value, key.first, key.second);
+      };
+      auto rp = self->make_response_promise<envelope>();
+      self->request(worker, caf::duration{long_wait}, env)
+        .then(
+          [rp, settle](envelope& reply) mutable {
+            settle(&reply);
+            rp.deliver(std::move(reply));
+          },
+          [rp, settle](caf::error& err) mutable {
+            settle(nullptr);
+            rp.deliver(std::move(err));
+          });
+      return rp;
     }
     return relay_to(self, *dst, env, caf::duration{long_wait});
   });

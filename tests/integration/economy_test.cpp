@@ -1899,9 +1899,10 @@ BOOST_AUTO_TEST_CASE(a_rater_on_other_cpu_kernels_compares_within_the_tolerance)
 BOOST_AUTO_TEST_CASE(a_torch_trainer_host_restarted_before_the_rating_still_shows_its_gradients) {
   // A rater in another numeric environment asks each challenged step's
   // gradient. t1's host is killed after the ring finished and started
-  // again: its sessions wrote down the model file's hash and the rows their
-  // steps used, so the new process recomputes the gradients (they used to
-  // be refused "its model and data are gone", a slashable failure).
+  // again: its sessions kept a copy of the model file they loaded and the
+  // rows their steps used, so the new process recomputes the gradients
+  // (they used to be refused "its model and data are gone", a slashable
+  // failure).
   if (torch_skipped())
     return;
   economy_cluster ec(false, false, economy_cluster::no_cheater, {"ATEN_CPU_CAPABILITY=default"});
@@ -1929,6 +1930,7 @@ BOOST_AUTO_TEST_CASE(a_torch_trainer_host_restarted_before_the_rating_still_show
   BOOST_TEST(kinds[".ev"] == 2u);
   BOOST_TEST(kinds[".owed"] == 2u);
   BOOST_TEST(kinds[".rows"] == 2u);
+  BOOST_TEST(kinds[".pt"] == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -6,6 +6,8 @@
 
 #include <fstream>
 
+#include <sodium.h>
+
 #include "actors/trainer/evidence.hpp"
 #include "test_util.hpp"
 
@@ -107,6 +109,7 @@ BOOST_AUTO_TEST_CASE(owed_evidence_outlives_the_process_and_a_torn_record_is_ref
   o.seed = 42;
   o.first_step = 10;
   o.model = "torch:/data/models/cnn.pt";
+  o.model_local = "/var/aicon/evidence/s-1.pt";
   o.model_file.fill(3);
   {
     auto made = evidence_store::create(file, 1 << 20);
@@ -166,6 +169,20 @@ BOOST_AUTO_TEST_CASE(owed_evidence_outlives_the_process_and_a_torn_record_is_ref
   BOOST_TEST(describe(r.error()).find("checksum does not match") != std::string::npos,
              describe(r.error()));
   BOOST_TEST(!train::read_owed(dir / "missing.owed"));
+  // A record of the format before (AICONOW1: no model fields) is still read.
+  auto v1 = o;
+  v1.model.clear();
+  v1.model_local.clear();
+  v1.model_file = {};
+  auto old_bytes = train::owed_bytes(v1);
+  old_bytes.resize(old_bytes.size() - 32 - (8 + 8 + 32)); // the checksum, then the model fields
+  old_bytes[7] = '1';
+  std::array<uint8_t, 32> h;
+  crypto_generichash(h.data(), h.size(), old_bytes.data(), old_bytes.size(), nullptr, 0);
+  old_bytes.insert(old_bytes.end(), h.begin(), h.end());
+  auto old = train::parse_owed(old_bytes, "s-1.owed");
+  BOOST_REQUIRE_MESSAGE(old, why(old));
+  BOOST_TEST((*old == v1));
 }
 
 BOOST_AUTO_TEST_CASE(a_torch_sessions_rows_are_written_down_and_a_bad_record_is_refused) {
