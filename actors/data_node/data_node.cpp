@@ -313,6 +313,19 @@ caf::result<envelope> put_model(data_node_actor* self, schema::ModelPut::Reader 
                       fmt::format("ModelPut.replicas: {} copies asked, at most 16", p.getReplicas()));
   if (auto err = data::check_model(p.getManifest(), p.getFile(), st.ctx.lim.model_bytes_max))
     return err;
+  // An operator who lists whose models its hosts run ([host] model_owners)
+  // stores only theirs: owner keys cost nothing to make, so one admitted
+  // peer could otherwise fill model_bytes_total with many owners' quotas.
+  if (!st.ctx.model_owners.empty()) {
+    auto owner = node_id::from_bytes({p.getManifest().getOwner().begin(),
+                                      p.getManifest().getOwner().size()}); // checked above
+    if (!owner || std::find(st.ctx.model_owners.begin(), st.ctx.model_owners.end(), *owner)
+                    == st.ctx.model_owners.end())
+      return make_error(errc::forbidden,
+                        fmt::format("ModelPut: the model's owner {} is not one whose models this "
+                                    "host keeps ([host] model_owners)",
+                                    owner ? owner->short_hex() : std::string{"?"}));
+  }
   if (auto err = data::store_model(*st.env, p, st.ctx.lim.model_bytes_per_owner,
                                    st.ctx.lim.model_bytes_total))
     return err;
