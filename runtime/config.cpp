@@ -287,7 +287,7 @@ public:
                                                  "job_crash_after_settle",
                                                  "job_crash_after_rating",
                                                  "trainer_cheat_weights", "rater_crash_after_deciding",
-                                                 "trainer_hide_evidence"}))
+                                                 "trainer_hide_evidence", "trainer_poison_ring"}))
         return err;
       if (auto err = get(*tbl, "faults", "trainer_cheat_percent",
                          cfg.lim.fault_trainer_cheat_percent))
@@ -312,6 +312,9 @@ public:
         return err;
       if (auto err = get(*tbl, "faults", "trainer_hide_evidence",
                          cfg.lim.fault_trainer_hide_evidence))
+        return err;
+      if (auto err = get(*tbl, "faults", "trainer_poison_ring",
+                         cfg.lim.fault_trainer_poison_ring))
         return err;
     }
     if (auto lim = root.get("limits")) {

@@ -153,6 +153,11 @@ struct limits {
   /// hiding steps it cannot show would (the rater must not take that code
   /// for its own finding that the host is out of reach).
   bool fault_trainer_hide_evidence = false;
+  /// Test-only fault ([faults] trainer_poison_ring): on 20% of its steps a
+  /// trainer of this host commits to its gradient in its log but sends its
+  /// ring noise instead (signing the noise it sends, as a saboteur must
+  /// for its partner to take it).
+  bool fault_trainer_poison_ring = false;
 
   /// How often a data node challenges one peer holding a copy of its data
   /// to prove it still has a random share.

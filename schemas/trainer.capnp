@@ -191,6 +191,9 @@ struct TrainQuery {
                            # at the same one (the stop is agreed in that step's allreduce)
     weightsDigest @15 :UInt64; # global step -> WeightsDigest: BLAKE2b of this rank's evidence
                            # weights before it (the rater compares the ranks of a ring)
+    partnerContribution @17 :UInt64; # global step -> PartnerContribution: what this rank's
+                           # partner in a ring of two (stream transport, verified job) signed
+                           # for the gradient it sent at that step
   }
   withGradient @10 :Bool;  # evidence: also this rank's local gradient of that step, recomputed
                            # (a rater in another numeric environment compares within a tolerance)
@@ -206,6 +209,13 @@ struct StepEvidence {
   indices @4 :List(UInt32);# the training rows this rank used
   gradient @5 :Data;       # TrainQuery.withGradient: float32 local gradient (must hash, with the
                            # weights and rows, to the step's committed digest)
+}
+
+struct PartnerContribution {
+  step @0 :UInt64;
+  hash @1 :Data;           # train::contribution_hash of the floats the partner sent (checked here
+                           # against the floats that came, before they were added)
+  signature @2 :Data;      # by the partner's host: train::contribution_signing_bytes
 }
 
 struct WeightsDigest {

@@ -497,6 +497,7 @@ std::string stream_ring::run(float* data, size_t n) {
     rfd = right_fd_;
   }
   auto coll = ++collective_;
+  peer_hash_.reset();
   // A ring of two exchanges whole vectors in one round (phase 2) instead
   // of a reduce-scatter and an all-gather (two rounds, the second waiting
   // for the first): the same bytes each way, half the latency, and the
@@ -513,6 +514,13 @@ std::string stream_ring::run(float* data, size_t n) {
   // both its own chunk c is sealed (copied out) and the other's has come:
   // the sum runs beside the transfer, not after it.
   std::vector<uint8_t> sealed(pair ? pair_chunks : 0, 0);
+  // hash_peer_prefix: the partner's leading values, hashed as they come.
+  const bool hashing = pair && hash_prefix_ > 0;
+  crypto_generichash_state peer_hash;
+  uint32_t hashed_chunks = 0;
+  if (hashing)
+    crypto_generichash_init(&peer_hash, reinterpret_cast<const uint8_t*>(hash_key_.data()),
+                            hash_key_.size(), 32);
   auto add_peer = [&](const float* v, uint32_t chunk) {
     auto [begin, len] = pair_span(chunk);
     for (size_t i = 0; i < len; ++i) {
@@ -604,6 +612,17 @@ std::string stream_ring::run(float* data, size_t n) {
                                "replayed on the wire)",
                                left_seq_ - 1));
       seen[chunk] = 1;
+      if (hashing) {
+        if (chunk != hashed_chunks)
+          return bad(fmt::format("chunk {} came before chunk {} (a signed contribution is "
+                                 "hashed in order)",
+                                 chunk, hashed_chunks));
+        ++hashed_chunks;
+        auto begin = pair_span(chunk).first;
+        if (begin < hash_prefix_)
+          crypto_generichash_update(&peer_hash, out,
+                                    std::min<size_t>(bytes / 4, hash_prefix_ - begin) * 4);
+      }
       if (sealed[chunk])
         add_peer(reinterpret_cast<const float*>(body), chunk);
       ++received;
@@ -748,6 +767,11 @@ std::string stream_ring::run(float* data, size_t n) {
                          rank_, opts_.timeout_ms, received, expected, left_rank, right_rank);
     if ((p[1].revents & (POLLERR | POLLHUP)) && !(p[1].revents & POLLOUT))
       return fmt::format("rank {}: its right neighbour (rank {}) is gone", rank_, right_rank);
+  }
+  if (hashing) {
+    std::array<uint8_t, 32> h;
+    crypto_generichash_final(&peer_hash, h.data(), h.size());
+    peer_hash_ = h;
   }
   return {};
 }

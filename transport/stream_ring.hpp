@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -76,6 +77,19 @@ public:
     return refused_.load();
   }
 
+  /// A ring of two: each collective hashes (BLAKE2b-256 keyed with `key`)
+  /// the first `floats` values the partner sent, as they come, in order (a
+  /// chunk out of order fails the collective); 0 turns it off. The trainer
+  /// checks the hash against the one its partner signed.
+  void hash_peer_prefix(size_t floats, std::string key) {
+    hash_prefix_ = floats;
+    hash_key_ = std::move(key);
+  }
+  /// The last collective's hash (none when off, or not a ring of two).
+  const std::optional<std::array<uint8_t, 32>>& peer_prefix_hash() const {
+    return peer_hash_;
+  }
+
   /// Closes both links at once: a collective in progress here fails and
   /// the neighbours notice (tests use it as a crashed trainer).
   void shutdown_links();
@@ -114,6 +128,9 @@ private:
   std::vector<uint8_t> rx_, tx_; ///< one frame each way
   std::vector<float> peer_;      ///< a ring of two: the other rank's values
   std::string broken_;           ///< set by a failed collective
+  size_t hash_prefix_ = 0;       ///< hash_peer_prefix
+  std::string hash_key_;
+  std::optional<std::array<uint8_t, 32>> peer_hash_;
 };
 
 } // namespace aicon::train

@@ -660,6 +660,10 @@ struct rater_state {
     seed = rater::challenge_seed(tip, session, roots, nonce);
 
     std::vector<std::string> voted_out(out.size()); // why the vote on some step's weights failed a rank
+    // A ring of two on a stream binds what each rank sent its partner to
+    // the rank's host (train::contribution_signing_bytes; trainer.cpp).
+    const bool signed_pair = n == 2 && (cfg.getTransport() == schema::Transport::STREAM
+                                        || cfg.getTransport() == schema::Transport::STREAM_PLAIN);
     for (size_t i = 0; i < out.size(); ++i) {
       auto& v = out[i].v;
       auto r = out[i].rank;
@@ -706,19 +710,51 @@ struct rater_state {
         for (auto x : ev->getIndices())
           claim.indices.push_back(x);
         claim.committed = digests[i][off];
+        std::vector<float> gradient; // the one committed to, once checked
         if (within) {
           auto g = ev->getGradient();
-          std::vector<float> gradient(g.size() / 4);
+          gradient.resize(g.size() / 4);
           std::memcpy(gradient.data(), g.begin(), gradient.size() * 4);
           double used = 0;
           v.why = rater::check_step_within(sc, split, claim, gradient,
                                            rater::cross_environment_tolerance, &used);
           v.tolerance_used = std::max(v.tolerance_used, used);
         } else {
-          v.why = rater::check_step(sc, split, claim);
+          v.why = rater::check_step(sc, split, claim, &gradient);
         }
         if (!v.why.empty())
           break;
+        // A ring of two on a stream: the gradient it sent its partner,
+        // as its host signed it there, must be the one it committed to.
+        if (signed_pair) {
+          size_t o = 0;
+          while (o < out.size() && (o == i || out[o].rank == r))
+            ++o;
+          if (o < out.size()) {
+            auto pc = ask_trainer(out[o].host, trainer_query(session, out[o].rank, [step](auto b) {
+                                    b.setPartnerContribution(step);
+                                  }));
+            opened<schema::PartnerContribution> p{pc ? *pc : envelope{}};
+            if (pc && p && p->getHash().size() == 32 && p->getSignature().size() == 64) {
+              train::digest h;
+              std::memcpy(h.data(), p->getHash().begin(), 32);
+              bool by_host = false;
+              v.why = rater::check_contribution(session, r, step, gradient, h,
+                                                {p->getSignature().begin(), 64}, out[i].host,
+                                                &by_host);
+              if (!by_host)
+                log_warning("rater: rank {} shows a contribution of rank {} at step {} that its "
+                            "host did not sign",
+                            out[o].rank, r, step);
+              if (!v.why.empty())
+                break;
+            } else {
+              log_warning("rater: rank {} shows no signed contribution of rank {} at step {}: {}",
+                          out[o].rank, r, step,
+                          pc ? std::string{"malformed"} : what_of(pc.error()));
+            }
+          }
+        }
         // The weights it showed must be the ring's: every other rank's
         // digest of its weights before this step, and a vote. A rank
         // that does not answer abstains (the majority is of the ring).

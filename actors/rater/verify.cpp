@@ -101,7 +101,7 @@ std::string reexecute(const step_context& ctx, const train::split_data& data,
 } // namespace
 
 std::string check_step(const step_context& ctx, const train::split_data& data,
-                       const step_claim& claim) {
+                       const step_claim& claim, std::vector<float>* gradient) {
   std::vector<float> grad;
   if (auto why = reexecute(ctx, data, claim, grad); !why.empty())
     return why;
@@ -109,6 +109,26 @@ std::string check_step(const step_context& ctx, const train::split_data& data,
   if (d != claim.committed)
     return fmt::format("step {}: re-executed, the gradient differs from the committed digest",
                        claim.step);
+  if (gradient)
+    *gradient = std::move(grad);
+  return {};
+}
+
+std::string check_contribution(const std::array<uint8_t, 32>& session, uint32_t rank,
+                               uint64_t step, std::span<const float> committed_gradient,
+                               const train::digest& signed_hash,
+                               std::span<const uint8_t> signature, const node_id& host,
+                               bool* signed_by_host) {
+  *signed_by_host =
+    verify_signature(host, train::contribution_signing_bytes(session, rank, step, signed_hash),
+                     signature);
+  if (!*signed_by_host)
+    return {};
+  if (train::contribution_hash(committed_gradient) != signed_hash)
+    return fmt::format("step {}: the gradient it sent its ring partner (its host signed its "
+                       "hash) is not the one it committed to in its log: it poisoned the ring's "
+                       "sum",
+                       step);
   return {};
 }
 

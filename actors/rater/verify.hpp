@@ -15,6 +15,7 @@
 // defaults (f = 0.1, target 0.99) give k = 44.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -22,6 +23,7 @@
 
 #include "actors/ledger/hashing.hpp"
 #include "actors/trainer/work.hpp"
+#include "runtime/identity.hpp"
 
 namespace aicon::rater {
 
@@ -87,9 +89,21 @@ struct step_claim {
   train::digest committed{};
 };
 
-/// "" when the step re-executes to the committed digest, else why not.
+/// "" when the step re-executes to the committed digest, else why not;
+/// with `gradient`, the re-executed (so committed) gradient goes there.
 std::string check_step(const step_context& ctx, const train::split_data& data,
-                       const step_claim& claim);
+                       const step_claim& claim, std::vector<float>* gradient = nullptr);
+
+/// A ring of two on a stream: the partner's record of what rank `rank`
+/// signed for the gradient it sent at `step` (TrainQuery.partnerContribution)
+/// against the gradient it committed to: "" when they are the same, else
+/// why not (its host's own signature on other floats: it poisoned the
+/// ring's sum). A record the host did not sign is not held against it.
+std::string check_contribution(const std::array<uint8_t, 32>& session, uint32_t rank,
+                               uint64_t step, std::span<const float> committed_gradient,
+                               const train::digest& signed_hash,
+                               std::span<const uint8_t> signature, const node_id& host,
+                               bool* signed_by_host);
 
 /// The tolerance of a step from another numeric environment, value by
 /// value: the trainer's gradient g_t and this rater's re-execution g_r may

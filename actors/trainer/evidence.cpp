@@ -307,6 +307,12 @@ std::vector<uint8_t> owed_bytes(const owed_session& o) {
   put_bytes(out, bytes_of(o.model));
   put_bytes(out, bytes_of(o.model_local));
   out.insert(out.end(), o.model_file.begin(), o.model_file.end());
+  put_le64(out, o.partner.size());
+  for (auto& p : o.partner) {
+    put_le64(out, p.step);
+    out.insert(out.end(), p.hash.begin(), p.hash.end());
+    out.insert(out.end(), p.signature.begin(), p.signature.end());
+  }
   seal(out);
   return out;
 }
@@ -344,6 +350,17 @@ caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const 
     o.model = text_of(r.next(r.u64()));
     o.model_local = text_of(r.next(r.u64()));
     r.take(o.model_file);
+    auto k = r.u64();
+    if (k > r.left() / 104)
+      return make_error(errc::invalid_argument,
+                        fmt::format("{}: {} partner signatures do not fit in {} bytes", what, k,
+                                    r.left()));
+    o.partner.resize(k);
+    for (auto& p : o.partner) {
+      p.step = r.u64();
+      r.take(p.hash);
+      r.take(p.signature);
+    }
   }
   if (!r.ok || r.left() != 0)
     return make_error(errc::invalid_argument,

@@ -111,6 +111,16 @@ private:
 /// recomputes a step's gradient from them for a rater in another numeric
 /// environment (TrainQuery.withGradient). Built-in models' steps are the
 /// same bits everywhere: no rater asks them for a gradient.
+/// What the partner of a rank in a ring of two signed for the gradient it
+/// sent at a step (train::contribution_signing_bytes), kept by the rank
+/// that took it, for the rater.
+struct partner_signed {
+  uint64_t step = 0;
+  std::array<uint8_t, 32> hash{};
+  std::array<uint8_t, 64> signature{};
+  bool operator==(const partner_signed&) const = default;
+};
+
 struct owed_session {
   std::array<uint8_t, 32> session{}, token{};
   uint32_t rank = 0, size = 1, global_batch = 1;
@@ -120,6 +130,7 @@ struct owed_session {
   std::string model;                        ///< torch: the spec ("torch:FILE" or "torch:<id>"); else empty
   std::string model_local;                  ///< torch: the copy of the file kept beside the record
   std::array<uint8_t, 32> model_file{};     ///< torch: BLAKE2b-256 of the file the session loaded
+  std::vector<partner_signed> partner;      ///< a ring of two: the partner's, by step
   bool operator==(const owed_session&) const = default;
 };
 

@@ -203,6 +203,20 @@ caf::expected<envelope> weights_digest_reply(const train::evidence_store& ev, ui
   });
 }
 
+/// TrainQuery.partnerContribution: what the partner signed at `step`.
+caf::expected<envelope> partner_reply(const train::partner_signed* p, uint64_t step) {
+  if (!p)
+    return make_error(errc::not_found,
+                      fmt::format("no signed contribution of the partner at step {} here (kept "
+                                  "only in a verified ring of two on a stream)",
+                                  step));
+  return make_envelope<schema::PartnerContribution>([&](schema::PartnerContribution::Builder b) {
+    b.setStep(p->step);
+    b.setHash(kj::arrayPtr(p->hash.data(), 32));
+    b.setSignature(kj::arrayPtr(p->signature.data(), 64));
+  });
+}
+
 envelope digests_reply(uint64_t first_step, const std::vector<hash256>& log) {
   return make_envelope<schema::WorkLogDigests>([&](schema::WorkLogDigests::Builder b) {
     b.setFirstStep(first_step);
@@ -345,6 +359,14 @@ struct owed_answers {
         return digests_reply(owed.first_step, owed.log);
       case schema::TrainQuery::WEIGHTS_DIGEST:
         return weights_digest_reply(*evidence, q.getWeightsDigest());
+      case schema::TrainQuery::PARTNER_CONTRIBUTION: {
+        auto step = q.getPartnerContribution();
+        auto p = std::lower_bound(owed.partner.begin(), owed.partner.end(), step,
+                                  [](const train::partner_signed& x, uint64_t s) {
+                                    return x.step < s;
+                                  });
+        return partner_reply(p != owed.partner.end() && p->step == step ? &*p : nullptr, step);
+      }
       case schema::TrainQuery::EVIDENCE: {
         auto step = q.getEvidence();
         if (hide_evidence)
@@ -368,7 +390,7 @@ struct owed_answers {
       default:
         return make_error(errc::invalid_argument,
                           fmt::format("this session {}: only its evidence is kept (digests, "
-                                      "evidence, weightsDigest)",
+                                      "evidence, weightsDigest, partnerContribution)",
                                       since));
     }
   }
@@ -384,6 +406,10 @@ struct worker_state {
   uint64_t seed = 0;
   hash256 job{}; ///< the job this session works for (zeros: none given)
   uint32_t cheat_percent = 0; ///< fault injection: random gradients on this % of steps
+  node_id right_host{};       ///< TrainerJoin.right: in a ring of two, the partner's host
+  /// A ring of two on a stream, verified: what the partner signed for the
+  /// gradient it sent, by step (checked against the floats that came).
+  std::map<uint64_t, train::partner_signed> partner;
   bool cheat_weights = false; ///< fault injection: those steps at all-zero weights instead
   split_data data;
   std::optional<train::model> model;
@@ -441,6 +467,8 @@ struct worker_state {
     o.first_step = first_step;
     o.index = evidence->index();
     o.log = log;
+    for (auto& [_, p] : partner)
+      o.partner.push_back(p);
     auto file = evidence->file();
     file.replace_extension(".owed");
     caf::error err = evidence->sync();
@@ -542,6 +570,7 @@ struct worker_state {
     cached_epoch = UINT64_MAX;
     std::vector<uint8_t>{}.swap(snapshot);
     snapshot_step = 0;
+    partner.clear(); // (in the record)
     ::malloc_trim(0);
   }
 
@@ -781,8 +810,14 @@ struct worker_state {
     seed = cfg.getSeed();
     if (cfg.getJob().size() == 32)
       std::memcpy(job.data(), cfg.getJob().begin(), 32);
+    if (auto r = node_id::from_bytes({j.getRight().begin(), j.getRight().size()}))
+      right_host = *r; // (a ring of two: the partner; checked by the role)
     // Fault injection is its operator's choice ([faults] in host.toml),
     // never a message's: nobody can make another operator's trainer cheat.
+    if (ctx.lim.fault_trainer_poison_ring)
+      log_warning("trainer rank {}: FAULT INJECTION ([faults] in host.toml): noise sent to its "
+                  "ring instead of the gradient it commits to, on 20% of its steps",
+                  rank);
     if (ctx.lim.fault_trainer_cheat_percent > 0) {
       cheat_percent = std::min<uint32_t>(ctx.lim.fault_trainer_cheat_percent, 100);
       cheat_weights = ctx.lim.fault_trainer_cheat_weights;
@@ -921,16 +956,63 @@ struct worker_state {
     out.digest = train::step_digest(shown, idx, grad);
     if (auto err = keep_evidence(at, ep, cur, shown))
       return err;
+    if (ctx.lim.fault_trainer_poison_ring) {
+      // A saboteur: the log commits to the gradient, the ring gets noise.
+      train::rng dice{seed * 104729 + at * 2 + rank};
+      if (dice.uniform() < 0.2)
+        for (auto& v : grad)
+          v = static_cast<float>(dice.uniform() - 0.5) * 1e-2f;
+    }
     out.compute_us = us_since(t0);
     auto t1 = clock_type::now();
     const size_t n = grad.size();
     grad.push_back(stop_flag ? 1.0f : 0.0f); // local_gradient leaves room for both
     grad.push_back(static_cast<float>(out.loss));
+    // A ring of two on a stream, in a verified job: each rank signs the
+    // hash of the gradient it sends (riding past the control words, in its
+    // own block), and checks its partner's against the floats that came.
+    const bool signed_pair = stream && size == 2 && keep_evidence_of_steps;
+    if (stream)
+      stream->hash_peer_prefix(signed_pair ? n : 0, std::string{train::contribution_key});
+    if (signed_pair) {
+      auto h = train::contribution_hash({grad.data(), n});
+      auto sig = ctx.self->sign(train::contribution_signing_bytes(session, rank, at, h));
+      grad.resize(n + 2 + 2 * train::contribution_floats, 0.0f);
+      train::put_contribution({grad.data() + n + 2 + rank * train::contribution_floats,
+                               train::contribution_floats},
+                              h, sig);
+    }
     if (auto err = reducer->allreduce(grad, gpu::reduce_op::sum); !err.empty())
       return make_error(errc::peer_down, "allreduce: " + err);
     out.allreduce_us = us_since(t1);
     out.stop = grad[n] > 0.5f;
     out.ring_loss = grad[n + 1];
+    if (signed_pair) {
+      auto other = 1 - rank;
+      train::partner_signed p;
+      p.step = at;
+      if (!train::get_contribution({grad.data() + n + 2 + other * train::contribution_floats,
+                                    train::contribution_floats},
+                                   p.hash, p.signature))
+        return make_error(errc::invalid_argument,
+                          fmt::format("step {}: rank {} sent no signed contribution hash with "
+                                      "its gradient",
+                                      at, other));
+      auto got = stream->peer_prefix_hash();
+      if (!got || *got != p.hash)
+        return make_error(errc::invalid_argument,
+                          fmt::format("step {}: the gradient rank {} sent is not the one it "
+                                      "signed (its hash differs): this rank does not take it",
+                                      at, other));
+      if (!verify_signature(right_host,
+                            train::contribution_signing_bytes(session, other, at, p.hash),
+                            p.signature))
+        return make_error(errc::bad_signature,
+                          fmt::format("step {}: rank {}'s signed contribution is not signed by "
+                                      "its host {}",
+                                      at, other, right_host.short_hex()));
+      partner[at] = p;
+    }
     grad.resize(n);
     opt.step(model->params(), grad);
     log.push_back(out.digest);
@@ -1089,6 +1171,10 @@ struct worker_state {
     }
     if (q.which() == schema::TrainQuery::DIGESTS)
       return digests_reply(first_step, log);
+    if (q.which() == schema::TrainQuery::PARTNER_CONTRIBUTION) {
+      auto p = partner.find(q.getPartnerContribution());
+      return partner_reply(p != partner.end() ? &p->second : nullptr, q.getPartnerContribution());
+    }
     if (q.which() == schema::TrainQuery::DROP)
       return make_envelope<schema::RingAck>([](schema::RingAck::Builder) {});
     if (!model && q.which() != schema::TrainQuery::FINISH)
@@ -1157,6 +1243,7 @@ struct worker_state {
       case schema::TrainQuery::PROGRESS:
       case schema::TrainQuery::STOP:
       case schema::TrainQuery::WEIGHTS_DIGEST:
+      case schema::TrainQuery::PARTNER_CONTRIBUTION:
         break; // answered above, or by the worker
     }
     return make_error(errc::invalid_argument, "TrainQuery has an unknown case");

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <cstring>
+#include <string_view>
 
 #include <sodium.h>
 
@@ -21,6 +22,55 @@ digest step_digest(std::span<const float> weights_before, std::span<const uint32
   digest d;
   crypto_generichash_final(&h, d.data(), d.size());
   return d;
+}
+
+digest contribution_hash(std::span<const float> gradient) {
+  digest d;
+  crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(gradient.data()),
+                     gradient.size_bytes(),
+                     reinterpret_cast<const uint8_t*>(contribution_key.data()),
+                     contribution_key.size());
+  return d;
+}
+
+std::vector<uint8_t> contribution_signing_bytes(const std::array<uint8_t, 32>& session,
+                                                uint32_t rank, uint64_t step, const digest& hash) {
+  static constexpr std::string_view tag = "aicon-contribution-v1";
+  std::vector<uint8_t> msg(tag.begin(), tag.end());
+  msg.insert(msg.end(), session.begin(), session.end());
+  for (int i = 0; i < 4; ++i)
+    msg.push_back(static_cast<uint8_t>(rank >> (8 * i)));
+  for (int i = 0; i < 8; ++i)
+    msg.push_back(static_cast<uint8_t>(step >> (8 * i)));
+  msg.insert(msg.end(), hash.begin(), hash.end());
+  return msg;
+}
+
+void put_contribution(std::span<float> block, const digest& hash,
+                      const std::array<uint8_t, 64>& signature) {
+  std::array<uint8_t, 96> bytes;
+  std::memcpy(bytes.data(), hash.data(), 32);
+  std::memcpy(bytes.data() + 32, signature.data(), 64);
+  for (size_t i = 0; i < contribution_floats && i < block.size(); ++i)
+    block[i] = static_cast<float>(bytes[2 * i] | (bytes[2 * i + 1] << 8));
+}
+
+bool get_contribution(std::span<const float> block, digest& hash,
+                      std::array<uint8_t, 64>& signature) {
+  if (block.size() < contribution_floats)
+    return false;
+  std::array<uint8_t, 96> bytes;
+  for (size_t i = 0; i < contribution_floats; ++i) {
+    float v = block[i];
+    if (!(v >= 0.0f && v <= 65535.0f) || v != std::floor(v))
+      return false;
+    auto u = static_cast<uint32_t>(v);
+    bytes[2 * i] = static_cast<uint8_t>(u);
+    bytes[2 * i + 1] = static_cast<uint8_t>(u >> 8);
+  }
+  std::memcpy(hash.data(), bytes.data(), 32);
+  std::memcpy(signature.data(), bytes.data() + 32, 64);
+  return true;
 }
 
 std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
@@ -139,10 +189,11 @@ std::pair<std::vector<float>, double> local_gradient(const model& m, const data:
     std::memcpy(x.data() + i * f, t.x.data() + static_cast<size_t>(indices[i]) * f, f * 4);
     y[i] = t.y[indices[i]];
   }
-  // Two more floats reserved: a trainer appends the ring's control words
-  // (trainer.cpp, one_step) without moving the gradient.
+  // More floats reserved: a trainer appends the ring's control words and
+  // (a signed ring of two) the contribution blocks (trainer.cpp, one_step)
+  // without moving the gradient.
   std::vector<float> grad;
-  grad.reserve(m.params().size() + 2);
+  grad.reserve(m.params().size() + 2 + 2 * contribution_floats);
   grad.resize(m.params().size(), 0.0f);
   double loss = m.accumulate_gradient(x.data(), y.data(), indices.size(),
                                       1.0f / static_cast<float>(global_batch), grad);

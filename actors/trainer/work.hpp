@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "actors/data_node/ingest.hpp"
@@ -20,6 +21,31 @@ using digest = std::array<uint8_t, 32>;
 
 digest step_digest(std::span<const float> weights_before, std::span<const uint32_t> indices,
                    std::span<const float> local_gradient);
+
+/// A ring of two exchanges whole gradients (stream transport), so what a
+/// rank sent its partner can be bound to it: BLAKE2b-256 of the gradient
+/// floats it sent ("aicon-contribution-v1" keyed), which it signs with its
+/// host's key as "aicon-contribution-v1" ‖ session ‖ rank (4, LE) ‖ step
+/// (8, LE) ‖ hash. The partner checks the hash against the floats it got,
+/// keeps the signature, and shows it to the rater: a rank that sent other
+/// floats than the gradient it committed to in its log is caught by its own
+/// signature, and no partner can make one up.
+inline constexpr std::string_view contribution_key = "aicon-contribution-v1";
+digest contribution_hash(std::span<const float> gradient);
+std::vector<uint8_t> contribution_signing_bytes(const std::array<uint8_t, 32>& session,
+                                                uint32_t rank, uint64_t step, const digest& hash);
+
+/// The hash and signature a rank sends its partner ride in the allreduce's
+/// vector itself, past the gradient and the two control words: 96 bytes as
+/// 48 floats of 16 bits each (whole numbers, exact under the partner's
+/// adding its zeros), in rank 0's block then rank 1's.
+constexpr size_t contribution_floats = 48;
+void put_contribution(std::span<float> block, const digest& hash,
+                      const std::array<uint8_t, 64>& signature);
+/// The hash and signature in a block; false if a value is not a whole
+/// number in [0, 65535] (not what put_contribution wrote).
+bool get_contribution(std::span<const float> block, digest& hash,
+                      std::array<uint8_t, 64>& signature);
 
 /// The training rows rank `rank` of `size` takes from the global batch that
 /// starts at `cursor` of `perm` (the epoch's permutation).

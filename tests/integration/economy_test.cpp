@@ -158,16 +158,27 @@ struct economy_cluster {
   /// added to its own config (killed, not stopped: a graceful stop of c1
   /// once took over 30 s under a full ctest -j2, see the note).
   void restart_with_fault(size_t i, const std::string& fault) {
+    restart_edited(i, "fault", {}, {}, "\n[faults]\n" + fault + " = true\n");
+  }
+
+  /// Host i SIGKILLed and started again from its own config with `from`
+  /// replaced by `to` and `append` added, as `<name>-<tag>`.
+  void restart_edited(size_t i, const std::string& tag, const std::string& from,
+                      const std::string& to, const std::string& append) {
     auto config = root / (names[i] + ".toml");
     std::string text;
     {
       std::ifstream in{config};
       text.assign(std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{});
     }
-    auto faulty = write_file(root.path(), names[i] + "-fault.toml",
-                             text + "\n[faults]\n" + fault + " = true\n");
+    if (!from.empty()) {
+      auto at = text.find(from);
+      BOOST_REQUIRE_MESSAGE(at != std::string::npos, from << " is not in " << config.string());
+      text.replace(at, from.size(), to);
+    }
+    auto edited = write_file(root.path(), names[i] + "-" + tag + ".toml", text + append);
     BOOST_TEST(hosts[i].proc->stop(SIGKILL, 10s) == 128 + SIGKILL);
-    hosts[i] = start_host(faulty, root / (names[i] + "-fault.log"), {"-v"});
+    hosts[i] = start_host(edited, root / (names[i] + "-" + tag + ".log"), {"-v"});
     wait_linked(i);
   }
 
@@ -1604,6 +1615,61 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_that_answers_link_down_to_its_challenges_is_
   }
   BOOST_TEST(rating.slashed == economy_cluster::trainer_stake / 2);
   BOOST_TEST(rating.receipts == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_trainer_that_poisons_its_ring_partner_is_caught_by_its_own_signature) {
+  // A ring of two on the stream transport. t1's operator turns on
+  // [faults] trainer_poison_ring: on 20% of its steps its trainer commits
+  // to its gradient in its log but sends its partner noise, signing the
+  // noise's hash (its partner takes no floats whose hash its host did not
+  // sign). Both ranks add the same poisoned sum, so the weights agree and
+  // every committed gradient re-executes: only the partner's record of the
+  // signed hash shows it, and the saboteur's own signature convicts it.
+  // (Without the signatures this rating passed both ranks and paid them.)
+  economy_cluster ec;
+  ec.wait_offers(2);
+  // One slot each: the ring of two spans both trainer hosts.
+  ec.restart_edited(2, "one-slot", "trainer_slots = 2", "trainer_slots = 1", "");
+  ec.restart_edited(3, "poison", "trainer_slots = 2", "trainer_slots = 1",
+                    "\n[faults]\ntrainer_poison_ring = true\n");
+  auto slots_offered = [&] {
+    auto b = ec.ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
+    uint32_t n = 0;
+    if (opened<schema::AllocBook> book{b ? *b : envelope{}}; book)
+      for (auto o : book->getOffers())
+        n += o.getSlots();
+    return n;
+  };
+  for (int i = 0; i < 100 && slots_offered() != 2; ++i)
+    std::this_thread::sleep_for(100ms);
+  BOOST_REQUIRE_EQUAL(slots_offered(), 2u);
+  for (size_t t : {size_t{2}, size_t{3}}) { // this client links to the new processes
+    auto id = ec.c->connect(fmt::format("127.0.0.1:{}", ec.ports[t]), ec.nodes[t].id);
+    BOOST_REQUIRE_MESSAGE(id, why(id));
+  }
+  auto saboteur = ec.nodes[3].id;
+  auto job = random_job();
+  const uint64_t steps = 150, escrow = 2 * steps + 500;
+  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
+  auto o = ec.allocated_job(job, steps);
+  o.trainers = 2;
+  auto r = train::run_job(*ec.c, o);
+  BOOST_REQUIRE_MESSAGE(r, why(r));
+  BOOST_TEST(ec.hosts[3].proc->log_text().find("noise sent to its ring") != std::string::npos);
+  // The honest host is killed and started again before the rating: what
+  // the saboteur signed is in its owed record, and outlives the process.
+  ec.restart_killed(2);
+  auto rating = ec.rated(o, *r);
+  size_t poisoning = 0;
+  for (auto& v : rating.verdicts) {
+    bool poisons = r->rank_hosts[v.rank] == saboteur;
+    poisoning += poisons ? 1 : 0;
+    BOOST_TEST(v.passed == !poisons, "rank " << v.rank << ": " << v.why);
+    if (poisons)
+      BOOST_TEST(v.why.find("it poisoned the ring's sum") != std::string::npos, v.why);
+  }
+  BOOST_REQUIRE(poisoning == 1u);
+  BOOST_TEST(rating.slashed == economy_cluster::trainer_stake / 2);
 }
 
 BOOST_AUTO_TEST_CASE(a_cheating_trainer_is_caught_slashed_and_unpaid) {

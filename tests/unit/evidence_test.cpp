@@ -111,6 +111,13 @@ BOOST_AUTO_TEST_CASE(owed_evidence_outlives_the_process_and_a_torn_record_is_ref
   o.model = "torch:/data/models/cnn.pt";
   o.model_local = "/var/aicon/evidence/s-1.pt";
   o.model_file.fill(3);
+  for (uint64_t s = 10; s < 13; ++s) {
+    train::partner_signed p;
+    p.step = s;
+    p.hash.fill(static_cast<uint8_t>(s));
+    p.signature.fill(static_cast<uint8_t>(s + 1));
+    o.partner.push_back(p);
+  }
   {
     auto made = evidence_store::create(file, 1 << 20);
     BOOST_REQUIRE_MESSAGE(made, why(made));
@@ -171,11 +178,13 @@ BOOST_AUTO_TEST_CASE(owed_evidence_outlives_the_process_and_a_torn_record_is_ref
   BOOST_TEST(!train::read_owed(dir / "missing.owed"));
   // A record of the format before (AICONOW1: no model fields) is still read.
   auto v1 = o;
+  v1.partner.clear();
   v1.model.clear();
   v1.model_local.clear();
   v1.model_file = {};
   auto old_bytes = train::owed_bytes(v1);
-  old_bytes.resize(old_bytes.size() - 32 - (8 + 8 + 32)); // the checksum, then the model fields
+  // The checksum, then the model fields and the (empty) partner list.
+  old_bytes.resize(old_bytes.size() - 32 - (8 + 8 + 32 + 8));
   old_bytes[7] = '1';
   std::array<uint8_t, 32> h;
   crypto_generichash(h.data(), h.size(), old_bytes.data(), old_bytes.size(), nullptr, 0);

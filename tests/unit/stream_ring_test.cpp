@@ -21,6 +21,7 @@
 #include <sodium.h>
 
 #include "actors/trainer/model.hpp"
+#include "actors/trainer/work.hpp"
 #include "transport/stream_ring.hpp"
 #include "runtime/error.hpp"
 
@@ -157,6 +158,60 @@ BOOST_AUTO_TEST_CASE(sums_are_exact_and_equal_the_ring_order_fold) {
       }
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_ring_of_two_hashes_what_the_partner_sent_and_carries_its_signed_block) {
+  // Each rank of a pair hashes the leading floats its partner sent as they
+  // come, chunk by chunk, to the hash the partner computed over them; a
+  // contribution block (hash and signature as whole numbers) in the rank's
+  // own place comes through the sum unchanged (the other rank adds zeros).
+  ring_options opts;
+  opts.chunk_bytes = 64; // the 1000 floats come in many chunks
+  opts.timeout_ms = 5000;
+  auto ranks = make_ring(2, opts, 9);
+  const size_t n = 1000;
+  for (auto& r : ranks)
+    r->hash_peer_prefix(n, std::string{contribution_key});
+  std::vector<std::vector<float>> bufs(2, std::vector<float>(n + 2 + 2 * contribution_floats, 0));
+  std::array<digest, 2> hash;
+  std::array<std::array<uint8_t, 64>, 2> sig;
+  rng gen{5};
+  for (uint32_t r = 0; r < 2; ++r) {
+    for (size_t i = 0; i < n; ++i)
+      bufs[r][i] = static_cast<float>(gen.uniform() - 0.5);
+    bufs[r][n] = static_cast<float>(r); // a control word: summed, not hashed
+    hash[r] = contribution_hash({bufs[r].data(), n});
+    for (size_t i = 0; i < 64; ++i)
+      sig[r][i] = static_cast<uint8_t>(gen.next());
+    put_contribution({bufs[r].data() + n + 2 + r * contribution_floats, contribution_floats},
+                     hash[r], sig[r]);
+  }
+  auto status = run(ranks, bufs);
+  for (uint32_t r = 0; r < 2; ++r) {
+    BOOST_REQUIRE_MESSAGE(status[r].empty(), status[r]);
+    auto other = 1 - r;
+    auto got = ranks[r]->peer_prefix_hash();
+    BOOST_REQUIRE(got.has_value());
+    BOOST_TEST((*got == hash[other]), "rank " << r);
+    digest h;
+    std::array<uint8_t, 64> s;
+    BOOST_REQUIRE(get_contribution(
+      {bufs[r].data() + n + 2 + other * contribution_floats, contribution_floats}, h, s));
+    BOOST_TEST((h == hash[other]));
+    BOOST_TEST((s == sig[other]));
+    BOOST_TEST(bufs[r][n] == 1.0f);
+  }
+  // A block that is not whole numbers in range is not taken for one.
+  std::vector<float> bad(contribution_floats, 0.5f);
+  digest h;
+  std::array<uint8_t, 64> s;
+  BOOST_TEST(!get_contribution(bad, h, s));
+  // Off: nothing is hashed.
+  for (auto& r : ranks)
+    r->hash_peer_prefix(0, {});
+  status = run(ranks, bufs);
+  BOOST_REQUIRE_MESSAGE(status[0].empty(), status[0]);
+  BOOST_TEST(!ranks[0]->peer_prefix_hash().has_value());
 }
 
 BOOST_AUTO_TEST_CASE(many_collectives_in_a_row_and_average) {
