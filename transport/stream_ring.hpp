@@ -32,6 +32,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -81,9 +82,10 @@ public:
   /// the first `floats` values the partner sent, as they come, in order (a
   /// chunk out of order fails the collective); 0 turns it off. The trainer
   /// checks the hash against the one its partner signed.
-  void hash_peer_prefix(size_t floats, std::string key) {
+  void hash_peer_prefix(size_t floats, std::string_view key) {
     hash_prefix_ = floats;
-    hash_key_ = std::move(key);
+    if (hash_key_ != key)
+      hash_key_.assign(key);
   }
   /// The last collective's hash (none when off, or not a ring of two).
   const std::optional<std::array<uint8_t, 32>>& peer_prefix_hash() const {

@@ -726,33 +726,32 @@ struct rater_state {
           break;
         // A ring of two on a stream: the gradient it sent its partner,
         // as its host signed it there, must be the one it committed to.
+        // (Asked of the partner's ring place: an earlier ring's request may
+        // carry no log of a rank it lost.) A partner that shows none is
+        // only logged: hiding one shields nobody but a partner in league
+        // with it, whose records prove nothing anyway.
         if (signed_pair) {
-          size_t o = 0;
-          while (o < out.size() && (o == i || out[o].rank == r))
-            ++o;
-          if (o < out.size()) {
-            auto pc = ask_trainer(out[o].host, trainer_query(session, out[o].rank, [step](auto b) {
-                                    b.setPartnerContribution(step);
-                                  }));
-            opened<schema::PartnerContribution> p{pc ? *pc : envelope{}};
-            if (pc && p && p->getHash().size() == 32 && p->getSignature().size() == 64) {
-              train::digest h;
-              std::memcpy(h.data(), p->getHash().begin(), 32);
-              bool by_host = false;
-              v.why = rater::check_contribution(session, r, step, gradient, h,
-                                                {p->getSignature().begin(), 64}, out[i].host,
-                                                &by_host);
-              if (!by_host)
-                log_warning("rater: rank {} shows a contribution of rank {} at step {} that its "
-                            "host did not sign",
-                            out[o].rank, r, step);
-              if (!v.why.empty())
-                break;
-            } else {
-              log_warning("rater: rank {} shows no signed contribution of rank {} at step {}: {}",
-                          out[o].rank, r, step,
-                          pc ? std::string{"malformed"} : what_of(pc.error()));
-            }
+          auto other = 1 - r;
+          auto pc = ask_trainer(ring.hosts[other], trainer_query(session, other, [step](auto b) {
+                                  b.setPartnerContribution(step);
+                                }));
+          opened<schema::PartnerContribution> p{pc ? *pc : envelope{}};
+          if (pc && p && p->getHash().size() == 32 && p->getSignature().size() == 64) {
+            train::digest h;
+            std::memcpy(h.data(), p->getHash().begin(), 32);
+            bool by_host = false;
+            v.why = rater::check_contribution(session, r, step, gradient, h,
+                                              {p->getSignature().begin(), 64}, out[i].host,
+                                              &by_host);
+            if (!by_host)
+              log_warning("rater: rank {} shows a contribution of rank {} at step {} that its "
+                          "host did not sign",
+                          other, r, step);
+            if (!v.why.empty())
+              break;
+          } else {
+            log_warning("rater: rank {} shows no signed contribution of rank {} at step {}: {}",
+                        other, r, step, pc ? std::string{"malformed"} : what_of(pc.error()));
           }
         }
         // The weights it showed must be the ring's: every other rank's

@@ -167,10 +167,12 @@ caf::expected<evidence_store::entry> evidence_store::get(uint64_t step) const {
 
 namespace {
 
-constexpr char owed_magic[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '2'};
-/// The record before a torch session's model was written down with it (a
-/// host upgraded within a keeping still answers its rater from one).
+constexpr char owed_magic[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '3'};
+/// Earlier records, still read (a host upgraded within a keeping still
+/// answers its rater from one): v1 without a torch session's model, v2
+/// without a ring partner's signed contributions.
 constexpr char owed_magic_v1[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '1'};
+constexpr char owed_magic_v2[8] = {'A', 'I', 'C', 'O', 'N', 'O', 'W', '2'};
 constexpr char rows_magic[8] = {'A', 'I', 'C', 'O', 'N', 'R', 'W', '1'};
 
 /// Appends BLAKE2b-256 of everything before it.
@@ -318,8 +320,13 @@ std::vector<uint8_t> owed_bytes(const owed_session& o) {
 }
 
 caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what) {
-  bool v1 = bytes.size() >= 8 && std::memcmp(bytes.data(), owed_magic_v1, 8) == 0;
-  auto opened = unseal(bytes, v1 ? owed_magic_v1 : owed_magic, "an owed-evidence record", what);
+  int version = 3;
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), owed_magic_v1, 8) == 0)
+    version = 1;
+  else if (bytes.size() >= 8 && std::memcmp(bytes.data(), owed_magic_v2, 8) == 0)
+    version = 2;
+  auto opened = unseal(bytes, version == 1 ? owed_magic_v1 : version == 2 ? owed_magic_v2 : owed_magic,
+                       "an owed-evidence record", what);
   if (!opened)
     return opened.error();
   auto& r = *opened;
@@ -346,10 +353,12 @@ caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const 
   o.log.resize(m);
   for (auto& d : o.log)
     r.take(d);
-  if (!v1) {
+  if (version >= 2) {
     o.model = text_of(r.next(r.u64()));
     o.model_local = text_of(r.next(r.u64()));
     r.take(o.model_file);
+  }
+  if (version >= 3) {
     auto k = r.u64();
     if (k > r.left() / 104)
       return make_error(errc::invalid_argument,

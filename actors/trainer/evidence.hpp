@@ -134,8 +134,9 @@ struct owed_session {
   bool operator==(const owed_session&) const = default;
 };
 
-/// The bytes of an owed session: "AICONOW2", the fields, BLAKE2b-256 of
-/// all that. Records of "AICONOW1" (no model fields) are still read.
+/// The bytes of an owed session: "AICONOW3", the fields, BLAKE2b-256 of
+/// all that. Records of "AICONOW1" (no model fields) and "AICONOW2" (no
+/// partner signatures) are still read.
 std::vector<uint8_t> owed_bytes(const owed_session& o);
 /// Parses and checks them; errors name `what` and what was wrong.
 caf::expected<owed_session> parse_owed(const std::vector<uint8_t>& bytes, const std::string& what);

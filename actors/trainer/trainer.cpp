@@ -973,7 +973,7 @@ struct worker_state {
     // own block), and checks its partner's against the floats that came.
     const bool signed_pair = stream && size == 2 && keep_evidence_of_steps;
     if (stream)
-      stream->hash_peer_prefix(signed_pair ? n : 0, std::string{train::contribution_key});
+      stream->hash_peer_prefix(signed_pair ? n : 0, train::contribution_key);
     if (signed_pair) {
       auto h = train::contribution_hash({grad.data(), n});
       auto sig = ctx.self->sign(train::contribution_signing_bytes(session, rank, at, h));
@@ -1109,6 +1109,8 @@ struct worker_state {
       return make_error(errc::invalid_argument, "RingRun: this session is finished");
     if (r.getFloats() > (1ull << 28))
       return make_error(errc::invalid_argument, "RingRun: at most 2^28 floats");
+    if (stream)
+      stream->hash_peer_prefix(0, {}); // (a training step's own setting)
     std::vector<float> buf(r.getFloats());
     std::vector<uint64_t> micros;
     uint64_t wrong = 0;

@@ -161,6 +161,28 @@ struct economy_cluster {
     restart_edited(i, "fault", {}, {}, "\n[faults]\n" + fault + " = true\n");
   }
 
+  /// t0 and t1 restarted with one trainer slot each (t1 with `t1_extra`
+  /// added to its config): a ring of two spans both hosts.
+  void one_slot_each(const std::string& t1_extra) {
+    restart_edited(2, "one-slot", "trainer_slots = 2", "trainer_slots = 1", "");
+    restart_edited(3, "one-slot", "trainer_slots = 2", "trainer_slots = 1", t1_extra);
+    auto slots_offered = [&] {
+      auto b = ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
+      uint32_t n = 0;
+      if (opened<schema::AllocBook> book{b ? *b : envelope{}}; book)
+        for (auto o : book->getOffers())
+          n += o.getSlots();
+      return n;
+    };
+    for (int i = 0; i < 100 && slots_offered() != 2; ++i)
+      std::this_thread::sleep_for(100ms);
+    BOOST_REQUIRE_EQUAL(slots_offered(), 2u);
+    for (size_t t : {size_t{2}, size_t{3}}) { // this client links to the new processes
+      auto id = c->connect(fmt::format("127.0.0.1:{}", ports[t]), nodes[t].id);
+      BOOST_REQUIRE_MESSAGE(id, why(id));
+    }
+  }
+
   /// Host i SIGKILLed and started again from its own config with `from`
   /// replaced by `to` and `append` added, as `<name>-<tag>`.
   void restart_edited(size_t i, const std::string& tag, const std::string& from,
@@ -192,11 +214,13 @@ struct economy_cluster {
   /// A job of `steps` on 4 trainers, escrowed by the payer and trained to
   /// its end, not yet rated.
   std::pair<train::job_options, train::job_result> trained_job(uint64_t steps,
-                                                               const std::string& model = {}) {
+                                                               const std::string& model = {},
+                                                               uint32_t trainers = 4) {
     auto job = random_job();
-    const uint64_t escrow = 4 * steps + 500;
+    const uint64_t escrow = trainers * steps + 500;
     payer_tx([&](uint64_t n) { return train::make_escrow_lock(payer, chain, n, job, escrow); });
     auto o = allocated_job(job, steps);
+    o.trainers = trainers;
     if (!model.empty())
       o.model = model;
     auto r = train::run_job(*c, o);
@@ -1628,41 +1652,17 @@ BOOST_AUTO_TEST_CASE(a_trainer_that_poisons_its_ring_partner_is_caught_by_its_ow
   // (Without the signatures this rating passed both ranks and paid them.)
   economy_cluster ec;
   ec.wait_offers(2);
-  // One slot each: the ring of two spans both trainer hosts.
-  ec.restart_edited(2, "one-slot", "trainer_slots = 2", "trainer_slots = 1", "");
-  ec.restart_edited(3, "poison", "trainer_slots = 2", "trainer_slots = 1",
-                    "\n[faults]\ntrainer_poison_ring = true\n");
-  auto slots_offered = [&] {
-    auto b = ec.ask(0, "allocator", make_envelope<schema::AllocQuery>([](auto q) { q.setBook(); }));
-    uint32_t n = 0;
-    if (opened<schema::AllocBook> book{b ? *b : envelope{}}; book)
-      for (auto o : book->getOffers())
-        n += o.getSlots();
-    return n;
-  };
-  for (int i = 0; i < 100 && slots_offered() != 2; ++i)
-    std::this_thread::sleep_for(100ms);
-  BOOST_REQUIRE_EQUAL(slots_offered(), 2u);
-  for (size_t t : {size_t{2}, size_t{3}}) { // this client links to the new processes
-    auto id = ec.c->connect(fmt::format("127.0.0.1:{}", ec.ports[t]), ec.nodes[t].id);
-    BOOST_REQUIRE_MESSAGE(id, why(id));
-  }
+  ec.one_slot_each("\n[faults]\ntrainer_poison_ring = true\n");
   auto saboteur = ec.nodes[3].id;
-  auto job = random_job();
-  const uint64_t steps = 150, escrow = 2 * steps + 500;
-  ec.payer_tx([&](uint64_t n) { return train::make_escrow_lock(ec.payer, ec.chain, n, job, escrow); });
-  auto o = ec.allocated_job(job, steps);
-  o.trainers = 2;
-  auto r = train::run_job(*ec.c, o);
-  BOOST_REQUIRE_MESSAGE(r, why(r));
+  auto [o, r] = ec.trained_job(150, {}, 2);
   BOOST_TEST(ec.hosts[3].proc->log_text().find("noise sent to its ring") != std::string::npos);
   // The honest host is killed and started again before the rating: what
   // the saboteur signed is in its owed record, and outlives the process.
   ec.restart_killed(2);
-  auto rating = ec.rated(o, *r);
+  auto rating = ec.rated(o, r);
   size_t poisoning = 0;
   for (auto& v : rating.verdicts) {
-    bool poisons = r->rank_hosts[v.rank] == saboteur;
+    bool poisons = r.rank_hosts[v.rank] == saboteur;
     poisoning += poisons ? 1 : 0;
     BOOST_TEST(v.passed == !poisons, "rank " << v.rank << ": " << v.why);
     if (poisons)

@@ -171,7 +171,7 @@ BOOST_AUTO_TEST_CASE(a_ring_of_two_hashes_what_the_partner_sent_and_carries_its_
   auto ranks = make_ring(2, opts, 9);
   const size_t n = 1000;
   for (auto& r : ranks)
-    r->hash_peer_prefix(n, std::string{contribution_key});
+    r->hash_peer_prefix(n, contribution_key);
   std::vector<std::vector<float>> bufs(2, std::vector<float>(n + 2 + 2 * contribution_floats, 0));
   std::array<digest, 2> hash;
   std::array<std::array<uint8_t, 64>, 2> sig;
