@@ -954,6 +954,35 @@ BOOST_AUTO_TEST_CASE(aicon_train_coordinates_itself_where_the_trainers_refuse_th
   BOOST_TEST(out.output.find("work log rank 1: 50 steps") != std::string::npos, out.output);
 }
 
+// A data node whose operator lists whose models its hosts run ([host]
+// model_owners) keeps only theirs: another owner's put is refused by name
+// and nothing is stored (owner keys cost nothing: the per-owner quota alone
+// let one admitted peer fill the node with many owners' models).
+BOOST_AUTO_TEST_CASE(a_data_node_keeps_only_the_models_of_the_owners_it_lists) {
+  auto listed = identity::generate();
+  train_cluster tc(false, ", \"data_node\"", false,
+                   fmt::format("model_owners = [\"{}\"]\n", listed.id().hex()));
+  auto dst = tc.c->lookup("data_node@" + tc.nodes[0].id.hex());
+  BOOST_REQUIRE_MESSAGE(dst, why(dst));
+  std::vector<uint8_t> file(4096, 7);
+  auto refused = tc.c->request(*dst, data::make_model_put(tc.c->self(), file, "m.pt", 1), 20s);
+  BOOST_REQUIRE(!refused);
+  BOOST_TEST((code_of(refused.error()) == errc::forbidden));
+  BOOST_TEST(describe(refused.error()).find("owner " + tc.cli.id.short_hex()
+                                            + " is not one whose models this host keeps")
+               != std::string::npos,
+             describe(refused.error()));
+  test::temp_dir cache;
+  auto id = data::model_asset_id(tc.cli.id, data::model_hash(file));
+  auto absent = data::fetch_model(*tc.c, {tc.nodes[0].id}, id, cache.path(), 32 << 20, {});
+  BOOST_REQUIRE(!absent);
+  BOOST_TEST(describe(absent.error()).find("not on this data node") != std::string::npos,
+             describe(absent.error()));
+  // A listed owner's model is kept, whoever sends it.
+  auto taken = tc.c->request(*dst, data::make_model_put(listed, file, "m.pt", 1), 20s);
+  BOOST_TEST(static_cast<bool>(taken), why(taken));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // Researchers' TorchScript models through the same ring, transports and
@@ -1115,35 +1144,6 @@ BOOST_AUTO_TEST_CASE(a_host_pins_the_cpu_kernels_its_torch_steps_run_on) {
   BOOST_REQUIRE(log.ok());
   std::string env = log->getEnvironment().cStr();
   BOOST_TEST(env.find("cpu capability default") != std::string::npos, env);
-}
-
-// A data node whose operator lists whose models its hosts run ([host]
-// model_owners) keeps only theirs: another owner's put is refused by name
-// and nothing is stored (owner keys cost nothing: the per-owner quota alone
-// let one admitted peer fill the node with many owners' models).
-BOOST_AUTO_TEST_CASE(a_data_node_keeps_only_the_models_of_the_owners_it_lists) {
-  auto listed = identity::generate();
-  train_cluster tc(false, ", \"data_node\"", false,
-                   fmt::format("model_owners = [\"{}\"]\n", listed.id().hex()));
-  auto dst = tc.c->lookup("data_node@" + tc.nodes[0].id.hex());
-  BOOST_REQUIRE_MESSAGE(dst, why(dst));
-  std::vector<uint8_t> file(4096, 7);
-  auto refused = tc.c->request(*dst, data::make_model_put(tc.c->self(), file, "m.pt", 1), 20s);
-  BOOST_REQUIRE(!refused);
-  BOOST_TEST((code_of(refused.error()) == errc::forbidden));
-  BOOST_TEST(describe(refused.error()).find("owner " + tc.cli.id.short_hex()
-                                            + " is not one whose models this host keeps")
-               != std::string::npos,
-             describe(refused.error()));
-  test::temp_dir cache;
-  auto id = data::model_asset_id(tc.cli.id, data::model_hash(file));
-  auto absent = data::fetch_model(*tc.c, {tc.nodes[0].id}, id, cache.path(), 32 << 20, {});
-  BOOST_REQUIRE(!absent);
-  BOOST_TEST(describe(absent.error()).find("not on this data node") != std::string::npos,
-             describe(absent.error()));
-  // A listed owner's model is kept, whoever sends it.
-  auto taken = tc.c->request(*dst, data::make_model_put(listed, file, "m.pt", 1), 20s);
-  BOOST_TEST(static_cast<bool>(taken), why(taken));
 }
 
 // Models as assets: `aicon model put` stores the file on the data nodes
