@@ -161,6 +161,33 @@ int run_train(const train_options& opts_in) {
           if (csv)
             csv << fmt::format("{},{},{},{},{},{:.0f},{:.3f},{:.4f},{:.2f},{:.3f}\n", model,
                                via_name, n, hosts, batch, rate, ar, req, polls, eff);
+          if (n == 2 && per_host == 1) {
+            // What verification costs the ring: the same job keeping every
+            // step's weights on disk for a rater and, on a stream, signing
+            // and checking what each rank sends its partner.
+            train::job_options v = o;
+            v.keep_evidence = true;
+            double v_secs = 0;
+            uint64_t v_timed = 0;
+            auto vr = train::run_job(*mesh.c, v, [&](const train::step_report& s) {
+              if (s.step < warm || s.samples_per_s <= 0)
+                return;
+              ++v_timed;
+              v_secs += batch / s.samples_per_s;
+            });
+            if (!vr)
+              return fail(vr.error());
+            if (v_timed == 0 || v_secs <= 0)
+              return fail(make_error(errc::internal, "no timed step came back (verified)"));
+            double v_rate = static_cast<double>(v_timed) * batch / v_secs;
+            double v_eff = base > 0 ? v_rate / (2 * base) : 0;
+            std::printf("%-20s %-6s %8s %6s %6u %12.0f %12s %9s %8s %11.2f   verified / ring = %.2f\n",
+                        "  2 x 1, verified", via_name.c_str(), "2", "2", batch, v_rate, "-", "-",
+                        "-", v_eff, v_rate / rate);
+            if (csv)
+              csv << fmt::format("{},{}-verified,2,2,{},{:.0f},,,,{:.3f}\n", model, via_name, batch,
+                                 v_rate, v_eff);
+          }
           if (n == 2 && per_host == 1 && batch % 2 == 0) {
             // What this machine allows two trainers at all: the same two
             // hosts each training a ring of one on half the batch, at the

@@ -702,7 +702,7 @@ caf::expected<job_result> run_job(const job_link& c, const job_options& o_in, co
         b.setCursor(cursor);
         b.setCount(count);
         b.setCheckpointEvery(o.checkpoint_every);
-        b.setUnverified(!o.verifier); // no rater will ask for the steps' evidence
+        b.setUnverified(!o.verifier && !o.keep_evidence); // no rater will ask for the evidence
       });
       runs.push_back(std::async(std::launch::async, [&c, d = ring->ranks[r].role, req, run_timeout]() {
         return c.request(d, req, run_timeout);

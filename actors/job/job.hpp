@@ -107,6 +107,9 @@ struct job_options {
   /// The rater that will verify this job: each trainer's SessionLog then
   /// carries a work receipt naming it, signed by the trainer host.
   std::optional<node_id> verifier;
+  /// Benchmarks: the trainers keep every step's evidence (and a ring of
+  /// two on a stream signs its contributions) as for a verifier, with none.
+  bool keep_evidence = false;
   /// Set from any thread to stop the job after the current step.
   std::shared_ptr<std::atomic<bool>> cancel;
   /// Asked when a cancel comes after some steps: true to stop the ring
