@@ -758,10 +758,7 @@ struct rater_state {
         // digest of its weights before this step, and a vote. A rank
         // that does not answer abstains (the majority is of the ring).
         if (n > 1) {
-          hash256 mine;
-          crypto_generichash(mine.data(), mine.size(),
-                             reinterpret_cast<const uint8_t*>(claim.weights.data()),
-                             claim.weights.size() * 4, nullptr, 0);
+          hash256 mine = train::weights_hash(claim.weights);
           std::vector<std::pair<uint32_t, hash256>> votes{{static_cast<uint32_t>(i), mine}};
           for (size_t o = 0; o < out.size(); ++o) {
             if (o == i || !early[o].empty())

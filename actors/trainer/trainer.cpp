@@ -193,10 +193,7 @@ caf::expected<envelope> weights_digest_reply(const train::evidence_store& ev, ui
   auto got = ev.get(step);
   if (!got)
     return got.error();
-  auto& w = got->weights;
-  std::array<uint8_t, 32> d{};
-  crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4,
-                     nullptr, 0);
+  auto d = train::weights_hash(got->weights);
   return make_envelope<schema::WeightsDigest>([&](schema::WeightsDigest::Builder b) {
     b.setStep(step);
     b.setDigest(kj::arrayPtr(d.data(), 32));
@@ -953,15 +950,19 @@ struct worker_state {
     }
     // The work log: what a verifier needs to re-execute this step. The
     // weights before the step are kept as evidence for the rater.
-    out.digest = train::step_digest(shown, idx, grad);
+    // (The gradient's hash is also what a signed ring of two signs.)
+    auto sent_hash = train::contribution_hash(grad);
+    out.digest = train::step_digest_of(train::weights_hash(shown), idx, sent_hash);
     if (auto err = keep_evidence(at, ep, cur, shown))
       return err;
     if (ctx.lim.fault_trainer_poison_ring) {
       // A saboteur: the log commits to the gradient, the ring gets noise.
       train::rng dice{seed * 104729 + at * 2 + rank};
-      if (dice.uniform() < 0.2)
+      if (dice.uniform() < 0.2) {
         for (auto& v : grad)
           v = static_cast<float>(dice.uniform() - 0.5) * 1e-2f;
+        sent_hash = train::contribution_hash(grad);
+      }
     }
     out.compute_us = us_since(t0);
     auto t1 = clock_type::now();
@@ -975,12 +976,11 @@ struct worker_state {
     if (stream)
       stream->hash_peer_prefix(signed_pair ? n : 0, train::contribution_key);
     if (signed_pair) {
-      auto h = train::contribution_hash({grad.data(), n});
-      auto sig = ctx.self->sign(train::contribution_signing_bytes(session, rank, at, h));
+      auto sig = ctx.self->sign(train::contribution_signing_bytes(session, rank, at, sent_hash));
       grad.resize(n + 2 + 2 * train::contribution_floats, 0.0f);
       train::put_contribution({grad.data() + n + 2 + rank * train::contribution_floats,
                                train::contribution_floats},
-                              h, sig);
+                              sent_hash, sig);
     }
     if (auto err = reducer->allreduce(grad, gpu::reduce_op::sum); !err.empty())
       return make_error(errc::peer_down, "allreduce: " + err);

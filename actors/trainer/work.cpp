@@ -9,19 +9,30 @@
 
 namespace aicon::train {
 
-digest step_digest(std::span<const float> weights_before, std::span<const uint32_t> indices,
-                   std::span<const float> local_gradient) {
+digest weights_hash(std::span<const float> weights) {
+  digest d;
+  crypto_generichash(d.data(), d.size(), reinterpret_cast<const uint8_t*>(weights.data()),
+                     weights.size_bytes(), nullptr, 0);
+  return d;
+}
+
+digest step_digest_of(const digest& weights, std::span<const uint32_t> indices,
+                      const digest& gradient) {
+  static constexpr std::string_view key = "aicon-step-v2";
   crypto_generichash_state h;
-  crypto_generichash_init(&h, reinterpret_cast<const uint8_t*>("aicon-step-v1"), 13, 32);
-  crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(weights_before.data()),
-                            weights_before.size_bytes());
+  crypto_generichash_init(&h, reinterpret_cast<const uint8_t*>(key.data()), key.size(), 32);
+  crypto_generichash_update(&h, weights.data(), weights.size());
   crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(indices.data()),
                             indices.size_bytes());
-  crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(local_gradient.data()),
-                            local_gradient.size_bytes());
+  crypto_generichash_update(&h, gradient.data(), gradient.size());
   digest d;
   crypto_generichash_final(&h, d.data(), d.size());
   return d;
+}
+
+digest step_digest(std::span<const float> weights_before, std::span<const uint32_t> indices,
+                   std::span<const float> local_gradient) {
+  return step_digest_of(weights_hash(weights_before), indices, contribution_hash(local_gradient));
 }
 
 digest contribution_hash(std::span<const float> gradient) {

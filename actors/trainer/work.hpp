@@ -19,8 +19,17 @@ namespace aicon::train {
 
 using digest = std::array<uint8_t, 32>;
 
+/// A step's digest in the work log: BLAKE2b-256 keyed "aicon-step-v2" over
+/// weights_hash(weights before) ‖ the batch indices ‖ contribution_hash(the
+/// local gradient). The gradient's hash is the one a rank of a signed ring
+/// of two signs for what it sends (below), so one pass over the gradient
+/// serves both.
 digest step_digest(std::span<const float> weights_before, std::span<const uint32_t> indices,
                    std::span<const float> local_gradient);
+digest step_digest_of(const digest& weights_hash, std::span<const uint32_t> indices,
+                      const digest& gradient_hash);
+/// BLAKE2b-256 of float32 weights (what TrainQuery.weightsDigest answers).
+digest weights_hash(std::span<const float> weights);
 
 /// A ring of two exchanges whole gradients (stream transport), so what a
 /// rank sent its partner can be bound to it: BLAKE2b-256 of the gradient
