@@ -472,6 +472,41 @@ BOOST_AUTO_TEST_CASE(a_work_log_signature_binds_the_ring_size_and_first_step) {
   BOOST_TEST(!holds(2, 4, 100, 50)); // another rank
 }
 
+BOOST_AUTO_TEST_CASE(a_signed_contribution_convicts_only_its_own_signer) {
+  // What a rank of a ring of two signed for the floats it sent, against
+  // the gradient it committed to: the same hash passes; another hash under
+  // its host's signature convicts it; a signature that is not its host's
+  // (made up by the partner who shows it, or for another rank, step or
+  // session) is not held against it.
+  auto host = aicon::identity::generate(), partner = aicon::identity::generate();
+  std::array<uint8_t, 32> session{};
+  session[0] = 3;
+  std::vector<float> committed{0.5f, -1.25f, 3.0f}, sent{0.5f, -1.25f, 3.5f};
+  auto signed_for = [&](const aicon::identity& by, const std::vector<float>& floats,
+                        uint32_t rank, uint64_t step) {
+    auto h = train::contribution_hash(floats);
+    return std::pair{h, by.sign(train::contribution_signing_bytes(session, rank, step, h))};
+  };
+  auto check = [&](std::pair<train::digest, aicon::signature> record, bool& by_host) {
+    return aicon::rater::check_contribution(session, 1, 40, committed, record.first,
+                                     {record.second.data(), 64}, host.id(), &by_host);
+  };
+  bool by_host = false;
+  BOOST_TEST(check(signed_for(host, committed, 1, 40), by_host).empty());
+  BOOST_TEST(by_host);
+  auto why = check(signed_for(host, sent, 1, 40), by_host);
+  BOOST_TEST(by_host);
+  BOOST_TEST(why.find("step 40: the gradient it sent its ring partner") != std::string::npos, why);
+  BOOST_TEST(why.find("it poisoned the ring's sum") != std::string::npos, why);
+  for (auto forged : {signed_for(partner, sent, 1, 40), signed_for(host, sent, 0, 40),
+                      signed_for(host, sent, 1, 41)}) {
+    BOOST_TEST(check(forged, by_host).empty());
+    BOOST_TEST(!by_host);
+  }
+  // The hash covers every float: one changed value is another hash.
+  BOOST_TEST((train::contribution_hash(committed) != train::contribution_hash(sent)));
+}
+
 BOOST_AUTO_TEST_CASE(a_vote_on_weights_fails_the_odd_ranks_or_everyone_in_a_tie) {
   using aicon::rater::vote_on_weights;
   hash256 honest{}, zeros{}, other{};
