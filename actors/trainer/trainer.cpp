@@ -1034,6 +1034,15 @@ struct worker_state {
     auto count = std::max<uint32_t>(s.getCount(), 1);
     if (count > 10'000'000)
       return make_error(errc::invalid_argument, "TrainStep.count: at most 10000000 steps at once");
+    // A run continues the log: the log's places are its steps, and the
+    // rater challenges a step by its place (a coordinator that skipped or
+    // repeated steps would have the rater fail an honest trainer for
+    // evidence of steps it never ran).
+    if (!log.empty() && s.getStep() != step)
+      return make_error(errc::invalid_argument,
+                        fmt::format("TrainStep.step: {} is not this trainer's next step ({}; its "
+                                    "log runs from step {}): a run continues the log",
+                                    s.getStep(), step, first_step));
     // A verified job's rater may challenge any step: an honest trainer
     // keeps the weights before each, and does not start a run it could not
     // keep them for (a step it cannot show would fail it).

@@ -684,6 +684,19 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   BOOST_REQUIRE(tc.c->request(*dst, join(owed, digits_csv().string()), 60s));
   auto stepped = run_steps(owed, false);
   BOOST_REQUIRE_MESSAGE(stepped, why(stepped));
+  // A later run continues the log: one that skips ahead (or goes back) is
+  // refused, or the rater would challenge steps by places that name others.
+  auto skipped = tc.c->request(*dst, make_envelope<schema::TrainStep>([&](auto q) {
+                                 q.setSession(kj::arrayPtr(owed.data(), 32));
+                                 q.setToken(kj::arrayPtr(token.data(), 32));
+                                 q.setStep(10);
+                                 q.setCount(2);
+                               }),
+                               20s);
+  BOOST_REQUIRE(!skipped);
+  BOOST_TEST(describe(skipped.error()).find("TrainStep.step: 10 is not this trainer's next step (3")
+               != std::string::npos,
+             describe(skipped.error()));
   auto rater = fresh();
   auto signed_for = ask(owed, token, [&](auto q) {
     q.setFinish();
