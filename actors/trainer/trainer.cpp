@@ -1043,6 +1043,17 @@ struct worker_state {
                         fmt::format("TrainStep.step: {} is not this trainer's next step ({}; its "
                                     "log runs from step {}): a run continues the log",
                                     s.getStep(), step, first_step));
+    // And each step's place in the epochs is the schedule's, which the
+    // rater re-executes against (a coordinator's other epoch or cursor
+    // would have an honest trainer fail its rating).
+    if (auto [e, c] = train::schedule_of(s.getStep(), data.train.rows, global_batch);
+        e != s.getEpoch() || c != s.getCursor())
+      return make_error(errc::invalid_argument,
+                        fmt::format("TrainStep: step {} is at epoch {} cursor {} of the "
+                                    "schedule ({} training rows, global batch {}), not epoch {} "
+                                    "cursor {}",
+                                    s.getStep(), e, c, data.train.rows, global_batch,
+                                    s.getEpoch(), s.getCursor()));
     // A verified job's rater may challenge any step: an honest trainer
     // keeps the weights before each, and does not start a run it could not
     // keep them for (a step it cannot show would fail it).

@@ -697,6 +697,21 @@ BOOST_AUTO_TEST_CASE(joins_beyond_the_trainer_slots_or_that_fail_hold_nothing) {
   BOOST_TEST(describe(skipped.error()).find("TrainStep.step: 10 is not this trainer's next step (3")
                != std::string::npos,
              describe(skipped.error()));
+  // Nor may it put a step elsewhere in the epochs than the schedule (the
+  // rater re-executes each step at the schedule's place).
+  auto elsewhere = tc.c->request(*dst, make_envelope<schema::TrainStep>([&](auto q) {
+                                   q.setSession(kj::arrayPtr(owed.data(), 32));
+                                   q.setToken(kj::arrayPtr(token.data(), 32));
+                                   q.setStep(3);
+                                   q.setCursor(64);
+                                   q.setCount(2);
+                                 }),
+                                 20s);
+  BOOST_REQUIRE(!elsewhere);
+  BOOST_TEST(describe(elsewhere.error()).find("TrainStep: step 3 is at epoch 0 cursor 96 of the "
+                                              "schedule")
+               != std::string::npos,
+             describe(elsewhere.error()));
   auto rater = fresh();
   auto signed_for = ask(owed, token, [&](auto q) {
     q.setFinish();
