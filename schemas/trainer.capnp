@@ -245,8 +245,8 @@ struct SessionLog {
   steps @1 :UInt64;        # steps this trainer logged
   logRoot @2 :Data;        # Merkle root of the step digests
   trainer @3 :Data;        # NodeId of the host that ran it
-  signature @4 :Data;      # by trainer over "aicon-worklog-v2" ‖ session ‖ rank ‖ ring size ‖
-                           # firstStep ‖ steps ‖ logRoot (work.hpp worklog_signing_bytes)
+  signature @4 :Data;      # by trainer over "aicon-worklog-v3" ‖ session ‖ rank ‖ ring size ‖
+                           # firstStep ‖ steps ‖ logRoot ‖ terms (work.hpp worklog_signing_bytes)
   firstStep @5 :UInt64;    # global step of the first logged step
   receipt @6 :import "chain.capnp".SignedWorkReceipt;
                            # finish with a verifier: this trainer's work receipt
@@ -255,6 +255,8 @@ struct SessionLog {
   environment @7 :Text;    # the numeric environment its steps ran in, where it can differ
                            # between hosts (a torch model: libtorch version, threads, CPU
                            # kernels); empty for the built-in models (the same on every host)
+  terms @8 :Data;          # train::terms_digest of the TrainConfig it ran (model, data, split,
+                           # seed, global batch): what a rater must re-execute against
 }
 
 struct RingRun {

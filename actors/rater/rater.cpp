@@ -546,6 +546,7 @@ struct rater_state {
                                       hash256& seed) {
     const auto n = static_cast<uint32_t>(ring.hosts.size());
     const auto& session = ring.session;
+    const auto expected_terms = train::terms_digest(train::terms_of(cfg));
     token = ring.token;
     std::vector<rank_check> out(ring.logs.size());
     std::vector<std::vector<train::digest>> digests(out.size());
@@ -575,13 +576,16 @@ struct rater_state {
       c.host = ring.hosts[c.rank];
       auto r = c.rank;
       auto sig = l.getSignature();
+      train::digest terms{};
+      if (l.getTerms().size() == 32)
+        std::memcpy(terms.data(), l.getTerms().begin(), 32);
       if (l.getTrainer().size() != 32
           || std::memcmp(l.getTrainer().begin(), c.host.bytes.data(), 32) != 0)
         early[i] = "the log is not this rank's host's";
       else if (sig.size() != 64
                || !verify_signature(c.host,
                                     train::worklog_signing_bytes(session, r, n, l.getFirstStep(),
-                                                                 l.getSteps(), c.root),
+                                                                 l.getSteps(), c.root, terms),
                                     {sig.begin(), sig.size()}))
         early[i] = fmt::format("the log's signature is not the trainer's (for a ring of {} "
                                "ranks from step {})",
@@ -591,6 +595,13 @@ struct rater_state {
         // its ring: the relay's word against the trainer's, no culprit.
         early[i] = fmt::format("its log starts at step {}, the request's ring at {}",
                                l.getFirstStep(), ring.first);
+        out[i].v.no_culprit = true;
+      } else if (terms != expected_terms) {
+        // It ran other terms (model, data, split, seed, batch) than the
+        // request gives: its steps cannot be re-executed against these,
+        // and the relay's word is against the trainer's signed one.
+        early[i] = "its log was signed for other training terms (model, data, split, seed or "
+                   "global batch) than the request's config";
         out[i].v.no_culprit = true;
       }
       if (!early[i].empty())

@@ -404,6 +404,7 @@ struct worker_state {
   hash256 job{}; ///< the job this session works for (zeros: none given)
   uint32_t cheat_percent = 0; ///< fault injection: random gradients on this % of steps
   node_id right_host{};       ///< TrainerJoin.right: in a ring of two, the partner's host
+  train::digest terms{};      ///< train::terms_digest of its TrainConfig (signed with its log)
   /// A ring of two on a stream, verified: what the partner signed for the
   /// gradient it sent, by step (checked against the floats that came).
   std::map<uint64_t, train::partner_signed> partner;
@@ -805,6 +806,7 @@ struct worker_state {
                                     "training rows",
                                     global_batch, size, data.train.rows));
     seed = cfg.getSeed();
+    terms = train::terms_digest(train::terms_of(cfg));
     if (cfg.getJob().size() == 32)
       std::memcpy(job.data(), cfg.getJob().begin(), 32);
     if (auto r = node_id::from_bytes({j.getRight().begin(), j.getRight().size()}))
@@ -1227,7 +1229,8 @@ struct worker_state {
                             "unverified (TrainStep.unverified): it kept no evidence to be checked "
                             "against");
         auto root = ledger::merkle_root(log, "aicon-worklog-node-v1");
-        auto msg = train::worklog_signing_bytes(session, rank, size, first_step, log.size(), root);
+        auto msg = train::worklog_signing_bytes(session, rank, size, first_step, log.size(), root,
+                                                terms);
         auto sig = ctx.self->sign(msg);
         return make_envelope<schema::SessionLog>([&](schema::SessionLog::Builder b) {
           b.setRank(rank);
@@ -1236,6 +1239,7 @@ struct worker_state {
           b.setTrainer(kj::arrayPtr(ctx.self->id().bytes.data(), 32));
           b.setSignature(kj::arrayPtr(sig.data(), sig.size()));
           b.setFirstStep(first_step);
+          b.setTerms(kj::arrayPtr(terms.data(), 32));
           if (auto& t = model->spec().torch)
             b.setEnvironment(t->environment());
           if (q.getVerifier().size() == 32 && !log.empty()) {

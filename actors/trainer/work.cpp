@@ -86,9 +86,10 @@ bool get_contribution(std::span<const float> block, digest& hash,
 
 std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
                                            uint32_t ring_size, uint64_t first_step,
-                                           uint64_t steps, const digest& root) {
-  static constexpr std::string_view tag = "aicon-worklog-v2";
-  std::vector<uint8_t> msg(tag.size() + 32 + 4 + 4 + 8 + 8 + 32);
+                                           uint64_t steps, const digest& root,
+                                           const digest& terms) {
+  static constexpr std::string_view tag = "aicon-worklog-v3";
+  std::vector<uint8_t> msg(tag.size() + 32 + 4 + 4 + 8 + 8 + 32 + 32);
   std::memcpy(msg.data(), tag.data(), tag.size());
   auto* p = msg.data() + tag.size();
   std::memcpy(p, session.data(), 32);
@@ -101,7 +102,35 @@ std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& sessio
     p[48 + i] = static_cast<uint8_t>(steps >> (8 * i));
   }
   std::memcpy(p + 56, root.data(), 32);
+  std::memcpy(p + 88, terms.data(), 32);
   return msg;
+}
+
+digest terms_digest(const train_terms& t) {
+  static constexpr std::string_view key = "aicon-train-terms-v1";
+  crypto_generichash_state h;
+  crypto_generichash_init(&h, reinterpret_cast<const uint8_t*>(key.data()), key.size(), 32);
+  auto u64 = [&](uint64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; ++i)
+      b[i] = static_cast<uint8_t>(v >> (8 * i));
+    crypto_generichash_update(&h, b, 8);
+  };
+  auto text = [&](const std::string& s) {
+    u64(s.size());
+    crypto_generichash_update(&h, reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  text(t.model);
+  text(t.data_file);
+  text(t.dataset);
+  u64(t.standardize ? 1 : 0);
+  u64(t.test_percent);
+  u64(t.global_batch);
+  u64(t.split_seed);
+  u64(t.seed);
+  digest d;
+  crypto_generichash_final(&h, d.data(), d.size());
+  return d;
 }
 
 digest model_id(const model_spec& spec) {

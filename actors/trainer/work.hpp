@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -69,14 +70,43 @@ std::pair<uint64_t, uint64_t> schedule_of(uint64_t step, uint64_t train_rows,
 /// The epoch permutation of `rows` training rows for a job seeded `seed`.
 std::vector<uint32_t> epoch_permutation(uint32_t rows, uint64_t seed, uint64_t epoch);
 
-/// What a trainer signs at the end of a session: "aicon-worklog-v2" ‖
+/// What a step's re-execution depends on in a TrainConfig: the model, the
+/// data source, the split, the seed and the global batch.
+struct train_terms {
+  std::string model, data_file, dataset; ///< dataset: its 32-byte id, or empty
+  bool standardize = false;
+  uint32_t test_percent = 0, global_batch = 0;
+  uint64_t split_seed = 0, seed = 0;
+};
+/// The terms of a TrainConfig reader (trainer.capnp; any of its reader types).
+template <class Config>
+train_terms terms_of(const Config& c) {
+  train_terms t;
+  t.model = c.getModel().cStr();
+  t.data_file = c.getDataFile().cStr();
+  t.dataset.assign(reinterpret_cast<const char*>(c.getDataset().begin()), c.getDataset().size());
+  t.standardize = c.getStandardize();
+  t.test_percent = c.getTestPercent();
+  t.global_batch = c.getGlobalBatch();
+  t.split_seed = c.getSplitSeed();
+  t.seed = c.getSeed();
+  return t;
+}
+/// BLAKE2b-256 keyed "aicon-train-terms-v1" over the terms, each field
+/// length-prefixed or fixed-width: a trainer signs it with its log, so no
+/// one who relays a rating request can have the rater re-execute its steps
+/// against other terms than the ones it ran.
+digest terms_digest(const train_terms& t);
+
+/// What a trainer signs at the end of a session: "aicon-worklog-v3" ‖
 /// session ‖ rank (4, LE) ‖ ring size (4, LE) ‖ first step (8, LE) ‖ steps
 /// (8, LE) ‖ log root. The ring's size and the log's first step are the
 /// trainer's word: nobody who relays the log can change the slice of the
 /// batch a rank is checked against or the steps it is paid for.
 std::vector<uint8_t> worklog_signing_bytes(const std::array<uint8_t, 32>& session, uint32_t rank,
                                            uint32_t ring_size, uint64_t first_step,
-                                           uint64_t steps, const digest& root);
+                                           uint64_t steps, const digest& root,
+                                           const digest& terms);
 
 /// A model's asset id: for a model put on the data nodes ("torch:<hex>")
 /// the file's BLAKE2b-256 (its registered asset); otherwise BLAKE2b-256 of

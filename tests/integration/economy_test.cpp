@@ -1618,6 +1618,29 @@ BOOST_AUTO_TEST_CASE(a_trainer_host_killed_after_its_ring_finished_still_answers
   BOOST_TEST(files == 4u); // two sessions' .ev and .owed
 }
 
+BOOST_AUTO_TEST_CASE(a_rating_request_with_other_training_terms_slashes_no_one) {
+  // The payer asks for a rating with another seed than its job ran: the
+  // rater would re-execute every step against other batches and fail the
+  // honest trainers. Each trainer signed the terms it ran with its log, so
+  // the rater sees the request's are not theirs: unpaid, nobody slashed
+  // (before, by the code, they failed re-execution as culprits, and the
+  // escrow went back to the payer).
+  economy_cluster ec;
+  ec.wait_offers(2);
+  auto [o, r] = ec.trained_job(40);
+  auto lying = o;
+  lying.seed += 1;
+  auto reply = ec.ask(0, "rater", ec.rate_request(lying, r), 120s);
+  BOOST_REQUIRE_MESSAGE(reply, why(reply));
+  auto rating = train::parse_rating(*reply);
+  BOOST_REQUIRE_MESSAGE(rating, why(rating));
+  for (auto& v : rating->verdicts) {
+    BOOST_TEST(!v.passed, "rank " << v.rank);
+    BOOST_TEST(v.why.find("signed for other training terms") != std::string::npos, v.why);
+  }
+  BOOST_TEST(rating->slashed == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(a_trainer_host_that_answers_link_down_to_its_challenges_is_slashed) {
   // t1's host comes back after the ring finished with fault injection on:
   // every evidence challenge is answered with a made-up "link down". The

@@ -451,25 +451,44 @@ BOOST_AUTO_TEST_CASE(settlement_pays_lease_prices_under_the_cap) {
 // ring's ranks (which moves a rank's slice of each batch) or move its
 // start (which moves the steps it is paid for) without the signature
 // failing.
-BOOST_AUTO_TEST_CASE(a_work_log_signature_binds_the_ring_size_and_first_step) {
+BOOST_AUTO_TEST_CASE(a_work_log_signature_binds_the_ring_size_first_step_and_terms) {
   auto trainer = aicon::identity::generate();
   std::array<uint8_t, 32> session{}, root{};
   session[0] = 7;
   root[0] = 9;
-  auto bytes = train::worklog_signing_bytes(session, 1, 4, 100, 50, root);
+  train::train_terms t;
+  t.model = "mlp:64-64-10";
+  t.data_file = "digits.csv.gz";
+  t.global_batch = 32;
+  t.seed = 7;
+  auto terms = train::terms_digest(t);
+  auto bytes = train::worklog_signing_bytes(session, 1, 4, 100, 50, root, terms);
   auto sig = trainer.sign(bytes);
-  auto holds = [&](uint32_t rank, uint32_t size, uint64_t first, uint64_t steps) {
+  auto holds = [&](uint32_t rank, uint32_t size, uint64_t first, uint64_t steps,
+                   train::digest signed_terms) {
     return aicon::verify_signature(trainer.id(),
                                    train::worklog_signing_bytes(session, rank, size, first, steps,
-                                                                root),
+                                                                root, signed_terms),
                                    {sig.data(), sig.size()});
   };
-  BOOST_TEST(holds(1, 4, 100, 50));
-  BOOST_TEST(!holds(1, 5, 100, 50)); // a padded ring
-  BOOST_TEST(!holds(1, 3, 100, 50)); // a trimmed one
-  BOOST_TEST(!holds(1, 4, 0, 50));   // another start
-  BOOST_TEST(!holds(1, 4, 100, 51)); // more steps
-  BOOST_TEST(!holds(2, 4, 100, 50)); // another rank
+  BOOST_TEST(holds(1, 4, 100, 50, terms));
+  BOOST_TEST(!holds(1, 5, 100, 50, terms)); // a padded ring
+  BOOST_TEST(!holds(1, 3, 100, 50, terms)); // a trimmed one
+  BOOST_TEST(!holds(1, 4, 0, 50, terms));   // another start
+  BOOST_TEST(!holds(1, 4, 100, 51, terms)); // more steps
+  BOOST_TEST(!holds(2, 4, 100, 50, terms)); // another rank
+  // Other terms are another digest, so another signed log: each field.
+  std::vector<train::train_terms> other(8, t);
+  other[0].model = "mlp:64-32-10";
+  other[1].data_file = "other.csv";
+  other[2].dataset = std::string(32, 'x');
+  other[3].standardize = true;
+  other[4].test_percent = 20;
+  other[5].global_batch = 64;
+  other[6].split_seed = 1;
+  other[7].seed = 8;
+  for (size_t i = 0; i < other.size(); ++i)
+    BOOST_TEST(!holds(1, 4, 100, 50, train::terms_digest(other[i])), "field " << i);
 }
 
 BOOST_AUTO_TEST_CASE(a_signed_contribution_convicts_only_its_own_signer) {
