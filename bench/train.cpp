@@ -97,6 +97,30 @@ int run_train(const train_options& opts_in) {
   auto digits = data::read_any(opts.data, std::nullopt, data::csv_options{}, std::nullopt);
   if (!digits)
     return fail(digits.error());
+  // A job's samples/s (rank 0's wall time per step) and mean allreduce time
+  // over its steps after the warm-up; `what` names the row in an error.
+  struct timed_run {
+    double rate = 0, allreduce_ms = 0;
+    train::job_result result;
+  };
+  auto timed_job = [&](const train::job_options& o,
+                       const std::string& what) -> caf::expected<timed_run> {
+    double allreduce = 0, secs = 0;
+    uint64_t timed = 0;
+    auto r = train::run_job(*mesh.c, o, [&](const train::step_report& s) {
+      if (s.step < warm || s.samples_per_s <= 0)
+        return;
+      ++timed;
+      allreduce += s.allreduce_ms;
+      secs += o.global_batch / s.samples_per_s;
+    });
+    if (!r)
+      return r.error();
+    if (timed == 0 || secs <= 0)
+      return make_error(errc::internal, "no timed step came back" + what);
+    return timed_run{static_cast<double>(timed) * o.global_batch / secs,
+                     allreduce / static_cast<double>(timed), std::move(*r)};
+  };
   std::stringstream models{opts.models};
   for (std::string model; std::getline(models, model, ',');) {
     auto spec = train::parse_spec(model);
@@ -123,25 +147,16 @@ int run_train(const train_options& opts_in) {
           o.data_file = opts.data;
           o.checkpoint_every = static_cast<uint32_t>(opts.steps); // only at the end
           o.transport = via;
-          double allreduce_ms = 0, secs = 0;
-          uint64_t timed = 0;
-          auto r = train::run_job(*mesh.c, o, [&](const train::step_report& s) {
-            if (s.step < warm || s.samples_per_s <= 0)
-              return;
-            ++timed;
-            allreduce_ms += s.allreduce_ms;
-            secs += batch / s.samples_per_s;
-          });
-          if (!r)
-            return fail(r.error());
-          if (timed == 0 || secs <= 0)
-            return fail(make_error(errc::internal, "no timed step came back"));
-          double rate = static_cast<double>(timed) * batch / secs;
+          auto run = timed_job(o, "");
+          if (!run)
+            return fail(run.error());
+          double rate = run->rate;
+          auto* r = &run->result;
           uint32_t n = hosts * per_host;
           if (n == 1)
             base = rate;
           double eff = base > 0 ? rate / (n * base) : 0;
-          double ar = allreduce_ms / static_cast<double>(timed);
+          double ar = run->allreduce_ms;
           double req = static_cast<double>(r->step_requests - n) / static_cast<double>(opts.steps);
           double polls = r->seconds > 0 ? static_cast<double>(r->polls) / r->seconds : 0;
           std::printf("%-20s %-6s %8u %6u %6u %12.0f %12.2f %9.3f %8.1f %11.2f\n", label.c_str(),
@@ -167,19 +182,10 @@ int run_train(const train_options& opts_in) {
             // and checking what each rank sends its partner.
             train::job_options v = o;
             v.keep_evidence = true;
-            double v_secs = 0;
-            uint64_t v_timed = 0;
-            auto vr = train::run_job(*mesh.c, v, [&](const train::step_report& s) {
-              if (s.step < warm || s.samples_per_s <= 0)
-                return;
-              ++v_timed;
-              v_secs += batch / s.samples_per_s;
-            });
-            if (!vr)
-              return fail(vr.error());
-            if (v_timed == 0 || v_secs <= 0)
-              return fail(make_error(errc::internal, "no timed step came back (verified)"));
-            double v_rate = static_cast<double>(v_timed) * batch / v_secs;
+            auto verified = timed_job(v, " (verified)");
+            if (!verified)
+              return fail(verified.error());
+            double v_rate = verified->rate;
             double v_eff = base > 0 ? v_rate / (2 * base) : 0;
             std::printf("%-20s %-6s %8s %6s %6u %12.0f %12s %9s %8s %11.2f   verified / ring = %.2f\n",
                         "  2 x 1, verified", via_name.c_str(), "2", "2", batch, v_rate, "-", "-",
@@ -199,20 +205,10 @@ int run_train(const train_options& opts_in) {
               a.hosts = {mesh.ids[h]};
               a.trainers_per_host = 1;
               a.global_batch = batch / 2;
-              double s_secs = 0;
-              uint64_t s_timed = 0;
-              auto res = train::run_job(*mesh.c, a, [&](const train::step_report& s) {
-                if (s.step < warm || s.samples_per_s <= 0)
-                  return;
-                ++s_timed;
-                s_secs += a.global_batch / s.samples_per_s;
-              });
+              auto res = timed_job(a, " (no-ring bound)");
               if (!res)
                 return caf::expected<double>{res.error()};
-              if (s_timed == 0 || s_secs <= 0)
-                return caf::expected<double>{
-                  make_error(errc::internal, "no timed step came back (no-ring bound)")};
-              return caf::expected<double>{static_cast<double>(s_timed) * a.global_batch / s_secs};
+              return caf::expected<double>{res->rate};
             };
             auto second = std::async(std::launch::async, alone, size_t{1});
             auto first = alone(0);
